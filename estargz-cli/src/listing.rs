@@ -1,0 +1,254 @@
+//! Human and JSON output of the inspect, ls and convert commands.
+
+use std::io::{self, Write};
+
+use base64::Engine as _;
+use estargz_core::reader::{Node, NodeId};
+use estargz_core::{BuildResult, EntryType, Error, Footer, Reader};
+use serde_json::{json, Value};
+
+const TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
+const UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompressed-size";
+
+fn stdout_err(e: io::Error) -> Error {
+    Error::io("writing to stdout", e)
+}
+
+fn print_json(out: &mut dyn Write, value: &Value) -> Result<(), Error> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(|e| stdout_err(e.into()))?;
+    writeln!(out).map_err(stdout_err)
+}
+
+pub fn print_build_result(
+    out: &mut dyn Write,
+    r: &BuildResult,
+    as_json: bool,
+) -> Result<(), Error> {
+    let annotations = json!({
+        TOC_DIGEST_ANNOTATION: r.toc_digest,
+        UNCOMPRESSED_SIZE_ANNOTATION: r.uncompressed_size.to_string(),
+    });
+    if as_json {
+        return print_json(
+            out,
+            &json!({
+                "blobDigest": r.blob_digest,
+                "blobSize": r.blob_size,
+                "tocDigest": r.toc_digest,
+                "diffID": r.diff_id,
+                "uncompressedSize": r.uncompressed_size,
+                "tocOffset": r.toc_offset,
+                "tocEntries": r.toc_entries,
+                "externalTOC": r.external_toc.is_some(),
+                "missedPrioritized": r.missed_prioritized,
+                "annotations": annotations,
+            }),
+        );
+    }
+    let mut text = format!(
+        "blob digest:       {}\nblob size:         {}\ntoc digest:        {}\ndiff id:           {}\nuncompressed size: {}\nannotations:\n  {TOC_DIGEST_ANNOTATION}={}\n  {UNCOMPRESSED_SIZE_ANNOTATION}={}\n",
+        r.blob_digest, r.blob_size, r.toc_digest, r.diff_id, r.uncompressed_size, r.toc_digest, r.uncompressed_size
+    );
+    for m in &r.missed_prioritized {
+        text.push_str(&format!("prioritized file not found: {m}\n"));
+    }
+    out.write_all(text.as_bytes()).map_err(stdout_err)
+}
+
+pub fn print_inspect(reader: &Reader, as_json: bool) -> Result<(), Error> {
+    let (format, toc_offset) = match reader.footer() {
+        Footer::Estargz { toc_offset } => ("estargz", Some(toc_offset)),
+        Footer::ExternalToc => ("estargz-external-toc", None),
+        Footer::Legacy { toc_offset } => ("stargz-legacy", Some(toc_offset)),
+    };
+    let toc = reader.toc();
+    let count = |kind: EntryType| toc.entries.iter().filter(|e| e.kind == kind).count();
+    let file_bytes: u64 = toc
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryType::Reg)
+        .map(|e| e.size)
+        .sum();
+    let value = json!({
+        "format": format,
+        "blobSize": reader.blob_size(),
+        "footerSize": reader.footer().size(),
+        "tocOffset": toc_offset,
+        "tocDigest": reader.toc_digest(),
+        "tocVersion": toc.version,
+        "entries": toc.entries.len(),
+        "files": count(EntryType::Reg),
+        "chunks": toc.entries.iter().filter(|e| e.kind.is_data() && (e.kind == EntryType::Chunk || e.size > 0)).count(),
+        "directories": count(EntryType::Dir),
+        "fileBytes": file_bytes,
+        "prefetchLandmark": reader.index().lookup(".prefetch.landmark").is_some(),
+        "noPrefetchLandmark": reader.index().lookup(".no.prefetch.landmark").is_some(),
+    });
+    let mut out = io::stdout().lock();
+    if as_json {
+        return print_json(&mut out, &value);
+    }
+    for (k, v) in value.as_object().expect("object literal") {
+        writeln!(
+            out,
+            "{k}: {}",
+            v.as_str().map(str::to_string).unwrap_or(v.to_string())
+        )
+        .map_err(stdout_err)?;
+    }
+    Ok(())
+}
+
+fn node_json(reader: &Reader, node: &Node) -> Value {
+    let e = &node.entry;
+    let kind = if node.link_target.is_some() {
+        "hardlink"
+    } else {
+        e.kind.as_str()
+    };
+    let mut v = json!({
+        "path": node.path,
+        "type": kind,
+        "mode": e.mode & 0o7777,
+        "uid": e.uid,
+        "gid": e.gid,
+        "mtime": e.mod_time.unwrap_or(0),
+        "nlink": node.link_target.map_or(node.nlink, |t| reader.node(t).nlink),
+    });
+    let obj = v.as_object_mut().expect("object literal");
+    if !e.user_name.is_empty() {
+        obj.insert("userName".into(), e.user_name.clone().into());
+    }
+    if !e.group_name.is_empty() {
+        obj.insert("groupName".into(), e.group_name.clone().into());
+    }
+    match e.kind {
+        EntryType::Reg if node.link_target.is_none() => {
+            obj.insert("size".into(), e.size.into());
+            obj.insert("digest".into(), e.digest.clone().into());
+        }
+        EntryType::Symlink | EntryType::Hardlink => {
+            let target = node
+                .link_target
+                .map_or(e.link_name.clone(), |t| reader.node(t).path.clone());
+            obj.insert("linkName".into(), target.into());
+        }
+        EntryType::Char | EntryType::Block => {
+            obj.insert("devMajor".into(), e.dev_major.into());
+            obj.insert("devMinor".into(), e.dev_minor.into());
+        }
+        _ => {}
+    }
+    if !e.xattrs.is_empty() {
+        let x: serde_json::Map<String, Value> = e
+            .xattrs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    base64::engine::general_purpose::STANDARD.encode(v).into(),
+                )
+            })
+            .collect();
+        obj.insert("xattrs".into(), x.into());
+    }
+    if node.implicit {
+        obj.insert("implicit".into(), true.into());
+    }
+    v
+}
+
+fn type_char(node: &Node) -> char {
+    if node.link_target.is_some() {
+        return 'h';
+    }
+    match node.entry.kind {
+        EntryType::Dir => 'd',
+        EntryType::Symlink => 'l',
+        EntryType::Char => 'c',
+        EntryType::Block => 'b',
+        EntryType::Fifo => 'p',
+        _ => '-',
+    }
+}
+
+fn mode_string(mode: u32) -> String {
+    let mut s = String::new();
+    for (shift, special, upper) in [(6, 0o4000, 'S'), (3, 0o2000, 'S'), (0, 0o1000, 'T')] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        let exec = bits & 1 != 0;
+        s.push(match (mode & special != 0, exec) {
+            (true, true) => upper.to_ascii_lowercase(),
+            (true, false) => upper,
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
+pub fn print_ls(reader: &Reader, path: &str, long: bool, as_json: bool) -> Result<(), Error> {
+    let start = reader.lookup(path)?;
+    let mut ids: Vec<NodeId> = Vec::new();
+    let mut stack = vec![start];
+    while let Some(id) = stack.pop() {
+        if id != estargz_core::reader::ROOT {
+            ids.push(id);
+        }
+        stack.extend(reader.node(id).children.values().rev());
+    }
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    if as_json {
+        let list: Vec<Value> = ids
+            .iter()
+            .map(|&id| node_json(reader, reader.node(id)))
+            .collect();
+        return print_json(&mut out, &Value::Array(list));
+    }
+    for id in ids {
+        let node = reader.node(id);
+        let e = &node.entry;
+        let mut name = node.path.clone();
+        if e.kind == EntryType::Dir {
+            name.push('/');
+        }
+        if let Some(t) = node.link_target {
+            name = format!("{name} link to {}", reader.node(t).path);
+        } else if e.kind == EntryType::Symlink {
+            name = format!("{name} -> {}", e.link_name);
+        }
+        if long {
+            let size = match e.kind {
+                EntryType::Char | EntryType::Block => format!("{},{}", e.dev_major, e.dev_minor),
+                _ if node.link_target.is_some() => "0".into(),
+                _ => e.size.to_string(),
+            };
+            writeln!(
+                out,
+                "{}{} {}/{} {:>10} {} {}",
+                type_char(node),
+                mode_string(e.mode),
+                if e.user_name.is_empty() {
+                    e.uid.to_string()
+                } else {
+                    e.user_name.clone()
+                },
+                if e.group_name.is_empty() {
+                    e.gid.to_string()
+                } else {
+                    e.group_name.clone()
+                },
+                size,
+                e.mod_time
+                    .map_or_else(|| "-".into(), estargz_core::toc::format_time),
+                name
+            )
+            .map_err(stdout_err)?;
+        } else {
+            writeln!(out, "{name}").map_err(stdout_err)?;
+        }
+    }
+    out.flush().map_err(stdout_err)
+}

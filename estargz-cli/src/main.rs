@@ -1,0 +1,305 @@
+//! `estargz`: convert tars to eStargz and inspect, list, read, extract and
+//! verify eStargz blobs.
+
+mod listing;
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use estargz_core::extract::{extract, ExtractOptions};
+use estargz_core::{build, BuildInput, BuildOptions, Error, FileSource, OpenOptions, Reader};
+
+#[derive(Parser)]
+#[command(
+    name = "estargz",
+    version,
+    about = "Build, inspect and read eStargz container layers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert a tar, a gzip-compressed tar or a directory into an eStargz blob.
+    Convert(ConvertArgs),
+    /// Show the footer, TOC digest and sizes of a blob.
+    Inspect {
+        #[command(flatten)]
+        blob: BlobArgs,
+        /// Print the TOC JSON itself.
+        #[arg(long)]
+        toc: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the files of a blob.
+    Ls {
+        #[command(flatten)]
+        blob: BlobArgs,
+        /// Directory to list (default: the whole tree).
+        path: Option<String>,
+        /// Long format (mode, owner, size, time).
+        #[arg(short, long)]
+        long: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a file's verified content to stdout.
+    Cat {
+        #[command(flatten)]
+        blob: BlobArgs,
+        path: String,
+    },
+    /// Extract all files (verified) into a directory.
+    Extract {
+        #[command(flatten)]
+        blob: BlobArgs,
+        dir: PathBuf,
+        /// Do not apply owners from the TOC (default when not root).
+        #[arg(long)]
+        no_same_owner: bool,
+        /// Do not apply extended attributes.
+        #[arg(long)]
+        no_xattrs: bool,
+    },
+    /// Verify the TOC digest (when given) and every chunk digest.
+    Verify {
+        #[command(flatten)]
+        blob: BlobArgs,
+    },
+}
+
+#[derive(Args)]
+struct BlobArgs {
+    /// The eStargz blob.
+    blob: PathBuf,
+    /// Fail unless the TOC digest equals this (the layer's toc.digest annotation).
+    #[arg(long, value_name = "DIGEST")]
+    toc_digest: Option<String>,
+    /// The TOC gzip member, for blobs built with an external TOC.
+    #[arg(long, value_name = "FILE")]
+    external_toc: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// Input: tar, tar.gz, directory, or - for stdin.
+    input: PathBuf,
+    /// Output blob, or - for stdout.
+    output: PathBuf,
+    /// Chunk size in bytes.
+    #[arg(long, default_value_t = estargz_core::build::DEFAULT_CHUNK_SIZE)]
+    chunk_size: u64,
+    /// Minimum compressed bytes per gzip member (enables innerOffset; 0 = off).
+    #[arg(long, default_value_t = 0)]
+    min_chunk_size: u64,
+    /// Compression level 0-9 (10-12: extra effort).
+    #[arg(long, default_value_t = estargz_core::build::DEFAULT_LEVEL)]
+    level: u32,
+    /// File listing paths to prioritize (one per line), e.g. an optimizer's record.
+    #[arg(long, value_name = "FILE")]
+    prioritized_files: Option<PathBuf>,
+    /// Report prioritized files that are missing instead of failing.
+    #[arg(long)]
+    allow_missing_prioritized: bool,
+    /// Keep the TOC out of the blob and write its gzip member to FILE.
+    #[arg(long, value_name = "FILE")]
+    external_toc: Option<PathBuf>,
+    /// Lossless: gunzip of the blob equals the input tar (needs --external-toc).
+    #[arg(long)]
+    keep_diff_id: bool,
+    /// Compression threads (default: all CPUs); output does not depend on it.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (e.g. `estargz ls | head`) is not an error worth reporting.
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("estargz: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_blob(args: &BlobArgs) -> Result<Reader, Error> {
+    let src = FileSource::open(&args.blob)
+        .map_err(|e| Error::io(format!("opening {}", args.blob.display()), e))?;
+    let external_toc = match &args.external_toc {
+        Some(p) => {
+            Some(std::fs::read(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?)
+        }
+        None => None,
+    };
+    let opts = OpenOptions {
+        external_toc,
+        expected_toc_digest: args.toc_digest.clone(),
+        ..Default::default()
+    };
+    Reader::open(Arc::new(src), &opts)
+}
+
+fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Convert(args) => convert(args),
+        Command::Inspect { blob, toc, json } => {
+            let reader = open_blob(&blob)?;
+            if toc {
+                let mut out = io::stdout().lock();
+                out.write_all(&reader.toc().to_json())
+                    .and_then(|_| out.write_all(b"\n"))
+                    .map_err(|e| Error::io("writing to stdout", e))
+            } else {
+                listing::print_inspect(&reader, json)
+            }
+        }
+        Command::Ls {
+            blob,
+            path,
+            long,
+            json,
+        } => {
+            let reader = open_blob(&blob)?;
+            listing::print_ls(&reader, path.as_deref().unwrap_or(""), long, json)
+        }
+        Command::Cat { blob, path } => {
+            let reader = open_blob(&blob)?;
+            let id = reader.lookup(&path)?;
+            let mut out = io::stdout().lock();
+            reader.for_each_chunk(id, |data| {
+                out.write_all(data)
+                    .map_err(|e| Error::io("writing to stdout", e))
+            })?;
+            out.flush().map_err(|e| Error::io("writing to stdout", e))
+        }
+        Command::Extract {
+            blob,
+            dir,
+            no_same_owner,
+            no_xattrs,
+        } => {
+            let reader = open_blob(&blob)?;
+            let mut opts = ExtractOptions::default();
+            opts.preserve_owners &= !no_same_owner;
+            opts.xattrs = !no_xattrs;
+            let stats = extract(&reader, &dir, &opts)?;
+            eprintln!(
+                "extracted {} files ({} bytes), {} directories, {} other entries into {}",
+                stats.files,
+                stats.bytes,
+                stats.dirs,
+                stats.others,
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::Verify { blob } => {
+            let reader = open_blob(&blob)?;
+            let bytes = reader.verify_all()?;
+            let toc_note = if blob.toc_digest.is_some() {
+                "TOC digest matches"
+            } else {
+                "TOC digest not checked (pass --toc-digest)"
+            };
+            println!(
+                "ok: {} TOC entries, {bytes} bytes of file data verified; {toc_note}; toc digest {}",
+                reader.toc().entries.len(),
+                reader.toc_digest()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn convert(args: ConvertArgs) -> Result<(), Error> {
+    if args.keep_diff_id && args.external_toc.is_none() {
+        return Err(Error::InvalidArgument(
+            "--keep-diff-id needs --external-toc FILE (an embedded TOC would change the DiffID)"
+                .into(),
+        ));
+    }
+    let prioritized_files = match &args.prioritized_files {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| Error::io(format!("reading {}", p.display()), e))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+        None => Vec::new(),
+    };
+    let opts = BuildOptions {
+        chunk_size: args.chunk_size,
+        min_chunk_size: args.min_chunk_size,
+        level: args.level,
+        prioritized_files,
+        allow_prioritize_not_found: args.allow_missing_prioritized,
+        external_toc: args.external_toc.is_some(),
+        keep_diff_id: args.keep_diff_id,
+        threads: args.threads,
+        temp_dir: None,
+    };
+    let input = if args.input == Path::new("-") {
+        BuildInput::Reader(Box::new(io::stdin()))
+    } else {
+        BuildInput::Path(args.input.clone())
+    };
+    let result = if args.output == Path::new("-") {
+        let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+        build(input, &mut out, &opts)?
+    } else {
+        write_atomically(&args.output, |w| build(input, w, &opts))?
+    };
+    if let (Some(path), Some(toc)) = (&args.external_toc, &result.external_toc) {
+        write_atomically(path, |w| {
+            w.write_all(toc)
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+        })?;
+    }
+    let mut report = io::stderr().lock();
+    if args.output != Path::new("-") {
+        // stdout is free for the report when the blob goes to a file.
+        let mut out = io::stdout().lock();
+        return listing::print_build_result(&mut out, &result, args.json);
+    }
+    listing::print_build_result(&mut report, &result, args.json)
+}
+
+/// Writes to `path.tmp` and renames, so a failed run leaves no partial output.
+fn write_atomically<T>(
+    path: &Path,
+    f: impl FnOnce(&mut dyn Write) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let file =
+        File::create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let result = f(&mut w).and_then(|v| {
+        w.flush()
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| Error::io(format!("renaming to {}", path.display()), e))?;
+        Ok(v)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

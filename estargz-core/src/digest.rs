@@ -1,0 +1,52 @@
+//! SHA-256 digests in the `sha256:<hex>` form used by OCI and the TOC.
+
+use sha2::{Digest as _, Sha256};
+
+/// The digest of empty content.
+pub const EMPTY_DIGEST: &str =
+    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// `sha256:<hex>` of `data`.
+pub fn sha256_digest(data: &[u8]) -> String {
+    format_digest(Sha256::digest(data).into())
+}
+
+/// Formats a raw SHA-256 value as `sha256:<hex>`.
+pub fn format_digest(hash: [u8; 32]) -> String {
+    format!("sha256:{}", hex::encode(hash))
+}
+
+/// True for exactly `sha256:` followed by 64 lowercase hex digits.
+pub fn is_sha256_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    })
+}
+
+/// An incremental hasher that also counts bytes.
+#[derive(Default, Clone)]
+pub struct Hasher {
+    inner: Sha256,
+    len: u64,
+}
+
+impl Hasher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn update(&mut self, data: &[u8]) {
+        self.inner.update(data);
+        self.len += data.len() as u64;
+    }
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn finish(self) -> String {
+        format_digest(self.inner.finalize().into())
+    }
+}

@@ -1,0 +1,130 @@
+//! The one error type of the crate. Every variant maps to exactly one stable
+//! numeric code (used by the C ABI) and one errno (used by the FUSE layer).
+
+use std::io;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while building, reading or verifying a blob.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O operation on a source, sink or the local file system failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The input ended before a complete structure could be read.
+    #[error("truncated input: {0}")]
+    Truncated(String),
+    /// No footer format matched the end of the blob.
+    #[error("invalid footer: {0}")]
+    InvalidFooter(String),
+    /// The TOC could not be located, decompressed or decoded.
+    #[error("invalid TOC: {0}")]
+    InvalidToc(String),
+    /// The input tar stream is malformed.
+    #[error("invalid tar: {0}")]
+    InvalidTar(String),
+    /// Compressed data could not be decompressed.
+    #[error("corrupt compressed data: {0}")]
+    Corrupt(String),
+    /// A digest did not match the expected value.
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    /// An entry name or link target would escape the target directory.
+    #[error("unsafe path {0:?}: it would escape the target directory")]
+    UnsafePath(String),
+    /// A path was not found in the TOC.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The operation needs a different entry type (e.g. reading a directory).
+    #[error("wrong entry type for {path}: {message}")]
+    WrongType { path: String, message: String },
+    /// A well-formed input uses a feature this implementation does not support.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The caller passed an invalid argument or option.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A configured resource limit was exceeded.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+}
+
+/// Stable numeric codes; never renumber, only append.
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    Ok = 0,
+    Io = 1,
+    Truncated = 2,
+    InvalidFooter = 3,
+    InvalidToc = 4,
+    InvalidTar = 5,
+    Corrupt = 6,
+    DigestMismatch = 7,
+    UnsafePath = 8,
+    NotFound = 9,
+    WrongType = 10,
+    Unsupported = 11,
+    InvalidArgument = 12,
+    LimitExceeded = 13,
+    /// Only produced by the C ABI (caught panic, NULL handle, ...).
+    Internal = 14,
+}
+
+impl Error {
+    /// Wraps an I/O error with a description of what was being done.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The stable code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Io { .. } => ErrorCode::Io,
+            Error::Truncated(_) => ErrorCode::Truncated,
+            Error::InvalidFooter(_) => ErrorCode::InvalidFooter,
+            Error::InvalidToc(_) => ErrorCode::InvalidToc,
+            Error::InvalidTar(_) => ErrorCode::InvalidTar,
+            Error::Corrupt(_) => ErrorCode::Corrupt,
+            Error::DigestMismatch { .. } => ErrorCode::DigestMismatch,
+            Error::UnsafePath(_) => ErrorCode::UnsafePath,
+            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::WrongType { .. } => ErrorCode::WrongType,
+            Error::Unsupported(_) => ErrorCode::Unsupported,
+            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Error::LimitExceeded(_) => ErrorCode::LimitExceeded,
+        }
+    }
+
+    /// The errno a file system should report for this error. Data-integrity
+    /// failures are EIO so that no wrong bytes are ever handed out.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            Error::NotFound(_) => libc::ENOENT,
+            Error::WrongType { .. } => libc::EINVAL,
+            Error::InvalidArgument(_) => libc::EINVAL,
+            Error::Unsupported(_) => libc::EOPNOTSUPP,
+            Error::UnsafePath(_) => libc::EPERM,
+            Error::LimitExceeded(_) => libc::EFBIG,
+            Error::Truncated(_)
+            | Error::InvalidFooter(_)
+            | Error::InvalidToc(_)
+            | Error::InvalidTar(_)
+            | Error::Corrupt(_)
+            | Error::DigestMismatch { .. } => libc::EIO,
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! eStargz: build, read and verify lazily pullable container layers,
+//! interoperable with containerd's stargz-snapshotter.
+//!
+//! * [`build()`] turns a tar (plain, gzip or a directory) into an eStargz blob.
+//! * [`Reader`] opens a blob from any [`ReadAt`] source, verifies the TOC and
+//!   every chunk before handing out bytes.
+
+pub mod build;
+pub mod digest;
+pub mod dirtar;
+pub mod error;
+pub mod extract;
+pub mod footer;
+pub mod reader;
+pub mod source;
+pub mod tar;
+pub mod tarwrite;
+pub(crate) mod timefmt;
+pub mod toc;
+
+pub use build::{build, BuildInput, BuildOptions, BuildResult};
+pub use error::{Error, ErrorCode, Result};
+pub use footer::Footer;
+pub use reader::{NodeId, OpenOptions, Reader};
+pub use source::{FileSource, ReadAt};
+pub use toc::{EntryType, Toc, TocEntry};

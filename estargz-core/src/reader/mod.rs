@@ -1,0 +1,375 @@
+//! Opening and reading eStargz / stargz blobs from any positional-read source.
+//! Every byte handed out comes from a chunk whose digest was checked first.
+
+mod index;
+
+use std::collections::VecDeque;
+use std::io::{self, BufReader, Read};
+use std::sync::{Arc, Mutex};
+
+pub use index::{Chunk, Index, Node, NodeId, ROOT};
+
+use crate::digest::Hasher;
+use crate::error::{Error, Result};
+use crate::footer::{Footer, MAX_FOOTER_SIZE};
+use crate::source::{ReadAt, SectionReader};
+use crate::toc::{EntryType, Toc, TOC_NAME};
+
+/// Default bound on the decompressed TOC JSON (a million-file layer is ~300 MB).
+pub const DEFAULT_MAX_TOC_SIZE: u64 = 1 << 30;
+/// Default bound on one chunk's size; larger chunks are rejected, not allocated.
+pub const DEFAULT_MAX_CHUNK_SIZE: u64 = 256 << 20;
+/// Decoded chunks kept for small sequential reads.
+const CHUNK_CACHE_SLOTS: usize = 8;
+
+/// How to open a blob.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// The TOC gzip member for blobs with an external TOC.
+    pub external_toc: Option<Vec<u8>>,
+    /// Fail unless the TOC digest equals this (`containerd.io/snapshot/stargz/toc.digest`).
+    pub expected_toc_digest: Option<String>,
+    pub max_toc_size: u64,
+    pub max_chunk_size: u64,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            external_toc: None,
+            expected_toc_digest: None,
+            max_toc_size: DEFAULT_MAX_TOC_SIZE,
+            max_chunk_size: DEFAULT_MAX_CHUNK_SIZE,
+        }
+    }
+}
+
+/// An open blob.
+pub struct Reader {
+    src: Arc<dyn ReadAt>,
+    footer: Footer,
+    toc: Toc,
+    toc_digest: String,
+    index: Index,
+    max_chunk_size: u64,
+    cache: Mutex<VecDeque<(u64, u64, Arc<[u8]>)>>,
+}
+
+/// Decompresses a TOC member (tar entry `stargz.index.json`) and hashes its JSON.
+fn read_toc_member(compressed: impl Read, max_toc_size: u64) -> Result<(Vec<u8>, String)> {
+    let mut gz = flate2::read::GzDecoder::new(BufReader::with_capacity(1 << 16, compressed));
+    let mut header = [0u8; 512];
+    gz.read_exact(&mut header)
+        .map_err(|e| Error::InvalidToc(format!("cannot decompress the TOC tar header: {e}")))?;
+    let name_end = header[..100].iter().position(|&b| b == 0).unwrap_or(100);
+    if &header[..name_end] != TOC_NAME.as_bytes() {
+        return Err(Error::InvalidToc(format!(
+            "first entry of the TOC member is {:?}, not {TOC_NAME}",
+            String::from_utf8_lossy(&header[..name_end])
+        )));
+    }
+    if !crate::tar::checksum_ok(&header) {
+        return Err(Error::InvalidToc(
+            "bad checksum in the TOC tar header".into(),
+        ));
+    }
+    let size = crate::tar::parse_number(&header[124..136], "size", 0)
+        .map_err(|e| Error::InvalidToc(format!("TOC tar header: {e}")))?;
+    if size > max_toc_size {
+        return Err(Error::LimitExceeded(format!(
+            "TOC is {size} bytes, over the limit of {max_toc_size}"
+        )));
+    }
+    let mut json = Vec::with_capacity(size.min(16 << 20) as usize);
+    gz.take(size)
+        .read_to_end(&mut json)
+        .map_err(|e| Error::InvalidToc(format!("cannot decompress the TOC JSON: {e}")))?;
+    if (json.len() as u64) < size {
+        return Err(Error::Truncated(format!(
+            "TOC JSON ends after {} of {size} bytes",
+            json.len()
+        )));
+    }
+    let digest = crate::digest::sha256_digest(&json);
+    Ok((json, digest))
+}
+
+impl Reader {
+    /// Opens a blob: one read for the footer, one for the TOC.
+    pub fn open(src: Arc<dyn ReadAt>, opts: &OpenOptions) -> Result<Reader> {
+        let size = src.size();
+        let tail_len = size.min(MAX_FOOTER_SIZE as u64) as usize;
+        let mut tail = vec![0u8; tail_len];
+        src.read_exact_at(&mut tail, size - tail_len as u64)
+            .map_err(|e| Error::io("reading the footer", e))?;
+        let footer = Footer::parse(&tail, size)?;
+        let payload_end = size - footer.size() as u64;
+        let (json, toc_digest, payload_end) = match footer.toc_offset() {
+            Some(toc_offset) => {
+                let section = SectionReader::new(&*src, toc_offset, payload_end);
+                let (json, digest) = read_toc_member(section, opts.max_toc_size)?;
+                (json, digest, toc_offset)
+            }
+            None => {
+                let external = opts.external_toc.as_deref().ok_or_else(|| {
+                    Error::InvalidArgument(
+                        "the blob has an external TOC; pass it (the TOC gzip member) to open"
+                            .into(),
+                    )
+                })?;
+                let (json, digest) = read_toc_member(external, opts.max_toc_size)?;
+                (json, digest, payload_end)
+            }
+        };
+        if let Some(expected) = &opts.expected_toc_digest {
+            if *expected != toc_digest {
+                return Err(Error::DigestMismatch {
+                    what: "TOC".into(),
+                    expected: expected.clone(),
+                    actual: toc_digest,
+                });
+            }
+        }
+        let toc = Toc::from_json(&json)?;
+        let index = Index::build(&toc, payload_end)?;
+        Ok(Reader {
+            src,
+            footer,
+            toc,
+            toc_digest,
+            index,
+            max_chunk_size: opts.max_chunk_size,
+            cache: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    pub fn footer(&self) -> Footer {
+        self.footer
+    }
+    pub fn toc(&self) -> &Toc {
+        &self.toc
+    }
+    pub fn toc_digest(&self) -> &str {
+        &self.toc_digest
+    }
+    pub fn blob_size(&self) -> u64 {
+        self.src.size()
+    }
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.index.nodes[id]
+    }
+
+    /// Checks the TOC digest against the expected one (e.g. the layer annotation).
+    pub fn verify_toc(&self, expected: &str) -> Result<()> {
+        if expected == self.toc_digest {
+            Ok(())
+        } else {
+            Err(Error::DigestMismatch {
+                what: "TOC".into(),
+                expected: expected.into(),
+                actual: self.toc_digest.clone(),
+            })
+        }
+    }
+
+    /// Finds a node by path; hardlinks are returned as themselves.
+    pub fn lookup(&self, path: &str) -> Result<NodeId> {
+        self.index
+            .lookup(path)
+            .ok_or_else(|| Error::NotFound(path.to_string()))
+    }
+
+    /// Follows a hardlink to the node holding the data.
+    pub fn resolve(&self, id: NodeId) -> NodeId {
+        self.index.nodes[id].link_target.unwrap_or(id)
+    }
+
+    /// Directory children in name order.
+    pub fn read_dir(&self, id: NodeId) -> Result<Vec<(&str, NodeId)>> {
+        let node = &self.index.nodes[self.resolve(id)];
+        if node.entry.kind != EntryType::Dir {
+            return Err(Error::WrongType {
+                path: node.path.clone(),
+                message: "not a directory".into(),
+            });
+        }
+        Ok(node
+            .children
+            .iter()
+            .map(|(k, &v)| (k.as_str(), v))
+            .collect())
+    }
+
+    fn regular_file(&self, id: NodeId) -> Result<&Node> {
+        let node = &self.index.nodes[self.resolve(id)];
+        if node.entry.kind != EntryType::Reg {
+            return Err(Error::WrongType {
+                path: node.path.clone(),
+                message: format!("{} is not a regular file", node.entry.kind.as_str()),
+            });
+        }
+        Ok(node)
+    }
+
+    /// Decompresses and verifies one chunk (not cached).
+    pub fn fetch_chunk(&self, node: &Node, chunk: &Chunk) -> Result<Vec<u8>> {
+        let context = || {
+            format!(
+                "chunk at file offset {} of {:?}",
+                chunk.chunk_offset, node.path
+            )
+        };
+        if chunk.chunk_size > self.max_chunk_size {
+            return Err(Error::LimitExceeded(format!(
+                "{} is {} bytes (max {})",
+                context(),
+                chunk.chunk_size,
+                self.max_chunk_size
+            )));
+        }
+        if chunk.digest.is_empty() {
+            return Err(Error::InvalidToc(format!(
+                "{} has no digest to verify against",
+                context()
+            )));
+        }
+        let section = SectionReader::new(&*self.src, chunk.offset, chunk.next_offset);
+        let mut gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, section));
+        let corrupt = |e: io::Error| Error::Corrupt(format!("{}: {e}", context()));
+        let skipped =
+            io::copy(&mut (&mut gz).take(chunk.inner_offset), &mut io::sink()).map_err(corrupt)?;
+        let mut data = Vec::with_capacity(chunk.chunk_size.min(16 << 20) as usize);
+        gz.take(chunk.chunk_size)
+            .read_to_end(&mut data)
+            .map_err(corrupt)?;
+        if skipped < chunk.inner_offset || (data.len() as u64) < chunk.chunk_size {
+            return Err(Error::Corrupt(format!(
+                "{}: compressed data ends early",
+                context()
+            )));
+        }
+        let mut hasher = Hasher::new();
+        hasher.update(&data);
+        let actual = hasher.finish();
+        if actual != chunk.digest {
+            return Err(Error::DigestMismatch {
+                what: context(),
+                expected: chunk.digest.clone(),
+                actual,
+            });
+        }
+        Ok(data)
+    }
+
+    fn cached_chunk(&self, node_id: NodeId, node: &Node, chunk: &Chunk) -> Result<Arc<[u8]>> {
+        let key = (node_id as u64, chunk.chunk_offset);
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, _, data)) = cache.iter().find(|(n, o, _)| (*n, *o) == key) {
+                return Ok(data.clone());
+            }
+        }
+        let data: Arc<[u8]> = self.fetch_chunk(node, chunk)?.into();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CHUNK_CACHE_SLOTS {
+            cache.pop_front();
+        }
+        cache.push_back((key.0, key.1, data.clone()));
+        Ok(data)
+    }
+
+    /// Reads file content at `offset` into `buf`; returns bytes read (0 at EOF).
+    pub fn read_at(&self, id: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let data_id = self.resolve(id);
+        let node = self.regular_file(data_id)?;
+        let size = node.entry.size;
+        let mut done = 0;
+        while done < buf.len() && offset + (done as u64) < size {
+            let pos = offset + done as u64;
+            let i = node
+                .chunks
+                .partition_point(|c| c.chunk_offset + c.chunk_size <= pos);
+            let chunk = &node.chunks[i];
+            let data = self.cached_chunk(data_id, node, chunk)?;
+            let from = (pos - chunk.chunk_offset) as usize;
+            let n = (data.len() - from).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&data[from..from + n]);
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// Calls `sink` with every chunk of a file, verified, in order.
+    pub fn for_each_chunk(
+        &self,
+        id: NodeId,
+        mut sink: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let node = self.regular_file(id)?;
+        for chunk in &node.chunks {
+            sink(&self.fetch_chunk(node, chunk)?)?;
+        }
+        Ok(())
+    }
+
+    /// Verifies every chunk of every file (in parallel); returns bytes verified.
+    pub fn verify_all(&self) -> Result<u64> {
+        use rayon::prelude::*;
+        let work: Vec<(&Node, &Chunk)> = self
+            .index
+            .nodes
+            .iter()
+            .filter(|n| n.link_target.is_none())
+            .flat_map(|n| n.chunks.iter().map(move |c| (n, c)))
+            .collect();
+        work.par_iter()
+            .map(|(n, c)| self.fetch_chunk(n, c).map(|d| d.len() as u64))
+            .try_reduce(|| 0, |a, b| Ok(a + b))
+    }
+
+    /// A sequential reader over a file's content.
+    pub fn open_file(&self, id: NodeId) -> Result<FileReader<'_>> {
+        let size = self.regular_file(id)?.entry.size;
+        Ok(FileReader {
+            reader: self,
+            id,
+            pos: 0,
+            size,
+        })
+    }
+}
+
+/// `io::Read` + `io::Seek` over one file.
+pub struct FileReader<'a> {
+    reader: &'a Reader,
+    id: NodeId,
+    pos: u64,
+    size: u64,
+}
+
+impl Read for FileReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self
+            .reader
+            .read_at(self.id, self.pos, buf)
+            .map_err(|e| io::Error::other(e))?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl io::Seek for FileReader<'_> {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            io::SeekFrom::Start(p) => Some(p),
+            io::SeekFrom::End(d) => self.size.checked_add_signed(d),
+            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = target
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
+        Ok(self.pos)
+    }
+}

@@ -1,0 +1,138 @@
+//! Positional-read sources: the one interface every reader path uses, so a
+//! local file, a memory buffer and (later) a registry blob are interchangeable.
+
+use std::io;
+use std::sync::Arc;
+
+/// A random-access, immutable byte source of known size.
+pub trait ReadAt: Send + Sync {
+    /// Reads up to `buf.len()` bytes at `offset`; returns 0 only at or past the end.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Total size in bytes.
+    fn size(&self) -> u64;
+
+    /// Fills `buf` completely or fails with `UnexpectedEof`.
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, offset) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("source ended at offset {offset}"),
+                    ))
+                }
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A local file whose size is captured once at open (files must not change).
+pub struct FileSource {
+    file: std::fs::File,
+    size: u64,
+}
+
+impl FileSource {
+    pub fn new(file: std::fs::File) -> io::Result<Self> {
+        let size = file.metadata()?.len();
+        Ok(FileSource { file, size })
+    }
+    pub fn open(path: impl AsRef<std::path::Path>) -> io::Result<Self> {
+        Self::new(std::fs::File::open(path)?)
+    }
+}
+
+impl ReadAt for FileSource {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if offset >= self.size {
+            return Ok(0);
+        }
+        let max = ((self.size - offset).min(buf.len() as u64)) as usize;
+        std::os::unix::fs::FileExt::read_at(&self.file, &mut buf[..max], offset)
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+fn slice_read_at(data: &[u8], buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    if offset >= data.len() as u64 {
+        return Ok(0);
+    }
+    let rest = &data[offset as usize..];
+    let n = rest.len().min(buf.len());
+    buf[..n].copy_from_slice(&rest[..n]);
+    Ok(n)
+}
+
+impl ReadAt for Vec<u8> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        slice_read_at(self, buf, offset)
+    }
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+impl ReadAt for Arc<[u8]> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        slice_read_at(self, buf, offset)
+    }
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        (**self).read_at(buf, offset)
+    }
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for &T {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        (**self).read_at(buf, offset)
+    }
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+}
+
+/// Sequential `io::Read` over `[start, end)` of a source.
+pub struct SectionReader<'a> {
+    src: &'a dyn ReadAt,
+    pos: u64,
+    end: u64,
+}
+
+impl<'a> SectionReader<'a> {
+    pub fn new(src: &'a dyn ReadAt, start: u64, end: u64) -> Self {
+        SectionReader {
+            src,
+            pos: start,
+            end: end.max(start),
+        }
+    }
+}
+
+impl io::Read for SectionReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let max = (self.end - self.pos).min(buf.len() as u64) as usize;
+        if max == 0 {
+            return Ok(0);
+        }
+        let n = self.src.read_at(&mut buf[..max], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,475 @@
+//! The TOC (`stargz.index.json`) data model, its decoder and a serializer that
+//! writes the same layout as the Go reference (`MarshalIndent` with tabs, field
+//! order, omit-empty rules and Go's string escaping), see spec §3.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::timefmt;
+
+/// File name of the TOC entry inside the blob.
+pub const TOC_NAME: &str = "stargz.index.json";
+
+/// Formats whole Unix seconds as the TOC does (`2006-01-02T15:04:05Z`).
+pub fn format_time(secs: i64) -> String {
+    timefmt::format_rfc3339(secs)
+}
+
+/// Entry kinds that appear in a TOC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryType {
+    Dir,
+    Reg,
+    Symlink,
+    Hardlink,
+    Char,
+    Block,
+    Fifo,
+    /// Continuation chunk of the preceding `reg` entry.
+    Chunk,
+}
+
+impl EntryType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EntryType::Dir => "dir",
+            EntryType::Reg => "reg",
+            EntryType::Symlink => "symlink",
+            EntryType::Hardlink => "hardlink",
+            EntryType::Char => "char",
+            EntryType::Block => "block",
+            EntryType::Fifo => "fifo",
+            EntryType::Chunk => "chunk",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "dir" => EntryType::Dir,
+            "reg" => EntryType::Reg,
+            "symlink" => EntryType::Symlink,
+            "hardlink" => EntryType::Hardlink,
+            "char" => EntryType::Char,
+            "block" => EntryType::Block,
+            "fifo" => EntryType::Fifo,
+            "chunk" => EntryType::Chunk,
+            other => return Err(Error::InvalidToc(format!("unknown entry type {other:?}"))),
+        })
+    }
+
+    /// True for entries that carry file payload (`reg` and `chunk`).
+    pub fn is_data(&self) -> bool {
+        matches!(self, EntryType::Reg | EntryType::Chunk)
+    }
+}
+
+/// One TOC entry as stored in the JSON (names raw, not cleaned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TocEntry {
+    pub name: String,
+    pub kind: EntryType,
+    pub size: u64,
+    /// Modification time in whole Unix seconds; `None` when absent.
+    pub mod_time: Option<i64>,
+    pub link_name: String,
+    /// Tar header mode, verbatim.
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub user_name: String,
+    pub group_name: String,
+    pub offset: u64,
+    pub inner_offset: u64,
+    pub dev_major: u64,
+    pub dev_minor: u64,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    pub digest: String,
+    pub chunk_offset: u64,
+    pub chunk_size: u64,
+    pub chunk_digest: String,
+}
+
+impl TocEntry {
+    pub fn new(name: impl Into<String>, kind: EntryType) -> Self {
+        TocEntry {
+            name: name.into(),
+            kind,
+            size: 0,
+            mod_time: None,
+            link_name: String::new(),
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            user_name: String::new(),
+            group_name: String::new(),
+            offset: 0,
+            inner_offset: 0,
+            dev_major: 0,
+            dev_minor: 0,
+            xattrs: BTreeMap::new(),
+            digest: String::new(),
+            chunk_offset: 0,
+            chunk_size: 0,
+            chunk_digest: String::new(),
+        }
+    }
+}
+
+/// A whole TOC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Toc {
+    pub version: i64,
+    pub entries: Vec<TocEntry>,
+}
+
+/// Wire form used only for decoding; all fields optional like Go's zero values.
+#[derive(Deserialize)]
+struct RawToc {
+    #[serde(default)]
+    version: i64,
+    #[serde(default)]
+    entries: Option<Vec<RawEntry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEntry {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    size: i64,
+    #[serde(default)]
+    modtime: Option<String>,
+    #[serde(default)]
+    link_name: String,
+    #[serde(default)]
+    mode: i64,
+    #[serde(default)]
+    uid: i64,
+    #[serde(default)]
+    gid: i64,
+    #[serde(default)]
+    user_name: String,
+    #[serde(default)]
+    group_name: String,
+    #[serde(default)]
+    offset: i64,
+    #[serde(default)]
+    inner_offset: i64,
+    #[serde(default)]
+    dev_major: i64,
+    #[serde(default)]
+    dev_minor: i64,
+    #[serde(default)]
+    xattrs: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    digest: String,
+    #[serde(default)]
+    chunk_offset: i64,
+    #[serde(default)]
+    chunk_size: i64,
+    #[serde(default)]
+    chunk_digest: String,
+}
+
+fn non_negative(value: i64, field: &str, name: &str) -> Result<u64> {
+    u64::try_from(value)
+        .map_err(|_| Error::InvalidToc(format!("entry {name:?}: negative {field} {value}")))
+}
+
+fn check_digest(d: &str, field: &str, name: &str) -> Result<()> {
+    if d.is_empty() || crate::digest::is_sha256_digest(d) {
+        Ok(())
+    } else {
+        Err(Error::InvalidToc(format!(
+            "entry {name:?}: {field} {d:?} is not sha256:<64 lowercase hex>"
+        )))
+    }
+}
+
+impl RawEntry {
+    fn into_entry(self, index: usize) -> Result<TocEntry> {
+        let name = self
+            .name
+            .ok_or_else(|| Error::InvalidToc(format!("entry #{index} has no name")))?;
+        let kind = EntryType::parse(
+            self.kind
+                .as_deref()
+                .ok_or_else(|| Error::InvalidToc(format!("entry {name:?} has no type")))?,
+        )?;
+        let mod_time = match self.modtime.as_deref() {
+            None | Some("") => None,
+            // Go's reader maps unparsable times to the zero time; do the same.
+            Some(s) => timefmt::parse_rfc3339(s),
+        };
+        let mut xattrs = BTreeMap::new();
+        for (k, v) in self.xattrs.unwrap_or_default() {
+            let value = base64::engine::general_purpose::STANDARD
+                .decode(v.as_bytes())
+                .map_err(|e| {
+                    Error::InvalidToc(format!("entry {name:?}: xattr {k:?} is not base64: {e}"))
+                })?;
+            xattrs.insert(k, value);
+        }
+        check_digest(&self.digest, "digest", &name)?;
+        check_digest(&self.chunk_digest, "chunkDigest", &name)?;
+        let mode = u32::try_from(self.mode).map_err(|_| {
+            Error::InvalidToc(format!("entry {name:?}: mode {} out of range", self.mode))
+        })?;
+        Ok(TocEntry {
+            size: non_negative(self.size, "size", &name)?,
+            uid: non_negative(self.uid, "uid", &name)?,
+            gid: non_negative(self.gid, "gid", &name)?,
+            offset: non_negative(self.offset, "offset", &name)?,
+            inner_offset: non_negative(self.inner_offset, "innerOffset", &name)?,
+            dev_major: non_negative(self.dev_major, "devMajor", &name)?,
+            dev_minor: non_negative(self.dev_minor, "devMinor", &name)?,
+            chunk_offset: non_negative(self.chunk_offset, "chunkOffset", &name)?,
+            chunk_size: non_negative(self.chunk_size, "chunkSize", &name)?,
+            name,
+            kind,
+            mod_time,
+            link_name: self.link_name,
+            mode,
+            user_name: self.user_name,
+            group_name: self.group_name,
+            xattrs,
+            digest: self.digest,
+            chunk_digest: self.chunk_digest,
+        })
+    }
+}
+
+impl Toc {
+    /// Decodes TOC JSON. Only the first JSON value is used (like Go's decoder);
+    /// trailing bytes are ignored.
+    pub fn from_json(bytes: &[u8]) -> Result<Toc> {
+        let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<RawToc>();
+        let raw = match stream.next() {
+            Some(Ok(raw)) => raw,
+            Some(Err(e)) => return Err(Error::InvalidToc(format!("bad JSON: {e}"))),
+            None => return Err(Error::InvalidToc("empty TOC JSON".into())),
+        };
+        let entries = raw
+            .entries
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| e.into_entry(i))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Toc {
+            version: raw.version,
+            entries,
+        })
+    }
+
+    /// Serializes like Go's `json.MarshalIndent(toc, "", "\t")`.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = String::with_capacity(64 + self.entries.len() * 256);
+        out.push_str("{\n\t\"version\": ");
+        let _ = write!(out, "{}", self.version);
+        out.push_str(",\n\t\"entries\": ");
+        if self.entries.is_empty() {
+            out.push_str("null");
+        } else {
+            out.push_str("[\n");
+            for (i, e) in self.entries.iter().enumerate() {
+                write_entry(&mut out, e);
+                out.push_str(if i + 1 < self.entries.len() {
+                    ",\n"
+                } else {
+                    "\n"
+                });
+            }
+            out.push_str("\t]");
+        }
+        out.push_str("\n}");
+        out.into_bytes()
+    }
+}
+
+struct Fields<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl Fields<'_> {
+    fn key(&mut self, key: &str) {
+        self.out.push_str(if self.first { "\n" } else { ",\n" });
+        self.first = false;
+        self.out.push_str("\t\t\t\"");
+        self.out.push_str(key);
+        self.out.push_str("\": ");
+    }
+    fn str(&mut self, key: &str, value: &str, always: bool) {
+        if always || !value.is_empty() {
+            self.key(key);
+            write_go_string(self.out, value);
+        }
+    }
+    fn num(&mut self, key: &str, value: u64) {
+        if value != 0 {
+            self.key(key);
+            let _ = write!(self.out, "{value}");
+        }
+    }
+}
+
+fn write_entry(out: &mut String, e: &TocEntry) {
+    out.push_str("\t\t{");
+    let mut f = Fields { out, first: true };
+    f.str("name", &e.name, true);
+    f.str("type", e.kind.as_str(), true);
+    f.num("size", e.size);
+    if let Some(t) = e.mod_time {
+        f.str("modtime", &timefmt::format_rfc3339(t), false);
+    }
+    f.str("linkName", &e.link_name, false);
+    f.num("mode", e.mode as u64);
+    f.num("uid", e.uid);
+    f.num("gid", e.gid);
+    f.str("userName", &e.user_name, false);
+    f.str("groupName", &e.group_name, false);
+    f.num("offset", e.offset);
+    f.num("innerOffset", e.inner_offset);
+    f.num("devMajor", e.dev_major);
+    f.num("devMinor", e.dev_minor);
+    if !e.xattrs.is_empty() {
+        f.key("xattrs");
+        f.out.push('{');
+        for (i, (k, v)) in e.xattrs.iter().enumerate() {
+            f.out
+                .push_str(if i == 0 { "\n\t\t\t\t" } else { ",\n\t\t\t\t" });
+            write_go_string(f.out, k);
+            f.out.push_str(": \"");
+            f.out
+                .push_str(&base64::engine::general_purpose::STANDARD.encode(v));
+            f.out.push('"');
+        }
+        f.out.push_str("\n\t\t\t}");
+    }
+    f.str("digest", &e.digest, false);
+    f.num("chunkOffset", e.chunk_offset);
+    f.num("chunkSize", e.chunk_size);
+    f.str("chunkDigest", &e.chunk_digest, false);
+    out.push_str("\n\t\t}");
+}
+
+/// Writes a JSON string with Go `encoding/json` escaping (HTML-safe).
+fn write_go_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_like_go() {
+        let mut reg = TocEntry::new("foo/bar.txt", EntryType::Reg);
+        reg.size = 10;
+        reg.mod_time = Some(1577934246);
+        reg.mode = 0o644;
+        reg.uid = 1000;
+        reg.user_name = "user".into();
+        reg.offset = 315;
+        reg.xattrs
+            .insert("user.foo".into(), vec![0x62, 0x61, 0x72, 0xff]);
+        reg.digest = format!("sha256:{}", "a".repeat(64));
+        reg.chunk_size = 4;
+        let mut fifo = TocEntry::new("dev/<fifo>&", EntryType::Fifo);
+        fifo.mode = 0o600;
+        let toc = Toc {
+            version: 1,
+            entries: vec![reg, fifo],
+        };
+        let json = String::from_utf8(toc.to_json()).unwrap();
+        let want = format!(
+            "{{\n\t\"version\": 1,\n\t\"entries\": [\n\t\t{{\n\t\t\t\"name\": \"foo/bar.txt\",\n\
+             \t\t\t\"type\": \"reg\",\n\t\t\t\"size\": 10,\n\t\t\t\"modtime\": \"2020-01-02T03:04:06Z\",\n\
+             \t\t\t\"mode\": 420,\n\t\t\t\"uid\": 1000,\n\t\t\t\"userName\": \"user\",\n\
+             \t\t\t\"offset\": 315,\n\t\t\t\"xattrs\": {{\n\t\t\t\t\"user.foo\": \"YmFy/w==\"\n\t\t\t}},\n\
+             \t\t\t\"digest\": \"sha256:{}\",\n\t\t\t\"chunkSize\": 4\n\t\t}},\n\
+             \t\t{{\n\t\t\t\"name\": \"dev/\\u003cfifo\\u003e\\u0026\",\n\t\t\t\"type\": \"fifo\",\n\
+             \t\t\t\"mode\": 384\n\t\t}}\n\t]\n}}",
+            "a".repeat(64)
+        );
+        assert_eq!(json, want);
+        assert_eq!(Toc::from_json(json.as_bytes()).unwrap(), toc);
+    }
+
+    #[test]
+    fn empty_toc_is_null_entries() {
+        let toc = Toc {
+            version: 1,
+            entries: vec![],
+        };
+        assert_eq!(
+            String::from_utf8(toc.to_json()).unwrap(),
+            "{\n\t\"version\": 1,\n\t\"entries\": null\n}"
+        );
+        assert_eq!(Toc::from_json(&toc.to_json()).unwrap(), toc);
+    }
+
+    #[test]
+    fn rejects_bad_json_with_context() {
+        for (bad, needle) in [
+            (&b""[..], "empty"),
+            (b"{", "bad JSON"),
+            (b"{\"entries\":[{\"type\":\"reg\"}]}", "no name"),
+            (
+                b"{\"entries\":[{\"name\":\"a\",\"type\":\"weird\"}]}",
+                "unknown entry type",
+            ),
+            (
+                b"{\"entries\":[{\"name\":\"a\",\"type\":\"reg\",\"size\":-1}]}",
+                "negative size",
+            ),
+            (
+                b"{\"entries\":[{\"name\":\"a\",\"type\":\"reg\",\"digest\":\"md5:x\"}]}",
+                "sha256",
+            ),
+            (
+                b"{\"entries\":[{\"name\":\"a\",\"type\":\"reg\",\"xattrs\":{\"k\":\"!!\"}}]}",
+                "base64",
+            ),
+            (
+                b"{\"entries\":[{\"name\":\"a\",\"type\":\"reg\",\"size\":\"1\"}]}",
+                "bad JSON",
+            ),
+        ] {
+            let err = Toc::from_json(bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err} should mention {needle}");
+        }
+    }
+
+    #[test]
+    fn ignores_unknown_keys_and_trailing_bytes() {
+        let toc = Toc::from_json(b"{\"version\":1,\"entries\":[{\"name\":\"a\",\"type\":\"dir\",\"NumLink\":0}]} trailing").unwrap();
+        assert_eq!(toc.entries.len(), 1);
+    }
+}
