@@ -127,7 +127,7 @@ impl BuildOptions {
 }
 
 /// The TOC as its uncompressed tar form: header, JSON, padding, end marker.
-fn toc_tar(json: &[u8]) -> Vec<u8> {
+pub fn toc_tar(json: &[u8]) -> Vec<u8> {
     let mut tar = crate::tarwrite::simple_file_header(TOC_NAME, json.len() as u64).to_vec();
     tar.extend_from_slice(json);
     tar.resize(512 + padded(json.len() as u64) as usize + 1024, 0);

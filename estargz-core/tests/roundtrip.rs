@@ -1,0 +1,309 @@
+//! Build → open → read round trips over the tar shapes of the upstream suite.
+
+mod common;
+
+use common::*;
+use estargz_core::{BuildOptions, Footer};
+
+fn shapes() -> Vec<(&'static str, Vec<u8>)> {
+    let big = pseudo_random(10 * 1024 + 7, 1, true);
+    let random = pseudo_random(64_000, 2, false);
+    vec![
+        ("empty", TarBuilder::new().finish()),
+        (
+            "dirs",
+            TarBuilder::new().dir("a/").dir("a/b/").dir("c/").finish(),
+        ),
+        (
+            "files",
+            TarBuilder::new()
+                .dir("foo/")
+                .file("foo/bar.txt", b"Some contents")
+                .file("empty", b"")
+                .file_with("x/attr", b"abc", |s| {
+                    s.xattrs.insert("user.foo".into(), b"bar".to_vec());
+                    s.xattrs.insert("user.bin".into(), vec![0xff, 0xfe, 0]);
+                })
+                .finish(),
+        ),
+        (
+            "links",
+            TarBuilder::new()
+                .hardlink("early", "d/target")
+                .dir("d/")
+                .file("d/target", b"target!")
+                .symlink("d/sym", "../../x")
+                .hardlink("d/h2", "d/target")
+                .finish(),
+        ),
+        (
+            "specials",
+            TarBuilder::new()
+                .device("dev/c", b'3', 1, 3)
+                .device("dev/b", b'4', 8, 1)
+                .device("dev/f", b'6', 0, 0)
+                .finish(),
+        ),
+        (
+            "prefixes",
+            TarBuilder::new()
+                .dir("./")
+                .dir("./a/")
+                .file("./a/x", b"x")
+                .file("/abs", b"abs")
+                .file("../up", b"up")
+                .finish(),
+        ),
+        (
+            "long-names",
+            TarBuilder::new()
+                .file(&format!("{}/{}", "d".repeat(120), "f".repeat(150)), b"long")
+                .file(&"n".repeat(99), b"99")
+                .symlink("s", &"t".repeat(200))
+                .finish(),
+        ),
+        (
+            "chunked",
+            TarBuilder::new()
+                .file("big", &big)
+                .file("exact", &pseudo_random(4096, 3, true))
+                .file("random", &random)
+                .finish(),
+        ),
+        (
+            "duplicates",
+            TarBuilder::new()
+                .file("a", b"first")
+                .file("b", b"b")
+                .file("./a", b"second")
+                .file("stargz.index.json", b"fake")
+                .finish(),
+        ),
+        (
+            "whiteouts",
+            TarBuilder::new()
+                .dir("d/")
+                .file("d/.wh..wh..opq", b"")
+                .file(".wh.gone", b"")
+                .finish(),
+        ),
+        ("many", {
+            let mut t = TarBuilder::new();
+            for i in 0..500 {
+                t.file(&format!("m/{i:04}"), &pseudo_random(i * 3, i as u64, true));
+            }
+            t.finish()
+        }),
+    ]
+}
+
+fn check(name: &str, tar: &[u8], opts: &BuildOptions) {
+    let (blob, result) = build_blob(tar, opts);
+    assert_eq!(result.blob_size, blob.len() as u64, "{name}");
+    assert_eq!(
+        result.blob_digest,
+        estargz_core::digest::sha256_digest(&blob),
+        "{name}"
+    );
+    let stream = gunzip(&blob);
+    assert_eq!(
+        result.diff_id,
+        estargz_core::digest::sha256_digest(&stream),
+        "{name}"
+    );
+    assert_eq!(result.uncompressed_size, stream.len() as u64, "{name}");
+    if opts.keep_diff_id {
+        assert!(
+            stream == tar,
+            "{name}: lossless stream differs from the input"
+        );
+    }
+    let reader = open(&blob, &result);
+    assert_eq!(
+        reader.footer() == Footer::ExternalToc,
+        opts.external_toc,
+        "{name}"
+    );
+    reader.verify_all().unwrap();
+    let mut want = tar_tree(tar);
+    let got = reader_tree(&reader);
+    // Implicit parent directories appear only in the reader.
+    for (path, (kind, _)) in &got {
+        if kind == "dir" {
+            want.entry(path.clone())
+                .or_insert(("dir".into(), Vec::new()));
+        }
+    }
+    if !opts.keep_diff_id {
+        want.remove(".prefetch.landmark");
+    }
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{name}"
+    );
+    for (path, value) in &want {
+        assert!(got[path] == *value, "{name}: {path} differs");
+    }
+}
+
+#[test]
+fn every_shape_round_trips_with_every_mode() {
+    for (name, tar) in shapes() {
+        // Tiny chunks on the 500-file shape only slow the suite down.
+        let chunk_sizes: &[u64] = if name == "many" {
+            &[1000, 4 << 20]
+        } else {
+            &[4, 1000, 4 << 20]
+        };
+        for &chunk_size in chunk_sizes {
+            for (min_chunk_size, external_toc, keep_diff_id) in [
+                (0, false, false),
+                (8000, false, false),
+                (0, true, false),
+                (0, true, true),
+                (3000, true, true),
+            ] {
+                if keep_diff_id && name == "duplicates" {
+                    continue; // lossless mode refuses a stargz.index.json entry
+                }
+                let opts = BuildOptions {
+                    chunk_size,
+                    min_chunk_size,
+                    external_toc,
+                    keep_diff_id,
+                    level: 6,
+                    ..Default::default()
+                };
+                check(&format!("{name}/chunk{chunk_size}/min{min_chunk_size}/ext{external_toc}/keep{keep_diff_id}"), &tar, &opts);
+            }
+        }
+    }
+}
+
+#[test]
+fn output_does_not_depend_on_thread_count() {
+    let (_, tar) = shapes().into_iter().find(|(n, _)| *n == "many").unwrap();
+    let base = build_blob(
+        &tar,
+        &BuildOptions {
+            threads: 1,
+            chunk_size: 64,
+            ..Default::default()
+        },
+    )
+    .0;
+    for threads in [2, 3, 8] {
+        let other = build_blob(
+            &tar,
+            &BuildOptions {
+                threads,
+                chunk_size: 64,
+                ..Default::default()
+            },
+        )
+        .0;
+        assert!(base == other, "{threads} threads changed the output");
+    }
+}
+
+#[test]
+fn prioritized_files_come_first_with_landmark() {
+    let tar = TarBuilder::new()
+        .file("a", b"a")
+        .dir("d/")
+        .file("d/b", b"b")
+        .hardlink("l", "a")
+        .file("z", b"z")
+        .finish();
+    let opts = BuildOptions {
+        prioritized_files: vec!["/d/b".into(), "./l".into(), "missing".into()],
+        allow_prioritize_not_found: true,
+        ..Default::default()
+    };
+    let (blob, result) = build_blob(&tar, &opts);
+    assert_eq!(result.missed_prioritized, ["missing"]);
+    let reader = open(&blob, &result);
+    let names: Vec<&str> = reader
+        .toc()
+        .entries
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(names, ["d/", "d/b", "a", "l", ".prefetch.landmark", "z"]);
+    let landmark = &reader.toc().entries[4];
+    assert_eq!(
+        landmark.digest,
+        "sha256:dc0e9c3658a1a3ed1ec94274d8b19925c93e1abb7ddba294923ad9bde30f8cb8"
+    );
+    // Missing prioritized files fail without the allow option.
+    let strict = BuildOptions {
+        prioritized_files: vec!["missing".into()],
+        ..Default::default()
+    };
+    let err = estargz_core::build(
+        estargz_core::BuildInput::Reader(Box::new(std::io::Cursor::new(tar))),
+        &mut Vec::new(),
+        &strict,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+}
+
+#[test]
+fn toc_follows_reference_chunk_rules() {
+    let tar = TarBuilder::new()
+        .dir("foo/")
+        .file("foo/big.txt", b"This is such a big file")
+        .finish();
+    let (blob, result) = build_blob(
+        &tar,
+        &BuildOptions {
+            chunk_size: 4,
+            ..Default::default()
+        },
+    );
+    let reader = open(&blob, &result);
+    let entries = &reader.toc().entries;
+    // landmark, dir, reg + 5 chunks
+    assert_eq!(entries.len(), 8);
+    let data: Vec<_> = entries.iter().filter(|e| e.name == "foo/big.txt").collect();
+    assert_eq!(data.len(), 6);
+    for (i, e) in data.iter().enumerate() {
+        assert_eq!(e.chunk_offset, 4 * i as u64);
+        assert_eq!(
+            e.chunk_size,
+            if i < 5 { 4 } else { 0 },
+            "short tail chunk has no chunkSize"
+        );
+        assert!(e.offset > 0 && (i == 0 || e.offset > data[i - 1].offset));
+    }
+    let id = reader.lookup("foo/big.txt").unwrap();
+    for off in [0u64, 1, 3, 4, 12, 22] {
+        let mut buf = vec![0u8; 30];
+        let n = reader.read_at(id, off, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &b"This is such a big file"[off as usize..]);
+    }
+}
+
+#[test]
+fn directory_input_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("a/b")).unwrap();
+    std::fs::write(root.join("a/b/f"), b"hello").unwrap();
+    std::fs::hard_link(root.join("a/b/f"), root.join("a/h")).unwrap();
+    std::os::unix::fs::symlink("b/f", root.join("a/s")).unwrap();
+    let mut out = Vec::new();
+    let result = estargz_core::build(
+        estargz_core::BuildInput::Path(root.to_path_buf()),
+        &mut out,
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    let reader = open(&out, &result);
+    let tree = reader_tree(&reader);
+    assert_eq!(tree["a/b/f"], ("reg".into(), b"hello".to_vec()));
+    assert_eq!(tree["a/s"], ("symlink".into(), b"b/f".to_vec()));
+    assert_eq!(tree["a/h"].0, "hardlink");
+}
