@@ -138,9 +138,13 @@ struct Job {
     chunk: Option<(ChunkInfo, u64)>,
 }
 
+/// A compressed member: compressed bytes, uncompressed bytes, chunk digest.
+type Member = (Vec<u8>, Vec<u8>, Option<String>);
+
 struct Done {
     seq: u64,
-    result: Result<(Vec<u8>, Vec<u8>)>,
+    chunk: Option<(ChunkInfo, u64)>,
+    result: Result<Member>,
 }
 
 /// Groups steps into member jobs: a new member at every chunk start, and
@@ -194,7 +198,8 @@ pub fn run_parallel(
 ) -> Result<()> {
     new_compressor(level)?; // validate the level before starting threads
     let threads = threads.max(1);
-    let in_flight = threads * 3;
+    // Enough jobs in flight that one slow member does not idle the other workers.
+    let in_flight = (threads * 8).max(16);
     let Plan { steps, toc } = plan;
     let steps: &[Step] = steps;
     let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Job)>(threads);
@@ -204,20 +209,14 @@ pub fn run_parallel(
     for _ in 0..in_flight {
         token_tx.send(()).expect("capacity reserved");
     }
-    let chunks: Mutex<Vec<Option<(ChunkInfo, u64)>>> = Mutex::new(Vec::new());
 
     std::thread::scope(|scope| -> Result<()> {
-        let chunks_ref = &chunks;
         scope.spawn(move || {
             let mut seq = 0u64;
             for_each_job(steps, |job| {
                 if token_rx.recv().is_err() {
                     return false;
                 }
-                chunks_ref
-                    .lock()
-                    .expect("no panics while held")
-                    .push(job.chunk);
                 let ok = job_tx.send((seq, job)).is_ok();
                 seq += 1;
                 ok
@@ -237,9 +236,14 @@ pub fn run_parallel(
                             fill(src, seg, &mut buf)?;
                         }
                         let compressed = gzip_member(&mut compressor, &buf);
-                        Ok((compressed, buf))
+                        // Hash here, in parallel; the writer thread only hashes the stream.
+                        let digest = job
+                            .chunk
+                            .map(|(_, len)| crate::digest::sha256_digest(&buf[..len as usize]));
+                        Ok((compressed, buf, digest))
                     })();
-                    if done_tx.send(Done { seq, result }).is_err() {
+                    let chunk = job.chunk;
+                    if done_tx.send(Done { seq, chunk, result }).is_err() {
                         break;
                     }
                 }
@@ -251,15 +255,12 @@ pub fn run_parallel(
         let mut next = 0u64;
         let mut files = FileDigests::default();
         for done in done_rx.iter() {
-            pending.insert(done.seq, done.result);
-            while let Some(result) = pending.remove(&next) {
-                let (compressed, data) = result?;
-                let chunk = chunks.lock().expect("no panics while held")[next as usize];
-                if let Some((info, len)) = chunk {
-                    let payload = &data[..len as usize];
+            pending.insert(done.seq, (done.chunk, done.result));
+            while let Some((chunk, result)) = pending.remove(&next) {
+                let (compressed, data, digest) = result?;
+                if let (Some((info, len)), Some(digest)) = (chunk, digest) {
                     toc[info.toc_index].offset = out.written;
-                    let digest = crate::digest::sha256_digest(payload);
-                    files.chunk(toc, &info, payload, digest);
+                    files.chunk(toc, &info, &data[..len as usize], digest);
                 }
                 out.diff_hash.update(&data);
                 out.write_compressed(&compressed)?;
