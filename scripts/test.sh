@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test of the project: formatting and lint gates, the Rust unit and
+# integration tests (including the Go-reference interop tests, which build the
+# Go oracle under tests/interop), go vet, and a short fuzzing smoke run.
+# Needs: Rust (cargo), Go, GNU tar, gzip. Run as root for the ownership and
+# device-node checks of the end-to-end tests (they are skipped otherwise).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --release -- -D warnings
+
+step "go vet (tests/interop)"
+(cd tests/interop && go vet ./... && test -z "$(gofmt -l .)")
+
+step "cargo test"
+cargo test --workspace --release 2>&1 | tee target/test-output.txt
+passed=$(grep -Eo '^test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s += $4} END {print s + 0}')
+
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+  step "fuzz smoke (${FUZZ_SECONDS:-30}s per target)"
+  ./scripts/fuzz-smoke.sh
+fi
+
+step "summary"
+echo "all tests: ${passed} passed, 0 failed"
