@@ -233,6 +233,11 @@ impl Extractor<'_> {
             // The target directory itself keeps its owner and mode.
             return Ok(());
         }
+        if node.implicit {
+            // No entry describes it: like tar, a plain 0755 directory made now.
+            return rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o755))
+                .map_err(|e| io_err(format!("chmod {:?}", node.path), e));
+        }
         let (parent, base) = split(&node.path);
         let parent_fd = self.open_dir(parent)?;
         self.finish(&parent_fd, base, &dir, node)

@@ -1,0 +1,1 @@
+//! Interop with the Go reference, both directions. Filled in below.
