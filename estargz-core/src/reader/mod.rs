@@ -44,6 +44,9 @@ impl Default for OpenOptions {
     }
 }
 
+/// A verified chunk: (node, chunk offset in the file, data).
+type CachedChunk = (u64, u64, Arc<[u8]>);
+
 /// An open blob.
 pub struct Reader {
     src: Arc<dyn ReadAt>,
@@ -52,7 +55,7 @@ pub struct Reader {
     toc_digest: String,
     index: Index,
     max_chunk_size: u64,
-    cache: Mutex<VecDeque<(u64, u64, Arc<[u8]>)>>,
+    cache: Mutex<VecDeque<CachedChunk>>,
 }
 
 /// Decompresses a TOC member (tar entry `stargz.index.json`) and hashes its JSON.
@@ -355,7 +358,7 @@ impl Read for FileReader<'_> {
         let n = self
             .reader
             .read_at(self.id, self.pos, buf)
-            .map_err(|e| io::Error::other(e))?;
+            .map_err(io::Error::other)?;
         self.pos += n as u64;
         Ok(n)
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use estargz_core::tarwrite::{entry_headers, HeaderSpec};
 use estargz_core::{build, BuildInput, BuildOptions, BuildResult, OpenOptions, Reader};
 
+#[derive(Default)]
 pub struct TarBuilder {
     pub bytes: Vec<u8>,
 }
