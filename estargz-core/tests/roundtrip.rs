@@ -307,3 +307,36 @@ fn directory_input_round_trips() {
     assert_eq!(tree["a/s"], ("symlink".into(), b"b/f".to_vec()));
     assert_eq!(tree["a/h"].0, "hardlink");
 }
+
+#[test]
+fn legacy_stargz_blobs_are_readable() {
+    // A crfs-style blob: unchunked files with only `digest`, a TOC member whose
+    // gzip header carries the "stargz.toc" extra field, and the 47-byte footer.
+    let tar = TarBuilder::default()
+        .dir("d/")
+        .file("d/a", b"legacy content")
+        .file("b", b"")
+        .finish();
+    let (blob, result) = build_blob(&tar, &BuildOptions::default());
+    let toc_offset = result.toc_offset.unwrap();
+    let mut toc = open(&blob, &result).toc().clone();
+    for e in &mut toc.entries {
+        e.chunk_digest.clear();
+        e.chunk_size = 0;
+    }
+    let mut legacy = blob[..toc_offset as usize].to_vec();
+    let mut gz = flate2::GzBuilder::new()
+        .extra(b"stargz.toc".to_vec())
+        .write(Vec::new(), flate2::Compression::new(6));
+    std::io::Write::write_all(&mut gz, &estargz_core::build::toc_tar(&toc.to_json())).unwrap();
+    legacy.extend_from_slice(&gz.finish().unwrap());
+    legacy.extend_from_slice(&Footer::Legacy { toc_offset }.to_bytes());
+
+    let reader =
+        estargz_core::Reader::open(std::sync::Arc::new(legacy), &Default::default()).unwrap();
+    assert_eq!(reader.footer(), Footer::Legacy { toc_offset });
+    reader.verify_all().unwrap();
+    let tree = reader_tree(&reader);
+    assert_eq!(tree["d/a"], ("reg".into(), b"legacy content".to_vec()));
+    assert_eq!(tree["b"], ("reg".into(), Vec::new()));
+}
