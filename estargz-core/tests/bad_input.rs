@@ -151,6 +151,8 @@ fn garbage_and_oversized_tocs_are_rejected() {
         (b"{\"entries\":[{\"name\":\"h\",\"type\":\"hardlink\",\"linkName\":\"nowhere\"}]}", "not in the TOC"),
         (b"{\"entries\":[{\"name\":\"f\",\"type\":\"reg\"},{\"name\":\"f/x\",\"type\":\"reg\"}]}", "directory"),
         (b"{\"entries\":[{\"name\":\"c\",\"type\":\"chunk\"}]}", "follows no regular file"),
+        (b"{\"entries\":[{\"name\":\"a\",\"type\":\"hardlink\",\"linkName\":\"b\"},{\"name\":\"b\",\"type\":\"hardlink\",\"linkName\":\"a\"}]}", "cycle"),
+        (b"{\"entries\":[{\"name\":\"d\",\"type\":\"dir\"},{\"name\":\"h\",\"type\":\"hardlink\",\"linkName\":\"d\"}]}", "directory"),
     ] {
         let err = open_bytes(with_toc_json(&blob, off, json)).err().unwrap().to_string();
         assert!(err.contains(want), "{err} should mention {want}");
@@ -259,4 +261,59 @@ fn bad_tar_input_is_a_clear_build_error() {
     )
     .unwrap_err();
     assert!(matches!(err, Error::Corrupt(_)), "{err}");
+}
+
+#[test]
+fn very_deep_paths_work_or_fail_cleanly() {
+    // Deep but within limits: builds (prioritized, so ordering recurses) and reads.
+    let deep = "d/".repeat(3000) + "f";
+    let tar = TarBuilder::default().file(&deep, b"deep").finish();
+    let opts = BuildOptions {
+        prioritized_files: vec![deep.clone()],
+        allow_prioritize_not_found: true,
+        ..Default::default()
+    };
+    let (blob, result) = build_blob(&tar, &opts);
+    let reader = open(&blob, &result);
+    let id = reader.lookup(&deep).unwrap();
+    let mut buf = [0u8; 4];
+    reader.read_at(id, 0, &mut buf).unwrap();
+    assert_eq!(&buf, b"deep");
+
+    // Absurdly deep: no stack overflow or quadratic blow-up, a clear error.
+    let absurd = "d/".repeat(100_000) + "f";
+    let tar = TarBuilder::default().file(&absurd, b"x").finish();
+    let opts = BuildOptions {
+        prioritized_files: vec![absurd],
+        allow_prioritize_not_found: true,
+        ..Default::default()
+    };
+    let (blob, _) = build_blob(&tar, &opts);
+    let err = open_bytes(blob).err().unwrap();
+    assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
+}
+
+#[test]
+fn long_hardlink_chains_resolve_in_linear_time() {
+    let mut entries = vec![serde_json::json!({"name": "f", "type": "reg"})];
+    for i in 0..50_000 {
+        let target = if i == 0 {
+            "f".to_string()
+        } else {
+            format!("h{}", i - 1)
+        };
+        entries.push(
+            serde_json::json!({"name": format!("h{i}"), "type": "hardlink", "linkName": target}),
+        );
+    }
+    // Reverse so every link points at a later entry and chains are walked fully.
+    entries.reverse();
+    let json = serde_json::to_vec(&serde_json::json!({"version": 1, "entries": entries})).unwrap();
+    let (blob, result, _) = sample();
+    let start = std::time::Instant::now();
+    let reader = open_bytes(with_toc_json(&blob, result.toc_offset.unwrap(), &json)).unwrap();
+    assert!(start.elapsed().as_secs() < 20, "took {:?}", start.elapsed());
+    let f = reader.lookup("f").unwrap();
+    assert_eq!(reader.resolve(reader.lookup("h49999").unwrap()), f);
+    assert_eq!(reader.node(f).nlink, 50_001);
 }

@@ -14,6 +14,9 @@ pub const NO_PREFETCH_LANDMARK: &str = ".no.prefetch.landmark";
 /// Content of a landmark file.
 pub const LANDMARK_CONTENT: u8 = 0x0f;
 
+/// Bound on parent/hardlink recursion when moving a prioritized file.
+const MAX_PRIORITIZE_DEPTH: usize = 4096;
+
 /// One item of the output sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Item {
@@ -116,6 +119,10 @@ impl<'a> Mover<'a> {
         let Some(&i) = self.by_name.get(name) else {
             return false;
         };
+        // Recursion follows path depth; real paths are far shallower than this.
+        if self.visiting.len() > MAX_PRIORITIZE_DEPTH {
+            return false;
+        }
         if self.picked.contains(self.cleaned[i].as_str()) {
             return true;
         }

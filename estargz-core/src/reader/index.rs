@@ -9,6 +9,11 @@ use crate::error::{Error, Result};
 use crate::tar::clean_name;
 use crate::toc::{EntryType, Toc, TocEntry};
 
+/// Longest path accepted in a TOC. Each node keeps its full path, so absurdly
+/// deep names would cost memory quadratic in their length; Linux's PATH_MAX
+/// is 4096, so this leaves ample room for real layers.
+pub const MAX_PATH_LEN: usize = 16 << 10;
+
 /// Index of a node in [`Index::nodes`].
 pub type NodeId = usize;
 /// The root directory is always node 0.
@@ -102,6 +107,12 @@ impl Index {
                 continue;
             }
             let path = clean_name(&e.name);
+            if path.len() > MAX_PATH_LEN {
+                return Err(Error::LimitExceeded(format!(
+                    "entry #{i} has a {}-byte path (limit {MAX_PATH_LEN})",
+                    path.len()
+                )));
+            }
             let mut entry = e.clone();
             // Re-fill user/group names the writer omitted as repeats.
             for (name, id, map) in [
@@ -170,26 +181,44 @@ impl Index {
         Ok(id)
     }
 
+    /// Returns the directory at `path`, creating missing ones (implicit).
+    /// Iterative: hostile names can be tens of thousands of components deep.
     fn dir_for(&mut self, path: String) -> Result<NodeId> {
-        if let Some(&id) = self.by_path.get(&path) {
+        // Find the deepest ancestor (or the path itself) that already exists.
+        let mut existing_len = path.len();
+        let mut id = loop {
+            if let Some(&id) = self.by_path.get(&path[..existing_len]) {
+                break id;
+            }
+            existing_len = path[..existing_len].rfind('/').unwrap_or(0);
+        };
+        loop {
             if self.nodes[id].entry.kind != EntryType::Dir {
                 return Err(Error::InvalidToc(format!(
-                    "{path:?} is used as a directory but is a {}",
+                    "{:?} is used as a directory but is a {}",
+                    self.nodes[id].path,
                     self.nodes[id].entry.kind.as_str()
                 )));
             }
-            return Ok(id);
+            if existing_len == path.len() {
+                return Ok(id);
+            }
+            let start = if existing_len == 0 {
+                0
+            } else {
+                existing_len + 1
+            };
+            let end = path[start..].find('/').map_or(path.len(), |i| start + i);
+            let child_path = path[..end].to_string();
+            let child = self.nodes.len();
+            self.nodes.push(implicit_dir(child_path.clone(), id));
+            self.nodes[id]
+                .children
+                .insert(path[start..end].to_string(), child);
+            self.by_path.insert(child_path, child);
+            id = child;
+            existing_len = end;
         }
-        let (parent_path, base) = match path.rsplit_once('/') {
-            Some((p, b)) => (p.to_string(), b.to_string()),
-            None => (String::new(), path.clone()),
-        };
-        let parent = self.dir_for(parent_path)?;
-        let id = self.nodes.len();
-        self.nodes.push(implicit_dir(path.clone(), parent));
-        self.nodes[parent].children.insert(base, id);
-        self.by_path.insert(path, id);
-        Ok(id)
     }
 
     fn add_chunk(&mut self, file: NodeId, e: &TocEntry, next_offset: u64) -> Result<()> {
@@ -258,34 +287,50 @@ impl Index {
         Ok(())
     }
 
+    /// Points every hardlink at the node holding the data, following chains.
+    /// Each chain is walked once (results are shared), so hostile TOCs with
+    /// long chains or cycles cost linear time.
     fn resolve_hardlinks(&mut self) -> Result<()> {
-        for id in 0..self.nodes.len() {
-            if self.nodes[id].entry.kind != EntryType::Hardlink {
+        for start in 0..self.nodes.len() {
+            if self.nodes[start].entry.kind != EntryType::Hardlink
+                || self.nodes[start].link_target.is_some()
+            {
                 continue;
             }
-            let mut target = id;
-            // Follow chains; a bound instead of a visited set keeps cycles finite.
-            for _ in 0..=self.nodes.len() {
-                if self.nodes[target].entry.kind != EntryType::Hardlink {
-                    break;
-                }
-                let link = clean_name(&self.nodes[target].entry.link_name);
-                target = *self.by_path.get(&link).ok_or_else(|| {
+            let mut chain = vec![start];
+            let mut on_chain = std::collections::HashSet::from([start]);
+            let target = loop {
+                let last = *chain.last().expect("non-empty");
+                let link = clean_name(&self.nodes[last].entry.link_name);
+                let next = *self.by_path.get(&link).ok_or_else(|| {
                     Error::InvalidToc(format!(
                         "{:?} is a hardlink but its target {link:?} is not in the TOC",
-                        self.nodes[id].path
+                        self.nodes[last].path
                     ))
                 })?;
-            }
-            if self.nodes[target].entry.kind == EntryType::Hardlink
-                || self.nodes[target].entry.kind == EntryType::Dir
-            {
+                if let Some(resolved) = self.nodes[next].link_target {
+                    break resolved;
+                }
+                if self.nodes[next].entry.kind != EntryType::Hardlink {
+                    break next;
+                }
+                if !on_chain.insert(next) {
+                    return Err(Error::InvalidToc(format!(
+                        "hardlink {:?} is part of a cycle",
+                        self.nodes[start].path
+                    )));
+                }
+                chain.push(next);
+            };
+            if self.nodes[target].entry.kind == EntryType::Dir {
                 return Err(Error::InvalidToc(format!(
-                    "hardlink {:?} does not resolve to a file",
-                    self.nodes[id].path
+                    "hardlink {:?} points to a directory",
+                    self.nodes[start].path
                 )));
             }
-            self.nodes[id].link_target = Some(target);
+            for id in chain {
+                self.nodes[id].link_target = Some(target);
+            }
         }
         Ok(())
     }
