@@ -317,3 +317,46 @@ fn long_hardlink_chains_resolve_in_linear_time() {
     assert_eq!(reader.resolve(reader.lookup("h49999").unwrap()), f);
     assert_eq!(reader.node(f).nlink, 50_001);
 }
+
+/// A sink that fails after `left` bytes, like a full disk or a closed pipe.
+struct FailingWriter {
+    left: usize,
+}
+
+impl Write for FailingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other("disk full"));
+        }
+        let n = buf.len().min(self.left);
+        self.left -= n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn output_errors_end_the_build_without_hanging() {
+    let mut t = TarBuilder::default();
+    for i in 0..200 {
+        t.file(&format!("f{i}"), &pseudo_random(5000, i, true));
+    }
+    let tar = t.finish();
+    for (left, min_chunk_size) in [(0, 0), (10, 0), (5000, 0), (100_000, 0), (5000, 4000)] {
+        let opts = BuildOptions {
+            chunk_size: 1024,
+            min_chunk_size,
+            threads: 2,
+            ..Default::default()
+        };
+        let err = estargz_core::build(
+            estargz_core::BuildInput::Reader(Box::new(std::io::Cursor::new(tar.clone()))),
+            &mut FailingWriter { left },
+            &opts,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+    }
+}

@@ -243,34 +243,46 @@ pub fn run_parallel(
                         Ok((compressed, buf, digest))
                     })();
                     let chunk = job.chunk;
-                    if done_tx.send(Done { seq, chunk, result }).is_err() {
-                        break;
-                    }
+                    // If the writer has stopped, keep draining jobs anyway: the
+                    // producer may be blocked sending one, and only stops once
+                    // it asks for its next token.
+                    let _ = done_tx.send(Done { seq, chunk, result });
                 }
             });
         }
         drop(done_tx);
-
-        let mut pending = std::collections::BTreeMap::new();
-        let mut next = 0u64;
-        let mut files = FileDigests::default();
-        for done in done_rx.iter() {
-            pending.insert(done.seq, (done.chunk, done.result));
-            while let Some((chunk, result)) = pending.remove(&next) {
-                let (compressed, data, digest) = result?;
-                if let (Some((info, len)), Some(digest)) = (chunk, digest) {
-                    toc[info.toc_index].offset = out.written;
-                    files.chunk(toc, &info, &data[..len as usize], digest);
-                }
-                out.diff_hash.update(&data);
-                out.write_compressed(&compressed)?;
-                next += 1;
-                // The producer may have stopped already; a closed channel is fine.
-                let _ = token_tx.send(());
-            }
-        }
-        Ok(())
+        // `token_tx` moves into the writer loop: when it returns (also on error)
+        // the producer's next token wait fails, so every thread winds down.
+        write_in_order(done_rx, token_tx, toc, out)
     })
+}
+
+/// Writes finished members in sequence order, filling in TOC offsets and digests.
+fn write_in_order(
+    done_rx: mpsc::Receiver<Done>,
+    token_tx: mpsc::SyncSender<()>,
+    toc: &mut [TocEntry],
+    out: &mut Output,
+) -> Result<()> {
+    let mut pending = std::collections::BTreeMap::new();
+    let mut next = 0u64;
+    let mut files = FileDigests::default();
+    for done in done_rx.iter() {
+        pending.insert(done.seq, (done.chunk, done.result));
+        while let Some((chunk, result)) = pending.remove(&next) {
+            let (compressed, data, digest) = result?;
+            if let (Some((info, len)), Some(digest)) = (chunk, digest) {
+                toc[info.toc_index].offset = out.written;
+                files.chunk(toc, &info, &data[..len as usize], digest);
+            }
+            out.diff_hash.update(&data);
+            out.write_compressed(&compressed)?;
+            next += 1;
+            // The producer may have stopped already; a closed channel is fine.
+            let _ = token_tx.send(());
+        }
+    }
+    Ok(())
 }
 
 /// Min-chunk-size mode (`innerOffset`): one streaming encoder, a new member
