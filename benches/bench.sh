@@ -48,8 +48,8 @@ t_xtar=$(time_median tar_extract)
 rm -rf "$data/x"
 
 row() { # name seconds output-file
-  awk -v n="$1" -v t="$2" -v mb="$mb" -v out="$(stat -c %s "$3")" -v in="$size" -v go="$t_go" \
-    'BEGIN { printf "| %-34s | %7.2f | %7.1f | %6.3f | %5.2fx |\n", n, t, mb / t, out / in, go / t }'
+  awk -v n="$1" -v t="$2" -v mb="$mb" -v out="$(stat -c %s "$3")" -v insz="$size" -v go="$t_go" \
+    'BEGIN { printf "| %-34s | %7.2f | %7.1f | %6.3f | %5.2fx |\n", n, t, mb / t, out / insz, go / t }'
 }
 echo
 echo "| build (level 9)                    |  sec   |  MB/s   | ratio  | vs Go |"
