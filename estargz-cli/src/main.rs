@@ -60,6 +60,7 @@ enum Command {
     Extract {
         #[command(flatten)]
         blob: BlobArgs,
+        /// Target directory (created if missing); nothing is written outside it.
         dir: PathBuf,
         /// Do not apply owners from the TOC (default when not root).
         #[arg(long)]

@@ -18,6 +18,9 @@ const EMPTY_MEMBER_TAIL: [u8; 13] = [0x01, 0x00, 0x00, 0xff, 0xff, 0, 0, 0, 0, 0
 const MAGIC: &[u8] = b"STARGZ";
 const EXTERNAL_MAGIC: &[u8] = b"STARGZEXTERNALTOC";
 
+/// Why one footer kind did not match (collected for the final error).
+type Reason<T> = std::result::Result<T, String>;
+
 /// Which footer a blob ends with, and what it says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Footer {
@@ -75,7 +78,7 @@ impl Footer {
         for (size, parse) in [
             (
                 ESTARGZ_FOOTER_SIZE,
-                parse_estargz as fn(&[u8]) -> Result<Footer>,
+                parse_estargz as fn(&[u8]) -> Reason<Footer>,
             ),
             (EXTERNAL_TOC_FOOTER_SIZE, parse_external),
             (LEGACY_FOOTER_SIZE, parse_legacy),
@@ -117,84 +120,75 @@ fn push_sg_subfield(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 /// Returns the FEXTRA payload of an empty gzip member of exactly `footer.len()` bytes.
-fn extra_field(footer: &[u8]) -> Result<&[u8]> {
+fn extra_field(footer: &[u8]) -> Reason<&[u8]> {
     if footer[0..3] != [0x1f, 0x8b, 0x08] {
-        return Err(Error::InvalidFooter("no gzip magic".into()));
+        return Err("no gzip magic".into());
     }
     if footer[3] & 0x04 == 0 || footer[3] & !0x04 != 0 {
-        return Err(Error::InvalidFooter(format!(
-            "gzip flags {:#04x}, want FEXTRA only",
-            footer[3]
-        )));
+        return Err(format!("gzip flags {:#04x}, want FEXTRA only", footer[3]));
     }
     let xlen = u16::from_le_bytes([footer[10], footer[11]]) as usize;
     let expected = footer.len() - 12 - EMPTY_MEMBER_TAIL.len();
     if xlen != expected {
-        return Err(Error::InvalidFooter(format!(
-            "extra field is {xlen} bytes, want {expected}"
-        )));
+        return Err(format!("extra field is {xlen} bytes, want {expected}"));
     }
     if footer[12 + xlen..] != EMPTY_MEMBER_TAIL {
-        return Err(Error::InvalidFooter("footer member is not empty".into()));
+        return Err("footer member is not empty".into());
     }
     Ok(&footer[12..12 + xlen])
 }
 
-fn sg_subfield(extra: &[u8]) -> Result<&[u8]> {
+fn sg_subfield(extra: &[u8]) -> Reason<&[u8]> {
     if extra.len() < 4 || &extra[0..2] != b"SG" {
-        return Err(Error::InvalidFooter("missing SG subfield".into()));
+        return Err("missing SG subfield".into());
     }
     let len = u16::from_le_bytes([extra[2], extra[3]]) as usize;
     if len != extra.len() - 4 {
-        return Err(Error::InvalidFooter(format!(
+        return Err(format!(
             "SG subfield length {len} does not match extra field"
-        )));
+        ));
     }
     Ok(&extra[4..])
 }
 
-fn parse_hex_offset(hex16: &[u8]) -> Result<u64> {
+fn parse_hex_offset(hex16: &[u8]) -> Reason<u64> {
     if hex16.len() != 16 || !hex16.iter().all(u8::is_ascii_hexdigit) {
-        return Err(Error::InvalidFooter(format!(
+        return Err(format!(
             "TOC offset {:?} is not 16 hex digits",
             String::from_utf8_lossy(hex16)
-        )));
+        ));
     }
     let text = std::str::from_utf8(hex16).expect("hex digits are ASCII");
     let value = u64::from_str_radix(text, 16).expect("validated hex");
     if value > i64::MAX as u64 {
-        return Err(Error::InvalidFooter(format!(
-            "TOC offset {value} is negative"
-        )));
+        return Err(format!("TOC offset {value} is negative"));
     }
     Ok(value)
 }
 
-fn parse_offset_and_magic(payload: &[u8]) -> Result<u64> {
+fn parse_offset_and_magic(payload: &[u8]) -> Reason<u64> {
     if payload.len() != 22 || &payload[16..] != MAGIC {
-        return Err(Error::InvalidFooter("missing STARGZ magic".into()));
+        return Err("missing STARGZ magic".into());
     }
     parse_hex_offset(&payload[..16])
 }
 
-fn parse_estargz(footer: &[u8]) -> Result<Footer> {
+fn parse_estargz(footer: &[u8]) -> Reason<Footer> {
     let payload = sg_subfield(extra_field(footer)?)?;
     Ok(Footer::Estargz {
         toc_offset: parse_offset_and_magic(payload)?,
     })
 }
 
-fn parse_external(footer: &[u8]) -> Result<Footer> {
+fn parse_external(footer: &[u8]) -> Reason<Footer> {
     let payload = sg_subfield(extra_field(footer)?)?;
     if payload != EXTERNAL_MAGIC {
-        return Err(Error::InvalidFooter(
-            "missing STARGZEXTERNALTOC magic".into(),
-        ));
+        return Err("missing STARGZEXTERNALTOC magic".into());
     }
     Ok(Footer::ExternalToc)
 }
 
-fn parse_legacy(footer: &[u8]) -> Result<Footer> {
+fn parse_legacy(footer: &[u8]) -> Reason<Footer> {
     Ok(Footer::Legacy {
         toc_offset: parse_offset_and_magic(extra_field(footer)?)?,
     })
