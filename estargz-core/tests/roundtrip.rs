@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use estargz_core::{BuildOptions, Footer};
+use estargz_core::{BuildOptions, Footer, ReadAt};
 
 fn shapes() -> Vec<(&'static str, Vec<u8>)> {
     let big = pseudo_random(10 * 1024 + 7, 1, true);
@@ -339,4 +339,40 @@ fn legacy_stargz_blobs_are_readable() {
     let tree = reader_tree(&reader);
     assert_eq!(tree["d/a"], ("reg".into(), b"legacy content".to_vec()));
     assert_eq!(tree["b"], ("reg".into(), Vec::new()));
+}
+
+/// Counts positional reads, to pin down how many requests opening costs.
+struct CountingSource {
+    data: Vec<u8>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl estargz_core::ReadAt for CountingSource {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.data.read_at(buf, offset)
+    }
+    fn size(&self) -> u64 {
+        self.data.len() as u64
+    }
+}
+
+#[test]
+fn opening_takes_two_reads() {
+    let mut t = TarBuilder::default();
+    for i in 0..2000 {
+        t.file(&format!("dir/file-{i}"), b"x");
+    }
+    let (blob, _) = build_blob(&t.finish(), &BuildOptions::default());
+    let src = std::sync::Arc::new(CountingSource {
+        data: blob,
+        reads: Default::default(),
+    });
+    let reader = estargz_core::Reader::open(src.clone(), &Default::default()).unwrap();
+    assert_eq!(reader.toc().entries.len(), 2001); // landmark + files
+    assert_eq!(
+        src.reads.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "footer + TOC"
+    );
 }

@@ -109,8 +109,19 @@ impl Reader {
         let payload_end = size - footer.size() as u64;
         let (json, toc_digest, payload_end) = match footer.toc_offset() {
             Some(toc_offset) => {
-                let section = SectionReader::new(&*src, toc_offset, payload_end);
-                let (json, digest) = read_toc_member(section, opts.max_toc_size)?;
+                // One positional read for the whole TOC member: for a remote
+                // source that is one range request.
+                let len = payload_end - toc_offset;
+                if len > opts.max_toc_size {
+                    return Err(Error::LimitExceeded(format!(
+                        "compressed TOC is {len} bytes, over the limit of {}",
+                        opts.max_toc_size
+                    )));
+                }
+                let mut member = vec![0u8; len as usize];
+                src.read_exact_at(&mut member, toc_offset)
+                    .map_err(|e| Error::io(format!("reading the TOC at offset {toc_offset}"), e))?;
+                let (json, digest) = read_toc_member(&member[..], opts.max_toc_size)?;
                 (json, digest, toc_offset)
             }
             None => {
