@@ -47,13 +47,6 @@ pub struct TarEntry {
     pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
-impl TarEntry {
-    /// End of the payload including its padding to a block boundary.
-    pub fn padded_end(&self) -> u64 {
-        self.data_start + padded(self.size)
-    }
-}
-
 /// Rounds up to a multiple of the tar block size.
 pub fn padded(n: u64) -> u64 {
     n.div_ceil(BLOCK) * BLOCK
@@ -203,7 +196,7 @@ pub fn index(src: &dyn ReadAt) -> Result<TarIndex> {
                     "meta header at offset {pos} is {size} bytes (max {MAX_META_SIZE})"
                 )));
             }
-            if data_start + size > total {
+            if size > total - data_start {
                 return Err(Error::Truncated(format!(
                     "meta header payload at offset {data_start} runs past the end"
                 )));
@@ -330,7 +323,8 @@ pub fn index(src: &dyn ReadAt) -> Result<TarIndex> {
         if kind != TarKind::Reg {
             size = 0;
         }
-        if data_start + size > total {
+        // `data_start <= total` here; compare without overflowing on huge sizes.
+        if size > total - data_start {
             return Err(Error::Truncated(format!(
                 "payload of {name:?} ({size} bytes at offset {data_start}) runs past the end of the tar ({total} bytes)"
             )));

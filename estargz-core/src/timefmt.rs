@@ -46,10 +46,11 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     if b[13] != b':' || b[16] != b':' {
         return None;
     }
+    // Work on bytes: the input is untrusted and may hold multi-byte characters.
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = &s[r];
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse().ok()
+        let part = &b[r];
+        if part.iter().all(u8::is_ascii_digit) {
+            std::str::from_utf8(part).ok()?.parse().ok()
         } else {
             None
         }
@@ -108,5 +109,8 @@ mod tests {
         assert_eq!(parse_rfc3339("2020-01-02T03:04:06x"), None);
         assert_eq!(parse_rfc3339("garbage"), None);
         assert_eq!(parse_rfc3339("2020-13-02T03:04:06Z"), None);
+        // Found by fuzzing: multi-byte characters where digits are expected.
+        assert_eq!(parse_rfc3339("2020-01-02T03:04:0\u{1e5}"), None);
+        assert_eq!(parse_rfc3339("2020-01-02T03:04:06+0\u{e9}:00"), None);
     }
 }

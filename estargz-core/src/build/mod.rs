@@ -166,6 +166,15 @@ pub fn build(input: BuildInput, out: &mut dyn Write, opts: &BuildOptions) -> Res
         )
     };
 
+    // Refuse inputs whose blob no reader could open (a file used as a
+    // directory, dangling or cyclic hardlinks, ...) before compressing anything.
+    crate::reader::Index::check_tree(&plan.toc).map_err(|e| match e {
+        Error::InvalidToc(m) | Error::LimitExceeded(m) => {
+            Error::InvalidTar(format!("the input is not a valid layer: {m}"))
+        }
+        other => other,
+    })?;
+
     let mut output = exec::Output::new(out);
     if opts.min_chunk_size > 0 {
         exec::run_min_chunk(

@@ -87,15 +87,29 @@ impl Index {
     /// Builds the tree. `payload_end` is where the data members end (TOC offset
     /// or the footer start); chunk ranges must lie before it.
     pub fn build(toc: &Toc, payload_end: u64) -> Result<Index> {
+        let mut idx = Self::tree(&toc.entries, payload_end)?;
+        idx.validate_chunks(payload_end)?;
+        idx.count_links();
+        Ok(idx)
+    }
+
+    /// Checks that `entries` form a tree a reader accepts (no file used as a
+    /// directory, hardlinks resolvable, sane names), ignoring chunk geometry.
+    /// The builder uses it so that every blob it writes can be opened.
+    pub fn check_tree(entries: &[TocEntry]) -> Result<()> {
+        Self::tree(entries, u64::MAX).map(|_| ())
+    }
+
+    fn tree(entries: &[TocEntry], payload_end: u64) -> Result<Index> {
         let mut idx = Index {
             nodes: vec![implicit_dir(String::new(), ROOT)],
             by_path: HashMap::from([(String::new(), ROOT)]),
         };
-        let next_offsets = next_offsets(&toc.entries, payload_end);
+        let next_offsets = next_offsets(entries, payload_end);
         let mut unames: HashMap<u64, String> = HashMap::new();
         let mut gnames: HashMap<u64, String> = HashMap::new();
         let mut current_file: Option<NodeId> = None;
-        for (i, e) in toc.entries.iter().enumerate() {
+        for (i, e) in entries.iter().enumerate() {
             if e.kind == EntryType::Chunk {
                 let file = current_file.ok_or_else(|| {
                     Error::InvalidToc(format!(
@@ -138,8 +152,6 @@ impl Index {
             }
         }
         idx.resolve_hardlinks()?;
-        idx.validate_chunks(payload_end)?;
-        idx.count_links();
         Ok(idx)
     }
 
