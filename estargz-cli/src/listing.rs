@@ -99,7 +99,8 @@ pub fn print_inspect(reader: &Reader, as_json: bool) -> Result<(), Error> {
     Ok(())
 }
 
-fn node_json(reader: &Reader, node: &Node) -> Value {
+fn node_json(reader: &Reader, id: NodeId) -> Value {
+    let node = reader.node(id);
     let e = &node.entry;
     let kind = if node.link_target.is_some() {
         "hardlink"
@@ -107,7 +108,7 @@ fn node_json(reader: &Reader, node: &Node) -> Value {
         e.kind.as_str()
     };
     let mut v = json!({
-        "path": node.path,
+        "path": reader.index().path(id),
         "type": kind,
         "mode": e.mode & 0o7777,
         "uid": e.uid,
@@ -130,7 +131,7 @@ fn node_json(reader: &Reader, node: &Node) -> Value {
         EntryType::Symlink | EntryType::Hardlink => {
             let target = node
                 .link_target
-                .map_or(e.link_name.clone(), |t| reader.node(t).path.clone());
+                .map_or(e.link_name.clone(), |t| reader.index().path(t));
             obj.insert("linkName".into(), target.into());
         }
         EntryType::Char | EntryType::Block => {
@@ -201,21 +202,18 @@ pub fn print_ls(reader: &Reader, path: &str, long: bool, as_json: bool) -> Resul
     }
     let mut out = io::BufWriter::new(io::stdout().lock());
     if as_json {
-        let list: Vec<Value> = ids
-            .iter()
-            .map(|&id| node_json(reader, reader.node(id)))
-            .collect();
+        let list: Vec<Value> = ids.iter().map(|&id| node_json(reader, id)).collect();
         return print_json(&mut out, &Value::Array(list));
     }
     for id in ids {
         let node = reader.node(id);
         let e = &node.entry;
-        let mut name = node.path.clone();
+        let mut name = reader.index().path(id);
         if e.kind == EntryType::Dir {
             name.push('/');
         }
         if let Some(t) = node.link_target {
-            name = format!("{name} link to {}", reader.node(t).path);
+            name = format!("{name} link to {}", reader.index().path(t));
         } else if e.kind == EntryType::Symlink {
             name = format!("{name} -> {}", e.link_name);
         }

@@ -69,6 +69,13 @@ fn perm(entry: &TocEntry) -> Mode {
     Mode::from_raw_mode(entry.mode & 0o7777)
 }
 
+/// A node with its path, computed once per extracted entry.
+struct Item<'a> {
+    id: NodeId,
+    node: &'a Node,
+    path: String,
+}
+
 struct Extractor<'a> {
     reader: &'a Reader,
     root: OwnedFd,
@@ -121,41 +128,41 @@ impl Extractor<'_> {
         .map_err(|e| io_err(format!("chown {base:?}"), e))
     }
 
-    fn set_xattrs(&self, fd: &OwnedFd, node: &Node) -> Result<()> {
+    fn set_xattrs(&self, fd: &OwnedFd, item: &Item) -> Result<()> {
         if !self.opts.xattrs {
             return Ok(());
         }
-        for (k, v) in &node.entry.xattrs {
+        for (k, v) in &item.node.entry.xattrs {
             match rustix::fs::fsetxattr(fd, k.as_str(), v, XattrFlags::empty()) {
                 Ok(()) | Err(Errno::NOTSUP) => {}
-                Err(e) => return Err(io_err(format!("setting xattr {k:?} on {:?}", node.path), e)),
+                Err(e) => return Err(io_err(format!("setting xattr {k:?} on {:?}", item.path), e)),
             }
         }
         Ok(())
     }
 
     /// Applies owner, xattrs, mode and times to an open file or directory.
-    fn finish(&self, dir: &OwnedFd, base: &str, fd: &OwnedFd, node: &Node) -> Result<()> {
-        self.chown(dir, base, &node.entry)?;
-        self.set_xattrs(fd, node)?;
+    fn finish(&self, dir: &OwnedFd, base: &str, fd: &OwnedFd, item: &Item) -> Result<()> {
+        self.chown(dir, base, &item.node.entry)?;
+        self.set_xattrs(fd, item)?;
         // After chown, which clears setuid/setgid.
-        rustix::fs::fchmod(fd, perm(&node.entry))
-            .map_err(|e| io_err(format!("chmod {:?}", node.path), e))?;
-        rustix::fs::futimens(fd, &timestamps(&node.entry))
-            .map_err(|e| io_err(format!("setting times of {:?}", node.path), e))
+        rustix::fs::fchmod(fd, perm(&item.node.entry))
+            .map_err(|e| io_err(format!("chmod {:?}", item.path), e))?;
+        rustix::fs::futimens(fd, &timestamps(&item.node.entry))
+            .map_err(|e| io_err(format!("setting times of {:?}", item.path), e))
     }
 
-    fn make_dir(&self, node: &Node) -> Result<()> {
-        let (parent, base) = split(&node.path);
+    fn make_dir(&self, item: &Item) -> Result<()> {
+        let (parent, base) = split(&item.path);
         let dir = self.open_dir(parent)?;
         match rustix::fs::mkdirat(&dir, base, Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(Errno::EXIST) => Ok(()),
-            Err(e) => Err(io_err(format!("creating directory {:?}", node.path), e)),
+            Err(e) => Err(io_err(format!("creating directory {:?}", item.path), e)),
         }
     }
 
-    fn write_file(&self, id: NodeId, node: &Node) -> Result<u64> {
-        let (parent, base) = split(&node.path);
+    fn write_file(&self, item: &Item) -> Result<u64> {
+        let (parent, base) = split(&item.path);
         let dir = self.open_dir(parent)?;
         self.clear(&dir, base)?;
         let fd = rustix::fs::openat(
@@ -164,26 +171,26 @@ impl Extractor<'_> {
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
-        .map_err(|e| io_err(format!("creating {:?}", node.path), e))?;
+        .map_err(|e| io_err(format!("creating {:?}", item.path), e))?;
         let mut file = std::fs::File::from(fd);
         let mut written = 0;
-        self.reader.for_each_chunk(id, |data| {
+        self.reader.for_each_chunk(item.id, |data| {
             written += data.len() as u64;
             file.write_all(data)
-                .map_err(|e| Error::io(format!("writing {:?}", node.path), e))
+                .map_err(|e| Error::io(format!("writing {:?}", item.path), e))
         })?;
         let fd = OwnedFd::from(file);
-        self.finish(&dir, base, &fd, node)?;
+        self.finish(&dir, base, &fd, item)?;
         Ok(written)
     }
 
     /// Symlinks, devices and fifos.
-    fn make_special(&self, node: &Node) -> Result<()> {
-        let (parent, base) = split(&node.path);
+    fn make_special(&self, item: &Item) -> Result<()> {
+        let (parent, base) = split(&item.path);
         let dir = self.open_dir(parent)?;
         self.clear(&dir, base)?;
-        let e = &node.entry;
-        let context = || format!("creating {:?}", node.path);
+        let e = &item.node.entry;
+        let context = || format!("creating {:?}", item.path);
         match e.kind {
             EntryType::Symlink => {
                 rustix::fs::symlinkat(e.link_name.as_str(), &dir, base)
@@ -195,7 +202,7 @@ impl Extractor<'_> {
                     &timestamps(e),
                     AtFlags::SYMLINK_NOFOLLOW,
                 )
-                .map_err(|er| io_err(format!("setting times of {:?}", node.path), er));
+                .map_err(|er| io_err(format!("setting times of {:?}", item.path), er));
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let file_type = match e.kind {
@@ -212,35 +219,35 @@ impl Extractor<'_> {
         self.chown(&dir, base, e)?;
         // Opening a device or fifo could block or have side effects: use the *at forms.
         rustix::fs::chmodat(&dir, base, perm(e), AtFlags::empty())
-            .map_err(|er| io_err(format!("chmod {:?}", node.path), er))?;
+            .map_err(|er| io_err(format!("chmod {:?}", item.path), er))?;
         rustix::fs::utimensat(&dir, base, &timestamps(e), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|er| io_err(format!("setting times of {:?}", node.path), er))
+            .map_err(|er| io_err(format!("setting times of {:?}", item.path), er))
     }
 
-    fn make_hardlink(&self, node: &Node, target: &Node) -> Result<()> {
-        let (parent, base) = split(&node.path);
+    fn make_hardlink(&self, item: &Item, target: &Item) -> Result<()> {
+        let (parent, base) = split(&item.path);
         let (tparent, tbase) = split(&target.path);
         let dir = self.open_dir(parent)?;
         let tdir = self.open_dir(tparent)?;
         self.clear(&dir, base)?;
         rustix::fs::linkat(&tdir, tbase, &dir, base, AtFlags::empty())
-            .map_err(|e| io_err(format!("linking {:?} to {:?}", node.path, target.path), e))
+            .map_err(|e| io_err(format!("linking {:?} to {:?}", item.path, target.path), e))
     }
 
-    fn finish_dir(&self, node: &Node) -> Result<()> {
-        let dir = self.open_dir(&node.path)?;
-        if node.path.is_empty() {
+    fn finish_dir(&self, item: &Item) -> Result<()> {
+        let dir = self.open_dir(&item.path)?;
+        if item.path.is_empty() {
             // The target directory itself keeps its owner and mode.
             return Ok(());
         }
-        if node.implicit {
+        if item.node.implicit {
             // No entry describes it: like tar, a plain 0755 directory made now.
             return rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o755))
-                .map_err(|e| io_err(format!("chmod {:?}", node.path), e));
+                .map_err(|e| io_err(format!("chmod {:?}", item.path), e));
         }
-        let (parent, base) = split(&node.path);
+        let (parent, base) = split(&item.path);
         let parent_fd = self.open_dir(parent)?;
-        self.finish(&parent_fd, base, &dir, node)
+        self.finish(&parent_fd, base, &dir, item)
     }
 }
 
@@ -255,7 +262,13 @@ pub fn extract(reader: &Reader, dest: &Path, opts: &ExtractOptions) -> Result<Ex
     )
     .map_err(|e| io_err(format!("opening {}", dest.display()), e))?;
     let ex = Extractor { reader, root, opts };
-    let nodes = &reader.index().nodes;
+    let index = reader.index();
+    let nodes = &index.nodes;
+    let item = |id: NodeId| Item {
+        id,
+        node: &nodes[id],
+        path: index.path(id),
+    };
 
     // Depth-first order, so parents come before children.
     let mut order = Vec::with_capacity(nodes.len());
@@ -266,51 +279,47 @@ pub fn extract(reader: &Reader, dest: &Path, opts: &ExtractOptions) -> Result<Ex
     }
     if !opts.landmarks {
         order.retain(|&id| {
-            !matches!(
-                nodes[id].path.as_str(),
-                crate::build::PREFETCH_LANDMARK | crate::build::NO_PREFETCH_LANDMARK
-            )
+            nodes[id].parent != ROOT
+                || !matches!(
+                    nodes[id].name.as_str(),
+                    crate::build::PREFETCH_LANDMARK | crate::build::NO_PREFETCH_LANDMARK
+                )
         });
     }
+    let is_dir =
+        |id: NodeId| nodes[id].link_target.is_none() && nodes[id].entry.kind == EntryType::Dir;
 
     let mut stats = ExtractStats::default();
-    for &id in &order[1..] {
-        let node = &nodes[id];
-        if node.link_target.is_none() && node.entry.kind == EntryType::Dir {
-            ex.make_dir(node)?;
-            stats.dirs += 1;
-        }
+    for &id in order.iter().skip(1).filter(|&&id| is_dir(id)) {
+        ex.make_dir(&item(id))?;
+        stats.dirs += 1;
     }
     let files: Vec<NodeId> = order
         .iter()
         .copied()
         .filter(|&id| nodes[id].link_target.is_none() && nodes[id].entry.kind == EntryType::Reg)
         .collect();
-    let bytes = files
+    stats.bytes = files
         .par_iter()
-        .map(|&id| ex.write_file(id, &nodes[id]))
+        .map(|&id| ex.write_file(&item(id)))
         .try_reduce(|| 0, |a, b| Ok(a + b))?;
     stats.files = files.len() as u64;
-    stats.bytes = bytes;
     for &id in &order {
         let node = &nodes[id];
         if let Some(target) = node.link_target {
-            ex.make_hardlink(node, &nodes[target])?;
+            ex.make_hardlink(&item(id), &item(target))?;
             stats.others += 1;
         } else if matches!(
             node.entry.kind,
             EntryType::Symlink | EntryType::Char | EntryType::Block | EntryType::Fifo
         ) {
-            ex.make_special(node)?;
+            ex.make_special(&item(id))?;
             stats.others += 1;
         }
     }
     // Directory metadata last (deepest first), so writes inside don't change mtimes.
-    for &id in order.iter().rev() {
-        let node = &nodes[id];
-        if node.link_target.is_none() && node.entry.kind == EntryType::Dir {
-            ex.finish_dir(node)?;
-        }
+    for &id in order.iter().rev().filter(|&&id| is_dir(id)) {
+        ex.finish_dir(&item(id))?;
     }
     Ok(stats)
 }

@@ -60,27 +60,27 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
         return None;
     }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+    let mut rest = &b[19..];
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let digits = frac.iter().take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 {
             return None;
         }
         rest = &frac[digits..];
     }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(&rest[3..4], ":") => {
-            let sign = match &rest[0..1] {
-                "+" => 1,
-                "-" => -1,
-                _ => return None,
-            };
-            let (h, m) = (
-                rest[1..3].parse::<i64>().ok()?,
-                rest[4..6].parse::<i64>().ok()?,
-            );
-            sign * (h * 3600 + m * 60)
+    let two = |hi: u8, lo: u8| -> Option<i64> {
+        (hi.is_ascii_digit() && lo.is_ascii_digit())
+            .then(|| i64::from((hi - b'0') * 10 + (lo - b'0')))
+    };
+    let offset = match *rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let secs = two(h1, h2)? * 3600 + two(m1, m2)? * 60;
+            if sign == b'-' {
+                -secs
+            } else {
+                secs
+            }
         }
         _ => return None,
     };

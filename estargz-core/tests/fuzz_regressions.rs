@@ -10,7 +10,9 @@ use std::sync::Arc;
 use estargz_core::{BuildInput, BuildOptions, OpenOptions, Reader};
 
 fn artifacts(target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/artifacts-found").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/artifacts-found")
+        .join(target);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|d| d.map(|e| e.unwrap().path()).collect())
         .unwrap_or_default();
@@ -61,11 +63,16 @@ fn tar_inputs_build_readable_blobs_or_fail() {
             ..Default::default()
         };
         let mut blob = Vec::new();
-        let Ok(result) = estargz_core::build(BuildInput::Reader(Box::new(std::io::Cursor::new(tar))), &mut blob, &opts)
-        else {
+        let Ok(result) = estargz_core::build(
+            BuildInput::Reader(Box::new(std::io::Cursor::new(tar))),
+            &mut blob,
+            &opts,
+        ) else {
             continue;
         };
         let reader = common::open(&blob, &result);
-        reader.verify_all().unwrap_or_else(|e| panic!("{}: built but does not verify: {e}", path.display()));
+        reader
+            .verify_all()
+            .unwrap_or_else(|e| panic!("{}: built but does not verify: {e}", path.display()));
     }
 }

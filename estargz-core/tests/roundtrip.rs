@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use estargz_core::{BuildOptions, Footer, ReadAt};
+use estargz_core::{BuildOptions, Footer};
 
 fn shapes() -> Vec<(&'static str, Vec<u8>)> {
     let big = pseudo_random(10 * 1024 + 7, 1, true);

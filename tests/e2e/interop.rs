@@ -77,14 +77,16 @@ fn read_text(path: &Path) -> String {
 /// The canonical listing (see tests/interop/README.md) of what a reader exposes.
 fn listing(reader: &Reader) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
-    for (id, node) in reader.index().nodes.iter().enumerate().skip(1) {
-        if LANDMARKS.contains(&node.path.as_str()) || node.path == "stargz.index.json" {
+    let index = reader.index();
+    for (id, node) in index.nodes.iter().enumerate().skip(1) {
+        let path = index.path(id);
+        if LANDMARKS.contains(&path.as_str()) || path == "stargz.index.json" {
             continue;
         }
         let e = &node.entry;
         let value = if let Some(target) = node.link_target {
-            json!({"name": node.path, "type": "hardlink", "mode": 0, "uid": 0, "gid": 0, "size": 0,
-                   "sha256": "", "linkName": reader.node(target).path, "devMajor": 0, "devMinor": 0,
+            json!({"name": path, "type": "hardlink", "mode": 0, "uid": 0, "gid": 0, "size": 0,
+                   "sha256": "", "linkName": index.path(target), "devMajor": 0, "devMinor": 0,
                    "xattrs": {}, "mtime": 0})
         } else {
             let (size, sha) = if e.kind == EntryType::Reg {
@@ -94,7 +96,7 @@ fn listing(reader: &Reader) -> BTreeMap<String, Value> {
                         content.extend_from_slice(d);
                         Ok(())
                     })
-                    .unwrap_or_else(|err| panic!("reading {}: {err}", node.path));
+                    .unwrap_or_else(|err| panic!("reading {}: {err}", path));
                 (e.size, hex::encode(Sha256::digest(&content)))
             } else {
                 (0, String::new())
@@ -109,13 +111,13 @@ fn listing(reader: &Reader) -> BTreeMap<String, Value> {
                     )
                 })
                 .collect();
-            json!({"name": node.path, "type": e.kind.as_str(), "mode": e.mode & 0o7777, "uid": e.uid,
+            json!({"name": path, "type": e.kind.as_str(), "mode": e.mode & 0o7777, "uid": e.uid,
                    "gid": e.gid, "size": size, "sha256": sha,
                    "linkName": if e.kind == EntryType::Symlink { e.link_name.clone() } else { String::new() },
                    "devMajor": e.dev_major, "devMinor": e.dev_minor, "xattrs": xattrs,
                    "mtime": e.mod_time.unwrap_or(0)})
         };
-        out.insert(node.path.clone(), value);
+        out.insert(path.clone(), value);
     }
     out
 }

@@ -9,9 +9,7 @@ use crate::error::{Error, Result};
 use crate::tar::clean_name;
 use crate::toc::{EntryType, Toc, TocEntry};
 
-/// Longest path accepted in a TOC. Each node keeps its full path, so absurdly
-/// deep names would cost memory quadratic in their length; Linux's PATH_MAX
-/// is 4096, so this leaves ample room for real layers.
+/// Longest path accepted in a TOC (Linux's PATH_MAX is 4096).
 pub const MAX_PATH_LEN: usize = 16 << 10;
 
 /// Index of a node in [`Index::nodes`].
@@ -36,11 +34,14 @@ pub struct Chunk {
     pub digest: String,
 }
 
-/// A file, directory, link or device in the tree.
+/// A file, directory, link or device in the tree. Nodes store only their
+/// own name: storing full paths would let a small, highly compressible TOC
+/// of deep paths cost memory quadratic in their depth. [`Index::path`]
+/// rebuilds a path when one is needed.
 #[derive(Debug, Clone)]
 pub struct Node {
-    /// Cleaned path (`""` for the root).
-    pub path: String,
+    /// Name within the parent directory (`""` for the root).
+    pub name: String,
     /// The TOC entry (raw name kept); synthesised for implicit directories.
     pub entry: TocEntry,
     /// True for directories that have no TOC entry of their own.
@@ -55,24 +56,16 @@ pub struct Node {
     pub chunks: Vec<Chunk>,
 }
 
-impl Node {
-    /// File name within its parent directory.
-    pub fn base_name(&self) -> &str {
-        self.path.rsplit('/').next().unwrap_or("")
-    }
-}
-
 #[derive(Debug)]
 pub struct Index {
     pub nodes: Vec<Node>,
-    pub by_path: HashMap<String, NodeId>,
 }
 
-fn implicit_dir(path: String, parent: NodeId) -> Node {
-    let mut entry = TocEntry::new(format!("{path}/"), EntryType::Dir);
+fn implicit_dir(name: &str, parent: NodeId) -> Node {
+    let mut entry = TocEntry::new(String::new(), EntryType::Dir);
     entry.mode = 0o755;
     Node {
-        path,
+        name: name.to_string(),
         entry,
         implicit: true,
         parent,
@@ -102,8 +95,7 @@ impl Index {
 
     fn tree(entries: &[TocEntry], payload_end: u64) -> Result<Index> {
         let mut idx = Index {
-            nodes: vec![implicit_dir(String::new(), ROOT)],
-            by_path: HashMap::from([(String::new(), ROOT)]),
+            nodes: vec![implicit_dir("", ROOT)],
         };
         let next_offsets = next_offsets(entries, payload_end);
         let mut unames: HashMap<u64, String> = HashMap::new();
@@ -141,7 +133,7 @@ impl Index {
                     map.insert(id, name.clone());
                 }
             }
-            let id = idx.upsert(path, entry)?;
+            let id = idx.upsert(&path, entry)?;
             current_file = None;
             if e.kind == EntryType::Reg {
                 idx.nodes[id].chunks.clear();
@@ -155,8 +147,16 @@ impl Index {
         Ok(idx)
     }
 
-    /// Inserts or replaces the node at `path`, creating implicit parents.
-    fn upsert(&mut self, path: String, entry: TocEntry) -> Result<NodeId> {
+    fn kind_error(&self, id: NodeId) -> Error {
+        Error::InvalidToc(format!(
+            "{:?} is used as a directory but is a {}",
+            self.path(id),
+            self.nodes[id].entry.kind.as_str()
+        ))
+    }
+
+    /// Inserts or replaces the node at the cleaned `path`, creating implicit parents.
+    fn upsert(&mut self, path: &str, entry: TocEntry) -> Result<NodeId> {
         if path.is_empty() {
             // An explicit root entry describes the root itself.
             if entry.kind != EntryType::Dir {
@@ -170,7 +170,9 @@ impl Index {
             self.nodes[ROOT].implicit = false;
             return Ok(ROOT);
         }
-        if let Some(&id) = self.by_path.get(&path) {
+        let (parent_path, base) = path.rsplit_once('/').unwrap_or(("", path));
+        let parent = self.dir_for(parent_path)?;
+        if let Some(&id) = self.nodes[parent].children.get(base) {
             // Later duplicates replace earlier ones (children stay attached).
             let node = &mut self.nodes[id];
             node.entry = entry;
@@ -178,71 +180,60 @@ impl Index {
             node.link_target = None;
             return Ok(id);
         }
-        let (parent_path, base) = match path.rsplit_once('/') {
-            Some((p, b)) => (p.to_string(), b.to_string()),
-            None => (String::new(), path.clone()),
-        };
-        let parent = self.dir_for(parent_path)?;
         let id = self.nodes.len();
-        let mut node = implicit_dir(path.clone(), parent);
+        let mut node = implicit_dir(base, parent);
         node.entry = entry;
         node.implicit = false;
         self.nodes.push(node);
-        self.nodes[parent].children.insert(base, id);
-        self.by_path.insert(path, id);
+        self.nodes[parent].children.insert(base.to_string(), id);
         Ok(id)
     }
 
-    /// Returns the directory at `path`, creating missing ones (implicit).
-    /// Iterative: hostile names can be tens of thousands of components deep.
-    fn dir_for(&mut self, path: String) -> Result<NodeId> {
-        // Find the deepest ancestor (or the path itself) that already exists.
-        let mut existing_len = path.len();
-        let mut id = loop {
-            if let Some(&id) = self.by_path.get(&path[..existing_len]) {
-                break id;
-            }
-            existing_len = path[..existing_len].rfind('/').unwrap_or(0);
-        };
-        loop {
+    /// Returns the directory at cleaned `path`, creating missing ones (implicit).
+    fn dir_for(&mut self, path: &str) -> Result<NodeId> {
+        let mut id = ROOT;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
             if self.nodes[id].entry.kind != EntryType::Dir {
-                return Err(Error::InvalidToc(format!(
-                    "{:?} is used as a directory but is a {}",
-                    self.nodes[id].path,
-                    self.nodes[id].entry.kind.as_str()
-                )));
+                return Err(self.kind_error(id));
             }
-            if existing_len == path.len() {
-                return Ok(id);
-            }
-            let start = if existing_len == 0 {
-                0
-            } else {
-                existing_len + 1
+            id = match self.nodes[id].children.get(part) {
+                Some(&child) => child,
+                None => {
+                    let child = self.nodes.len();
+                    self.nodes.push(implicit_dir(part, id));
+                    self.nodes[id].children.insert(part.to_string(), child);
+                    child
+                }
             };
-            let end = path[start..].find('/').map_or(path.len(), |i| start + i);
-            let child_path = path[..end].to_string();
-            let child = self.nodes.len();
-            self.nodes.push(implicit_dir(child_path.clone(), id));
-            self.nodes[id]
-                .children
-                .insert(path[start..end].to_string(), child);
-            self.by_path.insert(child_path, child);
-            id = child;
-            existing_len = end;
         }
+        if self.nodes[id].entry.kind != EntryType::Dir {
+            return Err(self.kind_error(id));
+        }
+        Ok(id)
+    }
+
+    /// The cleaned path of a node (`""` for the root), built from its ancestors.
+    pub fn path(&self, id: NodeId) -> String {
+        let mut names = Vec::new();
+        let mut cur = id;
+        while cur != ROOT {
+            names.push(self.nodes[cur].name.as_str());
+            cur = self.nodes[cur].parent;
+        }
+        names.reverse();
+        names.join("/")
     }
 
     fn add_chunk(&mut self, file: NodeId, e: &TocEntry, next_offset: u64) -> Result<()> {
-        let node = &mut self.nodes[file];
-        let size = node.entry.size;
+        let size = self.nodes[file].entry.size;
         let chunk_size = if e.chunk_size == 0 || e.chunk_offset.saturating_add(e.chunk_size) > size
         {
             // 0 (or an over-long value on the last chunk) means "to the end of the file".
             size.checked_sub(e.chunk_offset).ok_or_else(|| {
                 Error::InvalidToc(format!(
                     "chunk of {:?} at file offset {} is beyond its size {size}",
-                    node.path, e.chunk_offset
+                    self.path(file),
+                    e.chunk_offset
                 ))
             })?
         } else {
@@ -256,7 +247,7 @@ impl Index {
         } else {
             String::new()
         };
-        node.chunks.push(Chunk {
+        self.nodes[file].chunks.push(Chunk {
             offset: e.offset,
             inner_offset: e.inner_offset,
             chunk_offset: e.chunk_offset,
@@ -268,31 +259,41 @@ impl Index {
     }
 
     fn validate_chunks(&mut self, payload_end: u64) -> Result<()> {
-        for node in &mut self.nodes {
+        for id in 0..self.nodes.len() {
+            let node = &mut self.nodes[id];
             if node.entry.kind != EntryType::Reg || node.link_target.is_some() {
                 continue;
             }
             node.chunks.sort_by_key(|c| c.chunk_offset);
             let mut expected = 0;
+            let mut problem = None;
             for c in &node.chunks {
                 if c.chunk_offset != expected || c.chunk_size == 0 {
-                    return Err(Error::InvalidToc(format!(
-                        "chunks of {:?} do not tile the file (chunk at {} of size {}, expected offset {expected})",
-                        node.path, c.chunk_offset, c.chunk_size
-                    )));
+                    problem = Some(format!(
+                        "do not tile the file (chunk at {} of size {}, expected offset {expected})",
+                        c.chunk_offset, c.chunk_size
+                    ));
+                    break;
                 }
                 if c.offset >= payload_end || c.next_offset <= c.offset {
-                    return Err(Error::InvalidToc(format!(
-                        "chunk of {:?} at file offset {} has blob offset {} outside the data area (0..{payload_end})",
-                        node.path, c.chunk_offset, c.offset
-                    )));
+                    problem = Some(format!(
+                        "include one at file offset {} with blob offset {} outside the data area (0..{payload_end})",
+                        c.chunk_offset, c.offset
+                    ));
+                    break;
                 }
                 expected += c.chunk_size;
             }
-            if expected != node.entry.size {
+            if problem.is_none() && expected != node.entry.size {
+                problem = Some(format!(
+                    "cover {expected} bytes but the file has {}",
+                    node.entry.size
+                ));
+            }
+            if let Some(problem) = problem {
                 return Err(Error::InvalidToc(format!(
-                    "chunks of {:?} cover {expected} bytes but the file has {}",
-                    node.path, node.entry.size
+                    "chunks of {:?} {problem}",
+                    self.path(id)
                 )));
             }
         }
@@ -314,10 +315,10 @@ impl Index {
             let target = loop {
                 let last = *chain.last().expect("non-empty");
                 let link = clean_name(&self.nodes[last].entry.link_name);
-                let next = *self.by_path.get(&link).ok_or_else(|| {
+                let next = self.lookup(&link).ok_or_else(|| {
                     Error::InvalidToc(format!(
                         "{:?} is a hardlink but its target {link:?} is not in the TOC",
-                        self.nodes[last].path
+                        self.path(last)
                     ))
                 })?;
                 if let Some(resolved) = self.nodes[next].link_target {
@@ -329,7 +330,7 @@ impl Index {
                 if !on_chain.insert(next) {
                     return Err(Error::InvalidToc(format!(
                         "hardlink {:?} is part of a cycle",
-                        self.nodes[start].path
+                        self.path(start)
                     )));
                 }
                 chain.push(next);
@@ -337,7 +338,7 @@ impl Index {
             if self.nodes[target].entry.kind == EntryType::Dir {
                 return Err(Error::InvalidToc(format!(
                     "hardlink {:?} points to a directory",
-                    self.nodes[start].path
+                    self.path(start)
                 )));
             }
             for id in chain {
@@ -366,9 +367,13 @@ impl Index {
         }
     }
 
-    /// Looks up a path (any spelling; cleaned first).
+    /// Looks up a path (any spelling: it is cleaned first).
     pub fn lookup(&self, path: &str) -> Option<NodeId> {
-        self.by_path.get(&clean_name(path)).copied()
+        let mut id = ROOT;
+        for part in clean_name(path).split('/').filter(|p| !p.is_empty()) {
+            id = *self.nodes[id].children.get(part)?;
+        }
+        Some(id)
     }
 }
 

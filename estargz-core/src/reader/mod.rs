@@ -203,10 +203,11 @@ impl Reader {
 
     /// Directory children in name order.
     pub fn read_dir(&self, id: NodeId) -> Result<Vec<(&str, NodeId)>> {
-        let node = &self.index.nodes[self.resolve(id)];
+        let id = self.resolve(id);
+        let node = &self.index.nodes[id];
         if node.entry.kind != EntryType::Dir {
             return Err(Error::WrongType {
-                path: node.path.clone(),
+                path: self.index.path(id),
                 message: "not a directory".into(),
             });
         }
@@ -218,22 +219,24 @@ impl Reader {
     }
 
     fn regular_file(&self, id: NodeId) -> Result<&Node> {
-        let node = &self.index.nodes[self.resolve(id)];
+        let id = self.resolve(id);
+        let node = &self.index.nodes[id];
         if node.entry.kind != EntryType::Reg {
             return Err(Error::WrongType {
-                path: node.path.clone(),
+                path: self.index.path(id),
                 message: format!("{} is not a regular file", node.entry.kind.as_str()),
             });
         }
         Ok(node)
     }
 
-    /// Decompresses and verifies one chunk (not cached).
-    pub fn fetch_chunk(&self, node: &Node, chunk: &Chunk) -> Result<Vec<u8>> {
+    /// Decompresses and verifies one chunk of file `id` (not cached).
+    pub fn fetch_chunk(&self, id: NodeId, chunk: &Chunk) -> Result<Vec<u8>> {
         let context = || {
             format!(
                 "chunk at file offset {} of {:?}",
-                chunk.chunk_offset, node.path
+                chunk.chunk_offset,
+                self.index.path(id)
             )
         };
         if chunk.chunk_size > self.max_chunk_size {
@@ -278,7 +281,7 @@ impl Reader {
         Ok(data)
     }
 
-    fn cached_chunk(&self, node_id: NodeId, node: &Node, chunk: &Chunk) -> Result<Arc<[u8]>> {
+    fn cached_chunk(&self, node_id: NodeId, chunk: &Chunk) -> Result<Arc<[u8]>> {
         let key = (node_id as u64, chunk.chunk_offset);
         {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -286,7 +289,7 @@ impl Reader {
                 return Ok(data.clone());
             }
         }
-        let data: Arc<[u8]> = self.fetch_chunk(node, chunk)?.into();
+        let data: Arc<[u8]> = self.fetch_chunk(node_id, chunk)?.into();
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CHUNK_CACHE_SLOTS {
             cache.pop_front();
@@ -307,7 +310,7 @@ impl Reader {
                 .chunks
                 .partition_point(|c| c.chunk_offset + c.chunk_size <= pos);
             let chunk = &node.chunks[i];
-            let data = self.cached_chunk(data_id, node, chunk)?;
+            let data = self.cached_chunk(data_id, chunk)?;
             let from = (pos - chunk.chunk_offset) as usize;
             let n = (data.len() - from).min(buf.len() - done);
             buf[done..done + n].copy_from_slice(&data[from..from + n]);
@@ -323,8 +326,9 @@ impl Reader {
         mut sink: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         let node = self.regular_file(id)?;
+        let id = self.resolve(id);
         for chunk in &node.chunks {
-            sink(&self.fetch_chunk(node, chunk)?)?;
+            sink(&self.fetch_chunk(id, chunk)?)?;
         }
         Ok(())
     }
@@ -332,15 +336,16 @@ impl Reader {
     /// Verifies every chunk of every file (in parallel); returns bytes verified.
     pub fn verify_all(&self) -> Result<u64> {
         use rayon::prelude::*;
-        let work: Vec<(&Node, &Chunk)> = self
+        let work: Vec<(NodeId, &Chunk)> = self
             .index
             .nodes
             .iter()
-            .filter(|n| n.link_target.is_none())
-            .flat_map(|n| n.chunks.iter().map(move |c| (n, c)))
+            .enumerate()
+            .filter(|(_, n)| n.link_target.is_none())
+            .flat_map(|(id, n)| n.chunks.iter().map(move |c| (id, c)))
             .collect();
         work.par_iter()
-            .map(|(n, c)| self.fetch_chunk(n, c).map(|d| d.len() as u64))
+            .map(|&(id, c)| self.fetch_chunk(id, c).map(|d| d.len() as u64))
             .try_reduce(|| 0, |a, b| Ok(a + b))
     }
 

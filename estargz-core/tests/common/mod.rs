@@ -122,21 +122,19 @@ pub fn gunzip(blob: &[u8]) -> Vec<u8> {
 
 /// path → (type, content or link target) of every entry a reader exposes.
 pub fn reader_tree(reader: &Reader) -> BTreeMap<String, (String, Vec<u8>)> {
+    let index = reader.index();
     let mut out = BTreeMap::new();
-    for node in &reader.index().nodes[1..] {
-        if node.path == ".no.prefetch.landmark" || node.path == ".prefetch.landmark" {
+    for (id, node) in index.nodes.iter().enumerate().skip(1) {
+        let path = index.path(id);
+        if path == ".no.prefetch.landmark" || path == ".prefetch.landmark" {
             continue;
         }
         let value = if let Some(t) = node.link_target {
-            (
-                "hardlink".to_string(),
-                reader.node(t).path.clone().into_bytes(),
-            )
+            ("hardlink".to_string(), index.path(t).into_bytes())
         } else {
             let kind = node.entry.kind.as_str().to_string();
             let content = match node.entry.kind {
                 estargz_core::EntryType::Reg => {
-                    let id = reader.lookup(&node.path).unwrap();
                     let mut buf = vec![0u8; node.entry.size as usize];
                     assert_eq!(reader.read_at(id, 0, &mut buf).unwrap(), buf.len());
                     buf
@@ -145,7 +143,7 @@ pub fn reader_tree(reader: &Reader) -> BTreeMap<String, (String, Vec<u8>)> {
             };
             (kind, content)
         };
-        out.insert(node.path.clone(), value);
+        out.insert(path, value);
     }
     out
 }
