@@ -82,6 +82,7 @@ impl Index {
     pub fn build(toc: &Toc, payload_end: u64) -> Result<Index> {
         let mut idx = Self::tree(&toc.entries, payload_end)?;
         idx.validate_chunks(payload_end)?;
+        idx.check_no_overlap()?;
         idx.count_links();
         Ok(idx)
     }
@@ -293,6 +294,33 @@ impl Index {
             if let Some(problem) = problem {
                 return Err(Error::InvalidToc(format!(
                     "chunks of {:?} {problem}",
+                    self.path(id)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Chunks stored in the same gzip member must not overlap: readers then
+    /// verify a member in one pass, and a hostile TOC cannot make them
+    /// decompress the same bytes over and over.
+    fn check_no_overlap(&self) -> Result<()> {
+        let mut spans: Vec<(u64, u64, u64, NodeId)> = Vec::new();
+        for (id, node) in self.nodes.iter().enumerate() {
+            if node.link_target.is_none() {
+                spans.extend(
+                    node.chunks
+                        .iter()
+                        .map(|c| (c.offset, c.inner_offset, c.chunk_size, id)),
+                );
+            }
+        }
+        spans.sort_unstable();
+        for pair in spans.windows(2) {
+            let ((off_a, inner_a, size_a, _), (off_b, inner_b, _, id)) = (pair[0], pair[1]);
+            if off_a == off_b && inner_a.saturating_add(size_a) > inner_b {
+                return Err(Error::InvalidToc(format!(
+                    "data of {:?} overlaps another chunk in the gzip member at offset {off_b}",
                     self.path(id)
                 )));
             }

@@ -21,6 +21,8 @@ pub const DEFAULT_MAX_TOC_SIZE: u64 = 1 << 30;
 pub const DEFAULT_MAX_CHUNK_SIZE: u64 = 256 << 20;
 /// Decoded chunks kept for small sequential reads.
 const CHUNK_CACHE_SLOTS: usize = 8;
+/// Largest decompressed shared member kept for neighbouring chunks.
+const MAX_SHARED_MEMBER: u64 = 64 << 20;
 
 /// How to open a blob.
 #[derive(Debug, Clone)]
@@ -47,6 +49,9 @@ impl Default for OpenOptions {
 /// A verified chunk: (node, chunk offset in the file, data).
 type CachedChunk = (u64, u64, Arc<[u8]>);
 
+/// A decompressed gzip member that holds several chunks: (offset, end, bytes).
+type SharedMember = (u64, u64, Arc<Vec<u8>>);
+
 /// An open blob.
 pub struct Reader {
     src: Arc<dyn ReadAt>,
@@ -56,6 +61,9 @@ pub struct Reader {
     index: Index,
     max_chunk_size: u64,
     cache: Mutex<VecDeque<CachedChunk>>,
+    /// The last decompressed shared member (min-chunk-size blobs): its blob
+    /// range and bytes, not yet verified (each chunk is verified when sliced).
+    shared_member: Mutex<Option<SharedMember>>,
 }
 
 /// Decompresses a TOC member (tar entry `stargz.index.json`) and hashes its JSON.
@@ -154,6 +162,7 @@ impl Reader {
             index,
             max_chunk_size: opts.max_chunk_size,
             cache: Mutex::new(VecDeque::new()),
+            shared_member: Mutex::new(None),
         })
     }
 
@@ -232,6 +241,47 @@ impl Reader {
 
     /// Decompresses and verifies one chunk of file `id` (not cached).
     pub fn fetch_chunk(&self, id: NodeId, chunk: &Chunk) -> Result<Vec<u8>> {
+        self.check_chunk_limits(id, chunk)?;
+        if chunk.inner_offset > 0 {
+            // A member shared by several chunks: decompress it once for all of
+            // them, so reading every file costs one pass, not chunks x member.
+            if let Some(member) = self.shared_member(chunk) {
+                let end = chunk.inner_offset.saturating_add(chunk.chunk_size);
+                if end <= member.len() as u64 {
+                    let data = &member[chunk.inner_offset as usize..end as usize];
+                    return self.read_verified(&mut &data[..], 0, id, chunk);
+                }
+            }
+        }
+        let mut gz = self.member_decoder(chunk);
+        self.read_verified(&mut gz, chunk.inner_offset, id, chunk)
+    }
+
+    /// The decompressed range `[chunk.offset, chunk.next_offset)`, cached;
+    /// `None` when it is too large to keep (then callers stream instead).
+    fn shared_member(&self, chunk: &Chunk) -> Option<Arc<Vec<u8>>> {
+        let key = (chunk.offset, chunk.next_offset);
+        if let Some((o, e, data)) = &*self.shared_member.lock().unwrap_or_else(|p| p.into_inner()) {
+            if (*o, *e) == key {
+                return Some(data.clone());
+            }
+        }
+        let mut data = Vec::new();
+        let read = self
+            .member_decoder(chunk)
+            .take(MAX_SHARED_MEMBER + 1)
+            .read_to_end(&mut data);
+        // Errors are reported by the streaming path, with the chunk's context.
+        if read.is_err() || data.len() as u64 > MAX_SHARED_MEMBER {
+            return None;
+        }
+        let data = Arc::new(data);
+        *self.shared_member.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((key.0, key.1, data.clone()));
+        Some(data)
+    }
+
+    fn check_chunk_limits(&self, id: NodeId, chunk: &Chunk) -> Result<()> {
         let context = || {
             format!(
                 "chunk at file offset {} of {:?}",
@@ -253,16 +303,37 @@ impl Reader {
                 context()
             )));
         }
+        Ok(())
+    }
+
+    /// A decoder over the gzip member(s) holding `chunk`.
+    fn member_decoder(&self, chunk: &Chunk) -> impl Read + '_ {
         let section = SectionReader::new(&*self.src, chunk.offset, chunk.next_offset);
-        let mut gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, section));
+        flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, section))
+    }
+
+    /// Skips `skip` decompressed bytes, then reads and verifies `chunk`.
+    fn read_verified(
+        &self,
+        gz: &mut impl Read,
+        skip: u64,
+        id: NodeId,
+        chunk: &Chunk,
+    ) -> Result<Vec<u8>> {
+        let context = || {
+            format!(
+                "chunk at file offset {} of {:?}",
+                chunk.chunk_offset,
+                self.index.path(id)
+            )
+        };
         let corrupt = |e: io::Error| Error::Corrupt(format!("{}: {e}", context()));
-        let skipped =
-            io::copy(&mut (&mut gz).take(chunk.inner_offset), &mut io::sink()).map_err(corrupt)?;
+        let skipped = io::copy(&mut gz.take(skip), &mut io::sink()).map_err(corrupt)?;
         let mut data = Vec::with_capacity(chunk.chunk_size.min(16 << 20) as usize);
         gz.take(chunk.chunk_size)
             .read_to_end(&mut data)
             .map_err(corrupt)?;
-        if skipped < chunk.inner_offset || (data.len() as u64) < chunk.chunk_size {
+        if skipped < skip || (data.len() as u64) < chunk.chunk_size {
             return Err(Error::Corrupt(format!(
                 "{}: compressed data ends early",
                 context()
@@ -333,10 +404,13 @@ impl Reader {
         Ok(())
     }
 
-    /// Verifies every chunk of every file (in parallel); returns bytes verified.
+    /// Verifies every chunk of every file; returns bytes verified. Chunks that
+    /// share a gzip member (min-chunk-size blobs) are checked in one pass over
+    /// it, so the work is one decompression of the blob, whatever the TOC says;
+    /// members are processed in parallel.
     pub fn verify_all(&self) -> Result<u64> {
         use rayon::prelude::*;
-        let work: Vec<(NodeId, &Chunk)> = self
+        let mut work: Vec<(NodeId, &Chunk)> = self
             .index
             .nodes
             .iter()
@@ -344,8 +418,25 @@ impl Reader {
             .filter(|(_, n)| n.link_target.is_none())
             .flat_map(|(id, n)| n.chunks.iter().map(move |c| (id, c)))
             .collect();
-        work.par_iter()
-            .map(|&(id, c)| self.fetch_chunk(id, c).map(|d| d.len() as u64))
+        work.sort_by_key(|(_, c)| (c.offset, c.next_offset, c.inner_offset));
+        let members: Vec<&[(NodeId, &Chunk)]> = work
+            .chunk_by(|(_, a), (_, b)| (a.offset, a.next_offset) == (b.offset, b.next_offset))
+            .collect();
+        members
+            .par_iter()
+            .map(|member| {
+                let mut gz = self.member_decoder(member[0].1);
+                let mut pos = 0;
+                let mut bytes = 0;
+                for &(id, chunk) in member.iter() {
+                    self.check_chunk_limits(id, chunk)?;
+                    // The index guarantees chunks of one member do not overlap.
+                    let data = self.read_verified(&mut gz, chunk.inner_offset - pos, id, chunk)?;
+                    pos = chunk.inner_offset + chunk.chunk_size;
+                    bytes += data.len() as u64;
+                }
+                Ok(bytes)
+            })
             .try_reduce(|| 0, |a, b| Ok(a + b))
     }
 
