@@ -340,3 +340,28 @@ fn output_errors_end_the_build_without_hanging() {
         assert!(err.to_string().contains("disk full"), "{err}");
     }
 }
+
+#[test]
+fn long_hardlink_chains_resolve_in_linear_time() {
+    let mut entries = vec![serde_json::json!({"name": "f", "type": "reg"})];
+    for i in 0..50_000 {
+        let target = if i == 0 {
+            "f".to_string()
+        } else {
+            format!("h{}", i - 1)
+        };
+        entries.push(
+            serde_json::json!({"name": format!("h{i}"), "type": "hardlink", "linkName": target}),
+        );
+    }
+    // Reverse so every link points at a later entry and chains are walked fully.
+    entries.reverse();
+    let json = serde_json::to_vec(&serde_json::json!({"version": 1, "entries": entries})).unwrap();
+    let (blob, result, _) = sample();
+    let start = std::time::Instant::now();
+    let reader = open_bytes(with_toc_json(&blob, result.toc_offset.unwrap(), &json)).unwrap();
+    assert!(start.elapsed().as_secs() < 20, "took {:?}", start.elapsed());
+    let f = reader.lookup("f").unwrap();
+    assert_eq!(reader.resolve(reader.lookup("h49999").unwrap()), f);
+    assert_eq!(reader.node(f).nlink, 50_001);
+}
