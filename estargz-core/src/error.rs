@@ -56,6 +56,18 @@ pub enum Error {
     /// A configured resource limit was exceeded.
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),
+    /// The network failed (connect, reset, truncated response) after retries.
+    #[error("network error: {0}")]
+    Network(String),
+    /// An operation did not complete within its time limit.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// A registry answered with an error status or a malformed response.
+    #[error("registry error: {0}")]
+    Registry(String),
+    /// The registry refused our credentials (or we had none).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
 }
 
 /// Stable numeric codes; never renumber, only append.
@@ -78,6 +90,10 @@ pub enum ErrorCode {
     LimitExceeded = 13,
     /// Only produced by the C ABI (caught panic, NULL handle, ...).
     Internal = 14,
+    Network = 15,
+    Timeout = 16,
+    Registry = 17,
+    Unauthorized = 18,
 }
 
 impl Error {
@@ -105,6 +121,10 @@ impl Error {
             Error::Unsupported(_) => ErrorCode::Unsupported,
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::LimitExceeded(_) => ErrorCode::LimitExceeded,
+            Error::Network(_) => ErrorCode::Network,
+            Error::Timeout(_) => ErrorCode::Timeout,
+            Error::Registry(_) => ErrorCode::Registry,
+            Error::Unauthorized(_) => ErrorCode::Unauthorized,
         }
     }
 
@@ -119,6 +139,10 @@ impl Error {
             Error::Unsupported(_) => libc::EOPNOTSUPP,
             Error::UnsafePath(_) => libc::EPERM,
             Error::LimitExceeded(_) => libc::EFBIG,
+            Error::Unauthorized(_) => libc::EACCES,
+            // A failed fetch is an I/O error for the reader of a file; the
+            // next read retries (failures are not remembered).
+            Error::Network(_) | Error::Timeout(_) | Error::Registry(_) => libc::EIO,
             Error::Truncated(_)
             | Error::InvalidFooter(_)
             | Error::InvalidToc(_)
