@@ -99,9 +99,28 @@ pub enum ErrorCode {
 impl Error {
     /// Wraps an I/O error with a description of what was being done.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        // Remote sources carry our own error through `io::Error`; keep its
+        // kind (network, timeout, ...) instead of flattening it to I/O.
+        if source.get_ref().is_some_and(|e| e.is::<Error>()) {
+            if let Some(Ok(inner)) = source.into_inner().map(|e| e.downcast::<Error>()) {
+                return inner.with_context(&context.into());
+            }
+            unreachable!("checked above that the io::Error wraps an Error");
+        }
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// Prefixes the message of a remote error with what was being done.
+    pub fn with_context(self, what: &str) -> Self {
+        match self {
+            Error::Network(m) => Error::Network(format!("{what}: {m}")),
+            Error::Timeout(m) => Error::Timeout(format!("{what}: {m}")),
+            Error::Registry(m) => Error::Registry(format!("{what}: {m}")),
+            Error::Unauthorized(m) => Error::Unauthorized(format!("{what}: {m}")),
+            other => other,
         }
     }
 

@@ -6,12 +6,15 @@
 //!   every chunk before handing out bytes.
 
 pub mod build;
+pub mod cache;
 pub mod digest;
 pub mod dirtar;
 pub mod error;
 pub mod extract;
 pub mod footer;
 pub mod reader;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod source;
 pub mod tar;
 pub mod tarwrite;

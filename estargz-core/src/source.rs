@@ -11,6 +11,21 @@ pub trait ReadAt: Send + Sync {
     /// Total size in bytes.
     fn size(&self) -> u64;
 
+    /// Reads several ranges, each completely. Remote sources override this
+    /// to fetch them in one request.
+    fn read_ranges(&self, ranges: &[std::ops::Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
+        ranges
+            .iter()
+            .map(|r| {
+                let len = usize::try_from(r.end.saturating_sub(r.start))
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "range too large"))?;
+                let mut buf = vec![0; len];
+                self.read_exact_at(&mut buf, r.start)?;
+                Ok(buf)
+            })
+            .collect()
+    }
+
     /// Fills `buf` completely or fails with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {

@@ -1,0 +1,428 @@
+//! A cache of verified, decompressed chunks keyed by their digest: a
+//! bounded LRU in memory and, optionally, a bounded directory on disk.
+//!
+//! Only data whose digest was checked is put in; disk entries are checked
+//! again when read (a file corrupted on disk is deleted and refetched), so
+//! the cache can never hand out wrong bytes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::digest::{is_sha256_digest, Hasher};
+use crate::error::{Error, Result};
+
+/// Default memory budget (bytes of chunk data).
+pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
+/// Default disk budget.
+pub const DEFAULT_DISK_BYTES: u64 = 2 << 30;
+
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    pub memory_bytes: u64,
+    /// Directory for the disk cache; `None` keeps chunks in memory only.
+    pub dir: Option<PathBuf>,
+    pub disk_bytes: u64,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            dir: None,
+            disk_bytes: DEFAULT_DISK_BYTES,
+        }
+    }
+}
+
+/// Hit/miss counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub memory_hits: u64,
+    pub disk_hits: u64,
+    pub misses: u64,
+    /// Disk entries that failed their digest check and were dropped.
+    pub corrupt: u64,
+}
+
+/// An LRU index: key → (size, tick), tick → key.
+#[derive(Default)]
+struct Lru<V> {
+    entries: HashMap<String, (V, u64, u64)>,
+    order: BTreeMap<u64, String>,
+    bytes: u64,
+    tick: u64,
+}
+
+impl<V: Clone> Lru<V> {
+    fn get(&mut self, key: &str) -> Option<V> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (v, _, t) = self.entries.get_mut(key)?;
+        self.order.remove(t);
+        *t = tick;
+        self.order.insert(tick, key.to_string());
+        Some(v.clone())
+    }
+
+    fn insert(&mut self, key: &str, value: V, size: u64) {
+        self.remove(key);
+        self.tick += 1;
+        self.entries
+            .insert(key.to_string(), (value, size, self.tick));
+        self.order.insert(self.tick, key.to_string());
+        self.bytes += size;
+    }
+
+    fn remove(&mut self, key: &str) -> Option<V> {
+        let (v, size, tick) = self.entries.remove(key)?;
+        self.order.remove(&tick);
+        self.bytes -= size;
+        Some(v)
+    }
+
+    /// Pops least-recently-used entries until at most `limit` bytes remain.
+    fn evict_to(&mut self, limit: u64) -> Vec<String> {
+        let mut gone = Vec::new();
+        while self.bytes > limit {
+            let Some((_, key)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((_, size, _)) = self.entries.remove(&key) {
+                self.bytes -= size;
+            }
+            gone.push(key);
+        }
+        gone
+    }
+}
+
+struct Disk {
+    root: PathBuf,
+    limit: u64,
+    index: Mutex<Lru<()>>,
+    tmp_counter: AtomicU64,
+}
+
+/// The chunk cache; share one `Arc<ChunkCache>` between readers.
+pub struct ChunkCache {
+    memory_limit: u64,
+    memory: Mutex<Lru<Arc<[u8]>>>,
+    disk: Option<Disk>,
+    stats: Mutex<CacheStats>,
+}
+
+impl std::fmt::Debug for ChunkCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkCache")
+            .field("memory_limit", &self.memory_limit)
+            .field("disk", &self.disk.as_ref().map(|d| &d.root))
+            .finish()
+    }
+}
+
+impl ChunkCache {
+    /// A memory-only cache.
+    pub fn in_memory(bytes: u64) -> ChunkCache {
+        ChunkCache {
+            memory_limit: bytes,
+            memory: Mutex::new(Lru::default()),
+            disk: None,
+            stats: Mutex::new(CacheStats::default()),
+        }
+    }
+
+    /// Opens (creating if needed) a cache; an existing disk cache is
+    /// indexed by modification time, oldest evicted first.
+    pub fn open(opts: &CacheOptions) -> Result<ChunkCache> {
+        let mut cache = Self::in_memory(opts.memory_bytes);
+        if let Some(dir) = &opts.dir {
+            let chunks = dir.join("chunks");
+            let tmp = dir.join("tmp");
+            for d in [&chunks, &tmp] {
+                fs::create_dir_all(d)
+                    .map_err(|e| Error::io(format!("creating cache dir {}", d.display()), e))?;
+            }
+            // Leftovers of writes interrupted by a crash.
+            if let Ok(entries) = fs::read_dir(&tmp) {
+                for e in entries.flatten() {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+            let mut found = Vec::new();
+            for shard in fs::read_dir(&chunks)
+                .map_err(|e| Error::io(format!("reading cache dir {}", chunks.display()), e))?
+                .flatten()
+            {
+                for entry in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    let Ok(meta) = entry.metadata() else { continue };
+                    if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        let mtime = meta.modified().ok();
+                        found.push((mtime, name, meta.len()));
+                    }
+                }
+            }
+            found.sort();
+            let mut index = Lru::default();
+            for (_, name, size) in found {
+                index.insert(&name, (), size);
+            }
+            let disk = Disk {
+                root: dir.clone(),
+                limit: opts.disk_bytes,
+                index: Mutex::new(index),
+                tmp_counter: AtomicU64::new(0),
+            };
+            disk.evict();
+            cache.disk = Some(disk);
+        }
+        Ok(cache)
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count(&self, f: impl FnOnce(&mut CacheStats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Whether `digest` is cached (without checking or loading it).
+    pub fn contains(&self, digest: &str) -> bool {
+        let Some(hex) = key(digest) else { return false };
+        if self
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .contains_key(hex)
+        {
+            return true;
+        }
+        self.disk.as_ref().is_some_and(|d| {
+            d.index
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entries
+                .contains_key(hex)
+        })
+    }
+
+    /// The chunk with this digest, checked, or `None`.
+    pub fn get(&self, digest: &str) -> Option<Arc<[u8]>> {
+        let hex = key(digest)?;
+        if let Some(v) = self
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(hex)
+        {
+            self.count(|s| s.memory_hits += 1);
+            return Some(v);
+        }
+        if let Some(disk) = &self.disk {
+            match disk.read(hex) {
+                Ok(Some(data)) => {
+                    self.count(|s| s.disk_hits += 1);
+                    let data: Arc<[u8]> = data.into();
+                    self.put_memory(hex, data.clone());
+                    return Some(data);
+                }
+                Ok(None) => {}
+                Err(()) => self.count(|s| s.corrupt += 1),
+            }
+        }
+        self.count(|s| s.misses += 1);
+        None
+    }
+
+    /// Stores a chunk the caller has verified against `digest`. Disk
+    /// failures only cost the cache entry, never the read.
+    pub fn put(&self, digest: &str, data: Arc<[u8]>) {
+        let Some(hex) = key(digest) else { return };
+        if let Some(disk) = &self.disk {
+            disk.write(hex, &data);
+        }
+        self.put_memory(hex, data);
+    }
+
+    fn put_memory(&self, hex: &str, data: Arc<[u8]>) {
+        if data.len() as u64 > self.memory_limit {
+            return;
+        }
+        let mut mem = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let size = data.len() as u64;
+        mem.insert(hex, data, size);
+        mem.evict_to(self.memory_limit);
+    }
+
+    /// Bytes held on disk (for tests and status output).
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |d| {
+            d.index.lock().unwrap_or_else(|p| p.into_inner()).bytes
+        })
+    }
+}
+
+/// The hex part of a well-formed sha256 digest; anything else is never a
+/// file name.
+fn key(digest: &str) -> Option<&str> {
+    is_sha256_digest(digest).then(|| &digest["sha256:".len()..])
+}
+
+impl Disk {
+    fn path(&self, hex: &str) -> PathBuf {
+        self.root.join("chunks").join(&hex[..2]).join(hex)
+    }
+
+    /// `Ok(None)` on a miss, `Err(())` when the file was corrupt (removed).
+    fn read(&self, hex: &str) -> std::result::Result<Option<Vec<u8>>, ()> {
+        if !self
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .contains_key(hex)
+        {
+            return Ok(None);
+        }
+        let path = self.path(hex);
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(_) => {
+                // Removed behind our back (another process evicted it).
+                self.index
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(hex);
+                return Ok(None);
+            }
+        };
+        let mut h = Hasher::new();
+        h.update(&data);
+        if h.finish()["sha256:".len()..] != *hex {
+            let _ = fs::remove_file(&path);
+            self.index
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(hex);
+            return Err(());
+        }
+        self.index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(hex);
+        Ok(Some(data))
+    }
+
+    /// Write to a temporary file, then rename: a crash leaves either no
+    /// entry or a whole one (and reads re-check the digest anyway).
+    fn write(&self, hex: &str, data: &[u8]) {
+        if data.len() as u64 > self.limit
+            || self
+                .index
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entries
+                .contains_key(hex)
+        {
+            return;
+        }
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{hex}.{}.{n}", std::process::id()));
+        let path = self.path(hex);
+        let ok = (|| -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(data)?;
+            fs::create_dir_all(path.parent().expect("cache paths have a parent"))?;
+            fs::rename(&tmp, &path)
+        })();
+        if ok.is_err() {
+            let _ = fs::remove_file(&tmp);
+            return;
+        }
+        self.index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hex, (), data.len() as u64);
+        self.evict();
+    }
+
+    fn evict(&self) {
+        let gone = self
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .evict_to(self.limit);
+        for hex in gone {
+            let _ = fs::remove_file(self.path(&hex));
+        }
+    }
+}
+
+/// Where chunks are cached, for status output.
+pub fn describe(opts: &CacheOptions) -> String {
+    match &opts.dir {
+        Some(d) => format!("{} (max {} bytes)", Path::new(d).display(), opts.disk_bytes),
+        None => "memory only".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::sha256_digest;
+
+    fn chunk(n: u8, len: usize) -> (String, Arc<[u8]>) {
+        let data: Arc<[u8]> = vec![n; len].into();
+        (sha256_digest(&data), data)
+    }
+
+    #[test]
+    fn memory_lru_is_bounded() {
+        let c = ChunkCache::in_memory(250);
+        let chunks: Vec<_> = (0..4).map(|i| chunk(i, 100)).collect();
+        for (d, data) in &chunks {
+            c.put(d, data.clone());
+        }
+        assert!(c.get(&chunks[0].0).is_none(), "oldest evicted");
+        assert!(c.get(&chunks[3].0).is_some());
+        assert!(c.get("sha256:../../etc/passwd").is_none());
+    }
+
+    #[test]
+    fn disk_cache_survives_reopen_and_detects_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = CacheOptions {
+            memory_bytes: 0,
+            dir: Some(dir.path().to_path_buf()),
+            disk_bytes: 250,
+        };
+        let c = ChunkCache::open(&opts).unwrap();
+        let chunks: Vec<_> = (0..3).map(|i| chunk(i, 100)).collect();
+        for (d, data) in &chunks {
+            c.put(d, data.clone());
+        }
+        assert!(c.disk_bytes() <= 250);
+        assert!(!c.contains(&chunks[0].0), "evicted from disk");
+        drop(c);
+        let c = ChunkCache::open(&opts).unwrap();
+        assert_eq!(&*c.get(&chunks[2].0).unwrap(), &*chunks[2].1);
+        // Corrupt an entry on disk: it is dropped, not served.
+        let hex = &chunks[1].0[7..];
+        let path = dir.path().join("chunks").join(&hex[..2]).join(hex);
+        fs::write(&path, b"garbage").unwrap();
+        assert!(c.get(&chunks[1].0).is_none());
+        assert_eq!(c.stats().corrupt, 1);
+        assert!(!path.exists());
+        // Nothing lingers in tmp.
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,600 @@
+//! A registry blob as a positional-read source: HTTP range requests,
+//! several ranges per request (`multipart/byteranges`), a fallback to
+//! single ranges for registries that refuse or ignore multi-range requests,
+//! retries, and a bound on concurrent requests.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::http::{self as h, Attempt, Request, Transport};
+use crate::error::{Error, Result};
+use crate::source::ReadAt;
+
+/// How a blob is fetched.
+#[derive(Debug, Clone)]
+pub struct BlobOptions {
+    /// Most ranges in one request (a cap stargz lacks; long Range headers
+    /// get rejected by proxies).
+    pub max_ranges_per_request: usize,
+    /// Requests in flight at once for this blob.
+    pub max_concurrent_requests: usize,
+    /// Never send multi-range requests (registries like ECR ignore them).
+    pub force_single_range: bool,
+    /// Ranges closer than this are fetched as one (a gap costs less than a
+    /// part header and a round trip).
+    pub merge_gap: u64,
+}
+
+impl Default for BlobOptions {
+    fn default() -> Self {
+        BlobOptions {
+            max_ranges_per_request: 32,
+            max_concurrent_requests: 8,
+            force_single_range: false,
+            merge_gap: 4096,
+        }
+    }
+}
+
+/// Counters for the "fetched vs blob size" summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchStats {
+    pub requests: u64,
+    pub bytes: u64,
+}
+
+/// A counting semaphore (std has none).
+struct Slots {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Slots {
+    fn acquire(&self) -> SlotGuard<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.cv.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        SlotGuard(self)
+    }
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+/// One compressed layer in a registry.
+pub struct RemoteBlob {
+    transport: Arc<Transport>,
+    url: String,
+    host: String,
+    scope: String,
+    digest: String,
+    size: u64,
+    opts: BlobOptions,
+    /// Where the registry redirected us (e.g. a pre-signed storage URL).
+    location: Mutex<Option<String>>,
+    single_range: AtomicBool,
+    requests: AtomicU64,
+    bytes: AtomicU64,
+    slots: Slots,
+}
+
+/// What one attempt at a group of ranges produced.
+enum Fetched {
+    Data(Vec<Vec<u8>>),
+    /// The registry refused or ignored a multi-range request.
+    NeedSingleRange,
+}
+
+impl RemoteBlob {
+    pub(crate) fn new(
+        transport: Arc<Transport>,
+        url: String,
+        host: String,
+        scope: String,
+        digest: String,
+        size: u64,
+        opts: BlobOptions,
+    ) -> RemoteBlob {
+        RemoteBlob {
+            transport,
+            url,
+            host,
+            scope,
+            digest,
+            size,
+            single_range: AtomicBool::new(opts.force_single_range),
+            slots: Slots {
+                free: Mutex::new(opts.max_concurrent_requests.max(1)),
+                cv: Condvar::new(),
+            },
+            opts,
+            location: Mutex::new(None),
+            requests: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    pub fn stats(&self) -> FetchStats {
+        FetchStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether multi-range requests were given up for this blob.
+    pub fn single_range_mode(&self) -> bool {
+        self.single_range.load(Ordering::Relaxed)
+    }
+
+    /// Fetches several byte ranges, in as few requests as allowed.
+    pub fn fetch_ranges(&self, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
+        for r in ranges {
+            if r.start > r.end || r.end > self.size {
+                return Err(Error::InvalidArgument(format!(
+                    "range {}..{} outside blob {} of {} bytes",
+                    r.start, r.end, self.digest, self.size
+                )));
+            }
+        }
+        let spans = merge(ranges, self.opts.merge_gap);
+        let mut span_data: Vec<Vec<u8>> = Vec::with_capacity(spans.len());
+        let mut i = 0;
+        while i < spans.len() {
+            let per_request = if self.single_range_mode() {
+                1
+            } else {
+                self.opts.max_ranges_per_request.max(1)
+            };
+            let group = &spans[i..(i + per_request).min(spans.len())];
+            match self.fetch_group(group)? {
+                Fetched::Data(d) => {
+                    span_data.extend(d);
+                    i += group.len();
+                }
+                // Re-split the same spans one per request.
+                Fetched::NeedSingleRange => self.single_range.store(true, Ordering::Relaxed),
+            }
+        }
+        Ok(ranges
+            .iter()
+            .map(|r| {
+                if r.is_empty() {
+                    return Vec::new();
+                }
+                // The first span ending at or after r.end contains r.
+                let s = spans.partition_point(|s| s.end < r.end);
+                let base = spans[s].start;
+                span_data[s][(r.start - base) as usize..(r.end - base) as usize].to_vec()
+            })
+            .collect())
+    }
+
+    fn fetch_group(&self, spans: &[Range<u64>]) -> Result<Fetched> {
+        let what = format!(
+            "fetching {} range(s) of blob {} ({} bytes)",
+            spans.len(),
+            self.digest,
+            spans.iter().map(|s| s.end - s.start).sum::<u64>()
+        );
+        let range_header = format!(
+            "bytes={}",
+            spans
+                .iter()
+                .map(|s| format!("{}-{}", s.start, s.end - 1))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        self.transport
+            .retry(&what, || self.attempt(spans, &range_header, &what))
+    }
+
+    fn attempt(
+        &self,
+        spans: &[Range<u64>],
+        range_header: &str,
+        what: &str,
+    ) -> Result<Attempt<Fetched>> {
+        let _slot = self.slots.acquire();
+        // Follow a few redirects; a stale pre-signed location (403) sends
+        // us back to the registry once.
+        let mut retried_location = false;
+        for _ in 0..4 {
+            let location = self
+                .location
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let (target, auth_host) = match &location {
+                Some(l) => (l.clone(), None),
+                None => (self.url.clone(), Some(self.host.as_str())),
+            };
+            let req =
+                Request::get(target.clone(), auth_host, &self.scope).header("range", range_header);
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let mut resp = match self.transport.send(&req)? {
+                Attempt::Done(r) => r,
+                Attempt::Retry(e) => return Ok(Attempt::Retry(e)),
+            };
+            let status = resp.status().as_u16();
+            match status {
+                206 => return self.read_partial(&mut resp, spans, what),
+                200 => {
+                    let data = self.read_whole(&mut resp, spans, what);
+                    if spans.len() > 1 {
+                        // The registry ignores multi-range: don't make it
+                        // send the whole blob again.
+                        self.single_range.store(true, Ordering::Relaxed);
+                    }
+                    return data;
+                }
+                301 | 302 | 303 | 307 | 308 => {
+                    let next = redirect_target(&target, &resp)?;
+                    *self.location.lock().unwrap_or_else(|p| p.into_inner()) = Some(next);
+                }
+                403 if location.is_some() && !retried_location => {
+                    retried_location = true;
+                    *self.location.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+                400 | 416 if spans.len() > 1 => return Ok(Attempt::Done(Fetched::NeedSingleRange)),
+                _ => return h::fail_or_retry(what, &mut resp),
+            }
+        }
+        Err(Error::Registry(format!("{what}: too many redirects")))
+    }
+
+    /// A 206: one `Content-Range` part, or `multipart/byteranges`.
+    fn read_partial(
+        &self,
+        resp: &mut h::Response,
+        spans: &[Range<u64>],
+        what: &str,
+    ) -> Result<Attempt<Fetched>> {
+        let ctype = h::header(resp, "content-type").unwrap_or_default();
+        let mut sink = SpanSink::new(spans);
+        let result = if let Some(boundary) = multipart_boundary(&ctype) {
+            let body = resp.body_mut().as_reader();
+            read_multipart(BufReader::new(body), &boundary, self.size, &mut sink)
+        } else {
+            let cr = h::header(resp, "content-range")
+                .ok_or_else(|| Error::Registry(format!("{what}: 206 without Content-Range")))?;
+            let part = parse_content_range(&cr, self.size)?;
+            sink.deliver_from(part, &mut resp.body_mut().as_reader())
+        };
+        self.bytes.fetch_add(sink.received, Ordering::Relaxed);
+        match result {
+            Ok(()) => {}
+            // Size or framing errors are the registry's fault, not transient.
+            Err(e @ (Error::Registry(_) | Error::LimitExceeded(_))) => {
+                return Err(h::with_context(e, what))
+            }
+            Err(e) => return Ok(Attempt::Retry(h::with_context(e, what))),
+        }
+        match sink.finish() {
+            Some(data) => Ok(Attempt::Done(Fetched::Data(data))),
+            None => Ok(Attempt::Retry(Error::Network(format!(
+                "{what}: the response did not cover every requested range"
+            )))),
+        }
+    }
+
+    /// A 200: the whole blob; keep what was asked for, stop after it.
+    fn read_whole(
+        &self,
+        resp: &mut h::Response,
+        spans: &[Range<u64>],
+        what: &str,
+    ) -> Result<Attempt<Fetched>> {
+        if let Some(len) = h::header(resp, "content-length").and_then(|v| v.parse::<u64>().ok()) {
+            if len != self.size {
+                return Err(Error::Registry(format!(
+                    "{what}: registry sent {len} bytes for a blob of {} bytes",
+                    self.size
+                )));
+            }
+        }
+        let mut sink = SpanSink::new(spans);
+        let end = spans.last().map_or(0, |s| s.end);
+        let result = sink.deliver_from(0..end, &mut resp.body_mut().as_reader());
+        self.bytes.fetch_add(sink.received, Ordering::Relaxed);
+        if let Err(e) = result {
+            return Ok(Attempt::Retry(h::with_context(e, what)));
+        }
+        match sink.finish() {
+            Some(data) => Ok(Attempt::Done(Fetched::Data(data))),
+            None => Ok(Attempt::Retry(Error::Network(format!(
+                "{what}: short body"
+            )))),
+        }
+    }
+}
+
+impl ReadAt for RemoteBlob {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if offset >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let end = (offset + buf.len() as u64).min(self.size);
+        let data = self
+            .fetch_ranges(&[offset..end])
+            .map_err(io::Error::other)?;
+        buf[..data[0].len()].copy_from_slice(&data[0]);
+        Ok(data[0].len())
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_ranges(&self, ranges: &[Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
+        self.fetch_ranges(ranges).map_err(io::Error::other)
+    }
+}
+
+/// Sorted, merged spans covering `ranges` (gaps up to `gap` are filled).
+fn merge(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
+    let mut sorted: Vec<Range<u64>> = ranges.iter().filter(|r| r.end > r.start).cloned().collect();
+    sorted.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for r in sorted {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end.saturating_add(gap) => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    if out.is_empty() {
+        // Only empty ranges: one empty span keeps the indexing simple.
+        out.push(0..0);
+    }
+    out
+}
+
+/// Collects response parts into the requested spans.
+struct SpanSink<'a> {
+    spans: &'a [Range<u64>],
+    bufs: Vec<Vec<u8>>,
+    filled: Vec<u64>,
+    received: u64,
+}
+
+impl<'a> SpanSink<'a> {
+    fn new(spans: &'a [Range<u64>]) -> Self {
+        SpanSink {
+            spans,
+            bufs: spans
+                .iter()
+                .map(|s| vec![0; (s.end - s.start) as usize])
+                .collect(),
+            filled: vec![0; spans.len()],
+            received: 0,
+        }
+    }
+
+    /// Reads the bytes of blob range `part` from `body`, keeping the parts
+    /// that fall into spans.
+    fn deliver_from(&mut self, part: Range<u64>, body: &mut dyn Read) -> Result<()> {
+        let mut pos = part.start;
+        let mut chunk = vec![0u8; 64 << 10];
+        while pos < part.end {
+            let want = ((part.end - pos).min(chunk.len() as u64)) as usize;
+            let n = match body.read(&mut chunk[..want]) {
+                Ok(0) => {
+                    return Err(Error::Network(format!(
+                        "body ended at blob offset {pos}, expected data up to {}",
+                        part.end
+                    )))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(h::io_error(e, "reading blob data")),
+            };
+            self.received += n as u64;
+            let got = pos..pos + n as u64;
+            for (i, s) in self.spans.iter().enumerate() {
+                let from = got.start.max(s.start);
+                let to = got.end.min(s.end);
+                if from < to {
+                    self.bufs[i][(from - s.start) as usize..(to - s.start) as usize]
+                        .copy_from_slice(
+                            &chunk[(from - got.start) as usize..(to - got.start) as usize],
+                        );
+                    self.filled[i] += to - from;
+                }
+            }
+            pos = got.end;
+        }
+        Ok(())
+    }
+
+    /// The spans' data if every byte arrived.
+    fn finish(self) -> Option<Vec<Vec<u8>>> {
+        let complete = self
+            .spans
+            .iter()
+            .zip(&self.filled)
+            .all(|(s, f)| *f >= s.end - s.start);
+        complete.then_some(self.bufs)
+    }
+}
+
+/// Where a redirect points (relative locations resolved).
+pub fn redirect_target(from: &str, resp: &h::Response) -> Result<String> {
+    let location = h::header(resp, "location")
+        .ok_or_else(|| Error::Registry(format!("{from}: redirect without a Location header")))?;
+    Ok(super::registry::absolute_url(from, &location))
+}
+
+/// The boundary of a `multipart/byteranges` content type.
+fn multipart_boundary(ctype: &str) -> Option<String> {
+    let (kind, params) = ctype.split_once(';')?;
+    if !kind.trim().eq_ignore_ascii_case("multipart/byteranges") {
+        return None;
+    }
+    params.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+/// `bytes B-E/TOTAL` → `B..E+1`, checked against the blob size.
+fn parse_content_range(v: &str, size: u64) -> Result<Range<u64>> {
+    let bad = || Error::Registry(format!("malformed Content-Range {v:?}"));
+    let rest = v.trim().strip_prefix("bytes ").ok_or_else(bad)?;
+    let (range, total) = rest.split_once('/').ok_or_else(bad)?;
+    let (b, e) = range.split_once('-').ok_or_else(bad)?;
+    let b: u64 = b.trim().parse().map_err(|_| bad())?;
+    let e: u64 = e.trim().parse().map_err(|_| bad())?;
+    if total.trim() != "*" {
+        let total: u64 = total.trim().parse().map_err(|_| bad())?;
+        if total != size {
+            return Err(Error::Registry(format!(
+                "registry reports a blob of {total} bytes, the manifest says {size}"
+            )));
+        }
+    }
+    if b > e || e >= size {
+        return Err(bad());
+    }
+    Ok(b..e + 1)
+}
+
+/// Reads a bounded line (parts' headers are short).
+fn read_line(r: &mut impl BufRead) -> Result<Option<String>> {
+    let mut line = Vec::new();
+    let n = r
+        .take(8192)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| h::io_error(e, "reading a multipart body"))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if !line.ends_with(b"\n") {
+        return Err(Error::Registry("multipart line too long".into()));
+    }
+    Ok(Some(String::from_utf8_lossy(&line).trim_end().to_string()))
+}
+
+/// Parses `multipart/byteranges`, delivering each part into `sink`.
+fn read_multipart(
+    mut r: impl BufRead,
+    boundary: &str,
+    size: u64,
+    sink: &mut SpanSink,
+) -> Result<()> {
+    let delimiter = format!("--{boundary}");
+    let closing = format!("--{boundary}--");
+    let mut parts = 0usize;
+    let mut stray_lines = 0;
+    loop {
+        let Some(line) = read_line(&mut r)? else {
+            return Err(Error::Network(
+                "multipart body ended before its closing boundary".into(),
+            ));
+        };
+        if line == closing {
+            return Ok(());
+        }
+        if line != delimiter {
+            // Preamble and the CRLF after each part.
+            stray_lines += 1;
+            if stray_lines > 2 * parts + 16 {
+                return Err(Error::Registry(
+                    "multipart body is not framed as expected".into(),
+                ));
+            }
+            continue;
+        }
+        parts += 1;
+        if parts > sink.spans.len() * 2 + 1 {
+            return Err(Error::Registry(
+                "multipart body has more parts than ranges asked for".into(),
+            ));
+        }
+        let mut range = None;
+        for _ in 0..64 {
+            let Some(header) = read_line(&mut r)? else {
+                return Err(Error::Network(
+                    "multipart body ended inside part headers".into(),
+                ));
+            };
+            if header.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = header.split_once(':') {
+                if k.trim().eq_ignore_ascii_case("content-range") {
+                    range = Some(parse_content_range(v, size)?);
+                }
+            }
+        }
+        let range =
+            range.ok_or_else(|| Error::Registry("multipart part without Content-Range".into()))?;
+        sink.deliver_from(range, &mut r)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging() {
+        assert_eq!(
+            merge(&[10..20, 0..5, 22..30, 100..110], 2),
+            vec![0..5, 10..30, 100..110]
+        );
+        assert_eq!(merge(&[0..10, 5..8], 0), vec![0..10]);
+    }
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("bytes 0-9/100", 100).unwrap(), 0..10);
+        assert_eq!(parse_content_range("bytes 90-99/*", 100).unwrap(), 90..100);
+        assert!(parse_content_range("bytes 90-100/100", 100).is_err());
+        assert!(parse_content_range("bytes 0-9/99", 100).is_err());
+        assert!(parse_content_range("0-9/100", 100).is_err());
+    }
+
+    #[test]
+    fn multipart_parts_fill_spans() {
+        let blob: Vec<u8> = (0..200u8).collect();
+        // Build the body with binary payloads.
+        let mut raw = Vec::new();
+        raw.extend_from_slice(b"\r\n--XYZ\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes 10-19/200\r\n\r\n");
+        raw.extend_from_slice(&blob[10..20]);
+        raw.extend_from_slice(b"\r\n--XYZ\r\ncontent-range: bytes 50-54/200\r\n\r\n");
+        raw.extend_from_slice(&blob[50..55]);
+        raw.extend_from_slice(b"\r\n--XYZ--\r\n");
+        let spans = [10..20, 50..55];
+        let mut sink = SpanSink::new(&spans);
+        read_multipart(&raw[..], "XYZ", 200, &mut sink).unwrap();
+        let data = sink.finish().unwrap();
+        assert_eq!(data[0], &blob[10..20]);
+        assert_eq!(data[1], &blob[50..55]);
+
+        // A part missing → incomplete; truncated → error; junk → error.
+        let mut sink = SpanSink::new(&spans);
+        read_multipart(&raw[..raw.len() - 30], "XYZ", 200, &mut sink).unwrap_err();
+        let mut sink = SpanSink::new(&spans);
+        read_multipart(&b"garbage\r\n".repeat(100)[..], "XYZ", 200, &mut sink).unwrap_err();
+        assert_eq!(
+            multipart_boundary("multipart/byteranges; boundary=\"abc\""),
+            Some("abc".into())
+        );
+        assert_eq!(multipart_boundary("application/octet-stream"), None);
+    }
+}

@@ -1,0 +1,475 @@
+//! One HTTP request to a registry, with authentication (anonymous, basic,
+//! bearer token from `WWW-Authenticate`) and retries with backoff.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use ureq::http;
+
+use super::auth::{self, Challenge, Credentials};
+use crate::error::{Error, Result};
+
+/// Knobs of the HTTP layer; defaults follow stargz-snapshotter's.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Use `http://` for every registry.
+    pub plain_http: bool,
+    /// Registries (`host[:port]`) reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// Bound on one attempt: connect, send, headers and body.
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Retries after the first attempt, on network errors, 429 and 5xx.
+    pub max_retries: u32,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Auth files to search, in order (default: containers + docker files).
+    pub auth_files: Vec<PathBuf>,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            plain_http: false,
+            insecure_registries: Vec::new(),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_retries: 5,
+            min_backoff: Duration::from_millis(30),
+            max_backoff: Duration::from_secs(5),
+            auth_files: auth::default_auth_files(),
+        }
+    }
+}
+
+/// A request body that can be replayed for retries.
+#[derive(Clone, Copy)]
+pub enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    File(&'a Path),
+}
+
+/// What a request is, so it can be re-sent after a 401 or a failure.
+pub struct Request<'a> {
+    pub method: http::Method,
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body<'a>,
+    /// Host whose credentials apply; `None` for URLs outside the registry
+    /// (redirect targets), which never get our `Authorization` header.
+    pub auth_host: Option<String>,
+    /// Token scope, e.g. `repository:library/alpine:pull`.
+    pub scope: String,
+}
+
+impl<'a> Request<'a> {
+    pub fn get(url: String, auth_host: Option<&str>, scope: &str) -> Request<'a> {
+        Request {
+            method: http::Method::GET,
+            url,
+            headers: Vec::new(),
+            body: Body::Empty,
+            auth_host: auth_host.map(str::to_string),
+            scope: scope.to_string(),
+        }
+    }
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// The outcome of one attempt that a caller may want retried.
+pub enum Attempt<T> {
+    Done(T),
+    /// Transient (network, timeout, 5xx): try again after a backoff.
+    Retry(Error),
+}
+
+pub type Response = http::Response<ureq::Body>;
+
+struct CachedAuth {
+    header: String,
+    expires: Option<Instant>,
+}
+
+/// Shared HTTP state: the agent, credentials and tokens.
+pub struct Transport {
+    agent: ureq::Agent,
+    opts: HttpOptions,
+    auth_cache: Mutex<HashMap<(String, String), CachedAuth>>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    access_token: String,
+    #[serde(default)]
+    expires_in: u64,
+}
+
+/// Largest error or token body we read into memory.
+const SMALL_BODY_LIMIT: u64 = 1 << 20;
+
+impl Transport {
+    pub fn new(opts: HttpOptions) -> Transport {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .timeout_global(Some(opts.request_timeout))
+            .timeout_connect(Some(opts.connect_timeout))
+            // Compressed layers must arrive byte for byte.
+            .accept_encoding("identity")
+            .user_agent(concat!("estargz-rs/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Transport {
+            agent: config.into(),
+            opts,
+            auth_cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn options(&self) -> &HttpOptions {
+        &self.opts
+    }
+
+    /// `https` unless the registry was named as plain-HTTP.
+    pub fn scheme(&self, host: &str) -> &'static str {
+        if self.opts.plain_http || self.opts.insecure_registries.iter().any(|h| h == host) {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    /// Runs `attempt` with exponential backoff and jitter until it is done,
+    /// fails for good, or the retries run out.
+    pub fn retry<T>(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut() -> Result<Attempt<T>>,
+    ) -> Result<T> {
+        let mut delay = self.opts.min_backoff;
+        for n in 0..=self.opts.max_retries {
+            match attempt()? {
+                Attempt::Done(v) => return Ok(v),
+                Attempt::Retry(e) if n == self.opts.max_retries => {
+                    return Err(with_context(
+                        e,
+                        &format!("{what} (after {} attempts)", n + 1),
+                    ))
+                }
+                Attempt::Retry(_) => {
+                    std::thread::sleep(jitter(delay));
+                    delay = (delay * 2).min(self.opts.max_backoff);
+                }
+            }
+        }
+        unreachable!("the loop returns on its last iteration")
+    }
+
+    /// Sends one request (re-sent once with fresh credentials after a 401).
+    /// Transport failures come back as `Attempt::Retry`; HTTP statuses are
+    /// left to the caller.
+    pub fn send(&self, req: &Request) -> Result<Attempt<Response>> {
+        let key = req
+            .auth_host
+            .as_ref()
+            .map(|h| (h.clone(), req.scope.clone()));
+        let cached = key.as_ref().and_then(|k| self.cached_auth(k));
+        let resp = match self.send_once(req, cached.as_deref()) {
+            Ok(r) => r,
+            Err(e) => return Ok(Attempt::Retry(e)),
+        };
+        if resp.status() != 401 {
+            return Ok(Attempt::Done(resp));
+        }
+        let (Some(key), Some(challenge)) = (key, header(&resp, "www-authenticate")) else {
+            return Ok(Attempt::Done(resp));
+        };
+        let Some(challenge) = auth::parse_challenge(&challenge) else {
+            return Ok(Attempt::Done(resp));
+        };
+        let header = match self.authorize(&key.0, &req.scope, &req.url, &challenge)? {
+            Attempt::Done(h) => h,
+            Attempt::Retry(e) => return Ok(Attempt::Retry(e)),
+        };
+        let resp = match self.send_once(req, Some(&header.header)) {
+            Ok(r) => r,
+            Err(e) => return Ok(Attempt::Retry(e)),
+        };
+        if resp.status() == 401 {
+            return Err(Error::Unauthorized(format!(
+                "{} {}: the registry rejected our credentials",
+                req.method, req.url
+            )));
+        }
+        self.auth_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, header);
+        Ok(Attempt::Done(resp))
+    }
+
+    fn cached_auth(&self, key: &(String, String)) -> Option<String> {
+        let cache = self.auth_cache.lock().unwrap_or_else(|p| p.into_inner());
+        let a = cache.get(key)?;
+        match a.expires {
+            Some(t) if t <= Instant::now() => None,
+            _ => Some(a.header.clone()),
+        }
+    }
+
+    fn send_once(&self, req: &Request, authorization: Option<&str>) -> Result<Response> {
+        let mut builder = http::Request::builder()
+            .method(req.method.clone())
+            .uri(&req.url);
+        for (name, value) in &req.headers {
+            builder = builder.header(*name, value);
+        }
+        if let Some(a) = authorization {
+            builder = builder.header("authorization", a);
+        }
+        let bad = |e: http::Error| Error::InvalidArgument(format!("request {}: {e}", req.url));
+        let result = match req.body {
+            Body::Empty => self.agent.run(builder.body(()).map_err(bad)?),
+            Body::Bytes(b) => self.agent.run(builder.body(b).map_err(bad)?),
+            Body::File(path) => {
+                let f = std::fs::File::open(path)
+                    .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+                self.agent.run(builder.body(f).map_err(bad)?)
+            }
+        };
+        result.map_err(|e| ureq_error(e, &format!("{} {}", req.method, req.url)))
+    }
+
+    /// Turns a challenge into an `Authorization` value (fetching a token
+    /// for bearer challenges).
+    fn authorize(
+        &self,
+        host: &str,
+        scope: &str,
+        url: &str,
+        challenge: &Challenge,
+    ) -> Result<Attempt<CachedAuth>> {
+        let repository = scope
+            .strip_prefix("repository:")
+            .and_then(|s| s.rsplit_once(':'))
+            .map(|(r, _)| r)
+            .unwrap_or("");
+        let creds = auth::find_credentials(&self.opts.auth_files, host, repository)?;
+        match challenge {
+            Challenge::Basic => {
+                let creds = creds.ok_or_else(|| {
+                    Error::Unauthorized(format!(
+                        "{url}: the registry wants a password and no auth file has one for {host}"
+                    ))
+                })?;
+                Ok(Attempt::Done(CachedAuth {
+                    header: creds.basic_header(),
+                    expires: None,
+                }))
+            }
+            Challenge::Bearer {
+                realm,
+                service,
+                scope: challenge_scope,
+            } => {
+                let scope = if scope.is_empty() {
+                    challenge_scope.clone().unwrap_or_default()
+                } else {
+                    scope.to_string()
+                };
+                self.fetch_token(realm, service.as_deref(), &scope, creds.as_ref())
+            }
+        }
+    }
+
+    fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<Attempt<CachedAuth>> {
+        if !(realm.starts_with("https://") || realm.starts_with("http://")) {
+            return Err(Error::Registry(format!(
+                "token realm {realm:?} is not an http(s) URL"
+            )));
+        }
+        let mut query = Vec::new();
+        if let Some(s) = service {
+            query.push(format!("service={}", url_encode(s)));
+        }
+        if !scope.is_empty() {
+            query.push(format!("scope={}", url_encode(scope)));
+        }
+        let sep = if realm.contains('?') { '&' } else { '?' };
+        let url = format!("{realm}{sep}{}", query.join("&"));
+        let refresh_token = creds.filter(|c| c.username == "<token>");
+        let body;
+        let mut req = Request::get(url.clone(), None, "");
+        if let Some(c) = refresh_token {
+            // Identity tokens go through the OAuth2 refresh-token grant.
+            body = format!(
+                "grant_type=refresh_token&client_id=estargz-rs&refresh_token={}&service={}&scope={}",
+                url_encode(&c.password),
+                url_encode(service.unwrap_or("")),
+                url_encode(scope)
+            );
+            req.method = http::Method::POST;
+            req.url = realm.to_string();
+            req.body = Body::Bytes(body.as_bytes());
+            req = req.header("content-type", "application/x-www-form-urlencoded");
+        }
+        let creds_header = creds
+            .filter(|c| c.username != "<token>")
+            .map(Credentials::basic_header);
+        let mut resp = match self.send_once(&req, creds_header.as_deref()) {
+            Ok(r) => r,
+            Err(e) => return Ok(Attempt::Retry(e)),
+        };
+        let status = resp.status().as_u16();
+        if status == 401 || status == 403 {
+            return Err(Error::Unauthorized(format!(
+                "token server {realm} refused {} for scope {scope:?} (HTTP {status})",
+                if creds.is_some() {
+                    "our credentials"
+                } else {
+                    "anonymous access"
+                }
+            )));
+        }
+        if status >= 500 || status == 429 {
+            return Ok(Attempt::Retry(Error::Registry(format!(
+                "token server {realm}: HTTP {status}"
+            ))));
+        }
+        if status != 200 {
+            return Err(Error::Registry(format!(
+                "token server {realm}: HTTP {status}"
+            )));
+        }
+        let bytes = match read_small_body(&mut resp) {
+            Ok(b) => b,
+            Err(e) => return Ok(Attempt::Retry(with_context(e, "reading a token"))),
+        };
+        let t: TokenResponse = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Registry(format!("token server {realm}: bad JSON: {e}")))?;
+        let token = if t.token.is_empty() {
+            t.access_token
+        } else {
+            t.token
+        };
+        if token.is_empty() {
+            return Err(Error::Registry(format!(
+                "token server {realm} returned no token"
+            )));
+        }
+        // Renew a little early; 60 s is the spec's default lifetime.
+        let lifetime = if t.expires_in == 0 { 60 } else { t.expires_in };
+        Ok(Attempt::Done(CachedAuth {
+            header: format!("Bearer {token}"),
+            expires: Some(Instant::now() + Duration::from_secs(lifetime.saturating_sub(5).max(1))),
+        }))
+    }
+}
+
+/// A response header as text.
+pub fn header(resp: &Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Reads a body we expect to be small (JSON, errors), bounded.
+pub fn read_small_body(resp: &mut Response) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    resp.body_mut()
+        .as_reader()
+        .take(SMALL_BODY_LIMIT + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| io_error(e, "reading a response body"))?;
+    if out.len() as u64 > SMALL_BODY_LIMIT {
+        return Err(Error::LimitExceeded(format!(
+            "response body over {SMALL_BODY_LIMIT} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+/// Converts an error status into either a fatal error or a retry.
+pub fn fail_or_retry<T>(what: &str, resp: &mut Response) -> Result<Attempt<T>> {
+    let status = resp.status().as_u16();
+    let body = read_small_body(resp).unwrap_or_default();
+    let detail = String::from_utf8_lossy(&body[..body.len().min(300)])
+        .trim()
+        .to_string();
+    let msg = if detail.is_empty() {
+        format!("{what}: HTTP {status}")
+    } else {
+        format!("{what}: HTTP {status}: {detail}")
+    };
+    match status {
+        401 | 403 => Err(Error::Unauthorized(msg)),
+        404 => Err(Error::NotFound(msg)),
+        429 | 500 | 502..=599 => Ok(Attempt::Retry(Error::Registry(msg))),
+        _ => Err(Error::Registry(msg)),
+    }
+}
+
+/// Maps a ureq error to ours: timeouts and network failures are distinct.
+pub fn ureq_error(e: ureq::Error, what: &str) -> Error {
+    match e {
+        ureq::Error::Timeout(t) => Error::Timeout(format!("{what}: {t}")),
+        ureq::Error::Io(io) => io_error(io, what),
+        ureq::Error::BadUri(u) => Error::InvalidArgument(format!("{what}: bad URL {u}")),
+        ureq::Error::Http(h) => Error::InvalidArgument(format!("{what}: {h}")),
+        other => Error::Network(format!("{what}: {other}")),
+    }
+}
+
+/// Maps a body-read error: ureq reports its timeouts as `TimedOut`.
+pub fn io_error(e: io::Error, what: &str) -> Error {
+    if e.kind() == io::ErrorKind::TimedOut || e.to_string().contains("timeout") {
+        Error::Timeout(format!("{what}: {e}"))
+    } else {
+        Error::Network(format!("{what}: {e}"))
+    }
+}
+
+/// Prefixes an error's message with what was being done.
+pub fn with_context(e: Error, what: &str) -> Error {
+    e.with_context(what)
+}
+
+/// Uniform jitter in [d, 2d) without a random-number dependency.
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    let frac = (h.finish() % 1000) as u32;
+    d + d * frac / 1000
+}
+
+/// Percent-encoding for query values.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,221 @@
+//! OCI / Docker image manifests and indexes: just what lazy pulling and
+//! pushing need.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// The `Accept` header for manifest requests.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// The TOC digest annotation (eStargz).
+pub const TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
+/// The uncompressed size annotation (containers/storage).
+pub const UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompressed-size";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Platform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// This machine, in OCI's vocabulary.
+    pub fn host() -> Platform {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            other => other,
+        };
+        Platform {
+            architecture: architecture.into(),
+            os: "linux".into(),
+            variant: None,
+        }
+    }
+
+    /// Parses `os/arch[/variant]`.
+    pub fn parse(s: &str) -> Result<Platform> {
+        let mut parts = s.split('/');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(os), Some(arch), variant, None) if !os.is_empty() && !arch.is_empty() => {
+                Ok(Platform {
+                    os: os.into(),
+                    architecture: arch.into(),
+                    variant: variant.map(str::to_string),
+                })
+            }
+            _ => Err(Error::InvalidArgument(format!(
+                "platform {s:?}: expected os/arch[/variant]"
+            ))),
+        }
+    }
+
+    fn matches(&self, other: &Platform) -> bool {
+        self.os == other.os
+            && self.architecture == other.architecture
+            && (self.variant.is_none() || self.variant == other.variant)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+}
+
+impl Descriptor {
+    /// The TOC digest annotation, when present.
+    pub fn toc_digest(&self) -> Option<&str> {
+        self.annotations
+            .get(TOC_DIGEST_ANNOTATION)
+            .map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub media_type: String,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Index {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub media_type: String,
+    pub manifests: Vec<Descriptor>,
+}
+
+/// A manifest document of either kind.
+pub enum Document {
+    Index(Index),
+    Manifest(Manifest),
+}
+
+/// Decodes a manifest body using the Content-Type, falling back to the
+/// document's own `mediaType` / shape.
+pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Document> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        #[serde(default)]
+        media_type: String,
+        #[serde(default)]
+        manifests: Option<serde_json::Value>,
+        #[serde(default)]
+        schema_version: u32,
+    }
+    let bad = |e: serde_json::Error| Error::Registry(format!("malformed manifest: {e}"));
+    let probe: Probe = serde_json::from_slice(body).map_err(bad)?;
+    if probe.schema_version != 2 {
+        return Err(Error::Unsupported(format!(
+            "manifest schemaVersion {} (only 2 is supported)",
+            probe.schema_version
+        )));
+    }
+    let kind = content_type
+        .map(|c| c.split(';').next().unwrap_or("").trim())
+        .filter(|c| !c.is_empty() && *c != "application/json")
+        .unwrap_or(&probe.media_type);
+    let is_index = match kind {
+        OCI_INDEX | DOCKER_LIST => true,
+        OCI_MANIFEST | DOCKER_MANIFEST => false,
+        _ => probe.manifests.is_some(),
+    };
+    if is_index {
+        Ok(Document::Index(serde_json::from_slice(body).map_err(bad)?))
+    } else {
+        Ok(Document::Manifest(
+            serde_json::from_slice(body).map_err(bad)?,
+        ))
+    }
+}
+
+/// Picks the manifest for `want` from an index.
+pub fn select_platform<'a>(index: &'a Index, want: &Platform) -> Result<&'a Descriptor> {
+    index
+        .manifests
+        .iter()
+        .find(|d| d.platform.as_ref().is_some_and(|p| want.matches(p)))
+        .or_else(|| {
+            // Single-platform indexes often omit the platform.
+            (index.manifests.len() == 1 && index.manifests[0].platform.is_none())
+                .then(|| &index.manifests[0])
+        })
+        .ok_or_else(|| {
+            let have: Vec<String> = index
+                .manifests
+                .iter()
+                .filter_map(|d| d.platform.as_ref())
+                .map(|p| format!("{}/{}", p.os, p.architecture))
+                .collect();
+            Error::NotFound(format!(
+                "no manifest for platform {}/{} in the index (it has: {})",
+                want.os,
+                want.architecture,
+                have.join(", ")
+            ))
+        })
+}
+
+/// Whether a layer media type is gzip-compressed tar (what eStargz is).
+pub fn is_gzip_layer(media_type: &str) -> bool {
+    media_type == OCI_LAYER_GZIP || media_type == DOCKER_LAYER_GZIP
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_and_select() {
+        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+          {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:aa","size":1,"platform":{"architecture":"arm64","os":"linux"}},
+          {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:bb","size":2,"platform":{"architecture":"amd64","os":"linux"}}]}"#;
+        let Document::Index(i) = decode(index, None).unwrap() else {
+            panic!("not an index")
+        };
+        let amd = Platform::parse("linux/amd64").unwrap();
+        assert_eq!(select_platform(&i, &amd).unwrap().digest, "sha256:bb");
+        let err = select_platform(&i, &Platform::parse("linux/s390x").unwrap()).unwrap_err();
+        assert!(err.to_string().contains("linux/arm64"), "{err}");
+        let m = br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:cc","size":3},"layers":[]}"#;
+        assert!(matches!(
+            decode(m, Some(OCI_MANIFEST)),
+            Ok(Document::Manifest(_))
+        ));
+        assert!(decode(b"{", None).is_err());
+        assert!(decode(br#"{"schemaVersion":1}"#, None).is_err());
+    }
+}

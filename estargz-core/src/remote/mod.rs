@@ -1,0 +1,15 @@
+//! Lazy reading from OCI registries: references, auth, manifests, and a
+//! blob source that fetches byte ranges on demand.
+
+pub mod auth;
+pub mod blob;
+pub mod http;
+pub mod manifest;
+pub mod reference;
+pub mod registry;
+
+pub use blob::{BlobOptions, FetchStats, RemoteBlob};
+pub use http::HttpOptions;
+pub use manifest::{Descriptor, Manifest, Platform};
+pub use reference::Reference;
+pub use registry::{Image, Registry};

@@ -1,0 +1,346 @@
+//! The OCI distribution API: resolve manifests and configs, fetch small
+//! blobs, and push blobs and manifests.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ureq::http::Method;
+
+use super::blob::{BlobOptions, RemoteBlob};
+use super::http::{self as h, Attempt, Body, HttpOptions, Request, Transport};
+use super::manifest::{self, Descriptor, Document, Manifest, Platform, MANIFEST_ACCEPT};
+use super::reference::Reference;
+use crate::digest::sha256_digest;
+use crate::error::{Error, Result};
+
+/// Manifests and configs larger than this are refused (the spec's 4 MiB).
+const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+
+/// A resolved image: the platform manifest and its config.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub reference: Reference,
+    pub manifest: Manifest,
+    pub manifest_digest: String,
+    pub config: Vec<u8>,
+}
+
+/// A client for one or more registries, sharing connections and tokens.
+#[derive(Clone)]
+pub struct Registry {
+    transport: Arc<Transport>,
+}
+
+impl Registry {
+    pub fn new(opts: HttpOptions) -> Registry {
+        Registry {
+            transport: Arc::new(Transport::new(opts)),
+        }
+    }
+
+    pub fn transport(&self) -> &Arc<Transport> {
+        &self.transport
+    }
+
+    /// `<scheme>://<host>/v2/<repository>`.
+    pub fn repo_url(&self, r: &Reference) -> String {
+        format!(
+            "{}://{}/v2/{}",
+            self.transport.scheme(&r.host),
+            r.api_host(),
+            r.repository
+        )
+    }
+
+    fn scope(r: &Reference, push: bool) -> String {
+        let actions = if push { "pull,push" } else { "pull" };
+        format!("repository:{}:{actions}", r.repository)
+    }
+
+    /// Fetches a manifest or index by tag or digest; returns the body, its
+    /// content type and its digest (checked when the reference pins one).
+    pub fn fetch_manifest(&self, r: &Reference) -> Result<(Vec<u8>, Option<String>, String)> {
+        let url = format!("{}/manifests/{}", self.repo_url(r), r.manifest_ref());
+        let what = format!("fetching manifest {r}");
+        let scope = Self::scope(r, false);
+        let (body, ctype) = self.transport.retry(&what, || {
+            let req =
+                Request::get(url.clone(), Some(&r.host), &scope).header("accept", MANIFEST_ACCEPT);
+            let mut resp = match self.transport.send(&req)? {
+                Attempt::Done(r) => r,
+                Attempt::Retry(e) => return Ok(Attempt::Retry(e)),
+            };
+            if resp.status() != 200 {
+                return h::fail_or_retry(&what, &mut resp);
+            }
+            let ctype = h::header(&resp, "content-type");
+            match read_limited(&mut resp, MAX_MANIFEST_SIZE, &what) {
+                Ok(b) => Ok(Attempt::Done((b, ctype))),
+                Err(e @ Error::LimitExceeded(_)) => Err(e),
+                Err(e) => Ok(Attempt::Retry(e)),
+            }
+        })?;
+        let digest = sha256_digest(&body);
+        if let Some(want) = &r.digest {
+            if *want != digest {
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest {r}"),
+                    expected: want.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        Ok((body, ctype, digest))
+    }
+
+    /// Resolves `r` to a platform manifest (picking `platform` from an
+    /// index, the host's by default) and fetches its config.
+    pub fn resolve_image(&self, r: &Reference, platform: Option<&Platform>) -> Result<Image> {
+        let (body, ctype, digest) = self.fetch_manifest(r)?;
+        let (manifest, manifest_digest, reference) =
+            match manifest::decode(&body, ctype.as_deref())? {
+                Document::Manifest(m) => (m, digest, r.clone()),
+                Document::Index(index) => {
+                    let want = platform.cloned().unwrap_or_else(Platform::host);
+                    let d = manifest::select_platform(&index, &want)?;
+                    let pinned = r.with_manifest_ref(&d.digest);
+                    let (body, ctype, digest) = self.fetch_manifest(&pinned)?;
+                    match manifest::decode(&body, ctype.as_deref())? {
+                        Document::Manifest(m) => (m, digest, pinned),
+                        Document::Index(_) => {
+                            return Err(Error::Registry(format!(
+                                "{pinned}: an index points to another index"
+                            )))
+                        }
+                    }
+                }
+            };
+        let config = self.fetch_blob(&reference, &manifest.config.digest, MAX_MANIFEST_SIZE)?;
+        Ok(Image {
+            reference,
+            manifest,
+            manifest_digest,
+            config,
+        })
+    }
+
+    /// Fetches a small blob whole and checks its digest.
+    pub fn fetch_blob(&self, r: &Reference, digest: &str, limit: u64) -> Result<Vec<u8>> {
+        if !crate::digest::is_sha256_digest(digest) {
+            return Err(Error::InvalidArgument(format!("blob digest {digest:?}")));
+        }
+        let url = format!("{}/blobs/{digest}", self.repo_url(r));
+        let what = format!("fetching blob {digest} of {r}");
+        let scope = Self::scope(r, false);
+        let body = self.transport.retry(&what, || {
+            let mut target = url.clone();
+            for _ in 0..4 {
+                let same_host = target == url;
+                let req =
+                    Request::get(target.clone(), same_host.then_some(r.host.as_str()), &scope);
+                let mut resp = match self.transport.send(&req)? {
+                    Attempt::Done(r) => r,
+                    Attempt::Retry(e) => return Ok(Attempt::Retry(e)),
+                };
+                if resp.status().is_redirection() {
+                    target = super::blob::redirect_target(&target, &resp)?;
+                    continue;
+                }
+                if resp.status() != 200 {
+                    return h::fail_or_retry(&what, &mut resp);
+                }
+                return match read_limited(&mut resp, limit, &what) {
+                    Ok(b) => Ok(Attempt::Done(b)),
+                    Err(e @ Error::LimitExceeded(_)) => Err(e),
+                    Err(e) => Ok(Attempt::Retry(e)),
+                };
+            }
+            Err(Error::Registry(format!("{what}: too many redirects")))
+        })?;
+        let actual = sha256_digest(&body);
+        if actual != digest {
+            return Err(Error::DigestMismatch {
+                what: format!("blob of {r}"),
+                expected: digest.into(),
+                actual,
+            });
+        }
+        Ok(body)
+    }
+
+    /// Opens a layer blob for random access by range requests.
+    pub fn open_blob(
+        &self,
+        r: &Reference,
+        layer: &Descriptor,
+        opts: BlobOptions,
+    ) -> Result<RemoteBlob> {
+        if !crate::digest::is_sha256_digest(&layer.digest) {
+            return Err(Error::InvalidArgument(format!(
+                "layer digest {:?}",
+                layer.digest
+            )));
+        }
+        Ok(RemoteBlob::new(
+            self.transport.clone(),
+            format!("{}/blobs/{}", self.repo_url(r), layer.digest),
+            r.host.clone(),
+            Self::scope(r, false),
+            layer.digest.clone(),
+            layer.size,
+            opts,
+        ))
+    }
+
+    /// Whether the repository already has the blob.
+    pub fn blob_exists(&self, r: &Reference, digest: &str) -> Result<bool> {
+        let url = format!("{}/blobs/{digest}", self.repo_url(r));
+        let what = format!("checking blob {digest} in {r}");
+        let scope = Self::scope(r, true);
+        self.transport.retry(&what, || {
+            let mut req = Request::get(url.clone(), Some(&r.host), &scope);
+            req.method = Method::HEAD;
+            let mut resp = match self.transport.send(&req)? {
+                Attempt::Done(r) => r,
+                Attempt::Retry(e) => return Ok(Attempt::Retry(e)),
+            };
+            match resp.status().as_u16() {
+                200 | 307 | 302 => Ok(Attempt::Done(true)),
+                404 => Ok(Attempt::Done(false)),
+                _ => h::fail_or_retry(&what, &mut resp),
+            }
+        })
+    }
+
+    /// Uploads a blob (monolithic: POST then PUT), unless it is already there.
+    pub fn push_blob(&self, r: &Reference, digest: &str, body: Body) -> Result<()> {
+        if self.blob_exists(r, digest)? {
+            return Ok(());
+        }
+        let what = format!("uploading blob {digest} to {r}");
+        let scope = Self::scope(r, true);
+        let start = format!("{}/blobs/uploads/", self.repo_url(r));
+        self.transport.retry(&what, || {
+            let mut req = Request::get(start.clone(), Some(&r.host), &scope);
+            req.method = Method::POST;
+            req.body = Body::Bytes(&[]);
+            let mut resp = match self.transport.send(&req)? {
+                Attempt::Done(r) => r,
+                Attempt::Retry(e) => return Ok(Attempt::Retry(e)),
+            };
+            if resp.status() != 202 {
+                return h::fail_or_retry(&what, &mut resp);
+            }
+            let location = h::header(&resp, "location")
+                .ok_or_else(|| Error::Registry(format!("{what}: upload has no Location")))?;
+            let location = absolute_url(&start, &location);
+            let sep = if location.contains('?') { '&' } else { '?' };
+            let mut put = Request::get(
+                format!("{location}{sep}digest={}", h::url_encode(digest)),
+                Some(&r.host),
+                &scope,
+            )
+            .header("content-type", "application/octet-stream");
+            put.method = Method::PUT;
+            put.body = body;
+            let mut resp = match self.transport.send(&put)? {
+                Attempt::Done(r) => r,
+                Attempt::Retry(e) => return Ok(Attempt::Retry(e)),
+            };
+            if resp.status() != 201 {
+                return h::fail_or_retry(&what, &mut resp);
+            }
+            Ok(Attempt::Done(()))
+        })
+    }
+
+    /// Uploads a blob from memory.
+    pub fn push_blob_bytes(&self, r: &Reference, data: &[u8]) -> Result<String> {
+        let digest = sha256_digest(data);
+        self.push_blob(r, &digest, Body::Bytes(data))?;
+        Ok(digest)
+    }
+
+    /// Uploads a blob from a file whose digest the caller computed.
+    pub fn push_blob_file(&self, r: &Reference, digest: &str, path: &Path) -> Result<()> {
+        self.push_blob(r, digest, Body::File(path))
+    }
+
+    /// Stores a manifest under `r`'s tag (or digest); returns its digest.
+    pub fn push_manifest(&self, r: &Reference, media_type: &str, body: &[u8]) -> Result<String> {
+        let digest = sha256_digest(body);
+        let url = format!("{}/manifests/{}", self.repo_url(r), r.manifest_ref());
+        let what = format!("pushing manifest {r}");
+        let scope = Self::scope(r, true);
+        self.transport.retry(&what, || {
+            let mut req =
+                Request::get(url.clone(), Some(&r.host), &scope).header("content-type", media_type);
+            req.method = Method::PUT;
+            req.body = Body::Bytes(body);
+            let mut resp = match self.transport.send(&req)? {
+                Attempt::Done(r) => r,
+                Attempt::Retry(e) => return Ok(Attempt::Retry(e)),
+            };
+            if resp.status() != 201 {
+                return h::fail_or_retry(&what, &mut resp);
+            }
+            Ok(Attempt::Done(()))
+        })?;
+        Ok(digest)
+    }
+}
+
+/// Reads a whole body, refusing more than `limit` bytes.
+fn read_limited(resp: &mut h::Response, limit: u64, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    resp.body_mut()
+        .as_reader()
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| h::io_error(e, what))?;
+    if out.len() as u64 > limit {
+        return Err(Error::LimitExceeded(format!(
+            "{what}: body over {limit} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+/// Resolves a possibly relative `Location` against the request URL.
+pub fn absolute_url(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.to_string();
+    }
+    // scheme://host is everything before the third '/'.
+    let origin_end = base
+        .match_indices('/')
+        .nth(2)
+        .map(|(i, _)| i)
+        .unwrap_or(base.len());
+    if location.starts_with('/') {
+        format!("{}{location}", &base[..origin_end])
+    } else {
+        let dir_end = base.rfind('/').map(|i| i + 1).unwrap_or(base.len());
+        format!("{}{location}", &base[..dir_end])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absolute_url;
+
+    #[test]
+    fn locations() {
+        let base = "http://127.0.0.1:5000/v2/a/blobs/uploads/";
+        assert_eq!(
+            absolute_url(base, "/v2/a/blobs/uploads/x?state=1"),
+            "http://127.0.0.1:5000/v2/a/blobs/uploads/x?state=1"
+        );
+        assert_eq!(absolute_url(base, "https://s3/x"), "https://s3/x");
+        assert_eq!(
+            absolute_url(base, "y"),
+            "http://127.0.0.1:5000/v2/a/blobs/uploads/y"
+        );
+    }
+}
