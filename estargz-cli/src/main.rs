@@ -2,6 +2,7 @@
 //! verify eStargz blobs.
 
 mod listing;
+mod remote;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -74,6 +75,10 @@ enum Command {
         #[command(flatten)]
         blob: BlobArgs,
     },
+    /// Read layers of an image in a registry lazily (range requests).
+    Pull(remote::PullArgs),
+    /// Push eStargz blobs to a registry as a single-platform image.
+    Push(remote::PushArgs),
 }
 
 #[derive(Args)]
@@ -158,6 +163,8 @@ fn open_blob(args: &BlobArgs) -> Result<Reader, Error> {
 fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Convert(args) => convert(args),
+        Command::Pull(args) => remote::pull(args),
+        Command::Push(args) => remote::push(args),
         Command::Inspect { blob, toc, json } => {
             let reader = open_blob(&blob)?;
             if toc {

@@ -2,13 +2,16 @@
 //! Every byte handed out comes from a chunk whose digest was checked first.
 
 mod index;
+mod warm;
 
-use std::collections::VecDeque;
 use std::io::{self, BufReader, Read};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use index::{Chunk, Index, Node, NodeId, ROOT};
+pub use warm::{BackgroundFetch, PrefetchHint, WarmSummary, DEFAULT_BATCH_BYTES};
 
+use crate::cache::ChunkCache;
 use crate::digest::Hasher;
 use crate::error::{Error, Result};
 use crate::footer::{Footer, MAX_FOOTER_SIZE};
@@ -19,8 +22,8 @@ use crate::toc::{EntryType, Toc, TOC_NAME};
 pub const DEFAULT_MAX_TOC_SIZE: u64 = 1 << 30;
 /// Default bound on one chunk's size; larger chunks are rejected, not allocated.
 pub const DEFAULT_MAX_CHUNK_SIZE: u64 = 256 << 20;
-/// Decoded chunks kept for small sequential reads.
-const CHUNK_CACHE_SLOTS: usize = 8;
+/// Memory for decoded chunks when the caller gives no cache.
+const DEFAULT_CHUNK_MEMORY: u64 = 32 << 20;
 /// Largest decompressed shared member kept for neighbouring chunks.
 const MAX_SHARED_MEMBER: u64 = 64 << 20;
 
@@ -33,6 +36,9 @@ pub struct OpenOptions {
     pub expected_toc_digest: Option<String>,
     pub max_toc_size: u64,
     pub max_chunk_size: u64,
+    /// Where verified chunks are kept (shared between readers); a small
+    /// private memory cache when `None`.
+    pub cache: Option<Arc<ChunkCache>>,
 }
 
 impl Default for OpenOptions {
@@ -42,12 +48,10 @@ impl Default for OpenOptions {
             expected_toc_digest: None,
             max_toc_size: DEFAULT_MAX_TOC_SIZE,
             max_chunk_size: DEFAULT_MAX_CHUNK_SIZE,
+            cache: None,
         }
     }
 }
-
-/// A verified chunk: (node, chunk offset in the file, data).
-type CachedChunk = (u64, u64, Arc<[u8]>);
 
 /// A decompressed gzip member that holds several chunks: (offset, end, bytes).
 type SharedMember = (u64, u64, Arc<Vec<u8>>);
@@ -60,7 +64,9 @@ pub struct Reader {
     toc_digest: String,
     index: Index,
     max_chunk_size: u64,
-    cache: Mutex<VecDeque<CachedChunk>>,
+    cache: Arc<ChunkCache>,
+    /// Reads waiting for data; background work yields while this is > 0.
+    foreground: AtomicUsize,
     /// The last decompressed shared member (min-chunk-size blobs): its blob
     /// range and bytes, not yet verified (each chunk is verified when sliced).
     shared_member: Mutex<Option<SharedMember>>,
@@ -161,7 +167,11 @@ impl Reader {
             toc_digest,
             index,
             max_chunk_size: opts.max_chunk_size,
-            cache: Mutex::new(VecDeque::new()),
+            cache: opts
+                .cache
+                .clone()
+                .unwrap_or_else(|| Arc::new(ChunkCache::in_memory(DEFAULT_CHUNK_MEMORY))),
+            foreground: AtomicUsize::new(0),
             shared_member: Mutex::new(None),
         })
     }
@@ -253,7 +263,7 @@ impl Reader {
                 }
             }
         }
-        let mut gz = self.member_decoder(chunk);
+        let mut gz = self.member_decoder(chunk)?;
         self.read_verified(&mut gz, chunk.inner_offset, id, chunk)
     }
 
@@ -269,6 +279,7 @@ impl Reader {
         let mut data = Vec::new();
         let read = self
             .member_decoder(chunk)
+            .ok()?
             .take(MAX_SHARED_MEMBER + 1)
             .read_to_end(&mut data);
         // Errors are reported by the streaming path, with the chunk's context.
@@ -306,10 +317,34 @@ impl Reader {
         Ok(())
     }
 
-    /// A decoder over the gzip member(s) holding `chunk`.
-    fn member_decoder(&self, chunk: &Chunk) -> impl Read + '_ {
+    /// A decoder over the gzip member(s) holding `chunk`. The compressed
+    /// extent is read with one positional read (one request for a remote
+    /// source) unless it is implausibly large, in which case it streams.
+    fn member_decoder(&self, chunk: &Chunk) -> Result<Box<dyn Read + '_>> {
+        let extent = chunk.next_offset.saturating_sub(chunk.offset);
+        if extent <= self.max_member_read() {
+            let mut buf = vec![0u8; extent as usize];
+            self.src
+                .read_exact_at(&mut buf, chunk.offset)
+                .map_err(|e| {
+                    Error::io(
+                        format!("reading the gzip member at blob offset {}", chunk.offset),
+                        e,
+                    )
+                })?;
+            return Ok(Box::new(flate2::read::MultiGzDecoder::new(
+                io::Cursor::new(buf),
+            )));
+        }
         let section = SectionReader::new(&*self.src, chunk.offset, chunk.next_offset);
-        flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, section))
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(
+            BufReader::with_capacity(1 << 16, section),
+        )))
+    }
+
+    /// Largest compressed extent read in one go.
+    fn max_member_read(&self) -> u64 {
+        self.max_chunk_size.saturating_mul(2).min(MAX_SHARED_MEMBER) + (1 << 20)
     }
 
     /// Skips `skip` decompressed bytes, then reads and verifies `chunk`.
@@ -327,7 +362,14 @@ impl Reader {
                 self.index.path(id)
             )
         };
-        let corrupt = |e: io::Error| Error::Corrupt(format!("{}: {e}", context()));
+        let corrupt = |e: io::Error| {
+            if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+                // A fetch failure of a remote source, not corrupt data.
+                Error::io(context(), e)
+            } else {
+                Error::Corrupt(format!("{}: {e}", context()))
+            }
+        };
         let skipped = io::copy(&mut gz.take(skip), &mut io::sink()).map_err(corrupt)?;
         let mut data = Vec::with_capacity(chunk.chunk_size.min(16 << 20) as usize);
         gz.take(chunk.chunk_size)
@@ -353,20 +395,27 @@ impl Reader {
     }
 
     fn cached_chunk(&self, node_id: NodeId, chunk: &Chunk) -> Result<Arc<[u8]>> {
-        let key = (node_id as u64, chunk.chunk_offset);
-        {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((_, _, data)) = cache.iter().find(|(n, o, _)| (*n, *o) == key) {
-                return Ok(data.clone());
+        if let Some(data) = self.cache.get(&chunk.digest) {
+            if data.len() as u64 == chunk.chunk_size {
+                return Ok(data);
             }
         }
-        let data: Arc<[u8]> = self.fetch_chunk(node_id, chunk)?.into();
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CHUNK_CACHE_SLOTS {
-            cache.pop_front();
-        }
-        cache.push_back((key.0, key.1, data.clone()));
+        self.foreground.fetch_add(1, Ordering::SeqCst);
+        let fetched = self.fetch_chunk(node_id, chunk);
+        self.foreground.fetch_sub(1, Ordering::SeqCst);
+        let data: Arc<[u8]> = fetched?.into();
+        self.cache.put(&chunk.digest, data.clone());
         Ok(data)
+    }
+
+    /// Whether reads are waiting for data (background work should yield).
+    pub fn foreground_busy(&self) -> bool {
+        self.foreground.load(Ordering::SeqCst) > 0
+    }
+
+    /// The chunk cache this reader fills.
+    pub fn cache(&self) -> &Arc<ChunkCache> {
+        &self.cache
     }
 
     /// Reads file content at `offset` into `buf`; returns bytes read (0 at EOF).
@@ -399,7 +448,12 @@ impl Reader {
         let node = self.regular_file(id)?;
         let id = self.resolve(id);
         for chunk in &node.chunks {
-            sink(&self.fetch_chunk(id, chunk)?)?;
+            // Use what prefetch cached, but don't fill the cache with a
+            // file that is streamed once.
+            match self.cache.get(&chunk.digest) {
+                Some(data) if data.len() as u64 == chunk.chunk_size => sink(&data)?,
+                _ => sink(&self.fetch_chunk(id, chunk)?)?,
+            }
         }
         Ok(())
     }
@@ -425,7 +479,7 @@ impl Reader {
         members
             .par_iter()
             .map(|member| {
-                let mut gz = self.member_decoder(member[0].1);
+                let mut gz = self.member_decoder(member[0].1)?;
                 let mut pos = 0;
                 let mut bytes = 0;
                 for &(id, chunk) in member.iter() {

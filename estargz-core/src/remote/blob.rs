@@ -329,7 +329,7 @@ impl ReadAt for RemoteBlob {
         }
         let end = (offset + buf.len() as u64).min(self.size);
         let data = self
-            .fetch_ranges(&[offset..end])
+            .fetch_ranges(std::slice::from_ref(&(offset..end)))
             .map_err(io::Error::other)?;
         buf[..data[0].len()].copy_from_slice(&data[0]);
         Ok(data[0].len())

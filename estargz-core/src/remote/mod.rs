@@ -4,12 +4,14 @@
 pub mod auth;
 pub mod blob;
 pub mod http;
+pub mod layer;
 pub mod manifest;
 pub mod reference;
 pub mod registry;
 
 pub use blob::{BlobOptions, FetchStats, RemoteBlob};
 pub use http::HttpOptions;
+pub use layer::{open_layer, LayerOptions, RemoteLayer};
 pub use manifest::{Descriptor, Manifest, Platform};
 pub use reference::Reference;
 pub use registry::{Image, Registry};

@@ -1,0 +1,464 @@
+//! `estargz pull` (read layers of a registry image lazily) and
+//! `estargz push` (publish eStargz blobs as an image).
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use estargz_core::cache::{CacheOptions, ChunkCache};
+use estargz_core::extract::{extract, ExtractOptions};
+use estargz_core::reader::BackgroundFetch;
+use estargz_core::remote::manifest::{self, Descriptor, Manifest, Platform};
+use estargz_core::remote::{
+    open_layer, HttpOptions, LayerOptions, Reference, Registry, RemoteLayer,
+};
+use estargz_core::{Error, FileSource, NodeId, OpenOptions, Reader};
+
+#[derive(Args)]
+pub struct RegistryArgs {
+    /// Talk plain HTTP to every registry.
+    #[arg(long)]
+    plain_http: bool,
+    /// A registry (host[:port]) reached over plain HTTP; repeatable.
+    #[arg(long, value_name = "HOST")]
+    insecure_registry: Vec<String>,
+    /// Auth file to use instead of the containers/docker defaults.
+    #[arg(long, value_name = "FILE")]
+    auth_file: Option<PathBuf>,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Retries per request on network errors, 429 and 5xx.
+    #[arg(long, default_value_t = 5)]
+    retries: u32,
+}
+
+impl RegistryArgs {
+    fn registry(&self) -> Registry {
+        let mut opts = HttpOptions {
+            plain_http: self.plain_http,
+            insecure_registries: self.insecure_registry.clone(),
+            request_timeout: Duration::from_secs(self.timeout.max(1)),
+            max_retries: self.retries,
+            ..Default::default()
+        };
+        if let Some(f) = &self.auth_file {
+            opts.auth_files = vec![f.clone()];
+        }
+        Registry::new(opts)
+    }
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// Image reference: host[:port]/repo[:tag|@digest].
+    reference: String,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Layer to read (0 = bottom); default: the only layer.
+    #[arg(long, value_name = "N", conflicts_with = "all")]
+    layer: Option<usize>,
+    /// Read every layer (`--cat` takes a file from the topmost layer that has it).
+    #[arg(long)]
+    all: bool,
+    /// Platform to pick from a multi-platform index (default: this host).
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Option<String>,
+    /// Write a file's content to stdout; repeatable (fetched together).
+    #[arg(long, value_name = "PATH")]
+    cat: Vec<String>,
+    /// List the files of the layer(s).
+    #[arg(long)]
+    ls: bool,
+    /// Download the layer and extract it into DIR (one layer).
+    #[arg(long, value_name = "DIR")]
+    extract: Option<PathBuf>,
+    /// Directory for the verified-chunk cache (default: memory only).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Disk cache limit in bytes.
+    #[arg(long, default_value_t = estargz_core::cache::DEFAULT_DISK_BYTES)]
+    cache_size: u64,
+    /// Memory cache limit in bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    memory_cache: u64,
+    /// Skip the prefetch that `.prefetch.landmark` asks for.
+    #[arg(long)]
+    no_prefetch: bool,
+    /// Keep fetching the rest of the layer in the background until the
+    /// command finishes (useful with --cache-dir).
+    #[arg(long)]
+    background_fetch: bool,
+    /// Read layers without a toc.digest annotation (TOC not anchored to the manifest).
+    #[arg(long)]
+    allow_unverified_toc: bool,
+    /// Never send multi-range requests.
+    #[arg(long)]
+    single_range: bool,
+    /// No progress or summary on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub fn pull(args: PullArgs) -> Result<(), Error> {
+    let reference = Reference::parse(&args.reference)?;
+    let registry = args.registry.registry();
+    let platform = args.platform.as_deref().map(Platform::parse).transpose()?;
+    let image = registry.resolve_image(&reference, platform.as_ref())?;
+    let count = image.manifest.layers.len();
+    let selected: Vec<usize> = match (args.layer, args.all) {
+        (Some(n), _) => vec![n],
+        (None, true) => (0..count).collect(),
+        (None, false) if count == 1 => vec![0],
+        (None, false) => {
+            return Err(Error::InvalidArgument(format!(
+                "{reference} has {count} layers: choose one with --layer N or use --all"
+            )))
+        }
+    };
+    if args.cat.is_empty() && !args.ls && args.extract.is_none() {
+        return Err(Error::InvalidArgument(
+            "nothing to do: give --cat PATH, --ls or --extract DIR".into(),
+        ));
+    }
+    if args.extract.is_some() && selected.len() != 1 {
+        return Err(Error::InvalidArgument(
+            "--extract reads one layer: choose it with --layer N".into(),
+        ));
+    }
+    let cache = Arc::new(ChunkCache::open(&CacheOptions {
+        memory_bytes: args.memory_cache,
+        dir: args.cache_dir.clone(),
+        disk_bytes: args.cache_size,
+    })?);
+    let mut layer_opts = LayerOptions {
+        cache: Some(cache),
+        require_toc_digest: !args.allow_unverified_toc,
+        ..Default::default()
+    };
+    layer_opts.blob.force_single_range = args.single_range;
+
+    let started = Instant::now();
+    let layers: Vec<RemoteLayer> = selected
+        .iter()
+        .map(|&i| open_layer(&registry, &image, i, &layer_opts))
+        .collect::<Result<_, _>>()?;
+    let progress = Progress::start(&layers, args.quiet);
+    if !args.no_prefetch {
+        for l in &layers {
+            l.reader.prefetch_landmarked()?;
+        }
+    }
+    let background: Vec<BackgroundFetch> = if args.background_fetch {
+        layers
+            .iter()
+            .map(|l| {
+                BackgroundFetch::start(l.reader.clone(), estargz_core::reader::DEFAULT_BATCH_BYTES)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    if args.ls {
+        for l in &layers {
+            if layers.len() > 1 {
+                println!("# layer {} {}", l.index, l.descriptor.digest);
+            }
+            crate::listing::print_ls(&l.reader, "", false, false)?;
+        }
+    }
+    if !args.cat.is_empty() {
+        cat_files(&layers, &args.cat)?;
+    }
+    if let Some(dir) = &args.extract {
+        extract_layer(&layers[0], dir)?;
+    }
+    drop(background);
+    progress.finish();
+    if !args.quiet {
+        for l in &layers {
+            let s = l.blob.stats();
+            let size = l.descriptor.size;
+            eprintln!(
+                "layer {} {}: fetched {} of {} bytes ({:.1}%) in {} requests{}",
+                l.index,
+                l.descriptor.digest,
+                s.bytes,
+                size,
+                100.0 * s.bytes as f64 / size.max(1) as f64,
+                s.requests,
+                if l.blob.single_range_mode() {
+                    " (single-range mode)"
+                } else {
+                    ""
+                }
+            );
+        }
+        eprintln!("done in {:.2}s", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// Finds each path in the topmost layer that has it (a whiteout above
+/// hides it), fetches all of them together, then streams them out.
+fn cat_files(layers: &[RemoteLayer], paths: &[String]) -> Result<(), Error> {
+    let mut found: Vec<(&RemoteLayer, NodeId)> = Vec::new();
+    for path in paths {
+        let hit = find_in_layers(layers, path)
+            .ok_or_else(|| Error::NotFound(format!("{path} is in none of the layers read")))?;
+        found.push(hit);
+    }
+    for l in layers {
+        let ids: Vec<NodeId> = found
+            .iter()
+            .filter(|(fl, _)| std::ptr::eq(*fl, l))
+            .map(|(_, id)| *id)
+            .collect();
+        if !ids.is_empty() {
+            l.reader.prefetch_files(&ids)?;
+        }
+    }
+    let mut out = io::stdout().lock();
+    for (l, id) in found {
+        l.reader.for_each_chunk(id, |data| {
+            out.write_all(data)
+                .map_err(|e| Error::io("writing to stdout", e))
+        })?;
+    }
+    out.flush().map_err(|e| Error::io("writing to stdout", e))
+}
+
+fn find_in_layers<'a>(layers: &'a [RemoteLayer], path: &str) -> Option<(&'a RemoteLayer, NodeId)> {
+    let clean = path.trim_matches('/');
+    let (dir, name) = clean.rsplit_once('/').unwrap_or(("", clean));
+    for l in layers.iter().rev() {
+        if let Ok(id) = l.reader.lookup(clean) {
+            return Some((l, id));
+        }
+        let whiteout = if dir.is_empty() {
+            format!(".wh.{name}")
+        } else {
+            format!("{dir}/.wh.{name}")
+        };
+        if l.reader.lookup(&whiteout).is_ok() {
+            return None;
+        }
+    }
+    None
+}
+
+/// Extracting needs every byte: download the blob in large ranges to a
+/// temporary file, then extract it locally (chunks verified as usual).
+fn extract_layer(layer: &RemoteLayer, dir: &std::path::Path) -> Result<(), Error> {
+    let mut tmp = tempfile::NamedTempFile::new()
+        .map_err(|e| Error::io("creating a temporary file for the layer", e))?;
+    let size = layer.descriptor.size;
+    let piece = 16u64 << 20;
+    let mut offset = 0;
+    while offset < size {
+        let end = (offset + piece).min(size);
+        let data = layer.blob.fetch_ranges(std::slice::from_ref(&(offset..end)))?;
+        tmp.write_all(&data[0])
+            .map_err(|e| Error::io("writing the downloaded layer", e))?;
+        offset = end;
+    }
+    let src = FileSource::new(
+        tmp.reopen()
+            .map_err(|e| Error::io("reopening the layer", e))?,
+    )
+    .map_err(|e| Error::io("reading the downloaded layer", e))?;
+    let reader = Reader::open(
+        Arc::new(src),
+        &OpenOptions {
+            expected_toc_digest: Some(layer.reader.toc_digest().to_string()),
+            ..Default::default()
+        },
+    )?;
+    let stats = extract(&reader, dir, &ExtractOptions::default())?;
+    eprintln!(
+        "extracted {} files ({} bytes), {} directories, {} other entries into {}",
+        stats.files,
+        stats.bytes,
+        stats.dirs,
+        stats.others,
+        dir.display()
+    );
+    Ok(())
+}
+
+/// A one-line progress display on a terminal for fetches over a second.
+struct Progress {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(layers: &[RemoteLayer], quiet: bool) -> Progress {
+        let stop = Arc::new(AtomicBool::new(false));
+        if quiet || !io::stderr().is_terminal() {
+            return Progress { stop, thread: None };
+        }
+        let blobs: Vec<_> = layers.iter().map(|l| l.blob.clone()).collect();
+        let total: u64 = layers.iter().map(|l| l.descriptor.size).sum();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut shown = false;
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                if start.elapsed() < Duration::from_secs(1) {
+                    continue;
+                }
+                let fetched: u64 = blobs.iter().map(|b| b.stats().bytes).sum();
+                eprint!(
+                    "\rfetching: {:.1} MiB of {:.1} MiB ({:.0}%)   ",
+                    fetched as f64 / 1048576.0,
+                    total as f64 / 1048576.0,
+                    100.0 * fetched as f64 / total.max(1) as f64
+                );
+                shown = true;
+            }
+            if shown {
+                eprintln!();
+            }
+        });
+        Progress {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// Destination: host[:port]/repo[:tag].
+    reference: String,
+    /// eStargz blobs, bottom layer first.
+    #[arg(required = true)]
+    blobs: Vec<PathBuf>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// Publishes blobs as a single-platform OCI image with the annotations lazy
+/// pulling needs (TOC digest, uncompressed size).
+pub fn push(args: PushArgs) -> Result<(), Error> {
+    let reference = Reference::parse(&args.reference)?;
+    let registry = args.registry.registry();
+    let (manifest, config) = describe_blobs(&args.blobs)?;
+    for (blob, layer) in args.blobs.iter().zip(&manifest.layers) {
+        registry.push_blob_file(&reference, &layer.digest, blob)?;
+    }
+    registry.push_blob_bytes(&reference, &config)?;
+    let body = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
+    let digest = registry.push_manifest(&reference, manifest::OCI_MANIFEST, &body)?;
+    println!("{reference}@{digest}");
+    Ok(())
+}
+
+/// Layer descriptors (with annotations) and a minimal config for blobs.
+pub fn describe_blobs(blobs: &[PathBuf]) -> Result<(Manifest, Vec<u8>), Error> {
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for path in blobs {
+        let src = FileSource::open(path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let size = estargz_core::ReadAt::size(&src);
+        let reader = Reader::open(Arc::new(src), &OpenOptions::default())
+            .map_err(|e| e.with_context(&path.display().to_string()))?;
+        if reader.footer().toc_offset().is_none() {
+            return Err(Error::Unsupported(format!(
+                "{}: blobs with an external TOC need a TOC image (see convert-image)",
+                path.display()
+            )));
+        }
+        let (digest, diff_id, uncompressed) = digests(path)?;
+        let mut annotations = std::collections::BTreeMap::new();
+        annotations.insert(
+            manifest::TOC_DIGEST_ANNOTATION.to_string(),
+            reader.toc_digest().to_string(),
+        );
+        annotations.insert(
+            manifest::UNCOMPRESSED_SIZE_ANNOTATION.to_string(),
+            uncompressed.to_string(),
+        );
+        layers.push(Descriptor {
+            media_type: manifest::OCI_LAYER_GZIP.into(),
+            digest,
+            size,
+            annotations,
+            platform: None,
+        });
+        diff_ids.push(diff_id);
+    }
+    let host = Platform::host();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": host.architecture,
+        "os": host.os,
+        "config": {},
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    }))
+    .expect("configs serialize");
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: manifest::OCI_MANIFEST.into(),
+        config: Descriptor {
+            media_type: manifest::OCI_CONFIG.into(),
+            digest: estargz_core::digest::sha256_digest(&config),
+            size: config.len() as u64,
+            annotations: Default::default(),
+            platform: None,
+        },
+        layers,
+        annotations: Default::default(),
+    };
+    Ok((manifest, config))
+}
+
+/// Blob digest, DiffID and uncompressed size, in one pass over the file.
+fn digests(path: &std::path::Path) -> Result<(String, String, u64), Error> {
+    use estargz_core::digest::Hasher;
+    struct Tee<R> {
+        inner: R,
+        hasher: Hasher,
+    }
+    impl<R: Read> Read for Tee<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.hasher.update(&buf[..n]);
+            Ok(n)
+        }
+    }
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let mut tee = Tee {
+        inner: io::BufReader::with_capacity(1 << 20, file),
+        hasher: Hasher::new(),
+    };
+    let mut gz = flate2::read::MultiGzDecoder::new(&mut tee);
+    let mut diff = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = gz
+            .read(&mut buf)
+            .map_err(|e| Error::Corrupt(format!("decompressing {}: {e}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        diff.update(&buf[..n]);
+    }
+    drop(gz);
+    let uncompressed = diff.len();
+    Ok((tee.hasher.finish(), diff.finish(), uncompressed))
+}

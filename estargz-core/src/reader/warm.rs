@@ -1,0 +1,263 @@
+//! Filling the chunk cache ahead of reads: prefetch (the prioritized files
+//! before `.prefetch.landmark`, or a chosen set of files) and background
+//! fetch of the whole blob. Members are fetched in batches, one positional
+//! multi-range read per batch, then decompressed, verified and cached.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rayon::prelude::*;
+
+use super::{Chunk, NodeId, Reader, ROOT};
+use crate::build::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
+use crate::error::{Error, Result};
+
+/// Default compressed bytes per batch (one request).
+pub const DEFAULT_BATCH_BYTES: u64 = 8 << 20;
+/// Most gzip members per batch (bounds the Range header).
+const MAX_MEMBERS_PER_BATCH: usize = 512;
+
+/// What a warm-up did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WarmSummary {
+    pub chunks_cached: u64,
+    pub bytes_cached: u64,
+    /// Compressed bytes read from the source.
+    pub compressed_bytes: u64,
+    /// False when `proceed` asked to stop early.
+    pub complete: bool,
+}
+
+/// What the layer asks for at open (spec: landmark files at the root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefetchHint {
+    /// `.no.prefetch.landmark`: prefetch nothing.
+    None,
+    /// `.prefetch.landmark`: everything before this blob offset.
+    Before(u64),
+    /// No landmark.
+    Unspecified,
+}
+
+impl Reader {
+    /// The prefetch the layer's landmarks ask for.
+    pub fn prefetch_hint(&self) -> PrefetchHint {
+        let root = &self.index.nodes[ROOT];
+        if root.children.contains_key(NO_PREFETCH_LANDMARK) {
+            return PrefetchHint::None;
+        }
+        match root.children.get(PREFETCH_LANDMARK) {
+            Some(&id) => {
+                let node = &self.index.nodes[id];
+                let offset = node.chunks.first().map_or(node.entry.offset, |c| c.offset);
+                PrefetchHint::Before(offset)
+            }
+            None => PrefetchHint::Unspecified,
+        }
+    }
+
+    /// Prefetches what the landmarks ask for (nothing without a landmark).
+    pub fn prefetch_landmarked(&self) -> Result<WarmSummary> {
+        match self.prefetch_hint() {
+            PrefetchHint::Before(end) => {
+                self.cache_chunks(|_, c| c.next_offset <= end, DEFAULT_BATCH_BYTES, &|| true)
+            }
+            PrefetchHint::None | PrefetchHint::Unspecified => Ok(WarmSummary {
+                complete: true,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Prefetches every chunk of the given files (a working set).
+    pub fn prefetch_files(&self, ids: &[NodeId]) -> Result<WarmSummary> {
+        let mut wanted = vec![false; self.index.nodes.len()];
+        for &id in ids {
+            wanted[self.resolve(id)] = true;
+        }
+        self.cache_chunks(|id, _| wanted[id], DEFAULT_BATCH_BYTES, &|| true)
+    }
+
+    /// Fetches, verifies and caches every chunk selected by `want` that is
+    /// not cached yet, in blob order, `batch_bytes` of compressed data per
+    /// read. `proceed` runs before each batch: background work waits there
+    /// while reads are in flight, and returns false to stop.
+    pub fn cache_chunks(
+        &self,
+        want: impl Fn(NodeId, &Chunk) -> bool,
+        batch_bytes: u64,
+        proceed: &dyn Fn() -> bool,
+    ) -> Result<WarmSummary> {
+        let mut work: Vec<(NodeId, &Chunk)> = self
+            .index
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.link_target.is_none())
+            .flat_map(|(id, n)| n.chunks.iter().map(move |c| (id, c)))
+            .filter(|&(id, c)| want(id, c) && !self.cache.contains(&c.digest))
+            .collect();
+        work.sort_by_key(|(_, c)| (c.offset, c.next_offset, c.inner_offset));
+        // A chunk that shares a member with another is fetched with it.
+        let members: Vec<&[(NodeId, &Chunk)]> = work
+            .chunk_by(|(_, a), (_, b)| (a.offset, a.next_offset) == (b.offset, b.next_offset))
+            .collect();
+        let mut summary = WarmSummary::default();
+        let mut i = 0;
+        while i < members.len() {
+            if !proceed() {
+                return Ok(summary);
+            }
+            let mut end = i;
+            let mut bytes = 0;
+            while end < members.len()
+                && end - i < MAX_MEMBERS_PER_BATCH
+                && (end == i || bytes < batch_bytes)
+            {
+                bytes += extent(members[end][0].1);
+                end += 1;
+            }
+            let batch = &members[i..end];
+            i = end;
+            // Members too large for one read are left to on-demand reads,
+            // which stream them.
+            let batch: Vec<&[(NodeId, &Chunk)]> = batch
+                .iter()
+                .copied()
+                .filter(|m| extent(m[0].1) <= self.max_member_read())
+                .collect();
+            let ranges: Vec<Range<u64>> = batch
+                .iter()
+                .map(|m| m[0].1.offset..m[0].1.next_offset)
+                .collect();
+            let data = self
+                .src
+                .read_ranges(&ranges)
+                .map_err(|e| Error::io(format!("fetching {} gzip members", ranges.len()), e))?;
+            summary.compressed_bytes += ranges.iter().map(|r| r.end - r.start).sum::<u64>();
+            let done: Vec<(u64, u64)> = batch
+                .par_iter()
+                .zip(data.into_par_iter())
+                .map(|(member, compressed)| self.cache_member(member, compressed))
+                .collect::<Result<_>>()?;
+            for (chunks, bytes) in done {
+                summary.chunks_cached += chunks;
+                summary.bytes_cached += bytes;
+            }
+        }
+        summary.complete = true;
+        Ok(summary)
+    }
+
+    /// Decompresses one member, verifies its chunks and caches them.
+    fn cache_member(&self, member: &[(NodeId, &Chunk)], compressed: Vec<u8>) -> Result<(u64, u64)> {
+        let mut gz = flate2::read::MultiGzDecoder::new(std::io::Cursor::new(compressed));
+        let mut pos = 0;
+        let mut bytes = 0;
+        for &(id, chunk) in member {
+            self.check_chunk_limits(id, chunk)?;
+            // The index guarantees chunks of one member do not overlap.
+            let data = self.read_verified(&mut gz, chunk.inner_offset - pos, id, chunk)?;
+            pos = chunk.inner_offset + chunk.chunk_size;
+            bytes += data.len() as u64;
+            self.cache.put(&chunk.digest, Arc::from(data));
+        }
+        Ok((member.len() as u64, bytes))
+    }
+}
+
+fn extent(c: &Chunk) -> u64 {
+    c.next_offset.saturating_sub(c.offset)
+}
+
+/// Fetches the whole blob into the cache on a thread of its own, yielding
+/// to reads in flight; stopped (and joined) when dropped.
+pub struct BackgroundFetch {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Result<WarmSummary>>>,
+}
+
+/// Attempts before background fetch gives up (reads still fetch on demand).
+const BACKGROUND_ATTEMPTS: u32 = 5;
+
+impl BackgroundFetch {
+    pub fn start(reader: Arc<Reader>, batch_bytes: u64) -> BackgroundFetch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("estargz-bg-fetch".into())
+            .spawn(move || {
+                let proceed = || loop {
+                    if flag.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                    if !reader.foreground_busy() {
+                        return true;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                };
+                let mut total = WarmSummary::default();
+                let mut attempt = 0;
+                loop {
+                    match reader.cache_chunks(|_, _| true, batch_bytes, &proceed) {
+                        Ok(s) => {
+                            total.chunks_cached += s.chunks_cached;
+                            total.bytes_cached += s.bytes_cached;
+                            total.compressed_bytes += s.compressed_bytes;
+                            total.complete = s.complete;
+                            return Ok(total);
+                        }
+                        // A failed batch is retried later, not remembered.
+                        Err(e) if attempt + 1 >= BACKGROUND_ATTEMPTS => return Err(e),
+                        Err(_) => {
+                            attempt += 1;
+                            let wait = Duration::from_millis(200 << attempt);
+                            let until = std::time::Instant::now() + wait;
+                            while std::time::Instant::now() < until {
+                                if flag.load(Ordering::Relaxed) {
+                                    return Ok(total);
+                                }
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                        }
+                    }
+                }
+            })
+            .expect("spawning the background fetch thread");
+        BackgroundFetch {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Waits for the whole blob to be cached.
+    pub fn wait(mut self) -> Result<WarmSummary> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<WarmSummary> {
+        match self.handle.take() {
+            Some(h) => h.join().unwrap_or_else(|_| {
+                Err(Error::Io {
+                    context: "background fetch".into(),
+                    source: std::io::Error::other("the background fetch thread panicked"),
+                })
+            }),
+            None => Ok(WarmSummary::default()),
+        }
+    }
+}
+
+impl Drop for BackgroundFetch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.join();
+    }
+}

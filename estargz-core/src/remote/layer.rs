@@ -1,0 +1,92 @@
+//! Opening one layer of an image lazily: the blob source, the reader with
+//! the TOC digest from the manifest, and the prefetch the layer asks for.
+
+use std::sync::Arc;
+
+use super::blob::{BlobOptions, RemoteBlob};
+use super::manifest::{self, Descriptor};
+use super::registry::{Image, Registry};
+use crate::cache::ChunkCache;
+use crate::error::{Error, Result};
+use crate::reader::{OpenOptions, Reader};
+
+#[derive(Debug, Clone)]
+pub struct LayerOptions {
+    pub blob: BlobOptions,
+    pub cache: Option<Arc<ChunkCache>>,
+    /// Refuse layers whose descriptor has no TOC digest annotation: without
+    /// it the TOC (and so every chunk digest) is not anchored to the
+    /// manifest. stargz-snapshotter refuses them too.
+    pub require_toc_digest: bool,
+}
+
+impl Default for LayerOptions {
+    fn default() -> Self {
+        LayerOptions {
+            blob: BlobOptions::default(),
+            cache: None,
+            require_toc_digest: true,
+        }
+    }
+}
+
+/// A lazily read layer.
+pub struct RemoteLayer {
+    pub index: usize,
+    pub descriptor: Descriptor,
+    pub blob: Arc<RemoteBlob>,
+    pub reader: Arc<Reader>,
+}
+
+/// Opens layer `index` of `image` (footer + TOC: two range requests).
+pub fn open_layer(
+    registry: &Registry,
+    image: &Image,
+    index: usize,
+    opts: &LayerOptions,
+) -> Result<RemoteLayer> {
+    let layers = &image.manifest.layers;
+    let descriptor = layers
+        .get(index)
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "layer {index} of {} (it has {} layers)",
+                image.reference,
+                layers.len()
+            ))
+        })?
+        .clone();
+    let what = format!(
+        "layer {index} ({}) of {}",
+        descriptor.digest, image.reference
+    );
+    if !manifest::is_gzip_layer(&descriptor.media_type) {
+        return Err(Error::Unsupported(format!(
+            "{what}: media type {} is not a gzip layer, so it cannot be eStargz",
+            descriptor.media_type
+        )));
+    }
+    let toc_digest = descriptor.toc_digest().map(str::to_string);
+    if toc_digest.is_none() && opts.require_toc_digest {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: no {} annotation, so its TOC cannot be verified (allow unverified TOCs to read it anyway)",
+            manifest::TOC_DIGEST_ANNOTATION
+        )));
+    }
+    let blob = Arc::new(registry.open_blob(&image.reference, &descriptor, opts.blob.clone())?);
+    let open = OpenOptions {
+        expected_toc_digest: toc_digest,
+        cache: opts.cache.clone(),
+        ..Default::default()
+    };
+    let reader = Reader::open(blob.clone(), &open).map_err(|e| match e {
+        Error::InvalidFooter(m) => Error::InvalidFooter(format!("{what} is not eStargz: {m}")),
+        e => e.with_context(&what),
+    })?;
+    Ok(RemoteLayer {
+        index,
+        descriptor,
+        blob,
+        reader: Arc::new(reader),
+    })
+}

@@ -1,0 +1,345 @@
+//! Lazy reading from a real registry (Debian's docker-registry on
+//! 127.0.0.1), directly and through the fault-injecting proxy: every fault
+//! ends in correct bytes (after retries) or a clear error in bounded time.
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use estargz_core::remote::{
+    open_layer, HttpOptions, LayerOptions, Reference, Registry, RemoteLayer,
+};
+use estargz_core::{build, BuildInput, BuildOptions, Error, ErrorCode};
+use estargz_tests::faultproxy::FaultProxy;
+use estargz_tests::registry::TestRegistry;
+
+/// Deterministic incompressible bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A layer tree: a prioritized file, small files far apart in the blob,
+/// and a big file across many chunks. Returns the blob path and contents.
+fn make_blob(dir: &Path) -> (PathBuf, BTreeMap<String, Vec<u8>>) {
+    let tree = dir.join("tree");
+    let mut files = BTreeMap::new();
+    files.insert("a.txt".to_string(), b"prioritized file\n".to_vec());
+    files.insert("b.txt".to_string(), b"bee\n".repeat(100));
+    files.insert("big.bin".to_string(), noise(6 << 20, 7));
+    files.insert("c.txt".to_string(), b"sea\n".repeat(50));
+    files.insert("d/e.bin".to_string(), noise(300 << 10, 9));
+    for (name, data) in &files {
+        let p = tree.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+    let blob = dir.join("layer.esgz");
+    let mut out = std::fs::File::create(&blob).unwrap();
+    let opts = BuildOptions {
+        chunk_size: 512 << 10,
+        prioritized_files: vec!["a.txt".into()],
+        ..Default::default()
+    };
+    build(BuildInput::Path(tree), &mut out, &opts).unwrap();
+    (blob, files)
+}
+
+fn push(host: &str, repo: &str, blob: &Path, auth_file: Option<&Path>) -> String {
+    let reference = format!("{host}/{repo}:v1");
+    let mut cmd = Command::new(util::estargz_bin());
+    cmd.args(["push", "--plain-http", &reference]).arg(blob);
+    if let Some(f) = auth_file {
+        cmd.arg("--auth-file").arg(f);
+    }
+    util::run(&mut cmd);
+    reference
+}
+
+fn http_opts(timeout: Duration, retries: u32) -> HttpOptions {
+    HttpOptions {
+        plain_http: true,
+        request_timeout: timeout,
+        connect_timeout: timeout,
+        max_retries: retries,
+        min_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(200),
+        auth_files: Vec::new(),
+        ..Default::default()
+    }
+}
+
+fn open(reg: &Registry, reference: &str) -> Result<RemoteLayer, Error> {
+    let image = reg.resolve_image(&Reference::parse(reference).unwrap(), None)?;
+    open_layer(reg, &image, 0, &LayerOptions::default())
+}
+
+fn read_file(layer: &RemoteLayer, path: &str) -> Result<Vec<u8>, Error> {
+    let id = layer.reader.lookup(path)?;
+    let size = layer.reader.node(id).entry.size as usize;
+    let mut out = vec![0; size];
+    let mut done = 0;
+    while done < size {
+        let n = layer.reader.read_at(id, done as u64, &mut out[done..])?;
+        assert!(n > 0, "short read of {path}");
+        done += n;
+    }
+    Ok(out)
+}
+
+fn with_proxy_host(reference: &str, proxy: &FaultProxy) -> String {
+    let (_, rest) = reference.split_once('/').unwrap();
+    format!("{}/{rest}", proxy.addr())
+}
+
+#[test]
+fn lazy_reads_open_in_two_requests_and_fetch_little() {
+    let dir = tempfile::tempdir().unwrap();
+    let (blob, files) = make_blob(dir.path());
+    let reg = TestRegistry::start(None);
+    let reference = push(&reg.host(), "lazy/app", &blob, None);
+    let proxy = FaultProxy::start(reg.addr(), None).unwrap();
+    let client = Registry::new(http_opts(Duration::from_secs(10), 2));
+    let layer = open(&client, &with_proxy_host(&reference, &proxy)).unwrap();
+    assert_eq!(layer.blob.stats().requests, 2, "footer + TOC");
+    assert_eq!(
+        layer.descriptor.toc_digest(),
+        Some(layer.reader.toc_digest()),
+        "TOC verified against the manifest annotation"
+    );
+    let blob_size = std::fs::metadata(&blob).unwrap().len();
+
+    // Prefetch stops at the landmark: the prioritized file only.
+    let s = layer.reader.prefetch_landmarked().unwrap();
+    assert!(
+        s.chunks_cached >= 1 && s.compressed_bytes < blob_size / 20,
+        "{s:?}"
+    );
+    let before = layer.blob.stats().requests;
+    assert_eq!(read_file(&layer, "a.txt").unwrap(), files["a.txt"]);
+    assert_eq!(
+        layer.blob.stats().requests,
+        before,
+        "a.txt came from the prefetch"
+    );
+
+    // Two files far apart in the blob: one multi-range request, answered
+    // 206 multipart by the real registry.
+    let multi_before = proxy.stats().multi_range_requests.load(Ordering::Relaxed);
+    let ids = [
+        layer.reader.lookup("b.txt").unwrap(),
+        layer.reader.lookup("c.txt").unwrap(),
+    ];
+    layer.reader.prefetch_files(&ids).unwrap();
+    assert_eq!(layer.blob.stats().requests, before + 1);
+    assert_eq!(
+        proxy.stats().multi_range_requests.load(Ordering::Relaxed),
+        multi_before + 1
+    );
+    assert!(!layer.blob.single_range_mode());
+    assert_eq!(read_file(&layer, "b.txt").unwrap(), files["b.txt"]);
+    assert_eq!(read_file(&layer, "c.txt").unwrap(), files["c.txt"]);
+    assert_eq!(
+        layer.blob.stats().requests,
+        before + 1,
+        "served from the cache"
+    );
+    assert!(
+        layer.blob.stats().bytes < blob_size / 10,
+        "small working set, small fetch"
+    );
+
+    for (name, data) in &files {
+        assert_eq!(&read_file(&layer, name).unwrap(), data, "{name}");
+    }
+    layer.reader.verify_all().unwrap();
+}
+
+#[test]
+fn basic_auth_from_auth_files() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let (blob, files) = make_blob(dir.path());
+    let reg = TestRegistry::start(Some(("alice", "s3cret")));
+    let write_auth = |name: &str, user: &str| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(user);
+        let p = dir.path().join(name);
+        std::fs::write(
+            &p,
+            format!(r#"{{"auths":{{"{}":{{"auth":"{b64}"}}}}}}"#, reg.host()),
+        )
+        .unwrap();
+        p
+    };
+    let good = write_auth("good.json", "alice:s3cret");
+    let bad = write_auth("bad.json", "alice:wrong");
+    let reference = push(&reg.host(), "private/app", &blob, Some(&good));
+
+    let mut opts = http_opts(Duration::from_secs(10), 1);
+    opts.auth_files = vec![dir.path().join("missing.json"), good];
+    let layer = open(&Registry::new(opts), &reference).unwrap();
+    assert_eq!(read_file(&layer, "c.txt").unwrap(), files["c.txt"]);
+
+    for auth_files in [vec![], vec![bad]] {
+        let mut opts = http_opts(Duration::from_secs(10), 1);
+        opts.auth_files = auth_files;
+        let err = open(&Registry::new(opts), &reference)
+            .err()
+            .expect("no access without the password");
+        assert_eq!(err.code(), ErrorCode::Unauthorized, "{err}");
+    }
+}
+
+/// Runs `f` and checks it ends within `limit`.
+fn bounded<T>(what: &str, limit: Duration, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let v = f();
+    assert!(start.elapsed() < limit, "{what} took {:?}", start.elapsed());
+    v
+}
+
+#[test]
+fn faults_end_in_correct_bytes_or_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (blob, files) = make_blob(dir.path());
+    let reg = TestRegistry::start(None);
+    let reference = push(&reg.host(), "faults/app", &blob, None);
+    let proxy = FaultProxy::start(reg.addr(), None).unwrap();
+    let via_proxy = with_proxy_host(&reference, &proxy);
+    let client = Registry::new(http_opts(Duration::from_secs(2), 4));
+    let limit = Duration::from_secs(40);
+
+    type Setup = fn(&mut estargz_tests::faultproxy::Faults);
+    let recoverable: [(&str, Setup); 6] = [
+        ("resets", |f| f.reset_next = 3),
+        ("truncated bodies", |f| {
+            f.truncate_next = 3;
+            f.truncate_after = 700;
+        }),
+        ("a stall", |f| f.stall_next = 1),
+        ("latency and a bandwidth cap", |f| {
+            f.latency = Duration::from_millis(20);
+            f.rate_bytes_per_sec = 100_000_000 / 8;
+        }),
+        ("multi-range refused", |f| f.reject_multi_range = true),
+        ("ranges ignored", |f| f.ignore_range = true),
+    ];
+    for (what, setup) in recoverable {
+        proxy.clear();
+        // Open cleanly, then inject the fault for the reads.
+        let layer = open(&client, &via_proxy).unwrap();
+        proxy.set(setup);
+        bounded(what, limit, || {
+            let ids = [
+                layer.reader.lookup("b.txt").unwrap(),
+                layer.reader.lookup("c.txt").unwrap(),
+            ];
+            layer
+                .reader
+                .prefetch_files(&ids)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            for name in ["b.txt", "c.txt", "big.bin", "d/e.bin"] {
+                let got = read_file(&layer, name).unwrap_or_else(|e| panic!("{what}: {name}: {e}"));
+                assert!(got == files[name], "{what}: wrong bytes for {name}");
+            }
+        });
+        if what == "multi-range refused" || what == "ranges ignored" {
+            assert!(
+                layer.blob.single_range_mode(),
+                "{what}: fell back to single ranges"
+            );
+        }
+    }
+
+    // Corrupted bytes are never served: a digest error, then a clean retry.
+    proxy.clear();
+    let layer = open(&client, &via_proxy).unwrap();
+    proxy.set(|f| f.corrupt_next = 1);
+    let err = read_file(&layer, "d/e.bin").unwrap_err();
+    assert!(
+        matches!(err.code(), ErrorCode::DigestMismatch | ErrorCode::Corrupt),
+        "corruption reported as {err}"
+    );
+    assert_eq!(
+        read_file(&layer, "d/e.bin").unwrap(),
+        files["d/e.bin"],
+        "failure not sticky"
+    );
+
+    // An outage: a network error within bounded time, and reads work again
+    // once it is over.
+    proxy.set(|f| f.reset_next = 1000);
+    let err = bounded("outage", limit, || {
+        read_file(&layer, "big.bin").unwrap_err()
+    });
+    assert_eq!(err.code(), ErrorCode::Network, "{err}");
+    proxy.clear();
+    assert_eq!(read_file(&layer, "big.bin").unwrap(), files["big.bin"]);
+
+    // A registry that never answers: a timeout, not a hang.
+    let impatient = Registry::new(http_opts(Duration::from_secs(1), 1));
+    let layer = open(&impatient, &via_proxy).unwrap();
+    proxy.set(|f| f.stall_next = 1000);
+    let err = bounded("stalled registry", Duration::from_secs(15), || {
+        read_file(&layer, "c.txt").unwrap_err()
+    });
+    assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
+    proxy.clear();
+    assert_eq!(read_file(&layer, "c.txt").unwrap(), files["c.txt"]);
+}
+
+#[test]
+fn cli_pull_cat_ls_extract_and_disk_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (blob, files) = make_blob(dir.path());
+    let reg = TestRegistry::start(None);
+    let reference = push(&reg.host(), "cli/app", &blob, None);
+    let cache = dir.path().join("cache");
+    let pull = |args: &[&str]| {
+        let out = Command::new(util::estargz_bin())
+            .args(["pull", "--plain-http", &reference, "--cache-dir"])
+            .arg(&cache)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.stdout, String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (out, err) = pull(&["--cat", "a.txt", "--cat", "c.txt"]);
+    let mut want = files["a.txt"].clone();
+    want.extend_from_slice(&files["c.txt"]);
+    assert_eq!(out, want);
+    assert!(err.contains("fetched"), "summary: {err}");
+    // Again with the disk cache warm: only footer and TOC are fetched.
+    let (out, err) = pull(&["--cat", "a.txt", "--cat", "c.txt"]);
+    assert_eq!(out, want);
+    assert!(err.contains("in 2 requests"), "warm cache: {err}");
+
+    let (out, _) = pull(&["--ls"]);
+    let listing = String::from_utf8_lossy(&out);
+    for name in ["a.txt", "big.bin", "d/e.bin"] {
+        assert!(listing.contains(name), "{name} missing from {listing}");
+    }
+    let target = dir.path().join("rootfs");
+    pull(&["--extract", target.to_str().unwrap()]);
+    for (name, data) in &files {
+        assert_eq!(&std::fs::read(target.join(name)).unwrap(), data, "{name}");
+    }
+    let _ = Arc::new(());
+}
