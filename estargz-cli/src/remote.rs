@@ -261,7 +261,9 @@ fn extract_layer(layer: &RemoteLayer, dir: &std::path::Path) -> Result<(), Error
     let mut offset = 0;
     while offset < size {
         let end = (offset + piece).min(size);
-        let data = layer.blob.fetch_ranges(std::slice::from_ref(&(offset..end)))?;
+        let data = layer
+            .blob
+            .fetch_ranges(std::slice::from_ref(&(offset..end)))?;
         tmp.write_all(&data[0])
             .map_err(|e| Error::io("writing the downloaded layer", e))?;
         offset = end;
