@@ -341,5 +341,76 @@ fn cli_pull_cat_ls_extract_and_disk_cache() {
     for (name, data) in &files {
         assert_eq!(&std::fs::read(target.join(name)).unwrap(), data, "{name}");
     }
-    let _ = Arc::new(());
+}
+
+#[test]
+fn background_fetch_yields_to_reads_and_caches_everything() {
+    use estargz_core::cache::ChunkCache;
+    use estargz_core::reader::{BackgroundFetch, PrefetchHint};
+    let dir = tempfile::tempdir().unwrap();
+    let (blob, files) = make_blob(dir.path());
+    let reg = TestRegistry::start(None);
+    let reference = push(&reg.host(), "bg/app", &blob, None);
+    let proxy = FaultProxy::start(reg.addr(), None).unwrap();
+    // A slow link, so the background fetch takes a while.
+    proxy.set(|f| {
+        f.latency = Duration::from_millis(20);
+        f.rate_bytes_per_sec = 2_000_000;
+    });
+    let client = Registry::new(http_opts(Duration::from_secs(20), 2));
+    let image = client
+        .resolve_image(
+            &Reference::parse(&with_proxy_host(&reference, &proxy)).unwrap(),
+            None,
+        )
+        .unwrap();
+    let opts = LayerOptions {
+        cache: Some(Arc::new(ChunkCache::in_memory(64 << 20))),
+        ..Default::default()
+    };
+    let layer = open_layer(&client, &image, 0, &opts).unwrap();
+    assert!(matches!(
+        layer.reader.prefetch_hint(),
+        PrefetchHint::Before(_)
+    ));
+    let started = Instant::now();
+    // Small batches so an on-demand read can slip in between them.
+    let bg = BackgroundFetch::start(layer.reader.clone(), 256 << 10);
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    assert_eq!(read_file(&layer, "d/e.bin").unwrap(), files["d/e.bin"]);
+    let on_demand = t.elapsed();
+    let summary = bg.wait().unwrap();
+    let total = started.elapsed();
+    assert!(summary.complete, "{summary:?}");
+    assert!(
+        on_demand * 2 < total,
+        "the read ({on_demand:?}) waited for the background fetch ({total:?})"
+    );
+    let requests = layer.blob.stats().requests;
+    for (name, data) in &files {
+        assert_eq!(&read_file(&layer, name).unwrap(), data, "{name}");
+    }
+    assert_eq!(
+        layer.blob.stats().requests,
+        requests,
+        "everything was cached"
+    );
+
+    // Without prioritized files the builder marks the layer "no prefetch".
+    let plain = dir.path().join("plain.esgz");
+    let mut out = std::fs::File::create(&plain).unwrap();
+    build(
+        BuildInput::Path(dir.path().join("tree")),
+        &mut out,
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    let reader = estargz_core::Reader::open(
+        Arc::new(estargz_core::FileSource::open(&plain).unwrap()),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(reader.prefetch_hint(), PrefetchHint::None);
+    assert_eq!(reader.prefetch_landmarked().unwrap().chunks_cached, 0);
 }
