@@ -414,3 +414,98 @@ fn background_fetch_yields_to_reads_and_caches_everything() {
     assert_eq!(reader.prefetch_hint(), PrefetchHint::None);
     assert_eq!(reader.prefetch_landmarked().unwrap().chunks_cached, 0);
 }
+
+/// The bearer-token flow (docker.io, ghcr.io, Harbor...) against a minimal
+/// token-issuing server: 401 with a challenge → token from the realm with
+/// our basic credentials → the request again with the token.
+#[test]
+fn bearer_token_flow() {
+    use base64::Engine;
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:pw")
+    );
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let mut auth = String::new();
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h
+                    .strip_prefix("authorization: ")
+                    .or(h.strip_prefix("Authorization: "))
+                {
+                    auth = v.trim().to_string();
+                }
+            }
+            let path = line.split(' ').nth(1).unwrap_or("").to_string();
+            log.lock().unwrap().push(format!("{path} [{auth}]"));
+            let (status, headers, body) = if path.starts_with("/token?") {
+                if auth == basic && path.contains("scope=repository%3Ateam%2Fapp%3Apull") {
+                    (
+                        "200 OK",
+                        String::new(),
+                        r#"{"token":"T1","expires_in":300}"#.to_string(),
+                    )
+                } else {
+                    ("401 Unauthorized", String::new(), String::new())
+                }
+            } else if auth == "Bearer T1" {
+                (
+                    "200 OK",
+                    "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n".into(),
+                    format!(
+                        r#"{{"schemaVersion":2,"config":{{"mediaType":"x","digest":"sha256:{}","size":0}},"layers":[]}}"#,
+                        "0".repeat(64)
+                    ),
+                )
+            } else {
+                ("401 Unauthorized",
+                 format!("WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"svc\",scope=\"repository:team/app:pull\"\r\n"),
+                 String::new())
+            };
+            let mut w = conn;
+            let _ = write!(w, "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let auth_file = dir.path().join("auth.json");
+    std::fs::write(
+        &auth_file,
+        format!(
+            r#"{{"auths":{{"{addr}":{{"auth":"{}"}}}}}}"#,
+            base64::engine::general_purpose::STANDARD.encode("alice:pw")
+        ),
+    )
+    .unwrap();
+    let mut opts = http_opts(Duration::from_secs(5), 1);
+    opts.auth_files = vec![auth_file];
+    let client = Registry::new(opts);
+    let r = Reference::parse(&format!("{addr}/team/app:v1")).unwrap();
+    let (body, _, _) = client.fetch_manifest(&r).unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("schemaVersion"));
+    // The token is reused: no second round trip to the token server.
+    client.fetch_manifest(&r).unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().filter(|s| s.starts_with("/token")).count(),
+        1,
+        "{seen:?}"
+    );
+    assert!(seen.last().unwrap().ends_with("[Bearer T1]"), "{seen:?}");
+
+    // Without credentials the token server refuses: a clear error.
+    let anonymous = Registry::new(http_opts(Duration::from_secs(5), 1));
+    let err = anonymous.fetch_manifest(&r).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unauthorized, "{err}");
+}
