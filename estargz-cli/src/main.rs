@@ -206,14 +206,7 @@ fn run(command: Command) -> Result<(), Error> {
             opts.preserve_owners &= !no_same_owner;
             opts.xattrs = !no_xattrs;
             let stats = extract(&reader, &dir, &opts)?;
-            eprintln!(
-                "extracted {} files ({} bytes), {} directories, {} other entries into {}",
-                stats.files,
-                stats.bytes,
-                stats.dirs,
-                stats.others,
-                dir.display()
-            );
+            report_extract(&stats, &dir);
             Ok(())
         }
         Command::Verify { blob } => {
@@ -286,6 +279,18 @@ fn convert(args: ConvertArgs) -> Result<(), Error> {
         return listing::print_build_result(&mut out, &result, args.json);
     }
     listing::print_build_result(&mut report, &result, args.json)
+}
+
+/// One line on stderr about what `extract` wrote.
+fn report_extract(stats: &estargz_core::extract::ExtractStats, dir: &Path) {
+    eprintln!(
+        "extracted {} files ({} bytes), {} directories, {} other entries into {}",
+        stats.files,
+        stats.bytes,
+        stats.dirs,
+        stats.others,
+        dir.display()
+    );
 }
 
 /// Writes to `path.tmp` and renames, so a failed run leaves no partial output.

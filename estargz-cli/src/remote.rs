@@ -281,14 +281,7 @@ fn extract_layer(layer: &RemoteLayer, dir: &std::path::Path) -> Result<(), Error
         },
     )?;
     let stats = extract(&reader, dir, &ExtractOptions::default())?;
-    eprintln!(
-        "extracted {} files ({} bytes), {} directories, {} other entries into {}",
-        stats.files,
-        stats.bytes,
-        stats.dirs,
-        stats.others,
-        dir.display()
-    );
+    crate::report_extract(&stats, dir);
     Ok(())
 }
 

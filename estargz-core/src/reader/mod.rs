@@ -464,19 +464,8 @@ impl Reader {
     /// members are processed in parallel.
     pub fn verify_all(&self) -> Result<u64> {
         use rayon::prelude::*;
-        let mut work: Vec<(NodeId, &Chunk)> = self
-            .index
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.link_target.is_none())
-            .flat_map(|(id, n)| n.chunks.iter().map(move |c| (id, c)))
-            .collect();
-        work.sort_by_key(|(_, c)| (c.offset, c.next_offset, c.inner_offset));
-        let members: Vec<&[(NodeId, &Chunk)]> = work
-            .chunk_by(|(_, a), (_, b)| (a.offset, a.next_offset) == (b.offset, b.next_offset))
-            .collect();
-        members
+        let work = self.chunks_in_blob_order(|_, _| true);
+        members_of(&work)
             .par_iter()
             .map(|member| {
                 let mut gz = self.member_decoder(member[0].1)?;
@@ -494,6 +483,21 @@ impl Reader {
             .try_reduce(|| 0, |a, b| Ok(a + b))
     }
 
+    /// The chunks selected by `want`, sorted by their place in the blob.
+    fn chunks_in_blob_order(&self, want: impl Fn(NodeId, &Chunk) -> bool) -> Vec<(NodeId, &Chunk)> {
+        let mut work: Vec<(NodeId, &Chunk)> = self
+            .index
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.link_target.is_none())
+            .flat_map(|(id, n)| n.chunks.iter().map(move |c| (id, c)))
+            .filter(|&(id, c)| want(id, c))
+            .collect();
+        work.sort_by_key(|(_, c)| (c.offset, c.next_offset, c.inner_offset));
+        work
+    }
+
     /// A sequential reader over a file's content.
     pub fn open_file(&self, id: NodeId) -> Result<FileReader<'_>> {
         let size = self.regular_file(id)?.entry.size;
@@ -504,6 +508,12 @@ impl Reader {
             size,
         })
     }
+}
+
+/// Sorted chunks grouped by the gzip member(s) holding them.
+fn members_of<'a, 'c>(work: &'a [(NodeId, &'c Chunk)]) -> Vec<&'a [(NodeId, &'c Chunk)]> {
+    work.chunk_by(|(_, a), (_, b)| (a.offset, a.next_offset) == (b.offset, b.next_offset))
+        .collect()
 }
 
 /// `io::Read` + `io::Seek` over one file.

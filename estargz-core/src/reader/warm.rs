@@ -91,20 +91,10 @@ impl Reader {
         batch_bytes: u64,
         proceed: &dyn Fn() -> bool,
     ) -> Result<WarmSummary> {
-        let mut work: Vec<(NodeId, &Chunk)> = self
-            .index
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.link_target.is_none())
-            .flat_map(|(id, n)| n.chunks.iter().map(move |c| (id, c)))
-            .filter(|&(id, c)| want(id, c) && !self.cache.contains(&c.digest))
-            .collect();
-        work.sort_by_key(|(_, c)| (c.offset, c.next_offset, c.inner_offset));
+        let work =
+            self.chunks_in_blob_order(|id, c| want(id, c) && !self.cache.contains(&c.digest));
         // A chunk that shares a member with another is fetched with it.
-        let members: Vec<&[(NodeId, &Chunk)]> = work
-            .chunk_by(|(_, a), (_, b)| (a.offset, a.next_offset) == (b.offset, b.next_offset))
-            .collect();
+        let members = super::members_of(&work);
         let mut summary = WarmSummary::default();
         let mut i = 0;
         while i < members.len() {
