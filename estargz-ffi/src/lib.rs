@@ -30,9 +30,11 @@ pub const ESTARGZ_VERSION_MAJOR: u32 = 0;
 pub const ESTARGZ_VERSION_MINOR: u32 = 1;
 /// Patch version of the library this header belongs to.
 pub const ESTARGZ_VERSION_PATCH: u32 = 0;
-/// The version as a string, equal to what estargz_version() returns for the
-/// library this header belongs to.
-pub const ESTARGZ_VERSION_STRING: &str = "0.1.0";
+/// The version as a string. cbindgen (0.29) cannot export string constants,
+/// so the header builds ESTARGZ_VERSION_STRING from the three numbers
+/// (cbindgen.toml); this constant checks that they spell the package version
+/// (a pre-release suffix would need the header macro changed).
+const VERSION_STRING: &str = "0.1.0";
 
 /// Byte-wise string equality usable in a constant.
 const fn const_str_eq(a: &str, b: &str) -> bool {
@@ -65,9 +67,19 @@ const fn const_parse_u32(s: &str) -> u32 {
 // cbindgen needs literal values for the header macros; these checks fail the
 // build when Cargo.toml's version changes without them.
 const _: () = assert!(
-    const_str_eq(ESTARGZ_VERSION_STRING, env!("CARGO_PKG_VERSION")),
-    "update ESTARGZ_VERSION_* in estargz-ffi/src/lib.rs to the Cargo.toml version"
+    const_str_eq(VERSION_STRING, env!("CARGO_PKG_VERSION")),
+    "update the versions in estargz-ffi/src/lib.rs to the Cargo.toml version"
 );
+const _: () = assert!(const_str_eq(
+    VERSION_STRING,
+    concat!(
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        ".",
+        env!("CARGO_PKG_VERSION_MINOR"),
+        ".",
+        env!("CARGO_PKG_VERSION_PATCH")
+    )
+));
 const _: () = assert!(ESTARGZ_VERSION_MAJOR == const_parse_u32(env!("CARGO_PKG_VERSION_MAJOR")));
 const _: () = assert!(ESTARGZ_VERSION_MINOR == const_parse_u32(env!("CARGO_PKG_VERSION_MINOR")));
 const _: () = assert!(ESTARGZ_VERSION_PATCH == const_parse_u32(env!("CARGO_PKG_VERSION_PATCH")));

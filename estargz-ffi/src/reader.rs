@@ -746,8 +746,8 @@ pub unsafe extern "C" fn estargz_reader_entry_name(
 }
 
 /// Copies the link target into `buf` with snprintf semantics: a symlink's
-/// target as stored, a hard link's target path as named in the TOC; "" for
-/// other kinds.
+/// target as stored, a hard link's target as a cleaned path ("a/b", like
+/// estargz_reader_entry_path of target_id); "" for other kinds.
 #[no_mangle]
 pub unsafe extern "C" fn estargz_reader_entry_link_name(
     reader: *const estargz_reader,
@@ -765,7 +765,10 @@ pub unsafe extern "C" fn estargz_reader_entry_link_name(
             buf,
             len,
             out_n,
-            |r, id| r.node(id).entry.link_name.clone(),
+            |r, id| match r.node(id).link_target {
+                Some(target) => r.index().path(target),
+                None => r.node(id).entry.link_name.clone(),
+            },
         )
     }
 }

@@ -68,7 +68,7 @@ fn names_and_version() {
     for r in ALL_RESULTS {
         assert_eq!(s(estargz_result_name(r as i32)), format!("{r:?}"));
     }
-    assert_eq!(s(crate::estargz_version()), crate::ESTARGZ_VERSION_STRING);
+    assert_eq!(s(crate::estargz_version()), crate::VERSION_STRING);
 }
 
 #[test]
