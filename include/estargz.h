@@ -237,9 +237,9 @@ typedef struct estargz_build_result estargz_build_result;
  * Converts tars (plain, gzip-compressed, or a directory) to eStargz blobs.
  * Created by estargz_builder_new, released by estargz_builder_free.
  *
- * A builder is used by one thread at a time (calls on one builder from
- * several threads are serialized, not parallel); distinct builders may run
- * in parallel.
+ * Use a builder from one thread at a time: concurrent calls on one builder
+ * are memory-safe (its state is locked) but race in meaning. Distinct
+ * builders may run in parallel.
  */
 typedef struct estargz_builder estargz_builder;
 
@@ -275,8 +275,8 @@ typedef struct estargz_reader estargz_reader;
  * return an errno value (e.g. EIO) to fail the build with ESTARGZ_IO.
  * `*out_n` must not exceed `len`.
  *
- * Calls are never concurrent; they currently run on the thread that called
- * estargz_builder_run. `buf` is valid only during the call.
+ * Calls are sequential, never concurrent (today they run on the thread that
+ * called estargz_builder_run). `buf` is valid only during the call.
  */
 typedef int (*estargz_read_callback)(void *userdata, uint8_t *buf, size_t len, size_t *out_n);
 

@@ -37,9 +37,9 @@ struct BuilderState {
 /// Converts tars (plain, gzip-compressed, or a directory) to eStargz blobs.
 /// Created by estargz_builder_new, released by estargz_builder_free.
 ///
-/// A builder is used by one thread at a time (calls on one builder from
-/// several threads are serialized, not parallel); distinct builders may run
-/// in parallel.
+/// Use a builder from one thread at a time: concurrent calls on one builder
+/// are memory-safe (its state is locked) but race in meaning. Distinct
+/// builders may run in parallel.
 pub struct estargz_builder {
     state: Mutex<BuilderState>,
     errors: ErrorSlot,

@@ -14,8 +14,8 @@ use estargz_core::ReadAt;
 /// return an errno value (e.g. EIO) to fail the build with ESTARGZ_IO.
 /// `*out_n` must not exceed `len`.
 ///
-/// Calls are never concurrent; they currently run on the thread that called
-/// estargz_builder_run. `buf` is valid only during the call.
+/// Calls are sequential, never concurrent (today they run on the thread that
+/// called estargz_builder_run). `buf` is valid only during the call.
 pub type estargz_read_callback = Option<
     unsafe extern "C" fn(
         userdata: *mut c_void,
@@ -81,9 +81,10 @@ pub(crate) struct CallbackReader {
     pub userdata: *mut c_void,
 }
 
-// SAFETY: the core may move its input to another thread, but reads it from
-// one thread at a time; the header documents that the callback must tolerate
-// being called from a thread other than the one that set it.
+// SAFETY: the core requires Send of its input (it may read it from another
+// thread) but never reads it concurrently; the header promises only
+// sequential calls, not a particular thread, and userdata stays valid until
+// estargz_builder_run returns (its contract).
 unsafe impl Send for CallbackReader {}
 
 impl io::Read for CallbackReader {

@@ -299,7 +299,12 @@ pub unsafe extern "C" fn estargz_last_error(
     // Reading the message must not overwrite it, so failures here are not
     // recorded (the code says enough).
     match panic::catch(|| {
-        let message = LAST_ERROR.with(|cell| cell.borrow().clone().unwrap_or_default());
+        // try_with: a TLS destructor of the caller may run after ours.
+        let message = LAST_ERROR
+            .try_with(|cell| cell.borrow().clone())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         // SAFETY: buf/len/out_n are this function's arguments, with the
         // contract stated above.
         unsafe { copy_str_out(&message, buf, len, out_n, "buf") }
