@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting and lint gates, the Rust unit and
 # integration tests (including the Go-reference interop tests, which build the
-# Go oracle under tests/interop), go vet, and a short fuzzing smoke run.
-# Needs: Rust (cargo), Go, GNU tar, gzip. Run as root for the ownership and
-# device-node checks of the end-to-end tests (they are skipped otherwise).
+# Go oracle under tests/interop), go vet, the C library tests (cargo-c install,
+# header check, C programs with ASan/UBSan and valgrind), and a short fuzzing
+# smoke run.
+# Needs: Rust (cargo), Go, GNU tar, gzip, cargo-c 0.10.24, gcc, pkg-config,
+# valgrind. Run as root for the ownership and device-node checks of the
+# end-to-end tests (they are skipped otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +24,11 @@ step "go vet (tests/interop)"
 step "cargo test"
 cargo test --workspace --release 2>&1 | tee target/test-output.txt
 passed=$(grep -Eo '^test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s += $4} END {print s + 0}')
+
+step "ffi (cargo-c + C tests)"
+./scripts/ffi-test.sh 2>&1 | tee target/ffi-output.txt
+ffi_passed=$(grep -Eo '^ffi tests: [0-9]+ passed' target/ffi-output.txt | awk '{print $3}')
+passed=$((passed + ffi_passed))
 
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
   step "fuzz smoke (${FUZZ_SECONDS:-30}s per target)"

@@ -1,11 +1,102 @@
-//! C ABI for estargz-core. This crate currently exposes only the version;
-//! the full builder/reader API is tracked by the estargz-ffi issue.
+//! The C ABI of estargz-rs (`libestargz`), in the style of rustls-ffi:
+//! opaque handles, numbered result codes, detailed messages per handle and per
+//! thread, and a panic boundary around every export. `include/estargz.h` is
+//! generated from this crate by cbindgen (through cargo-c) and committed.
+//!
+//! Modules: [`error`] (result codes, last-error storage), [`panic`] (the
+//! boundary), [`strings`] (C strings and buffers in and out), [`callbacks`]
+//! (caller-supplied I/O), [`builder`] and [`reader`] (the API proper).
+
+// The exported names follow C conventions (estargz_reader, ESTARGZ_OK), and
+// every export takes raw pointers whose validity is the caller's contract,
+// documented in the header.
+#![allow(non_camel_case_types)]
+#![allow(clippy::missing_safety_doc)]
+
+pub mod builder;
+pub mod callbacks;
+pub mod error;
+mod panic;
+pub mod reader;
+mod strings;
 
 use std::ffi::c_char;
 
-/// Returns the library version as a static NUL-terminated string.
-/// The pointer is valid for the lifetime of the process; do not free it.
+pub use error::estargz_result;
+
+/// Major version of the library this header belongs to.
+pub const ESTARGZ_VERSION_MAJOR: u32 = 0;
+/// Minor version of the library this header belongs to.
+pub const ESTARGZ_VERSION_MINOR: u32 = 1;
+/// Patch version of the library this header belongs to.
+pub const ESTARGZ_VERSION_PATCH: u32 = 0;
+/// The version as a string. cbindgen (0.29) cannot export string constants,
+/// so the header builds ESTARGZ_VERSION_STRING from the three numbers
+/// (cbindgen.toml); this constant checks that they spell the package version
+/// (a pre-release suffix would need the header macro changed).
+const VERSION_STRING: &str = "0.1.0";
+
+/// Byte-wise string equality usable in a constant.
+const fn const_str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Parses a decimal version component at compile time.
+const fn const_parse_u32(s: &str) -> u32 {
+    let s = s.as_bytes();
+    let mut n = 0u32;
+    let mut i = 0;
+    while i < s.len() {
+        n = n * 10 + (s[i] - b'0') as u32;
+        i += 1;
+    }
+    n
+}
+
+// cbindgen needs literal values for the header macros; these checks fail the
+// build when Cargo.toml's version changes without them.
+const _: () = assert!(
+    const_str_eq(VERSION_STRING, env!("CARGO_PKG_VERSION")),
+    "update the versions in estargz-ffi/src/lib.rs to the Cargo.toml version"
+);
+const _: () = assert!(const_str_eq(
+    VERSION_STRING,
+    concat!(
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        ".",
+        env!("CARGO_PKG_VERSION_MINOR"),
+        ".",
+        env!("CARGO_PKG_VERSION_PATCH")
+    )
+));
+const _: () = assert!(ESTARGZ_VERSION_MAJOR == const_parse_u32(env!("CARGO_PKG_VERSION_MAJOR")));
+const _: () = assert!(ESTARGZ_VERSION_MINOR == const_parse_u32(env!("CARGO_PKG_VERSION_MINOR")));
+const _: () = assert!(ESTARGZ_VERSION_PATCH == const_parse_u32(env!("CARGO_PKG_VERSION_PATCH")));
+
+/// The version of the loaded library as a NUL-terminated string such as
+/// "0.1.0" (compare with ESTARGZ_VERSION_STRING to detect a header/library
+/// mismatch).
+///
+/// Ownership: the string is static; it is valid for the life of the process
+/// and must not be freed.
 #[no_mangle]
 pub extern "C" fn estargz_version() -> *const c_char {
-    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    // Nothing here can panic; the boundary is kept for uniformity.
+    panic::value(std::ptr::null(), || {
+        concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    })
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,691 @@
+//! The builder: options, input and output, then one call that converts.
+
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use estargz_core::{build, BuildInput, BuildOptions, BuildResult, Error};
+
+use crate::callbacks::{
+    estargz_read_callback, estargz_write_callback, CallbackReader, CallbackWriter, FdReader,
+    FdWriter,
+};
+use crate::error::{estargz_result, ErrorSlot, Failure, FfiResult};
+use crate::panic;
+use crate::strings::{self, out_ptr};
+
+enum Input {
+    Path(PathBuf),
+    Fd(c_int),
+    Callback(CallbackReader),
+}
+
+enum Output {
+    Path(PathBuf),
+    Fd(c_int),
+    Callback(CallbackWriter),
+}
+
+struct BuilderState {
+    opts: BuildOptions,
+    input: Option<Input>,
+    output: Option<Output>,
+}
+
+/// Converts tars (plain, gzip-compressed, or a directory) to eStargz blobs.
+/// Created by estargz_builder_new, released by estargz_builder_free.
+///
+/// Use a builder from one thread at a time: concurrent calls on one builder
+/// are memory-safe (its state is locked) but race in meaning. Distinct
+/// builders may run in parallel.
+pub struct estargz_builder {
+    state: Mutex<BuilderState>,
+    errors: ErrorSlot,
+}
+
+/// What estargz_builder_run produced: digests and sizes for the layer
+/// descriptor. Created by estargz_builder_run, released by
+/// estargz_build_result_free; independent of the builder.
+pub struct estargz_build_result {
+    blob_digest: CString,
+    toc_digest: CString,
+    diff_id: CString,
+    blob_size: u64,
+    uncompressed_size: u64,
+    toc_offset: Option<u64>,
+    toc_entries: usize,
+    external_toc: Option<Vec<u8>>,
+    missed_prioritized: Vec<CString>,
+}
+
+/// A C string of `s`, cut at an (impossible in practice) interior NUL rather
+/// than failing.
+pub(crate) fn c_string(s: &str) -> CString {
+    let end = s.find('\0').unwrap_or(s.len());
+    CString::new(&s[..end]).unwrap_or_default()
+}
+
+impl From<BuildResult> for estargz_build_result {
+    fn from(r: BuildResult) -> Self {
+        estargz_build_result {
+            blob_digest: c_string(&r.blob_digest),
+            toc_digest: c_string(&r.toc_digest),
+            diff_id: c_string(&r.diff_id),
+            blob_size: r.blob_size,
+            uncompressed_size: r.uncompressed_size,
+            toc_offset: r.toc_offset,
+            toc_entries: r.toc_entries,
+            external_toc: r.external_toc,
+            missed_prioritized: r.missed_prioritized.iter().map(|s| c_string(s)).collect(),
+        }
+    }
+}
+
+/// Runs a setter body on the builder's state.
+///
+/// # Safety
+/// `builder` is NULL or a live handle from estargz_builder_new.
+unsafe fn with_state(
+    function: &str,
+    builder: *mut estargz_builder,
+    f: impl FnOnce(&mut BuilderState) -> FfiResult,
+) -> estargz_result {
+    // SAFETY: NULL or a live handle, per this function's contract. Only
+    // shared references are formed; mutation goes through the Mutex.
+    let b = unsafe { builder.cast_const().as_ref() };
+    panic::call(function, b.map(|b| &b.errors), || {
+        let b = b.ok_or_else(|| Failure::null("builder"))?;
+        f(&mut b.state.lock().unwrap_or_else(|p| p.into_inner()))
+    })
+}
+
+/// Creates a builder with the reference defaults: 4 MiB chunks, gzip level
+/// 9, no min-chunk-size, no prioritized files, embedded TOC, all CPUs.
+///
+/// `out_builder` receives the new handle (owned by the caller; release it
+/// with estargz_builder_free). Returns ESTARGZ_INVALID_ARGUMENT if
+/// `out_builder` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_new(
+    out_builder: *mut *mut estargz_builder,
+) -> estargz_result {
+    panic::call("estargz_builder_new", None, || {
+        let out = out_ptr(out_builder, "out_builder")?;
+        let b = Box::new(estargz_builder {
+            state: Mutex::new(BuilderState {
+                opts: BuildOptions::default(),
+                input: None,
+                output: None,
+            }),
+            errors: ErrorSlot::default(),
+        });
+        // SAFETY: `out` is non-NULL and, per the contract, writable.
+        unsafe { out.write(Box::into_raw(b)) };
+        Ok(())
+    })
+}
+
+/// Releases a builder. NULL is accepted (no-op). The builder must not be in
+/// use by another thread. Results from estargz_builder_run stay valid.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_free(builder: *mut estargz_builder) {
+    panic::value((), || {
+        if !builder.is_null() {
+            // SAFETY: a non-NULL pointer is a live handle from
+            // estargz_builder_new (contract), freed once.
+            drop(unsafe { Box::from_raw(builder) });
+        }
+    })
+}
+
+/// Copies the message of the last failed call on this builder (from any
+/// thread) into `buf`, with snprintf semantics; "" if none failed.
+///
+/// Returns ESTARGZ_INVALID_ARGUMENT if `builder` is NULL, or `buf` is NULL
+/// with `len` > 0.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_last_error(
+    builder: *const estargz_builder,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> estargz_result {
+    // SAFETY: NULL or a live handle (contract).
+    let b = unsafe { builder.as_ref() };
+    match panic::catch(|| {
+        let b = b.ok_or_else(|| Failure::null("builder"))?;
+        // SAFETY: buf/len/out_n as documented above.
+        unsafe { b.errors.copy_out(buf, len, out_n) }
+    }) {
+        Ok(()) => estargz_result::ESTARGZ_OK,
+        Err(f) => f.code,
+    }
+}
+
+/// Sets the chunk size in bytes: files larger than this are split into
+/// separately fetchable and verifiable chunks. 0 restores the default (4 MiB).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_set_chunk_size(
+    builder: *mut estargz_builder,
+    chunk_size: u64,
+) -> estargz_result {
+    // SAFETY: forwarded contract (NULL or a live handle).
+    unsafe {
+        with_state("estargz_builder_set_chunk_size", builder, |s| {
+            s.opts.chunk_size = chunk_size;
+            Ok(())
+        })
+    }
+}
+
+/// Sets the gzip compression level: 0-9 as in gzip (default 9); 10-12 give
+/// extra effort. Returns ESTARGZ_INVALID_ARGUMENT above 12.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_set_level(
+    builder: *mut estargz_builder,
+    level: u32,
+) -> estargz_result {
+    // SAFETY: forwarded contract (NULL or a live handle).
+    unsafe {
+        with_state("estargz_builder_set_level", builder, |s| {
+            if level > 12 {
+                return Err(Failure::invalid(format!(
+                    "compression level {level} (valid: 0-12)"
+                )));
+            }
+            s.opts.level = level;
+            Ok(())
+        })
+    }
+}
+
+/// Sets the minimum compressed size of a gzip member (0 = off, the
+/// default). When set, small files share gzip members (the TOC's
+/// innerOffset), which makes blobs smaller and builds sequential.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_set_min_chunk_size(
+    builder: *mut estargz_builder,
+    min_chunk_size: u64,
+) -> estargz_result {
+    // SAFETY: forwarded contract (NULL or a live handle).
+    unsafe {
+        with_state("estargz_builder_set_min_chunk_size", builder, |s| {
+            s.opts.min_chunk_size = min_chunk_size;
+            Ok(())
+        })
+    }
+}
+
+/// Adds a path (as in the tar, e.g. "usr/bin/app") to the prioritized
+/// files: they are placed first in the blob, in the order added, followed by
+/// the prefetch landmark. A missing file fails estargz_builder_run with
+/// ESTARGZ_INVALID_ARGUMENT unless estargz_builder_set_allow_missing_prioritized
+/// is set. `path` (UTF-8) is copied.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_add_prioritized_file(
+    builder: *mut estargz_builder,
+    path: *const c_char,
+) -> estargz_result {
+    // SAFETY: forwarded contract (NULL or a live handle).
+    unsafe {
+        with_state("estargz_builder_add_prioritized_file", builder, |s| {
+            // SAFETY: `path` is NULL or a NUL-terminated string (contract).
+            let path = strings::utf8(path, "path")?;
+            s.opts.prioritized_files.push(path.to_string());
+            Ok(())
+        })
+    }
+}
+
+/// Whether prioritized files missing from the input are tolerated (listed
+/// by estargz_build_result_missed_prioritized) instead of failing the build.
+/// Default false.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_set_allow_missing_prioritized(
+    builder: *mut estargz_builder,
+    allow: bool,
+) -> estargz_result {
+    // SAFETY: forwarded contract (NULL or a live handle).
+    unsafe {
+        with_state(
+            "estargz_builder_set_allow_missing_prioritized",
+            builder,
+            |s| {
+                s.opts.allow_prioritize_not_found = allow;
+                Ok(())
+            },
+        )
+    }
+}
+
+/// Whether to keep the TOC out of the blob (46-byte footer). The TOC gzip
+/// member is then returned by estargz_build_result_external_toc and must be
+/// passed to readers with estargz_open_options_set_external_toc. Default false.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_set_external_toc(
+    builder: *mut estargz_builder,
+    external_toc: bool,
+) -> estargz_result {
+    // SAFETY: forwarded contract (NULL or a live handle).
+    unsafe {
+        with_state("estargz_builder_set_external_toc", builder, |s| {
+            s.opts.external_toc = external_toc;
+            Ok(())
+        })
+    }
+}
+
+/// Lossless mode: the decompressed blob equals the input tar byte for byte,
+/// so the DiffID is the input's digest. Requires an external TOC and no
+/// prioritized files (checked by estargz_builder_run). Default false.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_set_keep_diff_id(
+    builder: *mut estargz_builder,
+    keep_diff_id: bool,
+) -> estargz_result {
+    // SAFETY: forwarded contract (NULL or a live handle).
+    unsafe {
+        with_state("estargz_builder_set_keep_diff_id", builder, |s| {
+            s.opts.keep_diff_id = keep_diff_id;
+            Ok(())
+        })
+    }
+}
+
+/// Number of compression threads (0 = all CPUs, the default). The output is
+/// identical for any value.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_set_threads(
+    builder: *mut estargz_builder,
+    threads: usize,
+) -> estargz_result {
+    // SAFETY: forwarded contract (NULL or a live handle).
+    unsafe {
+        with_state("estargz_builder_set_threads", builder, |s| {
+            s.opts.threads = threads;
+            Ok(())
+        })
+    }
+}
+
+/// Directory for the temporary copy of compressed or streamed input (fd
+/// and callback input are always copied there first). NULL restores the
+/// default (TMPDIR or /tmp). `dir` is copied.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_set_temp_dir(
+    builder: *mut estargz_builder,
+    dir: *const c_char,
+) -> estargz_result {
+    // SAFETY: forwarded contract (NULL or a live handle).
+    unsafe {
+        with_state("estargz_builder_set_temp_dir", builder, |s| {
+            s.opts.temp_dir = if dir.is_null() {
+                None
+            } else {
+                // SAFETY: non-NULL, NUL-terminated (contract).
+                Some(strings::path(dir, "dir")?)
+            };
+            Ok(())
+        })
+    }
+}
+
+/// Input: a tar file, a gzip-compressed tar file, or a directory at `path`
+/// (copied). Replaces any input set before.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_set_input_path(
+    builder: *mut estargz_builder,
+    path: *const c_char,
+) -> estargz_result {
+    // SAFETY: forwarded contract (NULL or a live handle).
+    unsafe {
+        with_state("estargz_builder_set_input_path", builder, |s| {
+            // SAFETY: `path` is NULL or NUL-terminated (contract).
+            s.input = Some(Input::Path(strings::path(path, "path")?));
+            Ok(())
+        })
+    }
+}
+
+/// Input: tar or gzip-compressed tar bytes read from `fd` (a file, pipe or
+/// socket) from its current position to its end. The caller keeps owning
+/// `fd` (it is not closed) and must keep it open until estargz_builder_run
+/// returns. Replaces any input set before.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_set_input_fd(
+    builder: *mut estargz_builder,
+    fd: c_int,
+) -> estargz_result {
+    // SAFETY: forwarded contract (NULL or a live handle).
+    unsafe {
+        with_state("estargz_builder_set_input_fd", builder, |s| {
+            if fd < 0 {
+                return Err(Failure::invalid(format!("`fd` is {fd}")));
+            }
+            s.input = Some(Input::Fd(fd));
+            Ok(())
+        })
+    }
+}
+
+/// Input: tar or gzip-compressed tar bytes from `callback` (see
+/// estargz_read_callback). `userdata` is passed to every call; it is
+/// borrowed, and must stay valid until estargz_builder_run returns (or
+/// another input is set, or the builder is freed). Replaces any input set
+/// before.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_set_input_callback(
+    builder: *mut estargz_builder,
+    callback: estargz_read_callback,
+    userdata: *mut c_void,
+) -> estargz_result {
+    // SAFETY: forwarded contract (NULL or a live handle).
+    unsafe {
+        with_state("estargz_builder_set_input_callback", builder, |s| {
+            let cb = callback.ok_or_else(|| Failure::null("callback"))?;
+            s.input = Some(Input::Callback(CallbackReader { cb, userdata }));
+            Ok(())
+        })
+    }
+}
+
+/// Output: the blob is written to a file at `path` (copied), created or
+/// truncated. If the build fails, a regular file created there is removed.
+/// Replaces any output set before.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_set_output_path(
+    builder: *mut estargz_builder,
+    path: *const c_char,
+) -> estargz_result {
+    // SAFETY: forwarded contract (NULL or a live handle).
+    unsafe {
+        with_state("estargz_builder_set_output_path", builder, |s| {
+            // SAFETY: `path` is NULL or NUL-terminated (contract).
+            s.output = Some(Output::Path(strings::path(path, "path")?));
+            Ok(())
+        })
+    }
+}
+
+/// Output: the blob is written sequentially to `fd` at its current position.
+/// The caller keeps owning `fd` (it is not closed) and must keep it open
+/// until estargz_builder_run returns. Replaces any output set before.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_set_output_fd(
+    builder: *mut estargz_builder,
+    fd: c_int,
+) -> estargz_result {
+    // SAFETY: forwarded contract (NULL or a live handle).
+    unsafe {
+        with_state("estargz_builder_set_output_fd", builder, |s| {
+            if fd < 0 {
+                return Err(Failure::invalid(format!("`fd` is {fd}")));
+            }
+            s.output = Some(Output::Fd(fd));
+            Ok(())
+        })
+    }
+}
+
+/// Output: the blob is passed to `callback` in order (see
+/// estargz_write_callback). `userdata` is borrowed and must stay valid until
+/// estargz_builder_run returns (or another output is set, or the builder is
+/// freed). Replaces any output set before.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_set_output_callback(
+    builder: *mut estargz_builder,
+    callback: estargz_write_callback,
+    userdata: *mut c_void,
+) -> estargz_result {
+    // SAFETY: forwarded contract (NULL or a live handle).
+    unsafe {
+        with_state("estargz_builder_set_output_callback", builder, |s| {
+            let cb = callback.ok_or_else(|| Failure::null("callback"))?;
+            s.output = Some(Output::Callback(CallbackWriter { cb, userdata }));
+            Ok(())
+        })
+    }
+}
+
+fn build_input(input: Input) -> BuildInput<'static> {
+    match input {
+        Input::Path(p) => BuildInput::Path(p),
+        Input::Fd(fd) => BuildInput::Reader(Box::new(FdReader(fd))),
+        Input::Callback(r) => BuildInput::Reader(Box::new(r)),
+    }
+}
+
+/// Builds into a buffered writer and flushes it.
+fn build_buffered(
+    input: BuildInput,
+    w: impl Write,
+    opts: &BuildOptions,
+    what: &str,
+) -> Result<BuildResult, Error> {
+    let mut w = BufWriter::with_capacity(1 << 20, w);
+    let result = build(input, &mut w, opts)?;
+    w.flush()
+        .map_err(|e| Error::io(format!("writing {what}"), e))?;
+    Ok(result)
+}
+
+fn run(input: Input, output: Output, opts: &BuildOptions) -> Result<BuildResult, Error> {
+    let input = build_input(input);
+    match output {
+        Output::Path(path) => {
+            let what = path.display().to_string();
+            let file = File::create(&path).map_err(|e| Error::io(format!("creating {what}"), e))?;
+            let regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+            let result = build_buffered(input, file, opts, &what);
+            if result.is_err() && regular {
+                // No partial blob is left behind; a device or fifo is left alone.
+                let _ = std::fs::remove_file(&path);
+            }
+            result
+        }
+        Output::Fd(fd) => build_buffered(input, FdWriter(fd), opts, &format!("fd {fd}")),
+        Output::Callback(mut w) => build(input, &mut w, opts),
+    }
+}
+
+/// Converts the input to an eStargz blob written to the output. Both must
+/// have been set (estargz_builder_set_input_* / _set_output_*); they are
+/// used once and cleared by this call, whether it succeeds or not, so a
+/// builder's options can be reused for the next input.
+///
+/// `out_result` (may be NULL if the caller needs nothing) receives the
+/// result on success, owned by the caller: release it with
+/// estargz_build_result_free. It is left unchanged on failure.
+///
+/// Errors: ESTARGZ_INVALID_ARGUMENT (NULL builder, missing input/output,
+/// invalid option combination, missing prioritized file), ESTARGZ_INVALID_TAR,
+/// ESTARGZ_CORRUPT (bad gzip input), ESTARGZ_UNSUPPORTED (e.g. zstd input),
+/// ESTARGZ_IO (files, descriptors, callbacks). Details: estargz_builder_last_error.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_run(
+    builder: *mut estargz_builder,
+    out_result: *mut *mut estargz_build_result,
+) -> estargz_result {
+    // SAFETY: NULL or a live handle (contract); shared references only.
+    let b = unsafe { builder.cast_const().as_ref() };
+    panic::call("estargz_builder_run", b.map(|b| &b.errors), || {
+        let b = b.ok_or_else(|| Failure::null("builder"))?;
+        let (opts, input, output) = {
+            let mut s = b.state.lock().unwrap_or_else(|p| p.into_inner());
+            (s.opts.clone(), s.input.take(), s.output.take())
+        };
+        let input = input.ok_or_else(|| {
+            Failure::invalid("no input: call an estargz_builder_set_input_* function first")
+        })?;
+        let output = output.ok_or_else(|| {
+            Failure::invalid("no output: call an estargz_builder_set_output_* function first")
+        })?;
+        let result = run(input, output, &opts)?;
+        if !out_result.is_null() {
+            let boxed = Box::new(estargz_build_result::from(result));
+            // SAFETY: non-NULL and writable (contract).
+            unsafe { out_result.write(Box::into_raw(boxed)) };
+        }
+        Ok(())
+    })
+}
+
+/// Releases a build result. NULL is accepted (no-op). Strings and bytes
+/// obtained from it become invalid.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_free(result: *mut estargz_build_result) {
+    panic::value((), || {
+        if !result.is_null() {
+            // SAFETY: a live result from estargz_builder_run (contract), freed once.
+            drop(unsafe { Box::from_raw(result) });
+        }
+    })
+}
+
+/// Shared body of the result getters.
+///
+/// # Safety
+/// `result` is NULL or a live estargz_build_result.
+unsafe fn get<T>(
+    result: *const estargz_build_result,
+    default: T,
+    f: impl FnOnce(&estargz_build_result) -> T,
+) -> T {
+    // SAFETY: NULL or live (contract).
+    let r = unsafe { result.as_ref() };
+    match r {
+        Some(r) => panic::value(default, || f(r)),
+        None => default,
+    }
+}
+
+/// The blob digest ("sha256:" and 64 hex digits): the layer digest.
+/// Returns NULL if `result` is NULL. The string is owned by `result` and
+/// valid until estargz_build_result_free.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_blob_digest(
+    result: *const estargz_build_result,
+) -> *const c_char {
+    // SAFETY: forwarded contract.
+    unsafe { get(result, std::ptr::null(), |r| r.blob_digest.as_ptr()) }
+}
+
+/// The TOC digest, the value of the layer annotation
+/// "containerd.io/snapshot/stargz/toc.digest". NULL if `result` is NULL;
+/// owned by `result`, valid until estargz_build_result_free.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_toc_digest(
+    result: *const estargz_build_result,
+) -> *const c_char {
+    // SAFETY: forwarded contract.
+    unsafe { get(result, std::ptr::null(), |r| r.toc_digest.as_ptr()) }
+}
+
+/// The DiffID (digest of the decompressed blob). NULL if `result` is NULL;
+/// owned by `result`, valid until estargz_build_result_free.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_diff_id(
+    result: *const estargz_build_result,
+) -> *const c_char {
+    // SAFETY: forwarded contract.
+    unsafe { get(result, std::ptr::null(), |r| r.diff_id.as_ptr()) }
+}
+
+/// Size of the blob in bytes (0 if `result` is NULL).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_blob_size(
+    result: *const estargz_build_result,
+) -> u64 {
+    // SAFETY: forwarded contract.
+    unsafe { get(result, 0, |r| r.blob_size) }
+}
+
+/// Size of the decompressed blob, the value of the layer annotation
+/// "io.containers.estargz.uncompressed-size" (0 if `result` is NULL).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_uncompressed_size(
+    result: *const estargz_build_result,
+) -> u64 {
+    // SAFETY: forwarded contract.
+    unsafe { get(result, 0, |r| r.uncompressed_size) }
+}
+
+/// Number of TOC entries (0 if `result` is NULL).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_toc_entries(
+    result: *const estargz_build_result,
+) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe { get(result, 0, |r| r.toc_entries) }
+}
+
+/// Blob offset of the embedded TOC member: returns true and stores it in
+/// `*out_offset` (if not NULL); returns false for an external TOC or a NULL
+/// `result`.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_toc_offset(
+    result: *const estargz_build_result,
+    out_offset: *mut u64,
+) -> bool {
+    // SAFETY: forwarded contract.
+    let offset = unsafe { get(result, None, |r| r.toc_offset) };
+    if let (Some(o), false) = (offset, out_offset.is_null()) {
+        // SAFETY: non-NULL and writable (contract).
+        unsafe { out_offset.write(o) };
+    }
+    offset.is_some()
+}
+
+/// The TOC gzip member of a build with an external TOC (to store next to
+/// the blob and pass to estargz_open_options_set_external_toc). Stores its
+/// length in `*out_len` (if not NULL) and returns a pointer owned by
+/// `result`, valid until estargz_build_result_free; returns NULL (and length
+/// 0) when the TOC is embedded or `result` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_external_toc(
+    result: *const estargz_build_result,
+    out_len: *mut usize,
+) -> *const u8 {
+    // SAFETY: forwarded contract.
+    let (ptr, len) = unsafe {
+        get(result, (std::ptr::null(), 0), |r| match &r.external_toc {
+            Some(t) => (t.as_ptr(), t.len()),
+            None => (std::ptr::null(), 0),
+        })
+    };
+    if !out_len.is_null() {
+        // SAFETY: non-NULL and writable (contract).
+        unsafe { out_len.write(len) };
+    }
+    ptr
+}
+
+/// Number of prioritized files that were not found in the input (only with
+/// estargz_builder_set_allow_missing_prioritized); 0 if `result` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_missed_prioritized_count(
+    result: *const estargz_build_result,
+) -> usize {
+    // SAFETY: forwarded contract.
+    unsafe { get(result, 0, |r| r.missed_prioritized.len()) }
+}
+
+/// The `index`-th missing prioritized file, or NULL if `index` is out of
+/// range or `result` is NULL. Owned by `result`, valid until
+/// estargz_build_result_free.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_missed_prioritized(
+    result: *const estargz_build_result,
+    index: usize,
+) -> *const c_char {
+    // SAFETY: forwarded contract.
+    unsafe {
+        get(result, std::ptr::null(), |r| {
+            r.missed_prioritized
+                .get(index)
+                .map_or(std::ptr::null(), |s| s.as_ptr())
+        })
+    }
+}

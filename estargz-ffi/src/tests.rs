@@ -1,0 +1,210 @@
+//! Unit tests of the ABI glue; the C programs in tests/c exercise the
+//! installed library end to end.
+
+use std::ffi::{c_char, CStr, CString};
+use std::ptr;
+
+use estargz_core::ErrorCode;
+
+use crate::builder::*;
+use crate::error::{estargz_last_error, estargz_result, estargz_result_name, ALL_RESULTS};
+use crate::estargz_result::*;
+use crate::reader::*;
+
+const CORE_CODES: [ErrorCode; 19] = [
+    ErrorCode::Ok,
+    ErrorCode::Io,
+    ErrorCode::Truncated,
+    ErrorCode::InvalidFooter,
+    ErrorCode::InvalidToc,
+    ErrorCode::InvalidTar,
+    ErrorCode::Corrupt,
+    ErrorCode::DigestMismatch,
+    ErrorCode::UnsafePath,
+    ErrorCode::NotFound,
+    ErrorCode::WrongType,
+    ErrorCode::Unsupported,
+    ErrorCode::InvalidArgument,
+    ErrorCode::LimitExceeded,
+    ErrorCode::Internal,
+    ErrorCode::Network,
+    ErrorCode::Timeout,
+    ErrorCode::Registry,
+    ErrorCode::Unauthorized,
+];
+
+#[test]
+fn every_core_code_keeps_its_number() {
+    for code in CORE_CODES {
+        assert_eq!(estargz_result::from(code) as i32, code as i32, "{code:?}");
+    }
+    for (i, r) in ALL_RESULTS.iter().enumerate() {
+        assert_eq!(*r as i32, i as i32);
+    }
+}
+
+fn s(p: *const c_char) -> String {
+    assert!(!p.is_null());
+    // SAFETY: the library returns NUL-terminated strings.
+    unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_string()
+}
+
+fn last_error() -> String {
+    let mut buf = [0 as c_char; 512];
+    let mut n = 0;
+    // SAFETY: valid buffer and out pointer.
+    assert_eq!(
+        unsafe { estargz_last_error(buf.as_mut_ptr(), buf.len(), &mut n) },
+        ESTARGZ_OK
+    );
+    s(buf.as_ptr())
+}
+
+#[test]
+fn names_and_version() {
+    assert_eq!(s(estargz_result_name(7)), "ESTARGZ_DIGEST_MISMATCH");
+    assert_eq!(s(estargz_result_name(-1)), "ESTARGZ_UNKNOWN");
+    assert_eq!(s(estargz_result_name(19)), "ESTARGZ_UNKNOWN");
+    for r in ALL_RESULTS {
+        assert_eq!(s(estargz_result_name(r as i32)), format!("{r:?}"));
+    }
+    assert_eq!(s(crate::estargz_version()), crate::VERSION_STRING);
+}
+
+#[test]
+fn panics_become_internal_errors() {
+    let code = crate::panic::call("estargz_test", None, || panic!("boom"));
+    assert_eq!(code, ESTARGZ_INTERNAL);
+    let msg = last_error();
+    assert!(
+        msg.starts_with("estargz_test: internal error (panic): boom"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn snprintf_semantics() {
+    let code = crate::panic::call("f", None, || Err(crate::error::Failure::invalid("abcdef")));
+    assert_eq!(code, ESTARGZ_INVALID_ARGUMENT);
+    let mut buf = [b'x' as c_char; 4];
+    let mut n = 0;
+    // SAFETY: valid buffer and out pointer.
+    unsafe {
+        assert_eq!(estargz_last_error(buf.as_mut_ptr(), 4, &mut n), ESTARGZ_OK);
+        assert_eq!(s(buf.as_ptr()), "f: ");
+        // Size query.
+        assert_eq!(estargz_last_error(ptr::null_mut(), 0, &mut n), ESTARGZ_OK);
+        assert_eq!(
+            estargz_last_error(ptr::null_mut(), 1, &mut n),
+            ESTARGZ_INVALID_ARGUMENT
+        );
+    }
+    assert_eq!(n, "f: abcdef".len());
+}
+
+#[test]
+fn build_and_read_through_the_abi() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("d")).unwrap();
+    std::fs::write(tree.join("d/f.txt"), b"hello, world\n").unwrap();
+    let input = CString::new(tree.to_str().unwrap()).unwrap();
+    let blob = CString::new(dir.path().join("b.esgz").to_str().unwrap()).unwrap();
+    // SAFETY: every pointer passed is valid for the call; handles are freed once.
+    unsafe {
+        let mut b = ptr::null_mut();
+        assert_eq!(estargz_builder_new(&mut b), ESTARGZ_OK);
+        assert_eq!(estargz_builder_set_level(b, 13), ESTARGZ_INVALID_ARGUMENT);
+        assert_eq!(
+            estargz_builder_run(b, ptr::null_mut()),
+            ESTARGZ_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            estargz_builder_set_input_path(b, input.as_ptr()),
+            ESTARGZ_OK
+        );
+        assert_eq!(
+            estargz_builder_set_output_path(b, blob.as_ptr()),
+            ESTARGZ_OK
+        );
+        let mut res = ptr::null_mut();
+        assert_eq!(estargz_builder_run(b, &mut res), ESTARGZ_OK);
+        let toc_digest = CStr::from_ptr(estargz_build_result_toc_digest(res)).to_owned();
+        assert!(toc_digest.to_str().unwrap().starts_with("sha256:"));
+        estargz_build_result_free(res);
+        estargz_builder_free(b);
+
+        let mut opts = ptr::null_mut();
+        assert_eq!(estargz_open_options_new(&mut opts), ESTARGZ_OK);
+        let wrong = c"sha256:0000";
+        assert_eq!(
+            estargz_open_options_set_expected_toc_digest(opts, wrong.as_ptr()),
+            ESTARGZ_OK
+        );
+        let mut r = ptr::null_mut();
+        assert_eq!(
+            estargz_reader_open_path(blob.as_ptr(), opts, &mut r),
+            ESTARGZ_DIGEST_MISMATCH
+        );
+        assert!(r.is_null());
+        assert!(last_error().starts_with("estargz_reader_open_path: digest mismatch"));
+        assert_eq!(
+            estargz_open_options_set_expected_toc_digest(opts, toc_digest.as_ptr()),
+            ESTARGZ_OK
+        );
+        assert_eq!(
+            estargz_reader_open_path(blob.as_ptr(), opts, &mut r),
+            ESTARGZ_OK
+        );
+        estargz_open_options_free(opts);
+
+        let mut e = std::mem::zeroed::<estargz_entry>();
+        assert_eq!(
+            estargz_reader_lookup(r, c"/d/f.txt".as_ptr(), &mut e),
+            ESTARGZ_OK
+        );
+        assert_eq!(e.kind, estargz_entry_type::ESTARGZ_ENTRY_REG);
+        assert_eq!(e.size, 13);
+        let mut buf = [0u8; 64];
+        let mut n = 0;
+        assert_eq!(
+            estargz_reader_read(r, e.id, 7, buf.as_mut_ptr(), 64, &mut n),
+            ESTARGZ_OK
+        );
+        assert_eq!(&buf[..n], b"world\n");
+        assert_eq!(
+            estargz_reader_read(r, 9999, 0, buf.as_mut_ptr(), 64, &mut n),
+            ESTARGZ_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            estargz_reader_lookup(r, c"nope".as_ptr(), &mut e),
+            ESTARGZ_NOT_FOUND
+        );
+
+        let mut it = ptr::null_mut();
+        assert_eq!(
+            estargz_reader_open_dir(r, ESTARGZ_ROOT_ID, &mut it),
+            ESTARGZ_OK
+        );
+        // The iterator keeps the reader's data alive.
+        estargz_reader_free(r);
+        let mut names = Vec::new();
+        loop {
+            let mut done = false;
+            assert_eq!(estargz_dir_iter_next(it, &mut e, &mut done), ESTARGZ_OK);
+            if done {
+                break;
+            }
+            names.push(e.kind);
+        }
+        // ".no.prefetch.landmark" sorts before "d".
+        assert_eq!(
+            names,
+            [
+                estargz_entry_type::ESTARGZ_ENTRY_REG,
+                estargz_entry_type::ESTARGZ_ENTRY_DIR
+            ]
+        );
+        estargz_dir_iter_free(it);
+    }
+}
