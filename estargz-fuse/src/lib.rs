@@ -1,5 +1,18 @@
-//! Read-only FUSE file system over eStargz blobs. The file system logic and
-//! the fuser adapter are tracked by the estargz-fuse issue; this crate only
-//! reserves its place in the workspace for now.
+//! Read-only FUSE file system over eStargz layers.
+//!
+//! * [`layerfs`]: the file system logic over a verifying reader (inodes,
+//!   attributes, listings, reads, xattrs), usable and tested without a mount.
+//! * [`overlay`]: the overlayfs conventions (whiteouts, opaque directories).
+//! * [`adapter`]: the fuser glue, including kernel passthrough.
+//! * [`passthrough`]: copies of fully cached files for passthrough.
+//! * [`source`]: local blob or lazily read registry layer.
+
+pub mod adapter;
+pub mod daemon;
+pub mod layerfs;
+pub mod logger;
+pub mod overlay;
+pub mod passthrough;
+pub mod source;
 
 pub use estargz_core as core;

@@ -5,63 +5,10 @@
 mod util;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
 use util::*;
-
-/// A tree exercising every kind of entry and metadata a layer carries.
-fn make_tree(root: &Path) {
-    let f = |p: &str, data: &[u8], mode: u32| {
-        let path = root.join(p);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, data).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-    };
-    f("etc/os-release", b"NAME=test\n", 0o644);
-    f("usr/bin/tool", &vec![0x7f; 9_000_000], 0o4755); // setuid, spans chunks
-    f("usr/share/empty", b"", 0o600);
-    f("opt/sticky/file", b"x", 0o640);
-    fs::set_permissions(root.join("opt/sticky"), fs::Permissions::from_mode(0o1777)).unwrap();
-    f(
-        &format!("deep/{}/{}", "d".repeat(120), "n".repeat(140)),
-        b"long name",
-        0o644,
-    );
-    f("unicode/héllo wörld.txt", "ünïcödé".as_bytes(), 0o644);
-    fs::hard_link(
-        root.join("etc/os-release"),
-        root.join("usr/os-release.hard"),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink("../etc/os-release", root.join("usr/os-release")).unwrap();
-    std::os::unix::fs::symlink("/nonexistent/absolute", root.join("usr/dangling")).unwrap();
-    f("d/.wh..wh..opq", b"", 0o644);
-    f(".wh.removed", b"", 0o644);
-    let _ = xattr::set(root.join("etc/os-release"), "user.test", b"value\xff\x00");
-    if is_root() {
-        run(Command::new("chown")
-            .args(["-h", "1234:5678"])
-            .arg(root.join("usr/share/empty")));
-        run(Command::new("chown")
-            .args(["-h", "42:42"])
-            .arg(root.join("usr/os-release")));
-        run(Command::new("mknod")
-            .arg(root.join("d/null"))
-            .args(["c", "1", "3"]));
-        run(Command::new("mknod")
-            .arg(root.join("d/loop"))
-            .args(["b", "7", "0"]));
-    }
-    run(Command::new("mkfifo").arg(root.join("d/fifo")));
-    run(Command::new("touch")
-        .args(["-h", "-d", "2001-02-03 04:05:06"])
-        .arg(root.join("usr/os-release")));
-    run(Command::new("touch")
-        .args(["-d", "1999-12-31 23:59:59"])
-        .arg(root.join("etc")));
-}
 
 fn convert_extract_compare(input_tar: &Path, work: &Path, extra_convert_args: &[&str]) {
     let estargz = estargz_bin();

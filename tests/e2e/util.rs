@@ -2,22 +2,47 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-/// The `estargz` binary of the same profile (target/<profile>/estargz),
-/// rebuilt if stale: cargo only builds it for tests of its own package.
+/// The `estargz` binary of the same profile (target/<profile>/estargz).
 pub fn estargz_bin() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
+    workspace_bin("estargz-cli", "estargz")
+}
+
+/// The `estargz-fuse` binary of the same profile.
+pub fn fuse_bin() -> PathBuf {
+    workspace_bin("estargz-fuse", "estargz-fuse")
+}
+
+/// A binary of this workspace in the test's profile directory, rebuilt
+/// (once per test process) if stale: cargo only builds binaries for tests
+/// of their own package.
+fn workspace_bin(package: &str, name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let bin = profile_dir.join("estargz");
-    BUILT.call_once(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "estargz-cli"])
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|p| p == package) {
+        let mut cmd = Command::new(env!("CARGO"));
+        // cargo gives the test the package variables of estargz-tests;
+        // build scripts (ring's) that watch them would rerun and rebuild
+        // the whole chain on every switch between test and binary builds.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || ["OUT_DIR", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"].contains(&&*key)
+            {
+                cmd.env_remove(&*key);
+            }
+        }
+        let status = cmd
+            .args(["build", "-p", package])
             .args(if profile_dir.ends_with("release") {
                 &["--release"][..]
             } else {
@@ -25,9 +50,10 @@ pub fn estargz_bin() -> PathBuf {
             })
             .status()
             .unwrap();
-        assert!(status.success(), "building estargz failed");
-    });
-    bin
+        assert!(status.success(), "building {package} failed");
+        built.push(package.to_string());
+    }
+    profile_dir.join(name)
 }
 
 /// Runs a command, panicking with its output on failure; returns stdout.
@@ -199,4 +225,56 @@ pub fn assert_same_tree(
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// A tree exercising every kind of entry and metadata a layer carries.
+pub fn make_tree(root: &Path) {
+    let f = |p: &str, data: &[u8], mode: u32| {
+        let path = root.join(p);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, data).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    f("etc/os-release", b"NAME=test\n", 0o644);
+    f("usr/bin/tool", &vec![0x7f; 9_000_000], 0o4755); // setuid, spans chunks
+    f("usr/share/empty", b"", 0o600);
+    f("opt/sticky/file", b"x", 0o640);
+    fs::set_permissions(root.join("opt/sticky"), fs::Permissions::from_mode(0o1777)).unwrap();
+    f(
+        &format!("deep/{}/{}", "d".repeat(120), "n".repeat(140)),
+        b"long name",
+        0o644,
+    );
+    f("unicode/héllo wörld.txt", "ünïcödé".as_bytes(), 0o644);
+    fs::hard_link(
+        root.join("etc/os-release"),
+        root.join("usr/os-release.hard"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../etc/os-release", root.join("usr/os-release")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/absolute", root.join("usr/dangling")).unwrap();
+    f("d/.wh..wh..opq", b"", 0o644);
+    f(".wh.removed", b"", 0o644);
+    let _ = xattr::set(root.join("etc/os-release"), "user.test", b"value\xff\x00");
+    if is_root() {
+        run(Command::new("chown")
+            .args(["-h", "1234:5678"])
+            .arg(root.join("usr/share/empty")));
+        run(Command::new("chown")
+            .args(["-h", "42:42"])
+            .arg(root.join("usr/os-release")));
+        run(Command::new("mknod")
+            .arg(root.join("d/null"))
+            .args(["c", "1", "3"]));
+        run(Command::new("mknod")
+            .arg(root.join("d/loop"))
+            .args(["b", "7", "0"]));
+    }
+    run(Command::new("mkfifo").arg(root.join("d/fifo")));
+    run(Command::new("touch")
+        .args(["-h", "-d", "2001-02-03 04:05:06"])
+        .arg(root.join("usr/os-release")));
+    run(Command::new("touch")
+        .args(["-d", "1999-12-31 23:59:59"])
+        .arg(root.join("etc")));
 }

@@ -1,0 +1,124 @@
+//! Process plumbing shared by the mount commands: unmount on SIGINT /
+//! SIGTERM / SIGHUP, and `--daemon` (the same command re-run detached, which
+//! reports through a pipe whether the mount came up).
+
+use std::io::{self, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+/// Set in the detached child: the fd to report readiness on.
+const READY_FD_ENV: &str = "ESTARGZ_FUSE_READY_FD";
+
+fn signal_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks the stop signals in this thread and every thread spawned after,
+/// so only the waiter started by [`on_stop_signal`] receives them. Call first
+/// thing in `main`.
+pub fn block_stop_signals() {
+    let set = signal_set();
+    // SAFETY: a valid set; no old mask wanted.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Runs `f` (once) on a thread of its own when a stop signal arrives.
+pub fn on_stop_signal(f: impl FnOnce(i32) + Send + 'static) {
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let set = signal_set();
+            let mut sig = 0;
+            // SAFETY: waits on a valid set of blocked signals.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                f(sig);
+            }
+        })
+        .expect("spawning the signal thread");
+}
+
+/// In the parent of `--daemon`: re-runs this command detached (new session,
+/// stdio to `log`), waits until it reports the mount is up or fails, and
+/// returns the exit code for the parent.
+pub fn spawn_detached(args: Vec<String>, log: Option<&std::path::Path>) -> io::Result<i32> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds; CLOEXEC on the read end only matters here.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fds owned from here on.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let out = match log {
+        Some(p) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
+        ),
+        None => Stdio::null(),
+    };
+    let err = match log {
+        Some(p) => Stdio::from(std::fs::OpenOptions::new().append(true).open(p)?),
+        None => Stdio::null(),
+    };
+    let write_fd = fds[1];
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(&args)
+        .env(READY_FD_ENV, write_fd.to_string())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            // Keep the write end open across exec.
+            let flags = libc::fcntl(write_fd, libc::F_GETFD);
+            libc::fcntl(write_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    drop(write_end);
+    let mut report = String::new();
+    std::fs::File::from(read_end).read_to_string(&mut report)?;
+    if report.trim() == "ready" {
+        return Ok(0);
+    }
+    let status = child.wait()?;
+    let msg = report.trim();
+    eprintln!(
+        "estargz-fuse: the mount did not come up ({status}){}{}",
+        if msg.is_empty() { "" } else { ": " },
+        msg
+    );
+    Ok(1)
+}
+
+/// In a detached child: tells the waiting parent how the mount went.
+pub fn report_to_parent(result: Result<(), String>) {
+    let Some(fd) = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    std::env::remove_var(READY_FD_ENV);
+    // SAFETY: the fd was handed to us by the parent for this one message.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = match result {
+        Ok(()) => f.write_all(b"ready\n"),
+        Err(e) => f.write_all(e.as_bytes()),
+    };
+}

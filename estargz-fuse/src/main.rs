@@ -1,0 +1,312 @@
+//! `estargz-fuse`: mount an eStargz layer (a local blob or a registry layer
+//! read lazily) as a read-only file system.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use estargz_core::cache::{CacheOptions, ChunkCache};
+use estargz_core::reader::{BackgroundFetch, DEFAULT_BATCH_BYTES};
+use estargz_core::remote::manifest::Platform;
+use estargz_core::remote::{HttpOptions, LayerOptions, Reference, Registry};
+use estargz_fuse::adapter::FuseLayer;
+use estargz_fuse::daemon;
+use estargz_fuse::layerfs::LayerFs;
+use estargz_fuse::passthrough::Materializer;
+use estargz_fuse::source::{OpenedLayer, Source, REGISTRY_PREFIX};
+use fuser::{Config, MountOption, SessionACL};
+
+#[derive(Parser)]
+#[command(name = "estargz-fuse", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Mount a layer read-only at MOUNTPOINT (until unmounted, SIGINT or SIGTERM).
+    Mount(MountArgs),
+}
+
+#[derive(Args)]
+struct MountArgs {
+    /// A local eStargz blob, or docker://HOST/REPO[:TAG|@DIGEST] for a registry layer.
+    source: String,
+    mountpoint: PathBuf,
+    /// Registry layer to mount: index (0 = bottom) or digest; default: the only layer.
+    #[arg(long, value_name = "N|DIGEST")]
+    layer: Option<String>,
+    /// Platform to pick from a multi-platform index (default: this host).
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Option<String>,
+    /// Local blobs built with an external TOC: the TOC file.
+    #[arg(long, value_name = "FILE")]
+    external_toc: Option<PathBuf>,
+    /// Local blobs: refuse to mount unless the TOC has this digest.
+    #[arg(long, value_name = "DIGEST")]
+    toc_digest: Option<String>,
+    /// Registry layers without a toc.digest annotation: mount anyway (the
+    /// TOC is then not anchored to the manifest; chunks are still verified).
+    #[arg(long)]
+    allow_unverified_toc: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Directory for verified chunks (kept across mounts) and passthrough copies.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Disk cache limit in bytes.
+    #[arg(long, default_value_t = estargz_core::cache::DEFAULT_DISK_BYTES)]
+    cache_size: u64,
+    /// Memory cache limit in bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    memory_cache: u64,
+    /// Skip the prefetch that `.prefetch.landmark` asks for.
+    #[arg(long)]
+    no_prefetch: bool,
+    /// After prefetch, fetch the rest of the layer in the background.
+    #[arg(long)]
+    background_fetch: bool,
+    /// Never hand fully cached files to the kernel (FUSE passthrough); needs --cache-dir.
+    #[arg(long)]
+    no_passthrough: bool,
+    /// Bytes of passthrough copies kept under the cache dir.
+    #[arg(long, default_value_t = 1 << 30)]
+    passthrough_size: u64,
+    /// Let other users (and overlayfs mounts owned by them) use the mount.
+    #[arg(long)]
+    allow_other: bool,
+    /// Threads serving FUSE requests.
+    #[arg(long, default_value_t = 8)]
+    threads: usize,
+    /// Detach once the mount is up (log to --log-file).
+    #[arg(long)]
+    daemon: bool,
+    /// Where a daemon writes its log (default: nowhere).
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    /// error, warn, info or debug.
+    #[arg(long, default_value = "info", value_parser = parse_level)]
+    log_level: log::LevelFilter,
+}
+
+fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?}: expected error, warn, info, debug or trace"))
+}
+
+#[derive(Args)]
+struct RegistryArgs {
+    /// Talk plain HTTP to every registry.
+    #[arg(long)]
+    plain_http: bool,
+    /// A registry (host[:port]) reached over plain HTTP; repeatable.
+    #[arg(long, value_name = "HOST")]
+    insecure_registry: Vec<String>,
+    /// Auth file to use instead of the containers/docker defaults.
+    #[arg(long, value_name = "FILE")]
+    auth_file: Option<PathBuf>,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Retries per request on network errors, 429 and 5xx.
+    #[arg(long, default_value_t = 5)]
+    retries: u32,
+}
+
+impl RegistryArgs {
+    fn registry(&self) -> Registry {
+        let mut opts = HttpOptions {
+            plain_http: self.plain_http,
+            insecure_registries: self.insecure_registry.clone(),
+            request_timeout: Duration::from_secs(self.timeout.max(1)),
+            max_retries: self.retries,
+            ..Default::default()
+        };
+        if let Some(f) = &self.auth_file {
+            opts.auth_files = vec![f.clone()];
+        }
+        Registry::new(opts)
+    }
+}
+
+fn main() -> ExitCode {
+    // Before any thread exists, so every thread inherits the mask.
+    daemon::block_stop_signals();
+    let cli = Cli::parse();
+    let Cmd::Mount(args) = cli.command;
+    if args.daemon {
+        let child_args: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| a != "--daemon")
+            .collect();
+        return match daemon::spawn_detached(child_args, args.log_file.as_deref()) {
+            Ok(0) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("estargz-fuse: starting the daemon: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    estargz_fuse::logger::init(args.log_level);
+    match mount(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            daemon::report_to_parent(Err(e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn source(args: &MountArgs) -> Result<Source, String> {
+    Ok(match args.source.strip_prefix(REGISTRY_PREFIX) {
+        Some(r) => Source::Remote {
+            reference: Reference::parse(r).map_err(|e| e.to_string())?,
+            layer: args.layer.clone(),
+            platform: args
+                .platform
+                .as_deref()
+                .map(Platform::parse)
+                .transpose()
+                .map_err(|e| e.to_string())?,
+        },
+        None => Source::Local {
+            path: args.source.clone().into(),
+            external_toc: args.external_toc.clone(),
+            toc_digest: args.toc_digest.clone(),
+        },
+    })
+}
+
+fn mount(args: &MountArgs) -> Result<(), String> {
+    let cache = Arc::new(
+        ChunkCache::open(&CacheOptions {
+            memory_bytes: args.memory_cache,
+            dir: args.cache_dir.clone(),
+            disk_bytes: args.cache_size,
+        })
+        .map_err(|e| e.to_string())?,
+    );
+    let layer_opts = LayerOptions {
+        require_toc_digest: !args.allow_unverified_toc,
+        ..Default::default()
+    };
+    let OpenedLayer {
+        reader,
+        description,
+        blob,
+    } = source(args)?
+        .open(cache, &args.registry.registry(), &layer_opts)
+        .map_err(|e| format!("cannot mount {}: {e}", args.source))?;
+    let materializer = match (&args.cache_dir, args.no_passthrough) {
+        (Some(dir), false) => Some(
+            Materializer::new(dir, args.passthrough_size)
+                .map_err(|e| format!("passthrough directory in {}: {e}", dir.display()))?,
+        ),
+        _ => None,
+    };
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName(format!("estargz:{}", reader.toc_digest())),
+        MountOption::Subtype("estargz".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if args.allow_other {
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(args.threads.max(1));
+    config.clone_fd = true;
+    let fs = FuseLayer::new(LayerFs::new(reader.clone()), materializer);
+    let mut session = fuser::Session::new(fs, &args.mountpoint, &config)
+        .map_err(|e| format!("mounting at {}: {e}", args.mountpoint.display()))?;
+    log::info!("mounted {description} at {}", args.mountpoint.display());
+
+    let mut unmounter = session.unmount_callable();
+    let mountpoint = args.mountpoint.clone();
+    daemon::on_stop_signal(move |sig| {
+        log::info!("signal {sig}: unmounting {}", mountpoint.display());
+        if let Err(e) = unmounter.unmount() {
+            log::error!("unmounting {}: {e}", mountpoint.display());
+        }
+    });
+    let background = Arc::new(Mutex::new(None));
+    warm_up(reader, args, background.clone());
+    daemon::report_to_parent(Ok(()));
+
+    let result = session.run();
+    // Stop background work before reporting.
+    drop(background.lock().unwrap_or_else(|p| p.into_inner()).take());
+    if let Some(b) = blob {
+        let s = b.stats();
+        log::info!(
+            "fetched {} bytes in {} requests from {description}",
+            s.bytes,
+            s.requests
+        );
+    }
+    result.map_err(|e| format!("serving {}: {e}", args.mountpoint.display()))?;
+    log::info!("unmounted {}", args.mountpoint.display());
+    Ok(())
+}
+
+/// Prefetch (landmarks) and background fetch, off the request path.
+fn warm_up(
+    reader: Arc<estargz_core::Reader>,
+    args: &MountArgs,
+    background: Arc<Mutex<Option<BackgroundFetch>>>,
+) {
+    let prefetch = !args.no_prefetch;
+    let fetch_all = args.background_fetch;
+    if !prefetch && !fetch_all {
+        return;
+    }
+    std::thread::Builder::new()
+        .name("warm-up".into())
+        .spawn(move || {
+            if prefetch {
+                match reader.prefetch_landmarked() {
+                    Ok(s) if s.chunks_cached > 0 => {
+                        log::info!("prefetched {} bytes", s.bytes_cached)
+                    }
+                    Ok(_) => {}
+                    // Reads fetch on demand; nothing is remembered.
+                    Err(e) => log::warn!("prefetch failed: {e}"),
+                }
+            }
+            if fetch_all {
+                let fetch = BackgroundFetch::start(reader, DEFAULT_BATCH_BYTES);
+                *background.lock().unwrap_or_else(|p| p.into_inner()) = Some(fetch);
+                watch_background(background);
+            }
+        })
+        .expect("spawning the warm-up thread");
+}
+
+/// Logs when the background fetch ends (tests and users wait for this line).
+fn watch_background(background: Arc<Mutex<Option<BackgroundFetch>>>) {
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let mut slot = background.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_ref() {
+            None => return,
+            Some(f) if f.is_finished() => {
+                match slot.take().map(BackgroundFetch::wait) {
+                    Some(Ok(s)) => {
+                        log::info!("background fetch complete: {} bytes cached", s.bytes_cached)
+                    }
+                    Some(Err(e)) => log::warn!("background fetch stopped: {e}"),
+                    None => {}
+                }
+                return;
+            }
+            Some(_) => {}
+        }
+    }
+}
