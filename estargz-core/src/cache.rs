@@ -212,16 +212,22 @@ impl ChunkCache {
         })
     }
 
-    /// The chunk with this digest, checked, or `None`.
-    pub fn get(&self, digest: &str) -> Option<Arc<[u8]>> {
+    /// The chunk with this digest if it is in memory (no disk access).
+    pub fn get_memory(&self, digest: &str) -> Option<Arc<[u8]>> {
         let hex = key(digest)?;
-        if let Some(v) = self
+        let v = self
             .memory
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(hex)
-        {
-            self.count(|s| s.memory_hits += 1);
+            .get(hex)?;
+        self.count(|s| s.memory_hits += 1);
+        Some(v)
+    }
+
+    /// The chunk with this digest, checked, or `None`.
+    pub fn get(&self, digest: &str) -> Option<Arc<[u8]>> {
+        let hex = key(digest)?;
+        if let Some(v) = self.get_memory(digest) {
             return Some(v);
         }
         if let Some(disk) = &self.disk {

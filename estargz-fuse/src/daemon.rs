@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 /// Set in the detached child: the fd to report readiness on.
@@ -106,8 +107,14 @@ pub fn spawn_detached(args: Vec<String>, log: Option<&std::path::Path>) -> io::R
     Ok(1)
 }
 
-/// In a detached child: tells the waiting parent how the mount went.
-pub fn report_to_parent(result: Result<(), String>) {
+/// The readiness pipe of a detached child, taken from the environment by
+/// [`take_ready_pipe`] while the process is still single-threaded (changing
+/// the environment races with other threads reading it).
+static READY_PIPE: Mutex<Option<std::fs::File>> = Mutex::new(None);
+
+/// In a detached child, call first thing in `main`: keeps the pipe the
+/// parent waits on for [`report_to_parent`].
+pub fn take_ready_pipe() {
     let Some(fd) = std::env::var(READY_FD_ENV)
         .ok()
         .and_then(|v| v.parse::<i32>().ok())
@@ -116,7 +123,15 @@ pub fn report_to_parent(result: Result<(), String>) {
     };
     std::env::remove_var(READY_FD_ENV);
     // SAFETY: the fd was handed to us by the parent for this one message.
-    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    *READY_PIPE.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
+}
+
+/// In a detached child: tells the waiting parent how the mount went (once).
+pub fn report_to_parent(result: Result<(), String>) {
+    let Some(mut f) = READY_PIPE.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        return;
+    };
     let _ = match result {
         Ok(()) => f.write_all(b"ready\n"),
         Err(e) => f.write_all(e.as_bytes()),

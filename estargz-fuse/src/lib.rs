@@ -6,6 +6,7 @@
 //! * [`adapter`]: the fuser glue, including kernel passthrough.
 //! * [`passthrough`]: copies of fully cached files for passthrough.
 //! * [`source`]: local blob or lazily read registry layer.
+//! * [`readahead`]: the kernel readahead window of a mount.
 
 pub mod adapter;
 pub mod daemon;
@@ -13,6 +14,7 @@ pub mod layerfs;
 pub mod logger;
 pub mod overlay;
 pub mod passthrough;
+pub mod readahead;
 pub mod source;
 
 pub use estargz_core as core;

@@ -78,6 +78,9 @@ struct MountArgs {
     /// Let other users (and overlayfs mounts owned by them) use the mount.
     #[arg(long)]
     allow_other: bool,
+    /// Kernel readahead window in KiB (0: the kernel's default, 128).
+    #[arg(long, default_value_t = estargz_fuse::readahead::DEFAULT_KB)]
+    read_ahead_kb: u32,
     /// Threads serving FUSE requests.
     #[arg(long, default_value_t = 8)]
     threads: usize,
@@ -135,6 +138,7 @@ impl RegistryArgs {
 fn main() -> ExitCode {
     // Before any thread exists, so every thread inherits the mask.
     daemon::block_stop_signals();
+    daemon::take_ready_pipe();
     let cli = Cli::parse();
     let Cmd::Mount(args) = cli.command;
     if args.daemon {
@@ -238,7 +242,23 @@ fn mount(args: &MountArgs) -> Result<(), String> {
     });
     let background = Arc::new(Mutex::new(None));
     warm_up(reader, args, background.clone());
-    daemon::report_to_parent(Ok(()));
+    // The first stat returns once the kernel's INIT is answered: from then
+    // on the mount serves requests and the readahead window sticks.
+    let mountpoint = args.mountpoint.clone();
+    let read_ahead_kb = args.read_ahead_kb;
+    std::thread::spawn(move || {
+        if let Err(e) = std::fs::metadata(&mountpoint) {
+            let e = format!("the mount at {} does not answer: {e}", mountpoint.display());
+            log::error!("{e}");
+            return daemon::report_to_parent(Err(e));
+        }
+        if read_ahead_kb > 0 {
+            if let Err(e) = estargz_fuse::readahead::set(&mountpoint, read_ahead_kb) {
+                log::warn!("cannot set the readahead window ({e}); keeping the kernel's");
+            }
+        }
+        daemon::report_to_parent(Ok(()));
+    });
 
     let result = session.run();
     // Stop background work before reporting.

@@ -2,6 +2,7 @@
 //! Every byte handed out comes from a chunk whose digest was checked first.
 
 mod index;
+mod inflight;
 mod warm;
 
 use std::io::{self, BufReader, Read};
@@ -67,6 +68,8 @@ pub struct Reader {
     cache: Arc<ChunkCache>,
     /// Reads waiting for data; background work yields while this is > 0.
     foreground: AtomicUsize,
+    /// Chunks being loaded, by digest: concurrent reads of one chunk share a load.
+    inflight: inflight::InFlight,
     /// The last decompressed shared member (min-chunk-size blobs): its blob
     /// range and bytes, not yet verified (each chunk is verified when sliced).
     shared_member: Mutex<Option<SharedMember>>,
@@ -172,6 +175,7 @@ impl Reader {
                 .clone()
                 .unwrap_or_else(|| Arc::new(ChunkCache::in_memory(DEFAULT_CHUNK_MEMORY))),
             foreground: AtomicUsize::new(0),
+            inflight: Default::default(),
             shared_member: Mutex::new(None),
         })
     }
@@ -395,17 +399,29 @@ impl Reader {
     }
 
     fn cached_chunk(&self, node_id: NodeId, chunk: &Chunk) -> Result<Arc<[u8]>> {
-        if let Some(data) = self.cache.get(&chunk.digest) {
+        let cached = || {
+            self.cache
+                .get(&chunk.digest)
+                .filter(|data| data.len() as u64 == chunk.chunk_size)
+        };
+        // Memory hits skip the in-flight table; everything slower is done
+        // once per chunk however many readers want it.
+        if let Some(data) = self.cache.get_memory(&chunk.digest) {
             if data.len() as u64 == chunk.chunk_size {
                 return Ok(data);
             }
         }
         self.foreground.fetch_add(1, Ordering::SeqCst);
-        let fetched = self.fetch_chunk(node_id, chunk);
+        let loaded = self.inflight.run(&chunk.digest, || {
+            if let Some(data) = cached() {
+                return Ok(data);
+            }
+            let data: Arc<[u8]> = self.fetch_chunk(node_id, chunk)?.into();
+            self.cache.put(&chunk.digest, data.clone());
+            Ok(data)
+        });
         self.foreground.fetch_sub(1, Ordering::SeqCst);
-        let data: Arc<[u8]> = fetched?.into();
-        self.cache.put(&chunk.digest, data.clone());
-        Ok(data)
+        loaded
     }
 
     /// Whether reads are waiting for data (background work should yield).
