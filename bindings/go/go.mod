@@ -1,0 +1,3 @@
+module github.com/estargz-rs/estargz-rs/bindings/go
+
+go 1.26
