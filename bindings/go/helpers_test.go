@@ -108,6 +108,18 @@ func fixture() []file {
 	}
 }
 
+// smallFixture is fixture() with less data (big.txt still spans chunks of
+// 32 KiB).
+func smallFixture() []file {
+	files := fixture()
+	for i, f := range files {
+		if len(f.body) > 50_000 {
+			files[i].body = f.body[:50_000+i*1000]
+		}
+	}
+	return files
+}
+
 // contents maps each regular file (and hard link) to its bytes.
 func contents(files []file) map[string]string {
 	m := map[string]string{}
