@@ -295,6 +295,22 @@ func TestConcurrentReads(t *testing.T) {
 	names := []string{"data/big.txt", "usr/bin/app", "usr/bin/tool", "etc/os-release", "data/hard"}
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
+	// Garbage collections during the reads: nothing the library calls
+	// back into may move or vanish.
+	stop := make(chan struct{})
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				runtime.GC()
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
 	for g := range 32 {
 		wg.Add(1)
 		go func() {
@@ -321,6 +337,8 @@ func TestConcurrentReads(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	close(stop)
+	<-gcDone
 	close(errs)
 	for err := range errs {
 		t.Error(err)

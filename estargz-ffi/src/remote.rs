@@ -406,3 +406,39 @@ pub unsafe extern "C" fn estargz_reader_open_remote(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use estargz_core::remote::Descriptor;
+
+    fn layers(n: usize) -> Vec<Descriptor> {
+        (0..n)
+            .map(|i| Descriptor {
+                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                digest: format!("sha256:{i:064x}"),
+                size: 1,
+                annotations: Default::default(),
+                platform: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn layer_selectors() {
+        let one = layers(1);
+        let three = layers(3);
+        assert_eq!(select_layer(&one, None, "img").unwrap(), 0);
+        assert_eq!(select_layer(&one, Some(""), "img").unwrap(), 0);
+        let e = select_layer(&three, None, "img").unwrap_err();
+        assert_eq!(e.code, estargz_result::ESTARGZ_INVALID_ARGUMENT);
+        assert!(e.message.contains("3 layers"), "{}", e.message);
+        assert_eq!(select_layer(&three, Some("2"), "img").unwrap(), 2);
+        let digest = format!("sha256:{:064x}", 1);
+        assert_eq!(select_layer(&three, Some(&digest), "img").unwrap(), 1);
+        let e = select_layer(&three, Some("sha256:ff"), "img").unwrap_err();
+        assert_eq!(e.code, estargz_result::ESTARGZ_NOT_FOUND);
+        let e = select_layer(&three, Some("-1"), "img").unwrap_err();
+        assert_eq!(e.code, estargz_result::ESTARGZ_INVALID_ARGUMENT);
+    }
+}
