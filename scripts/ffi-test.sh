@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Tests of the C library: installs libestargz with cargo-c into a scratch
-# destdir, checks that the committed include/estargz.h equals the freshly
-# generated header, then compiles the C tests and the README example against
-# the installed tree through pkg-config and runs them built with
-# ASan+UBSan, and again under valgrind.
+# Tests of the C library: installs libestargz with cargo-c into the staging
+# tree target/libestargz-stage (shared with scripts/go-test.sh), checks that
+# the committed include/estargz.h equals the freshly generated header, then
+# compiles the C tests and the README example against the installed tree
+# through pkg-config and runs them built with ASan+UBSan, and again under
+# valgrind.
 #
 #   scripts/ffi-test.sh                  # what CI runs (via scripts/test.sh)
 #   scripts/ffi-test.sh --update-header  # regenerate include/estargz.h
@@ -21,7 +22,6 @@ update_header=0
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/estargz-ffi.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-dest=$work/dest
 
 passed=0
 failed=0
@@ -29,10 +29,10 @@ pass() { passed=$((passed + 1)); echo "PASS $*"; }
 fail() { failed=$((failed + 1)); echo "FAIL $*"; }
 
 # 1. Build and install (cdylib with soname, staticlib, header, estargz.pc);
-#    this also points pkg-config and LD_LIBRARY_PATH at the destdir.
+#    this also points pkg-config and LD_LIBRARY_PATH at the staging tree.
 # shellcheck source=scripts/lib/libestargz.sh
 source scripts/lib/libestargz.sh
-install_libestargz "$dest"
+install_libestargz
 lib=$LIBESTARGZ_LIB
 header=$LIBESTARGZ_HEADER
 
@@ -79,12 +79,12 @@ gcc "${common[@]}" estargz-ffi/examples/convert_cat.c $pc_cflags \
   "$lib/libestargz.a" $(pkg-config --static --libs-only-l estargz | sed 's/-lestargz//') \
   -o "$work/convert_cat_static"
 
-# The dynamic library comes from the destdir, not from a system install.
+# The dynamic library comes from the staging tree, not from a system install.
 ldd "$work/test_api" >"$work/ldd.out"
 if grep -qF "$lib/libestargz.so" "$work/ldd.out"; then
   pass "link: test_api uses $lib/libestargz.so"
 else
-  fail "link: test_api does not use the destdir library"
+  fail "link: test_api does not use the staging tree's library"
   cat "$work/ldd.out"
 fi
 

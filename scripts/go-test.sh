@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Tests of the Go bindings (bindings/go) against the library of this
-# checkout: installs libestargz with cargo-c into target/go-libestargz (a
+# checkout: installs libestargz with cargo-c into target/libestargz-stage (a
 # staging tree, found through pkg-config and LD_LIBRARY_PATH), then runs
 # gofmt, go vet and go test -race.
 #
@@ -21,15 +21,13 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 source scripts/lib/libestargz.sh
 
 if [ "${1:-}" = --env ]; then
-  install_libestargz "$CARGO_TARGET_DIR/go-libestargz" >&2
+  install_libestargz >&2
   printf 'export PKG_CONFIG_PATH=%q PKG_CONFIG_SYSROOT_DIR=%q LD_LIBRARY_PATH=%q\n' \
     "$PKG_CONFIG_PATH" "$PKG_CONFIG_SYSROOT_DIR" "$LD_LIBRARY_PATH"
   exit 0
 fi
 
-# A fresh staging tree, so a stale library cannot be picked up.
-rm -rf "$CARGO_TARGET_DIR/go-libestargz"
-install_libestargz "$CARGO_TARGET_DIR/go-libestargz"
+install_libestargz
 
 cd bindings/go
 unformatted=$(gofmt -l .)

@@ -5,12 +5,16 @@
 # library of this checkout, never a system-wide install.
 #
 #   source scripts/lib/libestargz.sh
-#   install_libestargz DESTDIR   # sets LIBESTARGZ_LIB, LIBESTARGZ_HEADER and
-#                                # exports PKG_CONFIG_PATH,
-#                                # PKG_CONFIG_SYSROOT_DIR, LD_LIBRARY_PATH
+#   install_libestargz   # sets LIBESTARGZ_DEST, LIBESTARGZ_LIB,
+#                        # LIBESTARGZ_HEADER and exports PKG_CONFIG_PATH,
+#                        # PKG_CONFIG_SYSROOT_DIR, LD_LIBRARY_PATH
 #
-# Needs cargo-c 0.10.24 (cargo cinstall); the caller sets CARGO_TARGET_DIR
-# if it wants one and runs from the workspace root.
+# The staging tree is always $CARGO_TARGET_DIR/libestargz-stage: cargo-c
+# rebuilds the library whenever the destdir changes, so the C and Go tests
+# share one. It is emptied first, so nothing stale is ever linked.
+#
+# Needs cargo-c 0.10.24 (cargo cinstall); run from the workspace root, with
+# CARGO_TARGET_DIR exported.
 
 # The prefix the .pc file names; the files land under DESTDIR/PREFIX, and
 # PKG_CONFIG_SYSROOT_DIR maps the .pc paths into DESTDIR.
@@ -24,12 +28,14 @@ require_cargo_c() {
   fi
 }
 
-install_libestargz() { # DESTDIR
-  local dest=$1
+install_libestargz() {
+  local dest=$CARGO_TARGET_DIR/libestargz-stage
   require_cargo_c
+  rm -rf "$dest"
   # cdylib with soname, staticlib, header, estargz.pc.
   cargo cinstall --release -p estargz-ffi --destdir "$dest" \
     --prefix "$LIBESTARGZ_PREFIX" --libdir lib
+  LIBESTARGZ_DEST=$dest
   LIBESTARGZ_LIB=$dest$LIBESTARGZ_PREFIX/lib
   LIBESTARGZ_HEADER=$dest$LIBESTARGZ_PREFIX/include/estargz.h
   export PKG_CONFIG_PATH=$LIBESTARGZ_LIB/pkgconfig
