@@ -561,8 +561,6 @@ func TestReadErrors(t *testing.T) {
 
 	// A damaged chunk: opening works (the TOC is intact), reading the file
 	// fails with a digest or decompression error, and Verify finds it.
-	e, _ := r.Lookup("data/big.txt")
-	_ = e
 	damaged := bytes.Clone(data)
 	idx := bytes.Index(damaged, []byte{0x1f, 0x8b}) // first gzip member
 	for i := idx + 200; i < idx+260; i++ {

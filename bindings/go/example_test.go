@@ -133,8 +133,11 @@ func ExampleReader_FS() {
 		fmt.Println(path, d.Type())
 		return nil
 	})
-	os, _ := fs.ReadFile(r.FS(), "etc/os-release")
-	fmt.Printf("%s", os)
+	release, err := fs.ReadFile(r.FS(), "etc/os-release")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%s", release)
 	// Output:
 	// . d---------
 	// .no.prefetch.landmark ----------

@@ -67,8 +67,9 @@ import (
 	"unsafe"
 )
 
-// liveHandles counts C handles (readers, builders, options, results) and
-// callback cells that exist right now; tests check it returns to zero.
+// liveHandles counts C handles (readers, builders, open and remote
+// options, build results) and callback cells that exist right now; tests
+// check it returns to where it was.
 var liveHandles atomic.Int64
 
 // newCell wraps v in a handle cell for use as callback userdata. The cell

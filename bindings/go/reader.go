@@ -82,13 +82,14 @@ func WithReadContext(ctx context.Context) OpenOption {
 	}
 }
 
-// cOpenOptions builds the C options; the caller frees them with
-// estargz_open_options_free.
+// cOptions builds the C options; the caller frees them with
+// freeOpenOptions.
 func (o *openOptions) cOptions() (*C.estargz_open_options, error) {
 	var p *C.estargz_open_options
 	if err := call(func() C.estargz_result { return C.estargz_open_options_new(&p) }); err != nil {
 		return nil, err
 	}
+	liveHandles.Add(1)
 	var steps []func() C.estargz_result
 	if o.tocDigest != "" {
 		steps = append(steps, func() C.estargz_result {
@@ -111,11 +112,16 @@ func (o *openOptions) cOptions() (*C.estargz_open_options, error) {
 	)
 	for _, step := range steps {
 		if err := call(step); err != nil {
-			C.estargz_open_options_free(p)
+			freeOpenOptions(p)
 			return nil, err
 		}
 	}
 	return p, nil
+}
+
+func freeOpenOptions(p *C.estargz_open_options) {
+	C.estargz_open_options_free(p)
+	liveHandles.Add(-1)
 }
 
 func applyOpenOptions(opts []OpenOption) (*openOptions, error) {
@@ -161,7 +167,7 @@ func Open(r io.ReaderAt, size int64, opts ...OpenOption) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer C.estargz_open_options_free(copts)
+	defer freeOpenOptions(copts)
 	cell := newCell(&source{ctx: o.ctx, r: r, size: size})
 	var p *C.estargz_reader
 	err = call(func() C.estargz_result { return readerOpenGo(cell, uint64(size), copts, &p) })
@@ -185,7 +191,7 @@ func OpenPath(path string, opts ...OpenOption) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer C.estargz_open_options_free(copts)
+	defer freeOpenOptions(copts)
 	s := C.CString(path)
 	defer C.free(unsafe.Pointer(s))
 	var p *C.estargz_reader

@@ -153,11 +153,14 @@ func WithPrefetch() RemoteOption {
 	}
 }
 
+// cOptions builds the C options; the caller frees them with
+// freeRemoteOptions.
 func (o *remoteOptions) cOptions() (*C.estargz_remote_options, error) {
 	var p *C.estargz_remote_options
 	if err := call(func() C.estargz_result { return C.estargz_remote_options_new(&p) }); err != nil {
 		return nil, err
 	}
+	liveHandles.Add(1)
 	withString := func(s string, f func(*C.char) C.estargz_result) func() C.estargz_result {
 		return func() C.estargz_result {
 			cs := C.CString(s)
@@ -205,11 +208,16 @@ func (o *remoteOptions) cOptions() (*C.estargz_remote_options, error) {
 	}
 	for _, step := range steps {
 		if err := call(step); err != nil {
-			C.estargz_remote_options_free(p)
+			freeRemoteOptions(p)
 			return nil, err
 		}
 	}
 	return p, nil
+}
+
+func freeRemoteOptions(p *C.estargz_remote_options) {
+	C.estargz_remote_options_free(p)
+	liveHandles.Add(-1)
 }
 
 // OpenRemote opens one layer of the image ref ("host[:port]/repo:tag" or
@@ -246,7 +254,7 @@ func OpenRemote(ctx context.Context, ref string, opts ...RemoteOption) (*Reader,
 	}
 	done := make(chan result, 1)
 	go func() {
-		defer C.estargz_remote_options_free(copts)
+		defer freeRemoteOptions(copts)
 		cref := C.CString(ref)
 		defer C.free(unsafe.Pointer(cref))
 		var clayer *C.char
