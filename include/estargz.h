@@ -270,6 +270,14 @@ typedef struct estargz_open_options estargz_open_options;
 typedef struct estargz_reader estargz_reader;
 
 /**
+ * Options for estargz_reader_open_remote. Created by
+ * estargz_remote_options_new, released by estargz_remote_options_free.
+ * estargz_reader_open_remote copies what it needs, so options may be freed
+ * or reused right after.
+ */
+typedef struct estargz_remote_options estargz_remote_options;
+
+/**
  * Sequential read callback (builder input). Read up to `len` bytes into
  * `buf`, store the count in `*out_n` (0 means end of input) and return 0; or
  * return an errno value (e.g. EIO) to fail the build with ESTARGZ_IO.
@@ -904,6 +912,120 @@ estargz_result estargz_dir_iter_next(struct estargz_dir_iter *iter, struct estar
  * Releases an iterator. NULL is accepted (no-op).
  */
 void estargz_dir_iter_free(struct estargz_dir_iter *iter);
+
+/**
+ * Creates remote options with defaults: HTTPS to every registry,
+ * credentials from the containers/docker auth files (REGISTRY_AUTH_FILE,
+ * $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
+ * $DOCKER_CONFIG/config.json or ~/.docker/config.json), 30 s per request,
+ * 5 retries, this host's platform, a 64 MiB memory cache of verified
+ * chunks and no disk cache, layers without a TOC digest annotation refused,
+ * no prefetch. `out_options` receives the handle (owned by the caller;
+ * release with estargz_remote_options_free).
+ */
+estargz_result estargz_remote_options_new(struct estargz_remote_options **out_options);
+
+/**
+ * Releases remote options. NULL is accepted (no-op).
+ */
+void estargz_remote_options_free(struct estargz_remote_options *options);
+
+/**
+ * Whether to talk plain HTTP (no TLS) to every registry. Default false.
+ */
+estargz_result estargz_remote_options_set_plain_http(struct estargz_remote_options *options, bool plain_http);
+
+/**
+ * Adds a registry (`host` or `host:port`, as in references; copied) to be
+ * reached over plain HTTP; others keep HTTPS.
+ */
+estargz_result estargz_remote_options_add_insecure_registry(struct estargz_remote_options *options, const char *host);
+
+/**
+ * Reads credentials from the auth file at `path` (containers auth.json or
+ * docker config.json format; copied) instead of the default files. NULL
+ * restores the defaults. A missing file means anonymous access.
+ */
+estargz_result estargz_remote_options_set_auth_file(struct estargz_remote_options *options, const char *path);
+
+/**
+ * Per-request time limit in milliseconds (connect, send, headers and body
+ * of one attempt); 0 restores the default (30 s). A request that times out
+ * is retried; the last failure is ESTARGZ_TIMEOUT.
+ */
+estargz_result estargz_remote_options_set_timeout_ms(struct estargz_remote_options *options, uint64_t timeout_ms);
+
+/**
+ * Retries per request after the first attempt, on network errors,
+ * timeouts, 429 and 5xx answers (default 5; 0 fails on the first error).
+ */
+estargz_result estargz_remote_options_set_retries(struct estargz_remote_options *options, uint32_t retries);
+
+/**
+ * The platform ("os/arch" or "os/arch/variant", e.g. "linux/arm64/v8";
+ * copied) to pick from a multi-platform image index. NULL restores the
+ * default, this host's platform.
+ */
+estargz_result estargz_remote_options_set_platform(struct estargz_remote_options *options, const char *platform);
+
+/**
+ * Keeps verified chunks in a disk cache under directory `dir` (copied;
+ * created if missing; may be shared by readers and processes), bounded to
+ * `max_bytes` (0 = the default, 2 GiB) with LRU eviction. Entries are
+ * re-checked against their digest when read. NULL `dir` turns the disk
+ * cache off (the default).
+ */
+estargz_result estargz_remote_options_set_cache_dir(struct estargz_remote_options *options, const char *dir, uint64_t max_bytes);
+
+/**
+ * Bound of the in-memory cache of verified chunks, in bytes (0 = the
+ * default, 64 MiB).
+ */
+estargz_result estargz_remote_options_set_memory_cache_size(struct estargz_remote_options *options, uint64_t max_bytes);
+
+/**
+ * Whether to open layers whose descriptor lacks the
+ * "containerd.io/snapshot/stargz/toc.digest" annotation. Without it the
+ * TOC, and so every chunk digest, is not anchored to the manifest; default
+ * false (such layers fail with ESTARGZ_INVALID_ARGUMENT).
+ */
+estargz_result estargz_remote_options_set_allow_unverified_toc(struct estargz_remote_options *options, bool allow);
+
+/**
+ * Whether estargz_reader_open_remote also fetches the prioritized files
+ * the layer marks with its prefetch landmark (one batched request) before
+ * returning. Default false.
+ */
+estargz_result estargz_remote_options_set_prefetch(struct estargz_remote_options *options, bool prefetch);
+
+/**
+ * Opens one layer of the image `reference` (copied; "host[:port]/repo:tag"
+ * or "host[:port]/repo@sha256:...") for lazy reading from its registry:
+ * opening fetches the manifest, the image config, and the layer's footer
+ * and TOC (two range requests); reads then fetch only the gzip members
+ * they need, verified against their chunk digests, and the TOC is checked
+ * against the layer's "containerd.io/snapshot/stargz/toc.digest" annotation.
+ *
+ * `layer` (copied; may be NULL) selects the layer: NULL or "" for an image
+ * with one layer, its digest ("sha256:..."), or its decimal index in the
+ * manifest (0 = bottom). `options` may be NULL (defaults, see
+ * estargz_remote_options_new); it is only read during the call.
+ * `out_reader` receives the handle, owned by the caller: release it with
+ * estargz_reader_free. Every estargz_reader_* function works on it; reads
+ * may fail with the network errors below, and are retried afresh on the
+ * next call.
+ *
+ * The call blocks for the requests (each bounded by the timeout, with
+ * retries). Errors: ESTARGZ_INVALID_ARGUMENT (bad reference, platform or
+ * layer selector, several layers and no selector, no TOC digest
+ * annotation), ESTARGZ_NOT_FOUND (no such layer), ESTARGZ_UNSUPPORTED (not
+ * a gzip layer), ESTARGZ_NETWORK, ESTARGZ_TIMEOUT, ESTARGZ_REGISTRY (error
+ * status or malformed answer, unknown image), ESTARGZ_UNAUTHORIZED,
+ * ESTARGZ_INVALID_FOOTER / ESTARGZ_INVALID_TOC (not eStargz),
+ * ESTARGZ_DIGEST_MISMATCH (TOC does not match the annotation), ESTARGZ_IO
+ * (disk cache directory).
+ */
+estargz_result estargz_reader_open_remote(const char *reference, const char *layer, const struct estargz_remote_options *options, struct estargz_reader **out_reader);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Tests of the C library: installs libestargz with cargo-c into a scratch
-# destdir, checks that the committed include/estargz.h equals the freshly
-# generated header, then compiles the C tests and the README example against
-# the installed tree through pkg-config and runs them built with
-# ASan+UBSan, and again under valgrind.
+# Tests of the C library: installs libestargz with cargo-c into the staging
+# tree target/libestargz-stage (shared with scripts/go-test.sh), checks that
+# the committed include/estargz.h equals the freshly generated header, then
+# compiles the C tests and the README example against the installed tree
+# through pkg-config and runs them built with ASan+UBSan, and again under
+# valgrind.
 #
 #   scripts/ffi-test.sh                  # what CI runs (via scripts/test.sh)
 #   scripts/ffi-test.sh --update-header  # regenerate include/estargz.h
@@ -21,24 +22,19 @@ update_header=0
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/estargz-ffi.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-dest=$work/dest
-prefix=/usr/local
 
 passed=0
 failed=0
 pass() { passed=$((passed + 1)); echo "PASS $*"; }
 fail() { failed=$((failed + 1)); echo "FAIL $*"; }
 
-if ! cargo cinstall --version 2>/dev/null | grep -q '^cargo-c 0\.10\.24+'; then
-  echo "scripts/ffi-test.sh needs cargo-c 0.10.24 (found: $(cargo cinstall --version 2>&1 | head -1))" >&2
-  echo "install it with: cargo install cargo-c --version 0.10.24 --locked" >&2
-  exit 1
-fi
-
-# 1. Build and install (cdylib with soname, staticlib, header, estargz.pc).
-cargo cinstall --release -p estargz-ffi --destdir "$dest" --prefix "$prefix" --libdir lib
-lib=$dest$prefix/lib
-header=$dest$prefix/include/estargz.h
+# 1. Build and install (cdylib with soname, staticlib, header, estargz.pc);
+#    this also points pkg-config and LD_LIBRARY_PATH at the staging tree.
+# shellcheck source=scripts/lib/libestargz.sh
+source scripts/lib/libestargz.sh
+install_libestargz
+lib=$LIBESTARGZ_LIB
+header=$LIBESTARGZ_HEADER
 
 # 2. The committed header is what cbindgen generates now.
 if [ "$update_header" = 1 ]; then
@@ -63,8 +59,6 @@ else
 fi
 
 # 3. Compile against the installed tree, found through pkg-config.
-export PKG_CONFIG_PATH=$lib/pkgconfig
-export PKG_CONFIG_SYSROOT_DIR=$dest
 pc_cflags=$(pkg-config --cflags estargz)
 pc_libs=$(pkg-config --libs estargz)
 echo "pkg-config --cflags --libs estargz: $pc_cflags $pc_libs"
@@ -85,13 +79,12 @@ gcc "${common[@]}" estargz-ffi/examples/convert_cat.c $pc_cflags \
   "$lib/libestargz.a" $(pkg-config --static --libs-only-l estargz | sed 's/-lestargz//') \
   -o "$work/convert_cat_static"
 
-# The dynamic library comes from the destdir, not from a system install.
-export LD_LIBRARY_PATH=$lib
+# The dynamic library comes from the staging tree, not from a system install.
 ldd "$work/test_api" >"$work/ldd.out"
 if grep -qF "$lib/libestargz.so" "$work/ldd.out"; then
   pass "link: test_api uses $lib/libestargz.so"
 else
-  fail "link: test_api does not use the destdir library"
+  fail "link: test_api does not use the staging tree's library"
   cat "$work/ldd.out"
 fi
 

@@ -2,8 +2,9 @@
 # Runs every test of the project: formatting and lint gates, the Rust unit and
 # integration tests (including the Go-reference interop tests, which build the
 # Go oracle under tests/interop), go vet, the C library tests (cargo-c install,
-# header check, C programs with ASan/UBSan and valgrind), and a short fuzzing
-# smoke run.
+# header check, C programs with ASan/UBSan and valgrind), the Go bindings'
+# tests (go vet + go test -race against the library built here), and a short
+# fuzzing smoke run.
 # Needs: Rust (cargo), Go, GNU tar, gzip, cargo-c 0.10.24, gcc, pkg-config,
 # valgrind. Run as root for the ownership and device-node checks of the
 # end-to-end tests (they are skipped otherwise).
@@ -29,6 +30,11 @@ step "ffi (cargo-c + C tests)"
 ./scripts/ffi-test.sh 2>&1 | tee target/ffi-output.txt
 ffi_passed=$(grep -Eo '^ffi tests: [0-9]+ passed' target/ffi-output.txt | awk '{print $3}')
 passed=$((passed + ffi_passed))
+
+step "go bindings (go vet + go test -race)"
+./scripts/go-test.sh 2>&1 | tee target/go-output.txt
+go_passed=$(grep -Eo '^go tests: [0-9]+ passed' target/go-output.txt | awk '{print $3}')
+passed=$((passed + go_passed))
 
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
   step "fuzz smoke (${FUZZ_SECONDS:-30}s per target)"

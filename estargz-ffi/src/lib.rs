@@ -5,7 +5,8 @@
 //!
 //! Modules: [`error`] (result codes, last-error storage), [`panic`] (the
 //! boundary), [`strings`] (C strings and buffers in and out), [`callbacks`]
-//! (caller-supplied I/O), [`builder`] and [`reader`] (the API proper).
+//! (caller-supplied I/O), [`builder`], [`reader`] and [`remote`] (the API
+//! proper).
 
 // The exported names follow C conventions (estargz_reader, ESTARGZ_OK), and
 // every export takes raw pointers whose validity is the caller's contract,
@@ -18,6 +19,7 @@ pub mod callbacks;
 pub mod error;
 mod panic;
 pub mod reader;
+pub mod remote;
 mod strings;
 
 use std::ffi::c_char;

@@ -24,7 +24,8 @@ pub struct estargz_open_options {
 }
 
 struct ReaderInner {
-    reader: Reader,
+    // Shared: a remote layer's reader is handed out as an Arc by the core.
+    reader: Arc<Reader>,
     toc_digest: CString,
     errors: ErrorSlot,
 }
@@ -298,17 +299,21 @@ unsafe fn open(
         None => OpenOptions::default(),
     };
     let reader = Reader::open(src, &opts)?;
+    // SAFETY: checked non-NULL by the caller, writable (contract).
+    unsafe { out.write(new_handle(Arc::new(reader))) };
+    Ok(())
+}
+
+/// A new reader handle over `reader`, owned by the caller of the export.
+pub(crate) fn new_handle(reader: Arc<Reader>) -> *mut estargz_reader {
     let toc_digest = c_string(reader.toc_digest());
-    let handle = Box::new(estargz_reader {
+    Box::into_raw(Box::new(estargz_reader {
         inner: Arc::new(ReaderInner {
             reader,
             toc_digest,
             errors: ErrorSlot::default(),
         }),
-    });
-    // SAFETY: checked non-NULL by the caller, writable (contract).
-    unsafe { out.write(Box::into_raw(handle)) };
-    Ok(())
+    }))
 }
 
 /// Opens the blob in the file at `path` (copied). The file must not change

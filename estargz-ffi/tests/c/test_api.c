@@ -22,7 +22,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The result codes are a stable ABI: pin every number. */
@@ -1417,6 +1420,79 @@ typedef struct {
   void (*fn)(void);
 } test_case;
 
+/* The remote API without a registry: options, argument checks, and the
+ * network errors an unreachable registry gives (the lazy reads themselves
+ * are tested against real registries in tests/e2e/registry.rs and from Go
+ * against an in-process one). */
+static void test_remote(void) {
+  estargz_remote_options_free(NULL);
+  INVALID(estargz_remote_options_new(NULL));
+  INVALID(estargz_remote_options_set_plain_http(NULL, true));
+  INVALID(estargz_remote_options_add_insecure_registry(NULL, "h"));
+  INVALID(estargz_remote_options_set_auth_file(NULL, NULL));
+  INVALID(estargz_remote_options_set_timeout_ms(NULL, 1));
+  INVALID(estargz_remote_options_set_retries(NULL, 1));
+  INVALID(estargz_remote_options_set_platform(NULL, NULL));
+  INVALID(estargz_remote_options_set_cache_dir(NULL, NULL, 0));
+  INVALID(estargz_remote_options_set_memory_cache_size(NULL, 0));
+  INVALID(estargz_remote_options_set_allow_unverified_toc(NULL, true));
+  INVALID(estargz_remote_options_set_prefetch(NULL, true));
+
+  estargz_remote_options *o = NULL;
+  OK(estargz_remote_options_new(&o));
+  OK(estargz_remote_options_set_plain_http(o, true));
+  OK(estargz_remote_options_add_insecure_registry(o, "127.0.0.1:5000"));
+  INVALID(estargz_remote_options_add_insecure_registry(o, NULL));
+  INVALID(estargz_remote_options_add_insecure_registry(o, ""));
+  INVALID(estargz_remote_options_add_insecure_registry(o, "host/path"));
+  char p[PATH_MAX];
+  OK(estargz_remote_options_set_auth_file(o, path_of(p, "no-such-auth.json")));
+  OK(estargz_remote_options_set_auth_file(o, NULL));
+  INVALID(estargz_remote_options_set_auth_file(o, ""));
+  OK(estargz_remote_options_set_platform(o, "linux/arm64/v8"));
+  OK(estargz_remote_options_set_platform(o, NULL));
+  INVALID(estargz_remote_options_set_platform(o, "linux"));
+  INVALID(estargz_remote_options_set_platform(o, "\xff/x"));
+  OK(estargz_remote_options_set_cache_dir(o, path_of(p, "remote-cache"), 1 << 20));
+  OK(estargz_remote_options_set_cache_dir(o, NULL, 0));
+  OK(estargz_remote_options_set_memory_cache_size(o, 1 << 20));
+  OK(estargz_remote_options_set_allow_unverified_toc(o, false));
+  OK(estargz_remote_options_set_prefetch(o, false));
+  OK(estargz_remote_options_set_timeout_ms(o, 2000));
+  OK(estargz_remote_options_set_retries(o, 0));
+
+  /* Argument errors. */
+  estargz_reader *r = NULL;
+  INVALID(estargz_reader_open_remote(NULL, NULL, o, &r));
+  INVALID(estargz_reader_open_remote("127.0.0.1:1/a:b", NULL, o, NULL));
+  INVALID(estargz_reader_open_remote("not a reference", NULL, o, &r));
+  INVALID(estargz_reader_open_remote("\xff", NULL, o, &r));
+  INVALID(estargz_reader_open_remote("127.0.0.1:1/a:b", "\xff", o, &r));
+  CHECK(r == NULL);
+
+  /* A port nothing listens on: ESTARGZ_NETWORK, at once (no retries). */
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t alen = sizeof addr;
+  CHECK(s >= 0 && bind(s, (struct sockaddr *)&addr, sizeof addr) == 0 &&
+        getsockname(s, (struct sockaddr *)&addr, &alen) == 0);
+  close(s);
+  char ref[64];
+  snprintf(ref, sizeof ref, "127.0.0.1:%u/test/app:v1", (unsigned)ntohs(addr.sin_port));
+  time_t start = time(NULL);
+  CHECK_RC(estargz_reader_open_remote(ref, NULL, o, &r), ESTARGZ_NETWORK);
+  CHECK(time(NULL) - start < 10);
+  CHECK(r == NULL);
+  char msg[512];
+  estargz_last_error(msg, sizeof msg, NULL);
+  CHECK(strstr(msg, "estargz_reader_open_remote: ") == msg);
+  CHECK(strstr(msg, ref) != NULL);
+  estargz_remote_options_free(o);
+
+  /* NULL options: the defaults (HTTPS, which the closed port refuses too). */
+  CHECK_RC(estargz_reader_open_remote(ref, "0", NULL, &r), ESTARGZ_NETWORK);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s WORKDIR\n", argv[0]);
@@ -1443,6 +1519,7 @@ int main(int argc, char **argv) {
       {"corrupt_blob", test_corrupt_blob},
       {"null_arguments", test_null_arguments},
       {"threads", test_threads},
+      {"remote", test_remote},
   };
   for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
     current_test = tests[i].name;

@@ -1,0 +1,627 @@
+package estargz
+
+// #include <estargz.h>
+// #include <stdlib.h>
+import "C"
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"runtime"
+	"sync"
+	"time"
+	"unsafe"
+)
+
+// OpenOption configures Open and OpenPath.
+type OpenOption func(*openOptions) error
+
+type openOptions struct {
+	ctx          context.Context
+	tocDigest    string
+	externalTOC  []byte
+	maxTOCSize   int64
+	maxChunkSize int64
+}
+
+// WithExpectedTOCDigest makes opening fail with ErrDigestMismatch unless
+// the blob's TOC digest is d (the layer's
+// "containerd.io/snapshot/stargz/toc.digest" annotation).
+func WithExpectedTOCDigest(d string) OpenOption {
+	return func(o *openOptions) error {
+		o.tocDigest = d
+		return noNUL("TOC digest", d)
+	}
+}
+
+// WithExternalTOCData gives the TOC gzip member of a blob built with an
+// external TOC (Blob.ExternalTOC).
+func WithExternalTOCData(toc []byte) OpenOption {
+	return func(o *openOptions) error {
+		o.externalTOC = toc
+		return nil
+	}
+}
+
+// WithMaxTOCSize bounds the TOC (compressed member and JSON) in bytes;
+// larger ones fail with ErrLimitExceeded. 0 means the default, 1 GiB.
+func WithMaxTOCSize(n int64) OpenOption {
+	return func(o *openOptions) error {
+		if n < 0 {
+			return goError(CodeInvalidArgument, fmt.Sprintf("max TOC size %d is negative", n))
+		}
+		o.maxTOCSize = n
+		return nil
+	}
+}
+
+// WithMaxChunkSize bounds a chunk in bytes; reading a larger one fails
+// with ErrLimitExceeded. 0 means the default, 256 MiB.
+func WithMaxChunkSize(n int64) OpenOption {
+	return func(o *openOptions) error {
+		if n < 0 {
+			return goError(CodeInvalidArgument, fmt.Sprintf("max chunk size %d is negative", n))
+		}
+		o.maxChunkSize = n
+		return nil
+	}
+}
+
+// WithReadContext ties the io.ReaderAt given to Open to ctx: once ctx is
+// done, every read of the blob (opening, file reads, Verify) fails with an
+// error wrapping ctx.Err(). Has no effect on OpenPath.
+func WithReadContext(ctx context.Context) OpenOption {
+	return func(o *openOptions) error {
+		if ctx == nil {
+			return goError(CodeInvalidArgument, "nil context")
+		}
+		o.ctx = ctx
+		return nil
+	}
+}
+
+// cOptions builds the C options; the caller frees them with
+// freeOpenOptions.
+func (o *openOptions) cOptions() (*C.estargz_open_options, error) {
+	var p *C.estargz_open_options
+	if err := call(func() C.estargz_result { return C.estargz_open_options_new(&p) }); err != nil {
+		return nil, err
+	}
+	liveHandles.Add(1)
+	var steps []func() C.estargz_result
+	if o.tocDigest != "" {
+		steps = append(steps, func() C.estargz_result {
+			s := C.CString(o.tocDigest)
+			defer C.free(unsafe.Pointer(s))
+			return C.estargz_open_options_set_expected_toc_digest(p, s)
+		})
+	}
+	if len(o.externalTOC) > 0 {
+		steps = append(steps, func() C.estargz_result {
+			// Copied by the library during the call.
+			return C.estargz_open_options_set_external_toc(p, (*C.uint8_t)(unsafe.Pointer(&o.externalTOC[0])), C.size_t(len(o.externalTOC)))
+		})
+	}
+	steps = append(steps,
+		func() C.estargz_result { return C.estargz_open_options_set_max_toc_size(p, C.uint64_t(o.maxTOCSize)) },
+		func() C.estargz_result {
+			return C.estargz_open_options_set_max_chunk_size(p, C.uint64_t(o.maxChunkSize))
+		},
+	)
+	for _, step := range steps {
+		if err := call(step); err != nil {
+			freeOpenOptions(p)
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func freeOpenOptions(p *C.estargz_open_options) {
+	C.estargz_open_options_free(p)
+	liveHandles.Add(-1)
+}
+
+func applyOpenOptions(opts []OpenOption) (*openOptions, error) {
+	o := &openOptions{ctx: context.Background()}
+	for _, opt := range opts {
+		if err := opt(o); err != nil {
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+// Reader reads an eStargz blob. Every byte read from a file was verified
+// against its chunk digest first. A Reader is safe for concurrent use;
+// Close it when done (a finalizer frees a forgotten one).
+type Reader struct {
+	// mu guards ptr: methods hold it shared around each library call, so
+	// Close (exclusive) never frees the handle under a running call.
+	mu  sync.RWMutex
+	ptr *C.estargz_reader
+	// ctx is the read context of a reader over an io.ReaderAt, to report
+	// it as the cause of failed reads.
+	ctx       context.Context
+	tocDigest string
+}
+
+// Open opens the eStargz blob of size bytes read through r, which must be
+// safe for concurrent use (the library reads from several threads). The
+// blob's TOC is read and checked at once; file contents are read lazily.
+// r must stay usable until the Reader is closed.
+func Open(r io.ReaderAt, size int64, opts ...OpenOption) (*Reader, error) {
+	o, err := applyOpenOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil {
+		return nil, goError(CodeInvalidArgument, "Open: nil io.ReaderAt")
+	}
+	if size < 0 {
+		return nil, goError(CodeInvalidArgument, fmt.Sprintf("Open: negative size %d", size))
+	}
+	copts, err := o.cOptions()
+	if err != nil {
+		return nil, err
+	}
+	defer freeOpenOptions(copts)
+	cell := newCell(&source{ctx: o.ctx, r: r, size: size})
+	var p *C.estargz_reader
+	err = call(func() C.estargz_result { return readerOpenGo(cell, uint64(size), copts, &p) })
+	if err != nil {
+		return nil, causeOf(err, o.ctx.Err())
+	}
+	return newReader(p, o.ctx), nil
+}
+
+// OpenPath opens the eStargz blob in the file at path. The file must not
+// change while the Reader is open.
+func OpenPath(path string, opts ...OpenOption) (*Reader, error) {
+	o, err := applyOpenOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := noNUL("path", path); err != nil {
+		return nil, err
+	}
+	copts, err := o.cOptions()
+	if err != nil {
+		return nil, err
+	}
+	defer freeOpenOptions(copts)
+	s := C.CString(path)
+	defer C.free(unsafe.Pointer(s))
+	var p *C.estargz_reader
+	if err := call(func() C.estargz_result { return C.estargz_reader_open_path(s, copts, &p) }); err != nil {
+		return nil, err
+	}
+	return newReader(p, context.Background()), nil
+}
+
+func newReader(p *C.estargz_reader, ctx context.Context) *Reader {
+	liveHandles.Add(1)
+	r := &Reader{ptr: p, ctx: ctx, tocDigest: C.GoString(C.estargz_reader_toc_digest(p))}
+	runtime.SetFinalizer(r, (*Reader).Close)
+	return r
+}
+
+// Close frees the reader. Calls made after Close fail with an error
+// wrapping ErrClosed; Close waits for calls in progress. Closing twice is
+// a no-op.
+func (r *Reader) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ptr != nil {
+		// For a reader over an io.ReaderAt this also releases the
+		// callback's handle (esgzGoRelease).
+		C.estargz_reader_free(r.ptr)
+		r.ptr = nil
+		liveHandles.Add(-1)
+		runtime.SetFinalizer(r, nil)
+	}
+	return nil
+}
+
+// with runs f with the live handle, holding the shared lock.
+func (r *Reader) with(what string, f func(p *C.estargz_reader) error) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.ptr == nil {
+		return errClosed(what)
+	}
+	err := f(r.ptr)
+	runtime.KeepAlive(r)
+	if err != nil && r.ctx != nil {
+		err = causeOf(err, r.ctx.Err())
+	}
+	return err
+}
+
+// TOCDigest is the digest of the blob's TOC ("sha256:..."), computed at
+// open.
+func (r *Reader) TOCDigest() string { return r.tocDigest }
+
+// VerifyTOC checks the TOC digest against tocDigest (the layer's
+// "containerd.io/snapshot/stargz/toc.digest" annotation): nil or an error
+// matching ErrDigestMismatch. Chunks are verified on every read regardless;
+// Verify checks them all now.
+func (r *Reader) VerifyTOC(tocDigest string) error {
+	if err := noNUL("TOC digest", tocDigest); err != nil {
+		return err
+	}
+	return r.with("VerifyTOC", func(p *C.estargz_reader) error {
+		s := C.CString(tocDigest)
+		defer C.free(unsafe.Pointer(s))
+		return call(func() C.estargz_result { return C.estargz_reader_verify_toc_digest(p, s) })
+	})
+}
+
+// Verify checks every chunk of every file against its digest (in
+// parallel) and returns the number of file bytes verified.
+func (r *Reader) Verify() (int64, error) {
+	var n C.uint64_t
+	err := r.with("Verify", func(p *C.estargz_reader) error {
+		return call(func() C.estargz_result { return C.estargz_reader_verify(p, &n) })
+	})
+	return int64(n), err
+}
+
+// Footer kinds (Info.FooterKind).
+const (
+	FooterEStargz     = "estargz"
+	FooterExternalTOC = "external-toc"
+	FooterLegacy      = "legacy-stargz"
+)
+
+// Info describes an open blob.
+type Info struct {
+	BlobSize int64
+	// TOCOffset is the blob offset of the TOC member (0 for an external TOC).
+	TOCOffset  int64
+	TOCEntries int
+	// EntryCount is the number of entries in the tree, the root included.
+	EntryCount int
+	FooterKind string
+	FooterSize int
+}
+
+// Info returns the blob's size, footer and TOC facts.
+func (r *Reader) Info() (Info, error) {
+	var ci C.estargz_blob_info
+	err := r.with("Info", func(p *C.estargz_reader) error {
+		return call(func() C.estargz_result { return C.estargz_reader_info(p, &ci) })
+	})
+	if err != nil {
+		return Info{}, err
+	}
+	kind := FooterEStargz
+	switch ci.footer_kind {
+	case C.ESTARGZ_FOOTER_EXTERNAL_TOC:
+		kind = FooterExternalTOC
+	case C.ESTARGZ_FOOTER_LEGACY:
+		kind = FooterLegacy
+	}
+	return Info{
+		BlobSize:   int64(ci.blob_size),
+		TOCOffset:  int64(ci.toc_offset),
+		TOCEntries: int(ci.toc_entries),
+		EntryCount: int(ci.entry_count),
+		FooterKind: kind,
+		FooterSize: int(ci.footer_size),
+	}, nil
+}
+
+// Entry types (Entry.Type), as in the TOC.
+const (
+	TypeDir      = "dir"
+	TypeReg      = "reg"
+	TypeSymlink  = "symlink"
+	TypeHardlink = "hardlink"
+	TypeChar     = "char"
+	TypeBlock    = "block"
+	TypeFifo     = "fifo"
+)
+
+// Entry is the metadata of one file in the blob. For a hard link, Type is
+// TypeHardlink, LinkName is the path of the file holding the data, and the
+// other fields describe that file.
+type Entry struct {
+	// Name is the cleaned path ("a/b"; "" for the root).
+	Name     string
+	Type     string
+	Size     int64
+	Mode     fs.FileMode
+	UID, GID int
+	Uname    string
+	Gname    string
+	ModTime  time.Time
+	// LinkName is a symlink's target as stored, or a hard link's target path.
+	LinkName           string
+	DevMajor, DevMinor int
+	Xattrs             map[string][]byte
+	// NumLink is the link count: hard links to the data, or 2 + the
+	// number of subdirectories for a directory.
+	NumLink int
+
+	id       uint64
+	targetID uint64
+}
+
+// IsRegular reports whether the entry's data is a regular file (a regular
+// file or a hard link to one).
+func (e *Entry) IsRegular() bool { return e.Mode.IsRegular() }
+
+// Lookup returns the entry at path (any spelling: "a/b", "/a/b", "./a//b";
+// "" is the root). Symlinks are not followed; the error matches ErrNotFound
+// (and fs.ErrNotExist) when there is no such entry.
+func (r *Reader) Lookup(path string) (*Entry, error) {
+	if err := noNUL("path", path); err != nil {
+		return nil, err
+	}
+	var e *Entry
+	err := r.with("Lookup", func(p *C.estargz_reader) error {
+		var ce C.estargz_entry
+		s := C.CString(path)
+		defer C.free(unsafe.Pointer(s))
+		if err := call(func() C.estargz_result { return C.estargz_reader_lookup(p, s, &ce) }); err != nil {
+			return err
+		}
+		var err error
+		e, err = entryOf(p, &ce)
+		return err
+	})
+	return e, err
+}
+
+var typeNames = map[C.estargz_entry_type]string{
+	C.ESTARGZ_ENTRY_DIR:      TypeDir,
+	C.ESTARGZ_ENTRY_REG:      TypeReg,
+	C.ESTARGZ_ENTRY_SYMLINK:  TypeSymlink,
+	C.ESTARGZ_ENTRY_HARDLINK: TypeHardlink,
+	C.ESTARGZ_ENTRY_CHAR:     TypeChar,
+	C.ESTARGZ_ENTRY_BLOCK:    TypeBlock,
+	C.ESTARGZ_ENTRY_FIFO:     TypeFifo,
+}
+
+// entryOf completes a C entry with its strings and xattrs.
+func entryOf(p *C.estargz_reader, ce *C.estargz_entry) (*Entry, error) {
+	e := &Entry{
+		Type:     typeNames[ce.kind],
+		Size:     int64(ce.size),
+		UID:      int(ce.uid),
+		GID:      int(ce.gid),
+		ModTime:  time.Unix(int64(ce.mtime), 0),
+		DevMajor: int(ce.dev_major),
+		DevMinor: int(ce.dev_minor),
+		NumLink:  int(ce.nlink),
+		id:       uint64(ce.id),
+		targetID: uint64(ce.target_id),
+	}
+	id := ce.id
+	getters := []struct {
+		dst *string
+		fn  func(*C.estargz_reader, C.uint64_t, *C.char, C.size_t, *C.size_t) C.estargz_result
+	}{
+		{&e.Name, func(p *C.estargz_reader, id C.uint64_t, b *C.char, n C.size_t, o *C.size_t) C.estargz_result {
+			return C.estargz_reader_entry_path(p, id, b, n, o)
+		}},
+		{&e.LinkName, func(p *C.estargz_reader, id C.uint64_t, b *C.char, n C.size_t, o *C.size_t) C.estargz_result {
+			return C.estargz_reader_entry_link_name(p, id, b, n, o)
+		}},
+		{&e.Uname, func(p *C.estargz_reader, id C.uint64_t, b *C.char, n C.size_t, o *C.size_t) C.estargz_result {
+			return C.estargz_reader_entry_user_name(p, id, b, n, o)
+		}},
+		{&e.Gname, func(p *C.estargz_reader, id C.uint64_t, b *C.char, n C.size_t, o *C.size_t) C.estargz_result {
+			return C.estargz_reader_entry_group_name(p, id, b, n, o)
+		}},
+	}
+	for _, g := range getters {
+		s, err := copyString(func(b *C.char, n C.size_t, o *C.size_t) C.estargz_result { return g.fn(p, id, b, n, o) })
+		if err != nil {
+			return nil, err
+		}
+		*g.dst = s
+	}
+	if ce.xattr_count > 0 {
+		e.Xattrs = make(map[string][]byte, int(ce.xattr_count))
+		for i := range int(ce.xattr_count) {
+			name, value, err := xattr(p, id, i)
+			if err != nil {
+				return nil, err
+			}
+			e.Xattrs[name] = value
+		}
+	}
+	e.Mode = fs.FileMode(ce.mode & 0o777)
+	if ce.mode&0o4000 != 0 {
+		e.Mode |= fs.ModeSetuid
+	}
+	if ce.mode&0o2000 != 0 {
+		e.Mode |= fs.ModeSetgid
+	}
+	if ce.mode&0o1000 != 0 {
+		e.Mode |= fs.ModeSticky
+	}
+	kind := ce.kind
+	if kind == C.ESTARGZ_ENTRY_HARDLINK {
+		// The other fields describe the target; so does the mode's type.
+		var te C.estargz_entry
+		if err := call(func() C.estargz_result { return C.estargz_reader_entry(p, ce.target_id, &te) }); err != nil {
+			return nil, err
+		}
+		kind = te.kind
+	}
+	switch kind {
+	case C.ESTARGZ_ENTRY_DIR:
+		e.Mode |= fs.ModeDir
+	case C.ESTARGZ_ENTRY_SYMLINK:
+		e.Mode |= fs.ModeSymlink
+	case C.ESTARGZ_ENTRY_CHAR:
+		e.Mode |= fs.ModeDevice | fs.ModeCharDevice
+	case C.ESTARGZ_ENTRY_BLOCK:
+		e.Mode |= fs.ModeDevice
+	case C.ESTARGZ_ENTRY_FIFO:
+		e.Mode |= fs.ModeNamedPipe
+	}
+	return e, nil
+}
+
+// copyString runs an snprintf-style getter, retrying with a buffer of the
+// reported size when the first one is too small.
+func copyString(get func(*C.char, C.size_t, *C.size_t) C.estargz_result) (string, error) {
+	var small [256]C.char
+	var n C.size_t
+	if err := call(func() C.estargz_result { return get(&small[0], C.size_t(len(small)), &n) }); err != nil {
+		return "", err
+	}
+	if int(n) < len(small) {
+		return C.GoStringN(&small[0], C.int(n)), nil
+	}
+	big := make([]byte, int(n)+1)
+	if err := call(func() C.estargz_result {
+		return get((*C.char)(unsafe.Pointer(&big[0])), C.size_t(len(big)), &n)
+	}); err != nil {
+		return "", err
+	}
+	return string(big[:n]), nil
+}
+
+func xattr(p *C.estargz_reader, id C.uint64_t, i int) (string, []byte, error) {
+	var nameN, valueN C.size_t
+	// Sizes first, then both copies.
+	if err := call(func() C.estargz_result {
+		return C.estargz_reader_entry_xattr(p, id, C.size_t(i), nil, 0, &nameN, nil, 0, &valueN)
+	}); err != nil {
+		return "", nil, err
+	}
+	name := make([]byte, int(nameN)+1)
+	value := make([]byte, int(valueN)+1) // +1: never a zero-length buffer
+	if err := call(func() C.estargz_result {
+		return C.estargz_reader_entry_xattr(p, id, C.size_t(i),
+			(*C.char)(unsafe.Pointer(&name[0])), C.size_t(len(name)), &nameN,
+			(*C.uint8_t)(unsafe.Pointer(&value[0])), C.size_t(len(value)), &valueN)
+	}); err != nil {
+		return "", nil, err
+	}
+	return string(name[:nameN]), value[:valueN:valueN], nil
+}
+
+// ReadDir lists the directory at path (symlinks not followed), in name
+// order.
+func (r *Reader) ReadDir(path string) ([]*Entry, error) {
+	dir, err := r.Lookup(path)
+	if err != nil {
+		return nil, err
+	}
+	return r.readDirID(dir.id)
+}
+
+func (r *Reader) readDirID(id uint64) ([]*Entry, error) {
+	var list []*Entry
+	err := r.with("ReadDir", func(p *C.estargz_reader) error {
+		var it *C.estargz_dir_iter
+		if err := call(func() C.estargz_result { return C.estargz_reader_open_dir(p, C.uint64_t(id), &it) }); err != nil {
+			return err
+		}
+		defer C.estargz_dir_iter_free(it)
+		for {
+			var ce C.estargz_entry
+			var done C.bool
+			if err := call(func() C.estargz_result { return C.estargz_dir_iter_next(it, &ce, &done) }); err != nil {
+				return err
+			}
+			if done {
+				return nil
+			}
+			e, err := entryOf(p, &ce)
+			if err != nil {
+				return err
+			}
+			list = append(list, e)
+		}
+	})
+	return list, err
+}
+
+// OpenFile returns a reader of the regular file at path (hard links are
+// followed, symlinks are not). Every byte is verified against its chunk
+// digest before it is returned. The error matches ErrNotFound or
+// ErrWrongType.
+func (r *Reader) OpenFile(path string) (*io.SectionReader, error) {
+	e, err := r.Lookup(path)
+	if err != nil {
+		return nil, err
+	}
+	if !e.IsRegular() {
+		return nil, goError(CodeWrongType, fmt.Sprintf("OpenFile: %q is a %s, not a regular file", path, e.Type))
+	}
+	return io.NewSectionReader(&fileReader{r: r, id: e.targetID, size: e.Size}, 0, e.Size), nil
+}
+
+// fileReader reads one regular file through estargz_reader_read.
+type fileReader struct {
+	r    *Reader
+	id   uint64
+	size int64
+}
+
+func (f *fileReader) ReadAt(b []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, goError(CodeInvalidArgument, fmt.Sprintf("ReadAt: negative offset %d", off))
+	}
+	total := 0
+	for total < len(b) {
+		var n C.size_t
+		err := f.r.with("ReadAt", func(p *C.estargz_reader) error {
+			// b is Go memory, used by the library only during the call.
+			return call(func() C.estargz_result {
+				return C.estargz_reader_read(p, C.uint64_t(f.id), C.uint64_t(off+int64(total)),
+					(*C.uint8_t)(unsafe.Pointer(&b[total])), C.size_t(len(b)-total), &n)
+			})
+		})
+		if err != nil {
+			return total, err
+		}
+		if n == 0 {
+			return total, io.EOF
+		}
+		total += int(n)
+	}
+	return total, nil
+}
+
+// Extract flags.
+const (
+	// ExtractNoSameOwner skips applying owners (applied when running as root).
+	ExtractNoSameOwner = C.ESTARGZ_EXTRACT_NO_SAME_OWNER
+	// ExtractNoXattrs skips extended attributes.
+	ExtractNoXattrs = C.ESTARGZ_EXTRACT_NO_XATTRS
+	// ExtractLandmarks also writes the prefetch landmark files.
+	ExtractLandmarks = C.ESTARGZ_EXTRACT_LANDMARKS
+)
+
+// ExtractStats counts what Extract wrote.
+type ExtractStats struct {
+	Files, Dirs, Others, Bytes int64
+}
+
+// Extract writes every entry, verified, under dir (created if missing).
+// Nothing is written outside dir: entries that would escape it fail with
+// ErrUnsafePath. flags is a bitwise OR of the Extract* flags.
+func (r *Reader) Extract(dir string, flags int) (ExtractStats, error) {
+	if err := noNUL("directory", dir); err != nil {
+		return ExtractStats{}, err
+	}
+	var st C.estargz_extract_stats
+	err := r.with("Extract", func(p *C.estargz_reader) error {
+		s := C.CString(dir)
+		defer C.free(unsafe.Pointer(s))
+		return call(func() C.estargz_result { return C.estargz_reader_extract(p, s, C.uint32_t(flags), &st) })
+	})
+	return ExtractStats{
+		Files: int64(st.files), Dirs: int64(st.dirs), Others: int64(st.others), Bytes: int64(st.bytes),
+	}, err
+}

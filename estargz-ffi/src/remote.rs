@@ -1,0 +1,444 @@
+//! Opening a layer of an image in an OCI registry lazily: the reader fetches
+//! byte ranges on demand, verified against the TOC digest annotation of the
+//! layer's descriptor.
+
+use std::ffi::c_char;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use estargz_core::cache::{CacheOptions, ChunkCache, DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES};
+use estargz_core::remote::auth::default_auth_files;
+use estargz_core::remote::{open_layer, HttpOptions, LayerOptions, Platform, Reference, Registry};
+use estargz_core::Error;
+
+use crate::error::{estargz_result, Failure, FfiResult};
+use crate::panic;
+use crate::reader::{estargz_reader, new_handle};
+use crate::strings::{self, out_ptr};
+
+/// Options for estargz_reader_open_remote. Created by
+/// estargz_remote_options_new, released by estargz_remote_options_free.
+/// estargz_reader_open_remote copies what it needs, so options may be freed
+/// or reused right after.
+pub struct estargz_remote_options {
+    opts: Mutex<RemoteOptions>,
+}
+
+#[derive(Clone)]
+struct RemoteOptions {
+    http: HttpOptions,
+    platform: Option<Platform>,
+    cache: CacheOptions,
+    require_toc_digest: bool,
+    prefetch: bool,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            http: HttpOptions::default(),
+            platform: None,
+            cache: CacheOptions::default(),
+            require_toc_digest: true,
+            prefetch: false,
+        }
+    }
+}
+
+/// # Safety
+/// `options` is NULL or a live estargz_remote_options.
+unsafe fn with_options(
+    function: &str,
+    options: *mut estargz_remote_options,
+    f: impl FnOnce(&mut RemoteOptions) -> FfiResult,
+) -> estargz_result {
+    // SAFETY: NULL or live (contract); shared reference, mutation via Mutex.
+    let o = unsafe { options.cast_const().as_ref() };
+    panic::call(function, None, || {
+        let o = o.ok_or_else(|| Failure::null("options"))?;
+        f(&mut o.opts.lock().unwrap_or_else(|p| p.into_inner()))
+    })
+}
+
+/// Creates remote options with defaults: HTTPS to every registry,
+/// credentials from the containers/docker auth files (REGISTRY_AUTH_FILE,
+/// $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
+/// $DOCKER_CONFIG/config.json or ~/.docker/config.json), 30 s per request,
+/// 5 retries, this host's platform, a 64 MiB memory cache of verified
+/// chunks and no disk cache, layers without a TOC digest annotation refused,
+/// no prefetch. `out_options` receives the handle (owned by the caller;
+/// release with estargz_remote_options_free).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_remote_options_new(
+    out_options: *mut *mut estargz_remote_options,
+) -> estargz_result {
+    panic::call("estargz_remote_options_new", None, || {
+        let out = out_ptr(out_options, "out_options")?;
+        let o = Box::new(estargz_remote_options {
+            opts: Mutex::new(RemoteOptions::default()),
+        });
+        // SAFETY: non-NULL and writable (contract).
+        unsafe { out.write(Box::into_raw(o)) };
+        Ok(())
+    })
+}
+
+/// Releases remote options. NULL is accepted (no-op).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_remote_options_free(options: *mut estargz_remote_options) {
+    panic::value((), || {
+        if !options.is_null() {
+            // SAFETY: live handle from estargz_remote_options_new, freed once.
+            drop(unsafe { Box::from_raw(options) });
+        }
+    })
+}
+
+/// Whether to talk plain HTTP (no TLS) to every registry. Default false.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_remote_options_set_plain_http(
+    options: *mut estargz_remote_options,
+    plain_http: bool,
+) -> estargz_result {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_options("estargz_remote_options_set_plain_http", options, |o| {
+            o.http.plain_http = plain_http;
+            Ok(())
+        })
+    }
+}
+
+/// Adds a registry (`host` or `host:port`, as in references; copied) to be
+/// reached over plain HTTP; others keep HTTPS.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_remote_options_add_insecure_registry(
+    options: *mut estargz_remote_options,
+    host: *const c_char,
+) -> estargz_result {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_options(
+            "estargz_remote_options_add_insecure_registry",
+            options,
+            |o| {
+                // SAFETY: NULL or NUL-terminated (contract).
+                let host = strings::utf8(host, "host")?;
+                if host.is_empty() || host.contains('/') {
+                    return Err(Failure::invalid(format!(
+                        "`host` {host:?} is not a registry host[:port]"
+                    )));
+                }
+                o.http.insecure_registries.push(host.to_string());
+                Ok(())
+            },
+        )
+    }
+}
+
+/// Reads credentials from the auth file at `path` (containers auth.json or
+/// docker config.json format; copied) instead of the default files. NULL
+/// restores the defaults. A missing file means anonymous access.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_remote_options_set_auth_file(
+    options: *mut estargz_remote_options,
+    path: *const c_char,
+) -> estargz_result {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_options("estargz_remote_options_set_auth_file", options, |o| {
+            o.http.auth_files = if path.is_null() {
+                default_auth_files()
+            } else {
+                // SAFETY: NUL-terminated (contract).
+                vec![strings::path(path, "path")?]
+            };
+            Ok(())
+        })
+    }
+}
+
+/// Per-request time limit in milliseconds (connect, send, headers and body
+/// of one attempt); 0 restores the default (30 s). A request that times out
+/// is retried; the last failure is ESTARGZ_TIMEOUT.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_remote_options_set_timeout_ms(
+    options: *mut estargz_remote_options,
+    timeout_ms: u64,
+) -> estargz_result {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_options("estargz_remote_options_set_timeout_ms", options, |o| {
+            let d = HttpOptions::default();
+            if timeout_ms == 0 {
+                o.http.request_timeout = d.request_timeout;
+                o.http.connect_timeout = d.connect_timeout;
+            } else {
+                o.http.request_timeout = Duration::from_millis(timeout_ms);
+                // The connect phase is part of the attempt.
+                o.http.connect_timeout = d.connect_timeout.min(o.http.request_timeout);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Retries per request after the first attempt, on network errors,
+/// timeouts, 429 and 5xx answers (default 5; 0 fails on the first error).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_remote_options_set_retries(
+    options: *mut estargz_remote_options,
+    retries: u32,
+) -> estargz_result {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_options("estargz_remote_options_set_retries", options, |o| {
+            o.http.max_retries = retries;
+            Ok(())
+        })
+    }
+}
+
+/// The platform ("os/arch" or "os/arch/variant", e.g. "linux/arm64/v8";
+/// copied) to pick from a multi-platform image index. NULL restores the
+/// default, this host's platform.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_remote_options_set_platform(
+    options: *mut estargz_remote_options,
+    platform: *const c_char,
+) -> estargz_result {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_options("estargz_remote_options_set_platform", options, |o| {
+            o.platform = if platform.is_null() {
+                None
+            } else {
+                // SAFETY: NUL-terminated (contract).
+                Some(Platform::parse(strings::utf8(platform, "platform")?)?)
+            };
+            Ok(())
+        })
+    }
+}
+
+/// Keeps verified chunks in a disk cache under directory `dir` (copied;
+/// created if missing; may be shared by readers and processes), bounded to
+/// `max_bytes` (0 = the default, 2 GiB) with LRU eviction. Entries are
+/// re-checked against their digest when read. NULL `dir` turns the disk
+/// cache off (the default).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_remote_options_set_cache_dir(
+    options: *mut estargz_remote_options,
+    dir: *const c_char,
+    max_bytes: u64,
+) -> estargz_result {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_options("estargz_remote_options_set_cache_dir", options, |o| {
+            o.cache.dir = if dir.is_null() {
+                None
+            } else {
+                // SAFETY: NUL-terminated (contract).
+                Some(strings::path(dir, "dir")?)
+            };
+            o.cache.disk_bytes = if max_bytes == 0 {
+                DEFAULT_DISK_BYTES
+            } else {
+                max_bytes
+            };
+            Ok(())
+        })
+    }
+}
+
+/// Bound of the in-memory cache of verified chunks, in bytes (0 = the
+/// default, 64 MiB).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_remote_options_set_memory_cache_size(
+    options: *mut estargz_remote_options,
+    max_bytes: u64,
+) -> estargz_result {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_options(
+            "estargz_remote_options_set_memory_cache_size",
+            options,
+            |o| {
+                o.cache.memory_bytes = if max_bytes == 0 {
+                    DEFAULT_MEMORY_BYTES
+                } else {
+                    max_bytes
+                };
+                Ok(())
+            },
+        )
+    }
+}
+
+/// Whether to open layers whose descriptor lacks the
+/// "containerd.io/snapshot/stargz/toc.digest" annotation. Without it the
+/// TOC, and so every chunk digest, is not anchored to the manifest; default
+/// false (such layers fail with ESTARGZ_INVALID_ARGUMENT).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_remote_options_set_allow_unverified_toc(
+    options: *mut estargz_remote_options,
+    allow: bool,
+) -> estargz_result {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_options(
+            "estargz_remote_options_set_allow_unverified_toc",
+            options,
+            |o| {
+                o.require_toc_digest = !allow;
+                Ok(())
+            },
+        )
+    }
+}
+
+/// Whether estargz_reader_open_remote also fetches the prioritized files
+/// the layer marks with its prefetch landmark (one batched request) before
+/// returning. Default false.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_remote_options_set_prefetch(
+    options: *mut estargz_remote_options,
+    prefetch: bool,
+) -> estargz_result {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_options("estargz_remote_options_set_prefetch", options, |o| {
+            o.prefetch = prefetch;
+            Ok(())
+        })
+    }
+}
+
+/// Which layer of the manifest `layer` selects: NULL or "" for the only
+/// layer, a "sha256:..." digest, or a decimal index (0 = bottom layer).
+fn select_layer(
+    layers: &[estargz_core::remote::Descriptor],
+    layer: Option<&str>,
+    image: &str,
+) -> FfiResult<usize> {
+    match layer.filter(|l| !l.is_empty()) {
+        None if layers.len() == 1 => Ok(0),
+        None => Err(Failure::invalid(format!(
+            "{image} has {} layers: select one by digest or index",
+            layers.len()
+        ))),
+        Some(l) if l.contains(':') => layers
+            .iter()
+            .position(|d| d.digest == l)
+            .ok_or_else(|| Error::NotFound(format!("layer {l} in {image}")).into()),
+        // An index out of range is reported by open_layer (NOT_FOUND).
+        Some(l) => l.parse::<usize>().map_err(|_| {
+            Failure::invalid(format!(
+                "`layer` {l:?} is neither a digest (sha256:...) nor a layer index"
+            ))
+        }),
+    }
+}
+
+/// Opens one layer of the image `reference` (copied; "host[:port]/repo:tag"
+/// or "host[:port]/repo@sha256:...") for lazy reading from its registry:
+/// opening fetches the manifest, the image config, and the layer's footer
+/// and TOC (two range requests); reads then fetch only the gzip members
+/// they need, verified against their chunk digests, and the TOC is checked
+/// against the layer's "containerd.io/snapshot/stargz/toc.digest" annotation.
+///
+/// `layer` (copied; may be NULL) selects the layer: NULL or "" for an image
+/// with one layer, its digest ("sha256:..."), or its decimal index in the
+/// manifest (0 = bottom). `options` may be NULL (defaults, see
+/// estargz_remote_options_new); it is only read during the call.
+/// `out_reader` receives the handle, owned by the caller: release it with
+/// estargz_reader_free. Every estargz_reader_* function works on it; reads
+/// may fail with the network errors below, and are retried afresh on the
+/// next call.
+///
+/// The call blocks for the requests (each bounded by the timeout, with
+/// retries). Errors: ESTARGZ_INVALID_ARGUMENT (bad reference, platform or
+/// layer selector, several layers and no selector, no TOC digest
+/// annotation), ESTARGZ_NOT_FOUND (no such layer), ESTARGZ_UNSUPPORTED (not
+/// a gzip layer), ESTARGZ_NETWORK, ESTARGZ_TIMEOUT, ESTARGZ_REGISTRY (error
+/// status or malformed answer, unknown image), ESTARGZ_UNAUTHORIZED,
+/// ESTARGZ_INVALID_FOOTER / ESTARGZ_INVALID_TOC (not eStargz),
+/// ESTARGZ_DIGEST_MISMATCH (TOC does not match the annotation), ESTARGZ_IO
+/// (disk cache directory).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_reader_open_remote(
+    reference: *const c_char,
+    layer: *const c_char,
+    options: *const estargz_remote_options,
+    out_reader: *mut *mut estargz_reader,
+) -> estargz_result {
+    panic::call("estargz_reader_open_remote", None, || {
+        let out = out_ptr(out_reader, "out_reader")?;
+        // SAFETY: NULL or NUL-terminated (contract).
+        let reference = unsafe { strings::utf8(reference, "reference") }?;
+        let layer = if layer.is_null() {
+            None
+        } else {
+            // SAFETY: NUL-terminated (contract).
+            Some(unsafe { strings::utf8(layer, "layer") }?)
+        };
+        // SAFETY: NULL or live (contract).
+        let opts = match unsafe { options.as_ref() } {
+            Some(o) => o.opts.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            None => RemoteOptions::default(),
+        };
+        let reference = Reference::parse(reference)?;
+        let cache = Arc::new(ChunkCache::open(&opts.cache)?);
+        let registry = Registry::new(opts.http);
+        let image = registry.resolve_image(&reference, opts.platform.as_ref())?;
+        let index = select_layer(&image.manifest.layers, layer, &image.reference.to_string())?;
+        let layer_opts = LayerOptions {
+            cache: Some(cache),
+            require_toc_digest: opts.require_toc_digest,
+            ..Default::default()
+        };
+        let remote = open_layer(&registry, &image, index, &layer_opts)?;
+        if opts.prefetch {
+            remote.reader.prefetch_landmarked()?;
+        }
+        // SAFETY: non-NULL and writable (contract).
+        unsafe { out.write(new_handle(remote.reader)) };
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use estargz_core::remote::Descriptor;
+
+    fn layers(n: usize) -> Vec<Descriptor> {
+        (0..n)
+            .map(|i| Descriptor {
+                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                digest: format!("sha256:{i:064x}"),
+                size: 1,
+                annotations: Default::default(),
+                platform: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn layer_selectors() {
+        let one = layers(1);
+        let three = layers(3);
+        assert_eq!(select_layer(&one, None, "img").unwrap(), 0);
+        assert_eq!(select_layer(&one, Some(""), "img").unwrap(), 0);
+        let e = select_layer(&three, None, "img").unwrap_err();
+        assert_eq!(e.code, estargz_result::ESTARGZ_INVALID_ARGUMENT);
+        assert!(e.message.contains("3 layers"), "{}", e.message);
+        assert_eq!(select_layer(&three, Some("2"), "img").unwrap(), 2);
+        let digest = format!("sha256:{:064x}", 1);
+        assert_eq!(select_layer(&three, Some(&digest), "img").unwrap(), 1);
+        let e = select_layer(&three, Some("sha256:ff"), "img").unwrap_err();
+        assert_eq!(e.code, estargz_result::ESTARGZ_NOT_FOUND);
+        let e = select_layer(&three, Some("-1"), "img").unwrap_err();
+        assert_eq!(e.code, estargz_result::ESTARGZ_INVALID_ARGUMENT);
+    }
+}
