@@ -1,6 +1,7 @@
 //! `estargz`: convert tars to eStargz and inspect, list, read, extract and
 //! verify eStargz blobs.
 
+mod image;
 mod listing;
 mod remote;
 
@@ -79,6 +80,8 @@ enum Command {
     Pull(remote::PullArgs),
     /// Push eStargz blobs to a registry as a single-platform image.
     Push(remote::PushArgs),
+    /// Convert an image (OCI layout or registry) into an eStargz image.
+    ConvertImage(image::ConvertImageArgs),
 }
 
 #[derive(Args)]
@@ -165,6 +168,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Convert(args) => convert(args),
         Command::Pull(args) => remote::pull(args),
         Command::Push(args) => remote::push(args),
+        Command::ConvertImage(args) => image::convert_image_cmd(args),
         Command::Inspect { blob, toc, json } => {
             let reader = open_blob(&blob)?;
             if toc {
