@@ -18,15 +18,8 @@ pub struct ConvertImageArgs {
     destination: String,
     #[command(flatten)]
     registry: crate::remote::RegistryArgs,
-    /// Chunk size in bytes.
-    #[arg(long, default_value_t = estargz_core::build::DEFAULT_CHUNK_SIZE)]
-    chunk_size: u64,
-    /// Minimum compressed bytes per gzip member (enables innerOffset; 0 = off).
-    #[arg(long, default_value_t = 0)]
-    min_chunk_size: u64,
-    /// Compression level 0-9 (10-12: extra effort).
-    #[arg(long, default_value_t = estargz_core::build::DEFAULT_LEVEL)]
-    level: u32,
+    #[command(flatten)]
+    layer: crate::LayerArgs,
     /// Files to prioritize: lines `LAYER PATH` (LAYER = layer index, 0 = bottom).
     #[arg(long, value_name = "FILE")]
     prioritized_files: Option<PathBuf>,
@@ -95,9 +88,9 @@ pub fn convert_image_cmd(args: ConvertImageArgs) -> Result<(), Error> {
     };
     let opts = ConvertOptions {
         build: BuildOptions {
-            chunk_size: args.chunk_size,
-            min_chunk_size: args.min_chunk_size,
-            level: args.level,
+            chunk_size: args.layer.chunk_size,
+            min_chunk_size: args.layer.min_chunk_size,
+            level: args.layer.level,
             allow_prioritize_not_found: args.allow_missing_prioritized,
             external_toc: args.external_toc,
             keep_diff_id: args.keep_diff_id,

@@ -19,30 +19,19 @@ use estargz_core::remote::manifest::{
     LAYER_DIGEST_ANNOTATION, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, TOC_DIGEST_ANNOTATION,
     UNCOMPRESSED_SIZE_ANNOTATION,
 };
-use estargz_core::remote::{open_layer, HttpOptions, LayerOptions, Reference, Registry, Uploaded};
+use estargz_core::remote::{
+    open_layer, HttpOptions, Image, LayerOptions, Reference, Registry, Uploaded,
+};
 use estargz_core::{Error, FileSource, OpenOptions, Reader};
 use estargz_tests::registry::TestRegistry;
 use sha2::{Digest, Sha256};
-use util::{snapshot, Snapshot};
+use util::{noise, snapshot, Snapshot};
 
 const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 fn digest_of(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
-/// Deterministic incompressible bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// One layer's files: path → content; `None` makes a directory.
@@ -502,6 +491,13 @@ fn skopeo() -> Option<PathBuf> {
     }
 }
 
+fn resolve(registry: &Registry, reference: &str, platform: &str) -> Image {
+    let r = Reference::parse(reference).unwrap();
+    registry
+        .resolve_image(&r, Some(&Platform::parse(platform).unwrap()))
+        .unwrap()
+}
+
 /// Reads every layer lazily from the registry and flattens them.
 fn lazy_rootfs(
     registry: &Registry,
@@ -509,10 +505,7 @@ fn lazy_rootfs(
     platform: &str,
     dir: &Path,
 ) -> BTreeMap<String, Snapshot> {
-    let r = Reference::parse(reference).unwrap();
-    let image = registry
-        .resolve_image(&r, Some(&Platform::parse(platform).unwrap()))
-        .unwrap();
+    let image = resolve(registry, reference, platform);
     let mut trees = Vec::new();
     for i in 0..image.manifest.layers.len() {
         let layer = open_layer(registry, &image, i, &LayerOptions::default()).unwrap();
@@ -608,18 +601,8 @@ fn push_to_registry_skopeo_and_lazy_read() {
         stderr.contains("0 layer(s) converted, 3 already eStargz"),
         "{stderr}"
     );
-    let a = registry
-        .resolve_image(
-            &Reference::parse(&dst).unwrap(),
-            Some(&Platform::parse("linux/amd64").unwrap()),
-        )
-        .unwrap();
-    let b = registry
-        .resolve_image(
-            &Reference::parse(&dst2).unwrap(),
-            Some(&Platform::parse("linux/amd64").unwrap()),
-        )
-        .unwrap();
+    let a = resolve(&registry, &dst, "linux/amd64");
+    let b = resolve(&registry, &dst2, "linux/amd64");
     assert_eq!(a.manifest_digest, b.manifest_digest);
 }
 
@@ -641,12 +624,7 @@ fn external_toc_and_keep_diff_id() {
         &dst,
     ]);
     let registry = Registry::new(http_opts());
-    let image = registry
-        .resolve_image(
-            &Reference::parse(&dst).unwrap(),
-            Some(&Platform::parse("linux/amd64").unwrap()),
-        )
-        .unwrap();
+    let image = resolve(&registry, &dst, "linux/amd64");
     let config: serde_json::Value = serde_json::from_slice(&image.config).unwrap();
     let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
     // Lossless: each layer decompresses to exactly the original tar.
@@ -709,7 +687,6 @@ fn external_toc_and_keep_diff_id() {
     assert_eq!(cat, "x2\n");
 
     // A TOC image whose TOC does not match the layer's annotation is refused.
-    let image_ref = Reference::parse(&dst).unwrap();
     let tampered = toc_image.manifest.layers[0].clone();
     let other = toc_image.manifest.layers[1].clone();
     let mut m = toc_image.manifest.clone();
@@ -731,9 +708,7 @@ fn external_toc_and_keep_diff_id() {
         .iter()
         .position(|l| l.digest == toc_image.manifest.layers[0].annotations[LAYER_DIGEST_ANNOTATION])
         .unwrap();
-    let image = registry
-        .resolve_image(&image_ref, Some(&Platform::parse("linux/amd64").unwrap()))
-        .unwrap();
+    let image = resolve(&registry, &dst, "linux/amd64");
     let err = open_layer(&registry, &image, victim, &LayerOptions::default())
         .err()
         .expect("a swapped TOC must be refused");

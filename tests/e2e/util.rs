@@ -16,7 +16,20 @@ pub fn estargz_bin() -> PathBuf {
     let profile_dir = exe.parent().unwrap().parent().unwrap();
     let bin = profile_dir.join("estargz");
     BUILT.call_once(|| {
-        let status = Command::new(env!("CARGO"))
+        let mut cmd = Command::new(env!("CARGO"));
+        // cargo gives the test the package variables of estargz-tests;
+        // build scripts (ring's) that watch them would rerun and rebuild
+        // the whole chain on every switch between test and binary builds.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || ["OUT_DIR", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"].contains(&&*key)
+            {
+                cmd.env_remove(&*key);
+            }
+        }
+        let status = cmd
             .args(["build", "-p", "estargz-cli"])
             .args(if profile_dir.ends_with("release") {
                 &["--release"][..]
@@ -199,4 +212,17 @@ pub fn assert_same_tree(
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Deterministic incompressible bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }

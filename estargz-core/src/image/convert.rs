@@ -134,7 +134,7 @@ pub fn convert_image(
     }
     let root_desc = match index {
         None => written.pop().expect("one manifest").1,
-        Some(index) => {
+        Some(_) => {
             let manifests_out = written
                 .into_iter()
                 .map(|(entry, d)| {
@@ -151,7 +151,6 @@ pub fn convert_image(
                 media_type: OCI_INDEX.into(),
                 manifests: manifests_out,
             };
-            let _ = index;
             let body = serde_json::to_vec(&out).expect("indexes serialize");
             dst.put_manifest(OCI_INDEX, &body, Some(dst.tag()))?
         }
@@ -214,7 +213,8 @@ fn load(
             }
             if out.is_empty() {
                 return Err(Error::NotFound(format!(
-                    "no manifest in the index matches the platform(s) asked for"
+                    "no manifest in the index matches the platform(s) asked for (it has: {})",
+                    m::platform_names(&index)
                 )));
             }
             Ok((Some(index), out))

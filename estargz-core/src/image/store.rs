@@ -9,6 +9,7 @@ use super::layout::OciLayout;
 use crate::digest::Hasher;
 use crate::error::{Error, Result};
 use crate::remote::manifest::Descriptor;
+use crate::remote::reference::is_valid_tag;
 use crate::remote::{BlobOptions, Reference, Registry, Uploaded};
 use crate::source::ReadAt;
 
@@ -45,14 +46,8 @@ impl Location {
                 "{s:?}: expected oci:DIR[:tag]"
             )));
         }
-        if let Some(t) = &tag {
-            let ok = !t.is_empty()
-                && t.len() <= 128
-                && t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-            if !ok {
-                return Err(Error::InvalidArgument(format!("{s:?}: invalid tag {t:?}")));
-            }
+        if let Some(t) = tag.as_deref().filter(|t| !is_valid_tag(t)) {
+            return Err(Error::InvalidArgument(format!("{s:?}: invalid tag {t:?}")));
         }
         Ok(Location::Layout {
             dir: PathBuf::from(dir),

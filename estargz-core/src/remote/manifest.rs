@@ -179,19 +179,24 @@ pub fn select_platform<'a>(index: &'a Index, want: &Platform) -> Result<&'a Desc
                 .then(|| &index.manifests[0])
         })
         .ok_or_else(|| {
-            let have: Vec<String> = index
-                .manifests
-                .iter()
-                .filter_map(|d| d.platform.as_ref())
-                .map(|p| format!("{}/{}", p.os, p.architecture))
-                .collect();
             Error::NotFound(format!(
                 "no manifest for platform {}/{} in the index (it has: {})",
                 want.os,
                 want.architecture,
-                have.join(", ")
+                platform_names(index)
             ))
         })
+}
+
+/// The platforms of an index as `os/arch, …`, for error messages.
+pub fn platform_names(index: &Index) -> String {
+    let names: Vec<String> = index
+        .manifests
+        .iter()
+        .filter_map(|d| d.platform.as_ref())
+        .map(|p| format!("{}/{}", p.os, p.architecture))
+        .collect();
+    names.join(", ")
 }
 
 /// Whether a layer media type is gzip-compressed tar (what eStargz is).
