@@ -22,7 +22,7 @@ use estargz_core::remote::manifest::{
 use estargz_core::remote::{
     open_layer, HttpOptions, Image, LayerOptions, Reference, Registry, Uploaded,
 };
-use estargz_core::{Error, FileSource, OpenOptions, Reader};
+use estargz_core::{EntryType, Error, FileSource, OpenOptions, Reader};
 use estargz_tests::registry::TestRegistry;
 use sha2::{Digest, Sha256};
 use util::{noise, snapshot, Snapshot};
@@ -311,9 +311,17 @@ fn oci_to_oci_multi_platform_and_platform_choice() {
     let dir = tempfile::tempdir().unwrap();
     let src = make_source(dir.path());
     let out = dir.path().join("out");
+    let list = dir.path().join("prioritized.txt");
+    std::fs::write(
+        &list,
+        "# layer path\n2 bin/big\n0 etc/os-release\n0 dir/b\n",
+    )
+    .unwrap();
     let printed = estargz(&[
         "convert-image",
         "-q",
+        "--prioritized-files",
+        list.to_str().unwrap(),
         "--chunk-size",
         "65536",
         &format!("oci:{}:v1", src.dir.display()),
@@ -364,6 +372,19 @@ fn oci_to_oci_multi_platform_and_platform_choice() {
         };
         let reader = Reader::open(Arc::new(src), &opts).unwrap();
         reader.verify_all().unwrap();
+        let names: Vec<&str> = reader
+            .toc()
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryType::Reg)
+            .map(|e| e.name.trim_start_matches("./"))
+            .collect();
+        let want: &[&str] = match i {
+            0 => &["etc/os-release", "dir/b", ".prefetch.landmark"],
+            1 => &[".no.prefetch.landmark"],
+            _ => &["bin/big", ".prefetch.landmark"],
+        };
+        assert_eq!(&names[..want.len()], want, "layer {i} order");
         let t = dir.path().join(format!("conv{i}"));
         extract(&reader, &t, &no_owner_extract()).unwrap();
         trees.push(t);
@@ -373,6 +394,19 @@ fn oci_to_oci_multi_platform_and_platform_choice() {
         &flatten(&trees),
         "flattened rootfs",
     );
+
+    // A list naming a layer the image does not have is refused.
+    std::fs::write(&list, "3 etc/os-release\n").unwrap();
+    let o = Command::new(util::estargz_bin())
+        .args(["convert-image", "-q", "--prioritized-files"])
+        .arg(&list)
+        .arg(format!("oci:{}:v1", src.dir.display()))
+        .arg(format!("oci:{}", dir.path().join("never").display()))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("prioritized files for layer 3"), "{stderr}");
 
     // One platform; converting the converted image keeps every layer.
     let again = dir.path().join("again");

@@ -103,6 +103,14 @@ pub fn convert_image(
     let root = src.root()?;
     let (index, mut manifests) = load(src, &root, &opts.platforms)?;
 
+    let most_layers = manifests.iter().map(|sm| sm.manifest.layers.len()).max();
+    if let Some((&layer, _)) = opts.prioritized.range(most_layers.unwrap_or(0)..).next() {
+        return Err(Error::InvalidArgument(format!(
+            "prioritized files for layer {layer}, but no manifest has more than {} layers",
+            most_layers.unwrap_or(0)
+        )));
+    }
+
     // Distinct layers (shared across platforms) are converted once.
     let mut jobs: Vec<Job> = Vec::new();
     let mut by_key: HashMap<(String, Vec<String>), usize> = HashMap::new();
