@@ -277,6 +277,7 @@ fn extract_layer(layer: &RemoteLayer, dir: &std::path::Path) -> Result<(), Error
         Arc::new(src),
         &OpenOptions {
             expected_toc_digest: Some(layer.reader.toc_digest().to_string()),
+            external_toc: layer.external_toc.clone(),
             ..Default::default()
         },
     )?;

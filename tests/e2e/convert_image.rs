@@ -719,6 +719,20 @@ fn external_toc_and_keep_diff_id() {
         "keep/x",
     ]);
     assert_eq!(cat, "x2\n");
+    let ex = dir.path().join("pulled");
+    estargz(&[
+        "pull",
+        "--plain-http",
+        "-q",
+        "--layer",
+        "1",
+        "--platform",
+        "linux/amd64",
+        &dst,
+        "--extract",
+        ex.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(ex.join("dir/c")).unwrap(), b"c only\n");
 
     // A TOC image whose TOC does not match the layer's annotation is refused.
     let tampered = toc_image.manifest.layers[0].clone();

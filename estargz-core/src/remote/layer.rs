@@ -50,6 +50,8 @@ pub struct RemoteLayer {
     pub descriptor: Descriptor,
     pub blob: Arc<RemoteBlob>,
     pub reader: Arc<Reader>,
+    /// The TOC gzip member from the TOC image, for external-TOC layers.
+    pub external_toc: Option<Vec<u8>>,
 }
 
 /// Opens layer `index` of `image` (footer + TOC: two range requests).
@@ -93,6 +95,7 @@ pub fn open_layer(
         cache: opts.cache.clone(),
         ..Default::default()
     };
+    let mut external_toc = None;
     let reader = match Reader::open(blob.clone(), &open) {
         Ok(r) => r,
         // Only a failed open pays for finding out whether the TOC is
@@ -109,7 +112,9 @@ pub fn open_layer(
                 external_toc: Some(toc),
                 ..open
             };
-            Reader::open(blob.clone(), &open).map_err(|e| e.with_context(&what))?
+            let r = Reader::open(blob.clone(), &open).map_err(|e| e.with_context(&what))?;
+            external_toc = open.external_toc;
+            r
         }
         Err(Error::InvalidFooter(m)) => {
             return Err(Error::InvalidFooter(format!("{what} is not eStargz: {m}")))
@@ -121,5 +126,6 @@ pub fn open_layer(
         descriptor,
         blob,
         reader: Arc::new(reader),
+        external_toc,
     })
 }
