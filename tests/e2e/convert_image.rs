@@ -515,14 +515,17 @@ fn http_opts() -> HttpOptions {
     }
 }
 
-fn skopeo() -> Option<PathBuf> {
-    let p = PathBuf::from("/usr/bin/skopeo");
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipping the skopeo checks: /usr/bin/skopeo is absent (.ci/run installs it)");
-        None
-    }
+/// Debian's skopeo: required, so the image checks can never be skipped.
+fn skopeo() -> PathBuf {
+    let p = std::env::var_os("ESTARGZ_TEST_SKOPEO_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/skopeo"));
+    assert!(
+        p.exists(),
+        "{} not found: install Debian's skopeo package (.ci/run does)",
+        p.display()
+    );
+    p
 }
 
 fn resolve(registry: &Registry, reference: &str, platform: &str) -> Image {
@@ -556,70 +559,99 @@ fn push_to_registry_skopeo_and_lazy_read() {
     let src = make_source(dir.path());
     let reg = TestRegistry::start(None);
     let dst = format!("{}/conv/app:v1", reg.host());
-    estargz(&[
+    let printed = estargz(&[
         "convert-image",
         "-q",
         "--plain-http",
         "--upload-chunk-size",
         "200000",
+        "--min-chunk-size",
+        "65536",
         &format!("oci:{}:v1", src.dir.display()),
         &dst,
     ]);
+    let index_digest = printed.trim().rsplit_once('@').unwrap().1.to_string();
     let registry = Registry::new(http_opts());
     let want = original_rootfs(dir.path(), &src.tars);
     let got = lazy_rootfs(&registry, &dst, "linux/amd64", &dir.path().join("a"));
     util::assert_same_tree(&want, &got, "lazily read rootfs");
+    // --min-chunk-size reached the layers: small files share gzip members.
+    let image = resolve(&registry, &dst, "linux/amd64");
+    let bottom = open_layer(&registry, &image, 0, &LayerOptions::default()).unwrap();
+    assert!(
+        bottom
+            .reader
+            .toc()
+            .entries
+            .iter()
+            .any(|e| e.inner_offset > 0),
+        "no entry inside a shared gzip member"
+    );
 
-    if let Some(skopeo) = skopeo() {
+    let skopeo = skopeo();
+    let raw = util::run(
+        Command::new(&skopeo)
+            .args([
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                "--override-arch",
+                "amd64",
+            ])
+            .arg(format!("docker://{dst}")),
+    );
+    let index: Index = serde_json::from_str(&raw).unwrap();
+    assert_eq!(index.media_type, OCI_INDEX);
+    let info = util::run(
+        Command::new(&skopeo)
+            .args(["inspect", "--tls-verify=false", "--override-arch", "arm64"])
+            .arg(format!("docker://{dst}")),
+    );
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["Architecture"], "arm64");
+    assert_eq!(info["Layers"].as_array().unwrap().len(), 2);
+    let repo = dst.rsplit_once(':').unwrap().0;
+    for entry in &index.manifests {
         let raw = util::run(
             Command::new(&skopeo)
-                .args([
-                    "inspect",
-                    "--raw",
-                    "--tls-verify=false",
-                    "--override-arch",
-                    "amd64",
-                ])
-                .arg(format!("docker://{dst}")),
+                .args(["inspect", "--raw", "--tls-verify=false"])
+                .arg(format!("docker://{repo}@{}", entry.digest)),
         );
-        let index: Index = serde_json::from_str(&raw).unwrap();
-        assert_eq!(index.media_type, OCI_INDEX);
-        let info = util::run(
-            Command::new(&skopeo)
-                .args(["inspect", "--tls-verify=false", "--override-arch", "arm64"])
-                .arg(format!("docker://{dst}")),
-        );
-        let info: serde_json::Value = serde_json::from_str(&info).unwrap();
-        assert_eq!(info["Architecture"], "arm64");
-        assert_eq!(info["Layers"].as_array().unwrap().len(), 2);
-        let repo = dst.rsplit_once(':').unwrap().0;
-        for entry in &index.manifests {
-            let raw = util::run(
-                Command::new(&skopeo)
-                    .args(["inspect", "--raw", "--tls-verify=false"])
-                    .arg(format!("docker://{repo}@{}", entry.digest)),
+        let m: Manifest = serde_json::from_str(&raw).unwrap();
+        assert_eq!(m.media_type, OCI_MANIFEST);
+        for l in &m.layers {
+            assert_eq!(l.media_type, OCI_LAYER_GZIP);
+            assert!(l.annotations.contains_key(TOC_DIGEST_ANNOTATION), "{l:?}");
+            assert!(
+                l.annotations.contains_key(UNCOMPRESSED_SIZE_ANNOTATION),
+                "{l:?}"
             );
-            let m: Manifest = serde_json::from_str(&raw).unwrap();
-            assert_eq!(m.media_type, OCI_MANIFEST);
-            for l in &m.layers {
-                assert_eq!(l.media_type, OCI_LAYER_GZIP);
-                assert!(l.annotations.contains_key(TOC_DIGEST_ANNOTATION), "{l:?}");
-                assert!(
-                    l.annotations.contains_key(UNCOMPRESSED_SIZE_ANNOTATION),
-                    "{l:?}"
-                );
-            }
         }
-        // skopeo copy checks every blob digest and the config's DiffIDs.
-        let copy = dir.path().join("copy");
-        util::run(
-            Command::new(&skopeo)
-                .args(["copy", "--src-tls-verify=false", "--all"])
-                .arg(format!("docker://{dst}"))
-                .arg(format!("oci:{}:c", copy.display())),
-        );
-        let copied = OciLayout::open(&copy).unwrap();
-        assert_eq!(copied.find(Some("c")).unwrap().media_type, OCI_INDEX);
+    }
+    // skopeo copy fetches every blob and checks its digest; what it wrote
+    // must still be a consistent image: each layer's annotations and the
+    // config's DiffIDs match the layer bytes.
+    let copy = dir.path().join("copy");
+    util::run(
+        Command::new(&skopeo)
+            .args(["copy", "--src-tls-verify=false", "--all"])
+            .arg(format!("docker://{dst}"))
+            .arg(format!("oci:{}:c", copy.display())),
+    );
+    let copied = OciLayout::open(&copy).unwrap();
+    let root = copied.find(Some("c")).unwrap();
+    assert_eq!(root.digest, index_digest, "copied index unchanged");
+    let copied_index: Index = read_layout_json(&copied, &root.digest);
+    assert_eq!(copied_index.manifests.len(), 2);
+    for entry in &copied_index.manifests {
+        let m: Manifest = read_layout_json(&copied, &entry.digest);
+        let config: serde_json::Value = read_layout_json(&copied, &m.config.digest);
+        let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+        assert_eq!(diff_ids.len(), m.layers.len());
+        for (l, diff_id) in m.layers.iter().zip(diff_ids) {
+            let blob = std::fs::read(copied.blob_path(&l.digest).unwrap()).unwrap();
+            assert_eq!(check_layer_descriptor(l, &blob), diff_id.as_str().unwrap());
+        }
     }
 
     // Registry to registry: the already-eStargz layers are kept and mounted
