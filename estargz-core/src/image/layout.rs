@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::digest::{is_sha256_digest, Hasher};
@@ -206,10 +207,16 @@ impl OciLayout {
             return Ok(());
         }
         let tmp = temp_path(&path);
-        std::fs::copy(src, &tmp)
-            .map_err(|e| Error::io(format!("copying a blob to {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, &path)
-            .map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
+        let result = std::fs::copy(src, &tmp)
+            .map_err(|e| Error::io(format!("copying a blob to {}", tmp.display()), e))
+            .and_then(|_| {
+                std::fs::rename(&tmp, &path)
+                    .map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
+            });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
     }
 
     /// Points `tag` at `d` in `index.json` (replacing an older entry).
@@ -259,9 +266,14 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
     Ok(body)
 }
 
+/// A fresh name next to `path`: unique per call, because two layer jobs
+/// may store the same blob at once (e.g. one tar compressed two ways) and
+/// must not write into each other's temporary file.
 fn temp_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
+    tmp.push(format!(".tmp{}-{n}", std::process::id()));
     PathBuf::from(tmp)
 }
 
@@ -302,5 +314,26 @@ mod tests {
         ));
         assert!(layout.blob_path("sha256:../../etc").is_err());
         assert!(OciLayout::open(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn same_blob_stored_from_many_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = OciLayout::create(&dir.path().join("l")).unwrap();
+        let data: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 + i / 4099) as u8).collect();
+        let src = dir.path().join("src");
+        std::fs::write(&src, &data).unwrap();
+        let digest = crate::digest::sha256_digest(&data);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| layout.write_blob_file(&digest, &src).unwrap());
+            }
+        });
+        assert_eq!(layout.read_blob(&digest, 8 << 20).unwrap(), data);
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("l/blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "temporary files left: {names:?}");
     }
 }
