@@ -832,3 +832,59 @@ fn uploads_skip_mount_and_chunk() {
         assert!(matches!(err, Error::Registry(_)), "{err}");
     }
 }
+
+#[test]
+fn push_with_basic_auth() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let src = make_source(dir.path());
+    let reg = TestRegistry::start(Some(("alice", "s3cret")));
+    let auth_file = dir.path().join("auth.json");
+    std::fs::write(
+        &auth_file,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            reg.host(),
+            base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+        ),
+    )
+    .unwrap();
+    let layout_src = format!("oci:{}:v1", src.dir.display());
+    let dst = format!("{}/private/app:v1", reg.host());
+    let convert = |args: &[&str]| {
+        Command::new(util::estargz_bin())
+            .args(["convert-image", "-q", "--plain-http", "--retries", "0"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    // Without credentials the push is refused with a clear error.
+    let o = convert(&[&layout_src, &dst]);
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.to_lowercase().contains("unauthorized"), "{stderr}");
+
+    // With them: chunked uploads, then a registry-to-registry conversion
+    // within the registry (its kept layers are offered as mounts).
+    let auth = auth_file.to_str().unwrap();
+    let o = convert(&[
+        "--auth-file",
+        auth,
+        "--upload-chunk-size",
+        "200000",
+        &layout_src,
+        &dst,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dst2 = format!("{}/private/copy:v1", reg.host());
+    let o = convert(&["--auth-file", auth, &dst, &dst2]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let mut opts = http_opts();
+    opts.auth_files = vec![auth_file.clone()];
+    let registry = Registry::new(opts);
+    let want = original_rootfs(dir.path(), &src.tars);
+    let got = lazy_rootfs(&registry, &dst2, "linux/amd64", &dir.path().join("p"));
+    util::assert_same_tree(&want, &got, "lazily read rootfs (basic auth)");
+}
