@@ -6,7 +6,8 @@
 # tests (go vet + go test -race against the library built here), and a short
 # fuzzing smoke run.
 # Needs: Rust (cargo), Go, GNU tar, gzip, cargo-c 0.10.24, gcc, pkg-config,
-# valgrind. Run as root for the ownership and device-node checks of the
+# valgrind, and Debian's docker-registry and skopeo (.ci/run installs them
+# all). Run as root for the ownership and device-node checks of the
 # end-to-end tests (they are skipped otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."

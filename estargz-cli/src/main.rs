@@ -1,6 +1,7 @@
 //! `estargz`: convert tars to eStargz and inspect, list, read, extract and
 //! verify eStargz blobs.
 
+mod image;
 mod listing;
 mod remote;
 
@@ -79,6 +80,8 @@ enum Command {
     Pull(remote::PullArgs),
     /// Push eStargz blobs to a registry as a single-platform image.
     Push(remote::PushArgs),
+    /// Convert an image (OCI layout or registry) into an eStargz image.
+    ConvertImage(image::ConvertImageArgs),
 }
 
 #[derive(Args)]
@@ -93,12 +96,9 @@ struct BlobArgs {
     external_toc: Option<PathBuf>,
 }
 
+/// How each eStargz layer is built (shared by convert and convert-image).
 #[derive(Args)]
-struct ConvertArgs {
-    /// Input: tar, tar.gz, directory, or - for stdin.
-    input: PathBuf,
-    /// Output blob, or - for stdout.
-    output: PathBuf,
+pub struct LayerArgs {
     /// Chunk size in bytes.
     #[arg(long, default_value_t = estargz_core::build::DEFAULT_CHUNK_SIZE)]
     chunk_size: u64,
@@ -108,6 +108,16 @@ struct ConvertArgs {
     /// Compression level 0-9 (10-12: extra effort).
     #[arg(long, default_value_t = estargz_core::build::DEFAULT_LEVEL)]
     level: u32,
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// Input: tar, tar.gz, directory, or - for stdin.
+    input: PathBuf,
+    /// Output blob, or - for stdout.
+    output: PathBuf,
+    #[command(flatten)]
+    layer: LayerArgs,
     /// File listing paths to prioritize (one per line), e.g. an optimizer's record.
     #[arg(long, value_name = "FILE")]
     prioritized_files: Option<PathBuf>,
@@ -165,6 +175,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Convert(args) => convert(args),
         Command::Pull(args) => remote::pull(args),
         Command::Push(args) => remote::push(args),
+        Command::ConvertImage(args) => image::convert_image_cmd(args),
         Command::Inspect { blob, toc, json } => {
             let reader = open_blob(&blob)?;
             if toc {
@@ -245,9 +256,9 @@ fn convert(args: ConvertArgs) -> Result<(), Error> {
         None => Vec::new(),
     };
     let opts = BuildOptions {
-        chunk_size: args.chunk_size,
-        min_chunk_size: args.min_chunk_size,
-        level: args.level,
+        chunk_size: args.layer.chunk_size,
+        min_chunk_size: args.layer.min_chunk_size,
+        level: args.layer.level,
         prioritized_files,
         allow_prioritize_not_found: args.allow_missing_prioritized,
         external_toc: args.external_toc.is_some(),

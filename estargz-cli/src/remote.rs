@@ -1,7 +1,7 @@
 //! `estargz pull` (read layers of a registry image lazily) and
 //! `estargz push` (publish eStargz blobs as an image).
 
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,7 +37,7 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn registry(&self) -> Registry {
+    pub fn registry(&self) -> Registry {
         let mut opts = HttpOptions {
             plain_http: self.plain_http,
             insecure_registries: self.insecure_registry.clone(),
@@ -277,6 +277,7 @@ fn extract_layer(layer: &RemoteLayer, dir: &std::path::Path) -> Result<(), Error
         Arc::new(src),
         &OpenOptions {
             expected_toc_digest: Some(layer.reader.toc_digest().to_string()),
+            external_toc: layer.external_toc.clone(),
             ..Default::default()
         },
     )?;
@@ -378,7 +379,11 @@ pub fn describe_blobs(blobs: &[PathBuf]) -> Result<(Manifest, Vec<u8>), Error> {
                 path.display()
             )));
         }
-        let (digest, diff_id, uncompressed) = digests(path)?;
+        let estargz_core::digest::GzipDigests {
+            digest,
+            diff_id,
+            uncompressed_size: uncompressed,
+        } = estargz_core::digest::gzip_file_digests(path)?;
         let mut annotations = std::collections::BTreeMap::new();
         annotations.insert(
             manifest::TOC_DIGEST_ANNOTATION.to_string(),
@@ -419,41 +424,4 @@ pub fn describe_blobs(blobs: &[PathBuf]) -> Result<(Manifest, Vec<u8>), Error> {
         annotations: Default::default(),
     };
     Ok((manifest, config))
-}
-
-/// Blob digest, DiffID and uncompressed size, in one pass over the file.
-fn digests(path: &std::path::Path) -> Result<(String, String, u64), Error> {
-    use estargz_core::digest::Hasher;
-    struct Tee<R> {
-        inner: R,
-        hasher: Hasher,
-    }
-    impl<R: Read> Read for Tee<R> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.inner.read(buf)?;
-            self.hasher.update(&buf[..n]);
-            Ok(n)
-        }
-    }
-    let file = std::fs::File::open(path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    let mut tee = Tee {
-        inner: io::BufReader::with_capacity(1 << 20, file),
-        hasher: Hasher::new(),
-    };
-    let mut gz = flate2::read::MultiGzDecoder::new(&mut tee);
-    let mut diff = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = gz
-            .read(&mut buf)
-            .map_err(|e| Error::Corrupt(format!("decompressing {}: {e}", path.display())))?;
-        if n == 0 {
-            break;
-        }
-        diff.update(&buf[..n]);
-    }
-    drop(gz);
-    let uncompressed = diff.len();
-    Ok((tee.hasher.finish(), diff.finish(), uncompressed))
 }

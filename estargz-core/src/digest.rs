@@ -50,3 +50,59 @@ impl Hasher {
         format_digest(self.inner.finalize().into())
     }
 }
+
+/// What a gzip layer file's descriptor and config need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GzipDigests {
+    /// Digest of the compressed file (the layer digest).
+    pub digest: String,
+    /// Digest of the decompressed content.
+    pub diff_id: String,
+    pub uncompressed_size: u64,
+}
+
+/// Hashes a gzip file and its decompressed content in one pass.
+pub fn gzip_file_digests(path: &std::path::Path) -> crate::Result<GzipDigests> {
+    use crate::Error;
+    use std::io::{self, Read};
+    struct Tee<R> {
+        inner: R,
+        hasher: Hasher,
+    }
+    impl<R: Read> Read for Tee<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.hasher.update(&buf[..n]);
+            Ok(n)
+        }
+    }
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let mut tee = Tee {
+        inner: io::BufReader::with_capacity(1 << 20, file),
+        hasher: Hasher::new(),
+    };
+    let mut gz = flate2::read::MultiGzDecoder::new(&mut tee);
+    let mut diff = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = gz
+            .read(&mut buf)
+            .map_err(|e| Error::Corrupt(format!("decompressing {}: {e}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        diff.update(&buf[..n]);
+    }
+    drop(gz);
+    // Bytes after the last gzip member (e.g. an eStargz footer is a member
+    // itself, so nothing should remain) still belong to the blob digest.
+    io::copy(&mut tee, &mut io::sink())
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let uncompressed_size = diff.len();
+    Ok(GzipDigests {
+        digest: tee.hasher.finish(),
+        diff_id: diff.finish(),
+        uncompressed_size,
+    })
+}

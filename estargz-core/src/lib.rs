@@ -12,6 +12,8 @@ pub mod dirtar;
 pub mod error;
 pub mod extract;
 pub mod footer;
+#[cfg(feature = "remote")]
+pub mod image;
 pub mod reader;
 #[cfg(feature = "remote")]
 pub mod remote;

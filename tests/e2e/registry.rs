@@ -18,19 +18,6 @@ use estargz_core::{build, BuildInput, BuildOptions, Error, ErrorCode};
 use estargz_tests::faultproxy::FaultProxy;
 use estargz_tests::registry::TestRegistry;
 
-/// Deterministic incompressible bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A layer tree: a prioritized file, small files far apart in the blob,
 /// and a big file across many chunks. Returns the blob path and contents.
 fn make_blob(dir: &Path) -> (PathBuf, BTreeMap<String, Vec<u8>>) {
@@ -38,9 +25,9 @@ fn make_blob(dir: &Path) -> (PathBuf, BTreeMap<String, Vec<u8>>) {
     let mut files = BTreeMap::new();
     files.insert("a.txt".to_string(), b"prioritized file\n".to_vec());
     files.insert("b.txt".to_string(), b"bee\n".repeat(100));
-    files.insert("big.bin".to_string(), noise(6 << 20, 7));
+    files.insert("big.bin".to_string(), util::noise(6 << 20, 7));
     files.insert("c.txt".to_string(), b"sea\n".repeat(50));
-    files.insert("d/e.bin".to_string(), noise(300 << 10, 9));
+    files.insert("d/e.bin".to_string(), util::noise(300 << 10, 9));
     for (name, data) in &files {
         let p = tree.join(name);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -278,3 +278,16 @@ pub fn make_tree(root: &Path) {
         .args(["-d", "1999-12-31 23:59:59"])
         .arg(root.join("etc")));
 }
+
+/// Deterministic incompressible bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

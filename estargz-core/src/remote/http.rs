@@ -52,6 +52,12 @@ pub enum Body<'a> {
     Empty,
     Bytes(&'a [u8]),
     File(&'a Path),
+    /// `len` bytes of a file from `offset` (one chunk of a chunked upload).
+    FileRange {
+        path: &'a Path,
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// What a request is, so it can be re-sent after a 401 or a failure.
@@ -246,6 +252,17 @@ impl Transport {
                 let f = std::fs::File::open(path)
                     .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
                 self.agent.run(builder.body(f).map_err(bad)?)
+            }
+            Body::FileRange { path, offset, len } => {
+                use std::io::{Seek, SeekFrom};
+                let mut f = std::fs::File::open(path)
+                    .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+                f.seek(SeekFrom::Start(offset))
+                    .map_err(|e| Error::io(format!("seeking in {}", path.display()), e))?;
+                // An explicit length: ureq would otherwise send a reader chunked.
+                let body = ureq::SendBody::from_owned_reader(f.take(len));
+                builder = builder.header("content-length", len);
+                self.agent.run(builder.body(body).map_err(bad)?)
             }
         };
         result.map_err(|e| ureq_error(e, &format!("{} {}", req.method, req.url)))

@@ -8,7 +8,21 @@ use super::manifest::{self, Descriptor};
 use super::registry::{Image, Registry};
 use crate::cache::ChunkCache;
 use crate::error::{Error, Result};
+use crate::footer::Footer;
 use crate::reader::{OpenOptions, Reader};
+use crate::source::ReadAt;
+
+/// Whether the blob ends with the external-TOC footer.
+fn has_external_toc(blob: &RemoteBlob) -> bool {
+    let size = blob.size();
+    let len = Footer::ExternalToc.size() as u64;
+    if size < len {
+        return false;
+    }
+    let mut tail = vec![0u8; len as usize];
+    blob.read_exact_at(&mut tail, size - len).is_ok()
+        && matches!(Footer::parse(&tail, size), Ok(Footer::ExternalToc))
+}
 
 #[derive(Debug, Clone)]
 pub struct LayerOptions {
@@ -36,6 +50,8 @@ pub struct RemoteLayer {
     pub descriptor: Descriptor,
     pub blob: Arc<RemoteBlob>,
     pub reader: Arc<Reader>,
+    /// The TOC gzip member from the TOC image, for external-TOC layers.
+    pub external_toc: Option<Vec<u8>>,
 }
 
 /// Opens layer `index` of `image` (footer + TOC: two range requests).
@@ -79,14 +95,37 @@ pub fn open_layer(
         cache: opts.cache.clone(),
         ..Default::default()
     };
-    let reader = Reader::open(blob.clone(), &open).map_err(|e| match e {
-        Error::InvalidFooter(m) => Error::InvalidFooter(format!("{what} is not eStargz: {m}")),
-        e => e.with_context(&what),
-    })?;
+    let mut external_toc = None;
+    let reader = match Reader::open(blob.clone(), &open) {
+        Ok(r) => r,
+        // Only a failed open pays for finding out whether the TOC is
+        // external, so normal layers still open in two requests.
+        Err(e) if has_external_toc(&blob) => {
+            let toc = super::toc_image::fetch_external_toc(
+                registry,
+                &image.requested,
+                &descriptor.digest,
+                open.max_toc_size,
+            )
+            .map_err(|e2| e2.with_context(&format!("{what} ({e})")))?;
+            let open = OpenOptions {
+                external_toc: Some(toc),
+                ..open
+            };
+            let r = Reader::open(blob.clone(), &open).map_err(|e| e.with_context(&what))?;
+            external_toc = open.external_toc;
+            r
+        }
+        Err(Error::InvalidFooter(m)) => {
+            return Err(Error::InvalidFooter(format!("{what} is not eStargz: {m}")))
+        }
+        Err(e) => return Err(e.with_context(&what)),
+    };
     Ok(RemoteLayer {
         index,
         descriptor,
         blob,
         reader: Arc::new(reader),
+        external_toc,
     })
 }

@@ -25,6 +25,10 @@ application/vnd.docker.distribution.manifest.v2+json";
 pub const TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
 /// The uncompressed size annotation (containers/storage).
 pub const UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompressed-size";
+/// On a layer of an external TOC image: the eStargz blob its TOC belongs to.
+pub const LAYER_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/layer.digest";
+/// The tag annotation of an OCI layout's `index.json`.
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Platform {
@@ -68,7 +72,8 @@ impl Platform {
         }
     }
 
-    fn matches(&self, other: &Platform) -> bool {
+    /// Whether `other` is this platform (any variant when none is asked for).
+    pub fn matches(&self, other: &Platform) -> bool {
         self.os == other.os
             && self.architecture == other.architecture
             && (self.variant.is_none() || self.variant == other.variant)
@@ -174,19 +179,24 @@ pub fn select_platform<'a>(index: &'a Index, want: &Platform) -> Result<&'a Desc
                 .then(|| &index.manifests[0])
         })
         .ok_or_else(|| {
-            let have: Vec<String> = index
-                .manifests
-                .iter()
-                .filter_map(|d| d.platform.as_ref())
-                .map(|p| format!("{}/{}", p.os, p.architecture))
-                .collect();
             Error::NotFound(format!(
                 "no manifest for platform {}/{} in the index (it has: {})",
                 want.os,
                 want.architecture,
-                have.join(", ")
+                platform_names(index)
             ))
         })
+}
+
+/// The platforms of an index as `os/arch, …`, for error messages.
+pub fn platform_names(index: &Index) -> String {
+    let names: Vec<String> = index
+        .manifests
+        .iter()
+        .filter_map(|d| d.platform.as_ref())
+        .map(|p| format!("{}/{}", p.os, p.architecture))
+        .collect();
+    names.join(", ")
 }
 
 /// Whether a layer media type is gzip-compressed tar (what eStargz is).

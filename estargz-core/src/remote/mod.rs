@@ -8,6 +8,8 @@ pub mod layer;
 pub mod manifest;
 pub mod reference;
 pub mod registry;
+pub mod toc_image;
+pub mod upload;
 
 pub use blob::{BlobOptions, FetchStats, RemoteBlob};
 pub use http::HttpOptions;
@@ -15,3 +17,4 @@ pub use layer::{open_layer, LayerOptions, RemoteLayer};
 pub use manifest::{Descriptor, Manifest, Platform};
 pub use reference::Reference;
 pub use registry::{Image, Registry};
+pub use upload::Uploaded;

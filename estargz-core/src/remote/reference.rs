@@ -10,6 +10,14 @@ pub const DOCKER_HUB: &str = "docker.io";
 /// Where Docker Hub's API actually lives.
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
 
+/// Tags are 1-128 of `[A-Za-z0-9._-]`.
+pub fn is_valid_tag(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 128
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 /// A parsed image reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
@@ -63,14 +71,8 @@ impl Reference {
         if !repo.split('/').all(component_ok) {
             return Err(bad("repository must be lowercase [a-z0-9._-] components"));
         }
-        if let Some(t) = &tag {
-            let ok = !t.is_empty()
-                && t.len() <= 128
-                && t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-            if !ok {
-                return Err(bad("invalid tag"));
-            }
+        if tag.as_deref().is_some_and(|t| !is_valid_tag(t)) {
+            return Err(bad("invalid tag"));
         }
         if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '@') {
             return Err(bad("invalid host"));

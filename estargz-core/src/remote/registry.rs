@@ -19,7 +19,10 @@ const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 /// A resolved image: the platform manifest and its config.
 #[derive(Debug, Clone)]
 pub struct Image {
+    /// Where the platform manifest is (pinned by digest when picked from an index).
     pub reference: Reference,
+    /// The reference as resolved, with its tag (the TOC image is found by tag).
+    pub requested: Reference,
     pub manifest: Manifest,
     pub manifest_digest: String,
     pub config: Vec<u8>,
@@ -52,7 +55,7 @@ impl Registry {
         )
     }
 
-    fn scope(r: &Reference, push: bool) -> String {
+    pub(crate) fn scope(r: &Reference, push: bool) -> String {
         let actions = if push { "pull,push" } else { "pull" };
         format!("repository:{}:{actions}", r.repository)
     }
@@ -118,6 +121,7 @@ impl Registry {
         let config = self.fetch_blob(&reference, &manifest.config.digest, MAX_MANIFEST_SIZE)?;
         Ok(Image {
             reference,
+            requested: r.clone(),
             manifest,
             manifest_digest,
             config,
@@ -219,39 +223,31 @@ impl Registry {
         }
         let what = format!("uploading blob {digest} to {r}");
         let scope = Self::scope(r, true);
-        let start = format!("{}/blobs/uploads/", self.repo_url(r));
         self.transport.retry(&what, || {
-            let mut req = Request::get(start.clone(), Some(&r.host), &scope);
-            req.method = Method::POST;
-            req.body = Body::Bytes(&[]);
-            let mut resp = match self.transport.send(&req)? {
-                Attempt::Done(r) => r,
+            let location = match self.start_upload(r, &what)? {
+                Attempt::Done(l) => l,
                 Attempt::Retry(e) => return Ok(Attempt::Retry(e)),
             };
-            if resp.status() != 202 {
-                return h::fail_or_retry(&what, &mut resp);
-            }
-            let location = h::header(&resp, "location")
-                .ok_or_else(|| Error::Registry(format!("{what}: upload has no Location")))?;
-            let location = absolute_url(&start, &location);
-            let sep = if location.contains('?') { '&' } else { '?' };
-            let mut put = Request::get(
-                format!("{location}{sep}digest={}", h::url_encode(digest)),
-                Some(&r.host),
-                &scope,
-            )
-            .header("content-type", "application/octet-stream");
-            put.method = Method::PUT;
-            put.body = body;
-            let mut resp = match self.transport.send(&put)? {
-                Attempt::Done(r) => r,
-                Attempt::Retry(e) => return Ok(Attempt::Retry(e)),
-            };
-            if resp.status() != 201 {
-                return h::fail_or_retry(&what, &mut resp);
-            }
-            Ok(Attempt::Done(()))
+            self.commit(r, &scope, &location, digest, body, &what)
         })
+    }
+
+    /// Starts an upload session (POST); returns its absolute Location.
+    pub(crate) fn start_upload(&self, r: &Reference, what: &str) -> Result<Attempt<String>> {
+        let start = format!("{}/blobs/uploads/", self.repo_url(r));
+        let mut req = Request::get(start.clone(), Some(&r.host), &Self::scope(r, true));
+        req.method = Method::POST;
+        req.body = Body::Bytes(&[]);
+        let mut resp = match self.transport.send(&req)? {
+            Attempt::Done(r) => r,
+            Attempt::Retry(e) => return Ok(Attempt::Retry(e)),
+        };
+        if resp.status() != 202 {
+            return h::fail_or_retry(what, &mut resp);
+        }
+        let location = h::header(&resp, "location")
+            .ok_or_else(|| Error::Registry(format!("{what}: upload has no Location")))?;
+        Ok(Attempt::Done(absolute_url(&start, &location)))
     }
 
     /// Uploads a blob from memory.
