@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
+    Request,
 };
 
 use crate::layerfs::{self, Attr, Kind, LayerFs};
@@ -49,6 +50,34 @@ impl FuseLayer {
 
     fn opens(&self) -> std::sync::MutexGuard<'_, HashMap<u64, OpenMode>> {
         self.opens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Feeds directory entries from `offset` to `add(ino, next offset, kind,
+    /// name)` until it reports a full reply. Offsets: 0 and 1 are `.` and
+    /// `..`, listing entry i is at i + 2.
+    fn walk_dir(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, u64, Kind, &OsStr) -> Result<bool, layerfs::Errno>,
+    ) -> Result<(), layerfs::Errno> {
+        let listing = self.fs.readdir(ino)?;
+        let dots = [(ino, "."), (self.fs.parent(ino)?, "..")];
+        let mut next = offset;
+        while (next as usize) < listing.len() + 2 {
+            let i = next as usize;
+            let full = if i < 2 {
+                add(dots[i].0, next + 1, Kind::Directory, OsStr::new(dots[i].1))?
+            } else {
+                let e = &listing[i - 2];
+                add(e.ino, next + 1, e.kind, OsStr::new(&e.name))?
+            };
+            if full {
+                break;
+            }
+            next += 1;
+        }
+        Ok(())
     }
 
     fn open_file(&self, ino: u64, reply: ReplyOpen) {
@@ -172,6 +201,9 @@ impl Filesystem for FuseLayer {
         for flag in [
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
+            // Attributes are in memory: hand them out with the listing so
+            // `find`/`ls -l` need no LOOKUP per entry.
+            InitFlags::FUSE_DO_READDIRPLUS,
         ] {
             let _ = config.add_capabilities(flag);
         }
@@ -285,28 +317,31 @@ impl Filesystem for FuseLayer {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let (listing, parent) = match (self.fs.readdir(ino.0), self.fs.parent(ino.0)) {
-            (Ok(l), Ok(p)) => (l, p),
-            (Err(e), _) | (_, Err(e)) => return reply.error(errno(e)),
-        };
-        // Offsets: 0 and 1 are `.` and `..`, entry i is at i + 2; each
-        // added entry carries the offset of the next one.
-        let dots = [(ino.0, "."), (parent, "..")];
-        let mut next = offset;
-        while (next as usize) < listing.len() + 2 {
-            let i = next as usize;
-            let full = if i < 2 {
-                reply.add(INodeNo(dots[i].0), next + 1, FileType::Directory, dots[i].1)
-            } else {
-                let e = &listing[i - 2];
-                reply.add(INodeNo(e.ino), next + 1, file_type(e.kind), &e.name)
-            };
-            if full {
-                break;
-            }
-            next += 1;
+        let walked = self.walk_dir(ino.0, offset, |entry_ino, next, kind, name| {
+            Ok(reply.add(INodeNo(entry_ino), next, file_type(kind), name))
+        });
+        match walked {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
         }
-        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let walked = self.walk_dir(ino.0, offset, |entry_ino, next, _, name| {
+            let attr = file_attr(&self.fs.getattr(entry_ino)?);
+            Ok(reply.add(INodeNo(entry_ino), next, name, &TTL, &attr, Generation(0)))
+        });
+        match walked {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
