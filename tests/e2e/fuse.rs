@@ -260,24 +260,7 @@ fn mounted_debian_tree_equals_tar_x() {
     }
     let work = tempfile::tempdir().unwrap();
     let tar = work.path().join("system.tar");
-    let present: Vec<&str> = [
-        "usr/share/doc/dpkg",
-        "usr/share/doc/tar",
-        "usr/bin/tar",
-        "usr/share/zoneinfo/Europe",
-        "usr/share/perl5/Getopt",
-        "usr/lib/os-release",
-    ]
-    .into_iter()
-    .filter(|p| Path::new("/").join(p).exists())
-    .collect();
-    assert!(!present.is_empty(), "no system files to archive");
-    run(Command::new("tar")
-        .args(["--sort=name", "-cf"])
-        .arg(&tar)
-        .arg("-C")
-        .arg("/")
-        .args(&present));
+    system_tar(&tar);
     mount_and_compare(&tar, work.path(), &[]);
 }
 
@@ -358,19 +341,6 @@ fn mounts_are_overlayfs_lower_dirs() {
     }
     upper.stop();
     lower.stop();
-}
-
-/// Deterministic incompressible bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Drops the page cache of a file, so the next read reaches the daemon.
