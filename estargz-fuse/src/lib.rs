@@ -6,6 +6,8 @@
 //! * [`adapter`]: the fuser glue, including kernel passthrough.
 //! * [`passthrough`]: copies of fully cached files for passthrough.
 //! * [`source`]: local blob or lazily read registry layer.
+//! * [`store`]: the Additional Layer Store namespace (Podman / CRI-O);
+//!   [`store_adapter`] is its fuser glue.
 
 pub mod adapter;
 pub mod daemon;
@@ -14,5 +16,7 @@ pub mod logger;
 pub mod overlay;
 pub mod passthrough;
 pub mod source;
+pub mod store;
+pub mod store_adapter;
 
 pub use estargz_core as core;
