@@ -262,7 +262,10 @@ fn ready(opened: OpenedLayer, keying: Keying) -> ResolvedLayer {
     ResolvedLayer {
         info: info::info_json(&keying),
         fs: LayerFs::new(opened.reader),
-        blob: opened.blob,
+        blob: Arc::new(super::window::Windowed::new(
+            opened.blob,
+            super::window::WINDOW,
+        )),
         keying,
     }
 }
