@@ -129,11 +129,11 @@ impl FuseLayer {
     }
 }
 
-fn errno(e: layerfs::Errno) -> Errno {
+pub(crate) fn errno(e: layerfs::Errno) -> Errno {
     Errno::from_i32(e.0)
 }
 
-fn file_type(kind: Kind) -> FileType {
+pub(crate) fn file_type(kind: Kind) -> FileType {
     match kind {
         Kind::Directory => FileType::Directory,
         Kind::RegularFile => FileType::RegularFile,
@@ -152,7 +152,7 @@ fn time(secs: i64) -> SystemTime {
     }
 }
 
-fn file_attr(a: &Attr) -> FileAttr {
+pub(crate) fn file_attr(a: &Attr) -> FileAttr {
     let t = time(a.mtime);
     FileAttr {
         ino: INodeNo(a.ino),
@@ -174,7 +174,7 @@ fn file_attr(a: &Attr) -> FileAttr {
 }
 
 /// getxattr/listxattr size negotiation: size 0 asks for the length.
-fn reply_xattr(value: &[u8], size: u32, reply: ReplyXattr) {
+pub(crate) fn reply_xattr(value: &[u8], size: u32, reply: ReplyXattr) {
     if size == 0 {
         reply.size(value.len() as u32)
     } else if value.len() > size as usize {

@@ -7,6 +7,8 @@
 //! * [`passthrough`]: copies of fully cached files for passthrough.
 //! * [`source`]: local blob or lazily read registry layer.
 //! * [`readahead`]: the kernel readahead window of a mount.
+//! * [`store`]: the Additional Layer Store namespace (Podman / CRI-O);
+//!   [`store_adapter`] is its fuser glue.
 
 pub mod adapter;
 pub mod daemon;
@@ -16,5 +18,7 @@ pub mod overlay;
 pub mod passthrough;
 pub mod readahead;
 pub mod source;
+pub mod store;
+pub mod store_adapter;
 
 pub use estargz_core as core;

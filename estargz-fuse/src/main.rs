@@ -18,6 +18,8 @@ use estargz_fuse::passthrough::Materializer;
 use estargz_fuse::source::{OpenedLayer, Source, REGISTRY_PREFIX};
 use fuser::{Config, MountOption, SessionACL};
 
+mod store_cmd;
+
 #[derive(Parser)]
 #[command(name = "estargz-fuse", version, about)]
 struct Cli {
@@ -29,6 +31,9 @@ struct Cli {
 enum Cmd {
     /// Mount a layer read-only at MOUNTPOINT (until unmounted, SIGINT or SIGTERM).
     Mount(MountArgs),
+    /// Serve an Additional Layer Store for Podman / CRI-O at MOUNTPOINT
+    /// (storage.conf: additionallayerstores = ["MOUNTPOINT:ref"]).
+    Store(store_cmd::StoreArgs),
 }
 
 #[derive(Args)]
@@ -95,13 +100,13 @@ struct MountArgs {
     log_level: log::LevelFilter,
 }
 
-fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+pub(crate) fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
     s.parse()
         .map_err(|_| format!("{s:?}: expected error, warn, info, debug or trace"))
 }
 
 #[derive(Args)]
-struct RegistryArgs {
+pub(crate) struct RegistryArgs {
     /// Talk plain HTTP to every registry.
     #[arg(long)]
     plain_http: bool,
@@ -120,7 +125,7 @@ struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn registry(&self) -> Registry {
+    pub(crate) fn registry(&self) -> Registry {
         let mut opts = HttpOptions {
             plain_http: self.plain_http,
             insecure_registries: self.insecure_registry.clone(),
@@ -140,13 +145,16 @@ fn main() -> ExitCode {
     daemon::block_stop_signals();
     daemon::take_ready_pipe();
     let cli = Cli::parse();
-    let Cmd::Mount(args) = cli.command;
-    if args.daemon {
+    let (daemon, log_file, level) = match &cli.command {
+        Cmd::Mount(a) => (a.daemon, a.log_file.clone(), a.log_level),
+        Cmd::Store(a) => (a.daemon, a.log_file.clone(), a.log_level),
+    };
+    if daemon {
         let child_args: Vec<String> = std::env::args()
             .skip(1)
             .filter(|a| a != "--daemon")
             .collect();
-        return match daemon::spawn_detached(child_args, args.log_file.as_deref()) {
+        return match daemon::spawn_detached(child_args, log_file.as_deref()) {
             Ok(0) => ExitCode::SUCCESS,
             Ok(_) => ExitCode::FAILURE,
             Err(e) => {
@@ -155,8 +163,12 @@ fn main() -> ExitCode {
             }
         };
     }
-    estargz_fuse::logger::init(args.log_level);
-    match mount(&args) {
+    estargz_fuse::logger::init(level);
+    let result = match &cli.command {
+        Cmd::Mount(args) => mount(args),
+        Cmd::Store(args) => store_cmd::run(args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");

@@ -1,0 +1,627 @@
+//! The Additional Layer Store namespace, as plain Rust (tested without a
+//! mount; `store_adapter` is the fuser glue):
+//!
+//! ```text
+//! /<base64(image ref)>/<digest>/{diff/, info, blob}   (+ `use`, never there)
+//! ```
+//!
+//! * [`names`]: parsing the two path components.
+//! * [`resolve`]: image cache and layer resolution, both keying schemes.
+//! * [`info`]: the `info` JSON.
+//! * [`window`]: large sequential fetches for `blob` reads.
+//!
+//! Inode numbers: the root is 1, reference directories count up from 2
+//! below 2^32; everything of one layer lives under its slot number in the
+//! high 32 bits (low part 0 = the layer directory, `u32::MAX` = `info`,
+//! `u32::MAX - 1` = `blob`, anything else = that inode of the layer's
+//! [`LayerFs`], whose numbers come from the TOC). So a layer unloaded and
+//! resolved again keeps every inode number.
+//!
+//! Lifetimes: a layer is loaded by the first lookup that needs its data,
+//! counted up by `create(use)` and down by `rmdir(<digest>)`, unloaded when
+//! its count is zero (at once on the last release, after an idle time if
+//! it was never used), and forgotten entirely once the kernel has forgotten
+//! all its inodes too.
+
+pub mod info;
+pub mod names;
+pub mod resolve;
+pub mod window;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use estargz_core::remote::Reference;
+
+use crate::layerfs::{self, Attr, DirEntry, Errno, FsResult, Kind};
+use resolve::{ResolvedLayer, Resolver};
+
+pub const ROOT_INO: u64 = 1;
+const SLOT_SHIFT: u32 = 32;
+const LOW_MASK: u64 = (1 << SLOT_SHIFT) - 1;
+const LOW_LAYER_DIR: u64 = 0;
+const LOW_INFO: u64 = LOW_MASK;
+const LOW_BLOB: u64 = LOW_MASK - 1;
+
+pub const USE_FILE: &str = "use";
+pub const DIFF_DIR: &str = "diff";
+pub const INFO_FILE: &str = "info";
+pub const BLOB_FILE: &str = "blob";
+
+/// What an inode number names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ino {
+    Root,
+    RefDir(u64),
+    LayerDir(u64),
+    Info(u64),
+    Blob(u64),
+    /// Slot and the layer's own inode number (1 = `diff`).
+    Diff(u64, u64),
+}
+
+impl Ino {
+    pub fn decode(ino: u64) -> Ino {
+        let slot = ino >> SLOT_SHIFT;
+        let low = ino & LOW_MASK;
+        match (slot, low) {
+            (0, ROOT_INO) => Ino::Root,
+            (0, _) => Ino::RefDir(ino),
+            (s, LOW_LAYER_DIR) => Ino::LayerDir(s),
+            (s, LOW_INFO) => Ino::Info(s),
+            (s, LOW_BLOB) => Ino::Blob(s),
+            (s, l) => Ino::Diff(s, l),
+        }
+    }
+
+    pub fn encode(self) -> u64 {
+        let at = |slot: u64, low: u64| (slot << SLOT_SHIFT) | low;
+        match self {
+            Ino::Root => ROOT_INO,
+            Ino::RefDir(i) => i,
+            Ino::LayerDir(s) => at(s, LOW_LAYER_DIR),
+            Ino::Info(s) => at(s, LOW_INFO),
+            Ino::Blob(s) => at(s, LOW_BLOB),
+            Ino::Diff(s, l) => at(s, l),
+        }
+    }
+
+    /// Whether the answer can change (namespace) or never will (layer).
+    pub fn is_layer_content(self) -> bool {
+        matches!(self, Ino::Diff(..) | Ino::Info(_) | Ino::Blob(_))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Unused layers (looked up, never `use`d) are unloaded after this.
+    pub idle_unload: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            idle_unload: Duration::from_secs(120),
+        }
+    }
+}
+
+struct RefNode {
+    name: String,
+    reference: Reference,
+    nlookup: u64,
+}
+
+/// One (reference, digest) layer directory.
+struct Slot {
+    ref_name: String,
+    reference: Reference,
+    digest: String,
+    /// Kernel references to any inode of this slot.
+    nlookup: u64,
+    /// containers/storage users (`use` minus releases).
+    uses: u64,
+    last_access: Instant,
+    /// Loaded layer; its lock serialises loading (one resolve at a time).
+    loaded: Arc<Mutex<Option<Arc<ResolvedLayer>>>>,
+}
+
+#[derive(Default)]
+struct State {
+    next_ref_ino: u64,
+    refs: HashMap<u64, RefNode>,
+    ref_by_name: HashMap<String, u64>,
+    next_slot: u64,
+    slots: HashMap<u64, Slot>,
+    slot_by_key: HashMap<(String, String), u64>,
+}
+
+/// Counters for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    pub refs: usize,
+    pub slots: usize,
+    pub loaded: usize,
+    pub uses: u64,
+}
+
+pub struct Store {
+    resolver: Resolver,
+    opts: StoreOptions,
+    state: Mutex<State>,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn err(e: &estargz_core::Error) -> Errno {
+    Errno(e.errno())
+}
+
+impl Store {
+    pub fn new(resolver: Resolver, opts: StoreOptions) -> Store {
+        // SAFETY: plain getters.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        Store {
+            resolver,
+            opts,
+            state: Mutex::new(State {
+                next_ref_ino: 2,
+                next_slot: 1,
+                ..Default::default()
+            }),
+            uid,
+            gid,
+            mtime: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        }
+    }
+
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let st = lock(&self.state);
+        StoreStats {
+            refs: st.refs.len(),
+            slots: st.slots.len(),
+            loaded: st
+                .slots
+                .values()
+                .filter(|s| s.loaded.try_lock().map_or(true, |l| l.is_some()))
+                .count(),
+            uses: st.slots.values().map(|s| s.uses).sum(),
+        }
+    }
+
+    fn dir_attr(&self, ino: u64) -> Attr {
+        Attr {
+            ino,
+            size: u64::from(layerfs::BLOCK_SIZE),
+            blocks: 8,
+            mtime: self.mtime,
+            kind: Kind::Directory,
+            perm: 0o555,
+            nlink: 2,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+        }
+    }
+
+    fn file_attr(&self, ino: u64, size: u64) -> Attr {
+        Attr {
+            ino,
+            size,
+            blocks: size.div_ceil(512),
+            kind: Kind::RegularFile,
+            perm: 0o444,
+            nlink: 1,
+            ..self.dir_attr(ino)
+        }
+    }
+
+    /// The loaded layer of `slot`, resolving it if needed. Failures are
+    /// logged with their reason and not remembered: the next access retries.
+    fn layer(&self, slot: u64) -> FsResult<Arc<ResolvedLayer>> {
+        let (cell, reference, digest) = {
+            let mut st = lock(&self.state);
+            let s = st.slots.get_mut(&slot).ok_or(Errno(libc::ENOENT))?;
+            s.last_access = Instant::now();
+            (s.loaded.clone(), s.reference.clone(), s.digest.clone())
+        };
+        let mut loaded = lock(&cell);
+        if let Some(l) = loaded.as_ref() {
+            return Ok(l.clone());
+        }
+        let started = Instant::now();
+        match self.resolver.layer(&reference, &digest) {
+            Ok(layer) => {
+                // Layer inode numbers must stay below the info/blob ones.
+                if layer.fs.reader().index().nodes.len() as u64 >= LOW_BLOB - 1 {
+                    log::warn!("layer {digest} of {reference}: too many entries to serve");
+                    return Err(Errno(libc::EFBIG));
+                }
+                log::info!(
+                    "layer {digest} of {reference} ready in {:.2?} ({})",
+                    started.elapsed(),
+                    match layer.keying {
+                        info::Keying::LayerDigest { .. } => "keyed by layer digest",
+                        info::Keying::TocDigest { .. } => "keyed by TOC digest",
+                    }
+                );
+                let layer = Arc::new(layer);
+                *loaded = Some(layer.clone());
+                Ok(layer)
+            }
+            Err(e) => {
+                log::warn!("layer {digest} of {reference} not served: {e}");
+                Err(err(&e))
+            }
+        }
+    }
+
+    /// Looks up `name` in `parent`; a success is one kernel reference
+    /// (released by [`Store::forget`]).
+    pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        match Ino::decode(parent) {
+            Ino::Root => {
+                let reference = names::parse_ref_dir(name).map_err(|e| {
+                    log::debug!("{e}");
+                    err(&e)
+                })?;
+                let mut st = lock(&self.state);
+                let ino = match st.ref_by_name.get(name) {
+                    Some(&i) => i,
+                    None => {
+                        let i = st.next_ref_ino;
+                        if i >= LOW_BLOB {
+                            return Err(Errno(libc::ENOSPC));
+                        }
+                        st.next_ref_ino += 1;
+                        st.ref_by_name.insert(name.to_string(), i);
+                        st.refs.insert(
+                            i,
+                            RefNode {
+                                name: name.to_string(),
+                                reference,
+                                nlookup: 0,
+                            },
+                        );
+                        i
+                    }
+                };
+                st.refs.get_mut(&ino).expect("indexed").nlookup += 1;
+                Ok(self.dir_attr(ino))
+            }
+            Ino::RefDir(r) => {
+                let digest = names::parse_digest(name).map_err(|e| err(&e))?;
+                let mut st = lock(&self.state);
+                let (ref_name, reference) = match st.refs.get(&r) {
+                    Some(n) => (n.name.clone(), n.reference.clone()),
+                    None => return Err(Errno(libc::ENOENT)),
+                };
+                let key = (ref_name.clone(), digest.to_string());
+                let slot = match st.slot_by_key.get(&key) {
+                    Some(&s) => s,
+                    None => {
+                        let s = st.next_slot;
+                        if s >= 1 << (64 - SLOT_SHIFT) {
+                            return Err(Errno(libc::ENOSPC));
+                        }
+                        st.next_slot += 1;
+                        st.slot_by_key.insert(key, s);
+                        st.slots.insert(
+                            s,
+                            Slot {
+                                ref_name,
+                                reference,
+                                digest: digest.to_string(),
+                                nlookup: 0,
+                                uses: 0,
+                                last_access: Instant::now(),
+                                loaded: Arc::default(),
+                            },
+                        );
+                        s
+                    }
+                };
+                st.slots.get_mut(&slot).expect("indexed").nlookup += 1;
+                Ok(self.dir_attr(Ino::LayerDir(slot).encode()))
+            }
+            Ino::LayerDir(slot) => {
+                let attr = match name {
+                    DIFF_DIR => self.getattr(Ino::Diff(slot, layerfs::ROOT_INO).encode())?,
+                    INFO_FILE => self.getattr(Ino::Info(slot).encode())?,
+                    BLOB_FILE => self.getattr(Ino::Blob(slot).encode())?,
+                    _ => return Err(Errno(libc::ENOENT)),
+                };
+                self.count_lookup(slot)?;
+                Ok(attr)
+            }
+            Ino::Diff(slot, dir) => {
+                let layer = self.layer(slot)?;
+                let mut attr = layer.fs.lookup(dir, name)?;
+                attr.ino = Ino::Diff(slot, attr.ino).encode();
+                self.count_lookup(slot)?;
+                Ok(attr)
+            }
+            Ino::Info(_) | Ino::Blob(_) => Err(Errno(libc::ENOTDIR)),
+        }
+    }
+
+    fn count_lookup(&self, slot: u64) -> FsResult<()> {
+        let mut st = lock(&self.state);
+        let s = st.slots.get_mut(&slot).ok_or(Errno(libc::ENOENT))?;
+        s.nlookup += 1;
+        Ok(())
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        match Ino::decode(ino) {
+            Ino::Root => Ok(self.dir_attr(ROOT_INO)),
+            Ino::RefDir(r) => {
+                if lock(&self.state).refs.contains_key(&r) {
+                    Ok(self.dir_attr(ino))
+                } else {
+                    Err(Errno(libc::ENOENT))
+                }
+            }
+            Ino::LayerDir(slot) => {
+                if lock(&self.state).slots.contains_key(&slot) {
+                    Ok(self.dir_attr(ino))
+                } else {
+                    Err(Errno(libc::ENOENT))
+                }
+            }
+            Ino::Info(slot) => Ok(self.file_attr(ino, self.layer(slot)?.info.len() as u64)),
+            Ino::Blob(slot) => Ok(self.file_attr(ino, self.layer(slot)?.blob.size())),
+            Ino::Diff(slot, l) => {
+                let mut attr = self.layer(slot)?.fs.getattr(l)?;
+                attr.ino = ino;
+                Ok(attr)
+            }
+        }
+    }
+
+    /// Entries of a directory (without `.` and `..`).
+    pub fn readdir(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
+        let dir = |ino: u64, name: &str| DirEntry {
+            ino,
+            kind: Kind::Directory,
+            name: name.to_string(),
+        };
+        match Ino::decode(ino) {
+            Ino::Root => {
+                let st = lock(&self.state);
+                let mut out: Vec<DirEntry> =
+                    st.refs.iter().map(|(&i, n)| dir(i, &n.name)).collect();
+                out.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(out)
+            }
+            Ino::RefDir(r) => {
+                let st = lock(&self.state);
+                let name = &st.refs.get(&r).ok_or(Errno(libc::ENOENT))?.name;
+                let mut out: Vec<DirEntry> = st
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| &s.ref_name == name)
+                    .map(|(&slot, s)| dir(Ino::LayerDir(slot).encode(), &s.digest))
+                    .collect();
+                out.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(out)
+            }
+            Ino::LayerDir(slot) => {
+                if !lock(&self.state).slots.contains_key(&slot) {
+                    return Err(Errno(libc::ENOENT));
+                }
+                let file = |ino: Ino, name: &str| DirEntry {
+                    ino: ino.encode(),
+                    kind: Kind::RegularFile,
+                    name: name.to_string(),
+                };
+                Ok(vec![
+                    file(Ino::Blob(slot), BLOB_FILE),
+                    dir(Ino::Diff(slot, layerfs::ROOT_INO).encode(), DIFF_DIR),
+                    file(Ino::Info(slot), INFO_FILE),
+                ])
+            }
+            Ino::Diff(slot, l) => Ok(self
+                .layer(slot)?
+                .fs
+                .readdir(l)?
+                .iter()
+                .map(|e| DirEntry {
+                    ino: Ino::Diff(slot, e.ino).encode(),
+                    ..e.clone()
+                })
+                .collect()),
+            Ino::Info(_) | Ino::Blob(_) => Err(Errno(libc::ENOTDIR)),
+        }
+    }
+
+    /// The inode of `..`.
+    pub fn parent(&self, ino: u64) -> FsResult<u64> {
+        match Ino::decode(ino) {
+            Ino::Root => Ok(ROOT_INO),
+            Ino::RefDir(_) => Ok(ROOT_INO),
+            Ino::LayerDir(slot) | Ino::Info(slot) | Ino::Blob(slot) => {
+                let st = lock(&self.state);
+                let s = st.slots.get(&slot).ok_or(Errno(libc::ENOENT))?;
+                // The reference directory may have been forgotten.
+                Ok(st.ref_by_name.get(&s.ref_name).copied().unwrap_or(ROOT_INO))
+            }
+            Ino::Diff(slot, layerfs::ROOT_INO) => Ok(Ino::LayerDir(slot).encode()),
+            Ino::Diff(slot, l) => Ok(Ino::Diff(slot, self.layer(slot)?.fs.parent(l)?).encode()),
+        }
+    }
+
+    /// Whether `open` may read this inode as a file.
+    pub fn is_file(&self, ino: u64) -> FsResult<bool> {
+        Ok(self.getattr(ino)?.kind == Kind::RegularFile)
+    }
+
+    pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        match Ino::decode(ino) {
+            Ino::Info(slot) => {
+                let layer = self.layer(slot)?;
+                let start = (offset as usize).min(layer.info.len());
+                let end = start.saturating_add(size as usize).min(layer.info.len());
+                Ok(layer.info[start..end].to_vec())
+            }
+            Ino::Blob(slot) => {
+                let layer = self.layer(slot)?;
+                let len = u64::from(size).min(layer.blob.size().saturating_sub(offset)) as usize;
+                let mut buf = vec![0; len];
+                let mut done = 0;
+                while done < len {
+                    match layer.blob.read_at(&mut buf[done..], offset + done as u64) {
+                        Ok(0) => break,
+                        Ok(n) => done += n,
+                        Err(e) => {
+                            log::error!("reading the blob of slot {slot} at {offset}: {e}");
+                            return Err(Errno(libc::EIO));
+                        }
+                    }
+                }
+                buf.truncate(done);
+                Ok(buf)
+            }
+            Ino::Diff(slot, l) => self.layer(slot)?.fs.read(l, offset, size),
+            Ino::Root | Ino::RefDir(_) | Ino::LayerDir(_) => Err(Errno(libc::EISDIR)),
+        }
+    }
+
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        match Ino::decode(ino) {
+            Ino::Diff(slot, l) => self.layer(slot)?.fs.readlink(l),
+            _ => Err(Errno(libc::EINVAL)),
+        }
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
+        match Ino::decode(ino) {
+            Ino::Diff(slot, l) => self.layer(slot)?.fs.getxattr(l, name),
+            _ => Err(Errno(libc::ENODATA)),
+        }
+    }
+
+    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        match Ino::decode(ino) {
+            Ino::Diff(slot, l) => self.layer(slot)?.fs.listxattr(l),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// `create(<layer dir>/use)`: one more user. Always fails with ENOENT,
+    /// which is how containers/storage learns the store counts users.
+    pub fn create(&self, parent: u64, name: &str) -> Errno {
+        let Ino::LayerDir(slot) = Ino::decode(parent) else {
+            return Errno(libc::EROFS);
+        };
+        if name != USE_FILE {
+            return Errno(libc::EROFS);
+        }
+        let mut st = lock(&self.state);
+        if let Some(s) = st.slots.get_mut(&slot) {
+            s.uses += 1;
+            s.last_access = Instant::now();
+            log::debug!("use {} of {}: {} user(s)", s.digest, s.reference, s.uses);
+        }
+        Errno(libc::ENOENT)
+    }
+
+    /// `rmdir(<ref dir>/<digest>)`: one user less; the last one unloads the
+    /// layer. Always fails with ENOENT, as the protocol expects.
+    pub fn rmdir(&self, parent: u64, name: &str) -> Errno {
+        let Ino::RefDir(r) = Ino::decode(parent) else {
+            return Errno(libc::EROFS);
+        };
+        let mut st = lock(&self.state);
+        let Some(ref_name) = st.refs.get(&r).map(|n| n.name.clone()) else {
+            return Errno(libc::ENOENT);
+        };
+        let Some(&slot) = st.slot_by_key.get(&(ref_name, name.to_string())) else {
+            return Errno(libc::ENOENT);
+        };
+        let s = st.slots.get_mut(&slot).expect("indexed");
+        if s.uses > 0 {
+            s.uses -= 1;
+            log::debug!(
+                "release {} of {}: {} user(s)",
+                s.digest,
+                s.reference,
+                s.uses
+            );
+            if s.uses == 0 {
+                log::info!("layer {} of {} released", s.digest, s.reference);
+                // A load in progress holds the lock; the reaper unloads
+                // that one later rather than stalling every request here.
+                if let Ok(mut l) = s.loaded.try_lock() {
+                    *l = None;
+                }
+            }
+        }
+        Self::drop_if_unreferenced(&mut st, slot);
+        Errno(libc::ENOENT)
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut st = lock(&self.state);
+        match Ino::decode(ino) {
+            Ino::Root => {}
+            Ino::RefDir(r) => {
+                if let Some(node) = st.refs.get_mut(&r) {
+                    node.nlookup = node.nlookup.saturating_sub(n);
+                    if node.nlookup == 0 {
+                        let name = node.name.clone();
+                        st.refs.remove(&r);
+                        st.ref_by_name.remove(&name);
+                    }
+                }
+            }
+            Ino::LayerDir(slot) | Ino::Info(slot) | Ino::Blob(slot) | Ino::Diff(slot, _) => {
+                if let Some(s) = st.slots.get_mut(&slot) {
+                    s.nlookup = s.nlookup.saturating_sub(n);
+                }
+                Self::drop_if_unreferenced(&mut st, slot);
+            }
+        }
+    }
+
+    fn drop_if_unreferenced(st: &mut State, slot: u64) {
+        let Some(s) = st.slots.get(&slot) else { return };
+        if s.nlookup == 0 && s.uses == 0 {
+            let key = (s.ref_name.clone(), s.digest.clone());
+            st.slots.remove(&slot);
+            st.slot_by_key.remove(&key);
+        }
+    }
+
+    /// Unloads layers nobody uses that have been idle long enough, and
+    /// expired images. Called periodically.
+    pub fn reap(&self) {
+        self.resolver.expire();
+        let st = lock(&self.state);
+        for s in st.slots.values() {
+            if s.uses == 0 && s.last_access.elapsed() >= self.opts.idle_unload {
+                if let Ok(mut l) = s.loaded.try_lock() {
+                    if l.take().is_some() {
+                        log::info!("layer {} of {} unloaded (unused)", s.digest, s.reference);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,287 @@
+//! From (image reference, digest) to an open layer: the image (manifest +
+//! config) from a bounded cache with expiry, the manifest layer matching
+//! the digest under either keying scheme, and the layer opened and
+//! verified. Failures are returned, never remembered.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use estargz_core::cache::ChunkCache;
+use estargz_core::remote::manifest::{self, UNCOMPRESSED_SIZE_ANNOTATION};
+use estargz_core::remote::{open_layer, Image, LayerOptions, Reference, Registry};
+use estargz_core::{Error, ReadAt, Reader, Result};
+
+use super::info::{self, Keying};
+use crate::layerfs::LayerFs;
+
+/// Where images and layers come from (the registry; tests use memory).
+pub trait ImageSource: Send + Sync {
+    /// The platform manifest and config of `reference`.
+    fn image(&self, reference: &Reference) -> Result<Image>;
+    /// Layer `index` of `image`: its reader (TOC checked against the
+    /// layer's annotation when `verify_toc`) and its raw blob.
+    fn layer(&self, image: &Image, index: usize, verify_toc: bool) -> Result<OpenedLayer>;
+}
+
+pub struct OpenedLayer {
+    pub reader: Arc<Reader>,
+    pub blob: Arc<dyn ReadAt>,
+}
+
+/// The registry as an [`ImageSource`], all layers sharing one chunk cache.
+pub struct RegistrySource {
+    pub registry: Registry,
+    pub cache: Arc<ChunkCache>,
+}
+
+impl ImageSource for RegistrySource {
+    fn image(&self, reference: &Reference) -> Result<Image> {
+        self.registry.resolve_image(reference, None)
+    }
+
+    fn layer(&self, image: &Image, index: usize, verify_toc: bool) -> Result<OpenedLayer> {
+        let opts = LayerOptions {
+            cache: Some(self.cache.clone()),
+            require_toc_digest: verify_toc,
+            ..Default::default()
+        };
+        let l = open_layer(&self.registry, image, index, &opts)?;
+        Ok(OpenedLayer {
+            reader: l.reader,
+            blob: l.blob,
+        })
+    }
+}
+
+/// A layer ready to be served.
+pub struct ResolvedLayer {
+    pub fs: LayerFs,
+    pub blob: Arc<dyn ReadAt>,
+    pub info: Vec<u8>,
+    pub keying: Keying,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResolverOptions {
+    /// How long a fetched manifest + config is reused.
+    pub image_ttl: Duration,
+    /// Most images kept.
+    pub max_images: usize,
+}
+
+impl Default for ResolverOptions {
+    fn default() -> Self {
+        ResolverOptions {
+            image_ttl: Duration::from_secs(120),
+            max_images: 64,
+        }
+    }
+}
+
+/// One reference's cached image; its lock makes concurrent lookups of the
+/// same image wait for a single fetch.
+#[derive(Default)]
+struct ImageCell {
+    image: Mutex<Option<(Instant, Arc<Image>)>>,
+}
+
+pub struct Resolver {
+    source: Arc<dyn ImageSource>,
+    opts: ResolverOptions,
+    images: Mutex<HashMap<String, (Instant, Arc<ImageCell>)>>,
+}
+
+impl Resolver {
+    pub fn new(source: Arc<dyn ImageSource>, opts: ResolverOptions) -> Resolver {
+        Resolver {
+            source,
+            opts,
+            images: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Images currently cached (for tests and logs).
+    pub fn cached_images(&self) -> usize {
+        self.images.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn cell(&self, key: &str, now: Instant) -> Arc<ImageCell> {
+        let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((used, cell)) = images.get_mut(key) {
+            *used = now;
+            return cell.clone();
+        }
+        while images.len() >= self.opts.max_images.max(1) {
+            // Least recently used goes first.
+            let Some(oldest) = images
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            images.remove(&oldest);
+        }
+        let cell = Arc::new(ImageCell::default());
+        images.insert(key.to_string(), (now, cell.clone()));
+        cell
+    }
+
+    /// The image of `reference`, fetched at most once per TTL.
+    pub fn image(&self, reference: &Reference) -> Result<Arc<Image>> {
+        let key = reference.to_string();
+        let cell = self.cell(&key, Instant::now());
+        let mut slot = cell.image.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, image)) = slot.as_ref() {
+            if at.elapsed() < self.opts.image_ttl {
+                return Ok(image.clone());
+            }
+        }
+        let image = Arc::new(self.source.image(reference)?);
+        *slot = Some((Instant::now(), image.clone()));
+        Ok(image)
+    }
+
+    /// Drops cached images older than the TTL.
+    pub fn expire(&self) {
+        let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
+        images.retain(|_, (_, cell)| {
+            let slot = match cell.image.try_lock() {
+                Ok(s) => s,
+                // Being fetched right now: keep.
+                Err(_) => return true,
+            };
+            slot.as_ref()
+                .is_some_and(|(at, _)| at.elapsed() < self.opts.image_ttl)
+        });
+    }
+
+    /// The layer of `reference` named `digest`: a manifest layer digest
+    /// (v1 keying) or a TOC digest (v2 keying).
+    pub fn layer(&self, reference: &Reference, digest: &str) -> Result<ResolvedLayer> {
+        let image = self.image(reference)?;
+        let layers = &image.manifest.layers;
+        let what = format!("layer {digest} of {reference}");
+        if let Some(index) = layers.iter().position(|d| d.digest == digest) {
+            let desc = &layers[index];
+            if desc.toc_digest().is_none() {
+                // Without the annotation the TOC is not anchored to the
+                // manifest; the runtime pulls such layers itself.
+                return Err(Error::NotFound(format!(
+                    "{what}: no {} annotation, so it is not served lazily",
+                    manifest::TOC_DIGEST_ANNOTATION
+                )));
+            }
+            let opened = self.source.layer(&image, index, true)?;
+            let diff_id = diff_id(&image, index)?;
+            let diff_size = match desc.annotations.get(UNCOMPRESSED_SIZE_ANNOTATION) {
+                Some(v) => v.parse::<u64>().map_err(|_| {
+                    Error::Registry(format!(
+                        "{what}: annotation {UNCOMPRESSED_SIZE_ANNOTATION}={v:?} is not a size"
+                    ))
+                })?,
+                None => {
+                    log::warn!(
+                        "{what}: no {UNCOMPRESSED_SIZE_ANNOTATION} annotation; reading the whole blob to measure it"
+                    );
+                    info::measure_diff(opened.blob.as_ref(), &diff_id)?
+                }
+            };
+            let keying = Keying::LayerDigest {
+                compressed_digest: desc.digest.clone(),
+                compressed_size: desc.size,
+                diff_id,
+                diff_size,
+            };
+            return Ok(ready(opened, keying));
+        }
+        if let Some(index) = layers.iter().position(|d| d.toc_digest() == Some(digest)) {
+            let opened = self.source.layer(&image, index, true)?;
+            let keying = Keying::TocDigest {
+                toc_digest: digest.to_string(),
+                diff_id: diff_id(&image, index)?,
+            };
+            return Ok(ready(opened, keying));
+        }
+        self.search_unannotated(&image, digest, &what)
+    }
+
+    /// Layers without a TOC annotation can still match by their computed
+    /// TOC digest (which the path then anchors); they are opened in
+    /// parallel and compared.
+    fn search_unannotated(&self, image: &Image, digest: &str, what: &str) -> Result<ResolvedLayer> {
+        let candidates: Vec<usize> = image
+            .manifest
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.toc_digest().is_none() && manifest::is_gzip_layer(&d.media_type))
+            .map(|(i, _)| i)
+            .collect();
+        let results: Vec<(usize, Result<OpenedLayer>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = candidates
+                .iter()
+                .map(|&i| (i, s.spawn(move || self.source.layer(image, i, false))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(i, h)| {
+                    let r = h.join().unwrap_or_else(|_| {
+                        Err(Error::InvalidArgument("layer open panicked".into()))
+                    });
+                    (i, r)
+                })
+                .collect()
+        });
+        let mut transient = None;
+        for (index, result) in results {
+            match result {
+                Ok(opened) if opened.reader.toc_digest() == digest => {
+                    let keying = Keying::TocDigest {
+                        toc_digest: digest.to_string(),
+                        diff_id: diff_id(image, index)?,
+                    };
+                    return Ok(ready(opened, keying));
+                }
+                Ok(_) => {}
+                // A layer we could not read might have been the one.
+                Err(e @ (Error::Network(_) | Error::Timeout(_) | Error::Registry(_))) => {
+                    transient.get_or_insert(e);
+                }
+                Err(e) => log::debug!("{what}: layer {index} is not eStargz: {e}"),
+            }
+        }
+        Err(transient.unwrap_or_else(|| {
+            Error::NotFound(format!("{what}: no layer has this digest or TOC digest"))
+        }))
+    }
+}
+
+fn ready(opened: OpenedLayer, keying: Keying) -> ResolvedLayer {
+    ResolvedLayer {
+        info: info::info_json(&keying),
+        fs: LayerFs::new(opened.reader),
+        blob: Arc::new(super::window::Windowed::new(
+            opened.blob,
+            super::window::WINDOW,
+        )),
+        keying,
+    }
+}
+
+/// `rootfs.diff_ids[index]` of the image config.
+fn diff_id(image: &Image, index: usize) -> Result<String> {
+    let config: serde_json::Value = serde_json::from_slice(&image.config)
+        .map_err(|e| Error::Registry(format!("config of {}: {e}", image.reference)))?;
+    config["rootfs"]["diff_ids"][index]
+        .as_str()
+        .filter(|d| estargz_core::digest::is_sha256_digest(d))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            Error::Registry(format!(
+                "config of {} has no sha256 diff_id for layer {index}",
+                image.reference
+            ))
+        })
+}

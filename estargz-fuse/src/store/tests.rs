@@ -1,0 +1,492 @@
+//! The store namespace without a mount, over images held in memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Cursor;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use estargz_core::remote::manifest::{
+    OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION,
+};
+use estargz_core::remote::{Descriptor, Image, Manifest, Reference};
+use estargz_core::tarwrite::{entry_headers, HeaderSpec};
+use estargz_core::{build, BuildInput, BuildOptions, Error, OpenOptions, Reader, Result};
+
+use super::resolve::{ImageSource, OpenedLayer, Resolver, ResolverOptions};
+use super::*;
+
+const REF: &str = "127.0.0.1:5000/app/img:v1";
+
+struct Layer {
+    blob: Arc<Vec<u8>>,
+    result: estargz_core::BuildResult,
+}
+
+fn layer(files: &[(&str, &[u8])]) -> Layer {
+    let mut tar = Vec::new();
+    for (name, data) in files {
+        let spec = HeaderSpec {
+            name: name.to_string(),
+            typeflag: b'0',
+            mode: 0o644,
+            size: data.len() as u64,
+            mtime: 1_600_000_000,
+            ..Default::default()
+        };
+        tar.extend_from_slice(&entry_headers(&spec));
+        tar.extend_from_slice(data);
+        tar.resize(tar.len().next_multiple_of(512), 0);
+    }
+    tar.extend_from_slice(&[0; 1024]);
+    let mut blob = Vec::new();
+    let result = build(
+        BuildInput::Reader(Box::new(Cursor::new(tar))),
+        &mut blob,
+        &BuildOptions::default(),
+    )
+    .unwrap();
+    Layer {
+        blob: Arc::new(blob),
+        result,
+    }
+}
+
+/// An image of `layers`; `annotate[i]` = (TOC digest, uncompressed size).
+fn image(layers: &[&Layer], annotate: &[(bool, bool)], diff_ids: Option<Vec<String>>) -> Image {
+    let descs = layers
+        .iter()
+        .zip(annotate)
+        .map(|(l, &(toc, size))| {
+            let mut annotations = BTreeMap::new();
+            if toc {
+                annotations.insert(TOC_DIGEST_ANNOTATION.into(), l.result.toc_digest.clone());
+            }
+            if size {
+                annotations.insert(
+                    UNCOMPRESSED_SIZE_ANNOTATION.into(),
+                    l.result.uncompressed_size.to_string(),
+                );
+            }
+            Descriptor {
+                media_type: OCI_LAYER_GZIP.into(),
+                digest: l.result.blob_digest.clone(),
+                size: l.result.blob_size,
+                annotations,
+                platform: None,
+            }
+        })
+        .collect();
+    let diff_ids =
+        diff_ids.unwrap_or_else(|| layers.iter().map(|l| l.result.diff_id.clone()).collect());
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    }))
+    .unwrap();
+    Image {
+        reference: Reference::parse(REF).unwrap(),
+        requested: Reference::parse(REF).unwrap(),
+        manifest: Manifest {
+            schema_version: 2,
+            media_type: OCI_MANIFEST.into(),
+            config: Descriptor {
+                media_type: OCI_CONFIG.into(),
+                digest: estargz_core::digest::sha256_digest(&config),
+                size: config.len() as u64,
+                annotations: BTreeMap::new(),
+                platform: None,
+            },
+            layers: descs,
+            annotations: BTreeMap::new(),
+        },
+        manifest_digest: String::new(),
+        config,
+    }
+}
+
+#[derive(Default)]
+struct Fake {
+    images: HashMap<String, Image>,
+    blobs: HashMap<String, Arc<Vec<u8>>>,
+    down: AtomicBool,
+    image_fetches: AtomicUsize,
+    layer_opens: AtomicUsize,
+}
+
+impl ImageSource for Fake {
+    fn image(&self, r: &Reference) -> Result<Image> {
+        self.image_fetches.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Error::Network("connection refused".into()));
+        }
+        self.images
+            .get(&r.to_string())
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("manifest {r}")))
+    }
+
+    fn layer(&self, image: &Image, index: usize, verify_toc: bool) -> Result<OpenedLayer> {
+        self.layer_opens.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Error::Network("connection refused".into()));
+        }
+        let d = &image.manifest.layers[index];
+        if verify_toc && d.toc_digest().is_none() {
+            return Err(Error::InvalidArgument("no TOC annotation".into()));
+        }
+        let blob = self.blobs[&d.digest].clone();
+        let opts = OpenOptions {
+            expected_toc_digest: d.toc_digest().map(str::to_string).filter(|_| verify_toc),
+            ..Default::default()
+        };
+        let reader = Reader::open(blob.clone(), &opts)?;
+        Ok(OpenedLayer {
+            reader: Arc::new(reader),
+            blob,
+        })
+    }
+}
+
+fn fake(img: Image, layers: &[&Layer]) -> Arc<Fake> {
+    let mut f = Fake::default();
+    for l in layers {
+        f.blobs.insert(l.result.blob_digest.clone(), l.blob.clone());
+    }
+    f.images.insert(REF.into(), img);
+    Arc::new(f)
+}
+
+fn store(source: Arc<Fake>) -> Store {
+    Store::new(
+        Resolver::new(source, ResolverOptions::default()),
+        StoreOptions::default(),
+    )
+}
+
+/// Looks up a path from the root, one component at a time.
+fn walk(s: &Store, path: &[&str]) -> FsResult<Attr> {
+    let mut attr = s.getattr(ROOT_INO)?;
+    for name in path {
+        attr = s.lookup(attr.ino, name)?;
+    }
+    Ok(attr)
+}
+
+fn ref_dir() -> String {
+    names::ref_dir_name(REF)
+}
+
+fn read_all(s: &Store, ino: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let chunk = s.read(ino, out.len() as u64, 7).unwrap();
+        if chunk.is_empty() {
+            return out;
+        }
+        out.extend(chunk);
+    }
+}
+
+#[test]
+fn toc_digest_keying_serves_diff_info_and_blob() {
+    let a = layer(&[("etc/hello", b"hello from a\n")]);
+    let b = layer(&[("bin/tool", b"#!/bin/sh\necho b\n")]);
+    let src = fake(
+        image(&[&a, &b], &[(true, true), (true, true)], None),
+        &[&a, &b],
+    );
+    let s = store(src.clone());
+    let r = ref_dir();
+    let toc = b.result.toc_digest.as_str();
+
+    let file = walk(&s, &[&r, toc, "diff", "bin", "tool"]).unwrap();
+    assert_eq!(file.kind, Kind::RegularFile);
+    assert_eq!(read_all(&s, file.ino), b"#!/bin/sh\necho b\n");
+    assert!(file.ino >> 32 >= 1, "layer inodes carry the slot");
+
+    let info = walk(&s, &[&r, toc, "info"]).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&read_all(&s, info.ino)).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "toc-digest": toc, "diff-size": -1, "compression": 2,
+            "flags": {"expected-layer-diffid": b.result.diff_id}
+        })
+    );
+    assert_eq!(info.size, read_all(&s, info.ino).len() as u64);
+
+    let blob = walk(&s, &[&r, toc, "blob"]).unwrap();
+    assert_eq!(blob.size, b.result.blob_size);
+    assert_eq!(read_all(&s, blob.ino), *b.blob);
+    // Only the asked-for layer was opened, and the image fetched once.
+    assert_eq!(src.layer_opens.load(Ordering::SeqCst), 1);
+    assert_eq!(src.image_fetches.load(Ordering::SeqCst), 1);
+
+    let layer_dir = walk(&s, &[&r, toc]).unwrap();
+    let names: Vec<String> = s
+        .readdir(layer_dir.ino)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["blob", "diff", "info"]);
+    assert_eq!(
+        s.lookup(layer_dir.ino, "use").unwrap_err(),
+        Errno(libc::ENOENT)
+    );
+    let diff = walk(&s, &[&r, toc, "diff"]).unwrap();
+    assert_eq!(s.parent(diff.ino).unwrap(), layer_dir.ino);
+}
+
+#[test]
+fn layer_digest_keying_reports_v1_fields() {
+    let a = layer(&[("a", b"aaaa")]);
+    let src = fake(image(&[&a], &[(true, true)], None), &[&a]);
+    let s = store(src);
+    let info = walk(&s, &[&ref_dir(), &a.result.blob_digest, "info"]).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&read_all(&s, info.ino)).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "compressed-diff-digest": a.result.blob_digest,
+            "compressed-size": a.result.blob_size,
+            "diff-digest": a.result.diff_id,
+            "diff-size": a.result.uncompressed_size,
+            "compression": 2
+        })
+    );
+}
+
+#[test]
+fn missing_size_annotation_is_measured_and_checked() {
+    let a = layer(&[("a", b"measure me"), ("b", &[7u8; 70_000])]);
+    let src = fake(image(&[&a], &[(true, false)], None), &[&a]);
+    let s = store(src);
+    let info = walk(&s, &[&ref_dir(), &a.result.blob_digest, "info"]).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&read_all(&s, info.ino)).unwrap();
+    assert_eq!(json["diff-size"], a.result.uncompressed_size);
+
+    // A config whose DiffID does not match the blob: no size is made up.
+    let wrong = vec![format!("sha256:{}", "1".repeat(64))];
+    let src = fake(image(&[&a], &[(true, false)], Some(wrong)), &[&a]);
+    let s = store(src);
+    let e = walk(&s, &[&ref_dir(), &a.result.blob_digest, "info"]).unwrap_err();
+    assert_eq!(e, Errno(libc::EIO));
+}
+
+#[test]
+fn unknown_and_malformed_names() {
+    let a = layer(&[("a", b"x")]);
+    let src = fake(image(&[&a], &[(true, true)], None), &[&a]);
+    let s = store(src);
+    let other = format!("sha256:{}", "2".repeat(64));
+    assert_eq!(
+        walk(&s, &[&ref_dir(), &other, "diff"]).unwrap_err(),
+        Errno(libc::ENOENT)
+    );
+    assert_eq!(
+        walk(&s, &[&ref_dir(), "sha256:zz"]).unwrap_err(),
+        Errno(libc::EINVAL)
+    );
+    assert_eq!(walk(&s, &["not base64!"]).unwrap_err(), Errno(libc::EINVAL));
+    // An unknown image is not found either.
+    let unknown = names::ref_dir_name("127.0.0.1:5000/nope:v1");
+    assert_eq!(
+        walk(&s, &[&unknown, &a.result.toc_digest, "diff"]).unwrap_err(),
+        Errno(libc::ENOENT)
+    );
+    let dir = walk(&s, &[&ref_dir(), &a.result.toc_digest]).unwrap();
+    assert_eq!(s.lookup(dir.ino, "other").unwrap_err(), Errno(libc::ENOENT));
+}
+
+#[test]
+fn layers_without_toc_annotation() {
+    let a = layer(&[("a", b"plain")]);
+    let b = layer(&[("b", b"other")]);
+    let src = fake(
+        image(&[&a, &b], &[(false, true), (false, true)], None),
+        &[&a, &b],
+    );
+    let s = store(src.clone());
+    // By layer digest the TOC would not be anchored: not served.
+    assert_eq!(
+        walk(&s, &[&ref_dir(), &a.result.blob_digest, "diff"]).unwrap_err(),
+        Errno(libc::ENOENT)
+    );
+    // By TOC digest the path anchors it: found among all layers opened.
+    let f = walk(&s, &[&ref_dir(), &b.result.toc_digest, "diff", "b"]).unwrap();
+    assert_eq!(read_all(&s, f.ino), b"other");
+    assert_eq!(src.layer_opens.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn failures_are_not_remembered() {
+    let a = layer(&[("a", b"x")]);
+    let src = fake(image(&[&a], &[(true, true)], None), &[&a]);
+    let s = store(src.clone());
+    src.down.store(true, Ordering::SeqCst);
+    let path = [
+        ref_dir(),
+        a.result.toc_digest.clone(),
+        "diff".into(),
+        "a".into(),
+    ];
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    assert_eq!(walk(&s, &path).unwrap_err(), Errno(libc::EIO));
+    assert_eq!(s.resolver().cached_images(), 1, "the cell exists, empty");
+    src.down.store(false, Ordering::SeqCst);
+    let f = walk(&s, &path).unwrap();
+    assert_eq!(read_all(&s, f.ino), b"x");
+}
+
+#[test]
+fn use_and_release_count_and_unload() {
+    let a = layer(&[("a", b"x")]);
+    let src = fake(image(&[&a], &[(true, true)], None), &[&a]);
+    let s = store(src.clone());
+    let r = walk(&s, &[&ref_dir()]).unwrap();
+    let dir = walk(&s, &[&ref_dir(), &a.result.toc_digest]).unwrap();
+    let file = walk(&s, &[&ref_dir(), &a.result.toc_digest, "diff", "a"]).unwrap();
+    assert_eq!(s.create(dir.ino, "use"), Errno(libc::ENOENT));
+    assert_eq!(s.create(dir.ino, "use"), Errno(libc::ENOENT));
+    assert_eq!(s.create(dir.ino, "other"), Errno(libc::EROFS));
+    assert_eq!(s.stats().uses, 2);
+    assert_eq!(s.rmdir(r.ino, &a.result.toc_digest), Errno(libc::ENOENT));
+    assert_eq!(s.stats().loaded, 1, "one user left");
+    assert_eq!(s.rmdir(r.ino, &a.result.toc_digest), Errno(libc::ENOENT));
+    assert_eq!(s.stats().uses, 0);
+    assert_eq!(s.stats().loaded, 0, "the last release unloads");
+    // Extra releases do not underflow.
+    assert_eq!(s.rmdir(r.ino, &a.result.toc_digest), Errno(libc::ENOENT));
+    assert_eq!(s.stats().uses, 0);
+
+    // The kernel's old inode still works: resolved again, same number.
+    let opens = src.layer_opens.load(Ordering::SeqCst);
+    assert_eq!(read_all(&s, file.ino), b"x");
+    assert_eq!(src.layer_opens.load(Ordering::SeqCst), opens + 1);
+    let again = walk(&s, &[&ref_dir(), &a.result.toc_digest, "diff", "a"]).unwrap();
+    assert_eq!(again.ino, file.ino);
+}
+
+#[test]
+fn forgotten_layers_and_idle_layers_go_away() {
+    let a = layer(&[("a", b"x")]);
+    let src = fake(image(&[&a], &[(true, true)], None), &[&a]);
+    let s = Store::new(
+        Resolver::new(
+            src.clone(),
+            ResolverOptions {
+                image_ttl: Duration::ZERO,
+                max_images: 1,
+            },
+        ),
+        StoreOptions {
+            idle_unload: Duration::ZERO,
+        },
+    );
+    let r = walk(&s, &[&ref_dir()]).unwrap();
+    let dir = s.lookup(r.ino, &a.result.toc_digest).unwrap();
+    let diff = s.lookup(dir.ino, "diff").unwrap();
+    assert_eq!(s.stats().loaded, 1);
+    // Looked up but never used: unloaded by the reaper.
+    s.reap();
+    assert_eq!(s.stats().loaded, 0);
+    assert_eq!(s.resolver().cached_images(), 0, "expired image dropped");
+    // Each reload fetches the image again (TTL zero).
+    let fetches = src.image_fetches.load(Ordering::SeqCst);
+    s.getattr(diff.ino).unwrap();
+    assert_eq!(src.image_fetches.load(Ordering::SeqCst), fetches + 1);
+    // A used layer survives the reaper.
+    s.create(dir.ino, "use");
+    s.reap();
+    assert_eq!(s.stats().loaded, 1);
+    s.rmdir(r.ino, &a.result.toc_digest);
+    // Once the kernel forgets every inode, nothing is left.
+    s.forget(dir.ino, 1);
+    s.forget(diff.ino, 1);
+    s.forget(r.ino, 1);
+    assert_eq!(s.stats(), StoreStats::default());
+    assert_eq!(s.getattr(dir.ino).unwrap_err(), Errno(libc::ENOENT));
+}
+
+#[test]
+fn image_cache_is_bounded_and_shared() {
+    let a = layer(&[("a", b"x")]);
+    let b = layer(&[("b", b"y")]);
+    let img = image(&[&a, &b], &[(true, true), (true, true)], None);
+    let mut f = Fake::default();
+    for l in [&a, &b] {
+        f.blobs.insert(l.result.blob_digest.clone(), l.blob.clone());
+    }
+    for i in 0..5 {
+        let name = format!("127.0.0.1:5000/app/img{i}:v1");
+        let mut img = img.clone();
+        img.reference = Reference::parse(&name).unwrap();
+        f.images.insert(name, img);
+    }
+    let src = Arc::new(f);
+    let s = Store::new(
+        Resolver::new(
+            src.clone(),
+            ResolverOptions {
+                image_ttl: Duration::from_secs(600),
+                max_images: 2,
+            },
+        ),
+        StoreOptions::default(),
+    );
+    // Both layers of one image in parallel: one image fetch.
+    let r = names::ref_dir_name("127.0.0.1:5000/app/img0:v1");
+    std::thread::scope(|sc| {
+        for l in [&a, &b] {
+            let (s, r) = (&s, &r);
+            sc.spawn(move || walk(s, &[r, &l.result.toc_digest, "diff"]).unwrap());
+        }
+    });
+    assert_eq!(src.image_fetches.load(Ordering::SeqCst), 1);
+    for i in 1..5 {
+        let r = names::ref_dir_name(&format!("127.0.0.1:5000/app/img{i}:v1"));
+        walk(&s, &[&r, &a.result.toc_digest, "info"]).unwrap();
+    }
+    assert_eq!(s.resolver().cached_images(), 2);
+}
+
+#[test]
+fn root_and_reference_listings() {
+    let a = layer(&[("a", b"x")]);
+    let src = fake(image(&[&a], &[(true, true)], None), &[&a]);
+    let s = store(src);
+    walk(&s, &[&ref_dir(), &a.result.toc_digest]).unwrap();
+    let root: Vec<String> = s
+        .readdir(ROOT_INO)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(root, [ref_dir()]);
+    let r = walk(&s, &[&ref_dir()]).unwrap();
+    let layers: Vec<String> = s
+        .readdir(r.ino)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(layers, std::slice::from_ref(&a.result.toc_digest));
+    assert!(s.read(r.ino, 0, 10).is_err());
+}
+
+#[test]
+fn inode_numbers_round_trip() {
+    for ino in [
+        Ino::Root,
+        Ino::RefDir(2),
+        Ino::LayerDir(3),
+        Ino::Info(3),
+        Ino::Blob(3),
+        Ino::Diff(3, 1),
+        Ino::Diff(u32::MAX as u64, 12345),
+    ] {
+        assert_eq!(Ino::decode(ino.encode()), ino);
+    }
+}

@@ -1,0 +1,135 @@
+//! `estargz-fuse store MOUNTPOINT`: the Additional Layer Store process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use estargz_core::cache::{CacheOptions, ChunkCache};
+use estargz_fuse::daemon;
+use estargz_fuse::store::resolve::{RegistrySource, Resolver, ResolverOptions};
+use estargz_fuse::store::{Store, StoreOptions};
+use estargz_fuse::store_adapter::FuseStore;
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::{parse_level, RegistryArgs};
+
+#[derive(Args)]
+pub struct StoreArgs {
+    /// Where to serve the store (created if missing; mount it before
+    /// starting podman or CRI-O).
+    mountpoint: PathBuf,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Directory for verified chunks, shared by all layers.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Disk cache limit in bytes.
+    #[arg(long, default_value_t = estargz_core::cache::DEFAULT_DISK_BYTES)]
+    cache_size: u64,
+    /// Memory cache limit in bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    memory_cache: u64,
+    /// Seconds a fetched manifest + config is reused.
+    #[arg(long, default_value_t = 120)]
+    image_ttl: u64,
+    /// Seconds before a layer that was looked up but never used is unloaded.
+    #[arg(long, default_value_t = 120)]
+    idle_unload: u64,
+    /// Only the store's own user may use it (rootless setups inside
+    /// `podman unshare`); by default everyone may, as overlay needs.
+    #[arg(long)]
+    no_allow_other: bool,
+    /// Threads serving FUSE requests.
+    #[arg(long, default_value_t = 8)]
+    threads: usize,
+    /// Detach once the store is mounted (log to --log-file).
+    #[arg(long)]
+    pub daemon: bool,
+    /// Where a daemon writes its log (default: nowhere).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// error, warn, info or debug.
+    #[arg(long, default_value = "info", value_parser = parse_level)]
+    pub log_level: log::LevelFilter,
+}
+
+pub fn run(args: &StoreArgs) -> Result<(), String> {
+    let cache = Arc::new(
+        ChunkCache::open(&CacheOptions {
+            memory_bytes: args.memory_cache,
+            dir: args.cache_dir.clone(),
+            disk_bytes: args.cache_size,
+        })
+        .map_err(|e| e.to_string())?,
+    );
+    let source = Arc::new(RegistrySource {
+        registry: args.registry.registry(),
+        cache,
+    });
+    let resolver = Resolver::new(
+        source,
+        ResolverOptions {
+            image_ttl: Duration::from_secs(args.image_ttl),
+            ..Default::default()
+        },
+    );
+    let store = Arc::new(Store::new(
+        resolver,
+        StoreOptions {
+            idle_unload: Duration::from_secs(args.idle_unload),
+        },
+    ));
+    std::fs::create_dir_all(&args.mountpoint)
+        .map_err(|e| format!("creating {}: {e}", args.mountpoint.display()))?;
+    let mut config = Config::default();
+    // Not read-only: `use` (create) and release (rmdir) must reach us.
+    // suid: setuid programs in containers run from these layers.
+    config.mount_options = vec![
+        MountOption::FSName("estargz-store".into()),
+        MountOption::Subtype("estargz-store".into()),
+        MountOption::DefaultPermissions,
+        MountOption::Suid,
+    ];
+    if !args.no_allow_other {
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(args.threads.max(1));
+    config.clone_fd = true;
+    let mut session = fuser::Session::new(FuseStore::new(store.clone()), &args.mountpoint, &config)
+        .map_err(|e| format!("mounting the store at {}: {e}", args.mountpoint.display()))?;
+    log::info!("layer store mounted at {}", args.mountpoint.display());
+
+    let mut unmounter = session.unmount_callable();
+    let mountpoint = args.mountpoint.clone();
+    daemon::on_stop_signal(move |sig| {
+        log::info!("signal {sig}: unmounting {}", mountpoint.display());
+        if let Err(e) = unmounter.unmount() {
+            log::error!("unmounting {}: {e}", mountpoint.display());
+        }
+    });
+    let reaper = Arc::downgrade(&store);
+    std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(10));
+            match reaper.upgrade() {
+                Some(s) => s.reap(),
+                None => return,
+            }
+        })
+        .map_err(|e| format!("starting the reaper: {e}"))?;
+    daemon::report_to_parent(Ok(()));
+
+    let result = session.run();
+    let s = store.stats();
+    log::info!(
+        "store stopping: {} layer(s) known, {} loaded, {} use(s)",
+        s.slots,
+        s.loaded,
+        s.uses
+    );
+    result.map_err(|e| format!("serving {}: {e}", args.mountpoint.display()))?;
+    log::info!("unmounted {}", args.mountpoint.display());
+    Ok(())
+}

@@ -1,0 +1,534 @@
+//! `estargz-fuse store` as the Additional Layer Store of a real Podman
+//! (root, /dev/fuse, podman and runc needed; the test says so and passes
+//! without them elsewhere, but fails under ESTARGZ_REQUIRE_FUSE): an image
+//! built and pushed with our tools is pulled with its layers taken from the
+//! store (not downloaded), run, saved and pushed; unknown layers are ENOENT
+//! at once, and a registry outage is a clear error that clears once the
+//! registry is back.
+
+mod util;
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use estargz_core::remote::manifest::{TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION};
+use estargz_core::remote::{HttpOptions, Reference, Registry};
+use estargz_tests::faultproxy::FaultProxy;
+use estargz_tests::registry::TestRegistry;
+use sha2::{Digest, Sha256};
+use util::*;
+
+fn on_path(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+}
+
+fn prerequisites() -> bool {
+    let missing: Vec<&str> = [
+        (!is_root(), "root"),
+        (!Path::new("/dev/fuse").exists(), "/dev/fuse"),
+        (!on_path("podman"), "podman"),
+        (!on_path("runc"), "runc"),
+    ]
+    .into_iter()
+    .filter_map(|(m, what)| m.then_some(what))
+    .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    // CI sets this so a missing prerequisite cannot pass as a skip.
+    assert!(
+        std::env::var_os("ESTARGZ_REQUIRE_FUSE").is_none(),
+        "ESTARGZ_REQUIRE_FUSE is set but the Podman store test lacks: {}",
+        missing.join(", ")
+    );
+    eprintln!(
+        "skipped: the Podman store test needs {}",
+        missing.join(", ")
+    );
+    false
+}
+
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .filter(|m| m.starts_with(&dir))
+        .collect()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+/// Incompressible bytes, so the blob is as large as the file.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A root file system with `cat` and the libraries it needs (from ldd).
+fn make_base(root: &Path) {
+    let out = run(Command::new("ldd").arg("/usr/bin/cat"));
+    let mut files = vec![PathBuf::from("/usr/bin/cat")];
+    for line in out.lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            files.push(PathBuf::from(p));
+        }
+    }
+    for f in files {
+        let dest = root.join(f.strip_prefix("/").unwrap());
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(&f, &dest).unwrap();
+    }
+    fs::create_dir_all(root.join("opt")).unwrap();
+    fs::write(root.join("opt/big.bin"), noise(6 << 20)).unwrap();
+}
+
+fn make_app(root: &Path) {
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/greeting"), "hello from a lazy layer\n").unwrap();
+    std::os::unix::fs::symlink("greeting", root.join("etc/greeting.link")).unwrap();
+}
+
+/// `tar` of a tree, then `estargz convert`; returns (tar, blob).
+fn layer(work: &Path, name: &str, fill: fn(&Path)) -> (PathBuf, PathBuf) {
+    let tree = work.join(name);
+    fs::create_dir_all(&tree).unwrap();
+    fill(&tree);
+    let tar = work.join(format!("{name}.tar"));
+    run(Command::new("tar")
+        .args(["--numeric-owner", "-C"])
+        .arg(&tree)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    let blob = work.join(format!("{name}.esgz"));
+    run(Command::new(estargz_bin())
+        .arg("convert")
+        .arg(&tar)
+        .arg(&blob));
+    (tar, blob)
+}
+
+/// A running `estargz-fuse store`.
+struct Store {
+    child: Option<Child>,
+    mountpoint: PathBuf,
+    log: PathBuf,
+}
+
+impl Store {
+    fn start(mountpoint: &Path) -> Store {
+        let log = mountpoint.with_extension("log");
+        let child = Command::new(fuse_bin())
+            .arg("store")
+            .arg(mountpoint)
+            // One retry and short timeouts: the outage check stays quick.
+            .args(["--plain-http", "--retries", "1", "--timeout", "5"])
+            .args(["--log-level", "debug"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut s = Store {
+            child: Some(child),
+            mountpoint: mountpoint.to_path_buf(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while mounts_under(mountpoint).is_empty() {
+            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the store exited ({st}) before mounting:\n{}", s.log());
+            }
+            assert!(Instant::now() < deadline, "store mount timed out");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.mountpoint)
+                    .status();
+                panic!("the store did not exit on SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mountpoint)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Podman with storage and registries configuration of its own.
+struct Podman {
+    root: PathBuf,
+}
+
+impl Podman {
+    fn new(root: &Path, store: &Path, registries: &[&str]) -> Podman {
+        fs::create_dir_all(root).unwrap();
+        fs::write(
+            root.join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"overlay\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n\
+                 [storage.options]\nadditionallayerstores = [\"{}:ref\"]\n",
+                root.join("graph").display(),
+                root.join("run").display(),
+                store.display()
+            ),
+        )
+        .unwrap();
+        let conf: String = registries
+            .iter()
+            .map(|r| format!("[[registry]]\nlocation = \"{r}\"\ninsecure = true\n"))
+            .collect();
+        fs::write(root.join("registries.conf"), conf).unwrap();
+        Podman {
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        // A stuck podman must fail the test, not hang it.
+        let mut c = Command::new("timeout");
+        c.args(["--kill-after=10", "300", "podman"])
+            .env("CONTAINERS_STORAGE_CONF", self.root.join("storage.conf"))
+            .env(
+                "CONTAINERS_REGISTRIES_CONF",
+                self.root.join("registries.conf"),
+            )
+            .args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"])
+            .args(["--events-backend", "file"])
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs podman; returns (stdout, stderr).
+    fn run(&self, args: &[&str]) -> (String, String) {
+        let out = self.cmd().args(args).output().unwrap();
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}\n{o}\n{e}",
+            out.status
+        );
+        (o, e)
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.cmd().args(["rm", "-a", "-f"]).output();
+        let _ = self.cmd().args(["rmi", "-a", "-f"]).output();
+        for m in mounts_under(&self.root).into_iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+    }
+}
+
+fn registry_client() -> Registry {
+    Registry::new(HttpOptions {
+        plain_http: true,
+        auth_files: Vec::new(),
+        ..Default::default()
+    })
+}
+
+fn stat_errno(path: &Path) -> Option<i32> {
+    fs::metadata(path)
+        .err()
+        .map(|e| e.raw_os_error().unwrap_or(0))
+}
+
+#[test]
+fn podman_pulls_runs_saves_and_pushes_through_the_store() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let (base_tar, base_blob) = layer(work, "base", make_base);
+    let (app_tar, app_blob) = layer(work, "app", make_app);
+
+    let reg = TestRegistry::start(None);
+    let mut proxy = FaultProxy::start(reg.addr(), None).unwrap();
+    let host = proxy.addr().to_string();
+    let image = format!("{host}/test/img:v1");
+    for name in [&image, &format!("{host}/test/down:v1")] {
+        let out = run(Command::new(estargz_bin())
+            .args(["push", "--plain-http", name])
+            .arg(&base_blob)
+            .arg(&app_blob));
+        assert!(out.contains("@sha256:"), "{out}");
+    }
+
+    // Our push writes the annotations lazy pulling needs, and they are right.
+    let client = registry_client();
+    let img = client
+        .resolve_image(&Reference::parse(&image).unwrap(), None)
+        .unwrap();
+    let blobs = [fs::read(&base_blob).unwrap(), fs::read(&app_blob).unwrap()];
+    let config: serde_json::Value = serde_json::from_slice(&img.config).unwrap();
+    let mut toc_digests = Vec::new();
+    for (i, (desc, blob)) in img.manifest.layers.iter().zip(&blobs).enumerate() {
+        let plain = gunzip(blob);
+        let size = desc.annotations.get(UNCOMPRESSED_SIZE_ANNOTATION);
+        assert_eq!(size, Some(&plain.len().to_string()), "layer {i}");
+        let toc = desc
+            .annotations
+            .get(TOC_DIGEST_ANNOTATION)
+            .expect("toc.digest");
+        toc_digests.push(toc.clone());
+        assert_eq!(config["rootfs"]["diff_ids"][i], sha256_hex(&plain));
+    }
+
+    let store_mnt = work.join("store");
+    fs::create_dir_all(&store_mnt).unwrap();
+    let mut store = Store::start(&store_mnt);
+    let podman = Podman::new(&work.join("podman"), &store_mnt, &[&host, &reg.host()]);
+
+    // Pull: layers come from the store; only small pieces are downloaded.
+    let before = proxy.stats().bytes_down.load(Ordering::SeqCst);
+    podman.run(&["pull", &image]);
+    let pulled = proxy.stats().bytes_down.load(Ordering::SeqCst) - before;
+    assert!(
+        pulled < blobs[0].len() as u64 / 4,
+        "pull downloaded {pulled} bytes; the base layer alone is {}",
+        blobs[0].len()
+    );
+    let overlay = work.join("podman/graph/overlay");
+    let mut from_store = 0;
+    for e in fs::read_dir(&overlay).unwrap() {
+        let p = e.unwrap().path();
+        if let Ok(target) = fs::read_to_string(p.join("additionallayer")) {
+            assert!(target.starts_with(store_mnt.to_str().unwrap()), "{target}");
+            assert!(fs::read_link(p.join("diff"))
+                .unwrap()
+                .starts_with(&store_mnt));
+            from_store += 1;
+        }
+    }
+    assert_eq!(
+        from_store,
+        2,
+        "both layers are store layers:\n{}",
+        store.log()
+    );
+    assert!(store.log().contains("user(s)"), "use was counted");
+
+    // Run: files of both layers, read lazily through overlayfs.
+    // This VM has no CAP_SYS_RESOURCE: keep rlimits below the current ones.
+    let run_args = [
+        "run",
+        "--rm",
+        "--network=none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ];
+    let mut args = run_args.to_vec();
+    args.extend([image.as_str(), "/usr/bin/cat", "/etc/greeting.link"]);
+    let (out, _) = podman.run(&args);
+    assert_eq!(out, "hello from a lazy layer\n");
+    let out = podman
+        .cmd()
+        .args(run_args)
+        .args([image.as_str(), "/usr/bin/cat", "/opt/big.bin"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == noise(6 << 20), "big file differs");
+
+    // Save: every layer of the archive is the original layer content.
+    let archive = work.join("save.tar");
+    let requests = proxy.stats().requests.load(Ordering::SeqCst);
+    podman.run(&["save", "-o", archive.to_str().unwrap(), &image]);
+    // The blobs are read in large windows, not one request per kernel read.
+    let requests = proxy.stats().requests.load(Ordering::SeqCst) - requests;
+    assert!(requests <= 12, "save took {requests} requests");
+    let saved = work.join("saved");
+    fs::create_dir_all(&saved).unwrap();
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&saved));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(saved.join("manifest.json")).unwrap()).unwrap();
+    let layers = manifest[0]["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    for (i, (path, tar)) in layers.iter().zip([&base_tar, &app_tar]).enumerate() {
+        let layer_tar = saved.join(path.as_str().unwrap());
+        let bytes = fs::read(&layer_tar).unwrap();
+        assert_eq!(
+            config["rootfs"]["diff_ids"][i],
+            sha256_hex(&bytes),
+            "saved layer {i} is the DiffID's tar"
+        );
+        let (want, got) = (work.join(format!("want{i}")), work.join(format!("got{i}")));
+        for (d, t) in [(&want, tar), (&got, &layer_tar)] {
+            fs::create_dir_all(d).unwrap();
+            run(Command::new("tar")
+                .args(["--numeric-owner", "-xf"])
+                .arg(t)
+                .arg("-C")
+                .arg(d));
+        }
+        // The eStargz tar adds its TOC and a prefetch landmark.
+        fs::remove_file(got.join("stargz.index.json")).unwrap();
+        for landmark in [".prefetch.landmark", ".no.prefetch.landmark"] {
+            let _ = fs::remove_file(got.join(landmark));
+        }
+        assert_same_tree(&snapshot(&want, true), &snapshot(&got, true), "saved layer");
+    }
+
+    // Push to another repository, then read it back from the registry.
+    // Straight to the registry: the fault proxy only relays bodiless requests.
+    let copy = format!("{}/other/copy:v2", reg.host());
+    podman.run(&["push", &image, &copy]);
+    let pushed = client
+        .resolve_image(&Reference::parse(&copy).unwrap(), None)
+        .unwrap();
+    let pushed_config: serde_json::Value = serde_json::from_slice(&pushed.config).unwrap();
+    assert_eq!(pushed_config["rootfs"], config["rootfs"]);
+    for (i, desc) in pushed.manifest.layers.iter().enumerate() {
+        let blob = client
+            .fetch_blob(&pushed.reference, &desc.digest, 64 << 20)
+            .unwrap();
+        assert_eq!(config["rootfs"]["diff_ids"][i], sha256_hex(&gunzip(&blob)));
+    }
+
+    // Both keying schemes, read directly: info as containers/storage
+    // decodes it, and blob = the registry's bytes.
+    let b64 = |r: &str| base64::engine::general_purpose::STANDARD.encode(r);
+    let image_dir = store_mnt.join(b64(&image));
+    for (i, desc) in img.manifest.layers.iter().enumerate() {
+        let diff_id = &config["rootfs"]["diff_ids"][i];
+        let by_layer = image_dir.join(&desc.digest);
+        let info: serde_json::Value =
+            serde_json::from_slice(&fs::read(by_layer.join("info")).unwrap()).unwrap();
+        assert_eq!(
+            info,
+            serde_json::json!({
+                "compressed-diff-digest": desc.digest,
+                "compressed-size": desc.size,
+                "diff-digest": diff_id,
+                "diff-size": gunzip(&blobs[i]).len(),
+                "compression": 2,
+            })
+        );
+        assert!(fs::read(by_layer.join("blob")).unwrap() == blobs[i]);
+        let by_toc = image_dir.join(&toc_digests[i]);
+        let info: serde_json::Value =
+            serde_json::from_slice(&fs::read(by_toc.join("info")).unwrap()).unwrap();
+        assert_eq!(
+            info,
+            serde_json::json!({
+                "toc-digest": toc_digests[i],
+                "diff-size": -1,
+                "compression": 2,
+                "flags": {"expected-layer-diffid": diff_id},
+            })
+        );
+        assert_eq!(fs::metadata(by_toc.join("blob")).unwrap().len(), desc.size);
+    }
+
+    // An unknown layer is ENOENT, at once.
+    let unknown = store_mnt
+        .join(b64(&image))
+        .join(format!("sha256:{}", "0".repeat(64)))
+        .join("diff");
+    let t = Instant::now();
+    assert_eq!(stat_errno(&unknown), Some(libc::ENOENT));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+
+    // Registry down: a clear error, and success once it is back.
+    let down = store_mnt
+        .join(b64(&format!("{host}/test/down:v1")))
+        .join(&toc_digests[1])
+        .join("diff");
+    let addr = proxy.addr();
+    drop(proxy);
+    let t = Instant::now();
+    assert_eq!(stat_errno(&down), Some(libc::EIO));
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    let log = store.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("not served") && l.contains("test/down"))
+        .unwrap_or_else(|| panic!("no error line in the store log:\n{log}"));
+    assert!(line.contains("network error"), "{line}");
+    proxy = FaultProxy::start(reg.addr(), Some(addr)).unwrap();
+    assert_eq!(
+        fs::read_to_string(down.join("etc/greeting")).unwrap(),
+        "hello from a lazy layer\n"
+    );
+    drop(proxy);
+
+    // Removing the images releases the store's layers.
+    drop(podman);
+    let log = store.log();
+    assert!(log.contains("released"), "no release in the log:\n{log}");
+    store.stop();
+    drop(store);
+    let left: Vec<PathBuf> = mounts_under(work);
+    assert!(left.is_empty(), "mounts left behind: {left:?}");
+}
