@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -14,7 +14,7 @@ use fuser::{
     Request,
 };
 
-use crate::layerfs::{self, Attr, Kind, LayerFs};
+use crate::layerfs::{self, Attr, DirEntry, Kind, LayerFs};
 use crate::passthrough::Materializer;
 
 /// The layer never changes, so the kernel may keep what it learnt.
@@ -52,32 +52,8 @@ impl FuseLayer {
         self.opens.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Feeds directory entries from `offset` to `add(ino, next offset, kind,
-    /// name)` until it reports a full reply. Offsets: 0 and 1 are `.` and
-    /// `..`, listing entry i is at i + 2.
-    fn walk_dir(
-        &self,
-        ino: u64,
-        offset: u64,
-        mut add: impl FnMut(u64, u64, Kind, &OsStr) -> Result<bool, layerfs::Errno>,
-    ) -> Result<(), layerfs::Errno> {
-        let listing = self.fs.readdir(ino)?;
-        let dots = [(ino, "."), (self.fs.parent(ino)?, "..")];
-        let mut next = offset;
-        while (next as usize) < listing.len() + 2 {
-            let i = next as usize;
-            let full = if i < 2 {
-                add(dots[i].0, next + 1, Kind::Directory, OsStr::new(dots[i].1))?
-            } else {
-                let e = &listing[i - 2];
-                add(e.ino, next + 1, e.kind, OsStr::new(&e.name))?
-            };
-            if full {
-                break;
-            }
-            next += 1;
-        }
-        Ok(())
+    fn listing(&self, ino: u64) -> Result<(Arc<[DirEntry]>, u64), layerfs::Errno> {
+        Ok((self.fs.readdir(ino)?, self.fs.parent(ino)?))
     }
 
     fn open_file(&self, ino: u64, reply: ReplyOpen) {
@@ -171,6 +147,35 @@ pub(crate) fn file_attr(a: &Attr) -> FileAttr {
         blksize: layerfs::BLOCK_SIZE,
         flags: 0,
     }
+}
+
+/// Feeds the entries of directory `ino` from `offset` to `add(ino, next
+/// offset, kind, name)` until it reports a full reply. Offsets: 0 and 1 are
+/// `.` and `..`, listing entry i is at i + 2, so a listing must not change
+/// between the calls of one `readdir` sequence (ours never do).
+pub(crate) fn walk_dir(
+    ino: u64,
+    parent: u64,
+    listing: &[DirEntry],
+    offset: u64,
+    mut add: impl FnMut(u64, u64, Kind, &OsStr) -> Result<bool, layerfs::Errno>,
+) -> Result<(), layerfs::Errno> {
+    let dots = [(ino, "."), (parent, "..")];
+    let mut next = offset;
+    while (next as usize) < listing.len() + 2 {
+        let i = next as usize;
+        let full = if i < 2 {
+            add(dots[i].0, next + 1, Kind::Directory, OsStr::new(dots[i].1))?
+        } else {
+            let e = &listing[i - 2];
+            add(e.ino, next + 1, e.kind, OsStr::new(&e.name))?
+        };
+        if full {
+            break;
+        }
+        next += 1;
+    }
+    Ok(())
 }
 
 /// getxattr/listxattr size negotiation: size 0 asks for the length.
@@ -317,8 +322,16 @@ impl Filesystem for FuseLayer {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let walked = self.walk_dir(ino.0, offset, |entry_ino, next, kind, name| {
-            Ok(reply.add(INodeNo(entry_ino), next, file_type(kind), name))
+        let walked = self.listing(ino.0).and_then(|(listing, parent)| {
+            walk_dir(
+                ino.0,
+                parent,
+                &listing,
+                offset,
+                |entry_ino, next, kind, name| {
+                    Ok(reply.add(INodeNo(entry_ino), next, file_type(kind), name))
+                },
+            )
         });
         match walked {
             Ok(()) => reply.ok(),
@@ -334,9 +347,17 @@ impl Filesystem for FuseLayer {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let walked = self.walk_dir(ino.0, offset, |entry_ino, next, _, name| {
-            let attr = file_attr(&self.fs.getattr(entry_ino)?);
-            Ok(reply.add(INodeNo(entry_ino), next, name, &TTL, &attr, Generation(0)))
+        let walked = self.listing(ino.0).and_then(|(listing, parent)| {
+            walk_dir(
+                ino.0,
+                parent,
+                &listing,
+                offset,
+                |entry_ino, next, _, name| {
+                    let attr = file_attr(&self.fs.getattr(entry_ino)?);
+                    Ok(reply.add(INodeNo(entry_ino), next, name, &TTL, &attr, Generation(0)))
+                },
+            )
         });
         match walked {
             Ok(()) => reply.ok(),

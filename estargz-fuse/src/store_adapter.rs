@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{
-    Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
-use crate::adapter::{errno, file_attr, file_type, reply_xattr};
+use crate::adapter::{errno, file_attr, file_type, reply_xattr, walk_dir};
 use crate::layerfs;
 use crate::store::{Ino, Store};
 
@@ -138,27 +138,25 @@ impl Filesystem for FuseStore {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let (listing, parent) = match (self.store.readdir(ino.0), self.store.parent(ino.0)) {
-            (Ok(l), Ok(p)) => (l, p),
-            (Err(e), _) | (_, Err(e)) => return reply.error(errno(e)),
-        };
-        // Offsets: 0 and 1 are `.` and `..`, entry i is at i + 2.
-        let dots = [(ino.0, "."), (parent, "..")];
-        let mut next = offset;
-        while (next as usize) < listing.len() + 2 {
-            let i = next as usize;
-            let full = if i < 2 {
-                reply.add(INodeNo(dots[i].0), next + 1, FileType::Directory, dots[i].1)
-            } else {
-                let e = &listing[i - 2];
-                reply.add(INodeNo(e.ino), next + 1, file_type(e.kind), &e.name)
-            };
-            if full {
-                break;
-            }
-            next += 1;
+        let walked = self
+            .store
+            .readdir(ino.0)
+            .and_then(|listing| Ok((listing, self.store.parent(ino.0)?)))
+            .and_then(|(listing, parent)| {
+                walk_dir(
+                    ino.0,
+                    parent,
+                    &listing,
+                    offset,
+                    |entry_ino, next, kind, name| {
+                        Ok(reply.add(INodeNo(entry_ino), next, file_type(kind), name))
+                    },
+                )
+            });
+        match walked {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
         }
-        reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
