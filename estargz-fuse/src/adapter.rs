@@ -151,8 +151,9 @@ pub(crate) fn file_attr(a: &Attr) -> FileAttr {
 
 /// Feeds the entries of directory `ino` from `offset` to `add(ino, next
 /// offset, kind, name)` until it reports a full reply. Offsets: 0 and 1 are
-/// `.` and `..`, listing entry i is at i + 2, so a listing must not change
-/// between the calls of one `readdir` sequence (ours never do).
+/// `.` and `..`, listing entry i is at i + 2. Layer listings never change;
+/// the store's namespace listings can, and then a reader may see an entry
+/// twice or miss one (nothing reads them but people).
 pub(crate) fn walk_dir(
     ino: u64,
     parent: u64,

@@ -51,7 +51,10 @@ pub fn on_stop_signal(f: impl FnOnce(i32) + Send + 'static) {
 /// In the parent of `--daemon`: re-runs this command detached (new session,
 /// stdio to `log`), waits until it reports the mount is up or fails, and
 /// returns the exit code for the parent.
-pub fn spawn_detached(args: Vec<String>, log: Option<&std::path::Path>) -> io::Result<i32> {
+pub fn spawn_detached(
+    args: Vec<std::ffi::OsString>,
+    log: Option<&std::path::Path>,
+) -> io::Result<i32> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two fds; CLOEXEC on the read end only matters here.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -124,6 +127,13 @@ pub fn take_ready_pipe() {
     std::env::remove_var(READY_FD_ENV);
     // SAFETY: the fd was handed to us by the parent for this one message.
     let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    // Programs we start (fusermount3) must not inherit it: the parent
+    // waits for the pipe's end-of-file.
+    // SAFETY: plain fcntl on an fd we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+    }
     *READY_PIPE.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
 }
 

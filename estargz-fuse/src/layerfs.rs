@@ -104,10 +104,6 @@ impl LayerFs {
         }
     }
 
-    fn ino(&self, id: NodeId) -> u64 {
-        self.reader.resolve(id) as u64 + 1
-    }
-
     fn dir_node(&self, ino: u64) -> FsResult<(NodeId, &Node)> {
         let id = self.reader.resolve(self.node_id(ino)?);
         let node = self.reader.node(id);
@@ -192,7 +188,9 @@ impl LayerFs {
             };
             let attr = self.getattr(id as u64 + 1)?;
             entries.push(DirEntry {
-                ino: self.ino(id),
+                // What lookup reports too (a whiteout keeps its own inode
+                // even if the TOC made it a hardlink).
+                ino: attr.ino,
                 kind: attr.kind,
                 name: shown.to_string(),
             });

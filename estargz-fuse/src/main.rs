@@ -150,7 +150,7 @@ fn main() -> ExitCode {
         Cmd::Store(a) => (a.daemon, a.log_file.clone(), a.log_level),
     };
     if daemon {
-        let child_args: Vec<String> = std::env::args()
+        let child_args: Vec<std::ffi::OsString> = std::env::args_os()
             .skip(1)
             .filter(|a| a != "--daemon")
             .collect();

@@ -45,7 +45,10 @@ pub fn present<'a>(
         // look like whiteouts cannot be looked up, so they are not shown.
         Some(target)
             if target.is_empty()
+                || target == "."
+                || target == ".."
                 || target.starts_with(WHITEOUT_PREFIX)
+                || (at_root && LANDMARKS.contains(&target))
                 || children.contains_key(target) =>
         {
             Presented::Hidden
@@ -93,6 +96,13 @@ mod tests {
         assert_eq!(present(false, &d, "a"), Presented::AsIs);
         assert_eq!(present(true, &d, ".prefetch.landmark"), Presented::Hidden);
         assert_eq!(present(false, &d, ".prefetch.landmark"), Presented::AsIs);
+        // Whiteouts that would show as dot entries or hidden landmarks.
+        assert_eq!(present(false, &d, ".wh.."), Presented::Hidden);
+        assert_eq!(present(false, &d, ".wh..."), Presented::Hidden);
+        assert_eq!(
+            present(true, &d, ".wh..prefetch.landmark"),
+            Presented::Hidden
+        );
         assert!(is_opaque(&d));
         assert!(!is_opaque(&dir(&["a"])));
     }

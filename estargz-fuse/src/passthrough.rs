@@ -2,36 +2,37 @@
 //! verified chunks are copied once into one plain file, and the kernel
 //! serves reads from that file without calling the daemon.
 //!
-//! Files are written into a private directory under the cache directory
-//! (removed at unmount), only from chunks the cache hands out verified, and
+//! Copies are unlinked files in the cache directory (`O_TMPFILE`): only
+//! the open descriptors keep them, so they vanish with the process however
+//! it ends. They are written only from chunks the cache hands out verified,
 //! within a byte budget; a file that does not fit is read the normal way.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use estargz_core::reader::{NodeId, Reader};
 use estargz_core::toc::EntryType;
 
 pub struct Materializer {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
     budget: u64,
     used: AtomicU64,
-    /// Files already written, by data node.
-    done: Mutex<HashMap<NodeId, std::path::PathBuf>>,
+    /// Copies already written, by data node.
+    done: Mutex<HashMap<NodeId, Arc<File>>>,
 }
 
 impl Materializer {
-    /// A private directory in `parent` holding at most `budget` bytes.
-    pub fn new(parent: &Path, budget: u64) -> io::Result<Materializer> {
-        std::fs::create_dir_all(parent)?;
+    /// Copies go to `dir` (created if missing), at most `budget` bytes.
+    pub fn new(dir: &Path, budget: u64) -> io::Result<Materializer> {
+        std::fs::create_dir_all(dir)?;
+        // Fail at mount time, not at the first open, if we cannot write.
+        drop(tempfile::tempfile_in(dir)?);
         Ok(Materializer {
-            dir: tempfile::Builder::new()
-                .prefix("passthrough-")
-                .tempdir_in(parent)?,
+            dir: dir.to_path_buf(),
             budget,
             used: AtomicU64::new(0),
             done: Mutex::new(HashMap::new()),
@@ -58,34 +59,40 @@ impl Materializer {
     pub fn open(&self, reader: &Reader, id: NodeId) -> Option<File> {
         let id = reader.resolve(id);
         let existing = self.lock().get(&id).cloned();
-        if let Some(path) = existing {
-            return File::open(path).ok();
+        if let Some(file) = existing {
+            return file.try_clone().ok();
         }
         if !Self::fully_cached(reader, id) {
             return None;
         }
         let size = reader.node(id).entry.size;
-        if self.used.load(Ordering::Relaxed).saturating_add(size) > self.budget {
-            return None;
-        }
+        // Reserve first, so parallel opens cannot overrun the budget.
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(size).filter(|&total| total <= self.budget)
+            })
+            .ok()?;
+        let unreserve = || self.used.fetch_sub(size, Ordering::SeqCst);
         match self.write(reader, id) {
-            Ok(Some(path)) => {
+            Ok(Some(file)) => {
                 // A concurrent open may have won the race; keep its copy.
+                let file = Arc::new(file);
                 let winner = self
                     .lock()
                     .entry(id)
-                    .or_insert_with(|| {
-                        self.used.fetch_add(size, Ordering::Relaxed);
-                        path.clone()
-                    })
+                    .or_insert_with(|| file.clone())
                     .clone();
-                if winner != path {
-                    let _ = std::fs::remove_file(&path);
+                if !Arc::ptr_eq(&winner, &file) {
+                    unreserve();
                 }
-                File::open(winner).ok()
+                winner.try_clone().ok()
             }
-            Ok(None) => None,
+            Ok(None) => {
+                unreserve();
+                None
+            }
             Err(e) => {
+                unreserve();
                 log::warn!(
                     "passthrough copy of {:?} failed, reading through the daemon: {e}",
                     reader.index().path(id)
@@ -95,16 +102,16 @@ impl Materializer {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, std::path::PathBuf>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Arc<File>>> {
         self.done.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Writes the file from cached chunks; `Ok(None)` when a chunk left the
     /// cache meanwhile.
-    fn write(&self, reader: &Reader, id: NodeId) -> io::Result<Option<std::path::PathBuf>> {
-        let mut tmp = tempfile::NamedTempFile::new_in(self.dir.path())?;
+    fn write(&self, reader: &Reader, id: NodeId) -> io::Result<Option<File>> {
+        let mut file = tempfile::tempfile_in(&self.dir)?;
         {
-            let mut out = io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+            let mut out = io::BufWriter::with_capacity(1 << 20, &mut file);
             for chunk in &reader.node(id).chunks {
                 // `get` re-checks disk entries against their digest.
                 match reader.cache().get(&chunk.digest) {
@@ -114,12 +121,9 @@ impl Materializer {
             }
             out.flush()?;
         }
-        let written = tmp.as_file().metadata()?.len();
-        if written != reader.node(id).entry.size {
+        if file.metadata()?.len() != reader.node(id).entry.size {
             return Ok(None);
         }
-        let path = self.dir.path().join(id.to_string());
-        tmp.persist(&path).map_err(|e| e.error)?;
-        Ok(Some(path))
+        Ok(Some(file))
     }
 }

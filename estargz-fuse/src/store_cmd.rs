@@ -84,7 +84,8 @@ pub fn run(args: &StoreArgs) -> Result<(), String> {
         .map_err(|e| format!("creating {}: {e}", args.mountpoint.display()))?;
     let mut config = Config::default();
     // Not read-only: `use` (create) and release (rmdir) must reach us.
-    // suid: setuid programs in containers run from these layers.
+    // suid as stargz-store (setuid programs of the layers keep their bits);
+    // only the store's owner can reach a layer (namespace dirs are 0500).
     config.mount_options = vec![
         MountOption::FSName("estargz-store".into()),
         MountOption::Subtype("estargz-store".into()),

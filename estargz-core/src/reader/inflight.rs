@@ -15,16 +15,35 @@ impl InFlight {
     /// Runs `work` while no other `run` with the same key runs.
     pub(crate) fn run<T>(&self, key: &str, work: impl FnOnce() -> T) -> T {
         let lock = self.map().entry(key.to_string()).or_default().clone();
-        let result = {
-            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            work()
-        };
-        let mut map = self.map();
-        // The map and we hold the last references: nobody else waits.
-        if Arc::strong_count(&lock) == 2 {
-            map.remove(key);
+        // Cleans up even if `work` panics.
+        struct Release<'a> {
+            inflight: &'a InFlight,
+            key: &'a str,
+            lock: Option<Arc<Mutex<()>>>,
         }
-        result
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                // Let go of our reference before looking, so the last one
+                // out always sees only the map's and removes the entry.
+                drop(self.lock.take());
+                let mut map = self.inflight.map();
+                if map.get(self.key).is_some_and(|l| Arc::strong_count(l) == 1) {
+                    map.remove(self.key);
+                }
+            }
+        }
+        let release = Release {
+            inflight: self,
+            key,
+            lock: Some(lock),
+        };
+        let _guard = release
+            .lock
+            .as_ref()
+            .expect("set above")
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        work()
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Mutex<()>>>> {

@@ -208,7 +208,10 @@ impl Store {
             blocks: 8,
             mtime: self.mtime,
             kind: Kind::Directory,
-            perm: 0o555,
+            // Owner only, as stargz-store: the mount is allow_other and
+            // suid, and any lookup makes us fetch an image with our
+            // credentials, so other users must not get in at all.
+            perm: 0o500,
             nlink: 2,
             uid: self.uid,
             gid: self.gid,
@@ -222,7 +225,7 @@ impl Store {
             size,
             blocks: size.div_ceil(512),
             kind: Kind::RegularFile,
-            perm: 0o444,
+            perm: 0o400,
             nlink: 1,
             ..self.dir_attr(ino)
         }

@@ -15,6 +15,9 @@ use estargz_core::{Error, ReadAt, Reader, Result};
 use super::info::{self, Keying};
 use crate::layerfs::LayerFs;
 
+/// Unannotated layers opened at once when searching by TOC digest.
+const SEARCH_PARALLELISM: usize = 8;
+
 /// Where images and layers come from (the registry; tests use memory).
 pub trait ImageSource: Send + Sync {
     /// The platform manifest and config of `reference`.
@@ -208,8 +211,9 @@ impl Resolver {
     }
 
     /// Layers without a TOC annotation can still match by their computed
-    /// TOC digest (which the path then anchors); they are opened in
-    /// parallel and compared.
+    /// TOC digest (which the path then anchors); they are opened
+    /// [`SEARCH_PARALLELISM`] at a time and compared, so a manifest with
+    /// many layers costs bounded threads and connections.
     fn search_unannotated(&self, image: &Image, digest: &str, what: &str) -> Result<ResolvedLayer> {
         let candidates: Vec<usize> = image
             .manifest
@@ -219,37 +223,39 @@ impl Resolver {
             .filter(|(_, d)| d.toc_digest().is_none() && manifest::is_gzip_layer(&d.media_type))
             .map(|(i, _)| i)
             .collect();
-        let results: Vec<(usize, Result<OpenedLayer>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = candidates
-                .iter()
-                .map(|&i| (i, s.spawn(move || self.source.layer(image, i, false))))
-                .collect();
-            handles
-                .into_iter()
-                .map(|(i, h)| {
-                    let r = h.join().unwrap_or_else(|_| {
-                        Err(Error::InvalidArgument("layer open panicked".into()))
-                    });
-                    (i, r)
-                })
-                .collect()
-        });
         let mut transient = None;
-        for (index, result) in results {
-            match result {
-                Ok(opened) if opened.reader.toc_digest() == digest => {
-                    let keying = Keying::TocDigest {
-                        toc_digest: digest.to_string(),
-                        diff_id: diff_id(image, index)?,
-                    };
-                    return Ok(ready(opened, keying));
+        for batch in candidates.chunks(SEARCH_PARALLELISM) {
+            let results: Vec<(usize, Result<OpenedLayer>)> = std::thread::scope(|s| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|&i| (i, s.spawn(move || self.source.layer(image, i, false))))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|(i, h)| {
+                        let r = h.join().unwrap_or_else(|_| {
+                            Err(Error::InvalidArgument("layer open panicked".into()))
+                        });
+                        (i, r)
+                    })
+                    .collect()
+            });
+            for (index, result) in results {
+                match result {
+                    Ok(opened) if opened.reader.toc_digest() == digest => {
+                        let keying = Keying::TocDigest {
+                            toc_digest: digest.to_string(),
+                            diff_id: diff_id(image, index)?,
+                        };
+                        return Ok(ready(opened, keying));
+                    }
+                    Ok(_) => {}
+                    // A layer we could not read might have been the one.
+                    Err(e @ (Error::Network(_) | Error::Timeout(_) | Error::Registry(_))) => {
+                        transient.get_or_insert(e);
+                    }
+                    Err(e) => log::debug!("{what}: layer {index} is not eStargz: {e}"),
                 }
-                Ok(_) => {}
-                // A layer we could not read might have been the one.
-                Err(e @ (Error::Network(_) | Error::Timeout(_) | Error::Registry(_))) => {
-                    transient.get_or_insert(e);
-                }
-                Err(e) => log::debug!("{what}: layer {index} is not eStargz: {e}"),
             }
         }
         Err(transient.unwrap_or_else(|| {

@@ -57,6 +57,17 @@ impl ReadAt for Windowed {
         let from = (offset - start) as usize;
         let n = buf.len().min(data.len() - from);
         buf[..n].copy_from_slice(&data[from..from + n]);
+        if from + n == data.len() {
+            // Read to its end: a sequential reader moves on, and a layer
+            // kept in use for months should not pin 4 MiB per blob.
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            if last
+                .as_ref()
+                .is_some_and(|(s, d)| *s == start && Arc::ptr_eq(d, &data))
+            {
+                *last = None;
+            }
+        }
         Ok(n)
     }
 
@@ -99,6 +110,10 @@ mod tests {
         }
         assert_eq!(out, data);
         assert_eq!(src.1.load(Ordering::SeqCst), 10, "one fetch per window");
+        assert!(
+            w.last.lock().unwrap().is_none(),
+            "a fully read window is let go"
+        );
         // Random and large reads are exact too.
         let mut big = vec![0u8; 2500];
         assert_eq!(w.read_at(&mut big, 5000).unwrap(), 2500);
