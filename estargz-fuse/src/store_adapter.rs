@@ -11,7 +11,7 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
-use crate::adapter::{errno, file_attr, file_type, reply_xattr, walk_dir};
+use crate::adapter::{errno, file_attr, file_type, reply_xattr};
 use crate::layerfs;
 use crate::store::{Ino, Store};
 
@@ -140,18 +140,8 @@ impl Filesystem for FuseStore {
     ) {
         let walked = self
             .store
-            .readdir(ino.0)
-            .and_then(|listing| Ok((listing, self.store.parent(ino.0)?)))
-            .and_then(|(listing, parent)| {
-                walk_dir(
-                    ino.0,
-                    parent,
-                    &listing,
-                    offset,
-                    |entry_ino, next, kind, name| {
-                        Ok(reply.add(INodeNo(entry_ino), next, file_type(kind), name))
-                    },
-                )
+            .walk_dir(ino.0, offset, |entry_ino, next, kind, name| {
+                Ok(reply.add(INodeNo(entry_ino), next, file_type(kind), name))
             });
         match walked {
             Ok(()) => reply.ok(),

@@ -450,6 +450,33 @@ impl Store {
         }
     }
 
+    /// [`crate::adapter::walk_dir`] over directory `ino`. Layer directories
+    /// are walked on the layer's cached listing, so a large directory read
+    /// in many requests is not copied for each of them.
+    pub fn walk_dir(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, u64, Kind, &std::ffi::OsStr) -> FsResult<bool>,
+    ) -> FsResult<()> {
+        let parent = self.parent(ino)?;
+        match Ino::decode(ino) {
+            Ino::Diff(slot, l) => {
+                let listing = self.layer(slot)?.fs.readdir(l)?;
+                crate::adapter::walk_dir(ino, parent, &listing, offset, |i, next, kind, name| {
+                    // Offsets 1 and 2 follow `.` and `..`, already store inodes.
+                    let i = if next <= 2 {
+                        i
+                    } else {
+                        Ino::Diff(slot, i).encode()
+                    };
+                    add(i, next, kind, name)
+                })
+            }
+            _ => crate::adapter::walk_dir(ino, parent, &self.readdir(ino)?, offset, add),
+        }
+    }
+
     /// The inode of `..`.
     pub fn parent(&self, ino: u64) -> FsResult<u64> {
         match Ino::decode(ino) {

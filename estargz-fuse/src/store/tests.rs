@@ -237,6 +237,31 @@ fn toc_digest_keying_serves_diff_info_and_blob() {
     );
     let diff = walk(&s, &[&r, toc, "diff"]).unwrap();
     assert_eq!(s.parent(diff.ino).unwrap(), layer_dir.ino);
+
+    // Directory walks, resumed at every offset, give the dot entries and
+    // then exactly what readdir and lookup report.
+    let listing = s.readdir(diff.ino).unwrap();
+    assert!(!listing.is_empty());
+    let mut walked = Vec::new();
+    let mut offset = 0;
+    loop {
+        let mut got = None;
+        s.walk_dir(diff.ino, offset, |ino, next, _, name| {
+            got = Some((ino, next, name.to_string_lossy().into_owned()));
+            Ok(true) // one entry per call, as a tiny reply buffer would
+        })
+        .unwrap();
+        let Some((ino, next, name)) = got else { break };
+        walked.push((ino, name));
+        offset = next;
+    }
+    assert_eq!(walked[0], (diff.ino, ".".to_string()));
+    assert_eq!(walked[1], (layer_dir.ino, "..".to_string()));
+    for (e, (ino, name)) in listing.iter().zip(&walked[2..]) {
+        assert_eq!((e.ino, &e.name), (*ino, name));
+        assert_eq!(s.lookup(diff.ino, name).unwrap().ino, *ino);
+    }
+    assert_eq!(walked.len(), listing.len() + 2);
 }
 
 #[test]
