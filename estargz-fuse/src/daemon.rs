@@ -5,6 +5,7 @@
 use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
@@ -33,19 +34,67 @@ pub fn block_stop_signals() {
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
 }
 
-/// Runs `f` (once) on a thread of its own when a stop signal arrives.
-pub fn on_stop_signal(f: impl FnOnce(i32) + Send + 'static) {
+/// Runs `f` on a thread of its own for every stop signal that arrives, so
+/// a stop that failed (an unmount refused while the mount is busy) can be
+/// asked for again.
+pub fn on_stop_signal(mut f: impl FnMut(i32) + Send + 'static) {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let set = signal_set();
             let mut sig = 0;
             // SAFETY: waits on a valid set of blocked signals.
-            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            while unsafe { libc::sigwait(&set, &mut sig) } == 0 {
                 f(sig);
             }
         })
         .expect("spawning the signal thread");
+}
+
+/// Unmounts `mountpoint` on SIGINT, SIGTERM or SIGHUP. If the unmount is
+/// refused (the mount is busy, e.g. under an overlay), the next signal
+/// detaches it lazily, as `umount -l` does: the session then ends when the
+/// last user lets go.
+pub fn unmount_on_stop_signals(mut unmounter: fuser::SessionUnmounter, mountpoint: PathBuf) {
+    let mut signals = 0;
+    on_stop_signal(move |sig| {
+        signals += 1;
+        if signals == 1 {
+            log::info!("signal {sig}: unmounting {}", mountpoint.display());
+            if let Err(e) = unmounter.unmount() {
+                log::error!(
+                    "unmounting {}: {e}; send the signal again to detach it lazily",
+                    mountpoint.display()
+                );
+            }
+            return;
+        }
+        log::warn!("signal {sig}: detaching {} lazily", mountpoint.display());
+        let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()) else {
+            return;
+        };
+        // SAFETY: a valid NUL-terminated path.
+        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
+            log::error!(
+                "detaching {}: {}",
+                mountpoint.display(),
+                io::Error::last_os_error()
+            );
+        }
+    });
+}
+
+/// The end of a session loop: after a lazy detach the kernel ends the
+/// connection with ECONNABORTED once the last user is gone, which is a
+/// normal unmount, not a failure.
+pub fn session_ended(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+            log::info!("the kernel closed the connection");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// In the parent of `--daemon`: re-runs this command detached (new session,

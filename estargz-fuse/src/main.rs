@@ -244,14 +244,7 @@ fn mount(args: &MountArgs) -> Result<(), String> {
         .map_err(|e| format!("mounting at {}: {e}", args.mountpoint.display()))?;
     log::info!("mounted {description} at {}", args.mountpoint.display());
 
-    let mut unmounter = session.unmount_callable();
-    let mountpoint = args.mountpoint.clone();
-    daemon::on_stop_signal(move |sig| {
-        log::info!("signal {sig}: unmounting {}", mountpoint.display());
-        if let Err(e) = unmounter.unmount() {
-            log::error!("unmounting {}: {e}", mountpoint.display());
-        }
-    });
+    daemon::unmount_on_stop_signals(session.unmount_callable(), args.mountpoint.clone());
     let background = Arc::new(Mutex::new(None));
     warm_up(reader, args, background.clone());
     // The first stat returns once the kernel's INIT is answered: from then
@@ -272,7 +265,7 @@ fn mount(args: &MountArgs) -> Result<(), String> {
         daemon::report_to_parent(Ok(()));
     });
 
-    let result = session.run();
+    let result = daemon::session_ended(session.run());
     // Stop background work before reporting.
     drop(background.lock().unwrap_or_else(|p| p.into_inner()).take());
     if let Some(b) = blob {

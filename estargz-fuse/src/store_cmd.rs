@@ -101,14 +101,7 @@ pub fn run(args: &StoreArgs) -> Result<(), String> {
         .map_err(|e| format!("mounting the store at {}: {e}", args.mountpoint.display()))?;
     log::info!("layer store mounted at {}", args.mountpoint.display());
 
-    let mut unmounter = session.unmount_callable();
-    let mountpoint = args.mountpoint.clone();
-    daemon::on_stop_signal(move |sig| {
-        log::info!("signal {sig}: unmounting {}", mountpoint.display());
-        if let Err(e) = unmounter.unmount() {
-            log::error!("unmounting {}: {e}", mountpoint.display());
-        }
-    });
+    daemon::unmount_on_stop_signals(session.unmount_callable(), args.mountpoint.clone());
     let reaper = Arc::downgrade(&store);
     std::thread::Builder::new()
         .name("reaper".into())
@@ -122,7 +115,7 @@ pub fn run(args: &StoreArgs) -> Result<(), String> {
         .map_err(|e| format!("starting the reaper: {e}"))?;
     daemon::report_to_parent(Ok(()));
 
-    let result = session.run();
+    let result = daemon::session_ended(session.run());
     let s = store.stats();
     log::info!(
         "store stopping: {} layer(s) known, {} loaded, {} use(s)",

@@ -587,3 +587,54 @@ fn daemon_mode_detaches_and_exits_on_unmount() {
     assert!(stderr.contains("bad.esgz"), "{stderr}");
     assert!(!is_mounted(&mnt));
 }
+
+#[test]
+fn a_busy_mount_is_detached_on_the_second_signal() {
+    if !fuse_available() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    write_tree(&w.join("src"), &[("hello", b"hello\n")]);
+    let blob = w.join("layer.esgz");
+    convert(&w.join("src"), &blob, &[]);
+    let mnt = w.join("mnt");
+    let mut m = Mounted::start(blob.to_str().unwrap(), &mnt, &[]);
+    let mut child = m.child.take().unwrap();
+    // An open file makes the plain unmount fail with EBUSY.
+    let open = fs::File::open(mnt.join("hello")).unwrap();
+    let term = || unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    term();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !m.log().contains("send the signal again") {
+        assert!(Instant::now() < deadline, "no refusal logged:\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(is_mounted(&mnt), "unmounted despite an open file");
+    let mut buf = String::new();
+    (&open).read_to_string(&mut buf).unwrap();
+    assert_eq!(buf, "hello\n", "the busy mount still serves reads");
+    term();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while is_mounted(&mnt) {
+        assert!(Instant::now() < deadline, "not detached:\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Detached: the process ends once the last user lets go.
+    drop(open);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "estargz-fuse did not exit after the lazy detach:\n{}",
+                m.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status}:\n{}", m.log());
+}
