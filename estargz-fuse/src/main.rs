@@ -59,15 +59,8 @@ struct MountArgs {
     allow_unverified_toc: bool,
     #[command(flatten)]
     registry: RegistryArgs,
-    /// Directory for verified chunks (kept across mounts) and passthrough copies.
-    #[arg(long, value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Disk cache limit in bytes.
-    #[arg(long, default_value_t = estargz_core::cache::DEFAULT_DISK_BYTES)]
-    cache_size: u64,
-    /// Memory cache limit in bytes.
-    #[arg(long, default_value_t = 256 << 20)]
-    memory_cache: u64,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// Skip the prefetch that `.prefetch.landmark` asks for.
     #[arg(long)]
     no_prefetch: bool,
@@ -103,6 +96,33 @@ struct MountArgs {
 pub(crate) fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
     s.parse()
         .map_err(|_| format!("{s:?}: expected error, warn, info, debug or trace"))
+}
+
+/// The chunk cache options of `mount` and `store`.
+#[derive(Args)]
+pub(crate) struct CacheArgs {
+    /// Directory for verified chunks, kept across runs (and, for `mount`,
+    /// its passthrough copies).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Disk cache limit in bytes.
+    #[arg(long, default_value_t = estargz_core::cache::DEFAULT_DISK_BYTES)]
+    cache_size: u64,
+    /// Memory cache limit in bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    memory_cache: u64,
+}
+
+impl CacheArgs {
+    pub(crate) fn open(&self) -> Result<Arc<ChunkCache>, String> {
+        let cache = ChunkCache::open(&CacheOptions {
+            memory_bytes: self.memory_cache,
+            dir: self.cache_dir.clone(),
+            disk_bytes: self.cache_size,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(Arc::new(cache))
+    }
 }
 
 #[derive(Args)]
@@ -199,14 +219,7 @@ fn source(args: &MountArgs) -> Result<Source, String> {
 }
 
 fn mount(args: &MountArgs) -> Result<(), String> {
-    let cache = Arc::new(
-        ChunkCache::open(&CacheOptions {
-            memory_bytes: args.memory_cache,
-            dir: args.cache_dir.clone(),
-            disk_bytes: args.cache_size,
-        })
-        .map_err(|e| e.to_string())?,
-    );
+    let cache = args.cache.open()?;
     let layer_opts = LayerOptions {
         require_toc_digest: !args.allow_unverified_toc,
         ..Default::default()
@@ -218,7 +231,7 @@ fn mount(args: &MountArgs) -> Result<(), String> {
     } = source(args)?
         .open(cache, &args.registry.registry(), &layer_opts)
         .map_err(|e| format!("cannot mount {}: {e}", args.source))?;
-    let materializer = match (&args.cache_dir, args.no_passthrough) {
+    let materializer = match (&args.cache.cache_dir, args.no_passthrough) {
         (Some(dir), false) => Some(
             Materializer::new(dir, args.passthrough_size)
                 .map_err(|e| format!("passthrough directory in {}: {e}", dir.display()))?,

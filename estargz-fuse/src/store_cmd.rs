@@ -5,14 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use estargz_core::cache::{CacheOptions, ChunkCache};
 use estargz_fuse::daemon;
 use estargz_fuse::store::resolve::{RegistrySource, Resolver, ResolverOptions};
 use estargz_fuse::store::{Store, StoreOptions};
 use estargz_fuse::store_adapter::FuseStore;
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::{parse_level, RegistryArgs};
+use crate::{parse_level, CacheArgs, RegistryArgs};
 
 #[derive(Args)]
 pub struct StoreArgs {
@@ -21,15 +20,9 @@ pub struct StoreArgs {
     mountpoint: PathBuf,
     #[command(flatten)]
     registry: RegistryArgs,
-    /// Directory for verified chunks, shared by all layers.
-    #[arg(long, value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Disk cache limit in bytes.
-    #[arg(long, default_value_t = estargz_core::cache::DEFAULT_DISK_BYTES)]
-    cache_size: u64,
-    /// Memory cache limit in bytes.
-    #[arg(long, default_value_t = 256 << 20)]
-    memory_cache: u64,
+    // Chunk caches, shared by all layers.
+    #[command(flatten)]
+    cache: CacheArgs,
     /// Seconds a fetched manifest + config is reused.
     #[arg(long, default_value_t = 120)]
     image_ttl: u64,
@@ -55,14 +48,7 @@ pub struct StoreArgs {
 }
 
 pub fn run(args: &StoreArgs) -> Result<(), String> {
-    let cache = Arc::new(
-        ChunkCache::open(&CacheOptions {
-            memory_bytes: args.memory_cache,
-            dir: args.cache_dir.clone(),
-            disk_bytes: args.cache_size,
-        })
-        .map_err(|e| e.to_string())?,
-    );
+    let cache = args.cache.open()?;
     let source = Arc::new(RegistrySource {
         registry: args.registry.registry(),
         cache,

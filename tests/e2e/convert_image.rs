@@ -12,6 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use estargz_core::digest::sha256_digest;
 use estargz_core::extract::{extract, ExtractOptions};
 use estargz_core::image::{convert_image, ConvertOptions, Location, OciLayout, Source, Target};
 use estargz_core::remote::manifest::{
@@ -24,15 +25,10 @@ use estargz_core::remote::{
 };
 use estargz_core::{EntryType, Error, FileSource, OpenOptions, Reader};
 use estargz_tests::registry::TestRegistry;
-use sha2::{Digest, Sha256};
-use util::{noise, snapshot, Snapshot};
+use util::{gunzip, noise, snapshot, Snapshot};
 
 const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-
-fn digest_of(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
 
 /// One layer's files: path → content; `None` makes a directory.
 type Files = Vec<(&'static str, Option<Vec<u8>>)>;
@@ -111,15 +107,6 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
-fn gunzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(data)
-        .read_to_end(&mut out)
-        .unwrap();
-    out
-}
-
 /// The source image: an OCI layout with the three layers (gzip, plain tar,
 /// gzip), as an index of an OCI manifest (linux/amd64) and a Docker one
 /// (linux/arm64, gzip layers only) sharing the bottom layer.
@@ -132,7 +119,7 @@ struct SourceImage {
 fn descriptor(media_type: &str, data: &[u8]) -> Descriptor {
     Descriptor {
         media_type: media_type.into(),
-        digest: digest_of(data),
+        digest: sha256_digest(data),
         size: data.len() as u64,
         annotations: Default::default(),
         platform: None,
@@ -145,7 +132,10 @@ fn add_manifest(
     layers: &[(&str, Vec<u8>, Vec<u8>)],
     arch: &str,
 ) -> Descriptor {
-    let diff_ids: Vec<String> = layers.iter().map(|(_, _, tar)| digest_of(tar)).collect();
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|(_, _, tar)| sha256_digest(tar))
+        .collect();
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": arch, "os": "linux",
         "config": {"Env": ["PATH=/bin"]},
@@ -296,14 +286,14 @@ fn estargz(args: &[&str]) -> String {
 
 fn check_layer_descriptor(l: &Descriptor, blob: &[u8]) -> String {
     assert_eq!(l.media_type, OCI_LAYER_GZIP);
-    assert_eq!(l.digest, digest_of(blob));
+    assert_eq!(l.digest, sha256_digest(blob));
     let plain = gunzip(blob);
     assert_eq!(
         l.annotations[UNCOMPRESSED_SIZE_ANNOTATION],
         plain.len().to_string()
     );
     assert!(l.annotations[TOC_DIGEST_ANNOTATION].starts_with("sha256:"));
-    digest_of(&plain)
+    sha256_digest(&plain)
 }
 
 #[test]
@@ -709,7 +699,7 @@ fn external_toc_and_keep_diff_id() {
         );
         assert_eq!(
             diff_ids[i].as_str().unwrap(),
-            digest_of(&src.tars[i]),
+            sha256_digest(&src.tars[i]),
             "DiffID kept"
         );
     }
@@ -803,7 +793,7 @@ fn uploads_skip_mount_and_chunk() {
     let data = noise(700_000, 5);
     let path = dir.path().join("blob");
     std::fs::write(&path, &data).unwrap();
-    let digest = digest_of(&data);
+    let digest = sha256_digest(&data);
     let a = Reference::parse(&format!("{}/repo/a:v1", reg.host())).unwrap();
     let b = Reference::parse(&format!("{}/repo/b:v1", reg.host())).unwrap();
     let size = data.len() as u64;
@@ -824,7 +814,7 @@ fn uploads_skip_mount_and_chunk() {
     assert_eq!(registry.fetch_blob(&b, &digest, 1 << 20).unwrap(), data);
 
     // A wrong digest is refused by the registry at commit, whole or chunked.
-    let wrong = digest_of(b"something else");
+    let wrong = sha256_digest(b"something else");
     for chunk in [0, 256 << 10] {
         let err = registry
             .upload_blob_file(&b, &wrong, size, &path, None, chunk)

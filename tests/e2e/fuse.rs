@@ -8,12 +8,13 @@
 mod util;
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,14 +34,6 @@ fn fuse_available() -> bool {
         eprintln!("skipped: FUSE mounts need root and /dev/fuse");
     }
     ok
-}
-
-fn is_mounted(mountpoint: &Path) -> bool {
-    let want = fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.to_str().unwrap()))
 }
 
 /// Processes whose command line mentions `needle`.
@@ -69,33 +62,13 @@ impl Mounted {
     fn start(source: &str, mountpoint: &Path, extra: &[&str]) -> Mounted {
         fs::create_dir_all(mountpoint).unwrap();
         let log = mountpoint.with_extension("log");
-        let child = Command::new(fuse_bin())
-            .args(["mount", source])
-            .arg(mountpoint)
-            .args(["--log-level", "debug"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut m = Mounted {
-            child: Some(child),
+        let mut args: Vec<&OsStr> = vec!["mount".as_ref(), source.as_ref(), mountpoint.as_ref()];
+        args.extend(extra.iter().map(OsStr::new));
+        Mounted {
+            child: Some(start_fuse_process(&args, mountpoint, &log)),
             mountpoint: mountpoint.to_path_buf(),
             log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !is_mounted(mountpoint) {
-            if let Some(status) = m.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "estargz-fuse exited ({status}) before mounting:\n{}",
-                    m.log()
-                );
-            }
-            assert!(Instant::now() < deadline, "mount timed out:\n{}", m.log());
-            std::thread::sleep(Duration::from_millis(20));
         }
-        m
     }
 
     fn log(&self) -> String {
@@ -104,25 +77,10 @@ impl Mounted {
 
     /// SIGTERM; the process must unmount and exit promptly and cleanly.
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return;
         };
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = Command::new("umount")
-                    .arg("-l")
-                    .arg(&self.mountpoint)
-                    .status();
-                panic!("estargz-fuse did not exit on SIGTERM:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = stop_fuse_process(child, &self.mountpoint, &self.log);
         assert!(status.success(), "exit status {status}:\n{}", self.log());
         assert!(!is_mounted(&self.mountpoint), "still mounted after exit");
         assert!(self.log().contains("unmounted"), "{}", self.log());

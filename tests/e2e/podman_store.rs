@@ -9,18 +9,17 @@
 mod util;
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use estargz_core::digest::sha256_digest;
 use estargz_core::remote::manifest::{TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION};
 use estargz_core::remote::{HttpOptions, Reference, Registry};
 use estargz_tests::faultproxy::FaultProxy;
 use estargz_tests::registry::TestRegistry;
-use sha2::{Digest, Sha256};
 use util::*;
 
 fn on_path(bin: &str) -> bool {
@@ -64,31 +63,6 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
-fn gunzip(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(data)
-        .read_to_end(&mut out)
-        .unwrap();
-    out
-}
-
-/// Incompressible bytes, so the blob is as large as the file.
-fn noise(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A root file system with `cat` and the libraries it needs (from ldd).
 fn make_base(root: &Path) {
     let out = run(Command::new("ldd").arg("/usr/bin/cat"));
@@ -108,7 +82,7 @@ fn make_base(root: &Path) {
         fs::copy(&f, &dest).unwrap();
     }
     fs::create_dir_all(root.join("opt")).unwrap();
-    fs::write(root.join("opt/big.bin"), noise(6 << 20)).unwrap();
+    fs::write(root.join("opt/big.bin"), noise(6 << 20, 7)).unwrap();
 }
 
 fn make_app(root: &Path) {
@@ -147,31 +121,21 @@ struct Store {
 impl Store {
     fn start(mountpoint: &Path) -> Store {
         let log = mountpoint.with_extension("log");
-        let child = Command::new(fuse_bin())
-            .arg("store")
-            .arg(mountpoint)
+        let args: Vec<&std::ffi::OsStr> = vec![
+            "store".as_ref(),
+            mountpoint.as_ref(),
             // One retry and short timeouts: the outage check stays quick.
-            .args(["--plain-http", "--retries", "1", "--timeout", "5"])
-            .args(["--log-level", "debug"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut s = Store {
-            child: Some(child),
+            "--plain-http".as_ref(),
+            "--retries".as_ref(),
+            "1".as_ref(),
+            "--timeout".as_ref(),
+            "5".as_ref(),
+        ];
+        Store {
+            child: Some(start_fuse_process(&args, mountpoint, &log)),
             mountpoint: mountpoint.to_path_buf(),
             log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while mounts_under(mountpoint).is_empty() {
-            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the store exited ({st}) before mounting:\n{}", s.log());
-            }
-            assert!(Instant::now() < deadline, "store mount timed out");
-            std::thread::sleep(Duration::from_millis(20));
         }
-        s
     }
 
     fn log(&self) -> String {
@@ -179,21 +143,8 @@ impl Store {
     }
 
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = Command::new("umount")
-                    .arg("-l")
-                    .arg(&self.mountpoint)
-                    .status();
-                panic!("the store did not exit on SIGTERM:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = self.child.take() {
+            stop_fuse_process(child, &self.mountpoint, &self.log);
         }
     }
 }
@@ -332,7 +283,7 @@ fn podman_pulls_runs_saves_and_pushes_through_the_store() {
             .get(TOC_DIGEST_ANNOTATION)
             .expect("toc.digest");
         toc_digests.push(toc.clone());
-        assert_eq!(config["rootfs"]["diff_ids"][i], sha256_hex(&plain));
+        assert_eq!(config["rootfs"]["diff_ids"][i], sha256_digest(&plain));
     }
 
     let store_mnt = work.join("store");
@@ -395,7 +346,7 @@ fn podman_pulls_runs_saves_and_pushes_through_the_store() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.stdout == noise(6 << 20), "big file differs");
+    assert!(out.stdout == noise(6 << 20, 7), "big file differs");
 
     // Save: every layer of the archive is the original layer content.
     let archive = work.join("save.tar");
@@ -420,7 +371,7 @@ fn podman_pulls_runs_saves_and_pushes_through_the_store() {
         let bytes = fs::read(&layer_tar).unwrap();
         assert_eq!(
             config["rootfs"]["diff_ids"][i],
-            sha256_hex(&bytes),
+            sha256_digest(&bytes),
             "saved layer {i} is the DiffID's tar"
         );
         let (want, got) = (work.join(format!("want{i}")), work.join(format!("got{i}")));
@@ -453,7 +404,10 @@ fn podman_pulls_runs_saves_and_pushes_through_the_store() {
         let blob = client
             .fetch_blob(&pushed.reference, &desc.digest, 64 << 20)
             .unwrap();
-        assert_eq!(config["rootfs"]["diff_ids"][i], sha256_hex(&gunzip(&blob)));
+        assert_eq!(
+            config["rootfs"]["diff_ids"][i],
+            sha256_digest(&gunzip(&blob))
+        );
     }
 
     // Both keying schemes, read directly: info as containers/storage

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -313,4 +314,73 @@ pub fn system_tar(tar: &Path) {
         .arg("-C")
         .arg("/")
         .args(&present));
+}
+
+/// Whether a file system is mounted exactly at `mountpoint`.
+pub fn is_mounted(mountpoint: &Path) -> bool {
+    let want = fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.to_str().unwrap()))
+}
+
+/// Starts `estargz-fuse ARGS... --log-level debug` with its log in `log`
+/// and waits (30 s) until it has mounted at `mountpoint`.
+pub fn start_fuse_process(args: &[&std::ffi::OsStr], mountpoint: &Path, log: &Path) -> Child {
+    let mut child = Command::new(fuse_bin())
+        .args(args)
+        .args(["--log-level", "debug"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let log_text = || fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !is_mounted(mountpoint) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "estargz-fuse exited ({status}) before mounting:\n{}",
+                log_text()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("mount timed out:\n{}", log_text());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// SIGTERM, then waits (20 s) for the process to exit; on timeout kills it,
+/// detaches `mountpoint` and panics with the log.
+pub fn stop_fuse_process(mut child: Child, mountpoint: &Path, log: &Path) -> ExitStatus {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = Command::new("umount").arg("-l").arg(mountpoint).status();
+            panic!(
+                "estargz-fuse did not exit on SIGTERM:\n{}",
+                fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The concatenated members of a gzip stream, decompressed.
+pub fn gunzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
 }
