@@ -137,6 +137,7 @@ pub fn pull(args: PullArgs) -> Result<(), Error> {
     let mut layer_opts = LayerOptions {
         cache: Some(cache),
         require_toc_digest: !args.allow_unverified_toc,
+        span_dir: args.cache_dir.clone(),
         ..Default::default()
     };
     layer_opts.blob.force_single_range = args.single_range;

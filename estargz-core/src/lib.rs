@@ -18,6 +18,7 @@ pub mod reader;
 #[cfg(feature = "remote")]
 pub mod remote;
 pub mod source;
+pub mod span_cache;
 pub mod tar;
 pub mod tarwrite;
 pub(crate) mod timefmt;

@@ -26,6 +26,11 @@ pub trait ReadAt: Send + Sync {
             .collect()
     }
 
+    /// Drops locally kept bytes of `range` because they failed verification,
+    /// so the next read fetches them again. Sources that keep nothing (or
+    /// whose bytes cannot change) ignore it.
+    fn invalidate(&self, _range: std::ops::Range<u64>) {}
+
     /// Fills `buf` completely or fails with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {
@@ -112,6 +117,12 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     fn size(&self) -> u64 {
         (**self).size()
     }
+    fn read_ranges(&self, ranges: &[std::ops::Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
+        (**self).read_ranges(ranges)
+    }
+    fn invalidate(&self, range: std::ops::Range<u64>) {
+        (**self).invalidate(range)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for &T {
@@ -120,6 +131,12 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     }
     fn size(&self) -> u64 {
         (**self).size()
+    }
+    fn read_ranges(&self, ranges: &[std::ops::Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
+        (**self).read_ranges(ranges)
+    }
+    fn invalidate(&self, range: std::ops::Range<u64>) {
+        (**self).invalidate(range)
     }
 }
 

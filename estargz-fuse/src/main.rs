@@ -104,7 +104,7 @@ pub(crate) struct CacheArgs {
     /// Directory for verified chunks, kept across runs (and, for `mount`,
     /// its passthrough copies).
     #[arg(long, value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
+    pub(crate) cache_dir: Option<PathBuf>,
     /// Disk cache limit in bytes.
     #[arg(long, default_value_t = estargz_core::cache::DEFAULT_DISK_BYTES)]
     cache_size: u64,
@@ -222,6 +222,7 @@ fn mount(args: &MountArgs) -> Result<(), String> {
     let cache = args.cache.open()?;
     let layer_opts = LayerOptions {
         require_toc_digest: !args.allow_unverified_toc,
+        span_dir: args.cache.cache_dir.clone(),
         ..Default::default()
     };
     let OpenedLayer {

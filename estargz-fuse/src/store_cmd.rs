@@ -52,6 +52,7 @@ pub fn run(args: &StoreArgs) -> Result<(), String> {
     let source = Arc::new(RegistrySource {
         registry: args.registry.registry(),
         cache,
+        span_dir: args.cache.cache_dir.clone(),
     });
     let resolver = Resolver::new(
         source,

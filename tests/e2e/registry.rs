@@ -496,3 +496,199 @@ fn bearer_token_flow() {
     let err = anonymous.fetch_manifest(&r).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Unauthorized, "{err}");
 }
+
+/// A layer of many small files in a few directories, as a distribution's
+/// `/usr` is. Returns the blob path and the files in blob order per dir.
+fn make_many_files(dir: &Path, count: usize) -> (PathBuf, BTreeMap<String, Vec<u8>>) {
+    let tree = dir.join("many");
+    let mut files = BTreeMap::new();
+    for i in 0..count {
+        let name = format!("d{}/f{i:05}.py", i % 8);
+        // 1-3 KiB of incompressible bytes: one small gzip member each.
+        let data = util::noise(1024 + (i * 37) % 2048, i as u64 + 1);
+        let p = tree.join(&name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, &data).unwrap();
+        files.insert(name, data);
+    }
+    let blob = dir.join("many.esgz");
+    let mut out = std::fs::File::create(&blob).unwrap();
+    build(BuildInput::Path(tree), &mut out, &BuildOptions::default()).unwrap();
+    (blob, files)
+}
+
+fn open_with(reg: &Registry, reference: &str, opts: &LayerOptions) -> RemoteLayer {
+    let image = reg
+        .resolve_image(&Reference::parse(reference).unwrap(), None)
+        .unwrap();
+    open_layer(reg, &image, 0, opts).unwrap()
+}
+
+fn proxy_counts(proxy: &FaultProxy) -> (u64, u64, u64) {
+    let s = proxy.stats();
+    (
+        s.connections.load(Ordering::SeqCst),
+        s.requests.load(Ordering::SeqCst),
+        s.bytes_down.load(Ordering::SeqCst),
+    )
+}
+
+#[test]
+fn small_reads_reuse_connections_and_neighbours_come_together() {
+    use estargz_core::span_cache::SpanCacheOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let (blob, files) = make_many_files(dir.path(), 1200);
+    let reg = TestRegistry::start(None);
+    let reference = push(&reg.host(), "many/app", &blob, None);
+    let proxy = FaultProxy::start(reg.addr(), None).unwrap();
+    let via_proxy = with_proxy_host(&reference, &proxy);
+
+    // Read-ahead off: one range request per file, all on kept-alive
+    // connections.
+    let client = Registry::new(http_opts(Duration::from_secs(10), 2));
+    let no_read_ahead = LayerOptions {
+        spans: SpanCacheOptions {
+            initial_read_ahead: 0,
+            min_read_ahead: 0,
+            max_read_ahead: 0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let layer = open_with(&client, &via_proxy, &no_read_ahead);
+    for (name, data) in &files {
+        assert_eq!(&read_file(&layer, name).unwrap(), data, "{name}");
+    }
+    let (connections, requests, _) = proxy_counts(&proxy);
+    assert!(requests >= 1000, "{requests} requests for 1,200 files");
+    assert!(
+        connections <= 4,
+        "{connections} connections for {requests} requests"
+    );
+
+    // Read-ahead on (the default): a directory read in blob order costs a
+    // few requests, not one per file.
+    let client = Registry::new(http_opts(Duration::from_secs(10), 2));
+    let layer = open_with(&client, &via_proxy, &LayerOptions::default());
+    let (_, before, _) = proxy_counts(&proxy);
+    let in_d3: Vec<_> = files.iter().filter(|(n, _)| n.starts_with("d3/")).collect();
+    for (name, data) in &in_d3 {
+        assert_eq!(&read_file(&layer, name).unwrap(), *data, "{name}");
+    }
+    let (_, after, _) = proxy_counts(&proxy);
+    assert!(
+        after - before <= in_d3.len() as u64 / 10,
+        "{} requests for {} files of one directory",
+        after - before,
+        in_d3.len()
+    );
+    assert!(
+        layer.spans.read_ahead_window() > (256 << 10),
+        "the window grew"
+    );
+}
+
+#[test]
+fn concurrent_misses_share_requests_and_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (blob, files) = make_many_files(dir.path(), 400);
+    let reg = TestRegistry::start(None);
+    let reference = push(&reg.host(), "conc/app", &blob, None);
+    let proxy = FaultProxy::start(reg.addr(), None).unwrap();
+    proxy.set(|f| f.latency = Duration::from_millis(50));
+    let client = Registry::new(http_opts(Duration::from_secs(10), 2));
+    let layer = Arc::new(open_with(
+        &client,
+        &with_proxy_host(&reference, &proxy),
+        &LayerOptions::default(),
+    ));
+    let (_, before, _) = proxy_counts(&proxy);
+    // 32 readers of files spread over the whole blob, all at once.
+    let names: Vec<String> = files.keys().step_by(12).take(32).cloned().collect();
+    let threads: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let layer = layer.clone();
+            let name = name.clone();
+            let want = files[&name].clone();
+            std::thread::spawn(move || assert_eq!(read_file(&layer, &name).unwrap(), want))
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (connections, after, _) = proxy_counts(&proxy);
+    assert!(
+        after - before < 16,
+        "{} requests for 32 concurrent misses",
+        after - before
+    );
+    assert!(connections <= 4, "{connections} connections");
+}
+
+#[test]
+fn raw_blob_reads_reuse_what_file_reads_fetched() {
+    use estargz_core::reader::BackgroundFetch;
+    use estargz_core::ReadAt;
+    let dir = tempfile::tempdir().unwrap();
+    let (blob, files) = make_many_files(dir.path(), 600);
+    let blob_bytes = std::fs::read(&blob).unwrap();
+    let reg = TestRegistry::start(None);
+    let reference = push(&reg.host(), "raw/app", &blob, None);
+    let proxy = FaultProxy::start(reg.addr(), None).unwrap();
+    let via_proxy = with_proxy_host(&reference, &proxy);
+    let client = Registry::new(http_opts(Duration::from_secs(10), 2));
+    let opts = LayerOptions {
+        span_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    };
+    let read_raw = |layer: &RemoteLayer| {
+        let mut raw = vec![0u8; layer.spans.size() as usize];
+        // As `podman save` reads `blob`: front to back in 128 KiB pieces.
+        for (i, piece) in raw.chunks_mut(128 << 10).enumerate() {
+            layer
+                .spans
+                .read_exact_at(piece, (i * (128 << 10)) as u64)
+                .unwrap();
+        }
+        raw
+    };
+
+    // After every file was read, the raw blob costs at most the few
+    // headers no file read touched.
+    let layer = open_with(&client, &via_proxy, &opts);
+    for (name, data) in &files {
+        assert_eq!(&read_file(&layer, name).unwrap(), data, "{name}");
+    }
+    let (_, _, before) = proxy_counts(&proxy);
+    assert!(read_raw(&layer) == blob_bytes, "raw bytes equal the blob");
+    let (_, _, after) = proxy_counts(&proxy);
+    assert!(
+        after - before < blob_bytes.len() as u64 / 20,
+        "{} bytes moved again for a blob of {}",
+        after - before,
+        blob_bytes.len()
+    );
+
+    // After a background fetch, nothing at all.
+    let layer = open_with(&client, &via_proxy, &opts);
+    let summary = BackgroundFetch::start(layer.reader.clone(), 1 << 20)
+        .wait()
+        .unwrap();
+    assert!(summary.complete);
+    assert!(
+        layer.spans.missing().is_empty(),
+        "{:?}",
+        layer.spans.missing()
+    );
+    let (_, requests, before) = proxy_counts(&proxy);
+    assert!(read_raw(&layer) == blob_bytes);
+    for (name, data) in files.iter().step_by(7) {
+        assert_eq!(&read_file(&layer, name).unwrap(), data, "{name}");
+    }
+    assert_eq!(
+        proxy_counts(&proxy),
+        (proxy_counts(&proxy).0, requests, before),
+        "served locally"
+    );
+}

@@ -1,11 +1,12 @@
 //! A fault-injecting HTTP/1.1 proxy for tests and benchmarks: it sits
 //! between a client and a registry on loopback and can add latency, cap
 //! bandwidth, reset or stall connections, truncate or corrupt response
-//! bodies, and refuse or ignore multi-range requests. Each connection
-//! carries one request (`Connection: close` is forced), so faults apply per
-//! request.
+//! bodies, and refuse or ignore multi-range requests. Connections are kept
+//! alive as the client asks (each client connection has its own upstream
+//! connection); faults apply per request, and a new connection costs one
+//! round trip of latency, as a TCP handshake does.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +22,7 @@ pub struct Faults {
     pub rate_bytes_per_sec: u64,
     /// Reset (RST) the next N connections without answering.
     pub reset_next: u32,
-    /// Cut the next N responses after `truncate_after` bytes.
+    /// Cut the next N responses after `truncate_after` body bytes.
     pub truncate_next: u32,
     pub truncate_after: usize,
     /// Never answer the next N requests (the client must time out).
@@ -37,6 +38,8 @@ pub struct Faults {
 
 #[derive(Debug, Default)]
 pub struct ProxyStats {
+    /// Client connections accepted.
+    pub connections: AtomicU64,
     pub requests: AtomicU64,
     pub bytes_down: AtomicU64,
     pub multi_range_requests: AtomicU64,
@@ -158,8 +161,44 @@ fn plan(faults: &Mutex<Faults>, multi_range: bool) -> Plan {
 }
 
 fn handle(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
-    let (head, body) = read_head(&mut client)?;
-    let text = String::from_utf8_lossy(&head).to_string();
+    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+    // Heads and bodies are written separately: without this, Nagle and
+    // delayed ACKs add 40 ms to every kept-alive exchange.
+    client.set_nodelay(true)?;
+    // A new connection costs a round trip (the TCP handshake) on a real link.
+    let latency = shared.faults.lock().unwrap().latency;
+    std::thread::sleep(latency);
+    let mut client_buf = Vec::new();
+    let mut upstream: Option<BufReader<TcpStream>> = None;
+    loop {
+        let Some(head) = read_head(&mut client, &mut client_buf)? else {
+            return Ok(()); // the client closed between requests
+        };
+        match forward_one(&mut client, &head, &mut client_buf, &mut upstream, shared)? {
+            Next::KeepAlive => {}
+            Next::Close => {
+                let _ = client.shutdown(Shutdown::Write);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// What happens to a client connection after one exchange.
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Forwards one request and its response, applying this request's faults.
+fn forward_one(
+    client: &mut TcpStream,
+    head: &[u8],
+    client_buf: &mut Vec<u8>,
+    upstream: &mut Option<BufReader<TcpStream>>,
+    shared: &Shared,
+) -> io::Result<Next> {
+    let text = String::from_utf8_lossy(head).to_string();
     let mut lines = text.split("\r\n");
     let request_line = lines.next().unwrap_or_default().to_string();
     let mut headers: Vec<(String, String)> = lines
@@ -167,10 +206,10 @@ fn handle(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let range = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("range"))
-        .map(|(_, v)| v.clone());
+    let is_head = request_line.starts_with("HEAD ");
+    let client_closes =
+        header_value(&headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    let range = header_value(&headers, "range").map(str::to_string);
     let multi = range.as_deref().is_some_and(|r| r.contains(','));
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
     if multi {
@@ -181,8 +220,8 @@ fn handle(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
     }
     let plan = plan(&shared.faults, multi);
     if plan.reset {
-        reset(&client);
-        return Ok(());
+        reset(client);
+        return Ok(Next::Close);
     }
     if plan.stall {
         // Hold the connection open without answering until the client
@@ -200,84 +239,258 @@ fn handle(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
                 Err(_) => break,
             }
         }
-        return Ok(());
+        return Ok(Next::Close);
     }
+    // The rest of a request body, if any (uploads), is read before
+    // answering so the connection stays in step.
+    let content_length: u64 = header_value(&headers, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let buffered = client_buf.len().min(content_length as usize);
+    let body: Vec<u8> = client_buf.drain(..buffered).collect();
     if plan.reject {
-        client.write_all(
-            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        io::copy(
+            &mut (&*client).take(content_length.saturating_sub(body.len() as u64)),
+            &mut io::sink(),
         )?;
-        return Ok(());
+        client.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")?;
+        return Ok(if client_closes {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        });
     }
     std::thread::sleep(plan.latency);
     if plan.ignore_range {
         headers.retain(|(k, _)| !k.eq_ignore_ascii_case("range"));
     }
-    headers.retain(|(k, _)| !k.eq_ignore_ascii_case("connection"));
     let mut out = format!("{request_line}\r\n");
     for (k, v) in &headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }
-    out.push_str("Connection: close\r\n\r\n");
-    let mut upstream = TcpStream::connect(shared.upstream)?;
-    upstream.write_all(out.as_bytes())?;
-    upstream.write_all(&body)?;
-    // Forward the rest of a request body, if any (uploads).
-    let content_length: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    if content_length > body.len() {
+    out.push_str("\r\n");
+    if upstream.is_none() {
+        let conn = TcpStream::connect(shared.upstream)?;
+        conn.set_nodelay(true)?;
+        *upstream = Some(BufReader::new(conn));
+    }
+    let up = upstream.as_mut().expect("connected above");
+    up.get_mut().write_all(out.as_bytes())?;
+    up.get_mut().write_all(&body)?;
+    if content_length > body.len() as u64 {
         io::copy(
-            &mut (&client).take((content_length - body.len()) as u64),
-            &mut upstream,
+            &mut (&*client).take(content_length - body.len() as u64),
+            up.get_mut(),
         )?;
     }
-    let mut sent = 0usize;
-    let mut header_end: Option<usize> = None;
-    let mut seen = Vec::new();
-    let mut corrupted = false;
-    let mut buf = vec![0u8; 16 << 10];
+    let response = read_response_head(up)?;
+    let framing = response.framing(is_head);
+    let mut out = Relay {
+        client,
+        shared,
+        plan: &plan,
+        body_sent: 0,
+    };
+    out.send_head(&response.raw)?;
+    let upstream_done = match framing {
+        Framing::Length(n) => {
+            out.relay(&mut up.take(n))?;
+            true
+        }
+        Framing::Chunked => {
+            relay_chunked(up, &mut out)?;
+            true
+        }
+        Framing::UntilClose => {
+            out.relay(up)?;
+            false
+        }
+    };
+    if out.truncated() {
+        reset(client);
+        return Ok(Next::Close);
+    }
+    if !upstream_done || response.closes {
+        *upstream = None;
+        return Ok(Next::Close);
+    }
+    Ok(if client_closes {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    })
+}
+
+fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// A response's status line and headers, as received.
+struct ResponseHead {
+    raw: Vec<u8>,
+    status: u16,
+    content_length: Option<u64>,
+    chunked: bool,
+    closes: bool,
+}
+
+/// How the end of a response body is found.
+enum Framing {
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+impl ResponseHead {
+    fn framing(&self, is_head: bool) -> Framing {
+        if is_head || self.status < 200 || self.status == 204 || self.status == 304 {
+            Framing::Length(0)
+        } else if self.chunked {
+            Framing::Chunked
+        } else if let Some(n) = self.content_length {
+            Framing::Length(n)
+        } else {
+            Framing::UntilClose
+        }
+    }
+}
+
+fn read_response_head(up: &mut BufReader<TcpStream>) -> io::Result<ResponseHead> {
+    let mut raw = Vec::new();
     loop {
-        let n = upstream.read(&mut buf)?;
+        let before = raw.len();
+        let n = up.read_until(b'\n', &mut raw)?;
         if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "upstream closed before answering",
+            ));
+        }
+        if raw.len() > 64 << 10 {
+            return Err(io::Error::other("response head too large"));
+        }
+        if &raw[before..] == b"\r\n" {
             break;
         }
-        let mut chunk = buf[..n].to_vec();
-        if header_end.is_none() {
-            seen.extend_from_slice(&chunk);
-            if let Some(i) = find(&seen, b"\r\n\r\n") {
-                header_end = Some(i + 4);
-            }
-        }
-        if plan.corrupt && !corrupted {
-            if let Some(h) = header_end {
-                // Flip the first body byte that is in this chunk.
-                let body_start = h.saturating_sub(sent);
-                if body_start < chunk.len() {
-                    chunk[body_start] ^= 0xff;
-                    corrupted = true;
+    }
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let mut lines = text.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Ok(ResponseHead {
+        status,
+        content_length: header_value(&headers, "content-length").and_then(|v| v.parse().ok()),
+        chunked: header_value(&headers, "transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked")),
+        closes: header_value(&headers, "connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close")),
+        raw,
+    })
+}
+
+/// Copies a chunked body through as it is, finding its end.
+fn relay_chunked(up: &mut BufReader<TcpStream>, out: &mut Relay) -> io::Result<()> {
+    loop {
+        let mut line = Vec::new();
+        up.read_until(b'\n', &mut line)?;
+        out.send_body(&line)?;
+        let size_text = String::from_utf8_lossy(&line);
+        let size_text = size_text.trim().split(';').next().unwrap_or("");
+        let size = u64::from_str_radix(size_text, 16)
+            .map_err(|_| io::Error::other(format!("bad chunk size {size_text:?}")))?;
+        if size == 0 {
+            // Trailers, then the empty line.
+            loop {
+                let mut t = Vec::new();
+                if up.read_until(b'\n', &mut t)? == 0 {
+                    return Ok(());
+                }
+                out.send_body(&t)?;
+                if t == b"\r\n" {
+                    return Ok(());
                 }
             }
         }
-        if let Some(limit) = plan.truncate {
-            let allowed = limit.saturating_sub(sent);
-            if allowed < chunk.len() {
-                client.write_all(&chunk[..allowed])?;
-                reset(&client);
+        out.relay(&mut (&mut *up).take(size + 2))?;
+        if out.truncated() {
+            return Ok(());
+        }
+    }
+}
+
+/// Sends one response to the client through the shaped link, with this
+/// request's body faults.
+struct Relay<'a> {
+    client: &'a mut TcpStream,
+    shared: &'a Shared,
+    plan: &'a Plan,
+    body_sent: usize,
+}
+
+impl Relay<'_> {
+    fn send_head(&mut self, head: &[u8]) -> io::Result<()> {
+        throttle(self.shared, self.plan.rate, head.len());
+        self.client.write_all(head)?;
+        self.count(head.len());
+        Ok(())
+    }
+
+    /// Body bytes: flipped, cut or passed on as the plan says.
+    fn send_body(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.truncated() {
+            return Ok(());
+        }
+        let mut chunk = data.to_vec();
+        if self.plan.corrupt && self.body_sent == 0 && !chunk.is_empty() {
+            chunk[0] ^= 0xff;
+        }
+        if let Some(limit) = self.plan.truncate {
+            let allowed = limit.saturating_sub(self.body_sent).min(chunk.len());
+            chunk.truncate(allowed);
+            // Mark the cut even when nothing more may be sent.
+            self.body_sent += data.len() - allowed;
+        }
+        throttle(self.shared, self.plan.rate, chunk.len());
+        self.client.write_all(&chunk)?;
+        self.body_sent += chunk.len();
+        self.count(chunk.len());
+        Ok(())
+    }
+
+    fn relay(&mut self, from: &mut impl Read) -> io::Result<()> {
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            let n = from.read(&mut buf)?;
+            if n == 0 || self.truncated() {
                 return Ok(());
             }
+            self.send_body(&buf[..n])?;
         }
-        throttle(shared, plan.rate, chunk.len());
-        client.write_all(&chunk)?;
-        sent += chunk.len();
-        shared
+    }
+
+    /// Whether the plan's truncation point was passed.
+    fn truncated(&self) -> bool {
+        self.plan
+            .truncate
+            .is_some_and(|limit| self.body_sent > limit)
+    }
+
+    fn count(&self, n: usize) {
+        self.shared
             .stats
             .bytes_down
-            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
-    let _ = client.shutdown(Shutdown::Write);
-    Ok(())
 }
 
 /// Reserves time on the shared link for `n` bytes and waits for it.
@@ -317,26 +530,31 @@ fn reset(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Both);
 }
 
-fn read_head(client: &mut TcpStream) -> io::Result<(Vec<u8>, Vec<u8>)> {
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
+/// Reads one request head (without its blank line) from `client`; bytes
+/// after it stay in `buf`. `None` when the client closed between requests.
+fn read_head(client: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<Vec<u8>>> {
+    let mut chunk = [0u8; 4096];
     loop {
-        if let Some(i) = find(&data, b"\r\n\r\n") {
-            let body = data.split_off(i + 4);
-            data.truncate(i);
-            return Ok((data, body));
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            let head = buf[..i].to_vec();
+            buf.drain(..i + 4);
+            return Ok(Some(head));
         }
-        if data.len() > 64 << 10 {
+        if buf.len() > 64 << 10 {
             return Err(io::Error::other("request head too large"));
         }
-        let n = client.read(&mut buf)?;
+        let n = client.read(&mut chunk)?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "client closed",
-            ));
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "client closed mid-request",
+                ))
+            };
         }
-        data.extend_from_slice(&buf[..n]);
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 

@@ -416,12 +416,26 @@ impl Reader {
             if let Some(data) = cached() {
                 return Ok(data);
             }
-            let data: Arc<[u8]> = self.fetch_chunk(node_id, chunk)?.into();
+            let data: Arc<[u8]> = self
+                .fetch_chunk(node_id, chunk)
+                .inspect_err(|e| self.forget_if_bad(e, chunk))?
+                .into();
             self.cache.put(&chunk.digest, data.clone());
             Ok(data)
         });
         self.foreground.fetch_sub(1, Ordering::SeqCst);
         loaded
+    }
+
+    /// Bytes that failed verification may be kept by the source (a remote
+    /// blob's fetched spans): drop them so the next read fetches them anew.
+    fn forget_if_bad(&self, e: &Error, chunk: &Chunk) {
+        if matches!(
+            e,
+            Error::Corrupt(_) | Error::DigestMismatch { .. } | Error::Truncated(_)
+        ) {
+            self.src.invalidate(chunk.offset..chunk.next_offset);
+        }
     }
 
     /// Whether reads are waiting for data (background work should yield).
@@ -468,7 +482,11 @@ impl Reader {
             // file that is streamed once.
             match self.cache.get(&chunk.digest) {
                 Some(data) if data.len() as u64 == chunk.chunk_size => sink(&data)?,
-                _ => sink(&self.fetch_chunk(id, chunk)?)?,
+                _ => sink(
+                    &self
+                        .fetch_chunk(id, chunk)
+                        .inspect_err(|e| self.forget_if_bad(e, chunk))?,
+                )?,
             }
         }
         Ok(())

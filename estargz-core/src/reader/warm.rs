@@ -131,7 +131,10 @@ impl Reader {
             let done: Vec<(u64, u64)> = batch
                 .par_iter()
                 .zip(data.into_par_iter())
-                .map(|(member, compressed)| self.cache_member(member, compressed))
+                .map(|(member, compressed)| {
+                    self.cache_member(member, compressed)
+                        .inspect_err(|e| self.forget_if_bad(e, member[0].1))
+                })
                 .collect::<Result<_>>()?;
             for (chunks, bytes) in done {
                 summary.chunks_cached += chunks;
@@ -140,6 +143,66 @@ impl Reader {
         }
         summary.complete = true;
         Ok(summary)
+    }
+
+    /// Reads the blob bytes that no chunk covers (headers of entries
+    /// without content, the TOC, the footer) in batches, so that a source
+    /// keeping what it fetched (a remote layer's spans) then holds the
+    /// whole blob and serves raw blob reads without the network. Returns
+    /// the bytes read; stops early when `proceed` says so.
+    pub fn fetch_uncovered(&self, batch_bytes: u64, proceed: &dyn Fn() -> bool) -> Result<u64> {
+        let mut covered: Vec<Range<u64>> = self
+            .chunks_in_blob_order(|_, _| true)
+            .iter()
+            .map(|(_, c)| c.offset..c.next_offset)
+            .collect();
+        covered.dedup();
+        let mut gaps = Vec::new();
+        let mut pos = 0;
+        for r in covered {
+            if r.start > pos {
+                gaps.push(pos..r.start);
+            }
+            pos = pos.max(r.end);
+        }
+        if pos < self.src.size() {
+            gaps.push(pos..self.src.size());
+        }
+        let mut read = 0;
+        let mut i = 0;
+        while i < gaps.len() {
+            if !proceed() {
+                break;
+            }
+            let mut end = i;
+            let mut bytes = 0;
+            while end < gaps.len()
+                && end - i < MAX_MEMBERS_PER_BATCH
+                && (end == i || bytes < batch_bytes)
+            {
+                bytes += gaps[end].end - gaps[end].start;
+                end += 1;
+            }
+            // Gaps are small except the TOC, which the open already read;
+            // a pathological one is read in pieces of `batch_bytes`.
+            let batch: Vec<Range<u64>> = gaps[i..end]
+                .iter()
+                .flat_map(|g| {
+                    let step = batch_bytes.max(1);
+                    (g.start..g.end)
+                        .step_by(step as usize)
+                        .map(move |s| s..(s + step).min(g.end))
+                })
+                .collect();
+            for piece in batch.chunks(MAX_MEMBERS_PER_BATCH) {
+                self.src
+                    .read_ranges(piece)
+                    .map_err(|e| Error::io("fetching the rest of the blob", e))?;
+            }
+            read += bytes;
+            i = end;
+        }
+        Ok(read)
     }
 
     /// Decompresses one member, verifies its chunks and caches them.
@@ -192,7 +255,15 @@ impl BackgroundFetch {
                 let mut total = WarmSummary::default();
                 let mut attempt = 0;
                 loop {
-                    match reader.cache_chunks(|_, _| true, batch_bytes, &proceed) {
+                    let fetched = reader
+                        .cache_chunks(|_, _| true, batch_bytes, &proceed)
+                        .and_then(|s| {
+                            if s.complete {
+                                reader.fetch_uncovered(batch_bytes, &proceed)?;
+                            }
+                            Ok(s)
+                        });
+                    match fetched {
                         Ok(s) => {
                             total.chunks_cached += s.chunks_cached;
                             total.bytes_cached += s.bytes_cached;

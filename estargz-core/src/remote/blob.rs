@@ -6,9 +6,9 @@
 use std::io::{self, BufRead, BufReader, Read};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
-use super::http::{self as h, Attempt, Request, Transport};
+use super::http::{self as h, Attempt, Request, Slots, Transport};
 use crate::error::{Error, Result};
 use crate::source::ReadAt;
 
@@ -31,7 +31,7 @@ impl Default for BlobOptions {
     fn default() -> Self {
         BlobOptions {
             max_ranges_per_request: 32,
-            max_concurrent_requests: 8,
+            max_concurrent_requests: 4,
             force_single_range: false,
             merge_gap: 4096,
         }
@@ -43,32 +43,6 @@ impl Default for BlobOptions {
 pub struct FetchStats {
     pub requests: u64,
     pub bytes: u64,
-}
-
-/// A counting semaphore (std has none).
-struct Slots {
-    free: Mutex<usize>,
-    cv: Condvar,
-}
-
-struct SlotGuard<'a>(&'a Slots);
-
-impl Slots {
-    fn acquire(&self) -> SlotGuard<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.cv.wait(free).unwrap_or_else(|p| p.into_inner());
-        }
-        *free -= 1;
-        SlotGuard(self)
-    }
-}
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.0.cv.notify_one();
-    }
 }
 
 /// One compressed layer in a registry.
@@ -85,7 +59,7 @@ pub struct RemoteBlob {
     single_range: AtomicBool,
     requests: AtomicU64,
     bytes: AtomicU64,
-    slots: Slots,
+    slots: Arc<Slots>,
 }
 
 /// What one attempt at a group of ranges produced.
@@ -113,10 +87,7 @@ impl RemoteBlob {
             digest,
             size,
             single_range: AtomicBool::new(opts.force_single_range),
-            slots: Slots {
-                free: Mutex::new(opts.max_concurrent_requests.max(1)),
-                cv: Condvar::new(),
-            },
+            slots: Slots::new(opts.max_concurrent_requests),
             opts,
             location: Mutex::new(None),
             requests: AtomicU64::new(0),
@@ -150,6 +121,7 @@ impl RemoteBlob {
                 )));
             }
         }
+        let started = std::time::Instant::now();
         let spans = merge(ranges, self.opts.merge_gap);
         let mut span_data: Vec<Vec<u8>> = Vec::with_capacity(spans.len());
         let mut i = 0;
@@ -169,6 +141,14 @@ impl RemoteBlob {
                 Fetched::NeedSingleRange => self.single_range.store(true, Ordering::Relaxed),
             }
         }
+        // One line per fetch lets users see how lazy a workload is.
+        log::debug!(
+            "fetched {} range(s) ({} bytes) of blob {} in {} ms",
+            spans.len(),
+            spans.iter().map(|s| s.end - s.start).sum::<u64>(),
+            self.digest,
+            started.elapsed().as_millis()
+        );
         Ok(ranges
             .iter()
             .map(|r| {
@@ -209,6 +189,7 @@ impl RemoteBlob {
         what: &str,
     ) -> Result<Attempt<Fetched>> {
         let _slot = self.slots.acquire();
+        let _host_slot = self.transport.host_slot(&self.host);
         // Follow a few redirects; a stale pre-signed location (403) sends
         // us back to the registry once.
         let mut retried_location = false;
@@ -264,16 +245,20 @@ impl RemoteBlob {
         what: &str,
     ) -> Result<Attempt<Fetched>> {
         let ctype = h::header(resp, "content-type").unwrap_or_default();
+        let content_range = h::header(resp, "content-range");
         let mut sink = SpanSink::new(spans);
+        let mut body = BufReader::new(resp.body_mut().as_reader());
         let result = if let Some(boundary) = multipart_boundary(&ctype) {
-            let body = resp.body_mut().as_reader();
-            read_multipart(BufReader::new(body), &boundary, self.size, &mut sink)
+            read_multipart(&mut body, &boundary, self.size, &mut sink)
         } else {
-            let cr = h::header(resp, "content-range")
+            let cr = content_range
                 .ok_or_else(|| Error::Registry(format!("{what}: 206 without Content-Range")))?;
             let part = parse_content_range(&cr, self.size)?;
-            sink.deliver_from(part, &mut resp.body_mut().as_reader())
+            sink.deliver_from(part, &mut body)
         };
+        if result.is_ok() {
+            h::finish_body(&mut body);
+        }
         self.bytes.fetch_add(sink.received, Ordering::Relaxed);
         match result {
             Ok(()) => {}

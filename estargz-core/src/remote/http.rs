@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -29,6 +29,9 @@ pub struct HttpOptions {
     pub max_backoff: Duration,
     /// Auth files to search, in order (default: containers + docker files).
     pub auth_files: Vec<PathBuf>,
+    /// Blob requests in flight at once to one registry host, whatever the
+    /// number of layers read: also the number of kept-alive connections.
+    pub max_connections_per_host: usize,
 }
 
 impl Default for HttpOptions {
@@ -42,6 +45,7 @@ impl Default for HttpOptions {
             min_backoff: Duration::from_millis(30),
             max_backoff: Duration::from_secs(5),
             auth_files: auth::default_auth_files(),
+            max_connections_per_host: 4,
         }
     }
 }
@@ -109,6 +113,42 @@ pub struct Transport {
     agent: ureq::Agent,
     opts: HttpOptions,
     auth_cache: Mutex<HashMap<(String, String), CachedAuth>>,
+    /// Per registry host: the bound on blob requests in flight.
+    host_slots: Mutex<HashMap<String, Arc<Slots>>>,
+}
+
+/// A counting semaphore (std has none).
+pub struct Slots {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+/// One taken slot, given back when dropped.
+pub struct SlotGuard(Arc<Slots>);
+
+impl Slots {
+    pub fn new(n: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            free: Mutex::new(n.max(1)),
+            cv: Condvar::new(),
+        })
+    }
+
+    pub fn acquire(self: &Arc<Self>) -> SlotGuard {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.cv.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        SlotGuard(self.clone())
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.cv.notify_one();
+    }
 }
 
 #[derive(Deserialize)]
@@ -135,12 +175,33 @@ impl Transport {
             // Compressed layers must arrive byte for byte.
             .accept_encoding("identity")
             .user_agent(concat!("estargz-rs/", env!("CARGO_PKG_VERSION")))
+            // Keep-alive: connections go back to the pool once a body is
+            // read to its end, so a layer read file by file reuses a few
+            // connections (and TLS sessions) instead of one per request.
+            .max_idle_connections(64)
+            .max_idle_connections_per_host(opts.max_connections_per_host.max(1))
+            .max_idle_age(Duration::from_secs(60))
             .build();
         Transport {
             agent: config.into(),
             opts,
             auth_cache: Mutex::new(HashMap::new()),
+            host_slots: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Waits for a free request slot of `host` (see
+    /// [`HttpOptions::max_connections_per_host`]); held while a response
+    /// body is read.
+    pub fn host_slot(&self, host: &str) -> SlotGuard {
+        let slots = self
+            .host_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(host.to_string())
+            .or_insert_with(|| Slots::new(self.opts.max_connections_per_host))
+            .clone();
+        slots.acquire()
     }
 
     pub fn options(&self) -> &HttpOptions {
@@ -406,6 +467,14 @@ pub fn header(resp: &Response, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// Reads what is left of a body (a multipart epilogue, a final empty read)
+/// so the connection goes back to the pool; a body with more than a little
+/// left is dropped instead, which closes its connection.
+pub fn finish_body(body: &mut impl Read) {
+    const MAX_DRAIN: u64 = 64 << 10;
+    let _ = io::copy(&mut body.take(MAX_DRAIN), &mut io::sink());
 }
 
 /// Reads a body we expect to be small (JSON, errors), bounded.

@@ -1,6 +1,7 @@
 //! Opening one layer of an image lazily: the blob source, the reader with
 //! the TOC digest from the manifest, and the prefetch the layer asks for.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::blob::{BlobOptions, RemoteBlob};
@@ -11,9 +12,10 @@ use crate::error::{Error, Result};
 use crate::footer::Footer;
 use crate::reader::{OpenOptions, Reader};
 use crate::source::ReadAt;
+use crate::span_cache::{SpanCache, SpanCacheOptions};
 
 /// Whether the blob ends with the external-TOC footer.
-fn has_external_toc(blob: &RemoteBlob) -> bool {
+fn has_external_toc(blob: &dyn ReadAt) -> bool {
     let size = blob.size();
     let len = Footer::ExternalToc.size() as u64;
     if size < len {
@@ -32,6 +34,11 @@ pub struct LayerOptions {
     /// it the TOC (and so every chunk digest) is not anchored to the
     /// manifest. stargz-snapshotter refuses them too.
     pub require_toc_digest: bool,
+    /// Read-ahead and request merging of the layer's compressed bytes.
+    pub spans: SpanCacheOptions,
+    /// Where the layer's fetched compressed bytes are kept (an unlinked
+    /// file, at most the blob's size); default: the temporary directory.
+    pub span_dir: Option<PathBuf>,
 }
 
 impl Default for LayerOptions {
@@ -40,6 +47,8 @@ impl Default for LayerOptions {
             blob: BlobOptions::default(),
             cache: None,
             require_toc_digest: true,
+            spans: SpanCacheOptions::default(),
+            span_dir: None,
         }
     }
 }
@@ -49,6 +58,10 @@ pub struct RemoteLayer {
     pub index: usize,
     pub descriptor: Descriptor,
     pub blob: Arc<RemoteBlob>,
+    /// The blob's bytes as the reader sees them: fetched once, kept, read
+    /// ahead. Raw blob reads (e.g. `podman save`) should go through it too,
+    /// so they reuse what file reads fetched.
+    pub spans: Arc<SpanCache>,
     pub reader: Arc<Reader>,
     /// The TOC gzip member from the TOC image, for external-TOC layers.
     pub external_toc: Option<Vec<u8>>,
@@ -90,17 +103,27 @@ pub fn open_layer(
         )));
     }
     let blob = Arc::new(registry.open_blob(&image.reference, &descriptor, opts.blob.clone())?);
+    let spans = Arc::new(
+        SpanCache::new(blob.clone(), opts.span_dir.as_deref(), opts.spans.clone()).map_err(
+            |e| {
+                Error::io(
+                    format!("{what}: creating the file for its fetched bytes"),
+                    e,
+                )
+            },
+        )?,
+    );
     let open = OpenOptions {
         expected_toc_digest: toc_digest,
         cache: opts.cache.clone(),
         ..Default::default()
     };
     let mut external_toc = None;
-    let reader = match Reader::open(blob.clone(), &open) {
+    let reader = match Reader::open(spans.clone(), &open) {
         Ok(r) => r,
         // Only a failed open pays for finding out whether the TOC is
         // external, so normal layers still open in two requests.
-        Err(e) if has_external_toc(&blob) => {
+        Err(e) if has_external_toc(&*spans) => {
             let toc = super::toc_image::fetch_external_toc(
                 registry,
                 &image.requested,
@@ -112,7 +135,7 @@ pub fn open_layer(
                 external_toc: Some(toc),
                 ..open
             };
-            let r = Reader::open(blob.clone(), &open).map_err(|e| e.with_context(&what))?;
+            let r = Reader::open(spans.clone(), &open).map_err(|e| e.with_context(&what))?;
             external_toc = open.external_toc;
             r
         }
@@ -125,6 +148,7 @@ pub fn open_layer(
         index,
         descriptor,
         blob,
+        spans,
         reader: Arc::new(reader),
         external_toc,
     })

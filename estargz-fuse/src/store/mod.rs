@@ -8,7 +8,6 @@
 //! * [`names`]: parsing the two path components.
 //! * [`resolve`]: image cache and layer resolution, both keying schemes.
 //! * [`info`]: the `info` JSON.
-//! * [`window`]: large sequential fetches for `blob` reads.
 //!
 //! Inode numbers: the root is 1, reference directories count up from 2
 //! below 2^32; everything of one layer lives under its slot number in the
@@ -26,7 +25,6 @@
 pub mod info;
 pub mod names;
 pub mod resolve;
-pub mod window;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

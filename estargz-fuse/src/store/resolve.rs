@@ -4,6 +4,7 @@
 //! verified. Failures are returned, never remembered.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,8 @@ pub struct OpenedLayer {
 pub struct RegistrySource {
     pub registry: Registry,
     pub cache: Arc<ChunkCache>,
+    /// Where each layer keeps its fetched compressed bytes (the cache dir).
+    pub span_dir: Option<PathBuf>,
 }
 
 impl ImageSource for RegistrySource {
@@ -47,12 +50,15 @@ impl ImageSource for RegistrySource {
         let opts = LayerOptions {
             cache: Some(self.cache.clone()),
             require_toc_digest: verify_toc,
+            span_dir: self.span_dir.clone(),
             ..Default::default()
         };
         let l = open_layer(&self.registry, image, index, &opts)?;
+        // `blob` reads share the bytes file reads fetched, and the other
+        // way round; sequential reads grow the read-ahead window.
         Ok(OpenedLayer {
             reader: l.reader,
-            blob: l.blob,
+            blob: l.spans,
         })
     }
 }
@@ -268,10 +274,7 @@ fn ready(opened: OpenedLayer, keying: Keying) -> ResolvedLayer {
     ResolvedLayer {
         info: info::info_json(&keying),
         fs: LayerFs::new(opened.reader),
-        blob: Arc::new(super::window::Windowed::new(
-            opened.blob,
-            super::window::WINDOW,
-        )),
+        blob: opened.blob,
         keying,
     }
 }

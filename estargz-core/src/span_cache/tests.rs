@@ -1,0 +1,205 @@
+use super::*;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+/// An in-memory blob that counts calls, can be slowed down and made to fail.
+struct Slow {
+    data: Vec<u8>,
+    calls: AtomicUsize,
+    delay: Duration,
+    fail: std::sync::atomic::AtomicBool,
+    corrupt_once: std::sync::atomic::AtomicBool,
+}
+
+impl Slow {
+    fn new(len: usize, delay: Duration) -> Arc<Slow> {
+        Arc::new(Slow {
+            data: (0..len).map(|i| (i * 7 + i / 251) as u8).collect(),
+            calls: AtomicUsize::new(0),
+            delay,
+            fail: Default::default(),
+            corrupt_once: Default::default(),
+        })
+    }
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl ReadAt for Slow {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let end = (offset + buf.len() as u64).min(self.size());
+        let r = self.read_ranges(std::slice::from_ref(&(offset..end)))?;
+        buf[..r[0].len()].copy_from_slice(&r[0]);
+        Ok(r[0].len())
+    }
+    fn size(&self) -> u64 {
+        self.data.len() as u64
+    }
+    fn read_ranges(&self, ranges: &[Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(self.delay);
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(io::Error::other(Error::Timeout("registry stalled".into())));
+        }
+        let mut out: Vec<Vec<u8>> = ranges
+            .iter()
+            .map(|r| self.data[r.start as usize..r.end as usize].to_vec())
+            .collect();
+        if self.corrupt_once.swap(false, Ordering::SeqCst) {
+            out[0][0] ^= 0xff;
+        }
+        Ok(out)
+    }
+}
+
+fn cache(src: &Arc<Slow>) -> SpanCache {
+    SpanCache::new(src.clone(), None, SpanCacheOptions::default()).unwrap()
+}
+
+#[test]
+fn range_set_inserts_merges_and_removes() {
+    let mut s = RangeSet::default();
+    s.insert(10..20);
+    s.insert(30..40);
+    assert_eq!(s.missing(&(0..50)), vec![0..10, 20..30, 40..50]);
+    s.insert(20..30); // touching both: one range
+    assert_eq!(s.0.len(), 1);
+    assert_eq!(s.missing(&(5..45)), vec![5..10, 40..45]);
+    s.remove(15..25);
+    assert_eq!(s.missing(&(10..40)), vec![15..25]);
+    assert_eq!(s.total(), 20);
+    s.insert(0..100);
+    assert!(s.missing(&(0..100)).is_empty());
+    assert_eq!(s.missing(&(90..110)), vec![100..110]);
+}
+
+#[test]
+fn sequential_small_reads_grow_the_window() {
+    let src = Slow::new(16 << 20, Duration::ZERO);
+    let c = cache(&src);
+    let mut buf = vec![0u8; 2000];
+    let mut pos = 0u64;
+    while pos < src.size() {
+        let n = c.read_at(&mut buf, pos).unwrap();
+        assert_eq!(&buf[..n], &src.data[pos as usize..pos as usize + n]);
+        pos += n as u64;
+    }
+    // 8,389 reads; windows of 256 KiB doubling to 8 MiB.
+    assert!(src.calls() <= 8, "{} fetches", src.calls());
+    assert_eq!(c.read_ahead_window(), 8 << 20);
+    assert_eq!(c.stats().cached_bytes, src.size());
+    // Everything is local now.
+    let before = src.calls();
+    c.read_at(&mut buf, 12345).unwrap();
+    assert_eq!(src.calls(), before);
+}
+
+#[test]
+fn random_reads_shrink_the_window() {
+    let src = Slow::new(64 << 20, Duration::ZERO);
+    let c = cache(&src);
+    let mut buf = [0u8; 100];
+    // Far apart, alternating direction.
+    for off in [
+        60u64 << 20,
+        1 << 20,
+        50 << 20,
+        5 << 20,
+        40 << 20,
+        9 << 20,
+        30 << 20,
+        13 << 20,
+    ] {
+        c.read_at(&mut buf, off).unwrap();
+        assert_eq!(&buf[..], &src.data[off as usize..off as usize + 100]);
+    }
+    assert_eq!(c.read_ahead_window(), 64 << 10);
+    assert!(c.stats().cached_bytes < 2 << 20);
+}
+
+#[test]
+fn concurrent_misses_share_requests() {
+    let src = Slow::new(8 << 20, Duration::from_millis(50));
+    let c = Arc::new(SpanCache::new(src.clone(), None, SpanCacheOptions::default()).unwrap());
+    let threads: Vec<_> = (0..32u64)
+        .map(|i| {
+            let c = c.clone();
+            let src = src.clone();
+            std::thread::spawn(move || {
+                // 32 readers spread over the blob, 4 per 1 MiB region.
+                let off = i * (256 << 10) + 1000;
+                let mut buf = vec![0u8; 5000];
+                c.read_exact_at(&mut buf, off).unwrap();
+                assert_eq!(buf, src.data[off as usize..off as usize + 5000]);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // 4 fetchers at a time; the rest are merged into queued batches.
+    assert!(src.calls() < 16, "{} fetches for 32 misses", src.calls());
+}
+
+#[test]
+fn failures_reach_every_waiter_and_are_not_remembered() {
+    let src = Slow::new(1 << 20, Duration::from_millis(30));
+    let c = Arc::new(SpanCache::new(src.clone(), None, SpanCacheOptions::default()).unwrap());
+    src.fail.store(true, Ordering::SeqCst);
+    let errors: Vec<io::Error> = (0..8)
+        .map(|_| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 10];
+                c.read_exact_at(&mut buf, 100).unwrap_err()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    for e in &errors {
+        let inner = e.get_ref().and_then(|i| i.downcast_ref::<Error>());
+        assert!(matches!(inner, Some(Error::Timeout(_))), "{e}");
+    }
+    assert!(src.calls() < 8, "waiters share the failed fetch");
+    src.fail.store(false, Ordering::SeqCst);
+    let mut buf = [0u8; 10];
+    c.read_exact_at(&mut buf, 100).unwrap();
+    assert_eq!(&buf[..], &src.data[100..110]);
+}
+
+#[test]
+fn invalidated_ranges_are_fetched_again() {
+    let src = Slow::new(1 << 20, Duration::ZERO);
+    let c = cache(&src);
+    src.corrupt_once.store(true, Ordering::SeqCst);
+    let mut buf = [0u8; 10];
+    c.read_exact_at(&mut buf, 0).unwrap();
+    assert_ne!(buf[0], src.data[0], "the source's bad byte is passed on");
+    c.invalidate(0..10);
+    c.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf[..], &src.data[..10]);
+    assert_eq!(src.calls(), 2);
+}
+
+#[test]
+fn batched_reads_fetch_only_what_is_missing() {
+    let src = Slow::new(4 << 20, Duration::ZERO);
+    let c = cache(&src);
+    let mut buf = [0u8; 10];
+    c.read_exact_at(&mut buf, 0).unwrap(); // brings 0..256 KiB
+    let fetched = c.stats().fetched_bytes;
+    let got = c.read_ranges(&[100..200, (1 << 20)..(2 << 20)]).unwrap();
+    assert_eq!(got[0], src.data[100..200]);
+    assert_eq!(got[1], src.data[1 << 20..2 << 20]);
+    assert_eq!(c.stats().fetched_bytes - fetched, 1 << 20);
+    assert_eq!(
+        c.missing(),
+        vec![(256 << 10)..(1 << 20), (2 << 20)..(4 << 20)]
+    );
+    assert!(c
+        .read_ranges(std::slice::from_ref(&(0..(5 << 20))))
+        .is_err());
+}
