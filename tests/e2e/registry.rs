@@ -692,3 +692,44 @@ fn raw_blob_reads_reuse_what_file_reads_fetched() {
         "served locally"
     );
 }
+
+#[test]
+fn a_stuck_registry_does_not_hold_up_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (blob, files) = make_blob(dir.path());
+    let reg = TestRegistry::start(None);
+    let reference = push(&reg.host(), "stuck/app", &blob, None);
+    let proxy = FaultProxy::start(reg.addr(), None).unwrap();
+    // One client (one connection pool) for both hosts, as in the store.
+    let client = Registry::new(http_opts(Duration::from_secs(2), 4));
+    let healthy = open(&client, &reference).unwrap();
+    let stuck = Arc::new(open(&client, &with_proxy_host(&reference, &proxy)).unwrap());
+    proxy.set(|f| f.stall_next = 1000);
+
+    let started = Instant::now();
+    let waiting: Vec<_> = ["a.txt", "b.txt", "c.txt", "d/e.bin", "big.bin"]
+        .iter()
+        .cycle()
+        .take(12)
+        .map(|name| {
+            let stuck = stuck.clone();
+            std::thread::spawn(move || (read_file(&stuck, name).unwrap_err(), started.elapsed()))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for (name, data) in &files {
+        let t = Instant::now();
+        assert_eq!(&read_file(&healthy, name).unwrap(), data, "{name}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{name} took {:?} while another registry hung",
+            t.elapsed()
+        );
+    }
+    for w in waiting {
+        let (err, after) = w.join().unwrap();
+        assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
+        // Two timeouts for a batch, one more for a batch queued behind it.
+        assert!(after < Duration::from_secs(15), "failed after {after:?}");
+    }
+}

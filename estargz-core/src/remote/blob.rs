@@ -189,7 +189,7 @@ impl RemoteBlob {
         what: &str,
     ) -> Result<Attempt<Fetched>> {
         let _slot = self.slots.acquire();
-        let _host_slot = self.transport.host_slot(&self.host);
+        let _host_slot = self.transport.host_slot(&self.host)?;
         // Follow a few redirects; a stale pre-signed location (403) sends
         // us back to the registry once.
         let mut retried_location = false;

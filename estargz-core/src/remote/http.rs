@@ -23,7 +23,9 @@ pub struct HttpOptions {
     /// Bound on one attempt: connect, send, headers and body.
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
-    /// Retries after the first attempt, on network errors, 429 and 5xx.
+    /// Retries after the first attempt, on network errors, 429 and 5xx; an
+    /// attempt that times out is retried once, so a registry that never
+    /// answers fails an operation within two timeouts.
     pub max_retries: u32,
     pub min_backoff: Duration,
     pub max_backoff: Duration,
@@ -142,6 +144,22 @@ impl Slots {
         *free -= 1;
         SlotGuard(self.clone())
     }
+
+    /// Like `acquire`, giving up after `wait`.
+    pub fn acquire_within(self: &Arc<Self>, wait: Duration) -> Option<SlotGuard> {
+        let deadline = Instant::now() + wait;
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            free = self
+                .cv
+                .wait_timeout(free, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *free -= 1;
+        Some(SlotGuard(self.clone()))
+    }
 }
 
 impl Drop for SlotGuard {
@@ -160,6 +178,10 @@ struct TokenResponse {
     #[serde(default)]
     expires_in: u64,
 }
+
+/// Attempts that may end in a timeout before an operation fails: a stuck
+/// registry costs at most this many request timeouts.
+const MAX_TIMEOUTS: u32 = 2;
 
 /// Largest error or token body we read into memory.
 const SMALL_BODY_LIMIT: u64 = 1 << 20;
@@ -191,9 +213,11 @@ impl Transport {
     }
 
     /// Waits for a free request slot of `host` (see
-    /// [`HttpOptions::max_connections_per_host`]); held while a response
-    /// body is read.
-    pub fn host_slot(&self, host: &str) -> SlotGuard {
+    /// [`HttpOptions::max_connections_per_host`]), held while a response
+    /// body is read. A registry whose slots are all stuck in requests that
+    /// do not answer fails the waiter within the request timeout instead of
+    /// queueing it behind them.
+    pub fn host_slot(&self, host: &str) -> Result<SlotGuard> {
         let slots = self
             .host_slots
             .lock()
@@ -201,7 +225,14 @@ impl Transport {
             .entry(host.to_string())
             .or_insert_with(|| Slots::new(self.opts.max_connections_per_host))
             .clone();
-        slots.acquire()
+        slots
+            .acquire_within(self.opts.request_timeout)
+            .ok_or_else(|| {
+                Error::Timeout(format!(
+                    "no connection to {host} became free within {:?}: the registry is not answering",
+                    self.opts.request_timeout
+                ))
+            })
     }
 
     pub fn options(&self) -> &HttpOptions {
@@ -225,16 +256,26 @@ impl Transport {
         mut attempt: impl FnMut() -> Result<Attempt<T>>,
     ) -> Result<T> {
         let mut delay = self.opts.min_backoff;
+        let mut timeouts = 0;
         for n in 0..=self.opts.max_retries {
             match attempt()? {
                 Attempt::Done(v) => return Ok(v),
-                Attempt::Retry(e) if n == self.opts.max_retries => {
+                // A registry that let two attempts run into the timeout is
+                // stuck, not flaky: fail now rather than after every retry
+                // (callers, e.g. a FUSE lookup, are waiting).
+                Attempt::Retry(e)
+                    if n == self.opts.max_retries
+                        || (matches!(e, Error::Timeout(_)) && timeouts == MAX_TIMEOUTS - 1) =>
+                {
                     return Err(with_context(
                         e,
                         &format!("{what} (after {} attempts)", n + 1),
                     ))
                 }
-                Attempt::Retry(_) => {
+                Attempt::Retry(e) => {
+                    if matches!(e, Error::Timeout(_)) {
+                        timeouts += 1;
+                    }
                     std::thread::sleep(jitter(delay));
                     delay = (delay * 2).min(self.opts.max_backoff);
                 }
