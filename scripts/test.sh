@@ -20,6 +20,10 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --release -- -D warnings
 
+step "core without default features; core docs (warnings denied)"
+cargo check -p estargz-core --no-default-features
+RUSTDOCFLAGS="-D warnings" cargo doc -p estargz-core --no-deps
+
 step "go vet (tests/interop)"
 (cd tests/interop && go vet ./... && test -z "$(gofmt -l .)")
 

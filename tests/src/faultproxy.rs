@@ -122,6 +122,12 @@ impl Drop for FaultProxy {
     }
 }
 
+/// The first byte of a TLS ClientHello record.
+const TLS_HANDSHAKE: u8 = 0x16;
+/// How long a kept-alive client connection may sit idle (or send half a
+/// request head) before it is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// What this request gets, decided once (counters are consumed here).
 struct Plan {
     latency: Duration,
@@ -165,6 +171,15 @@ fn handle(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
     // Heads and bodies are written separately: without this, Nagle and
     // delayed ACKs add 40 ms to every kept-alive exchange.
     client.set_nodelay(true)?;
+    // A TLS client (Podman tries https first) gets its connection closed at
+    // once, as a plain-HTTP registry does, instead of waiting for a
+    // request head that never comes.
+    let mut first = [0u8; 1];
+    client.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    if client.peek(&mut first)? == 1 && first[0] == TLS_HANDSHAKE {
+        let _ = client.shutdown(Shutdown::Both);
+        return Ok(());
+    }
     // A new connection costs a round trip (the TCP handshake) on a real link.
     let latency = shared.faults.lock().unwrap().latency;
     std::thread::sleep(latency);
