@@ -79,7 +79,7 @@ benches/startup/build-image.sh "$work/image"
 start_registry
 log "pushing the gzip image and converting it to eStargz"
 skopeo copy -q --dest-tls-verify=false "oci:$work/image/oci:org" "docker://$registry/bench/python:org"
-"$estargz" convert-image -q --plain-http "$registry/bench/python:org" "$registry/bench/python:esgz"
+"$estargz" convert-image -q --plain-http "$registry/bench/python:org" "$registry/bench/python:esgz" >/dev/null
 start_proxy
 org_ref=$proxy/bench/python:org
 esgz_ref=$proxy/bench/python:esgz
