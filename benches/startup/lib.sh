@@ -20,7 +20,6 @@ umount_under() {
 
 registry_pid=
 proxy_pid=
-relay_pid=
 timed_pid=
 daemon_pid=
 mnt=$run/store/mnt
@@ -38,7 +37,7 @@ cleanup() {
     reset_podman
   fi
   stop_daemon
-  for p in $relay_pid $proxy_pid $registry_pid; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  for p in $proxy_pid $registry_pid; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
   umount_under "$run"
   rm -rf --one-file-system "$podman_dir/graph" "$podman_dir/run" "$run/store" "$run/save.tar"
   exit $rc
@@ -92,32 +91,8 @@ start_proxy() {
   for _ in $(seq 50); do [ -s "$run/proxy.addr" ] && break; sleep 0.1; done
   proxy=$(head -1 "$run/proxy.addr")
   [ -n "$proxy" ] || die "faultproxy did not start: $(cat "$run/logs/proxy.log")"
-  if ! answers_tls_probe "$proxy"; then
-    log "the proxy holds TLS probes (Podman's https ping would wait 10 s per pull): relaying through benches/startup/tls-reject-relay.py"
-    python3 "$repo/benches/startup/tls-reject-relay.py" "$proxy" >"$run/relay.addr" 2>"$run/logs/relay.log" &
-    relay_pid=$!
-    for _ in $(seq 50); do [ -s "$run/relay.addr" ] && break; sleep 0.1; done
-    proxy=$(head -1 "$run/relay.addr")
-    [ -n "$proxy" ] || die "tls-reject-relay did not start: $(cat "$run/logs/relay.log")"
-  fi
-}
-
-# answers_tls_probe ADDR: does ADDR answer (or close) a TLS ClientHello
-# within 2 s, as an http-only registry does?
-answers_tls_probe() {
-  python3 - "$1" <<'PY'
-import socket, sys
-host, port = sys.argv[1].rsplit(":", 1)
-s = socket.create_connection((host, int(port)), timeout=3)
-s.sendall(bytes([0x16, 0x03, 0x01, 0x00, 0x2e, 0x01]) + bytes(45))
-s.settimeout(2)
-try:
-    s.recv(1)
-except socket.timeout:
-    sys.exit(1)
-except OSError:
-    pass
-PY
+  # Podman probes https first; the proxy closes TLS handshakes at once, as
+  # a plain-HTTP registry does, so pulls do not wait for a TLS timeout.
 }
 
 # stats_now: "requests connections bytes" so far (NA when unknown).
