@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
-    Request,
+    InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, PollEvents, PollFlags,
+    PollNotifier, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyIoctl, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyXattr, Request,
 };
 
 use crate::layerfs::{self, Attr, DirEntry, Kind, LayerFs};
@@ -177,6 +177,19 @@ pub(crate) fn walk_dir(
         next += 1;
     }
     Ok(())
+}
+
+/// poll(2) on a layer file: ENOSYS tells the kernel once and for all that
+/// this file system has no poll, and it then reports regular files as
+/// always ready, as for any file system without poll support.
+pub(crate) fn no_poll(reply: ReplyPoll) {
+    reply.error(Errno::ENOSYS)
+}
+
+/// ioctl(2) on a layer file: none is supported, and ENOTTY is what a
+/// program probing with an ioctl (terminal checks, FS_IOC_GETFLAGS) expects.
+pub(crate) fn no_ioctl(reply: ReplyIoctl) {
+    reply.error(Errno::from_i32(libc::ENOTTY))
 }
 
 /// getxattr/listxattr size negotiation: size 0 asks for the length.
@@ -394,5 +407,44 @@ impl Filesystem for FuseLayer {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }
+    }
+
+    // Nothing is ever written: a flush (every close) has nothing to do.
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: PollNotifier,
+        _events: PollEvents,
+        _flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        no_poll(reply)
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        no_ioctl(reply)
     }
 }
