@@ -239,7 +239,7 @@ mod tests {
         let mut tar = Vec::new();
         for i in 0..files {
             let data: Vec<u8> = (0..32 << 10)
-                .map(|j: u32| (j.wrapping_mul(2654435761) ^ (i as u32 * 7919 + seed) >> 3) as u8)
+                .map(|j: u32| (j.wrapping_mul(2654435761) ^ ((i as u32 * 7919 + seed) >> 3)) as u8)
                 .collect();
             let spec = HeaderSpec {
                 name: format!("f{i}"),

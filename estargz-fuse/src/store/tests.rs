@@ -581,7 +581,7 @@ fn waiters_of_one_image_fetch_share_its_failure() {
 fn resolved_layers_are_warmed_in_the_background() {
     use crate::warm::WarmOptions;
     let big: Vec<u8> = (0..3_000_000u32)
-        .map(|i| (i * 2654435761u32 >> 24) as u8)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();
     let a = layer(&[("big", &big), ("small", b"s")]);
     let src = fake(image(&[&a], &[(true, true)], None), &[&a]);
