@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 pub struct Flight<T> {
     answer: Mutex<Option<T>>,
     done: Condvar,
+    started: Instant,
 }
 
 impl<T: Clone> Flight<T> {
@@ -16,7 +17,13 @@ impl<T: Clone> Flight<T> {
         Flight {
             answer: Mutex::new(None),
             done: Condvar::new(),
+            started: Instant::now(),
         }
+    }
+
+    /// How long the work has been going on.
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Hands `answer` to every waiter, present and future.

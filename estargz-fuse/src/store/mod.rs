@@ -265,7 +265,7 @@ impl Store {
 
     /// The loaded layer of `slot`, resolving it if needed: the resolution
     /// runs on a thread of its own, shared by every request for the slot,
-    /// and this waits for it at most `resolve_timeout`. Failures are logged
+    /// and requests wait for it until `resolve_timeout` after it started. Failures are logged
     /// with their reason and not remembered: the next access retries.
     fn layer(&self, slot: u64) -> FsResult<Arc<ResolvedLayer>> {
         let flight = {
@@ -299,7 +299,11 @@ impl Store {
                 }
             }
         };
-        match flight.wait(self.opts.resolve_timeout) {
+        // The deadline counts from the start of the resolution, not of this
+        // request: the kernel retries a failed lookup that other callers
+        // of the same name waited on, and those must not wait again.
+        let left = self.opts.resolve_timeout.saturating_sub(flight.age());
+        match flight.wait(left) {
             Some(answer) => answer,
             None => {
                 let st = lock(&self.state);
