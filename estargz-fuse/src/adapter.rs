@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, PollEvents, PollFlags,
-    PollNotifier, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyIoctl, ReplyOpen, ReplyPoll, ReplyStatfs, ReplyXattr, Request,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
+    Request,
 };
 
 use crate::layerfs::{self, Attr, DirEntry, Kind, LayerFs};
@@ -179,17 +179,106 @@ pub(crate) fn walk_dir(
     Ok(())
 }
 
-/// poll(2) on a layer file: ENOSYS tells the kernel once and for all that
-/// this file system has no poll, and it then reports regular files as
-/// always ready, as for any file system without poll support.
-pub(crate) fn no_poll(reply: ReplyPoll) {
-    reply.error(Errno::ENOSYS)
-}
+/// Requests a read-only layer has no use for, answered as the kernel
+/// expects (fuser's defaults answer ENOSYS with a `[Not Implemented]`
+/// warning): nothing is ever written, so flush and fsync succeed; ENOSYS
+/// for poll, lseek and copy_file_range makes the kernel stop asking and do
+/// the generic thing itself (files always ready, SEEK_DATA/SEEK_HOLE over
+/// one extent, copies by read + write); no ioctl is supported, and ENOTTY
+/// is what programs probing one (terminal checks, FS_IOC_GETFLAGS) expect.
+/// Used inside the `Filesystem` impls of both the mount and the store.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! answer_unused_requests {
+    () => {
+        fn flush(
+            &self,
+            _req: &fuser::Request,
+            _ino: fuser::INodeNo,
+            _fh: fuser::FileHandle,
+            _lock_owner: fuser::LockOwner,
+            reply: fuser::ReplyEmpty,
+        ) {
+            reply.ok();
+        }
 
-/// ioctl(2) on a layer file: none is supported, and ENOTTY is what a
-/// program probing with an ioctl (terminal checks, FS_IOC_GETFLAGS) expects.
-pub(crate) fn no_ioctl(reply: ReplyIoctl) {
-    reply.error(Errno::from_i32(libc::ENOTTY))
+        fn fsync(
+            &self,
+            _req: &fuser::Request,
+            _ino: fuser::INodeNo,
+            _fh: fuser::FileHandle,
+            _datasync: bool,
+            reply: fuser::ReplyEmpty,
+        ) {
+            reply.ok();
+        }
+
+        fn fsyncdir(
+            &self,
+            _req: &fuser::Request,
+            _ino: fuser::INodeNo,
+            _fh: fuser::FileHandle,
+            _datasync: bool,
+            reply: fuser::ReplyEmpty,
+        ) {
+            reply.ok();
+        }
+
+        fn poll(
+            &self,
+            _req: &fuser::Request,
+            _ino: fuser::INodeNo,
+            _fh: fuser::FileHandle,
+            _ph: fuser::PollNotifier,
+            _events: fuser::PollEvents,
+            _flags: fuser::PollFlags,
+            reply: fuser::ReplyPoll,
+        ) {
+            reply.error(fuser::Errno::ENOSYS);
+        }
+
+        fn lseek(
+            &self,
+            _req: &fuser::Request,
+            _ino: fuser::INodeNo,
+            _fh: fuser::FileHandle,
+            _offset: i64,
+            _whence: i32,
+            reply: fuser::ReplyLseek,
+        ) {
+            reply.error(fuser::Errno::ENOSYS);
+        }
+
+        fn copy_file_range(
+            &self,
+            _req: &fuser::Request,
+            _ino_in: fuser::INodeNo,
+            _fh_in: fuser::FileHandle,
+            _offset_in: u64,
+            _ino_out: fuser::INodeNo,
+            _fh_out: fuser::FileHandle,
+            _offset_out: u64,
+            _len: u64,
+            _flags: fuser::CopyFileRangeFlags,
+            reply: fuser::ReplyWrite,
+        ) {
+            reply.error(fuser::Errno::ENOSYS);
+        }
+
+        fn ioctl(
+            &self,
+            _req: &fuser::Request,
+            _ino: fuser::INodeNo,
+            _fh: fuser::FileHandle,
+            _flags: fuser::IoctlFlags,
+            _cmd: u32,
+            _in_data: &[u8],
+            _out_size: u32,
+            reply: fuser::ReplyIoctl,
+        ) {
+            reply.error(fuser::Errno::from_i32(libc::ENOTTY));
+        }
+    };
 }
 
 /// getxattr/listxattr size negotiation: size 0 asks for the length.
@@ -409,42 +498,5 @@ impl Filesystem for FuseLayer {
         }
     }
 
-    // Nothing is ever written: a flush (every close) has nothing to do.
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
-    }
-
-    fn poll(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _ph: PollNotifier,
-        _events: PollEvents,
-        _flags: PollFlags,
-        reply: ReplyPoll,
-    ) {
-        no_poll(reply)
-    }
-
-    fn ioctl(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _flags: IoctlFlags,
-        _cmd: u32,
-        _in_data: &[u8],
-        _out_size: u32,
-        reply: ReplyIoctl,
-    ) {
-        no_ioctl(reply)
-    }
+    crate::answer_unused_requests!();
 }
