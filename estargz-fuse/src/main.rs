@@ -309,7 +309,8 @@ fn mount(args: &MountArgs) -> Result<(), String> {
     });
 
     let result = daemon::session_ended(session.run());
-    // Stop background work before reporting.
+    // Stop background work (it ends after the batch in flight, without
+    // holding up the exit).
     drop(warming);
     if let Some(b) = blob {
         let s = b.stats();
