@@ -179,6 +179,108 @@ pub(crate) fn walk_dir(
     Ok(())
 }
 
+/// Requests a read-only layer has no use for, answered as the kernel
+/// expects (fuser's defaults answer ENOSYS with a `[Not Implemented]`
+/// warning): nothing is ever written, so flush and fsync succeed; ENOSYS
+/// for poll, lseek and copy_file_range makes the kernel stop asking and do
+/// the generic thing itself (files always ready, SEEK_DATA/SEEK_HOLE over
+/// one extent, copies by read + write); no ioctl is supported, and ENOTTY
+/// is what programs probing one (terminal checks, FS_IOC_GETFLAGS) expect.
+/// Used inside the `Filesystem` impls of both the mount and the store.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! answer_unused_requests {
+    () => {
+        fn flush(
+            &self,
+            _req: &fuser::Request,
+            _ino: fuser::INodeNo,
+            _fh: fuser::FileHandle,
+            _lock_owner: fuser::LockOwner,
+            reply: fuser::ReplyEmpty,
+        ) {
+            reply.ok();
+        }
+
+        fn fsync(
+            &self,
+            _req: &fuser::Request,
+            _ino: fuser::INodeNo,
+            _fh: fuser::FileHandle,
+            _datasync: bool,
+            reply: fuser::ReplyEmpty,
+        ) {
+            reply.ok();
+        }
+
+        fn fsyncdir(
+            &self,
+            _req: &fuser::Request,
+            _ino: fuser::INodeNo,
+            _fh: fuser::FileHandle,
+            _datasync: bool,
+            reply: fuser::ReplyEmpty,
+        ) {
+            reply.ok();
+        }
+
+        fn poll(
+            &self,
+            _req: &fuser::Request,
+            _ino: fuser::INodeNo,
+            _fh: fuser::FileHandle,
+            _ph: fuser::PollNotifier,
+            _events: fuser::PollEvents,
+            _flags: fuser::PollFlags,
+            reply: fuser::ReplyPoll,
+        ) {
+            reply.error(fuser::Errno::ENOSYS);
+        }
+
+        fn lseek(
+            &self,
+            _req: &fuser::Request,
+            _ino: fuser::INodeNo,
+            _fh: fuser::FileHandle,
+            _offset: i64,
+            _whence: i32,
+            reply: fuser::ReplyLseek,
+        ) {
+            reply.error(fuser::Errno::ENOSYS);
+        }
+
+        fn copy_file_range(
+            &self,
+            _req: &fuser::Request,
+            _ino_in: fuser::INodeNo,
+            _fh_in: fuser::FileHandle,
+            _offset_in: u64,
+            _ino_out: fuser::INodeNo,
+            _fh_out: fuser::FileHandle,
+            _offset_out: u64,
+            _len: u64,
+            _flags: fuser::CopyFileRangeFlags,
+            reply: fuser::ReplyWrite,
+        ) {
+            reply.error(fuser::Errno::ENOSYS);
+        }
+
+        fn ioctl(
+            &self,
+            _req: &fuser::Request,
+            _ino: fuser::INodeNo,
+            _fh: fuser::FileHandle,
+            _flags: fuser::IoctlFlags,
+            _cmd: u32,
+            _in_data: &[u8],
+            _out_size: u32,
+            reply: fuser::ReplyIoctl,
+        ) {
+            reply.error(fuser::Errno::from_i32(libc::ENOTTY));
+        }
+    };
+}
+
 /// getxattr/listxattr size negotiation: size 0 asks for the length.
 pub(crate) fn reply_xattr(value: &[u8], size: u32, reply: ReplyXattr) {
     if size == 0 {
@@ -395,4 +497,6 @@ impl Filesystem for FuseLayer {
             Err(e) => reply.error(errno(e)),
         }
     }
+
+    crate::answer_unused_requests!();
 }

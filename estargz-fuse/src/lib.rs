@@ -9,6 +9,7 @@
 //! * [`readahead`]: the kernel readahead window of a mount.
 //! * [`store`]: the Additional Layer Store namespace (Podman / CRI-O);
 //!   [`store_adapter`] is its fuser glue.
+//! * [`warm`]: prefetch and background fetch of opened layers.
 
 pub mod adapter;
 pub mod daemon;
@@ -20,5 +21,6 @@ pub mod readahead;
 pub mod source;
 pub mod store;
 pub mod store_adapter;
+pub mod warm;
 
 pub use estargz_core as core;

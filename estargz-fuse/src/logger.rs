@@ -12,7 +12,8 @@ impl log::Log for StderrLogger {
     }
 
     fn log(&self, r: &log::Record) {
-        if !self.enabled(r.metadata()) {
+        let level = level_of(r);
+        if level > log::max_level() {
             return;
         }
         let now = SystemTime::now()
@@ -23,7 +24,7 @@ impl log::Log for StderrLogger {
             "{}.{:03} {:5} {}",
             now.as_secs(),
             now.subsec_millis(),
-            r.level(),
+            level,
             r.args()
         );
     }
@@ -31,9 +32,63 @@ impl log::Log for StderrLogger {
     fn flush(&self) {}
 }
 
+/// The level a record is shown at. fuser logs an ERROR when the kernel
+/// refuses a reply with ENOENT, which is what the kernel does when the
+/// request was interrupted meanwhile (the caller was killed or gave up):
+/// nothing is wrong then, so that line is shown at debug level only.
+fn level_of(r: &log::Record) -> log::Level {
+    if r.level() == log::Level::Error && r.target().starts_with("fuser") {
+        let text = r.args().to_string();
+        if text.starts_with("Failed to send FUSE reply")
+            && text.contains(&std::io::Error::from_raw_os_error(libc::ENOENT).to_string())
+        {
+            return log::Level::Debug;
+        }
+    }
+    r.level()
+}
+
 pub fn init(level: log::LevelFilter) {
     static LOGGER: StderrLogger = StderrLogger;
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record_level(target: &str, level: log::Level, text: &str) -> log::Level {
+        level_of(
+            &log::Record::builder()
+                .target(target)
+                .level(level)
+                .args(format_args!("{text}"))
+                .build(),
+        )
+    }
+
+    #[test]
+    fn replies_to_interrupted_requests_are_debug_only() {
+        let enoent = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let interrupted = format!("Failed to send FUSE reply: {enoent}");
+        assert_eq!(
+            record_level("fuser::reply", log::Level::Error, &interrupted),
+            log::Level::Debug
+        );
+        // Any other failure to reply stays an error, as do our own lines.
+        let other = format!(
+            "Failed to send FUSE reply: {}",
+            std::io::Error::from_raw_os_error(libc::EINVAL)
+        );
+        assert_eq!(
+            record_level("fuser::reply", log::Level::Error, &other),
+            log::Level::Error
+        );
+        assert_eq!(
+            record_level("estargz_fuse", log::Level::Error, &interrupted),
+            log::Level::Error
+        );
     }
 }

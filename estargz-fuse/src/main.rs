@@ -3,12 +3,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use estargz_core::cache::{CacheOptions, ChunkCache};
-use estargz_core::reader::{BackgroundFetch, DEFAULT_BATCH_BYTES};
 use estargz_core::remote::manifest::Platform;
 use estargz_core::remote::{HttpOptions, LayerOptions, Reference, Registry};
 use estargz_fuse::adapter::FuseLayer;
@@ -16,6 +15,7 @@ use estargz_fuse::daemon;
 use estargz_fuse::layerfs::LayerFs;
 use estargz_fuse::passthrough::Materializer;
 use estargz_fuse::source::{OpenedLayer, Source, REGISTRY_PREFIX};
+use estargz_fuse::warm::{WarmOptions, Warmer};
 use fuser::{Config, MountOption, SessionACL};
 
 mod store_cmd;
@@ -61,12 +61,8 @@ struct MountArgs {
     registry: RegistryArgs,
     #[command(flatten)]
     cache: CacheArgs,
-    /// Skip the prefetch that `.prefetch.landmark` asks for.
-    #[arg(long)]
-    no_prefetch: bool,
-    /// After prefetch, fetch the rest of the layer in the background.
-    #[arg(long)]
-    background_fetch: bool,
+    #[command(flatten)]
+    warm: WarmArgs,
     /// Never hand fully cached files to the kernel (FUSE passthrough); needs --cache-dir.
     #[arg(long)]
     no_passthrough: bool,
@@ -122,6 +118,37 @@ impl CacheArgs {
         })
         .map_err(|e| e.to_string())?;
         Ok(Arc::new(cache))
+    }
+}
+
+/// Prefetch and background fetch, on by default as in stargz-snapshotter.
+#[derive(Args)]
+pub(crate) struct WarmArgs {
+    /// Skip the prefetch that `.prefetch.landmark` asks for.
+    #[arg(long)]
+    no_prefetch: bool,
+    /// Do not fetch the rest of a registry layer in the background.
+    #[arg(long)]
+    no_background_fetch: bool,
+    /// The default now; still accepted so older command lines work.
+    #[arg(long, hide = true)]
+    background_fetch: bool,
+}
+
+impl WarmArgs {
+    /// `max_background` layers fetched in the background at once, each at
+    /// most as large as the cache that receives it.
+    pub(crate) fn options(&self, cache: &CacheArgs, max_background: usize) -> WarmOptions {
+        WarmOptions {
+            prefetch: !self.no_prefetch,
+            background: !self.no_background_fetch,
+            max_background,
+            cache_budget: match cache.cache_dir {
+                Some(_) => cache.cache_size,
+                None => cache.memory_cache,
+            },
+            ..WarmOptions::off()
+        }
     }
 }
 
@@ -259,8 +286,11 @@ fn mount(args: &MountArgs) -> Result<(), String> {
     log::info!("mounted {description} at {}", args.mountpoint.display());
 
     daemon::unmount_on_stop_signals(session.unmount_callable(), args.mountpoint.clone());
-    let background = Arc::new(Mutex::new(None));
-    warm_up(reader, args, background.clone());
+    let mut warm = args.warm.options(&args.cache, 1);
+    // A local blob is read at disk speed: copying all of it into the
+    // chunk cache would only evict what reads put there.
+    warm.background &= blob.is_some();
+    let warming = Warmer::new(warm).start(description.clone(), reader);
     // The first stat returns once the kernel's INIT is answered: from then
     // on the mount serves requests and the readahead window sticks.
     let mountpoint = args.mountpoint.clone();
@@ -280,8 +310,9 @@ fn mount(args: &MountArgs) -> Result<(), String> {
     });
 
     let result = daemon::session_ended(session.run());
-    // Stop background work before reporting.
-    drop(background.lock().unwrap_or_else(|p| p.into_inner()).take());
+    // Stop background work (it ends after the batch in flight, without
+    // holding up the exit).
+    drop(warming);
     if let Some(b) = blob {
         let s = b.stats();
         log::info!(
@@ -293,59 +324,4 @@ fn mount(args: &MountArgs) -> Result<(), String> {
     result.map_err(|e| format!("serving {}: {e}", args.mountpoint.display()))?;
     log::info!("unmounted {}", args.mountpoint.display());
     Ok(())
-}
-
-/// Prefetch (landmarks) and background fetch, off the request path.
-fn warm_up(
-    reader: Arc<estargz_core::Reader>,
-    args: &MountArgs,
-    background: Arc<Mutex<Option<BackgroundFetch>>>,
-) {
-    let prefetch = !args.no_prefetch;
-    let fetch_all = args.background_fetch;
-    if !prefetch && !fetch_all {
-        return;
-    }
-    std::thread::Builder::new()
-        .name("warm-up".into())
-        .spawn(move || {
-            if prefetch {
-                match reader.prefetch_landmarked() {
-                    Ok(s) if s.chunks_cached > 0 => {
-                        log::info!("prefetched {} bytes", s.bytes_cached)
-                    }
-                    Ok(_) => {}
-                    // Reads fetch on demand; nothing is remembered.
-                    Err(e) => log::warn!("prefetch failed: {e}"),
-                }
-            }
-            if fetch_all {
-                let fetch = BackgroundFetch::start(reader, DEFAULT_BATCH_BYTES);
-                *background.lock().unwrap_or_else(|p| p.into_inner()) = Some(fetch);
-                watch_background(background);
-            }
-        })
-        .expect("spawning the warm-up thread");
-}
-
-/// Logs when the background fetch ends (tests and users wait for this line).
-fn watch_background(background: Arc<Mutex<Option<BackgroundFetch>>>) {
-    loop {
-        std::thread::sleep(Duration::from_millis(50));
-        let mut slot = background.lock().unwrap_or_else(|p| p.into_inner());
-        match slot.as_ref() {
-            None => return,
-            Some(f) if f.is_finished() => {
-                match slot.take().map(BackgroundFetch::wait) {
-                    Some(Ok(s)) => {
-                        log::info!("background fetch complete: {} bytes cached", s.bytes_cached)
-                    }
-                    Some(Err(e)) => log::warn!("background fetch stopped: {e}"),
-                    None => {}
-                }
-                return;
-            }
-            Some(_) => {}
-        }
-    }
 }

@@ -1,7 +1,11 @@
 //! The thin layer between fuser and [`Store`]: argument and reply
 //! conversion and kernel settings; the namespace decisions are the store's.
+//! A request that may wait for a layer to be resolved is answered from a
+//! thread of its own, so a slow registry never ties up the FUSE workers
+//! that every other request needs.
 
 use std::ffi::OsStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,14 +24,46 @@ const LAYER_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Store directories come and go with the registry (as stargz-store: 1 s).
 const NAMESPACE_TTL: Duration = Duration::from_secs(1);
 
+/// Requests waiting for a resolution on threads of their own; past this,
+/// they wait in the worker (each still bounded by the resolve timeout).
+const MAX_WAITING: usize = 1024;
+
 pub struct FuseStore {
     store: Arc<Store>,
+    waiting: Arc<AtomicUsize>,
 }
 
 impl FuseStore {
     /// Shared so a reaper thread can unload idle layers.
     pub fn new(store: Arc<Store>) -> FuseStore {
-        FuseStore { store }
+        FuseStore {
+            store,
+            waiting: Arc::default(),
+        }
+    }
+
+    /// Runs `answer` here, or on a thread of its own when the request on
+    /// `ino` may wait for a layer's resolution.
+    fn answer(&self, ino: u64, answer: impl FnOnce(&Store) + Send + 'static) {
+        if !self.store.needs_resolution(ino) {
+            return answer(&self.store);
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return answer(&self.store);
+        }
+        let (store, waiting) = (self.store.clone(), self.waiting.clone());
+        let spawned = std::thread::Builder::new()
+            .name("store-wait".into())
+            .spawn(move || {
+                answer(&store);
+                waiting.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            // The reply was dropped with the closure: fuser answers EIO.
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            log::warn!("cannot start a thread for a waiting request: {e}");
+        }
     }
 }
 
@@ -49,13 +85,13 @@ impl Filesystem for FuseStore {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let Some(name) = name.to_str() else {
+        let Some(name) = name.to_str().map(str::to_string) else {
             return reply.error(Errno::ENOENT);
         };
-        match self.store.lookup(parent.0, name) {
+        self.answer(parent.0, move |store| match store.lookup(parent.0, &name) {
             Ok(a) => reply.entry(ttl(a.ino), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
-        }
+        })
     }
 
     // batch_forget's default calls this once per inode.
@@ -64,17 +100,17 @@ impl Filesystem for FuseStore {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.store.getattr(ino.0) {
+        self.answer(ino.0, move |store| match store.getattr(ino.0) {
             Ok(a) => reply.attr(ttl(a.ino), &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
-        }
+        })
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.store.readlink(ino.0) {
+        self.answer(ino.0, move |store| match store.readlink(ino.0) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(e)),
-        }
+        })
     }
 
     fn create(
@@ -100,10 +136,10 @@ impl Filesystem for FuseStore {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::from_i32(libc::EROFS));
         }
-        match self.store.is_file(ino.0) {
+        self.answer(ino.0, move |store| match store.is_file(ino.0) {
             Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(e)),
-        }
+        })
     }
 
     fn read(
@@ -117,17 +153,17 @@ impl Filesystem for FuseStore {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.store.read(ino.0, offset, size) {
+        self.answer(ino.0, move |store| match store.read(ino.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
-        }
+        })
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.store.readdir(ino.0) {
+        self.answer(ino.0, move |store| match store.readdir(ino.0) {
             Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
-        }
+        })
     }
 
     fn readdir(
@@ -138,15 +174,15 @@ impl Filesystem for FuseStore {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let walked = self
-            .store
-            .walk_dir(ino.0, offset, |entry_ino, next, kind, name| {
+        self.answer(ino.0, move |store| {
+            let walked = store.walk_dir(ino.0, offset, |entry_ino, next, kind, name| {
                 Ok(reply.add(INodeNo(entry_ino), next, file_type(kind), name))
             });
-        match walked {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+            match walked {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            }
+        })
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -155,26 +191,28 @@ impl Filesystem for FuseStore {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let Some(name) = name.to_str() else {
+        let Some(name) = name.to_str().map(str::to_string) else {
             return reply.error(Errno::from_i32(libc::ENODATA));
         };
-        match self.store.getxattr(ino.0, name) {
+        self.answer(ino.0, move |store| match store.getxattr(ino.0, &name) {
             Ok(v) => reply_xattr(&v, size, reply),
             Err(e) => reply.error(errno(e)),
-        }
+        })
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.store.listxattr(ino.0) {
+        self.answer(ino.0, move |store| match store.listxattr(ino.0) {
             Ok(v) => reply_xattr(&v, size, reply),
             Err(e) => reply.error(errno(e)),
-        }
+        })
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        match self.store.getattr(ino.0) {
+        self.answer(ino.0, move |store| match store.getattr(ino.0) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(errno(e)),
-        }
+        })
     }
+
+    crate::answer_unused_requests!();
 }

@@ -11,7 +11,11 @@ use estargz_fuse::store::{Store, StoreOptions};
 use estargz_fuse::store_adapter::FuseStore;
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::{parse_level, CacheArgs, RegistryArgs};
+use crate::{parse_level, CacheArgs, RegistryArgs, WarmArgs};
+
+/// Layers fetched in the background at once, as stargz-store's default:
+/// more would compete with on-demand reads for the link.
+const MAX_BACKGROUND_FETCHES: usize = 2;
 
 #[derive(Args)]
 pub struct StoreArgs {
@@ -23,6 +27,8 @@ pub struct StoreArgs {
     // Chunk caches, shared by all layers.
     #[command(flatten)]
     cache: CacheArgs,
+    #[command(flatten)]
+    warm: WarmArgs,
     /// Seconds a fetched manifest + config is reused.
     #[arg(long, default_value_t = 120)]
     image_ttl: u64,
@@ -65,6 +71,10 @@ pub fn run(args: &StoreArgs) -> Result<(), String> {
         resolver,
         StoreOptions {
             idle_unload: Duration::from_secs(args.idle_unload),
+            // A lookup waits no longer than one request may take: a stuck
+            // registry is EIO then, while the resolution goes on.
+            resolve_timeout: Duration::from_secs(args.registry.timeout.max(1)),
+            warm: args.warm.options(&args.cache, MAX_BACKGROUND_FETCHES),
         },
     ));
     std::fs::create_dir_all(&args.mountpoint)

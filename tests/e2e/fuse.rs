@@ -420,6 +420,8 @@ fn remote_mount_is_eio_on_a_broken_chunk_and_recovers() {
             "--timeout",
             "5",
             "--no-prefetch",
+            // Only the reads below may fetch (and meet the faults).
+            "--no-background-fetch",
         ],
     );
     assert_eq!(fs::read(mnt.join("hello")).unwrap(), b"hello\n");

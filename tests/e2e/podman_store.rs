@@ -130,6 +130,9 @@ impl Store {
             "1".as_ref(),
             "--timeout".as_ref(),
             "5".as_ref(),
+            // What the pull and the save download is measured below; the
+            // background fetch has a test of its own (store_fetch.rs).
+            "--no-background-fetch".as_ref(),
         ];
         Store {
             child: Some(start_fuse_process(&args, mountpoint, &log)),

@@ -206,6 +206,41 @@ fn attributes_come_from_the_toc() {
 }
 
 #[test]
+fn the_root_takes_the_layers_own_dot_slash_entry() {
+    // As `tar -C dir -cf - .` writes it: the root first, mode 0555 (a
+    // debootstrap root), owned by someone, with a time of its own; a
+    // second `./` later (as `tar --append` leaves) wins, as with `tar -x`.
+    let root = |mode, uid, mtime| {
+        with((spec("./", b'5', mode), vec![]), |s| {
+            s.uid = uid;
+            s.gid = uid + 1;
+            s.mtime = mtime;
+        })
+    };
+    let fs = mount(
+        &[
+            root(0o700, 7, 1),
+            (spec("./etc/", b'5', 0o755), vec![]),
+            file("./etc/hostname", b"box\n"),
+            root(0o555, 1234, MTIME - 99),
+        ],
+        BuildOptions::default(),
+    );
+    let attr = fs.getattr(ROOT_INO).unwrap();
+    assert_eq!(attr.kind, Kind::Directory);
+    assert_eq!(
+        (attr.perm, attr.uid, attr.gid, attr.mtime),
+        (0o555, 1234, 1235, MTIME - 99)
+    );
+    assert_eq!(names(&fs, ROOT_INO), ["etc"]);
+
+    // Without a `./` entry the root is a plain 0755 root-owned directory.
+    let fs = mount(&[file("a", b"x")], BuildOptions::default());
+    let attr = fs.getattr(ROOT_INO).unwrap();
+    assert_eq!((attr.perm, attr.uid, attr.gid), (0o755, 0, 0));
+}
+
+#[test]
 fn reads_at_any_offset_return_the_content() {
     let fs = sample();
     let data = big();

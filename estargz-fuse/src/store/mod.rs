@@ -8,6 +8,13 @@
 //! * [`names`]: parsing the two path components.
 //! * [`resolve`]: image cache and layer resolution, both keying schemes.
 //! * [`info`]: the `info` JSON.
+//! * [`flight`]: one resolution shared by all who wait for it.
+//!
+//! No lock is held across network I/O: a layer is resolved on a thread of
+//! its own and callers wait for it with a deadline (`resolve_timeout`), so
+//! a stuck registry costs its own lookups an `EIO`, never anyone else's
+//! answer; [`Store::needs_resolution`] tells the FUSE glue which requests
+//! may wait, so they do not occupy its workers.
 //!
 //! Inode numbers: the root is 1, reference directories count up from 2
 //! below 2^32; everything of one layer lives under its slot number in the
@@ -22,6 +29,7 @@
 //! it was never used), and forgotten entirely once the kernel has forgotten
 //! all its inodes too.
 
+pub mod flight;
 pub mod info;
 pub mod names;
 pub mod resolve;
@@ -33,6 +41,8 @@ use std::time::{Duration, Instant};
 use estargz_core::remote::Reference;
 
 use crate::layerfs::{self, Attr, DirEntry, Errno, FsResult, Kind};
+use crate::warm::{WarmOptions, WarmTicket, Warmer};
+use flight::Flight;
 use resolve::{ResolvedLayer, Resolver};
 
 pub const ROOT_INO: u64 = 1;
@@ -95,14 +105,34 @@ impl Ino {
 pub struct StoreOptions {
     /// Unused layers (looked up, never `use`d) are unloaded after this.
     pub idle_unload: Duration,
+    /// Longest a request waits for its layer to be resolved (EIO after).
+    pub resolve_timeout: Duration,
+    /// Prefetch and background fetch of resolved layers.
+    pub warm: WarmOptions,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             idle_unload: Duration::from_secs(120),
+            resolve_timeout: Duration::from_secs(30),
+            warm: WarmOptions::off(),
         }
     }
+}
+
+type LoadAnswer = FsResult<Arc<ResolvedLayer>>;
+
+/// Where a slot's layer is.
+enum Load {
+    Unloaded,
+    /// Being resolved; requests wait on the flight.
+    Loading(Arc<Flight<LoadAnswer>>),
+    /// Served; dropping the ticket stops its warm-up.
+    Ready {
+        layer: Arc<ResolvedLayer>,
+        _warm: WarmTicket,
+    },
 }
 
 struct RefNode {
@@ -121,8 +151,7 @@ struct Slot {
     /// containers/storage users (`use` minus releases).
     uses: u64,
     last_access: Instant,
-    /// Loaded layer; its lock serialises loading (one resolve at a time).
-    loaded: Arc<Mutex<Option<Arc<ResolvedLayer>>>>,
+    load: Load,
 }
 
 #[derive(Default)]
@@ -145,9 +174,11 @@ pub struct StoreStats {
 }
 
 pub struct Store {
-    resolver: Resolver,
+    resolver: Arc<Resolver>,
     opts: StoreOptions,
-    state: Mutex<State>,
+    warmer: Arc<Warmer>,
+    /// Never held across network I/O.
+    state: Arc<Mutex<State>>,
     uid: u32,
     gid: u32,
     mtime: i64,
@@ -166,13 +197,14 @@ impl Store {
         // SAFETY: plain getters.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
         Store {
-            resolver,
+            resolver: Arc::new(resolver),
+            warmer: Arc::new(Warmer::new(opts.warm.clone())),
             opts,
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 next_ref_ino: 2,
                 next_slot: 1,
                 ..Default::default()
-            }),
+            })),
             uid,
             gid,
             mtime: std::time::SystemTime::now()
@@ -193,7 +225,7 @@ impl Store {
             loaded: st
                 .slots
                 .values()
-                .filter(|s| s.loaded.try_lock().map_or(true, |l| l.is_some()))
+                .filter(|s| !matches!(s.load, Load::Unloaded))
                 .count(),
             uses: st.slots.values().map(|s| s.uses).sum(),
         }
@@ -229,44 +261,74 @@ impl Store {
         }
     }
 
-    /// The loaded layer of `slot`, resolving it if needed. Failures are
-    /// logged with their reason and not remembered: the next access retries.
+    /// The loaded layer of `slot`, resolving it if needed: the resolution
+    /// runs on a thread of its own, shared by every request for the slot,
+    /// and requests wait for it until `resolve_timeout` after it started. Failures are logged
+    /// with their reason and not remembered: the next access retries.
     fn layer(&self, slot: u64) -> FsResult<Arc<ResolvedLayer>> {
-        let (cell, reference, digest) = {
+        let flight = {
             let mut st = lock(&self.state);
             let s = st.slots.get_mut(&slot).ok_or(Errno(libc::ENOENT))?;
             s.last_access = Instant::now();
-            (s.loaded.clone(), s.reference.clone(), s.digest.clone())
-        };
-        let mut loaded = lock(&cell);
-        if let Some(l) = loaded.as_ref() {
-            return Ok(l.clone());
-        }
-        let started = Instant::now();
-        match self.resolver.layer(&reference, &digest) {
-            Ok(layer) => {
-                // Layer inode numbers must stay below the info/blob ones.
-                if layer.fs.reader().index().nodes.len() as u64 >= LOW_BLOB - 1 {
-                    log::warn!("layer {digest} of {reference}: too many entries to serve");
-                    return Err(Errno(libc::EFBIG));
-                }
-                log::info!(
-                    "layer {digest} of {reference} ready in {:.2?} ({})",
-                    started.elapsed(),
-                    match layer.keying {
-                        info::Keying::LayerDigest { .. } => "keyed by layer digest",
-                        info::Keying::TocDigest { .. } => "keyed by TOC digest",
+            match &s.load {
+                Load::Ready { layer, .. } => return Ok(layer.clone()),
+                Load::Loading(f) => f.clone(),
+                Load::Unloaded => {
+                    let f = Arc::new(Flight::new());
+                    s.load = Load::Loading(f.clone());
+                    let job = Resolution {
+                        slot,
+                        reference: s.reference.clone(),
+                        digest: s.digest.clone(),
+                        flight: f.clone(),
+                        resolver: self.resolver.clone(),
+                        state: self.state.clone(),
+                        warmer: self.warmer.clone(),
+                    };
+                    let spawned = std::thread::Builder::new()
+                        .name("resolve".into())
+                        .spawn(move || job.run());
+                    if let Err(e) = spawned {
+                        s.load = Load::Unloaded;
+                        log::warn!("cannot start a resolution thread: {e}");
+                        return Err(Errno(libc::EAGAIN));
                     }
-                );
-                let layer = Arc::new(layer);
-                *loaded = Some(layer.clone());
-                Ok(layer)
+                    f
+                }
             }
-            Err(e) => {
-                log::warn!("layer {digest} of {reference} not served: {e}");
-                Err(err(&e))
+        };
+        // The deadline counts from the start of the resolution, not of this
+        // request: the kernel retries a failed lookup that other callers
+        // of the same name waited on, and those must not wait again.
+        let left = self.opts.resolve_timeout.saturating_sub(flight.age());
+        match flight.wait(left) {
+            Some(answer) => answer,
+            None => {
+                let st = lock(&self.state);
+                if let Some(s) = st.slots.get(&slot) {
+                    log::warn!(
+                        "layer {} of {}: not resolved within {:?}; EIO (still trying)",
+                        s.digest,
+                        s.reference,
+                        self.opts.resolve_timeout
+                    );
+                }
+                Err(Errno(libc::EIO))
             }
         }
+    }
+
+    /// Whether a request on `ino` (or a lookup in it) may have to wait for
+    /// a layer to be resolved.
+    pub fn needs_resolution(&self, ino: u64) -> bool {
+        let slot = match Ino::decode(ino) {
+            Ino::Root | Ino::RefDir(_) => return false,
+            Ino::LayerDir(s) | Ino::Info(s) | Ino::Blob(s) | Ino::Diff(s, _) => s,
+        };
+        let st = lock(&self.state);
+        st.slots
+            .get(&slot)
+            .is_some_and(|s| !matches!(s.load, Load::Ready { .. }))
     }
 
     /// Looks up `name` in `parent`; a success is one kernel reference
@@ -328,7 +390,7 @@ impl Store {
                                 nlookup: 0,
                                 uses: 0,
                                 last_access: Instant::now(),
-                                loaded: Arc::default(),
+                                load: Load::Unloaded,
                             },
                         );
                         s
@@ -590,10 +652,9 @@ impl Store {
             );
             if s.uses == 0 {
                 log::info!("layer {} of {} released", s.digest, s.reference);
-                // A load in progress holds the lock; the reaper unloads
-                // that one later rather than stalling every request here.
-                if let Ok(mut l) = s.loaded.try_lock() {
-                    *l = None;
+                // A load in progress finishes; the reaper unloads it later.
+                if matches!(s.load, Load::Ready { .. }) {
+                    s.load = Load::Unloaded;
                 }
             }
         }
@@ -638,16 +699,84 @@ impl Store {
     /// expired images. Called periodically.
     pub fn reap(&self) {
         self.resolver.expire();
-        let st = lock(&self.state);
-        for s in st.slots.values() {
-            if s.uses == 0 && s.last_access.elapsed() >= self.opts.idle_unload {
-                if let Ok(mut l) = s.loaded.try_lock() {
-                    if l.take().is_some() {
-                        log::info!("layer {} of {} unloaded (unused)", s.digest, s.reference);
+        let mut st = lock(&self.state);
+        for s in st.slots.values_mut() {
+            if s.uses == 0
+                && s.last_access.elapsed() >= self.opts.idle_unload
+                && matches!(s.load, Load::Ready { .. })
+            {
+                s.load = Load::Unloaded;
+                log::info!("layer {} of {} unloaded (unused)", s.digest, s.reference);
+            }
+        }
+    }
+}
+
+/// One slot's layer being resolved, off the request path.
+struct Resolution {
+    slot: u64,
+    reference: Reference,
+    digest: String,
+    flight: Arc<Flight<LoadAnswer>>,
+    resolver: Arc<Resolver>,
+    state: Arc<Mutex<State>>,
+    warmer: Arc<Warmer>,
+}
+
+impl Resolution {
+    fn run(self) {
+        let (reference, digest) = (&self.reference, &self.digest);
+        let started = Instant::now();
+        let resolved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.resolver.layer(reference, digest)
+        }))
+        .unwrap_or_else(|_| {
+            Err(estargz_core::Error::InvalidArgument(
+                "resolving the layer panicked".into(),
+            ))
+        });
+        let answer: LoadAnswer = match resolved {
+            // Layer inode numbers must stay below the info/blob ones.
+            Ok(layer) if layer.fs.reader().index().nodes.len() as u64 >= LOW_BLOB - 1 => {
+                log::warn!("layer {digest} of {reference}: too many entries to serve");
+                Err(Errno(libc::EFBIG))
+            }
+            Ok(layer) => {
+                log::info!(
+                    "layer {digest} of {reference} ready in {:.2?} ({})",
+                    started.elapsed(),
+                    match layer.keying {
+                        info::Keying::LayerDigest { .. } => "keyed by layer digest",
+                        info::Keying::TocDigest { .. } => "keyed by TOC digest",
                     }
+                );
+                Ok(Arc::new(layer))
+            }
+            Err(e) => {
+                log::warn!("layer {digest} of {reference} not served: {e}");
+                Err(err(&e))
+            }
+        };
+        {
+            let mut st = lock(&self.state);
+            // The slot may have been forgotten meanwhile.
+            if let Some(s) = st.slots.get_mut(&self.slot) {
+                if matches!(&s.load, Load::Loading(f) if Arc::ptr_eq(f, &self.flight)) {
+                    s.load = match &answer {
+                        Ok(layer) => {
+                            let what = format!("layer {digest} of {reference}");
+                            let ticket = self.warmer.start(what, layer.fs.reader().clone());
+                            Load::Ready {
+                                layer: layer.clone(),
+                                _warm: ticket,
+                            }
+                        }
+                        Err(_) => Load::Unloaded,
+                    };
                 }
             }
         }
+        self.flight.finish(answer);
     }
 }
 

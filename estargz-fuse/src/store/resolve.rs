@@ -13,6 +13,7 @@ use estargz_core::remote::manifest::{self, UNCOMPRESSED_SIZE_ANNOTATION};
 use estargz_core::remote::{open_layer, Image, LayerOptions, Reference, Registry};
 use estargz_core::{Error, ReadAt, Reader, Result};
 
+use super::flight::Flight;
 use super::info::{self, Keying};
 use crate::layerfs::LayerFs;
 
@@ -88,11 +89,27 @@ impl Default for ResolverOptions {
     }
 }
 
-/// One reference's cached image; its lock makes concurrent lookups of the
-/// same image wait for a single fetch.
-#[derive(Default)]
+/// One reference's image: fetched, being fetched (later lookups of the
+/// same image wait for that fetch and share its answer, error included), or
+/// neither.
+enum ImageState {
+    Empty,
+    Fetching(Arc<Flight<ImageAnswer>>),
+    Ready(Instant, Arc<Image>),
+}
+
+type ImageAnswer = std::result::Result<Arc<Image>, Arc<Error>>;
+
 struct ImageCell {
-    image: Mutex<Option<(Instant, Arc<Image>)>>,
+    state: Mutex<ImageState>,
+}
+
+impl Default for ImageCell {
+    fn default() -> Self {
+        ImageCell {
+            state: Mutex::new(ImageState::Empty),
+        }
+    }
 }
 
 pub struct Resolver {
@@ -137,32 +154,62 @@ impl Resolver {
         cell
     }
 
-    /// The image of `reference`, fetched at most once per TTL.
+    /// The image of `reference`, fetched at most once per TTL. Concurrent
+    /// callers share one fetch; no lock is held while it runs, so other
+    /// images are never held up by this one.
     pub fn image(&self, reference: &Reference) -> Result<Arc<Image>> {
         let key = reference.to_string();
         let cell = self.cell(&key, Instant::now());
-        let mut slot = cell.image.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, image)) = slot.as_ref() {
-            if at.elapsed() < self.opts.image_ttl {
-                return Ok(image.clone());
+        let flight = {
+            let mut state = lock(&cell.state);
+            match &*state {
+                ImageState::Ready(at, image) if at.elapsed() < self.opts.image_ttl => {
+                    return Ok(image.clone())
+                }
+                ImageState::Fetching(f) => Some(f.clone()),
+                ImageState::Ready(..) | ImageState::Empty => {
+                    *state = ImageState::Fetching(Arc::new(Flight::new()));
+                    None
+                }
             }
+        };
+        if let Some(f) = flight {
+            // The fetch is bounded by the registry client's timeouts.
+            return match f.wait(Duration::MAX) {
+                Some(Ok(image)) => Ok(image),
+                Some(Err(e)) => Err(copy_error(&e)),
+                None => Err(Error::Timeout(format!("fetching {reference}"))),
+            };
         }
-        let image = Arc::new(self.source.image(reference)?);
-        *slot = Some((Instant::now(), image.clone()));
-        Ok(image)
+        let fetched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.source.image(reference)
+        }))
+        .unwrap_or_else(|_| Err(Error::Registry(format!("fetching {reference} panicked"))));
+        let answer: ImageAnswer = fetched.map(Arc::new).map_err(Arc::new);
+        let mut state = lock(&cell.state);
+        let ImageState::Fetching(f) = std::mem::replace(
+            &mut *state,
+            match &answer {
+                Ok(image) => ImageState::Ready(Instant::now(), image.clone()),
+                // Failures are not remembered: the next lookup fetches again.
+                Err(_) => ImageState::Empty,
+            },
+        ) else {
+            unreachable!("only the fetching caller leaves the Fetching state");
+        };
+        drop(state);
+        f.finish(answer.clone());
+        answer.map_err(|e| copy_error(&e))
     }
 
     /// Drops cached images older than the TTL.
     pub fn expire(&self) {
-        let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
-        images.retain(|_, (_, cell)| {
-            let slot = match cell.image.try_lock() {
-                Ok(s) => s,
-                // Being fetched right now: keep.
-                Err(_) => return true,
-            };
-            slot.as_ref()
-                .is_some_and(|(at, _)| at.elapsed() < self.opts.image_ttl)
+        let mut images = lock(&self.images);
+        images.retain(|_, (_, cell)| match &*lock(&cell.state) {
+            // Being fetched right now: keep.
+            ImageState::Fetching(_) => true,
+            ImageState::Ready(at, _) => at.elapsed() < self.opts.image_ttl,
+            ImageState::Empty => false,
         });
     }
 
@@ -267,6 +314,48 @@ impl Resolver {
         Err(transient.unwrap_or_else(|| {
             Error::NotFound(format!("{what}: no layer has this digest or TOC digest"))
         }))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The same error for another waiter of a shared fetch (`Error` is not
+/// `Clone`: it may hold an `io::Error`).
+fn copy_error(e: &Error) -> Error {
+    match e {
+        Error::Io { context, source } => Error::Io {
+            context: context.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::Truncated(m) => Error::Truncated(m.clone()),
+        Error::InvalidFooter(m) => Error::InvalidFooter(m.clone()),
+        Error::InvalidToc(m) => Error::InvalidToc(m.clone()),
+        Error::InvalidTar(m) => Error::InvalidTar(m.clone()),
+        Error::Corrupt(m) => Error::Corrupt(m.clone()),
+        Error::DigestMismatch {
+            what,
+            expected,
+            actual,
+        } => Error::DigestMismatch {
+            what: what.clone(),
+            expected: expected.clone(),
+            actual: actual.clone(),
+        },
+        Error::UnsafePath(m) => Error::UnsafePath(m.clone()),
+        Error::NotFound(m) => Error::NotFound(m.clone()),
+        Error::WrongType { path, message } => Error::WrongType {
+            path: path.clone(),
+            message: message.clone(),
+        },
+        Error::Unsupported(m) => Error::Unsupported(m.clone()),
+        Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
+        Error::LimitExceeded(m) => Error::LimitExceeded(m.clone()),
+        Error::Network(m) => Error::Network(m.clone()),
+        Error::Timeout(m) => Error::Timeout(m.clone()),
+        Error::Registry(m) => Error::Registry(m.clone()),
+        Error::Unauthorized(m) => Error::Unauthorized(m.clone()),
     }
 }
 

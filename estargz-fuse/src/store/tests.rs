@@ -110,6 +110,8 @@ struct Fake {
     images: HashMap<String, Image>,
     blobs: HashMap<String, Arc<Vec<u8>>>,
     down: AtomicBool,
+    /// References whose fetch hangs this long, then times out.
+    stalled: HashMap<String, Duration>,
     image_fetches: AtomicUsize,
     layer_opens: AtomicUsize,
 }
@@ -119,6 +121,10 @@ impl ImageSource for Fake {
         self.image_fetches.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::Network("connection refused".into()));
+        }
+        if let Some(&stall) = self.stalled.get(&r.to_string()) {
+            std::thread::sleep(stall);
+            return Err(Error::Timeout(format!("manifest {r}: no answer")));
         }
         self.images
             .get(&r.to_string())
@@ -408,6 +414,7 @@ fn forgotten_layers_and_idle_layers_go_away() {
         ),
         StoreOptions {
             idle_unload: Duration::ZERO,
+            ..Default::default()
         },
     );
     let r = walk(&s, &[&ref_dir()]).unwrap();
@@ -475,6 +482,155 @@ fn image_cache_is_bounded_and_shared() {
         walk(&s, &[&r, &a.result.toc_digest, "info"]).unwrap();
     }
     assert_eq!(s.resolver().cached_images(), 2);
+}
+
+#[test]
+fn a_stuck_registry_never_holds_up_other_images_or_resolved_layers() {
+    let a = layer(&[("a", b"healthy a")]);
+    let b = layer(&[("b", b"healthy b")]);
+    let img = image(&[&a, &b], &[(true, true), (true, true)], None);
+    let mut f = Fake::default();
+    for l in [&a, &b] {
+        f.blobs.insert(l.result.blob_digest.clone(), l.blob.clone());
+    }
+    f.images.insert(REF.into(), img.clone());
+    let stuck: Vec<String> = (0..5)
+        .map(|i| format!("127.0.0.1:5001/stuck/img{i}:v1"))
+        .collect();
+    for name in &stuck {
+        f.stalled.insert(name.clone(), Duration::from_secs(4));
+        let mut img = img.clone();
+        img.reference = Reference::parse(name).unwrap();
+        f.images.insert(name.clone(), img);
+    }
+    let src = Arc::new(f);
+    let timeout = Duration::from_millis(600);
+    let s = Store::new(
+        Resolver::new(src.clone(), ResolverOptions::default()),
+        StoreOptions {
+            resolve_timeout: timeout,
+            ..Default::default()
+        },
+    );
+    let healthy_a = walk(&s, &[&ref_dir(), &a.result.toc_digest, "diff", "a"]).unwrap();
+    let t = std::time::Instant::now();
+    std::thread::scope(|sc| {
+        // 20 lookups: two for each layer of each stuck image.
+        let stuck_lookups: Vec<_> = (0..20)
+            .map(|i| {
+                let (s, name) = (&s, &stuck[i % 5]);
+                let layer = if i % 10 < 5 { &a } else { &b };
+                sc.spawn(move || {
+                    let t = std::time::Instant::now();
+                    let r = names::ref_dir_name(name);
+                    let got = walk(s, &[&r, &layer.result.toc_digest, "diff"]);
+                    (got.map(|_| ()), t.elapsed())
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        // Meanwhile: a resolved layer reads, a healthy one resolves.
+        let t = std::time::Instant::now();
+        assert_eq!(read_all(&s, healthy_a.ino), b"healthy a");
+        let f = walk(&s, &[&ref_dir(), &b.result.toc_digest, "diff", "b"]).unwrap();
+        assert_eq!(read_all(&s, f.ino), b"healthy b");
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+        for h in stuck_lookups {
+            let (got, took) = h.join().unwrap();
+            assert_eq!(got, Err(Errno(libc::EIO)));
+            assert!(
+                took >= timeout - Duration::from_millis(100) && took < timeout * 2,
+                "{took:?}"
+            );
+        }
+    });
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // One fetch per image however many waited: healthy + 5 stuck.
+    assert_eq!(src.image_fetches.load(Ordering::SeqCst), 6);
+    // While those resolutions still hang, a new request for one of them
+    // fails at once: its deadline counts from the start of the resolution.
+    let t = std::time::Instant::now();
+    let r = names::ref_dir_name(&stuck[0]);
+    assert_eq!(
+        walk(&s, &[&r, &a.result.toc_digest, "diff"]).unwrap_err(),
+        Errno(libc::EIO)
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn waiters_of_one_image_fetch_share_its_failure() {
+    let a = layer(&[("a", b"x")]);
+    let b = layer(&[("b", b"y")]);
+    let mut f = Fake::default();
+    f.images.insert(
+        REF.into(),
+        image(&[&a, &b], &[(true, true), (true, true)], None),
+    );
+    f.stalled.insert(REF.into(), Duration::from_millis(300));
+    let src = Arc::new(f);
+    let resolver = Resolver::new(src.clone(), ResolverOptions::default());
+    let reference = Reference::parse(REF).unwrap();
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8)
+            .map(|_| sc.spawn(|| resolver.image(&reference).map(|_| ())))
+            .collect();
+        for h in hs {
+            assert!(matches!(h.join().unwrap(), Err(Error::Timeout(_))));
+        }
+    });
+    assert_eq!(src.image_fetches.load(Ordering::SeqCst), 1);
+    // Not remembered: the next call fetches again.
+    assert!(resolver.image(&reference).is_err());
+    assert_eq!(src.image_fetches.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn resolved_layers_are_warmed_in_the_background() {
+    use crate::warm::WarmOptions;
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let a = layer(&[("big", &big), ("small", b"s")]);
+    let src = fake(image(&[&a], &[(true, true)], None), &[&a]);
+    let s = Store::new(
+        Resolver::new(src.clone(), ResolverOptions::default()),
+        StoreOptions {
+            warm: WarmOptions {
+                prefetch: true,
+                background: true,
+                cache_budget: 1 << 30,
+                ..WarmOptions::off()
+            },
+            ..Default::default()
+        },
+    );
+    let f = walk(&s, &[&ref_dir(), &a.result.toc_digest, "diff", "big"]).unwrap();
+    let Ino::Diff(slot, _) = Ino::decode(f.ino) else {
+        panic!("not a layer inode")
+    };
+    let layer = s.layer(slot).unwrap();
+    let reader = layer.fs.reader().clone();
+    let chunks: Vec<String> = reader
+        .index()
+        .nodes
+        .iter()
+        .flat_map(|n| n.chunks.iter().map(|c| c.digest.clone()))
+        .collect();
+    assert!(!chunks.is_empty());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !chunks.iter().all(|d| reader.cache().contains(d)) {
+        assert!(std::time::Instant::now() < deadline, "not warmed in 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
