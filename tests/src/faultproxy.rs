@@ -50,6 +50,15 @@ pub struct FaultProxy {
     faults: Arc<Mutex<Faults>>,
     stats: Arc<ProxyStats>,
     stop: Arc<AtomicBool>,
+    clients: Arc<Clients>,
+}
+
+/// Open client connections, so that stopping the proxy ends kept-alive
+/// ones too (a registry that goes down drops its connections).
+#[derive(Default)]
+struct Clients {
+    open: Mutex<std::collections::HashMap<u64, TcpStream>>,
+    next: AtomicU64,
 }
 
 struct Shared {
@@ -59,6 +68,7 @@ struct Shared {
     stop: Arc<AtomicBool>,
     /// When the shared link is next free (bandwidth cap).
     link_free_at: Mutex<Instant>,
+    clients: Arc<Clients>,
 }
 
 impl FaultProxy {
@@ -69,12 +79,14 @@ impl FaultProxy {
         let faults = Arc::new(Mutex::new(Faults::default()));
         let stats = Arc::new(ProxyStats::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let clients = Arc::new(Clients::default());
         let shared = Arc::new(Shared {
             upstream,
             faults: faults.clone(),
             stats: stats.clone(),
             stop: stop.clone(),
             link_free_at: Mutex::new(Instant::now()),
+            clients: clients.clone(),
         });
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -82,9 +94,14 @@ impl FaultProxy {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                let id = shared.clients.next.fetch_add(1, Ordering::Relaxed);
+                if let Ok(clone) = conn.try_clone() {
+                    shared.clients.open.lock().unwrap().insert(id, clone);
+                }
                 let shared = shared.clone();
                 std::thread::spawn(move || {
                     let _ = handle(conn, &shared);
+                    shared.clients.open.lock().unwrap().remove(&id);
                 });
             }
         });
@@ -93,6 +110,7 @@ impl FaultProxy {
             faults,
             stats,
             stop,
+            clients,
         })
     }
 
@@ -119,6 +137,9 @@ impl Drop for FaultProxy {
         self.stop.store(true, Ordering::Relaxed);
         // Wake the accept loop.
         let _ = TcpStream::connect(self.addr);
+        for (_, conn) in self.clients.open.lock().unwrap().drain() {
+            let _ = conn.shutdown(Shutdown::Both);
+        }
     }
 }
 
