@@ -56,8 +56,7 @@ build_upstream_store() {
   echo "$bin"
 }
 
-# A docker-registry on 127.0.0.1 with its storage under $run; its access
-# log (stdout) is also the fallback request counter.
+# A docker-registry on 127.0.0.1 with its storage under $run.
 start_registry() {
   local port
   port=$(free_port)
@@ -74,18 +73,12 @@ YAML
   die "docker-registry did not start: $(tail -5 "$run/logs/registry.log")"
 }
 
-# The shaped link. Proxies that write counters (--stats-file) are read for
-# requests / connections / bytes; older ones are not, and the counters come
-# from the registry's access log instead (requests, body bytes).
+# The shaped link; its counters (--stats-file) give requests, connections
+# and bytes per phase.
 start_proxy() {
-  local args=("$registry" --latency-ms "$latency_ms" --rate-mbit "$rate_mbit")
   stats_file=$run/proxy-stats.json
-  if grep -qa -- '--stats-file' "$faultproxy"; then
-    args+=(--stats-file "$stats_file")
-    stats_source=proxy
-  else
-    stats_source="registry access log (this faultproxy has no --stats-file: connections n/a, bytes = bodies)"
-  fi
+  local args=("$registry" --latency-ms "$latency_ms" --rate-mbit "$rate_mbit" --stats-file "$stats_file")
+  stats_source=proxy
   "$faultproxy" "${args[@]}" >"$run/proxy.addr" 2>"$run/logs/proxy.log" &
   proxy_pid=$!
   for _ in $(seq 50); do [ -s "$run/proxy.addr" ] && break; sleep 0.1; done
@@ -98,26 +91,20 @@ start_proxy() {
 # stats_now: "requests connections bytes" so far (NA when unknown).
 stats_now() {
   local text r c b
-  if [ "$stats_source" = proxy ]; then
-    # The file is rewritten every 200 ms: wait for a write after the phase.
-    sleep 0.5
-    for _ in $(seq 20); do
-      text=$(cat "$stats_file" 2>/dev/null || true)
-      r=$(json_number "$text" requests)
-      c=$(json_number "$text" connections)
-      b=$(json_number "$text" bytes_down)
-      if [ -n "$r" ] && [ -n "$c" ] && [ -n "$b" ]; then
-        echo "$r $c $b"
-        return
-      fi
-      sleep 0.1
-    done
-    echo "NA NA NA"
-  else
-    sleep 0.3
-    awk '$6 ~ /^"[A-Z]+$/ && $9 ~ /^[0-9][0-9][0-9]$/ { n++; if ($10 ~ /^[0-9]+$/) b += $10 }
-         END { printf "%d NA %d\n", n, b }' "$run/logs/registry.log"
-  fi
+  # The file is rewritten every 200 ms: wait for a write after the phase.
+  sleep 0.5
+  for _ in $(seq 20); do
+    text=$(cat "$stats_file" 2>/dev/null || true)
+    r=$(json_number "$text" requests)
+    c=$(json_number "$text" connections)
+    b=$(json_number "$text" bytes_down)
+    if [ -n "$r" ] && [ -n "$c" ] && [ -n "$b" ]; then
+      echo "$r $c $b"
+      return
+    fi
+    sleep 0.1
+  done
+  echo "NA NA NA"
 }
 json_number() { sed -n "s/.*\"$2\"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p" <<<"$1"; }
 
