@@ -6,11 +6,14 @@ mod inflight;
 mod warm;
 
 use std::io::{self, BufReader, Read};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 pub use index::{Chunk, Index, Node, NodeId, ROOT};
-pub use warm::{BackgroundFetch, PrefetchHint, WarmSummary, DEFAULT_BATCH_BYTES};
+pub use warm::{
+    BackgroundFetch, PrefetchHint, WarmSummary, BACKGROUND_SILENCE, DEFAULT_BATCH_BYTES,
+};
 
 use crate::cache::ChunkCache;
 use crate::digest::Hasher;
@@ -18,6 +21,35 @@ use crate::error::{Error, Result};
 use crate::footer::{Footer, MAX_FOOTER_SIZE};
 use crate::source::{ReadAt, SectionReader};
 use crate::toc::{EntryType, Toc, TOC_NAME};
+
+/// When a reader of this process last waited for data, in milliseconds
+/// since [`epoch`] (0: never). Background work of every layer stays quiet
+/// for a while after it: a container start reads in bursts, and a
+/// background batch in between would take the link and the CPU from it.
+static LAST_FOREGROUND_MS: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn note_foreground() {
+    let now = epoch().elapsed().as_millis() as u64 + 1;
+    LAST_FOREGROUND_MS.fetch_max(now, Ordering::Relaxed);
+}
+
+/// How long no reader of this process has waited for data (a layer being
+/// opened counts as reading); `None` if none ever did.
+pub fn quiet_for() -> Option<Duration> {
+    match LAST_FOREGROUND_MS.load(Ordering::Relaxed) {
+        0 => None,
+        t => Some(
+            epoch()
+                .elapsed()
+                .saturating_sub(Duration::from_millis(t - 1)),
+        ),
+    }
+}
 
 /// Default bound on the decompressed TOC JSON (a million-file layer is ~300 MB).
 pub const DEFAULT_MAX_TOC_SIZE: u64 = 1 << 30;
@@ -117,6 +149,7 @@ fn read_toc_member(compressed: impl Read, max_toc_size: u64) -> Result<(Vec<u8>,
 impl Reader {
     /// Opens a blob: one read for the footer, one for the TOC.
     pub fn open(src: Arc<dyn ReadAt>, opts: &OpenOptions) -> Result<Reader> {
+        note_foreground();
         let size = src.size();
         let tail_len = size.min(MAX_FOOTER_SIZE as u64) as usize;
         let mut tail = vec![0u8; tail_len];
@@ -412,6 +445,7 @@ impl Reader {
             }
         }
         self.foreground.fetch_add(1, Ordering::SeqCst);
+        note_foreground();
         let loaded = self.inflight.run(&chunk.digest, || {
             if let Some(data) = cached() {
                 return Ok(data);
@@ -424,6 +458,7 @@ impl Reader {
             Ok(data)
         });
         self.foreground.fetch_sub(1, Ordering::SeqCst);
+        note_foreground();
         loaded
     }
 

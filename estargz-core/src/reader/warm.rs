@@ -227,11 +227,17 @@ fn extent(c: &Chunk) -> u64 {
 }
 
 /// Fetches the whole blob into the cache on a thread of its own, yielding
-/// to reads in flight; stopped (and joined) when dropped.
+/// to reads in flight and for [`BACKGROUND_SILENCE`] after them (reads of
+/// any layer of the process); stopped (and joined) when dropped.
 pub struct BackgroundFetch {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<Result<WarmSummary>>>,
 }
+
+/// Background fetch waits until no reader of the process (any layer) has
+/// waited for data for this long: on-demand reads come in bursts while a
+/// container starts, and own the link and the CPU until it has.
+pub const BACKGROUND_SILENCE: Duration = Duration::from_secs(2);
 
 /// Attempts before background fetch gives up (reads still fetch on demand).
 const BACKGROUND_ATTEMPTS: u32 = 5;
@@ -247,10 +253,11 @@ impl BackgroundFetch {
                     if flag.load(Ordering::Relaxed) {
                         return false;
                     }
-                    if !reader.foreground_busy() {
+                    let quiet = super::quiet_for().is_none_or(|q| q >= BACKGROUND_SILENCE);
+                    if quiet && !reader.foreground_busy() {
                         return true;
                     }
-                    std::thread::sleep(Duration::from_millis(5));
+                    std::thread::sleep(Duration::from_millis(20));
                 };
                 let mut total = WarmSummary::default();
                 let mut attempt = 0;
