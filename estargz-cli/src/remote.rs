@@ -83,7 +83,7 @@ pub struct PullArgs {
     #[arg(long, default_value_t = estargz_core::cache::DEFAULT_DISK_BYTES)]
     cache_size: u64,
     /// Memory cache limit in bytes.
-    #[arg(long, default_value_t = 256 << 20)]
+    #[arg(long, default_value_t = estargz_core::cache::DEFAULT_MEMORY_BYTES)]
     memory_cache: u64,
     /// Skip the prefetch that `.prefetch.landmark` asks for.
     #[arg(long)]
