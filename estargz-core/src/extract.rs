@@ -301,19 +301,14 @@ impl Extractor<'_> {
         let dir = self.open_dir(item.node.parent)?;
         let tdir = self.open_dir(target.node.parent)?;
         self.clear(&dir, item.base())?;
-        rustix::fs::linkat(
-            &*tdir,
-            target.base(),
-            &*dir,
-            item.base(),
-            AtFlags::empty(),
+        rustix::fs::linkat(&*tdir, target.base(), &*dir, item.base(), AtFlags::empty()).map_err(
+            |e| {
+                io_err(
+                    format!("linking {:?} to {:?}", item.path(), target.path()),
+                    e,
+                )
+            },
         )
-        .map_err(|e| {
-            io_err(
-                format!("linking {:?} to {:?}", item.path(), target.path()),
-                e,
-            )
-        })
     }
 
     fn finish_dir(&self, item: &Item) -> Result<()> {

@@ -33,15 +33,25 @@ struct Outcome {
 }
 
 /// Runs `estargz args...` under the address-space limit; kills it after
-/// `timeout`. Peak RSS comes from `wait4`.
+/// `timeout`. Peak RSS comes from GNU time, which measures the process it
+/// starts (a process forked from this test would inherit the test's own
+/// high-water mark).
 fn run_bounded(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Outcome {
     let stderr_file = tempfile::NamedTempFile::new().unwrap();
-    let mut cmd = Command::new(util::estargz_bin());
-    cmd.args(args)
+    let rss_file = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(rss_file.path())
+        .arg(util::estargz_bin())
+        .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(stderr_file.reopen().unwrap());
+        .stderr(stderr_file.reopen().unwrap())
+        // Its own process group, so a timeout kills `time` and estargz.
+        .process_group(0);
     unsafe {
         cmd.pre_exec(|| {
             let lim = libc::rlimit {
@@ -55,37 +65,38 @@ fn run_bounded(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Outcom
         });
     }
     let start = Instant::now();
-    let child = cmd.spawn().unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        assert!(r >= 0, "wait4: {}", std::io::Error::last_os_error());
-        if r == pid {
-            break;
+    let mut child = cmd.spawn().unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
         if start.elapsed() > timeout {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+            let _ = child.wait();
             panic!(
                 "estargz {args:?} still running after {timeout:?}; stderr: {}",
                 std::fs::read_to_string(stderr_file.path()).unwrap_or_default()
             );
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
     let elapsed = start.elapsed();
     let stderr = std::fs::read_to_string(stderr_file.path()).unwrap();
+    // GNU time reports a signal death as "Command terminated by signal N".
     assert!(
-        libc::WIFEXITED(status),
-        "estargz {args:?} died by signal {} (status {status:#x}); stderr: {stderr}",
-        libc::WTERMSIG(status)
+        !stderr.contains("terminated by signal"),
+        "estargz {args:?} died ({status}); stderr: {stderr}"
     );
+    let rss_kib: u64 = std::fs::read_to_string(rss_file.path())
+        .unwrap()
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no RSS from /usr/bin/time; stderr: {stderr}"));
     Outcome {
-        success: libc::WEXITSTATUS(status) == 0,
+        success: status.success(),
         stderr,
-        max_rss: usage.ru_maxrss as u64 * 1024,
+        max_rss: rss_kib * 1024,
         elapsed,
     }
 }
@@ -189,7 +200,10 @@ fn assemble(
         n: 0,
     };
     write_json(&mut counted);
-    assert_eq!(counted.n, json_len, "JSON length announced in the tar header");
+    assert_eq!(
+        counted.n, json_len,
+        "JSON length announced in the tar header"
+    );
     let pad = (512 - json_len % 512) % 512;
     gz.write_all(&vec![0u8; pad as usize + 1024]).unwrap();
     out.write_all(&gz.finish().unwrap()).unwrap();
@@ -261,7 +275,14 @@ fn toc_repeating_one_entry_ten_million_times() {
     let dir = tempfile::tempdir().unwrap();
     let blob = repeated_entry_blob(dir.path(), "repeat.blob", 10_000_000);
     for cmd in [&["ls"][..], &["verify"], &["inspect"]] {
-        expect(&blob, cmd, &[], Ok(()), BUDGET_RSS, Duration::from_secs(120));
+        expect(
+            &blob,
+            cmd,
+            &[],
+            Ok(()),
+            BUDGET_RSS,
+            Duration::from_secs(120),
+        );
     }
 }
 
@@ -270,7 +291,14 @@ fn toc_repeating_one_entry_up_to_the_toc_size_limit() {
     let dir = tempfile::tempdir().unwrap();
     // 38 bytes an entry: about 1 GiB of JSON (the default max_toc_size).
     let blob = repeated_entry_blob(dir.path(), "repeat-1g.blob", 28_000_000);
-    expect(&blob, &["ls"], &[], Ok(()), BUDGET_RSS, Duration::from_secs(300));
+    expect(
+        &blob,
+        &["ls"],
+        &[],
+        Ok(()),
+        BUDGET_RSS,
+        Duration::from_secs(300),
+    );
 }
 
 fn deep_path(prefix: &str, depth: usize) -> String {
@@ -315,7 +343,10 @@ fn paths_as_deep_as_the_limit_cost_linear_time() {
     let file = format!("{deepest}/f");
     let entries = vec![
         format!("{{\"name\":\"{deepest}\",\"type\":\"dir\",\"mode\":493}}"),
-        format!("{{\"name\":\"{}\",\"type\":\"symlink\",\"linkName\":\"x\"}}", file),
+        format!(
+            "{{\"name\":\"{}\",\"type\":\"symlink\",\"linkName\":\"x\"}}",
+            file
+        ),
     ];
     let too_deep = toc_blob(dir.path(), "deep1.blob", &[], &entries);
     expect(
@@ -390,7 +421,11 @@ fn tiny_file_spread_through_a_huge_member_is_refused() {
     // 64 chunks of 16 bytes in a member inflating to 4 GiB.
     let (blob, _) = spread_chunks_blob(dir.path(), "spread.blob", 64, 16, 64 * MIB - 16);
     let out = dir.path().join("out");
-    for cmd in [&["cat"][..], &["verify"], &["extract", out.to_str().unwrap()]] {
+    for cmd in [
+        &["cat"][..],
+        &["verify"],
+        &["extract", out.to_str().unwrap()],
+    ] {
         let mut cmd = cmd.to_vec();
         if cmd[0] == "cat" {
             cmd.push("f");
@@ -412,10 +447,19 @@ fn chunks_of_one_large_member_are_inflated_once_per_pass() {
     // 64 chunks of 256 KiB 16 MiB apart: a 1 GiB member, allowed by
     // max_member_inflation (16 MiB held). Re-inflating the member from
     // its start for every chunk would inflate 32 GiB.
-    let (blob, contents) =
-        spread_chunks_blob(dir.path(), "spread-ok.blob", 64, 256 << 10, 16 * MIB - (256 << 10));
+    let (blob, contents) = spread_chunks_blob(
+        dir.path(),
+        "spread-ok.blob",
+        64,
+        256 << 10,
+        16 * MIB - (256 << 10),
+    );
     let out = dir.path().join("out");
-    for cmd in [&["cat", "f"][..], &["verify"], &["extract", out.to_str().unwrap()]] {
+    for cmd in [
+        &["cat", "f"][..],
+        &["verify"],
+        &["extract", out.to_str().unwrap()],
+    ] {
         expect(&blob, cmd, &[], Ok(()), BUDGET_RSS, Duration::from_secs(30));
     }
     let want: Vec<u8> = contents.concat();
@@ -446,7 +490,14 @@ fn memory_does_not_grow_with_threads() {
     for threads in ["2", "16"] {
         let env = [("RAYON_NUM_THREADS", threads)];
         // Verification hashes chunks as they stream.
-        expect(&blob, &["verify"], &env, Ok(()), 64 * MIB, Duration::from_secs(120));
+        expect(
+            &blob,
+            &["verify"],
+            &env,
+            Ok(()),
+            64 * MIB,
+            Duration::from_secs(120),
+        );
         // Extraction holds each chunk while verifying it: one at a time
         // at this size, whatever the thread count.
         let out = dir.path().join(format!("out{threads}"));

@@ -387,10 +387,28 @@ impl Reader {
     /// Decompresses and verifies one chunk of file `id` (not cached).
     pub fn fetch_chunk(&self, id: NodeId, chunk: &Chunk) -> Result<Vec<u8>> {
         self.check_chunk_limits(id, chunk)?;
+        let _permit = self.buffers.acquire(self.fetch_cost(chunk));
+        self.fetch_chunk_unbudgeted(id, chunk)
+    }
+
+    /// Buffer bytes fetching `chunk` may hold: the chunk, its compressed
+    /// extent when read whole, and a shared member kept whole.
+    fn fetch_cost(&self, chunk: &Chunk) -> u64 {
         let extent = chunk.next_offset.saturating_sub(chunk.offset);
         let mut cost = chunk.chunk_size + extent.min(self.max_member_read());
+        if chunk.inner_offset > 0 {
+            let span = self.index.member_span(chunk.offset);
+            if span <= MAX_SHARED_MEMBER {
+                cost += span;
+            }
+        }
+        cost
+    }
+
+    /// [`Reader::fetch_chunk`] for callers that hold the buffer budget.
+    fn fetch_chunk_unbudgeted(&self, id: NodeId, chunk: &Chunk) -> Result<Vec<u8>> {
+        self.check_chunk_limits(id, chunk)?;
         if chunk.inner_offset == 0 {
-            let _permit = self.buffers.acquire(cost);
             let mut gz = self.member_decoder(chunk)?;
             return self.read_verified(&mut gz, 0, id, chunk);
         }
@@ -400,8 +418,6 @@ impl Reader {
         // not chunks x member.
         let span = self.index.member_span(chunk.offset);
         if span <= MAX_SHARED_MEMBER {
-            cost += span;
-            let _permit = self.buffers.acquire(cost);
             if let Some(member) = self.shared_member(chunk, span) {
                 let end = chunk.inner_offset.saturating_add(chunk.chunk_size);
                 if end <= member.len() as u64 {
@@ -410,7 +426,6 @@ impl Reader {
                 }
             }
         }
-        let _permit = self.buffers.acquire(cost);
         self.fetch_with_cursor(id, chunk)
     }
 
@@ -669,7 +684,9 @@ impl Reader {
         Ok(done)
     }
 
-    /// Calls `sink` with every chunk of a file, verified, in order.
+    /// Calls `sink` with every chunk of a file, verified, in order. A chunk
+    /// fetched here counts against the reader's buffer budget until `sink`
+    /// is done with it, so parallel callers hold a bounded amount.
     pub fn for_each_chunk(
         &self,
         id: NodeId,
@@ -682,7 +699,11 @@ impl Reader {
             // file that is streamed once.
             match self.cache.get(&chunk.digest) {
                 Some(data) if data.len() as u64 == chunk.chunk_size => sink(&data)?,
-                _ => sink(&self.fetch_chunk(id, chunk)?)?,
+                _ => {
+                    self.check_chunk_limits(id, chunk)?;
+                    let _permit = self.buffers.acquire(self.fetch_cost(chunk));
+                    sink(&self.fetch_chunk_unbudgeted(id, chunk)?)?
+                }
             }
         }
         Ok(())
