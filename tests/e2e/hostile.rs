@@ -512,3 +512,148 @@ fn memory_does_not_grow_with_threads() {
         std::fs::remove_dir_all(&out).unwrap();
     }
 }
+
+/// Root and /dev/fuse, or (under ESTARGZ_REQUIRE_FUSE) a failure.
+fn fuse_prerequisites() -> bool {
+    if util::is_root() && Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("ESTARGZ_REQUIRE_FUSE").is_none(),
+        "ESTARGZ_REQUIRE_FUSE is set but the store test needs root and /dev/fuse"
+    );
+    eprintln!("skipped: the store test needs root and /dev/fuse");
+    false
+}
+
+/// Pushes `blobs` as the layers of image `reference` with the annotations
+/// `estargz push` writes (the TOC digests are given: a hostile layer's
+/// TOC is refused by our own tools, not by an attacker's).
+fn push_image(reference: &str, blobs: &[(&[u8], &str)]) {
+    use estargz_core::remote::manifest::{
+        OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, TOC_DIGEST_ANNOTATION,
+        UNCOMPRESSED_SIZE_ANNOTATION,
+    };
+    use estargz_core::remote::{HttpOptions, Reference, Registry};
+    let registry = Registry::new(HttpOptions {
+        plain_http: true,
+        auth_files: Vec::new(),
+        ..Default::default()
+    });
+    let reference = Reference::parse(reference).unwrap();
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (blob, toc_digest) in blobs {
+        let plain = util::gunzip(blob);
+        diff_ids.push(sha256(&plain));
+        let digest = registry.push_blob_bytes(&reference, blob).unwrap();
+        layers.push(serde_json::json!({
+            "mediaType": OCI_LAYER_GZIP,
+            "digest": digest,
+            "size": blob.len(),
+            "annotations": {
+                TOC_DIGEST_ANNOTATION: toc_digest,
+                UNCOMPRESSED_SIZE_ANNOTATION: plain.len().to_string(),
+            },
+        }));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let config_digest = registry.push_blob_bytes(&reference, &config).unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len()},
+        "layers": layers,
+    }))
+    .unwrap();
+    registry
+        .push_manifest(&reference, OCI_MANIFEST, &manifest)
+        .unwrap();
+}
+
+#[test]
+fn the_store_survives_a_hostile_layer_next_to_a_good_one() {
+    if !fuse_prerequisites() {
+        return;
+    }
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    // A good layer, built by the library.
+    let good_tree = work.join("good");
+    std::fs::create_dir_all(good_tree.join("etc")).unwrap();
+    std::fs::write(good_tree.join("etc/greeting"), "still served\n").unwrap();
+    let mut good = Vec::new();
+    let built = estargz_core::build(
+        estargz_core::BuildInput::Path(good_tree),
+        &mut good,
+        &estargz_core::BuildOptions::default(),
+    )
+    .unwrap();
+    // A hostile one: a path deeper than max_path_depth, with a correct
+    // TOC digest annotation.
+    let deep = format!(
+        "{{\"name\":\"{}\",\"type\":\"dir\",\"mode\":493}}",
+        deep_path("p", 3000)
+    );
+    let bad_path = toc_blob(work, "bad.blob", &[], std::slice::from_ref(&deep));
+    let bad = std::fs::read(&bad_path).unwrap();
+    let bad_toc_digest = sha256(format!("{{\"version\":1,\"entries\":[{deep}]}}").as_bytes());
+
+    let reg = estargz_tests::registry::TestRegistry::start(None);
+    let image = format!("{}/test/hostile:v1", reg.host());
+    push_image(
+        &image,
+        &[(&good, &built.toc_digest), (&bad, &bad_toc_digest)],
+    );
+
+    let mnt = work.join("store");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let log = work.join("store.log");
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "store".as_ref(),
+        mnt.as_ref(),
+        "--plain-http".as_ref(),
+        "--retries".as_ref(),
+        "1".as_ref(),
+        "--timeout".as_ref(),
+        "5".as_ref(),
+    ];
+    let mut child = util::start_fuse_process(&args, &mnt, &log);
+    let image_dir = mnt.join(base64::engine::general_purpose::STANDARD.encode(&image));
+    let bad_diff = image_dir.join(&bad_toc_digest).join("diff");
+    for _ in 0..2 {
+        let t = Instant::now();
+        let errno = std::fs::metadata(&bad_diff)
+            .err()
+            .and_then(|e| e.raw_os_error());
+        assert!(
+            matches!(errno, Some(libc::EIO) | Some(libc::EINVAL)),
+            "hostile layer lookup: {errno:?}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("not served") && l.contains("max_path_depth")),
+        "no log line naming the limit:\n{text}"
+    );
+    // The good layer of the same image is served afterwards, and the
+    // daemon is still running.
+    let good_file = image_dir.join(&built.toc_digest).join("diff/etc/greeting");
+    assert_eq!(
+        std::fs::read_to_string(&good_file).unwrap(),
+        "still served\n"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the store exited");
+    assert!(util::is_mounted(&mnt));
+    let status = util::stop_fuse_process(child, &mnt, &log);
+    assert!(status.success(), "store exit: {status}");
+}
