@@ -166,9 +166,10 @@ pub struct Reader {
     buffers: budget::Budget,
 }
 
-/// TOC JSON up to this size is decoded from memory (faster); larger TOCs
+/// TOC JSON up to this size is decoded from memory (faster; freed before
+/// the index is built, so it does not raise the peak); larger TOCs
 /// stream through the decoder, so their text is never held whole.
-const MAX_BUFFERED_TOC: u64 = 16 << 20;
+const MAX_BUFFERED_TOC: u64 = 64 << 20;
 
 /// Counts and hashes what is read through it (the TOC digest covers every
 /// byte of the JSON, including any after the first value).
