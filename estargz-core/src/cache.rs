@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -159,7 +160,12 @@ impl ChunkCache {
             {
                 for entry in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
                     let name = entry.file_name().to_string_lossy().to_string();
+                    // Not followed: only regular files we could have written count.
                     let Ok(meta) = entry.metadata() else { continue };
+                    if !meta.is_file() {
+                        let _ = fs::remove_file(entry.path());
+                        continue;
+                    }
                     if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
                         let mtime = meta.modified().ok();
                         found.push((mtime, name, meta.len()));
@@ -285,21 +291,38 @@ impl Disk {
         self.root.join("chunks").join(&hex[..2]).join(hex)
     }
 
-    /// `Ok(None)` on a miss, `Err(())` when the file was corrupt (removed).
+    /// `Ok(None)` on a miss, `Err(())` when the entry was corrupt or not
+    /// one we wrote (removed, so the chunk is fetched and written again).
+    /// Nothing on disk is trusted: a symlink is not followed, a FIFO or
+    /// device is not read (nor waited on), and at most the size we recorded
+    /// is read before the digest is checked.
     fn read(&self, hex: &str) -> std::result::Result<Option<Vec<u8>>, ()> {
-        if !self
+        let Some(size) = self
             .index
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entries
-            .contains_key(hex)
-        {
+            .get(hex)
+            .map(|e| e.1)
+        else {
             return Ok(None);
-        }
+        };
         let path = self.path(hex);
-        let data = match fs::read(&path) {
-            Ok(d) => d,
-            Err(_) => {
+        let reject = || {
+            let _ = fs::remove_file(&path);
+            self.index
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(hex);
+            Err(())
+        };
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Removed behind our back (another process evicted it).
                 self.index
                     .lock()
@@ -307,16 +330,22 @@ impl Disk {
                     .remove(hex);
                 return Ok(None);
             }
+            Err(_) => return reject(),
         };
+        match file.metadata() {
+            Ok(meta) if meta.is_file() && meta.len() == size => {}
+            _ => return reject(),
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        if std::io::Read::read_to_end(&mut std::io::Read::take(&file, size), &mut data).is_err()
+            || data.len() as u64 != size
+        {
+            return reject();
+        }
         let mut h = Hasher::new();
         h.update(&data);
         if h.finish()["sha256:".len()..] != *hex {
-            let _ = fs::remove_file(&path);
-            self.index
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(hex);
-            return Err(());
+            return reject();
         }
         self.index
             .lock()
@@ -428,6 +457,62 @@ mod tests {
         assert!(c.get(&chunks[1].0).is_none());
         assert_eq!(c.stats().corrupt, 1);
         assert!(!path.exists());
+        // Nothing lingers in tmp.
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn planted_entries_are_removed_not_followed_or_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = CacheOptions {
+            memory_bytes: 0,
+            dir: Some(dir.path().to_path_buf()),
+            disk_bytes: 1 << 20,
+        };
+        let c = ChunkCache::open(&opts).unwrap();
+        let chunks: Vec<_> = (0..3).map(|i| chunk(i, 100)).collect();
+        for (d, data) in &chunks {
+            c.put(d, data.clone());
+        }
+        let path = |d: &str| {
+            let hex = &d[7..];
+            dir.path().join("chunks").join(&hex[..2]).join(hex)
+        };
+        // A FIFO (reading would block forever), a symlink to an endless
+        // device, and a file of the right content but longer than recorded.
+        let fifo = path(&chunks[0].0);
+        fs::remove_file(&fifo).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let link = path(&chunks[1].0);
+        fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let long = path(&chunks[2].0);
+        let mut longer = chunks[2].1.to_vec();
+        longer.extend_from_slice(&[0; 4096]);
+        fs::write(&long, &longer).unwrap();
+        for (i, (d, data)) in chunks.iter().enumerate() {
+            assert!(c.get(d).is_none(), "planted entry {i} served");
+            assert!(fs::symlink_metadata(path(d)).is_err(), "entry {i} left");
+            // Refetched and written again: served from disk afterwards.
+            c.put(d, data.clone());
+            assert_eq!(&*c.get(d).unwrap(), &**data);
+        }
+        assert_eq!(c.stats().corrupt, 3);
+        // Planted before opening: not indexed, removed.
+        drop(c);
+        let link = path(&chunks[1].0);
+        fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let c = ChunkCache::open(&opts).unwrap();
+        assert!(!c.contains(&chunks[1].0));
+        assert!(fs::symlink_metadata(&link).is_err());
         // Nothing lingers in tmp.
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }

@@ -3,16 +3,18 @@
 //! directory, so neither `..`, absolute names, nor symlinks or hardlinks
 //! planted by earlier entries can make it write outside the target.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
-use crate::reader::{Node, NodeId, Reader, ROOT};
+use crate::reader::{Index, Node, NodeId, Reader, ROOT};
 use crate::toc::{EntryType, TocEntry};
 
 /// Extraction settings.
@@ -50,10 +52,6 @@ fn io_err(context: String, e: Errno) -> Error {
     Error::io(context, e.into())
 }
 
-fn split(path: &str) -> (&str, &str) {
-    path.rsplit_once('/').unwrap_or(("", path))
-}
-
 fn timestamps(entry: &TocEntry) -> Timestamps {
     let t = Timespec {
         tv_sec: entry.mod_time.unwrap_or(0),
@@ -69,33 +67,106 @@ fn perm(entry: &TocEntry) -> Mode {
     Mode::from_raw_mode(entry.mode & 0o7777)
 }
 
-/// A node with its path, computed once per extracted entry.
+/// A node to extract; its path is built only for messages.
 struct Item<'a> {
     id: NodeId,
     node: &'a Node,
-    path: String,
+    index: &'a Index,
+}
+
+impl Item<'_> {
+    fn path(&self) -> String {
+        self.index.path(self.id)
+    }
+    /// The name in its parent directory.
+    fn base(&self) -> &str {
+        &self.node.name
+    }
+}
+
+/// Most directory descriptors kept open (below common `ulimit -n` values).
+const MAX_OPEN_DIRS: usize = 256;
+
+/// Open descriptors of recently used target directories, by node. A miss
+/// opens the directory from its nearest open ancestor, so extraction costs
+/// a number of `openat` calls linear in the tree, not in the sum of depths.
+#[derive(Default)]
+struct DirFds {
+    fds: HashMap<NodeId, (Arc<OwnedFd>, u64)>,
+    /// Last use of each cached node, oldest first.
+    by_use: BTreeMap<u64, NodeId>,
+    tick: u64,
+}
+
+impl DirFds {
+    fn get(&mut self, id: NodeId) -> Option<Arc<OwnedFd>> {
+        let (fd, used) = self.fds.get_mut(&id)?;
+        self.by_use.remove(used);
+        self.tick += 1;
+        *used = self.tick;
+        self.by_use.insert(self.tick, id);
+        Some(fd.clone())
+    }
+
+    fn put(&mut self, id: NodeId, fd: Arc<OwnedFd>) {
+        if self.fds.len() >= MAX_OPEN_DIRS {
+            if let Some((_, old)) = self.by_use.pop_first() {
+                self.fds.remove(&old);
+            }
+        }
+        self.tick += 1;
+        self.by_use.insert(self.tick, id);
+        if let Some((_, used)) = self.fds.insert(id, (fd, self.tick)) {
+            self.by_use.remove(&used);
+        }
+    }
 }
 
 struct Extractor<'a> {
+    index: &'a Index,
     reader: &'a Reader,
-    root: OwnedFd,
+    root: Arc<OwnedFd>,
     opts: &'a ExtractOptions,
+    dirs: Mutex<DirFds>,
 }
 
 impl Extractor<'_> {
-    /// Opens the directory at `path` (cleaned, relative) without following symlinks.
-    fn open_dir(&self, path: &str) -> Result<OwnedFd> {
+    fn item(&self, id: NodeId) -> Item<'_> {
+        Item {
+            id,
+            node: &self.index.nodes[id],
+            index: self.index,
+        }
+    }
+
+    /// Opens the target directory of node `id` without following symlinks:
+    /// from the nearest ancestor already open, one component at a time.
+    fn open_dir(&self, id: NodeId) -> Result<Arc<OwnedFd>> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let mut fd = rustix::fs::openat(&self.root, ".", flags, Mode::empty())
-            .map_err(|e| io_err("opening the target directory".into(), e))?;
-        for part in path.split('/').filter(|p| !p.is_empty()) {
-            fd = rustix::fs::openat(&fd, part, flags, Mode::empty()).map_err(|e| {
+        let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut chain = Vec::new();
+        let mut cur = id;
+        let mut fd = loop {
+            if cur == ROOT {
+                break self.root.clone();
+            }
+            if let Some(fd) = dirs.get(cur) {
+                break fd;
+            }
+            chain.push(cur);
+            cur = self.index.nodes[cur].parent;
+        };
+        for &dir in chain.iter().rev() {
+            let name = self.index.nodes[dir].name.as_str();
+            let next = rustix::fs::openat(&*fd, name, flags, Mode::empty()).map_err(|e| {
                 if e == Errno::LOOP || e == Errno::NOTDIR {
-                    Error::UnsafePath(path.to_string())
+                    Error::UnsafePath(self.index.path(dir))
                 } else {
-                    io_err(format!("opening directory {path:?}"), e)
+                    io_err(format!("opening directory {:?}", self.index.path(dir)), e)
                 }
             })?;
+            fd = Arc::new(next);
+            dirs.put(dir, fd.clone());
         }
         Ok(fd)
     }
@@ -135,7 +206,12 @@ impl Extractor<'_> {
         for (k, v) in &item.node.entry.xattrs {
             match rustix::fs::fsetxattr(fd, k.as_str(), v, XattrFlags::empty()) {
                 Ok(()) | Err(Errno::NOTSUP) => {}
-                Err(e) => return Err(io_err(format!("setting xattr {k:?} on {:?}", item.path), e)),
+                Err(e) => {
+                    return Err(io_err(
+                        format!("setting xattr {k:?} on {:?}", item.path()),
+                        e,
+                    ))
+                }
             }
         }
         Ok(())
@@ -147,37 +223,36 @@ impl Extractor<'_> {
         self.set_xattrs(fd, item)?;
         // After chown, which clears setuid/setgid.
         rustix::fs::fchmod(fd, perm(&item.node.entry))
-            .map_err(|e| io_err(format!("chmod {:?}", item.path), e))?;
+            .map_err(|e| io_err(format!("chmod {:?}", item.path()), e))?;
         rustix::fs::futimens(fd, &timestamps(&item.node.entry))
-            .map_err(|e| io_err(format!("setting times of {:?}", item.path), e))
+            .map_err(|e| io_err(format!("setting times of {:?}", item.path()), e))
     }
 
     fn make_dir(&self, item: &Item) -> Result<()> {
-        let (parent, base) = split(&item.path);
-        let dir = self.open_dir(parent)?;
-        match rustix::fs::mkdirat(&dir, base, Mode::from_raw_mode(0o700)) {
+        let dir = self.open_dir(item.node.parent)?;
+        match rustix::fs::mkdirat(&*dir, item.base(), Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(Errno::EXIST) => Ok(()),
-            Err(e) => Err(io_err(format!("creating directory {:?}", item.path), e)),
+            Err(e) => Err(io_err(format!("creating directory {:?}", item.path()), e)),
         }
     }
 
     fn write_file(&self, item: &Item) -> Result<u64> {
-        let (parent, base) = split(&item.path);
-        let dir = self.open_dir(parent)?;
+        let dir = self.open_dir(item.node.parent)?;
+        let base = item.base();
         self.clear(&dir, base)?;
         let fd = rustix::fs::openat(
-            &dir,
+            &*dir,
             base,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
-        .map_err(|e| io_err(format!("creating {:?}", item.path), e))?;
+        .map_err(|e| io_err(format!("creating {:?}", item.path()), e))?;
         let mut file = std::fs::File::from(fd);
         let mut written = 0;
         self.reader.for_each_chunk(item.id, |data| {
             written += data.len() as u64;
             file.write_all(data)
-                .map_err(|e| Error::io(format!("writing {:?}", item.path), e))
+                .map_err(|e| Error::io(format!("writing {:?}", item.path()), e))
         })?;
         let fd = OwnedFd::from(file);
         self.finish(&dir, base, &fd, item)?;
@@ -186,23 +261,19 @@ impl Extractor<'_> {
 
     /// Symlinks, devices and fifos.
     fn make_special(&self, item: &Item) -> Result<()> {
-        let (parent, base) = split(&item.path);
-        let dir = self.open_dir(parent)?;
-        self.clear(&dir, base)?;
+        let dir = self.open_dir(item.node.parent)?;
+        let dir = &*dir;
+        let base = item.base();
+        self.clear(dir, base)?;
         let e = &item.node.entry;
-        let context = || format!("creating {:?}", item.path);
+        let context = || format!("creating {:?}", item.path());
         match e.kind {
             EntryType::Symlink => {
-                rustix::fs::symlinkat(e.link_name.as_str(), &dir, base)
+                rustix::fs::symlinkat(e.link_name.as_str(), dir, base)
                     .map_err(|er| io_err(context(), er))?;
-                self.chown(&dir, base, e)?;
-                return rustix::fs::utimensat(
-                    &dir,
-                    base,
-                    &timestamps(e),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(|er| io_err(format!("setting times of {:?}", item.path), er));
+                self.chown(dir, base, e)?;
+                return rustix::fs::utimensat(dir, base, &timestamps(e), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|er| io_err(format!("setting times of {:?}", item.path()), er));
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let file_type = match e.kind {
@@ -211,43 +282,48 @@ impl Extractor<'_> {
                     _ => rustix::fs::FileType::Fifo,
                 };
                 let dev = rustix::fs::makedev(e.dev_major as u32, e.dev_minor as u32);
-                rustix::fs::mknodat(&dir, base, file_type, Mode::from_raw_mode(0o600), dev)
+                rustix::fs::mknodat(dir, base, file_type, Mode::from_raw_mode(0o600), dev)
                     .map_err(|er| io_err(context(), er))?;
             }
             _ => unreachable!("only called for special files"),
         }
-        self.chown(&dir, base, e)?;
+        self.chown(dir, base, e)?;
         // Opening a device or fifo could block or have side effects: use the *at forms.
-        rustix::fs::chmodat(&dir, base, perm(e), AtFlags::empty())
-            .map_err(|er| io_err(format!("chmod {:?}", item.path), er))?;
-        rustix::fs::utimensat(&dir, base, &timestamps(e), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|er| io_err(format!("setting times of {:?}", item.path), er))
+        rustix::fs::chmodat(dir, base, perm(e), AtFlags::empty())
+            .map_err(|er| io_err(format!("chmod {:?}", item.path()), er))?;
+        rustix::fs::utimensat(dir, base, &timestamps(e), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|er| io_err(format!("setting times of {:?}", item.path()), er))
     }
 
+    /// Links `item` to `target` itself: without `AT_SYMLINK_FOLLOW`, a link
+    /// to a symlink is a second name of the symlink, as with `tar -x`.
     fn make_hardlink(&self, item: &Item, target: &Item) -> Result<()> {
-        let (parent, base) = split(&item.path);
-        let (tparent, tbase) = split(&target.path);
-        let dir = self.open_dir(parent)?;
-        let tdir = self.open_dir(tparent)?;
-        self.clear(&dir, base)?;
-        rustix::fs::linkat(&tdir, tbase, &dir, base, AtFlags::empty())
-            .map_err(|e| io_err(format!("linking {:?} to {:?}", item.path, target.path), e))
+        let dir = self.open_dir(item.node.parent)?;
+        let tdir = self.open_dir(target.node.parent)?;
+        self.clear(&dir, item.base())?;
+        rustix::fs::linkat(&*tdir, target.base(), &*dir, item.base(), AtFlags::empty()).map_err(
+            |e| {
+                io_err(
+                    format!("linking {:?} to {:?}", item.path(), target.path()),
+                    e,
+                )
+            },
+        )
     }
 
     fn finish_dir(&self, item: &Item) -> Result<()> {
-        let dir = self.open_dir(&item.path)?;
-        if item.path.is_empty() {
+        if item.id == ROOT {
             // The target directory itself keeps its owner and mode.
             return Ok(());
         }
+        let dir = self.open_dir(item.id)?;
         if item.node.implicit {
             // No entry describes it: like tar, a plain 0755 directory made now.
-            return rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o755))
-                .map_err(|e| io_err(format!("chmod {:?}", item.path), e));
+            return rustix::fs::fchmod(&*dir, Mode::from_raw_mode(0o755))
+                .map_err(|e| io_err(format!("chmod {:?}", item.path()), e));
         }
-        let (parent, base) = split(&item.path);
-        let parent_fd = self.open_dir(parent)?;
-        self.finish(&parent_fd, base, &dir, item)
+        let parent_fd = self.open_dir(item.node.parent)?;
+        self.finish(&parent_fd, item.base(), &dir, item)
     }
 }
 
@@ -261,14 +337,15 @@ pub fn extract(reader: &Reader, dest: &Path, opts: &ExtractOptions) -> Result<Ex
         Mode::empty(),
     )
     .map_err(|e| io_err(format!("opening {}", dest.display()), e))?;
-    let ex = Extractor { reader, root, opts };
     let index = reader.index();
-    let nodes = &index.nodes;
-    let item = |id: NodeId| Item {
-        id,
-        node: &nodes[id],
-        path: index.path(id),
+    let ex = Extractor {
+        index,
+        reader,
+        root: Arc::new(root),
+        opts,
+        dirs: Mutex::new(DirFds::default()),
     };
+    let nodes = &index.nodes;
 
     // Depth-first order, so parents come before children.
     let mut order = Vec::with_capacity(nodes.len());
@@ -291,7 +368,7 @@ pub fn extract(reader: &Reader, dest: &Path, opts: &ExtractOptions) -> Result<Ex
 
     let mut stats = ExtractStats::default();
     for &id in order.iter().skip(1).filter(|&&id| is_dir(id)) {
-        ex.make_dir(&item(id))?;
+        ex.make_dir(&ex.item(id))?;
         stats.dirs += 1;
     }
     let files: Vec<NodeId> = order
@@ -301,25 +378,32 @@ pub fn extract(reader: &Reader, dest: &Path, opts: &ExtractOptions) -> Result<Ex
         .collect();
     stats.bytes = files
         .par_iter()
-        .map(|&id| ex.write_file(&item(id)))
+        .map(|&id| ex.write_file(&ex.item(id)))
         .try_reduce(|| 0, |a, b| Ok(a + b))?;
     stats.files = files.len() as u64;
+    // Every possible link target (files, symlinks, devices) exists before
+    // the first hardlink is made.
     for &id in &order {
         let node = &nodes[id];
-        if let Some(target) = node.link_target {
-            ex.make_hardlink(&item(id), &item(target))?;
+        if node.link_target.is_none()
+            && matches!(
+                node.entry.kind,
+                EntryType::Symlink | EntryType::Char | EntryType::Block | EntryType::Fifo
+            )
+        {
+            ex.make_special(&ex.item(id))?;
             stats.others += 1;
-        } else if matches!(
-            node.entry.kind,
-            EntryType::Symlink | EntryType::Char | EntryType::Block | EntryType::Fifo
-        ) {
-            ex.make_special(&item(id))?;
+        }
+    }
+    for &id in &order {
+        if let Some(target) = nodes[id].link_target {
+            ex.make_hardlink(&ex.item(id), &ex.item(target))?;
             stats.others += 1;
         }
     }
     // Directory metadata last (deepest first), so writes inside don't change mtimes.
     for &id in order.iter().rev().filter(|&&id| is_dir(id)) {
-        ex.finish_dir(&item(id))?;
+        ex.finish_dir(&ex.item(id))?;
     }
     Ok(stats)
 }

@@ -126,15 +126,7 @@ pub struct Toc {
     pub entries: Vec<TocEntry>,
 }
 
-/// Wire form used only for decoding; all fields optional like Go's zero values.
-#[derive(Deserialize)]
-struct RawToc {
-    #[serde(default)]
-    version: i64,
-    #[serde(default)]
-    entries: Option<Vec<RawEntry>>,
-}
-
+/// Wire form of one entry, used only for decoding; all fields optional like Go's zero values.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawEntry {
@@ -245,27 +237,172 @@ impl RawEntry {
     }
 }
 
+/// Bounds on what decoding a TOC may hold in memory, checked per entry as
+/// the JSON streams in, before anything is allocated for the next entry.
+#[derive(Debug, Clone, Copy)]
+pub struct TocLimits {
+    /// Most entries kept (after collapsing repeats of the previous entry).
+    pub max_entries: u64,
+    /// Most bytes of entry names and link names, summed over kept entries.
+    pub max_name_bytes: u64,
+}
+
+impl TocLimits {
+    /// No bound beyond what the JSON itself holds.
+    pub const UNLIMITED: TocLimits = TocLimits {
+        max_entries: u64::MAX,
+        max_name_bytes: u64::MAX,
+    };
+}
+
+/// Streams the `entries` array: each raw entry is converted (and checked
+/// against the limits) as soon as it is parsed, so a TOC never exists in two
+/// forms at once, and an entry equal to the previous one is dropped (a later
+/// duplicate replaces an earlier one anyway), so a repeated entry costs
+/// parsing time but no memory.
+struct EntriesSeed<'a> {
+    limits: &'a TocLimits,
+    failure: &'a std::cell::RefCell<Option<Error>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for EntriesSeed<'_> {
+    type Value = Vec<TocEntry>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EntriesSeed<'_> {
+    type Value = Vec<TocEntry>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of TOC entries or null")
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut entries: Vec<TocEntry> = Vec::new();
+        let mut name_bytes = 0u64;
+        let mut index = 0usize;
+        let fail = |e: Error| {
+            *self.failure.borrow_mut() = Some(e);
+            <A::Error as serde::de::Error>::custom("invalid TOC entry")
+        };
+        while let Some(raw) = seq.next_element::<RawEntry>()? {
+            let entry = raw.into_entry(index).map_err(fail)?;
+            index += 1;
+            if entry.kind != EntryType::Chunk && entries.last() == Some(&entry) {
+                continue;
+            }
+            if entries.len() as u64 >= self.limits.max_entries {
+                return Err(fail(Error::LimitExceeded(format!(
+                    "the TOC has more than {} entries (max_entries)",
+                    self.limits.max_entries
+                ))));
+            }
+            name_bytes += (entry.name.len() + entry.link_name.len()) as u64;
+            if name_bytes > self.limits.max_name_bytes {
+                return Err(fail(Error::LimitExceeded(format!(
+                    "the TOC's entry and link names exceed {} bytes (max_name_bytes)",
+                    self.limits.max_name_bytes
+                ))));
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
+
+/// The top-level object: `version`, `entries`, anything else ignored.
+struct TocSeed<'a> {
+    entries: EntriesSeed<'a>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TocSeed<'_> {
+    type Value = Toc;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TocSeed<'_> {
+    type Value = Toc;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a TOC object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Toc, A::Error> {
+        use serde::de::Error as _;
+        let mut version = None;
+        let mut entries = None;
+        let EntriesSeed { limits, failure } = self.entries;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "version" if version.is_some() => return Err(A::Error::duplicate_field("version")),
+                "version" => version = Some(map.next_value::<i64>()?),
+                "entries" if entries.is_some() => return Err(A::Error::duplicate_field("entries")),
+                "entries" => entries = Some(map.next_value_seed(EntriesSeed { limits, failure })?),
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Toc {
+            version: version.unwrap_or(0),
+            entries: entries.unwrap_or_default(),
+        })
+    }
+}
+
 impl Toc {
     /// Decodes TOC JSON. Only the first JSON value is used (like Go's decoder);
     /// trailing bytes are ignored.
     pub fn from_json(bytes: &[u8]) -> Result<Toc> {
-        let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<RawToc>();
-        let raw = match stream.next() {
-            Some(Ok(raw)) => raw,
-            Some(Err(e)) => return Err(Error::InvalidToc(format!("bad JSON: {e}"))),
-            None => return Err(Error::InvalidToc("empty TOC JSON".into())),
+        Self::from_json_limited(bytes, &TocLimits::UNLIMITED)
+    }
+
+    /// [`Toc::from_json`] within `limits`.
+    pub fn from_json_limited(bytes: &[u8], limits: &TocLimits) -> Result<Toc> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        Self::decode(&mut de, limits)
+    }
+
+    /// Decodes the first JSON value of `reader` within `limits`, without
+    /// holding the JSON text in memory. Bytes after it are left unread.
+    pub fn from_reader_limited(reader: impl std::io::Read, limits: &TocLimits) -> Result<Toc> {
+        let mut de = serde_json::Deserializer::from_reader(reader);
+        Self::decode(&mut de, limits)
+    }
+
+    fn decode<'de, R: serde_json::de::Read<'de>>(
+        de: &mut serde_json::Deserializer<R>,
+        limits: &TocLimits,
+    ) -> Result<Toc> {
+        use serde::de::DeserializeSeed as _;
+        let failure = std::cell::RefCell::new(None);
+        let seed = TocSeed {
+            entries: EntriesSeed {
+                limits,
+                failure: &failure,
+            },
         };
-        let entries = raw
-            .entries
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| e.into_entry(i))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Toc {
-            version: raw.version,
-            entries,
-        })
+        match seed.deserialize(de) {
+            Ok(toc) => Ok(toc),
+            Err(e) => Err(failure.into_inner().unwrap_or_else(|| {
+                if e.is_eof() && e.line() == 1 && e.column() == 0 {
+                    Error::InvalidToc("empty TOC JSON".into())
+                } else if e.is_io() {
+                    Error::InvalidToc(format!("cannot read the TOC JSON: {e}"))
+                } else {
+                    Error::InvalidToc(format!("bad JSON: {e}"))
+                }
+            })),
+        }
     }
 
     /// Serializes like Go's `json.MarshalIndent(toc, "", "\t")`.

@@ -27,6 +27,10 @@ fuzz_target!(init: estargz_fuzz::init(), |data: &[u8]| {
         external_toc,
         max_toc_size: 64 << 10,
         max_chunk_size: 64 << 10,
+        max_entries: 4096,
+        max_path_depth: 64,
+        max_name_bytes: 64 << 10,
+        max_member_inflation: 16,
         ..Default::default()
     };
     let opened_default = match Reader::open(source(blob), &default) {
@@ -54,6 +58,10 @@ fuzz_target!(init: estargz_fuzz::init(), |data: &[u8]| {
             false
         }
     };
+    // Resource bound: with small limits, one input costs little memory
+    // and time, whatever it holds.
+    let baseline = estargz_fuzz::reset_peak_memory();
+    let started = std::time::Instant::now();
     match Reader::open(source(blob), &small) {
         Ok(reader) => {
             assert!(opened_default, "opens with small limits but not with the defaults");
@@ -61,4 +69,13 @@ fuzz_target!(init: estargz_fuzz::init(), |data: &[u8]| {
         }
         Err(e) => touch_error(&e),
     }
+    let (peak, elapsed) = (estargz_fuzz::peak_memory() - baseline, started.elapsed());
+    assert!(
+        peak <= estargz_fuzz::INPUT_MEMORY_BOUND,
+        "one input held {peak} bytes at once with small limits"
+    );
+    assert!(
+        elapsed <= estargz_fuzz::INPUT_TIME_BOUND,
+        "one input took {elapsed:?} with small limits"
+    );
 });

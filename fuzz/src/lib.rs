@@ -25,6 +25,39 @@ pub const MAX_ALLOCATION: usize = 1 << 30;
 
 struct GuardedAlloc;
 
+/// Bytes allocated and not yet freed, and their high-water mark since
+/// [`reset_peak_memory`] (the resource-bound check of the targets).
+static LIVE_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PEAK_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn count_alloc(size: usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let live = LIVE_BYTES.fetch_add(size, Relaxed) + size;
+    PEAK_BYTES.fetch_max(live, Relaxed);
+}
+
+fn count_free(size: usize) {
+    LIVE_BYTES.fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Starts measuring: the peak becomes what is live now.
+pub fn reset_peak_memory() -> usize {
+    use std::sync::atomic::Ordering::Relaxed;
+    let live = LIVE_BYTES.load(Relaxed);
+    PEAK_BYTES.store(live, Relaxed);
+    live
+}
+
+/// Most bytes live at once since [`reset_peak_memory`].
+pub fn peak_memory() -> usize {
+    PEAK_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Per-input bounds of the resource check: an input opened and read with
+/// small limits must stay within these (issue 15).
+pub const INPUT_MEMORY_BOUND: usize = 256 << 20;
+pub const INPUT_TIME_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl GuardedAlloc {
     #[cold]
     fn too_big(size: usize) -> ! {
@@ -45,21 +78,35 @@ unsafe impl std::alloc::GlobalAlloc for GuardedAlloc {
         if layout.size() > MAX_ALLOCATION {
             Self::too_big(layout.size());
         }
-        unsafe { std::alloc::System.alloc(layout) }
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            count_alloc(layout.size());
+        }
+        p
     }
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
         if layout.size() > MAX_ALLOCATION {
             Self::too_big(layout.size());
         }
-        unsafe { std::alloc::System.alloc_zeroed(layout) }
+        let p = unsafe { std::alloc::System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            count_alloc(layout.size());
+        }
+        p
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         if new_size > MAX_ALLOCATION {
             Self::too_big(new_size);
         }
-        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            count_free(layout.size());
+            count_alloc(new_size);
+        }
+        p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        count_free(layout.size());
         unsafe { std::alloc::System.dealloc(ptr, layout) }
     }
 }

@@ -59,7 +59,43 @@ pub struct Node {
 #[derive(Debug)]
 pub struct Index {
     pub nodes: Vec<Node>,
+    /// Bounds checked while building.
+    limits: IndexLimits,
+    /// For gzip members holding several chunks: how far they must be
+    /// inflated (end of their last chunk), by member offset.
+    member_spans: HashMap<u64, u64>,
 }
+
+/// Bounds on the tree built from an untrusted TOC (see `OpenOptions`).
+#[derive(Debug, Clone, Copy)]
+pub struct IndexLimits {
+    /// Most nodes, implicit directories included.
+    pub max_nodes: u64,
+    /// Most components in one path.
+    pub max_path_depth: u64,
+    /// How many times the chunk bytes a gzip member holds it may inflate to
+    /// (up to the end of its last chunk), beyond [`MEMBER_INFLATION_ALLOWANCE`].
+    pub max_member_inflation: u64,
+}
+
+impl IndexLimits {
+    /// What `OpenOptions::default()` allows.
+    pub const DEFAULT: IndexLimits = IndexLimits {
+        max_nodes: super::DEFAULT_MAX_ENTRIES,
+        max_path_depth: super::DEFAULT_MAX_PATH_DEPTH,
+        max_member_inflation: super::DEFAULT_MAX_MEMBER_INFLATION,
+    };
+    /// Only the checks every tree gets (e.g. for TOCs we built ourselves).
+    pub const UNLIMITED: IndexLimits = IndexLimits {
+        max_nodes: u64::MAX,
+        max_path_depth: u64::MAX,
+        max_member_inflation: u64::MAX,
+    };
+}
+
+/// Decompressed bytes a member may always span, whatever chunks it holds:
+/// room for tar headers of many small or empty files in min-chunk-size blobs.
+pub const MEMBER_INFLATION_ALLOWANCE: u64 = 16 << 20;
 
 fn implicit_dir(name: &str, parent: NodeId) -> Node {
     let mut entry = TocEntry::new(String::new(), EntryType::Dir);
@@ -80,23 +116,31 @@ impl Index {
     /// Builds the tree. `payload_end` is where the data members end (TOC offset
     /// or the footer start); chunk ranges must lie before it.
     pub fn build(toc: &Toc, payload_end: u64) -> Result<Index> {
-        let mut idx = Self::tree(&toc.entries, payload_end)?;
+        Self::build_limited(toc, payload_end, &IndexLimits::UNLIMITED)
+    }
+
+    /// [`Index::build`] within `limits`.
+    pub fn build_limited(toc: &Toc, payload_end: u64, limits: &IndexLimits) -> Result<Index> {
+        let mut idx = Self::tree(&toc.entries, payload_end, limits)?;
         idx.validate_chunks(payload_end)?;
-        idx.check_no_overlap()?;
+        idx.check_members()?;
         idx.count_links();
         Ok(idx)
     }
 
-    /// Checks that `entries` form a tree a reader accepts (no file used as a
-    /// directory, hardlinks resolvable, sane names), ignoring chunk geometry.
-    /// The builder uses it so that every blob it writes can be opened.
+    /// Checks that `entries` form a tree a reader accepts with default
+    /// options (no file used as a directory, hardlinks resolvable, sane
+    /// names, default limits), ignoring chunk geometry. The builder uses it
+    /// so that every blob it writes can be opened.
     pub fn check_tree(entries: &[TocEntry]) -> Result<()> {
-        Self::tree(entries, u64::MAX).map(|_| ())
+        Self::tree(entries, u64::MAX, &IndexLimits::DEFAULT).map(|_| ())
     }
 
-    fn tree(entries: &[TocEntry], payload_end: u64) -> Result<Index> {
+    fn tree(entries: &[TocEntry], payload_end: u64, limits: &IndexLimits) -> Result<Index> {
         let mut idx = Index {
             nodes: vec![implicit_dir("", ROOT)],
+            limits: *limits,
+            member_spans: HashMap::new(),
         };
         let next_offsets = next_offsets(entries, payload_end);
         let mut unames: HashMap<u64, String> = HashMap::new();
@@ -118,6 +162,13 @@ impl Index {
                 return Err(Error::LimitExceeded(format!(
                     "entry #{i} has a {}-byte path (limit {MAX_PATH_LEN})",
                     path.len()
+                )));
+            }
+            let depth = path.split('/').filter(|p| !p.is_empty()).count() as u64;
+            if depth > limits.max_path_depth {
+                return Err(Error::LimitExceeded(format!(
+                    "entry #{i} has a path {depth} directories deep (max_path_depth {})",
+                    limits.max_path_depth
                 )));
             }
             let mut entry = e.clone();
@@ -181,13 +232,24 @@ impl Index {
             node.link_target = None;
             return Ok(id);
         }
-        let id = self.nodes.len();
+        let id = self.new_node_id()?;
         let mut node = implicit_dir(base, parent);
         node.entry = entry;
         node.implicit = false;
         self.nodes.push(node);
         self.nodes[parent].children.insert(base.to_string(), id);
         Ok(id)
+    }
+
+    /// The id the next node gets, if the node limit allows one more.
+    fn new_node_id(&self) -> Result<NodeId> {
+        if self.nodes.len() as u64 >= self.limits.max_nodes {
+            return Err(Error::LimitExceeded(format!(
+                "the TOC makes more than {} files and directories (max_entries)",
+                self.limits.max_nodes
+            )));
+        }
+        Ok(self.nodes.len())
     }
 
     /// Returns the directory at cleaned `path`, creating missing ones (implicit).
@@ -200,7 +262,7 @@ impl Index {
             id = match self.nodes[id].children.get(part) {
                 Some(&child) => child,
                 None => {
-                    let child = self.nodes.len();
+                    let child = self.new_node_id()?;
                     self.nodes.push(implicit_dir(part, id));
                     self.nodes[id].children.insert(part.to_string(), child);
                     child
@@ -303,8 +365,9 @@ impl Index {
 
     /// Chunks stored in the same gzip member must not overlap: readers then
     /// verify a member in one pass, and a hostile TOC cannot make them
-    /// decompress the same bytes over and over.
-    fn check_no_overlap(&self) -> Result<()> {
+    /// decompress the same bytes over and over. A member must also not
+    /// inflate far beyond the chunk bytes it holds (`max_member_inflation`).
+    fn check_members(&mut self) -> Result<()> {
         let mut spans: Vec<(u64, u64, u64, NodeId)> = Vec::new();
         for (id, node) in self.nodes.iter().enumerate() {
             if node.link_target.is_none() {
@@ -322,6 +385,25 @@ impl Index {
                 return Err(Error::InvalidToc(format!(
                     "data of {:?} overlaps another chunk in the gzip member at offset {off_b}",
                     self.path(id)
+                )));
+            }
+        }
+        for member in spans.chunk_by(|a, b| a.0 == b.0) {
+            let held: u64 = member.iter().map(|s| s.2).sum();
+            let &(offset, inner, size, id) = member.last().expect("chunk_by yields non-empty");
+            let span = inner.saturating_add(size);
+            let allowed = held
+                .saturating_mul(self.limits.max_member_inflation)
+                .saturating_add(MEMBER_INFLATION_ALLOWANCE);
+            if member.len() > 1 || inner > 0 {
+                self.member_spans.insert(offset, span);
+            }
+            if span > allowed {
+                return Err(Error::LimitExceeded(format!(
+                    "the gzip member at offset {offset} must inflate {span} bytes to reach \
+                     {:?}, but holds only {held} bytes of chunks (max_member_inflation {})",
+                    self.path(id),
+                    self.limits.max_member_inflation
                 )));
             }
         }
@@ -393,6 +475,12 @@ impl Index {
                 self.nodes[parent].nlink += 1;
             }
         }
+    }
+
+    /// How many decompressed bytes of the member at blob `offset` its chunks
+    /// need (`u64::MAX` when unknown).
+    pub fn member_span(&self, offset: u64) -> u64 {
+        self.member_spans.get(&offset).copied().unwrap_or(u64::MAX)
     }
 
     /// Looks up a path (any spelling: it is cleaned first).

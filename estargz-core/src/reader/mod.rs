@@ -1,6 +1,7 @@
 //! Opening and reading eStargz / stargz blobs from any positional-read source.
 //! Every byte handed out comes from a chunk whose digest was checked first.
 
+mod budget;
 mod index;
 mod inflight;
 mod warm;
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-pub use index::{Chunk, Index, Node, NodeId, ROOT};
+pub use index::{Chunk, Index, IndexLimits, Node, NodeId, ROOT};
 pub use warm::{
     BackgroundFetch, PrefetchHint, WarmSummary, BACKGROUND_SILENCE, DEFAULT_BATCH_BYTES,
 };
@@ -19,7 +20,7 @@ use crate::cache::ChunkCache;
 use crate::digest::Hasher;
 use crate::error::{Error, Result};
 use crate::footer::{Footer, MAX_FOOTER_SIZE};
-use crate::source::{ReadAt, SectionReader};
+use crate::source::ReadAt;
 use crate::toc::{EntryType, Toc, TOC_NAME};
 
 /// When a reader of this process last waited for data, in milliseconds
@@ -60,15 +61,43 @@ const DEFAULT_CHUNK_MEMORY: u64 = 32 << 20;
 /// Largest decompressed shared member kept for neighbouring chunks.
 const MAX_SHARED_MEMBER: u64 = 64 << 20;
 
-/// How to open a blob.
+/// Default bound on TOC entries and on tree nodes (implicit directories count).
+pub const DEFAULT_MAX_ENTRIES: u64 = 1 << 20;
+/// Default bound on path components: deeper than Linux's PATH_MAX allows.
+pub const DEFAULT_MAX_PATH_DEPTH: u64 = 2048;
+/// Default bound on the bytes of entry names and link names in a TOC.
+pub const DEFAULT_MAX_NAME_BYTES: u64 = 128 << 20;
+/// Default bound on how far a gzip member may inflate relative to the chunk
+/// bytes it holds (see [`OpenOptions::max_member_inflation`]).
+pub const DEFAULT_MAX_MEMBER_INFLATION: u64 = 64;
+
+/// How to open a blob. The `max_*` fields bound what an untrusted blob can
+/// cost; exceeding one fails the open (or the read) with
+/// [`Error::LimitExceeded`] naming the limit, decided from sizes and counts
+/// before the memory is allocated or the work done.
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
     /// The TOC gzip member for blobs with an external TOC.
     pub external_toc: Option<Vec<u8>>,
     /// Fail unless the TOC digest equals this (`containerd.io/snapshot/stargz/toc.digest`).
     pub expected_toc_digest: Option<String>,
+    /// Most bytes of TOC JSON (and of the compressed TOC member).
     pub max_toc_size: u64,
+    /// Largest chunk accepted (a chunk is held whole while it is verified).
     pub max_chunk_size: u64,
+    /// Most TOC entries, and most nodes in the file tree (directories the
+    /// TOC only implies count too). An entry equal to the one before it is
+    /// collapsed and not counted.
+    pub max_entries: u64,
+    /// Most components in one path.
+    pub max_path_depth: u64,
+    /// Most bytes of entry names plus link names, over the whole TOC.
+    pub max_name_bytes: u64,
+    /// A gzip member holding chunks may inflate (up to the end of its last
+    /// chunk) to at most this many times the chunk bytes it holds, beyond a
+    /// 16 MiB allowance for headers: a tiny file cannot make every read
+    /// inflate gigabytes.
+    pub max_member_inflation: u64,
     /// Where verified chunks are kept (shared between readers); a small
     /// private memory cache when `None`.
     pub cache: Option<Arc<ChunkCache>>,
@@ -81,13 +110,71 @@ impl Default for OpenOptions {
             expected_toc_digest: None,
             max_toc_size: DEFAULT_MAX_TOC_SIZE,
             max_chunk_size: DEFAULT_MAX_CHUNK_SIZE,
+            max_entries: DEFAULT_MAX_ENTRIES,
+            max_path_depth: DEFAULT_MAX_PATH_DEPTH,
+            max_name_bytes: DEFAULT_MAX_NAME_BYTES,
+            max_member_inflation: DEFAULT_MAX_MEMBER_INFLATION,
             cache: None,
+        }
+    }
+}
+
+impl OpenOptions {
+    fn toc_limits(&self) -> crate::toc::TocLimits {
+        crate::toc::TocLimits {
+            max_entries: self.max_entries,
+            max_name_bytes: self.max_name_bytes,
+        }
+    }
+
+    fn index_limits(&self) -> IndexLimits {
+        IndexLimits {
+            max_nodes: self.max_entries,
+            max_path_depth: self.max_path_depth,
+            max_member_inflation: self.max_member_inflation,
         }
     }
 }
 
 /// A decompressed gzip member that holds several chunks: (offset, end, bytes).
 type SharedMember = (u64, u64, Arc<Vec<u8>>);
+
+/// Memory for chunk buffers being decoded at once, per reader (at least one
+/// chunk of the largest allowed size always fits).
+const MIN_CHUNK_BUFFER_BUDGET: u64 = 256 << 20;
+/// Decoders kept positioned inside large shared members.
+const MAX_CURSORS: usize = 4;
+
+/// A decoder left just after the last chunk it produced, so the next chunk
+/// of the same large member continues from there instead of re-inflating
+/// the member from its start.
+struct MemberCursor {
+    /// (member offset, next_offset) it decodes.
+    key: (u64, u64),
+    /// Decompressed bytes consumed so far.
+    pos: u64,
+    decoder: Box<dyn Read + Send>,
+}
+
+/// `[pos, end)` of a shared source, owned (decoders kept across calls
+/// cannot borrow the reader).
+struct OwnedSection {
+    src: Arc<dyn ReadAt>,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for OwnedSection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = (self.end.saturating_sub(self.pos)).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.src.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
 
 /// An open blob.
 pub struct Reader {
@@ -105,10 +192,37 @@ pub struct Reader {
     /// The last decompressed shared member (min-chunk-size blobs): its blob
     /// range and bytes, not yet verified (each chunk is verified when sliced).
     shared_member: Mutex<Option<SharedMember>>,
+    /// Positioned decoders of large shared members, most recent last.
+    cursors: Mutex<Vec<MemberCursor>>,
+    /// Bounds the chunk and member buffers decoded at once.
+    buffers: budget::Budget,
 }
 
-/// Decompresses a TOC member (tar entry `stargz.index.json`) and hashes its JSON.
-fn read_toc_member(compressed: impl Read, max_toc_size: u64) -> Result<(Vec<u8>, String)> {
+/// TOC JSON up to this size is decoded from memory (faster; freed before
+/// the index is built, so it does not raise the peak); larger TOCs
+/// stream through the decoder, so their text is never held whole.
+const MAX_BUFFERED_TOC: u64 = 64 << 20;
+
+/// Counts and hashes what is read through it (the TOC digest covers every
+/// byte of the JSON, including any after the first value).
+struct HashingReader<R> {
+    inner: R,
+    hasher: Hasher,
+    count: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Decompresses a TOC member (tar entry `stargz.index.json`), decodes its
+/// JSON within `opts`' limits and hashes it; checks `expected_toc_digest`.
+fn read_toc_member(compressed: impl Read, opts: &OpenOptions) -> Result<(Toc, String)> {
     let mut gz = flate2::read::GzDecoder::new(BufReader::with_capacity(1 << 16, compressed));
     let mut header = [0u8; 512];
     gz.read_exact(&mut header)
@@ -127,23 +241,49 @@ fn read_toc_member(compressed: impl Read, max_toc_size: u64) -> Result<(Vec<u8>,
     }
     let size = crate::tar::parse_number(&header[124..136], "size", 0)
         .map_err(|e| Error::InvalidToc(format!("TOC tar header: {e}")))?;
-    if size > max_toc_size {
+    if size > opts.max_toc_size {
         return Err(Error::LimitExceeded(format!(
-            "TOC is {size} bytes, over the limit of {max_toc_size}"
+            "TOC is {size} bytes, over the limit of {} (max_toc_size)",
+            opts.max_toc_size
         )));
     }
-    let mut json = Vec::with_capacity(size.min(16 << 20) as usize);
-    gz.take(size)
-        .read_to_end(&mut json)
-        .map_err(|e| Error::InvalidToc(format!("cannot decompress the TOC JSON: {e}")))?;
-    if (json.len() as u64) < size {
-        return Err(Error::Truncated(format!(
-            "TOC JSON ends after {} of {size} bytes",
-            json.len()
-        )));
-    }
-    let digest = crate::digest::sha256_digest(&json);
-    Ok((json, digest))
+    let limits = opts.toc_limits();
+    let mut body = HashingReader {
+        inner: gz.take(size),
+        hasher: Hasher::new(),
+        count: 0,
+    };
+    let decoded = if size <= MAX_BUFFERED_TOC {
+        let mut json = Vec::with_capacity(size as usize);
+        body.read_to_end(&mut json)
+            .map_err(|e| Error::InvalidToc(format!("cannot decompress the TOC JSON: {e}")))
+            .map(|_| Toc::from_json_limited(&json, &limits))
+    } else {
+        let mut buffered = BufReader::with_capacity(1 << 16, &mut body);
+        let toc = Toc::from_reader_limited(&mut buffered, &limits);
+        // The rest counts for the digest (and shows truncation).
+        io::copy(&mut buffered, &mut io::sink())
+            .map_err(|e| Error::InvalidToc(format!("cannot decompress the TOC JSON: {e}")))
+            .map(|_| toc)
+    };
+    let toc = decoded.and_then(|toc| {
+        if body.count < size {
+            return Err(Error::Truncated(format!(
+                "TOC JSON ends after {} of {size} bytes",
+                body.count
+            )));
+        }
+        let digest = body.hasher.finish();
+        match &opts.expected_toc_digest {
+            Some(expected) if *expected != digest => Err(Error::DigestMismatch {
+                what: "TOC".into(),
+                expected: expected.clone(),
+                actual: digest,
+            }),
+            _ => Ok((toc?, digest)),
+        }
+    })?;
+    Ok(toc)
 }
 
 impl Reader {
@@ -157,22 +297,22 @@ impl Reader {
             .map_err(|e| Error::io("reading the footer", e))?;
         let footer = Footer::parse(&tail, size)?;
         let payload_end = size - footer.size() as u64;
-        let (json, toc_digest, payload_end) = match footer.toc_offset() {
+        let (toc, toc_digest, payload_end) = match footer.toc_offset() {
             Some(toc_offset) => {
                 // One positional read for the whole TOC member: for a remote
                 // source that is one range request.
                 let len = payload_end - toc_offset;
                 if len > opts.max_toc_size {
                     return Err(Error::LimitExceeded(format!(
-                        "compressed TOC is {len} bytes, over the limit of {}",
+                        "compressed TOC is {len} bytes, over the limit of {} (max_toc_size)",
                         opts.max_toc_size
                     )));
                 }
                 let mut member = vec![0u8; len as usize];
                 src.read_exact_at(&mut member, toc_offset)
                     .map_err(|e| Error::io(format!("reading the TOC at offset {toc_offset}"), e))?;
-                let (json, digest) = read_toc_member(&member[..], opts.max_toc_size)?;
-                (json, digest, toc_offset)
+                let (toc, digest) = read_toc_member(&member[..], opts)?;
+                (toc, digest, toc_offset)
             }
             None => {
                 let external = opts.external_toc.as_deref().ok_or_else(|| {
@@ -181,21 +321,11 @@ impl Reader {
                             .into(),
                     )
                 })?;
-                let (json, digest) = read_toc_member(external, opts.max_toc_size)?;
-                (json, digest, payload_end)
+                let (toc, digest) = read_toc_member(external, opts)?;
+                (toc, digest, payload_end)
             }
         };
-        if let Some(expected) = &opts.expected_toc_digest {
-            if *expected != toc_digest {
-                return Err(Error::DigestMismatch {
-                    what: "TOC".into(),
-                    expected: expected.clone(),
-                    actual: toc_digest,
-                });
-            }
-        }
-        let toc = Toc::from_json(&json)?;
-        let index = Index::build(&toc, payload_end)?;
+        let index = Index::build_limited(&toc, payload_end, &opts.index_limits())?;
         Ok(Reader {
             src,
             footer,
@@ -210,6 +340,8 @@ impl Reader {
             foreground: AtomicUsize::new(0),
             inflight: Default::default(),
             shared_member: Mutex::new(None),
+            cursors: Mutex::new(Vec::new()),
+            buffers: budget::Budget::new(opts.max_chunk_size.max(MIN_CHUNK_BUFFER_BUDGET)),
         })
     }
 
@@ -289,10 +421,38 @@ impl Reader {
     /// Decompresses and verifies one chunk of file `id` (not cached).
     pub fn fetch_chunk(&self, id: NodeId, chunk: &Chunk) -> Result<Vec<u8>> {
         self.check_chunk_limits(id, chunk)?;
+        let _permit = self.buffers.acquire(self.fetch_cost(chunk));
+        self.fetch_chunk_unbudgeted(id, chunk)
+    }
+
+    /// Buffer bytes fetching `chunk` may hold: the chunk, its compressed
+    /// extent when read whole, and a shared member kept whole.
+    fn fetch_cost(&self, chunk: &Chunk) -> u64 {
+        let extent = chunk.next_offset.saturating_sub(chunk.offset);
+        let mut cost = chunk.chunk_size + extent.min(self.max_member_read());
         if chunk.inner_offset > 0 {
-            // A member shared by several chunks: decompress it once for all of
-            // them, so reading every file costs one pass, not chunks x member.
-            if let Some(member) = self.shared_member(chunk) {
+            let span = self.index.member_span(chunk.offset);
+            if span <= MAX_SHARED_MEMBER {
+                cost += span;
+            }
+        }
+        cost
+    }
+
+    /// [`Reader::fetch_chunk`] for callers that hold the buffer budget.
+    fn fetch_chunk_unbudgeted(&self, id: NodeId, chunk: &Chunk) -> Result<Vec<u8>> {
+        self.check_chunk_limits(id, chunk)?;
+        if chunk.inner_offset == 0 {
+            let mut gz = self.member_decoder(chunk)?;
+            return self.read_verified(&mut gz, 0, id, chunk);
+        }
+        // A member shared by several chunks: decompress it once for all of
+        // them (small members are kept whole, large ones are continued from
+        // where the last chunk ended), so reading every file costs one pass,
+        // not chunks x member.
+        let span = self.index.member_span(chunk.offset);
+        if span <= MAX_SHARED_MEMBER {
+            if let Some(member) = self.shared_member(chunk, span) {
                 let end = chunk.inner_offset.saturating_add(chunk.chunk_size);
                 if end <= member.len() as u64 {
                     let data = &member[chunk.inner_offset as usize..end as usize];
@@ -300,13 +460,50 @@ impl Reader {
                 }
             }
         }
-        let mut gz = self.member_decoder(chunk)?;
-        self.read_verified(&mut gz, chunk.inner_offset, id, chunk)
+        self.fetch_with_cursor(id, chunk)
     }
 
-    /// The decompressed range `[chunk.offset, chunk.next_offset)`, cached;
-    /// `None` when it is too large to keep (then callers stream instead).
-    fn shared_member(&self, chunk: &Chunk) -> Option<Arc<Vec<u8>>> {
+    /// Reads `chunk` through a decoder positioned at or before it in its
+    /// member (a fresh one when none is), and keeps the decoder for the next.
+    fn fetch_with_cursor(&self, id: NodeId, chunk: &Chunk) -> Result<Vec<u8>> {
+        let key = (chunk.offset, chunk.next_offset);
+        let lock = || self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        let reusable = {
+            let mut cursors = lock();
+            let best = cursors
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.key == key && c.pos <= chunk.inner_offset)
+                .max_by_key(|(_, c)| c.pos)
+                .map(|(i, _)| i);
+            best.map(|i| cursors.remove(i))
+        };
+        let mut cursor = match reusable {
+            Some(c) => c,
+            None => MemberCursor {
+                key,
+                pos: 0,
+                decoder: self.member_decoder(chunk)?,
+            },
+        };
+        let data = self.read_verified(
+            &mut cursor.decoder,
+            chunk.inner_offset - cursor.pos,
+            id,
+            chunk,
+        )?;
+        cursor.pos = chunk.inner_offset + chunk.chunk_size;
+        let mut cursors = lock();
+        if cursors.len() >= MAX_CURSORS {
+            cursors.remove(0);
+        }
+        cursors.push(cursor);
+        Ok(data)
+    }
+
+    /// The member's decompressed bytes up to `span`, cached; `None` when it
+    /// cannot be decoded (then the streaming path reports the error).
+    fn shared_member(&self, chunk: &Chunk, span: u64) -> Option<Arc<Vec<u8>>> {
         let key = (chunk.offset, chunk.next_offset);
         if let Some((o, e, data)) = &*self.shared_member.lock().unwrap_or_else(|p| p.into_inner()) {
             if (*o, *e) == key {
@@ -314,15 +511,11 @@ impl Reader {
             }
         }
         let mut data = Vec::new();
-        let read = self
-            .member_decoder(chunk)
+        self.member_decoder(chunk)
             .ok()?
-            .take(MAX_SHARED_MEMBER + 1)
-            .read_to_end(&mut data);
-        // Errors are reported by the streaming path, with the chunk's context.
-        if read.is_err() || data.len() as u64 > MAX_SHARED_MEMBER {
-            return None;
-        }
+            .take(span)
+            .read_to_end(&mut data)
+            .ok()?;
         let data = Arc::new(data);
         *self.shared_member.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((key.0, key.1, data.clone()));
@@ -357,7 +550,7 @@ impl Reader {
     /// A decoder over the gzip member(s) holding `chunk`. The compressed
     /// extent is read with one positional read (one request for a remote
     /// source) unless it is implausibly large, in which case it streams.
-    fn member_decoder(&self, chunk: &Chunk) -> Result<Box<dyn Read + '_>> {
+    fn member_decoder(&self, chunk: &Chunk) -> Result<Box<dyn Read + Send>> {
         let extent = chunk.next_offset.saturating_sub(chunk.offset);
         if extent <= self.max_member_read() {
             let mut buf = vec![0u8; extent as usize];
@@ -373,7 +566,11 @@ impl Reader {
                 io::Cursor::new(buf),
             )));
         }
-        let section = SectionReader::new(&*self.src, chunk.offset, chunk.next_offset);
+        let section = OwnedSection {
+            src: self.src.clone(),
+            pos: chunk.offset,
+            end: chunk.next_offset,
+        };
         Ok(Box::new(flate2::read::MultiGzDecoder::new(
             BufReader::with_capacity(1 << 16, section),
         )))
@@ -392,6 +589,21 @@ impl Reader {
         id: NodeId,
         chunk: &Chunk,
     ) -> Result<Vec<u8>> {
+        let mut data = Vec::with_capacity(chunk.chunk_size.min(16 << 20) as usize);
+        self.verify_chunk(gz, skip, id, chunk, Some(&mut data))?;
+        Ok(data)
+    }
+
+    /// Skips `skip` decompressed bytes, then hashes `chunk`'s bytes (kept in
+    /// `keep` if given) and checks them against its digest.
+    fn verify_chunk(
+        &self,
+        gz: &mut impl Read,
+        skip: u64,
+        id: NodeId,
+        chunk: &Chunk,
+        keep: Option<&mut Vec<u8>>,
+    ) -> Result<()> {
         let context = || {
             format!(
                 "chunk at file offset {} of {:?}",
@@ -408,18 +620,36 @@ impl Reader {
             }
         };
         let skipped = io::copy(&mut gz.take(skip), &mut io::sink()).map_err(corrupt)?;
-        let mut data = Vec::with_capacity(chunk.chunk_size.min(16 << 20) as usize);
-        gz.take(chunk.chunk_size)
-            .read_to_end(&mut data)
-            .map_err(corrupt)?;
-        if skipped < skip || (data.len() as u64) < chunk.chunk_size {
+        let mut hasher = Hasher::new();
+        let mut body = gz.take(chunk.chunk_size);
+        let got = match keep {
+            Some(data) => {
+                body.read_to_end(data).map_err(corrupt)?;
+                hasher.update(data);
+                data.len() as u64
+            }
+            None => {
+                let mut buf = vec![0u8; 1 << 16];
+                let mut got = 0u64;
+                loop {
+                    let n = match body.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(corrupt(e)),
+                    };
+                    hasher.update(&buf[..n]);
+                    got += n as u64;
+                }
+                got
+            }
+        };
+        if skipped < skip || got < chunk.chunk_size {
             return Err(Error::Corrupt(format!(
                 "{}: compressed data ends early",
                 context()
             )));
         }
-        let mut hasher = Hasher::new();
-        hasher.update(&data);
         let actual = hasher.finish();
         if actual != chunk.digest {
             return Err(Error::DigestMismatch {
@@ -428,7 +658,7 @@ impl Reader {
                 actual,
             });
         }
-        Ok(data)
+        Ok(())
     }
 
     fn cached_chunk(&self, node_id: NodeId, chunk: &Chunk) -> Result<Arc<[u8]>> {
@@ -504,7 +734,9 @@ impl Reader {
         Ok(done)
     }
 
-    /// Calls `sink` with every chunk of a file, verified, in order.
+    /// Calls `sink` with every chunk of a file, verified, in order. A chunk
+    /// fetched here counts against the reader's buffer budget until `sink`
+    /// is done with it, so parallel callers hold a bounded amount.
     pub fn for_each_chunk(
         &self,
         id: NodeId,
@@ -517,11 +749,15 @@ impl Reader {
             // file that is streamed once.
             match self.cache.get(&chunk.digest) {
                 Some(data) if data.len() as u64 == chunk.chunk_size => sink(&data)?,
-                _ => sink(
-                    &self
-                        .fetch_chunk(id, chunk)
-                        .inspect_err(|e| self.forget_if_bad(e, chunk))?,
-                )?,
+                _ => {
+                    self.check_chunk_limits(id, chunk)?;
+                    let _permit = self.buffers.acquire(self.fetch_cost(chunk));
+                    sink(
+                        &self
+                            .fetch_chunk_unbudgeted(id, chunk)
+                            .inspect_err(|e| self.forget_if_bad(e, chunk))?,
+                    )?
+                }
             }
         }
         Ok(())
@@ -530,22 +766,27 @@ impl Reader {
     /// Verifies every chunk of every file; returns bytes verified. Chunks that
     /// share a gzip member (min-chunk-size blobs) are checked in one pass over
     /// it, so the work is one decompression of the blob, whatever the TOC says;
-    /// members are processed in parallel.
+    /// members are processed in parallel. Chunks are hashed as they stream,
+    /// and compressed members read whole share the reader's buffer budget,
+    /// so memory does not grow with the number of threads.
     pub fn verify_all(&self) -> Result<u64> {
         use rayon::prelude::*;
         let work = self.chunks_in_blob_order(|_, _| true);
         members_of(&work)
             .par_iter()
             .map(|member| {
-                let mut gz = self.member_decoder(member[0].1)?;
+                let first = member[0].1;
+                let extent = first.next_offset.saturating_sub(first.offset);
+                let _permit = self.buffers.acquire(extent.min(self.max_member_read()));
+                let mut gz = self.member_decoder(first)?;
                 let mut pos = 0;
                 let mut bytes = 0;
                 for &(id, chunk) in member.iter() {
                     self.check_chunk_limits(id, chunk)?;
                     // The index guarantees chunks of one member do not overlap.
-                    let data = self.read_verified(&mut gz, chunk.inner_offset - pos, id, chunk)?;
+                    self.verify_chunk(&mut gz, chunk.inner_offset - pos, id, chunk, None)?;
                     pos = chunk.inner_offset + chunk.chunk_size;
-                    bytes += data.len() as u64;
+                    bytes += chunk.chunk_size;
                 }
                 Ok(bytes)
             })

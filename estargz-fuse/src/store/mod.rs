@@ -189,7 +189,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn err(e: &estargz_core::Error) -> Errno {
-    Errno(e.errno())
+    match e {
+        // A layer over a resource limit is an I/O error of that layer (the
+        // log line names the limit); EFBIG would puzzle a lookup's caller.
+        estargz_core::Error::LimitExceeded(_) => Errno(libc::EIO),
+        _ => Errno(e.errno()),
+    }
 }
 
 impl Store {
