@@ -74,7 +74,7 @@ pub struct IndexLimits {
     /// Most components in one path.
     pub max_path_depth: u64,
     /// How many times the chunk bytes a gzip member holds it may inflate to
-    /// (up to the end of its last chunk), beyond [`MEMBER_INFLATION_ALLOWANCE`].
+    /// (up to the end of its last chunk), beyond a fixed 16 MiB allowance.
     pub max_member_inflation: u64,
 }
 
