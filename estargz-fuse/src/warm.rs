@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use estargz_core::reader::{BackgroundFetch, Reader};
+use estargz_core::reader::{BackgroundFetch, Reader, BACKGROUND_SILENCE};
 
 /// Compressed bytes per background request: ~170 ms of a 100 Mbit/s link,
 /// so a burst of on-demand reads never waits long behind a batch, while a
@@ -27,6 +27,8 @@ pub struct WarmOptions {
     pub max_background: usize,
     /// Compressed bytes per background request batch.
     pub batch_bytes: u64,
+    /// Quiet time after on-demand reads (of any layer) before each batch.
+    pub silence: Duration,
     /// Bytes the chunk cache can hold (disk, or memory without a disk
     /// cache): larger layers are not fetched in the background.
     pub cache_budget: u64,
@@ -40,6 +42,7 @@ impl WarmOptions {
             background: false,
             max_background: 2,
             batch_bytes: BACKGROUND_BATCH_BYTES,
+            silence: BACKGROUND_SILENCE,
             cache_budget: 0,
         }
     }
@@ -175,7 +178,7 @@ fn warm(
     }
     let _slot = Running(slots);
     log::debug!("{what}: background fetch started");
-    let fetch = BackgroundFetch::start(reader, opts.batch_bytes);
+    let fetch = BackgroundFetch::start_after_silence(reader, opts.batch_bytes, opts.silence);
     loop {
         if fetch.is_finished() {
             match fetch.wait() {
@@ -295,6 +298,9 @@ mod tests {
             max_background: max,
             // One 32 KiB member per request: a fetch takes many requests.
             batch_bytes: 1,
+            // Other tests of this process read layers; the quiet period
+            // would make the timing here depend on them.
+            silence: Duration::ZERO,
             cache_budget: budget,
         })
     }

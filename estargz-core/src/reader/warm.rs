@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 
 /// Default compressed bytes per batch (one request).
 pub const DEFAULT_BATCH_BYTES: u64 = 8 << 20;
+/// Smallest piece a large uncovered gap is read in.
+const MIN_GAP_PIECE: u64 = 4 << 20;
 /// Most gzip members per batch (bounds the Range header).
 const MAX_MEMBERS_PER_BATCH: usize = 512;
 
@@ -184,11 +186,12 @@ impl Reader {
                 end += 1;
             }
             // Gaps are small except the TOC, which the open already read;
-            // a pathological one is read in pieces of `batch_bytes`.
+            // a pathological one is read in pieces of `batch_bytes` (never
+            // tiny ones, whatever the batch size).
             let batch: Vec<Range<u64>> = gaps[i..end]
                 .iter()
                 .flat_map(|g| {
-                    let step = batch_bytes.max(1);
+                    let step = batch_bytes.max(MIN_GAP_PIECE);
                     (g.start..g.end)
                         .step_by(step as usize)
                         .map(move |s| s..(s + step).min(g.end))
@@ -244,6 +247,16 @@ const BACKGROUND_ATTEMPTS: u32 = 5;
 
 impl BackgroundFetch {
     pub fn start(reader: Arc<Reader>, batch_bytes: u64) -> BackgroundFetch {
+        Self::start_after_silence(reader, batch_bytes, BACKGROUND_SILENCE)
+    }
+
+    /// Like [`BackgroundFetch::start`], with its own quiet period before
+    /// each batch (zero: only reads in flight of this layer hold it back).
+    pub fn start_after_silence(
+        reader: Arc<Reader>,
+        batch_bytes: u64,
+        silence: Duration,
+    ) -> BackgroundFetch {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
@@ -253,7 +266,7 @@ impl BackgroundFetch {
                     if flag.load(Ordering::Relaxed) {
                         return false;
                     }
-                    let quiet = super::quiet_for().is_none_or(|q| q >= BACKGROUND_SILENCE);
+                    let quiet = super::quiet_for().is_none_or(|q| q >= silence);
                     if quiet && !reader.foreground_busy() {
                         return true;
                     }
