@@ -107,7 +107,17 @@ func (reg *registry) push(t *testing.T, tag string, annotate bool, layers ...*es
 }
 
 func TestOpenRemote(t *testing.T) {
-	files := fixture()
+	// Incompressible bulk after the small files: the blob is much larger
+	// than the library's read-ahead window, so laziness shows.
+	noise := make([]byte, 2<<20)
+	x := uint64(88172645463325252)
+	for i := range noise {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		noise[i] = byte(x)
+	}
+	files := append(fixture(), dir("var/"), dir("var/lib/"), reg("var/lib/bulk.bin", string(noise)))
 	want := contents(files)
 	build := func(files []file) *estargz.Blob {
 		b, err := estargz.Build(bytes.NewReader(makeTar(t, files)), estargz.WithChunkSize(64<<10))
