@@ -61,7 +61,7 @@ pub fn print_inspect(reader: &Reader, as_json: bool) -> Result<(), Error> {
         Footer::ExternalToc => ("estargz-external-toc", None),
         Footer::Legacy { toc_offset } => ("stargz-legacy", Some(toc_offset)),
     };
-    let toc = reader.toc();
+    let toc = reader.toc()?;
     let count = |kind: EntryType| toc.entries.iter().filter(|e| e.kind == kind).count();
     let file_bytes: u64 = toc
         .entries

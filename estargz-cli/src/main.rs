@@ -179,8 +179,9 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Inspect { blob, toc, json } => {
             let reader = open_blob(&blob)?;
             if toc {
+                let json = reader.toc()?.to_json();
                 let mut out = io::stdout().lock();
-                out.write_all(&reader.toc().to_json())
+                out.write_all(&json)
                     .and_then(|_| out.write_all(b"\n"))
                     .map_err(|e| Error::io("writing to stdout", e))
             } else {
@@ -230,7 +231,7 @@ fn run(command: Command) -> Result<(), Error> {
             };
             println!(
                 "ok: {} TOC entries, {bytes} bytes of file data verified; {toc_note}; toc digest {}",
-                reader.toc().entries.len(),
+                reader.toc_entry_count(),
                 reader.toc_digest()
             );
             Ok(())

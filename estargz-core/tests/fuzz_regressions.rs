@@ -36,7 +36,7 @@ fn footer_and_toc_inputs() {
         let data = std::fs::read(&path).unwrap();
         let _ = estargz_core::Footer::parse(&data, data.len() as u64);
         if let Ok(toc) = estargz_core::Toc::from_json(&data) {
-            let _ = estargz_core::reader::Index::build(&toc, data.len() as u64);
+            let _ = estargz_core::reader::Index::build(toc, data.len() as u64);
         }
     }
 }

@@ -122,7 +122,7 @@ fn repeats_of_an_entry_cost_nothing_and_change_nothing() {
         },
     )
     .unwrap();
-    assert_eq!(reader.toc().entries.len(), 3);
+    assert_eq!(reader.toc_entry_count(), 3);
     let names: Vec<&str> = reader
         .read_dir(estargz_core::reader::ROOT)
         .unwrap()
@@ -166,7 +166,7 @@ fn large_tocs_stream_and_keep_their_digest() {
     )
     .unwrap();
     assert_eq!(reader.toc_digest(), digest);
-    assert_eq!(reader.toc().entries.len(), entries.len());
+    assert_eq!(reader.toc_entry_count(), entries.len());
     let wrong = format!("sha256:{}", "0".repeat(64));
     match Reader::open(
         blob,

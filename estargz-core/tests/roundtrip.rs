@@ -224,14 +224,10 @@ fn prioritized_files_come_first_with_landmark() {
     let (blob, result) = build_blob(&tar, &opts);
     assert_eq!(result.missed_prioritized, ["missing"]);
     let reader = open(&blob, &result);
-    let names: Vec<&str> = reader
-        .toc()
-        .entries
-        .iter()
-        .map(|e| e.name.as_str())
-        .collect();
+    let toc = reader.toc().unwrap();
+    let names: Vec<&str> = toc.entries.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["d/", "d/b", "a", "l", ".prefetch.landmark", "z"]);
-    let landmark = &reader.toc().entries[4];
+    let landmark = &toc.entries[4];
     assert_eq!(
         landmark.digest,
         "sha256:dc0e9c3658a1a3ed1ec94274d8b19925c93e1abb7ddba294923ad9bde30f8cb8"
@@ -264,7 +260,7 @@ fn toc_follows_reference_chunk_rules() {
         },
     );
     let reader = open(&blob, &result);
-    let entries = &reader.toc().entries;
+    let entries = &reader.toc().unwrap().entries;
     // landmark, dir, reg + 5 chunks
     assert_eq!(entries.len(), 8);
     let data: Vec<_> = entries.iter().filter(|e| e.name == "foo/big.txt").collect();
@@ -319,7 +315,7 @@ fn legacy_stargz_blobs_are_readable() {
         .finish();
     let (blob, result) = build_blob(&tar, &BuildOptions::default());
     let toc_offset = result.toc_offset.unwrap();
-    let mut toc = open(&blob, &result).toc().clone();
+    let mut toc = open(&blob, &result).toc().unwrap();
     for e in &mut toc.entries {
         e.chunk_digest.clear();
         e.chunk_size = 0;
@@ -369,10 +365,51 @@ fn opening_takes_two_reads() {
         reads: Default::default(),
     });
     let reader = estargz_core::Reader::open(src.clone(), &Default::default()).unwrap();
-    assert_eq!(reader.toc().entries.len(), 2001); // landmark + files
+    assert_eq!(reader.toc_entry_count(), 2001); // landmark + files
     assert_eq!(
         src.reads.load(std::sync::atomic::Ordering::SeqCst),
         2,
         "footer + TOC"
     );
+}
+
+/// A blob whose bytes can be swapped after opening.
+struct SwappableSource(std::sync::Mutex<Vec<u8>>);
+
+impl estargz_core::ReadAt for SwappableSource {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.0.lock().unwrap().read_at(buf, offset)
+    }
+    fn size(&self) -> u64 {
+        self.0.lock().unwrap().len() as u64
+    }
+}
+
+#[test]
+fn the_toc_is_decoded_again_on_request_and_checked() {
+    let mut t = TarBuilder::default();
+    t.file("a", b"one");
+    t.file("b", b"two");
+    let (blob, result) = build_blob(&t.finish(), &BuildOptions::default());
+    let original = estargz_core::Toc::from_json(&{
+        let reader = open(&blob, &result);
+        reader.toc().unwrap().to_json()
+    })
+    .unwrap();
+    // The same blob built with other file contents has a TOC of the same
+    // length at the same place but another digest.
+    let mut t = TarBuilder::default();
+    t.file("a", b"uno");
+    t.file("b", b"two");
+    let (other, _) = build_blob(&t.finish(), &BuildOptions::default());
+    assert_eq!(other.len(), blob.len());
+    let src = std::sync::Arc::new(SwappableSource(std::sync::Mutex::new(blob)));
+    let reader = estargz_core::Reader::open(src.clone(), &Default::default()).unwrap();
+    assert_eq!(reader.toc().unwrap(), original);
+    assert_eq!(reader.toc_entry_count(), original.entries.len());
+    *src.0.lock().unwrap() = other;
+    match reader.toc() {
+        Err(estargz_core::Error::DigestMismatch { what, .. }) => assert_eq!(what, "TOC"),
+        other => panic!("a changed TOC must not be returned: {other:?}"),
+    }
 }

@@ -362,8 +362,8 @@ fn oci_to_oci_multi_platform_and_platform_choice() {
         };
         let reader = Reader::open(Arc::new(src), &opts).unwrap();
         reader.verify_all().unwrap();
-        let names: Vec<&str> = reader
-            .toc()
+        let toc = reader.toc().unwrap();
+        let names: Vec<&str> = toc
             .entries
             .iter()
             .filter(|e| e.kind == EntryType::Reg)
@@ -572,6 +572,7 @@ fn push_to_registry_skopeo_and_lazy_read() {
         bottom
             .reader
             .toc()
+            .unwrap()
             .entries
             .iter()
             .any(|e| e.inner_offset > 0),

@@ -115,13 +115,14 @@ fn implicit_dir(name: &str, parent: NodeId) -> Node {
 impl Index {
     /// Builds the tree. `payload_end` is where the data members end (TOC offset
     /// or the footer start); chunk ranges must lie before it.
-    pub fn build(toc: &Toc, payload_end: u64) -> Result<Index> {
+    pub fn build(toc: Toc, payload_end: u64) -> Result<Index> {
         Self::build_limited(toc, payload_end, &IndexLimits::UNLIMITED)
     }
 
-    /// [`Index::build`] within `limits`.
-    pub fn build_limited(toc: &Toc, payload_end: u64, limits: &IndexLimits) -> Result<Index> {
-        let mut idx = Self::tree(&toc.entries, payload_end, limits)?;
+    /// [`Index::build`] within `limits`. The TOC's entries move into the
+    /// tree (the reader keeps no second copy of them).
+    pub fn build_limited(toc: Toc, payload_end: u64, limits: &IndexLimits) -> Result<Index> {
+        let mut idx = Self::tree(toc.entries, payload_end, limits)?;
         idx.validate_chunks(payload_end)?;
         idx.check_members()?;
         idx.count_links();
@@ -133,31 +134,31 @@ impl Index {
     /// names, default limits), ignoring chunk geometry. The builder uses it
     /// so that every blob it writes can be opened.
     pub fn check_tree(entries: &[TocEntry]) -> Result<()> {
-        Self::tree(entries, u64::MAX, &IndexLimits::DEFAULT).map(|_| ())
+        Self::tree(entries.to_vec(), u64::MAX, &IndexLimits::DEFAULT).map(|_| ())
     }
 
-    fn tree(entries: &[TocEntry], payload_end: u64, limits: &IndexLimits) -> Result<Index> {
+    fn tree(entries: Vec<TocEntry>, payload_end: u64, limits: &IndexLimits) -> Result<Index> {
         let mut idx = Index {
             nodes: vec![implicit_dir("", ROOT)],
             limits: *limits,
             member_spans: HashMap::new(),
         };
-        let next_offsets = next_offsets(entries, payload_end);
+        let next_offsets = next_offsets(&entries, payload_end);
         let mut unames: HashMap<u64, String> = HashMap::new();
         let mut gnames: HashMap<u64, String> = HashMap::new();
         let mut current_file: Option<NodeId> = None;
-        for (i, e) in entries.iter().enumerate() {
-            if e.kind == EntryType::Chunk {
+        for (i, mut entry) in entries.into_iter().enumerate() {
+            if entry.kind == EntryType::Chunk {
                 let file = current_file.ok_or_else(|| {
                     Error::InvalidToc(format!(
                         "chunk entry #{i} ({:?}) follows no regular file",
-                        e.name
+                        entry.name
                     ))
                 })?;
-                idx.add_chunk(file, e, next_offsets[i])?;
+                idx.add_chunk(file, &mut entry, next_offsets[i])?;
                 continue;
             }
-            let path = clean_name(&e.name);
+            let path = clean_name(&entry.name);
             if path.len() > MAX_PATH_LEN {
                 return Err(Error::LimitExceeded(format!(
                     "entry #{i} has a {}-byte path (limit {MAX_PATH_LEN})",
@@ -171,28 +172,44 @@ impl Index {
                     limits.max_path_depth
                 )));
             }
-            let mut entry = e.clone();
             // Re-fill user/group names the writer omitted as repeats.
             for (name, id, map) in [
-                (&mut entry.user_name, e.uid, &mut unames),
-                (&mut entry.group_name, e.gid, &mut gnames),
+                (&mut entry.user_name, entry.uid, &mut unames),
+                (&mut entry.group_name, entry.gid, &mut gnames),
             ] {
                 if name.is_empty() {
                     if let Some(n) = map.get(&id) {
                         name.clone_from(n);
                     }
-                } else {
+                } else if map.get(&id) != Some(name) {
                     map.insert(id, name.clone());
                 }
             }
+            let is_file = entry.kind == EntryType::Reg && entry.size > 0;
+            // The first chunk's fields live in the file's entry: take them
+            // before the entry moves into the tree.
+            let mut first_chunk = is_file.then(|| {
+                let mut first = TocEntry::new(String::new(), EntryType::Reg);
+                first.chunk_digest = std::mem::take(&mut entry.chunk_digest);
+                if first.chunk_digest.is_empty() {
+                    first.digest.clone_from(&entry.digest);
+                }
+                first
+            });
             let id = idx.upsert(&path, entry)?;
             current_file = None;
-            if e.kind == EntryType::Reg {
+            if idx.nodes[id].entry.kind == EntryType::Reg {
                 idx.nodes[id].chunks.clear();
-                if e.size > 0 {
-                    idx.add_chunk(id, e, next_offsets[i])?;
-                    current_file = Some(id);
-                }
+            }
+            if let Some(first) = first_chunk.as_mut() {
+                let e = &idx.nodes[id].entry;
+                first.size = e.size;
+                first.offset = e.offset;
+                first.inner_offset = e.inner_offset;
+                first.chunk_offset = e.chunk_offset;
+                first.chunk_size = e.chunk_size;
+                idx.add_chunk(id, first, next_offsets[i])?;
+                current_file = Some(id);
             }
         }
         idx.resolve_hardlinks()?;
@@ -287,7 +304,9 @@ impl Index {
         names.join("/")
     }
 
-    fn add_chunk(&mut self, file: NodeId, e: &TocEntry, next_offset: u64) -> Result<()> {
+    /// Appends the chunk `e` describes (a chunk entry, or the first chunk
+    /// of a file), taking its digest.
+    fn add_chunk(&mut self, file: NodeId, e: &mut TocEntry, next_offset: u64) -> Result<()> {
         let size = self.nodes[file].entry.size;
         let chunk_size = if e.chunk_size == 0 || e.chunk_offset.saturating_add(e.chunk_size) > size
         {
@@ -303,10 +322,10 @@ impl Index {
             e.chunk_size
         };
         let digest = if !e.chunk_digest.is_empty() {
-            e.chunk_digest.clone()
+            std::mem::take(&mut e.chunk_digest)
         } else if e.kind == EntryType::Reg && chunk_size == size {
             // Legacy stargz: unchunked files carry only the whole-file digest.
-            e.digest.clone()
+            std::mem::take(&mut e.digest)
         } else {
             String::new()
         };

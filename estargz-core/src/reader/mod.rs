@@ -180,7 +180,13 @@ impl Read for OwnedSection {
 pub struct Reader {
     src: Arc<dyn ReadAt>,
     footer: Footer,
-    toc: Toc,
+    /// TOC entries kept after decoding (repeats collapsed); the entries
+    /// themselves live only in `index`.
+    toc_entries: usize,
+    /// What [`Reader::toc`] needs to decode the TOC again.
+    external_toc: Option<Vec<u8>>,
+    toc_limits: crate::toc::TocLimits,
+    max_toc_size: u64,
     toc_digest: String,
     index: Index,
     max_chunk_size: u64,
@@ -220,9 +226,56 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// What decoding a TOC needs from [`OpenOptions`] (kept by the reader to
+/// decode the TOC again on request).
+#[derive(Clone, Copy)]
+struct TocOptions<'a> {
+    max_toc_size: u64,
+    limits: crate::toc::TocLimits,
+    expected_digest: Option<&'a str>,
+}
+
+/// Reads and decodes the TOC the footer points to (or the external one):
+/// the TOC, its digest, and where the data members end.
+fn load_toc(
+    src: &dyn ReadAt,
+    footer: &Footer,
+    external_toc: Option<&[u8]>,
+    opts: &TocOptions,
+) -> Result<(Toc, String, u64)> {
+    let payload_end = src.size() - footer.size() as u64;
+    match footer.toc_offset() {
+        Some(toc_offset) => {
+            // One positional read for the whole TOC member: for a remote
+            // source that is one range request.
+            let len = payload_end - toc_offset;
+            if len > opts.max_toc_size {
+                return Err(Error::LimitExceeded(format!(
+                    "compressed TOC is {len} bytes, over the limit of {} (max_toc_size)",
+                    opts.max_toc_size
+                )));
+            }
+            let mut member = vec![0u8; len as usize];
+            src.read_exact_at(&mut member, toc_offset)
+                .map_err(|e| Error::io(format!("reading the TOC at offset {toc_offset}"), e))?;
+            let (toc, digest) = read_toc_member(&member[..], opts)?;
+            Ok((toc, digest, toc_offset))
+        }
+        None => {
+            let external = external_toc.ok_or_else(|| {
+                Error::InvalidArgument(
+                    "the blob has an external TOC; pass it (the TOC gzip member) to open".into(),
+                )
+            })?;
+            let (toc, digest) = read_toc_member(external, opts)?;
+            Ok((toc, digest, payload_end))
+        }
+    }
+}
+
 /// Decompresses a TOC member (tar entry `stargz.index.json`), decodes its
 /// JSON within `opts`' limits and hashes it; checks `expected_toc_digest`.
-fn read_toc_member(compressed: impl Read, opts: &OpenOptions) -> Result<(Toc, String)> {
+fn read_toc_member(compressed: impl Read, opts: &TocOptions) -> Result<(Toc, String)> {
     let mut gz = flate2::read::GzDecoder::new(BufReader::with_capacity(1 << 16, compressed));
     let mut header = [0u8; 512];
     gz.read_exact(&mut header)
@@ -247,7 +300,7 @@ fn read_toc_member(compressed: impl Read, opts: &OpenOptions) -> Result<(Toc, St
             opts.max_toc_size
         )));
     }
-    let limits = opts.toc_limits();
+    let limits = opts.limits;
     let mut body = HashingReader {
         inner: gz.take(size),
         hasher: Hasher::new(),
@@ -274,10 +327,10 @@ fn read_toc_member(compressed: impl Read, opts: &OpenOptions) -> Result<(Toc, St
             )));
         }
         let digest = body.hasher.finish();
-        match &opts.expected_toc_digest {
-            Some(expected) if *expected != digest => Err(Error::DigestMismatch {
+        match opts.expected_digest {
+            Some(expected) if expected != digest => Err(Error::DigestMismatch {
                 what: "TOC".into(),
-                expected: expected.clone(),
+                expected: expected.to_string(),
                 actual: digest,
             }),
             _ => Ok((toc?, digest)),
@@ -296,40 +349,22 @@ impl Reader {
         src.read_exact_at(&mut tail, size - tail_len as u64)
             .map_err(|e| Error::io("reading the footer", e))?;
         let footer = Footer::parse(&tail, size)?;
-        let payload_end = size - footer.size() as u64;
-        let (toc, toc_digest, payload_end) = match footer.toc_offset() {
-            Some(toc_offset) => {
-                // One positional read for the whole TOC member: for a remote
-                // source that is one range request.
-                let len = payload_end - toc_offset;
-                if len > opts.max_toc_size {
-                    return Err(Error::LimitExceeded(format!(
-                        "compressed TOC is {len} bytes, over the limit of {} (max_toc_size)",
-                        opts.max_toc_size
-                    )));
-                }
-                let mut member = vec![0u8; len as usize];
-                src.read_exact_at(&mut member, toc_offset)
-                    .map_err(|e| Error::io(format!("reading the TOC at offset {toc_offset}"), e))?;
-                let (toc, digest) = read_toc_member(&member[..], opts)?;
-                (toc, digest, toc_offset)
-            }
-            None => {
-                let external = opts.external_toc.as_deref().ok_or_else(|| {
-                    Error::InvalidArgument(
-                        "the blob has an external TOC; pass it (the TOC gzip member) to open"
-                            .into(),
-                    )
-                })?;
-                let (toc, digest) = read_toc_member(external, opts)?;
-                (toc, digest, payload_end)
-            }
+        let toc_options = TocOptions {
+            max_toc_size: opts.max_toc_size,
+            limits: opts.toc_limits(),
+            expected_digest: opts.expected_toc_digest.as_deref(),
         };
-        let index = Index::build_limited(&toc, payload_end, &opts.index_limits())?;
+        let (toc, toc_digest, payload_end) =
+            load_toc(&*src, &footer, opts.external_toc.as_deref(), &toc_options)?;
+        let toc_entries = toc.entries.len();
+        let index = Index::build_limited(toc, payload_end, &opts.index_limits())?;
         Ok(Reader {
             src,
             footer,
-            toc,
+            toc_entries,
+            external_toc: opts.external_toc.clone(),
+            toc_limits: toc_options.limits,
+            max_toc_size: opts.max_toc_size,
             toc_digest,
             index,
             max_chunk_size: opts.max_chunk_size,
@@ -348,9 +383,27 @@ impl Reader {
     pub fn footer(&self) -> Footer {
         self.footer
     }
-    pub fn toc(&self) -> &Toc {
-        &self.toc
+    /// The TOC, read and decoded again from the blob and checked against
+    /// the digest it had when opened (the reader keeps only its tree).
+    pub fn toc(&self) -> Result<Toc> {
+        let opts = TocOptions {
+            max_toc_size: self.max_toc_size,
+            limits: self.toc_limits,
+            expected_digest: Some(&self.toc_digest),
+        };
+        load_toc(
+            &*self.src,
+            &self.footer,
+            self.external_toc.as_deref(),
+            &opts,
+        )
+        .map(|t| t.0)
     }
+    /// How many entries the TOC has (a repeat of the entry before it not counted).
+    pub fn toc_entry_count(&self) -> usize {
+        self.toc_entries
+    }
+
     pub fn toc_digest(&self) -> &str {
         &self.toc_digest
     }
