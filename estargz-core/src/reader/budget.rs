@@ -8,6 +8,9 @@ pub(crate) struct Budget {
     cap: u64,
     used: Mutex<u64>,
     freed: Condvar,
+    /// The most ever held at once (for tests).
+    #[cfg(test)]
+    peak: std::sync::atomic::AtomicU64,
 }
 
 /// A share of the budget, given back when dropped.
@@ -22,7 +25,14 @@ impl Budget {
             cap,
             used: Mutex::new(0),
             freed: Condvar::new(),
+            #[cfg(test)]
+            peak: Default::default(),
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn peak(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits until `bytes` fit. A request larger than the whole budget runs
@@ -35,6 +45,9 @@ impl Budget {
             used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
         }
         *used += bytes;
+        #[cfg(test)]
+        self.peak
+            .fetch_max(*used, std::sync::atomic::Ordering::SeqCst);
         Permit {
             budget: self,
             bytes,

@@ -215,6 +215,9 @@ impl Reader {
         let mut bytes = 0;
         for &(id, chunk) in member {
             self.check_chunk_limits(id, chunk)?;
+            // Members are decoded in parallel: the chunk buffers, not the
+            // thread count, are what the budget bounds.
+            let _permit = self.buffers.acquire(chunk.chunk_size);
             // The index guarantees chunks of one member do not overlap.
             let data = self.read_verified(&mut gz, chunk.inner_offset - pos, id, chunk)?;
             pos = chunk.inner_offset + chunk.chunk_size;
@@ -340,5 +343,56 @@ impl Drop for BackgroundFetch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{build, BuildInput, BuildOptions};
+
+    /// A tar of `count` files of `size` bytes each (distinct contents).
+    fn tar_of_files(count: usize, size: usize) -> Vec<u8> {
+        let mut tar = Vec::new();
+        for i in 0..count {
+            tar.extend_from_slice(&crate::tarwrite::simple_file_header(
+                &format!("f{i}"),
+                size as u64,
+            ));
+            let mut data = vec![0u8; size.div_ceil(512) * 512];
+            data[0] = i as u8 + 1;
+            tar.extend_from_slice(&data);
+        }
+        tar.extend_from_slice(&[0u8; 1024]);
+        tar
+    }
+
+    #[test]
+    fn parallel_caching_holds_chunk_buffers_within_the_budget() {
+        const CHUNK: u64 = 1 << 20;
+        let mut blob = Vec::new();
+        let opts = BuildOptions {
+            chunk_size: CHUNK,
+            ..Default::default()
+        };
+        let input = BuildInput::Reader(Box::new(std::io::Cursor::new(tar_of_files(8, 1 << 20))));
+        build(input, &mut blob, &opts).unwrap();
+        let mut reader = Reader::open(Arc::new(blob), &Default::default()).unwrap();
+        reader.buffers = super::super::budget::Budget::new(2 * CHUNK);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(8)
+            .build()
+            .unwrap();
+        let summary = pool
+            .install(|| reader.cache_chunks(|_, _| true, u64::MAX, &|| true))
+            .unwrap();
+        assert_eq!(summary.chunks_cached, 9, "8 files and the landmark");
+        assert!(summary.complete);
+        let peak = reader.buffers.peak();
+        assert!(
+            (CHUNK..=2 * CHUNK).contains(&peak),
+            "chunk buffers held at once: {peak} bytes (budget {} bytes)",
+            2 * CHUNK
+        );
     }
 }
