@@ -103,15 +103,7 @@ impl Reader {
             if !proceed() {
                 return Ok(summary);
             }
-            let mut end = i;
-            let mut bytes = 0;
-            while end < members.len()
-                && end - i < MAX_MEMBERS_PER_BATCH
-                && (end == i || bytes < batch_bytes)
-            {
-                bytes += extent(members[end][0].1);
-                end += 1;
-            }
+            let end = batch_end(i, members.len(), batch_bytes, |m| extent(members[m][0].1));
             let batch = &members[i..end];
             i = end;
             // Members too large for one read are left to on-demand reads,
@@ -176,15 +168,8 @@ impl Reader {
             if !proceed() {
                 break;
             }
-            let mut end = i;
-            let mut bytes = 0;
-            while end < gaps.len()
-                && end - i < MAX_MEMBERS_PER_BATCH
-                && (end == i || bytes < batch_bytes)
-            {
-                bytes += gaps[end].end - gaps[end].start;
-                end += 1;
-            }
+            let end = batch_end(i, gaps.len(), batch_bytes, |g| gaps[g].end - gaps[g].start);
+            let bytes: u64 = gaps[i..end].iter().map(|g| g.end - g.start).sum();
             // Gaps are small except the TOC, which the open already read;
             // a pathological one is read in pieces of `batch_bytes` (never
             // tiny ones, whatever the batch size).
@@ -226,6 +211,20 @@ impl Reader {
         }
         Ok((member.len() as u64, bytes))
     }
+}
+
+/// Where the batch of items starting at `start` ends: it takes items until
+/// they add up to `batch_bytes` (at least one, at most
+/// `MAX_MEMBERS_PER_BATCH`).
+fn batch_end(start: usize, len: usize, batch_bytes: u64, size: impl Fn(usize) -> u64) -> usize {
+    let mut end = start;
+    let mut bytes = 0;
+    while end < len && end - start < MAX_MEMBERS_PER_BATCH && (end == start || bytes < batch_bytes)
+    {
+        bytes += size(end);
+        end += 1;
+    }
+    end
 }
 
 fn extent(c: &Chunk) -> u64 {
