@@ -70,6 +70,31 @@ pub enum Error {
     Unauthorized(String),
 }
 
+/// An [`Error`] carried through `std::io` interfaces (`Read`, `ReadAt`):
+/// the kind says what happened, and the error itself rides along, so
+/// [`Error::io`] recovers it unchanged on the other side.
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        let kind = match &e {
+            Error::Io { source, .. } => source.kind(),
+            Error::Truncated(_) => io::ErrorKind::UnexpectedEof,
+            Error::InvalidFooter(_)
+            | Error::InvalidToc(_)
+            | Error::InvalidTar(_)
+            | Error::Corrupt(_)
+            | Error::DigestMismatch { .. } => io::ErrorKind::InvalidData,
+            Error::UnsafePath(_) | Error::Unauthorized(_) => io::ErrorKind::PermissionDenied,
+            Error::NotFound(_) => io::ErrorKind::NotFound,
+            Error::WrongType { .. } | Error::InvalidArgument(_) => io::ErrorKind::InvalidInput,
+            Error::Unsupported(_) => io::ErrorKind::Unsupported,
+            Error::LimitExceeded(_) => io::ErrorKind::FileTooLarge,
+            Error::Timeout(_) => io::ErrorKind::TimedOut,
+            Error::Network(_) | Error::Registry(_) => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
 /// Stable numeric codes; never renumber, only append.
 #[repr(i32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +193,36 @@ impl Error {
             | Error::InvalidTar(_)
             | Error::Corrupt(_)
             | Error::DigestMismatch { .. } => libc::EIO,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_keep_the_kind_and_give_the_error_back() {
+        let cases = [
+            (Error::NotFound("a".into()), io::ErrorKind::NotFound),
+            (Error::Timeout("t".into()), io::ErrorKind::TimedOut),
+            (Error::Corrupt("c".into()), io::ErrorKind::InvalidData),
+            (Error::Truncated("t".into()), io::ErrorKind::UnexpectedEof),
+            (
+                Error::io("opening", io::Error::from(io::ErrorKind::PermissionDenied)),
+                io::ErrorKind::PermissionDenied,
+            ),
+        ];
+        for (e, kind) in cases {
+            let code = e.code();
+            let text = e.to_string();
+            let carried = io::Error::from(e);
+            assert_eq!(carried.kind(), kind, "{text}");
+            // Remote errors gain the outer context as a prefix; the rest
+            // come back as they were.
+            let back = Error::io("reading", carried);
+            assert_eq!(back.code(), code, "{text}");
+            assert!(back.to_string().ends_with(text.rsplit(": ").next().unwrap()), "{back}");
         }
     }
 }

@@ -366,7 +366,7 @@ impl SpanCache {
         let data = self.inner.read_ranges(&ranges)?;
         for (r, bytes) in ranges.iter().zip(&data) {
             if bytes.len() as u64 != r.end - r.start {
-                return Err(io::Error::other(Error::Network(format!(
+                return Err(io::Error::from(Error::Network(format!(
                     "blob range {}..{} came back with {} bytes",
                     r.start,
                     r.end,
@@ -407,7 +407,7 @@ fn echo(e: &io::Error) -> io::Error {
         Some(other) => Error::Network(other.to_string()),
         None => return io::Error::new(e.kind(), e.to_string()),
     };
-    io::Error::other(copy)
+    io::Error::from(copy)
 }
 
 impl ReadAt for SpanCache {

@@ -892,7 +892,7 @@ impl Read for FileReader<'_> {
         let n = self
             .reader
             .read_at(self.id, self.pos, buf)
-            .map_err(io::Error::other)?;
+            .map_err(io::Error::from)?;
         self.pos += n as u64;
         Ok(n)
     }

@@ -315,7 +315,7 @@ impl ReadAt for RemoteBlob {
         let end = (offset + buf.len() as u64).min(self.size);
         let data = self
             .fetch_ranges(std::slice::from_ref(&(offset..end)))
-            .map_err(io::Error::other)?;
+            .map_err(io::Error::from)?;
         buf[..data[0].len()].copy_from_slice(&data[0]);
         Ok(data[0].len())
     }
@@ -325,7 +325,7 @@ impl ReadAt for RemoteBlob {
     }
 
     fn read_ranges(&self, ranges: &[Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
-        self.fetch_ranges(ranges).map_err(io::Error::other)
+        self.fetch_ranges(ranges).map_err(io::Error::from)
     }
 }
 
