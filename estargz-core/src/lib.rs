@@ -8,7 +8,7 @@
 pub mod build;
 pub mod cache;
 pub mod digest;
-pub mod dirtar;
+mod dirtar;
 pub mod error;
 pub mod extract;
 pub mod footer;
@@ -19,8 +19,8 @@ pub mod reader;
 pub mod remote;
 pub mod source;
 pub mod span_cache;
-pub mod tar;
-pub mod tarwrite;
+mod tar;
+mod tarwrite;
 pub(crate) mod timefmt;
 pub mod toc;
 
@@ -30,3 +30,11 @@ pub use footer::Footer;
 pub use reader::{NodeId, OpenOptions, Reader};
 pub use source::{FileSource, ReadAt};
 pub use toc::{EntryType, Toc, TocEntry};
+
+/// Tar parsing and header writing, for this project's tests and fuzz
+/// targets only: not part of the API, may change in any release.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::tar::{clean_name, index, TarEntry, TarIndex, TarKind};
+    pub use crate::tarwrite::{entry_headers, simple_file_header, HeaderSpec};
+}

@@ -220,7 +220,7 @@ mod tests {
     use std::time::Instant;
 
     use estargz_core::cache::ChunkCache;
-    use estargz_core::tarwrite::{entry_headers, HeaderSpec};
+    use estargz_core::testing::{entry_headers, HeaderSpec};
     use estargz_core::{build, BuildInput, BuildOptions, OpenOptions, ReadAt};
 
     use super::*;

@@ -9,7 +9,7 @@
 use std::io::{Cursor, Read};
 
 use estargz_core::digest::sha256_digest;
-use estargz_core::tar::{index, TarKind};
+use estargz_core::testing::{index, TarKind};
 use estargz_core::{build, BuildInput, BuildOptions, OpenOptions, Reader};
 use estargz_fuzz::{compare_with_tar, exercise_reader, source, tar_expectation, touch_error};
 use libfuzzer_sys::{fuzz_mutator, fuzz_target};

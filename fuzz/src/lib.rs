@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use estargz_core::build::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
 use estargz_core::reader::Index;
-use estargz_core::tar::{clean_name, TarIndex, TarKind};
+use estargz_core::testing::{clean_name, TarIndex, TarKind};
 use estargz_core::toc::TOC_NAME;
 use estargz_core::{EntryType, Error, Reader};
 
@@ -569,7 +569,7 @@ pub fn tar_from_spec(data: &[u8]) -> Option<Vec<u8>> {
             break;
         };
         let (name, link, data) = record;
-        let spec = estargz_core::tarwrite::HeaderSpec {
+        let spec = estargz_core::testing::HeaderSpec {
             name: String::from_utf8_lossy(&name).into_owned(),
             link_name: String::from_utf8_lossy(&link).into_owned(),
             typeflag: typeflag[0],
@@ -584,7 +584,7 @@ pub fn tar_from_spec(data: &[u8]) -> Option<Vec<u8>> {
             dev_minor: 3,
             ..Default::default()
         };
-        tar.extend_from_slice(&estargz_core::tarwrite::entry_headers(&spec));
+        tar.extend_from_slice(&estargz_core::testing::entry_headers(&spec));
         tar.extend_from_slice(&data);
         tar.resize(tar.len().next_multiple_of(512), 0);
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::Path;
 
-use estargz_core::tarwrite::{entry_headers, HeaderSpec};
+use estargz_core::testing::{entry_headers, HeaderSpec};
 use estargz_core::{build, BuildInput, BuildOptions, Footer};
 
 /// Trailer marking an `open_read` input that carries an external TOC:

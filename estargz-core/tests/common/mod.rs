@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 
-use estargz_core::tarwrite::{entry_headers, HeaderSpec};
+use estargz_core::testing::{entry_headers, HeaderSpec};
 use estargz_core::{build, BuildInput, BuildOptions, BuildResult, OpenOptions, Reader};
 
 #[derive(Default)]
@@ -151,7 +151,7 @@ pub fn reader_tree(reader: &Reader) -> BTreeMap<String, (String, Vec<u8>)> {
 /// The same view computed from a tar with the core's own tar indexer
 /// (cleaned names, later duplicates win).
 pub fn tar_tree(tar: &[u8]) -> BTreeMap<String, (String, Vec<u8>)> {
-    use estargz_core::tar::{clean_name, index, TarKind};
+    use estargz_core::testing::{clean_name, index, TarKind};
     let idx = index(&tar.to_vec()).unwrap();
     let mut out = BTreeMap::new();
     for e in &idx.entries {

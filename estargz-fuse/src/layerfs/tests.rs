@@ -3,7 +3,7 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use estargz_core::tarwrite::{entry_headers, HeaderSpec};
+use estargz_core::testing::{entry_headers, HeaderSpec};
 use estargz_core::{build, BuildInput, BuildOptions, OpenOptions, Reader};
 
 use super::*;

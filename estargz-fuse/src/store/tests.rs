@@ -10,7 +10,7 @@ use estargz_core::remote::manifest::{
     OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION,
 };
 use estargz_core::remote::{Descriptor, Image, Manifest, Reference};
-use estargz_core::tarwrite::{entry_headers, HeaderSpec};
+use estargz_core::testing::{entry_headers, HeaderSpec};
 use estargz_core::{build, BuildInput, BuildOptions, Error, OpenOptions, Reader, Result};
 
 use super::resolve::{ImageSource, OpenedLayer, Resolver, ResolverOptions};
