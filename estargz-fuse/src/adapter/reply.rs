@@ -43,7 +43,7 @@ pub(crate) fn fail(op: &str, ino: u64, err: FsError, reply: impl ErrorReply) {
     let errno = err.errno().0;
     log::log!(
         err.level(),
-        "{op} on inode {ino:#x}: {} ({err})",
+        "{op} on inode {ino:#x} failed ({}): {err}",
         std::io::Error::from_raw_os_error(errno)
     );
     reply.error(Errno::from_i32(errno));
