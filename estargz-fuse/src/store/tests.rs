@@ -325,6 +325,16 @@ fn unknown_and_malformed_names() {
         walk(&s, &["not base64!"]).unwrap_err().errno(),
         Errno(libc::EINVAL)
     );
+    // A malformed name is logged at debug level, with the parse error.
+    let e = walk(&s, &["not base64!"]).unwrap_err();
+    assert_eq!(e.level(), log::Level::Debug);
+    assert!(std::error::Error::source(&e).is_some(), "{e}");
+    // An unknown name is an ordinary answer: trace level only.
+    let dir = walk(&s, &[&ref_dir(), &a.result.toc_digest]).unwrap();
+    assert_eq!(
+        s.lookup(dir.ino, "nope").unwrap_err().level(),
+        log::Level::Trace
+    );
     // An unknown image is not found either.
     let unknown = names::ref_dir_name("127.0.0.1:5000/nope:v1");
     assert_eq!(
@@ -586,6 +596,15 @@ fn a_stuck_registry_never_holds_up_other_images_or_resolved_layers() {
         "{:?}",
         t.elapsed()
     );
+    // The adapter logs such a request as a warning naming the layer.
+    let e = walk(&s, &[&r, &a.result.toc_digest, "diff"]).unwrap_err();
+    assert_eq!(e.level(), log::Level::Warn, "{e}");
+    assert!(
+        e.message()
+            .starts_with(&format!("layer {} of ", a.result.toc_digest)),
+        "{e}"
+    );
+    assert!(e.message().contains("not resolved within"), "{e}");
 }
 
 #[test]
