@@ -13,7 +13,7 @@ use estargz_core::toc::EntryType;
 
 use crate::overlay::{self, Presented};
 use crate::rofs::{
-    walk_listing, Attr, DirEntry, FsError, FsResult, Kind, ReadOnlyFs, Walked, BLOCK_SIZE,
+    walk_listing, Attr, DirEntry, FsError, FsResult, Kind, ReadOnlyFs, WalkEntry, BLOCK_SIZE,
 };
 
 /// FUSE's root inode; every other inode is a TOC node id plus one, so
@@ -240,7 +240,7 @@ impl ReadOnlyFs for LayerFs {
         &self,
         ino: u64,
         offset: u64,
-        add: impl FnMut(Walked<'_>) -> FsResult<bool>,
+        add: impl FnMut(WalkEntry<'_>) -> FsResult<bool>,
     ) -> FsResult<()> {
         let listing = self.readdir(ino)?;
         walk_listing(ino, self.parent(ino)?, &listing, offset, add)

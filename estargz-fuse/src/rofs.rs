@@ -65,7 +65,7 @@ pub struct StatFs {
 
 /// One entry handed to a directory walk: its inode, the offset of the
 /// entry after it, its kind and name.
-pub struct Walked<'a> {
+pub struct WalkEntry<'a> {
     pub ino: u64,
     pub next: u64,
     pub kind: Kind,
@@ -91,7 +91,7 @@ pub trait ReadOnlyFs: Send + Sync + 'static {
         &self,
         ino: u64,
         offset: u64,
-        add: impl FnMut(Walked<'_>) -> FsResult<bool>,
+        add: impl FnMut(WalkEntry<'_>) -> FsResult<bool>,
     ) -> FsResult<()>;
 
     /// Whether `ino` is a directory that can be listed.
@@ -130,7 +130,7 @@ pub fn walk_listing(
     parent: u64,
     listing: &[DirEntry],
     offset: u64,
-    mut add: impl FnMut(Walked<'_>) -> FsResult<bool>,
+    mut add: impl FnMut(WalkEntry<'_>) -> FsResult<bool>,
 ) -> FsResult<()> {
     let dots = [(ino, "."), (parent, "..")];
     let mut next = offset;
@@ -142,7 +142,7 @@ pub fn walk_listing(
             let e = &listing[i - 2];
             (e.ino, e.kind, e.name.as_str())
         };
-        let full = add(Walked {
+        let full = add(WalkEntry {
             ino,
             next: next + 1,
             kind,

@@ -42,7 +42,7 @@ use estargz_core::remote::Reference;
 
 use crate::layerfs;
 use crate::rofs::{
-    walk_listing, Attr, DirEntry, FsError, FsResult, Kind, ReadOnlyFs, Walked, BLOCK_SIZE,
+    walk_listing, Attr, DirEntry, FsError, FsResult, Kind, ReadOnlyFs, WalkEntry, BLOCK_SIZE,
 };
 use crate::warm::{WarmOptions, WarmTicket, Warmer};
 use flight::Flight;
@@ -714,7 +714,7 @@ impl ReadOnlyFs for Store {
         &self,
         ino: u64,
         offset: u64,
-        mut add: impl FnMut(Walked<'_>) -> FsResult<bool>,
+        mut add: impl FnMut(WalkEntry<'_>) -> FsResult<bool>,
     ) -> FsResult<()> {
         let parent = self.parent(ino)?;
         match Ino::decode(ino) {
