@@ -1,23 +1,28 @@
 //! Read-only FUSE file system over eStargz layers.
 //!
-//! * [`layerfs`]: the file system logic over a verifying reader (inodes,
-//!   attributes, listings, reads, xattrs), usable and tested without a mount.
+//! * [`rofs`]: the read-only file-system interface ([`rofs::ReadOnlyFs`])
+//!   and its error type, served by the adapter, tested without a mount.
+//! * [`layerfs`]: one layer over a verifying reader (inodes, attributes,
+//!   listings, reads, xattrs).
 //! * [`overlay`]: the overlayfs conventions (whiteouts, opaque directories).
-//! * [`adapter`]: the fuser glue, including kernel passthrough.
+//! * [`adapter`]: the one fuser glue over any `ReadOnlyFs`, with hooks;
+//!   [`layer_adapter`] (kernel passthrough) and [`store_adapter`] (the
+//!   store's protocol) are the mount's and the store's hooks.
 //! * [`passthrough`]: copies of fully cached files for passthrough.
 //! * [`source`]: local blob or lazily read registry layer.
 //! * [`readahead`]: the kernel readahead window of a mount.
-//! * [`store`]: the Additional Layer Store namespace (Podman / CRI-O);
-//!   [`store_adapter`] is its fuser glue.
+//! * [`store`]: the Additional Layer Store namespace (Podman / CRI-O).
 //! * [`warm`]: prefetch and background fetch of opened layers.
 
 pub mod adapter;
 pub mod daemon;
+pub mod layer_adapter;
 pub mod layerfs;
 pub mod logger;
 pub mod overlay;
 pub mod passthrough;
 pub mod readahead;
+pub mod rofs;
 pub mod source;
 pub mod store;
 pub mod store_adapter;

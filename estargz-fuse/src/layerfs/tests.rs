@@ -7,6 +7,7 @@ use estargz_core::testing::{entry_headers, HeaderSpec};
 use estargz_core::{build, BuildInput, BuildOptions, OpenOptions, Reader};
 
 use super::*;
+use crate::rofs::{Errno, ErrnoOf, StatFs};
 
 const MTIME: i64 = 1_600_000_000;
 
@@ -138,9 +139,15 @@ fn listing_follows_overlay_conventions_and_hides_landmarks() {
     );
     assert_eq!(fs.getattr(gone.ino).unwrap(), gone);
     for hidden in [".wh.gone", ".prefetch.landmark", ".wh..wh..opq"] {
-        assert_eq!(fs.lookup(ROOT_INO, hidden), Err(Errno(libc::ENOENT)));
+        assert_eq!(
+            fs.lookup(ROOT_INO, hidden).errno(),
+            Err(Errno(libc::ENOENT))
+        );
     }
-    assert_eq!(fs.lookup(opq.ino, ".wh..wh..opq"), Err(Errno(libc::ENOENT)));
+    assert_eq!(
+        fs.lookup(opq.ino, ".wh..wh..opq").errno(),
+        Err(Errno(libc::ENOENT))
+    );
     let shadowed = fs.lookup(ROOT_INO, "shadowed").unwrap();
     assert_eq!(shadowed.kind, Kind::RegularFile);
     assert_eq!(fs.read(shadowed.ino, 0, 100).unwrap(), b"still here");
@@ -161,7 +168,7 @@ fn opaque_directories_carry_both_overlay_xattrs() {
     let etc = fs.lookup(ROOT_INO, "etc").unwrap();
     assert_eq!(fs.listxattr(etc.ino).unwrap(), b"");
     assert_eq!(
-        fs.getxattr(etc.ino, "trusted.overlay.opaque"),
+        fs.getxattr(etc.ino, "trusted.overlay.opaque").errno(),
         Err(Errno(libc::ENODATA))
     );
 }
@@ -185,7 +192,7 @@ fn attributes_come_from_the_toc() {
     let sym = fs.lookup(etc.ino, "sym").unwrap();
     assert_eq!((sym.kind, sym.size), (Kind::Symlink, 13));
     assert_eq!(fs.readlink(sym.ino).unwrap(), b"../etc/passwd");
-    assert_eq!(fs.readlink(passwd.ino), Err(Errno(libc::EINVAL)));
+    assert_eq!(fs.readlink(passwd.ino).errno(), Err(Errno(libc::EINVAL)));
 
     let dev = fs.lookup(ROOT_INO, "dev").unwrap();
     let null = fs.lookup(dev.ino, "null").unwrap();
@@ -252,19 +259,19 @@ fn reads_at_any_offset_return_the_content() {
         assert_eq!(got, &data[off as usize..end], "read at {off}");
     }
     assert_eq!(fs.read(f.ino, 400_000, 10).unwrap(), b"");
-    assert_eq!(fs.read(ROOT_INO, 0, 10), Err(Errno(libc::EISDIR)));
+    assert_eq!(fs.read(ROOT_INO, 0, 10).errno(), Err(Errno(libc::EISDIR)));
 }
 
 #[test]
 fn bad_inodes_and_wrong_types_are_errors_not_panics() {
     let fs = sample();
     for ino in [0, 10_000, u64::MAX] {
-        assert_eq!(fs.getattr(ino), Err(Errno(libc::ENOENT)));
-        assert_eq!(fs.read(ino, 0, 1), Err(Errno(libc::ENOENT)));
+        assert_eq!(fs.getattr(ino).errno(), Err(Errno(libc::ENOENT)));
+        assert_eq!(fs.read(ino, 0, 1).errno(), Err(Errno(libc::ENOENT)));
         assert!(fs.readdir(ino).is_err());
     }
     let big = fs.lookup(ROOT_INO, "big").unwrap();
-    assert_eq!(fs.lookup(big.ino, "x"), Err(Errno(libc::ENOTDIR)));
+    assert_eq!(fs.lookup(big.ino, "x").errno(), Err(Errno(libc::ENOTDIR)));
     assert!(fs.readdir(big.ino).is_err());
     assert_eq!(fs.read(big.ino, u64::MAX - 1, 4096).unwrap(), b"");
 }
@@ -297,7 +304,12 @@ fn corrupt_chunks_are_eio_never_wrong_bytes() {
     let fs = LayerFs::new(Arc::new(Reader::open(Arc::new(blob), &open).unwrap()));
     let f = fs.lookup(ROOT_INO, "f").unwrap();
     assert_eq!(fs.read(f.ino, 0, 1000).unwrap(), &data[..1000]);
-    assert_eq!(fs.read(f.ino, 69_000, 4096), Err(Errno(libc::EIO)));
+    assert_eq!(fs.read(f.ino, 69_000, 4096).errno(), Err(Errno(libc::EIO)));
+    // The failure is logged as an error naming the file, with its cause.
+    let e = fs.read(f.ino, 69_000, 4096).unwrap_err();
+    assert_eq!(e.level(), log::Level::Error);
+    assert!(e.message().starts_with("read of \"f\" at 69000"), "{e}");
+    assert!(std::error::Error::source(&e).is_some(), "{e}");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The Additional Layer Store namespace, as plain Rust (tested without a
-//! mount; `store_adapter` is the fuser glue):
+//! mount, as [`ReadOnlyFs`]; `store_adapter` holds its fuser hooks):
 //!
 //! ```text
 //! /<base64(image ref)>/<digest>/{diff/, info, blob}   (+ `use`, never there)
@@ -40,12 +40,15 @@ use std::time::{Duration, Instant};
 
 use estargz_core::remote::Reference;
 
-use crate::layerfs::{self, Attr, DirEntry, Errno, FsResult, Kind};
+use crate::layerfs;
+use crate::rofs::{
+    walk_listing, Attr, DirEntry, FsError, FsResult, Kind, ReadOnlyFs, WalkEntry, BLOCK_SIZE,
+};
 use crate::warm::{WarmOptions, WarmTicket, Warmer};
 use flight::Flight;
 use resolve::{ResolvedLayer, Resolver};
 
-pub const ROOT_INO: u64 = 1;
+pub use crate::rofs::ROOT_INO;
 const SLOT_SHIFT: u32 = 32;
 const LOW_MASK: u64 = (1 << SLOT_SHIFT) - 1;
 const LOW_LAYER_DIR: u64 = 0;
@@ -188,14 +191,36 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn err(e: &estargz_core::Error) -> Errno {
+fn errno_of(e: &estargz_core::Error) -> i32 {
     match e {
         // A layer over a resource limit is an I/O error of that layer (the
         // log line names the limit); EFBIG would puzzle a lookup's caller.
-        estargz_core::Error::LimitExceeded(_) => Errno(libc::EIO),
-        _ => Errno(e.errno()),
+        estargz_core::Error::LimitExceeded(_) => libc::EIO,
+        _ => e.errno(),
     }
 }
+
+fn no_entry() -> FsError {
+    FsError::new(libc::ENOENT, "no such entry")
+}
+
+fn no_layer() -> FsError {
+    FsError::new(libc::ENOENT, "no such layer directory")
+}
+
+fn read_only() -> FsError {
+    FsError::new(
+        libc::EROFS,
+        "only `use` and layer releases change the store",
+    )
+}
+
+fn not_dir() -> FsError {
+    FsError::new(libc::ENOTDIR, "not a directory")
+}
+
+/// Store directories come and go with the registry (as stargz-store: 1 s).
+const NAMESPACE_TTL: Duration = Duration::from_secs(1);
 
 impl Store {
     pub fn new(resolver: Resolver, opts: StoreOptions) -> Store {
@@ -239,7 +264,7 @@ impl Store {
     fn dir_attr(&self, ino: u64) -> Attr {
         Attr {
             ino,
-            size: u64::from(layerfs::BLOCK_SIZE),
+            size: u64::from(BLOCK_SIZE),
             blocks: 8,
             mtime: self.mtime,
             kind: Kind::Directory,
@@ -273,7 +298,7 @@ impl Store {
     fn layer(&self, slot: u64) -> FsResult<Arc<ResolvedLayer>> {
         let flight = {
             let mut st = lock(&self.state);
-            let s = st.slots.get_mut(&slot).ok_or(Errno(libc::ENOENT))?;
+            let s = st.slots.get_mut(&slot).ok_or_else(no_layer)?;
             s.last_access = Instant::now();
             match &s.load {
                 Load::Ready { layer, .. } => return Ok(layer.clone()),
@@ -295,8 +320,11 @@ impl Store {
                         .spawn(move || job.run());
                     if let Err(e) = spawned {
                         s.load = Load::Unloaded;
-                        log::warn!("cannot start a resolution thread: {e}");
-                        return Err(Errno(libc::EAGAIN));
+                        return Err(
+                            FsError::new(libc::EAGAIN, "cannot start a resolution thread")
+                                .caused_by(e)
+                                .logged_at(log::Level::Warn),
+                        );
                     }
                     f
                 }
@@ -310,15 +338,15 @@ impl Store {
             Some(answer) => answer,
             None => {
                 let st = lock(&self.state);
-                if let Some(s) = st.slots.get(&slot) {
-                    log::warn!(
-                        "layer {} of {}: not resolved within {:?}; EIO (still trying)",
-                        s.digest,
-                        s.reference,
-                        self.opts.resolve_timeout
-                    );
-                }
-                Err(Errno(libc::EIO))
+                let what = match st.slots.get(&slot) {
+                    Some(s) => format!("layer {} of {}", s.digest, s.reference),
+                    None => format!("layer slot {slot}"),
+                };
+                let message = format!(
+                    "{what}: not resolved within {:?}; EIO (still trying)",
+                    self.opts.resolve_timeout
+                );
+                Err(FsError::new(libc::EIO, message).logged_at(log::Level::Warn))
             }
         }
     }
@@ -336,127 +364,11 @@ impl Store {
             .is_some_and(|s| !matches!(s.load, Load::Ready { .. }))
     }
 
-    /// Looks up `name` in `parent`; a success is one kernel reference
-    /// (released by [`Store::forget`]).
-    pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
-        match Ino::decode(parent) {
-            Ino::Root => {
-                let reference = names::parse_ref_dir(name).map_err(|e| {
-                    log::debug!("{e}");
-                    err(&e)
-                })?;
-                let mut st = lock(&self.state);
-                let ino = match st.ref_by_name.get(name) {
-                    Some(&i) => i,
-                    None => {
-                        let i = st.next_ref_ino;
-                        if i >= LOW_BLOB {
-                            return Err(Errno(libc::ENOSPC));
-                        }
-                        st.next_ref_ino += 1;
-                        st.ref_by_name.insert(name.to_string(), i);
-                        st.refs.insert(
-                            i,
-                            RefNode {
-                                name: name.to_string(),
-                                reference,
-                                nlookup: 0,
-                            },
-                        );
-                        i
-                    }
-                };
-                st.refs.get_mut(&ino).expect("indexed").nlookup += 1;
-                Ok(self.dir_attr(ino))
-            }
-            Ino::RefDir(r) => {
-                let digest = names::parse_digest(name).map_err(|e| err(&e))?;
-                let mut st = lock(&self.state);
-                let (ref_name, reference) = match st.refs.get(&r) {
-                    Some(n) => (n.name.clone(), n.reference.clone()),
-                    None => return Err(Errno(libc::ENOENT)),
-                };
-                let key = (ref_name.clone(), digest.to_string());
-                let slot = match st.slot_by_key.get(&key) {
-                    Some(&s) => s,
-                    None => {
-                        let s = st.next_slot;
-                        if s >= 1 << (64 - SLOT_SHIFT) {
-                            return Err(Errno(libc::ENOSPC));
-                        }
-                        st.next_slot += 1;
-                        st.slot_by_key.insert(key, s);
-                        st.slots.insert(
-                            s,
-                            Slot {
-                                ref_name,
-                                reference,
-                                digest: digest.to_string(),
-                                nlookup: 0,
-                                uses: 0,
-                                last_access: Instant::now(),
-                                load: Load::Unloaded,
-                            },
-                        );
-                        s
-                    }
-                };
-                st.slots.get_mut(&slot).expect("indexed").nlookup += 1;
-                Ok(self.dir_attr(Ino::LayerDir(slot).encode()))
-            }
-            Ino::LayerDir(slot) => {
-                let attr = match name {
-                    DIFF_DIR => self.getattr(Ino::Diff(slot, layerfs::ROOT_INO).encode())?,
-                    INFO_FILE => self.getattr(Ino::Info(slot).encode())?,
-                    BLOB_FILE => self.getattr(Ino::Blob(slot).encode())?,
-                    _ => return Err(Errno(libc::ENOENT)),
-                };
-                self.count_lookup(slot)?;
-                Ok(attr)
-            }
-            Ino::Diff(slot, dir) => {
-                let layer = self.layer(slot)?;
-                let mut attr = layer.fs.lookup(dir, name)?;
-                attr.ino = Ino::Diff(slot, attr.ino).encode();
-                self.count_lookup(slot)?;
-                Ok(attr)
-            }
-            Ino::Info(_) | Ino::Blob(_) => Err(Errno(libc::ENOTDIR)),
-        }
-    }
-
     fn count_lookup(&self, slot: u64) -> FsResult<()> {
         let mut st = lock(&self.state);
-        let s = st.slots.get_mut(&slot).ok_or(Errno(libc::ENOENT))?;
+        let s = st.slots.get_mut(&slot).ok_or_else(no_layer)?;
         s.nlookup += 1;
         Ok(())
-    }
-
-    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
-        match Ino::decode(ino) {
-            Ino::Root => Ok(self.dir_attr(ROOT_INO)),
-            Ino::RefDir(r) => {
-                if lock(&self.state).refs.contains_key(&r) {
-                    Ok(self.dir_attr(ino))
-                } else {
-                    Err(Errno(libc::ENOENT))
-                }
-            }
-            Ino::LayerDir(slot) => {
-                if lock(&self.state).slots.contains_key(&slot) {
-                    Ok(self.dir_attr(ino))
-                } else {
-                    Err(Errno(libc::ENOENT))
-                }
-            }
-            Ino::Info(slot) => Ok(self.file_attr(ino, self.layer(slot)?.info.len() as u64)),
-            Ino::Blob(slot) => Ok(self.file_attr(ino, self.layer(slot)?.blob.size())),
-            Ino::Diff(slot, l) => {
-                let mut attr = self.layer(slot)?.fs.getattr(l)?;
-                attr.ino = ino;
-                Ok(attr)
-            }
-        }
     }
 
     /// Entries of a directory (without `.` and `..`).
@@ -476,7 +388,7 @@ impl Store {
             }
             Ino::RefDir(r) => {
                 let st = lock(&self.state);
-                let name = &st.refs.get(&r).ok_or(Errno(libc::ENOENT))?.name;
+                let name = &st.refs.get(&r).ok_or_else(no_entry)?.name;
                 let mut out: Vec<DirEntry> = st
                     .slots
                     .iter()
@@ -488,7 +400,7 @@ impl Store {
             }
             Ino::LayerDir(slot) => {
                 if !lock(&self.state).slots.contains_key(&slot) {
-                    return Err(Errno(libc::ENOENT));
+                    return Err(no_layer());
                 }
                 let file = |ino: Ino, name: &str| DirEntry {
                     ino: ino.encode(),
@@ -511,34 +423,7 @@ impl Store {
                     ..e.clone()
                 })
                 .collect()),
-            Ino::Info(_) | Ino::Blob(_) => Err(Errno(libc::ENOTDIR)),
-        }
-    }
-
-    /// [`crate::adapter::walk_dir`] over directory `ino`. Layer directories
-    /// are walked on the layer's cached listing, so a large directory read
-    /// in many requests is not copied for each of them.
-    pub fn walk_dir(
-        &self,
-        ino: u64,
-        offset: u64,
-        mut add: impl FnMut(u64, u64, Kind, &std::ffi::OsStr) -> FsResult<bool>,
-    ) -> FsResult<()> {
-        let parent = self.parent(ino)?;
-        match Ino::decode(ino) {
-            Ino::Diff(slot, l) => {
-                let listing = self.layer(slot)?.fs.readdir(l)?;
-                crate::adapter::walk_dir(ino, parent, &listing, offset, |i, next, kind, name| {
-                    // Offsets 1 and 2 follow `.` and `..`, already store inodes.
-                    let i = if next <= 2 {
-                        i
-                    } else {
-                        Ino::Diff(slot, i).encode()
-                    };
-                    add(i, next, kind, name)
-                })
-            }
-            _ => crate::adapter::walk_dir(ino, parent, &self.readdir(ino)?, offset, add),
+            Ino::Info(_) | Ino::Blob(_) => Err(not_dir()),
         }
     }
 
@@ -549,7 +434,7 @@ impl Store {
             Ino::RefDir(_) => Ok(ROOT_INO),
             Ino::LayerDir(slot) | Ino::Info(slot) | Ino::Blob(slot) => {
                 let st = lock(&self.state);
-                let s = st.slots.get(&slot).ok_or(Errno(libc::ENOENT))?;
+                let s = st.slots.get(&slot).ok_or_else(no_layer)?;
                 // The reference directory may have been forgotten.
                 Ok(st.ref_by_name.get(&s.ref_name).copied().unwrap_or(ROOT_INO))
             }
@@ -558,71 +443,14 @@ impl Store {
         }
     }
 
-    /// Whether `open` may read this inode as a file.
-    pub fn is_file(&self, ino: u64) -> FsResult<bool> {
-        Ok(self.getattr(ino)?.kind == Kind::RegularFile)
-    }
-
-    pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        match Ino::decode(ino) {
-            Ino::Info(slot) => {
-                let layer = self.layer(slot)?;
-                let start = (offset as usize).min(layer.info.len());
-                let end = start.saturating_add(size as usize).min(layer.info.len());
-                Ok(layer.info[start..end].to_vec())
-            }
-            Ino::Blob(slot) => {
-                let layer = self.layer(slot)?;
-                let len = u64::from(size).min(layer.blob.size().saturating_sub(offset)) as usize;
-                let mut buf = vec![0; len];
-                let mut done = 0;
-                while done < len {
-                    match layer.blob.read_at(&mut buf[done..], offset + done as u64) {
-                        Ok(0) => break,
-                        Ok(n) => done += n,
-                        Err(e) => {
-                            log::error!("reading the blob of slot {slot} at {offset}: {e}");
-                            return Err(Errno(libc::EIO));
-                        }
-                    }
-                }
-                buf.truncate(done);
-                Ok(buf)
-            }
-            Ino::Diff(slot, l) => self.layer(slot)?.fs.read(l, offset, size),
-            Ino::Root | Ino::RefDir(_) | Ino::LayerDir(_) => Err(Errno(libc::EISDIR)),
-        }
-    }
-
-    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
-        match Ino::decode(ino) {
-            Ino::Diff(slot, l) => self.layer(slot)?.fs.readlink(l),
-            _ => Err(Errno(libc::EINVAL)),
-        }
-    }
-
-    pub fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
-        match Ino::decode(ino) {
-            Ino::Diff(slot, l) => self.layer(slot)?.fs.getxattr(l, name),
-            _ => Err(Errno(libc::ENODATA)),
-        }
-    }
-
-    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
-        match Ino::decode(ino) {
-            Ino::Diff(slot, l) => self.layer(slot)?.fs.listxattr(l),
-            _ => Ok(Vec::new()),
-        }
-    }
-
     /// `create(<layer dir>/use)`: one more user. Always fails with ENOENT,
     /// which is how containers/storage learns the store counts users.
-    pub fn create(&self, parent: u64, name: &str) -> Errno {
+    pub fn create(&self, parent: u64, name: &str) -> FsError {
         let Ino::LayerDir(slot) = Ino::decode(parent) else {
-            return Errno(libc::EROFS);
+            return read_only();
         };
         if name != USE_FILE {
-            return Errno(libc::EROFS);
+            return read_only();
         }
         let mut st = lock(&self.state);
         if let Some(s) = st.slots.get_mut(&slot) {
@@ -630,21 +458,21 @@ impl Store {
             s.last_access = Instant::now();
             log::debug!("use {} of {}: {} user(s)", s.digest, s.reference, s.uses);
         }
-        Errno(libc::ENOENT)
+        FsError::new(libc::ENOENT, "user counted (the protocol's answer)")
     }
 
     /// `rmdir(<ref dir>/<digest>)`: one user less; the last one unloads the
     /// layer. Always fails with ENOENT, as the protocol expects.
-    pub fn rmdir(&self, parent: u64, name: &str) -> Errno {
+    pub fn rmdir(&self, parent: u64, name: &str) -> FsError {
         let Ino::RefDir(r) = Ino::decode(parent) else {
-            return Errno(libc::EROFS);
+            return read_only();
         };
         let mut st = lock(&self.state);
         let Some(ref_name) = st.refs.get(&r).map(|n| n.name.clone()) else {
-            return Errno(libc::ENOENT);
+            return no_entry();
         };
         let Some(&slot) = st.slot_by_key.get(&(ref_name, name.to_string())) else {
-            return Errno(libc::ENOENT);
+            return no_layer();
         };
         let s = st.slots.get_mut(&slot).expect("indexed");
         if s.uses > 0 {
@@ -664,7 +492,7 @@ impl Store {
             }
         }
         Self::drop_if_unreferenced(&mut st, slot);
-        Errno(libc::ENOENT)
+        FsError::new(libc::ENOENT, "user released (the protocol's answer)")
     }
 
     /// The kernel dropped `n` references to `ino`.
@@ -717,6 +545,223 @@ impl Store {
     }
 }
 
+impl ReadOnlyFs for Store {
+    /// Looks up `name` in `parent`; a success is one kernel reference
+    /// (released by [`Store::forget`]).
+    fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        match Ino::decode(parent) {
+            Ino::Root => {
+                let reference = names::parse_ref_dir(name).map_err(|e| {
+                    FsError::new(errno_of(&e), "not an image reference directory")
+                        .caused_by(e)
+                        .logged_at(log::Level::Debug)
+                })?;
+                let mut st = lock(&self.state);
+                let ino = match st.ref_by_name.get(name) {
+                    Some(&i) => i,
+                    None => {
+                        let i = st.next_ref_ino;
+                        if i >= LOW_BLOB {
+                            return Err(FsError::new(libc::ENOSPC, "no image inodes left")
+                                .logged_at(log::Level::Warn));
+                        }
+                        st.next_ref_ino += 1;
+                        st.ref_by_name.insert(name.to_string(), i);
+                        st.refs.insert(
+                            i,
+                            RefNode {
+                                name: name.to_string(),
+                                reference,
+                                nlookup: 0,
+                            },
+                        );
+                        i
+                    }
+                };
+                st.refs.get_mut(&ino).expect("indexed").nlookup += 1;
+                Ok(self.dir_attr(ino))
+            }
+            Ino::RefDir(r) => {
+                let digest = names::parse_digest(name)
+                    .map_err(|e| FsError::new(errno_of(&e), "not a layer digest").caused_by(e))?;
+                let mut st = lock(&self.state);
+                let (ref_name, reference) = match st.refs.get(&r) {
+                    Some(n) => (n.name.clone(), n.reference.clone()),
+                    None => return Err(no_entry()),
+                };
+                let key = (ref_name.clone(), digest.to_string());
+                let slot = match st.slot_by_key.get(&key) {
+                    Some(&s) => s,
+                    None => {
+                        let s = st.next_slot;
+                        if s >= 1 << (64 - SLOT_SHIFT) {
+                            return Err(FsError::new(libc::ENOSPC, "no layer slots left")
+                                .logged_at(log::Level::Warn));
+                        }
+                        st.next_slot += 1;
+                        st.slot_by_key.insert(key, s);
+                        st.slots.insert(
+                            s,
+                            Slot {
+                                ref_name,
+                                reference,
+                                digest: digest.to_string(),
+                                nlookup: 0,
+                                uses: 0,
+                                last_access: Instant::now(),
+                                load: Load::Unloaded,
+                            },
+                        );
+                        s
+                    }
+                };
+                st.slots.get_mut(&slot).expect("indexed").nlookup += 1;
+                Ok(self.dir_attr(Ino::LayerDir(slot).encode()))
+            }
+            Ino::LayerDir(slot) => {
+                let attr = match name {
+                    DIFF_DIR => self.getattr(Ino::Diff(slot, layerfs::ROOT_INO).encode())?,
+                    INFO_FILE => self.getattr(Ino::Info(slot).encode())?,
+                    BLOB_FILE => self.getattr(Ino::Blob(slot).encode())?,
+                    _ => return Err(no_entry()),
+                };
+                self.count_lookup(slot)?;
+                Ok(attr)
+            }
+            Ino::Diff(slot, dir) => {
+                let layer = self.layer(slot)?;
+                let mut attr = layer.fs.lookup(dir, name)?;
+                attr.ino = Ino::Diff(slot, attr.ino).encode();
+                self.count_lookup(slot)?;
+                Ok(attr)
+            }
+            Ino::Info(_) | Ino::Blob(_) => Err(not_dir()),
+        }
+    }
+
+    fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        match Ino::decode(ino) {
+            Ino::Root => Ok(self.dir_attr(ROOT_INO)),
+            Ino::RefDir(r) => {
+                if lock(&self.state).refs.contains_key(&r) {
+                    Ok(self.dir_attr(ino))
+                } else {
+                    Err(no_entry())
+                }
+            }
+            Ino::LayerDir(slot) => {
+                if lock(&self.state).slots.contains_key(&slot) {
+                    Ok(self.dir_attr(ino))
+                } else {
+                    Err(no_layer())
+                }
+            }
+            Ino::Info(slot) => Ok(self.file_attr(ino, self.layer(slot)?.info.len() as u64)),
+            Ino::Blob(slot) => Ok(self.file_attr(ino, self.layer(slot)?.blob.size())),
+            Ino::Diff(slot, l) => {
+                let mut attr = self.layer(slot)?.fs.getattr(l)?;
+                attr.ino = ino;
+                Ok(attr)
+            }
+        }
+    }
+
+    fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        match Ino::decode(ino) {
+            Ino::Info(slot) => {
+                let layer = self.layer(slot)?;
+                let start = (offset as usize).min(layer.info.len());
+                let end = start.saturating_add(size as usize).min(layer.info.len());
+                Ok(layer.info[start..end].to_vec())
+            }
+            Ino::Blob(slot) => {
+                let layer = self.layer(slot)?;
+                let len = u64::from(size).min(layer.blob.size().saturating_sub(offset)) as usize;
+                let mut buf = vec![0; len];
+                let mut done = 0;
+                while done < len {
+                    match layer.blob.read_at(&mut buf[done..], offset + done as u64) {
+                        Ok(0) => break,
+                        Ok(n) => done += n,
+                        Err(e) => {
+                            let what = format!("reading the blob of slot {slot} at {offset}");
+                            return Err(FsError::new(libc::EIO, what)
+                                .caused_by(e)
+                                .logged_at(log::Level::Error));
+                        }
+                    }
+                }
+                buf.truncate(done);
+                Ok(buf)
+            }
+            Ino::Diff(slot, l) => self.layer(slot)?.fs.read(l, offset, size),
+            Ino::Root | Ino::RefDir(_) | Ino::LayerDir(_) => {
+                Err(FsError::new(libc::EISDIR, "a directory"))
+            }
+        }
+    }
+
+    fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        match Ino::decode(ino) {
+            Ino::Diff(slot, l) => self.layer(slot)?.fs.readlink(l),
+            _ => Err(FsError::new(libc::EINVAL, "not a symlink")),
+        }
+    }
+
+    /// Layer directories are walked on the layer's cached listing, so a
+    /// large directory read in many requests is not copied for each of them.
+    fn walk_dir(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(WalkEntry<'_>) -> FsResult<bool>,
+    ) -> FsResult<()> {
+        let parent = self.parent(ino)?;
+        match Ino::decode(ino) {
+            Ino::Diff(slot, l) => {
+                let listing = self.layer(slot)?.fs.readdir(l)?;
+                walk_listing(ino, parent, &listing, offset, |mut w| {
+                    // Offsets 1 and 2 follow `.` and `..`, already store inodes.
+                    if w.next > 2 {
+                        w.ino = Ino::Diff(slot, w.ino).encode();
+                    }
+                    add(w)
+                })
+            }
+            _ => walk_listing(ino, parent, &self.readdir(ino)?, offset, add),
+        }
+    }
+
+    fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
+        match Ino::decode(ino) {
+            Ino::Diff(slot, l) => self.layer(slot)?.fs.getxattr(l, name),
+            _ => Err(FsError::new(libc::ENODATA, "no such attribute")),
+        }
+    }
+
+    fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        match Ino::decode(ino) {
+            Ino::Diff(slot, l) => self.layer(slot)?.fs.listxattr(l),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn ttl(&self, ino: u64) -> Duration {
+        if Ino::decode(ino).is_layer_content() {
+            layerfs::TTL
+        } else {
+            NAMESPACE_TTL
+        }
+    }
+
+    /// Namespace listings change. Layer listings would not, but the store
+    /// has never had the kernel keep them (untried with unloading), so
+    /// they are read again on each open.
+    fn listing_is_stable(&self, _ino: u64) -> bool {
+        false
+    }
+}
+
 /// One slot's layer being resolved, off the request path.
 struct Resolution {
     slot: u64,
@@ -744,7 +789,7 @@ impl Resolution {
             // Layer inode numbers must stay below the info/blob ones.
             Ok(layer) if layer.fs.reader().index().nodes.len() as u64 >= LOW_BLOB - 1 => {
                 log::warn!("layer {digest} of {reference}: too many entries to serve");
-                Err(Errno(libc::EFBIG))
+                Err(FsError::new(libc::EFBIG, "too many entries to serve"))
             }
             Ok(layer) => {
                 log::info!(
@@ -759,7 +804,7 @@ impl Resolution {
             }
             Err(e) => {
                 log::warn!("layer {digest} of {reference} not served: {e}");
-                Err(err(&e))
+                Err(FsError::new(errno_of(&e), "layer not served").caused_by(e))
             }
         };
         {

@@ -15,6 +15,7 @@ use estargz_core::{build, BuildInput, BuildOptions, Error, OpenOptions, Reader, 
 
 use super::resolve::{ImageSource, OpenedLayer, Resolver, ResolverOptions};
 use super::*;
+use crate::rofs::{Errno, ErrnoOf};
 
 const REF: &str = "127.0.0.1:5000/app/img:v1";
 
@@ -238,7 +239,7 @@ fn toc_digest_keying_serves_diff_info_and_blob() {
         .collect();
     assert_eq!(names, ["blob", "diff", "info"]);
     assert_eq!(
-        s.lookup(layer_dir.ino, "use").unwrap_err(),
+        s.lookup(layer_dir.ino, "use").unwrap_err().errno(),
         Errno(libc::ENOENT)
     );
     let diff = walk(&s, &[&r, toc, "diff"]).unwrap();
@@ -252,8 +253,8 @@ fn toc_digest_keying_serves_diff_info_and_blob() {
     let mut offset = 0;
     loop {
         let mut got = None;
-        s.walk_dir(diff.ino, offset, |ino, next, _, name| {
-            got = Some((ino, next, name.to_string_lossy().into_owned()));
+        s.walk_dir(diff.ino, offset, |w| {
+            got = Some((w.ino, w.next, w.name.to_string_lossy().into_owned()));
             Ok(true) // one entry per call, as a tiny reply buffer would
         })
         .unwrap();
@@ -303,7 +304,7 @@ fn missing_size_annotation_is_measured_and_checked() {
     let src = fake(image(&[&a], &[(true, false)], Some(wrong)), &[&a]);
     let s = store(src);
     let e = walk(&s, &[&ref_dir(), &a.result.blob_digest, "info"]).unwrap_err();
-    assert_eq!(e, Errno(libc::EIO));
+    assert_eq!(e.errno(), Errno(libc::EIO));
 }
 
 #[test]
@@ -313,22 +314,40 @@ fn unknown_and_malformed_names() {
     let s = store(src);
     let other = format!("sha256:{}", "2".repeat(64));
     assert_eq!(
-        walk(&s, &[&ref_dir(), &other, "diff"]).unwrap_err(),
+        walk(&s, &[&ref_dir(), &other, "diff"]).unwrap_err().errno(),
         Errno(libc::ENOENT)
     );
     assert_eq!(
-        walk(&s, &[&ref_dir(), "sha256:zz"]).unwrap_err(),
+        walk(&s, &[&ref_dir(), "sha256:zz"]).unwrap_err().errno(),
         Errno(libc::EINVAL)
     );
-    assert_eq!(walk(&s, &["not base64!"]).unwrap_err(), Errno(libc::EINVAL));
+    assert_eq!(
+        walk(&s, &["not base64!"]).unwrap_err().errno(),
+        Errno(libc::EINVAL)
+    );
+    // A malformed name is logged at debug level, with the parse error.
+    let e = walk(&s, &["not base64!"]).unwrap_err();
+    assert_eq!(e.level(), log::Level::Debug);
+    assert!(std::error::Error::source(&e).is_some(), "{e}");
+    // An unknown name is an ordinary answer: trace level only.
+    let dir = walk(&s, &[&ref_dir(), &a.result.toc_digest]).unwrap();
+    assert_eq!(
+        s.lookup(dir.ino, "nope").unwrap_err().level(),
+        log::Level::Trace
+    );
     // An unknown image is not found either.
     let unknown = names::ref_dir_name("127.0.0.1:5000/nope:v1");
     assert_eq!(
-        walk(&s, &[&unknown, &a.result.toc_digest, "diff"]).unwrap_err(),
+        walk(&s, &[&unknown, &a.result.toc_digest, "diff"])
+            .unwrap_err()
+            .errno(),
         Errno(libc::ENOENT)
     );
     let dir = walk(&s, &[&ref_dir(), &a.result.toc_digest]).unwrap();
-    assert_eq!(s.lookup(dir.ino, "other").unwrap_err(), Errno(libc::ENOENT));
+    assert_eq!(
+        s.lookup(dir.ino, "other").unwrap_err().errno(),
+        Errno(libc::ENOENT)
+    );
 }
 
 #[test]
@@ -342,7 +361,9 @@ fn layers_without_toc_annotation() {
     let s = store(src.clone());
     // By layer digest the TOC would not be anchored: not served.
     assert_eq!(
-        walk(&s, &[&ref_dir(), &a.result.blob_digest, "diff"]).unwrap_err(),
+        walk(&s, &[&ref_dir(), &a.result.blob_digest, "diff"])
+            .unwrap_err()
+            .errno(),
         Errno(libc::ENOENT)
     );
     // By TOC digest the path anchors it: found among all layers opened.
@@ -364,7 +385,7 @@ fn failures_are_not_remembered() {
         "a".into(),
     ];
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
-    assert_eq!(walk(&s, &path).unwrap_err(), Errno(libc::EIO));
+    assert_eq!(walk(&s, &path).unwrap_err().errno(), Errno(libc::EIO));
     assert_eq!(s.resolver().cached_images(), 1, "the cell exists, empty");
     src.down.store(false, Ordering::SeqCst);
     let f = walk(&s, &path).unwrap();
@@ -379,17 +400,26 @@ fn use_and_release_count_and_unload() {
     let r = walk(&s, &[&ref_dir()]).unwrap();
     let dir = walk(&s, &[&ref_dir(), &a.result.toc_digest]).unwrap();
     let file = walk(&s, &[&ref_dir(), &a.result.toc_digest, "diff", "a"]).unwrap();
-    assert_eq!(s.create(dir.ino, "use"), Errno(libc::ENOENT));
-    assert_eq!(s.create(dir.ino, "use"), Errno(libc::ENOENT));
-    assert_eq!(s.create(dir.ino, "other"), Errno(libc::EROFS));
+    assert_eq!(s.create(dir.ino, "use").errno(), Errno(libc::ENOENT));
+    assert_eq!(s.create(dir.ino, "use").errno(), Errno(libc::ENOENT));
+    assert_eq!(s.create(dir.ino, "other").errno(), Errno(libc::EROFS));
     assert_eq!(s.stats().uses, 2);
-    assert_eq!(s.rmdir(r.ino, &a.result.toc_digest), Errno(libc::ENOENT));
+    assert_eq!(
+        s.rmdir(r.ino, &a.result.toc_digest).errno(),
+        Errno(libc::ENOENT)
+    );
     assert_eq!(s.stats().loaded, 1, "one user left");
-    assert_eq!(s.rmdir(r.ino, &a.result.toc_digest), Errno(libc::ENOENT));
+    assert_eq!(
+        s.rmdir(r.ino, &a.result.toc_digest).errno(),
+        Errno(libc::ENOENT)
+    );
     assert_eq!(s.stats().uses, 0);
     assert_eq!(s.stats().loaded, 0, "the last release unloads");
     // Extra releases do not underflow.
-    assert_eq!(s.rmdir(r.ino, &a.result.toc_digest), Errno(libc::ENOENT));
+    assert_eq!(
+        s.rmdir(r.ino, &a.result.toc_digest).errno(),
+        Errno(libc::ENOENT)
+    );
     assert_eq!(s.stats().uses, 0);
 
     // The kernel's old inode still works: resolved again, same number.
@@ -439,7 +469,7 @@ fn forgotten_layers_and_idle_layers_go_away() {
     s.forget(diff.ino, 1);
     s.forget(r.ino, 1);
     assert_eq!(s.stats(), StoreStats::default());
-    assert_eq!(s.getattr(dir.ino).unwrap_err(), Errno(libc::ENOENT));
+    assert_eq!(s.getattr(dir.ino).unwrap_err().errno(), Errno(libc::ENOENT));
 }
 
 #[test]
@@ -524,7 +554,7 @@ fn a_stuck_registry_never_holds_up_other_images_or_resolved_layers() {
                     let t = std::time::Instant::now();
                     let r = names::ref_dir_name(name);
                     let got = walk(s, &[&r, &layer.result.toc_digest, "diff"]);
-                    (got.map(|_| ()), t.elapsed())
+                    (got.map(|_| ()).errno(), t.elapsed())
                 })
             })
             .collect();
@@ -556,7 +586,9 @@ fn a_stuck_registry_never_holds_up_other_images_or_resolved_layers() {
     let t = std::time::Instant::now();
     let r = names::ref_dir_name(&stuck[0]);
     assert_eq!(
-        walk(&s, &[&r, &a.result.toc_digest, "diff"]).unwrap_err(),
+        walk(&s, &[&r, &a.result.toc_digest, "diff"])
+            .unwrap_err()
+            .errno(),
         Errno(libc::EIO)
     );
     assert!(
@@ -564,6 +596,15 @@ fn a_stuck_registry_never_holds_up_other_images_or_resolved_layers() {
         "{:?}",
         t.elapsed()
     );
+    // The adapter logs such a request as a warning naming the layer.
+    let e = walk(&s, &[&r, &a.result.toc_digest, "diff"]).unwrap_err();
+    assert_eq!(e.level(), log::Level::Warn, "{e}");
+    assert!(
+        e.message()
+            .starts_with(&format!("layer {} of ", a.result.toc_digest)),
+        "{e}"
+    );
+    assert!(e.message().contains("not resolved within"), "{e}");
 }
 
 #[test]
