@@ -63,18 +63,6 @@ macro_rules! try_str {
 }
 pub(crate) use try_str;
 
-/// An optional UTF-8 string argument (NULL gives `None`).
-macro_rules! opt_str {
-    ($arg:ident) => {
-        if $arg.is_null() {
-            None
-        } else {
-            Some($crate::args::try_str!($arg))
-        }
-    };
-}
-pub(crate) use opt_str;
-
 /// A required, non-empty path argument (any bytes but NUL): `PathBuf`.
 macro_rules! try_path {
     ($arg:ident) => {
@@ -84,17 +72,18 @@ macro_rules! try_path {
 }
 pub(crate) use try_path;
 
-/// An optional path argument (NULL gives `None`).
-macro_rules! opt_path {
-    ($arg:ident) => {
+/// An optional string or path argument: `optional!(try_str!(arg))` is
+/// `None` when `arg` is NULL, else the conversion's value.
+macro_rules! optional {
+    ($convert:ident!($arg:ident)) => {
         if $arg.is_null() {
             None
         } else {
-            Some($crate::args::try_path!($arg))
+            Some($crate::args::$convert!($arg))
         }
     };
 }
-pub(crate) use opt_path;
+pub(crate) use optional;
 
 /// Input bytes `(data, len)`: `&[u8]`; `data` may be NULL when `len` is 0.
 macro_rules! try_bytes {

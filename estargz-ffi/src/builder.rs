@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use estargz_core::{build, BuildInput, BuildOptions, BuildResult, Error};
 
-use crate::args::{opt_out, opt_path, try_out, try_path, try_str};
+use crate::args::{opt_out, optional, try_out, try_path, try_str};
 use crate::callbacks::{
     estargz_read_callback, estargz_write_callback, CallbackReader, CallbackWriter, FdReader,
     FdWriter,
@@ -269,7 +269,7 @@ pub unsafe extern "C" fn estargz_builder_set_temp_dir(
     dir: *const c_char,
 ) -> estargz_result {
     ffi_call!(builder => |b| {
-        b.state().opts.temp_dir = opt_path!(dir);
+        b.state().opts.temp_dir = optional!(try_path!(dir));
         Ok(())
     })
 }

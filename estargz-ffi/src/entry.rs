@@ -157,6 +157,20 @@ pub unsafe extern "C" fn estargz_reader_entry(
     })
 }
 
+/// The body of the estargz_reader_entry_* string getters: the string
+/// `get(reader, node)` of entry `id`, copied out with snprintf semantics.
+macro_rules! entry_string {
+    ($reader:ident, $id:ident, $buf:ident, $len:ident, $out_n:ident, |$r:ident, $node:ident| $get:expr) => {
+        ffi_call!($reader => |handle| {
+            let $r = handle.reader();
+            let $node = node_id($r, $id)?;
+            let s: String = $get;
+            copy_str_out!(&s => $buf, $len, $out_n);
+            Ok(())
+        })
+    };
+}
+
 /// Copies the entry's cleaned path ("" for the root, "a/b" otherwise) into
 /// `buf` with snprintf semantics. ESTARGZ_INVALID_ARGUMENT for an unknown id.
 #[no_mangle]
@@ -167,12 +181,7 @@ pub unsafe extern "C" fn estargz_reader_entry_path(
     len: usize,
     out_n: *mut usize,
 ) -> estargz_result {
-    ffi_call!(reader => |r| {
-        let r = r.reader();
-        let id = node_id(r, id)?;
-        copy_str_out!(&r.index().path(id) => buf, len, out_n);
-        Ok(())
-    })
+    entry_string!(reader, id, buf, len, out_n, |r, id| r.index().path(id))
 }
 
 /// Copies the entry's name within its directory ("" for the root) into
@@ -185,12 +194,7 @@ pub unsafe extern "C" fn estargz_reader_entry_name(
     len: usize,
     out_n: *mut usize,
 ) -> estargz_result {
-    ffi_call!(reader => |r| {
-        let r = r.reader();
-        let id = node_id(r, id)?;
-        copy_str_out!(&r.node(id).name => buf, len, out_n);
-        Ok(())
-    })
+    entry_string!(reader, id, buf, len, out_n, |r, id| r.node(id).name.clone())
 }
 
 /// Copies the link target into `buf` with snprintf semantics: a symlink's
@@ -204,16 +208,17 @@ pub unsafe extern "C" fn estargz_reader_entry_link_name(
     len: usize,
     out_n: *mut usize,
 ) -> estargz_result {
-    ffi_call!(reader => |r| {
-        let r = r.reader();
-        let id = node_id(r, id)?;
-        let target = match r.node(id).link_target {
+    entry_string!(
+        reader,
+        id,
+        buf,
+        len,
+        out_n,
+        |r, id| match r.node(id).link_target {
             Some(target) => r.index().path(target),
             None => r.node(id).entry.link_name.clone(),
-        };
-        copy_str_out!(&target => buf, len, out_n);
-        Ok(())
-    })
+        }
+    )
 }
 
 /// Copies the owner's user name (as recorded in the tar; "" if none) into
@@ -226,12 +231,11 @@ pub unsafe extern "C" fn estargz_reader_entry_user_name(
     len: usize,
     out_n: *mut usize,
 ) -> estargz_result {
-    ffi_call!(reader => |r| {
-        let r = r.reader();
-        let id = node_id(r, id)?;
-        copy_str_out!(&r.node(r.resolve(id)).entry.user_name => buf, len, out_n);
-        Ok(())
-    })
+    entry_string!(reader, id, buf, len, out_n, |r, id| r
+        .node(r.resolve(id))
+        .entry
+        .user_name
+        .clone())
 }
 
 /// Copies the owner's group name (as recorded in the tar; "" if none) into
@@ -244,12 +248,11 @@ pub unsafe extern "C" fn estargz_reader_entry_group_name(
     len: usize,
     out_n: *mut usize,
 ) -> estargz_result {
-    ffi_call!(reader => |r| {
-        let r = r.reader();
-        let id = node_id(r, id)?;
-        copy_str_out!(&r.node(r.resolve(id)).entry.group_name => buf, len, out_n);
-        Ok(())
-    })
+    entry_string!(reader, id, buf, len, out_n, |r, id| r
+        .node(r.resolve(id))
+        .entry
+        .group_name
+        .clone())
 }
 
 /// Copies the `index`-th extended attribute (in name order; see

@@ -3,10 +3,10 @@
 //! thread, and a panic boundary around every export. `include/estargz.h` is
 //! generated from this crate by cbindgen (through cargo-c) and committed.
 //!
-//! Mechanics: [`error`] (result codes, last-error storage), [`export`] (the
+//! Mechanics: [`error`] (result codes, last-error storage), `export` (the
 //! macros every export is written with: panic boundary, handle casts,
-//! recorded errors), [`args`] (pointer arguments in and out), [`strings`]
-//! (C strings and buffers), [`versioned`] (caller-allocated structs with
+//! recorded errors), `args` (pointer arguments in and out), `strings`
+//! (C strings and buffers), `versioned` (caller-allocated structs with
 //! `struct_size`), [`callbacks`] (caller-supplied I/O).
 //!
 //! API: [`builder`], [`open_options`], [`reader`], [`entry`], [`extract`],

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use estargz_core::reader::{DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MAX_TOC_SIZE};
 use estargz_core::OpenOptions;
 
-use crate::args::{opt_str, try_bytes, try_out};
+use crate::args::{optional, try_bytes, try_out};
 use crate::error::estargz_result;
 use crate::export::{ffi_call, ffi_free, into_raw, Handle};
 
@@ -63,7 +63,7 @@ pub unsafe extern "C" fn estargz_open_options_set_expected_toc_digest(
     digest: *const c_char,
 ) -> estargz_result {
     ffi_call!(options => |o| {
-        o.lock().expected_toc_digest = opt_str!(digest).map(str::to_string);
+        o.lock().expected_toc_digest = optional!(try_str!(digest)).map(str::to_string);
         Ok(())
     })
 }

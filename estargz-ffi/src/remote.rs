@@ -11,7 +11,7 @@ use estargz_core::remote::auth::default_auth_files;
 use estargz_core::remote::{open_layer, HttpOptions, LayerOptions, Platform, Reference, Registry};
 use estargz_core::Error;
 
-use crate::args::{opt_path, opt_str, try_out, try_str};
+use crate::args::{optional, try_out, try_str};
 use crate::error::{estargz_result, Failure, FfiResult};
 use crate::export::{ffi_call, ffi_free, handle, into_raw, Handle};
 use crate::reader::{estargz_reader, new_handle};
@@ -120,7 +120,7 @@ pub unsafe extern "C" fn estargz_remote_options_set_auth_file(
     path: *const c_char,
 ) -> estargz_result {
     ffi_call!(options => |o| {
-        o.lock().http.auth_files = match opt_path!(path) {
+        o.lock().http.auth_files = match optional!(try_path!(path)) {
             Some(path) => vec![path],
             None => default_auth_files(),
         };
@@ -173,7 +173,7 @@ pub unsafe extern "C" fn estargz_remote_options_set_platform(
     platform: *const c_char,
 ) -> estargz_result {
     ffi_call!(options => |o| {
-        let platform = opt_str!(platform).map(Platform::parse).transpose()?;
+        let platform = optional!(try_str!(platform)).map(Platform::parse).transpose()?;
         o.lock().platform = platform;
         Ok(())
     })
@@ -191,7 +191,7 @@ pub unsafe extern "C" fn estargz_remote_options_set_cache_dir(
     max_bytes: u64,
 ) -> estargz_result {
     ffi_call!(options => |o| {
-        let dir = opt_path!(dir);
+        let dir = optional!(try_path!(dir));
         let mut o = o.lock();
         o.cache.dir = dir;
         o.cache.disk_bytes = if max_bytes == 0 {
@@ -310,7 +310,7 @@ pub unsafe extern "C" fn estargz_reader_open_remote(
     ffi_call!(|| {
         let out = try_out!(out_reader);
         let reference = try_str!(reference);
-        let layer = opt_str!(layer);
+        let layer = optional!(try_str!(layer));
         let opts = handle!(options).map_or_else(RemoteOptions::default, |o| o.lock().clone());
         let reference = Reference::parse(reference)?;
         let cache = Arc::new(ChunkCache::open(&opts.cache)?);
