@@ -53,15 +53,16 @@ pub(crate) fn catch<T>(f: impl FnOnce() -> FfiResult<T>) -> FfiResult<T> {
 
 /// The body of a fallible export: runs `f`, records a failure under the
 /// export's name (per thread, and in `slot` when the call has a handle) and
-/// returns the result code.
+/// returns the result code. The name is only worked out on failure, so a
+/// successful call costs nothing for it.
 pub(crate) fn call(
-    function: &str,
+    function: impl FnOnce() -> &'static str,
     slot: Option<&ErrorSlot>,
     f: impl FnOnce() -> FfiResult,
 ) -> estargz_result {
     match catch(f) {
         Ok(()) => estargz_result::ESTARGZ_OK,
-        Err(failure) => record(function, slot, failure),
+        Err(failure) => record(function(), slot, failure),
     }
 }
 
@@ -83,10 +84,13 @@ pub(crate) fn value<T>(default: T, f: impl FnOnce() -> T) -> T {
 /// The name of the function enclosing `marker`, a fn item declared in it
 /// (`ffi_call!` declares one): "estargz::builder::estargz_builder_run::here"
 /// gives "estargz_builder_run". Closures in between ("{{closure}}") are
-/// skipped. Only called when a failure is recorded.
+/// skipped. Called only when a failure is recorded.
 pub(crate) fn enclosing_fn_name<F>(_marker: F) -> &'static str {
     let path = std::any::type_name::<F>();
-    path.rsplit("::")
+    // Split on single ':' (a byte search; "::" would build a substring
+    // searcher per call) and drop the empty pieces between the two colons.
+    path.rsplit(':')
+        .filter(|segment| !segment.is_empty())
         .skip(1)
         .find(|segment| !segment.starts_with('{'))
         .unwrap_or(path)
@@ -175,7 +179,7 @@ macro_rules! ffi_call {
         fn here() {}
         let handle = $crate::export::handle!($handle);
         $crate::export::call(
-            $crate::export::enclosing_fn_name(here),
+            || $crate::export::enclosing_fn_name(here),
             handle.and_then($crate::export::Handle::errors),
             || {
                 let $h = handle.ok_or_else(|| $crate::error::Failure::null(stringify!($handle)))?;
@@ -185,7 +189,7 @@ macro_rules! ffi_call {
     }};
     (|| $body:expr) => {{
         fn here() {}
-        $crate::export::call($crate::export::enclosing_fn_name(here), None, || $body)
+        $crate::export::call(|| $crate::export::enclosing_fn_name(here), None, || $body)
     }};
 }
 pub(crate) use ffi_call;

@@ -76,7 +76,7 @@ fn names_and_version() {
 
 #[test]
 fn panics_become_internal_errors() {
-    let code = crate::export::call("estargz_test", None, || panic!("boom"));
+    let code = crate::export::call(|| "estargz_test", None, || panic!("boom"));
     assert_eq!(code, ESTARGZ_INTERNAL);
     let msg = last_error();
     assert!(
@@ -137,7 +137,11 @@ fn exports_record_their_own_name() {
 
 #[test]
 fn snprintf_semantics() {
-    let code = crate::export::call("f", None, || Err(crate::error::Failure::invalid("abcdef")));
+    let code = crate::export::call(
+        || "f",
+        None,
+        || Err(crate::error::Failure::invalid("abcdef")),
+    );
     assert_eq!(code, ESTARGZ_INVALID_ARGUMENT);
     let mut buf = [b'x' as c_char; 4];
     let mut n = 0;
@@ -273,4 +277,21 @@ fn build_and_read_through_the_abi() {
         );
         estargz_dir_iter_free(it);
     }
+}
+
+#[test]
+fn export_names_come_from_the_enclosing_function() {
+    fn estargz_outer() -> &'static str {
+        let in_closure = || {
+            fn here() {}
+            crate::export::enclosing_fn_name(here)
+        };
+        in_closure()
+    }
+    assert_eq!(estargz_outer(), "estargz_outer");
+    fn here() {}
+    assert_eq!(
+        crate::export::enclosing_fn_name(here),
+        "export_names_come_from_the_enclosing_function"
+    );
 }
