@@ -291,6 +291,7 @@ type Info struct {
 // Info returns the blob's size, footer and TOC facts.
 func (r *Reader) Info() (Info, error) {
 	var ci C.estargz_blob_info
+	ci.struct_size = C.size_t(unsafe.Sizeof(ci)) // the struct_size rule of estargz.h
 	err := r.with("Info", func(p *C.estargz_reader) error {
 		return call(func() C.estargz_result { return C.estargz_reader_info(p, &ci) })
 	})
@@ -364,6 +365,7 @@ func (r *Reader) Lookup(path string) (*Entry, error) {
 	var e *Entry
 	err := r.with("Lookup", func(p *C.estargz_reader) error {
 		var ce C.estargz_entry
+		ce.struct_size = C.size_t(unsafe.Sizeof(ce)) // the struct_size rule of estargz.h
 		s := C.CString(path)
 		defer C.free(unsafe.Pointer(s))
 		if err := call(func() C.estargz_result { return C.estargz_reader_lookup(p, s, &ce) }); err != nil {
@@ -449,6 +451,7 @@ func entryOf(p *C.estargz_reader, ce *C.estargz_entry) (*Entry, error) {
 	if kind == C.ESTARGZ_ENTRY_HARDLINK {
 		// The other fields describe the target; so does the mode's type.
 		var te C.estargz_entry
+		te.struct_size = C.size_t(unsafe.Sizeof(te)) // the struct_size rule of estargz.h
 		if err := call(func() C.estargz_result { return C.estargz_reader_entry(p, ce.target_id, &te) }); err != nil {
 			return nil, err
 		}
@@ -529,6 +532,7 @@ func (r *Reader) readDirID(id uint64) ([]*Entry, error) {
 		defer C.estargz_dir_iter_free(it)
 		for {
 			var ce C.estargz_entry
+			ce.struct_size = C.size_t(unsafe.Sizeof(ce)) // the struct_size rule of estargz.h
 			var done C.bool
 			if err := call(func() C.estargz_result { return C.estargz_dir_iter_next(it, &ce, &done) }); err != nil {
 				return err
@@ -616,6 +620,7 @@ func (r *Reader) Extract(dir string, flags int) (ExtractStats, error) {
 		return ExtractStats{}, err
 	}
 	var st C.estargz_extract_stats
+	st.struct_size = C.size_t(unsafe.Sizeof(st)) // the struct_size rule of estargz.h
 	err := r.with("Extract", func(p *C.estargz_reader) error {
 		s := C.CString(dir)
 		defer C.free(unsafe.Pointer(s))

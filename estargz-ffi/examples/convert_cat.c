@@ -45,6 +45,7 @@ int main(int argc, char **argv) {
 
   /* Cat: every byte is verified against its chunk digest before we get it. */
   estargz_entry entry;
+  entry.struct_size = sizeof entry;
   rc = estargz_reader_lookup(reader, argv[3], &entry);
   uint8_t buf[65536];
   uint64_t offset = 0;

@@ -4,17 +4,17 @@ use std::ffi::{c_char, c_int, c_void, CString};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use estargz_core::{build, BuildInput, BuildOptions, BuildResult, Error};
 
+use crate::args::{opt_out, optional, try_out, try_path, try_str};
 use crate::callbacks::{
     estargz_read_callback, estargz_write_callback, CallbackReader, CallbackWriter, FdReader,
     FdWriter,
 };
-use crate::error::{estargz_result, ErrorSlot, Failure, FfiResult};
-use crate::panic;
-use crate::strings::{self, out_ptr};
+use crate::error::{estargz_result, ErrorSlot, Failure};
+use crate::export::{ffi_call, ffi_free, ffi_last_error, ffi_value, handle, into_raw, Handle};
 
 enum Input {
     Path(PathBuf),
@@ -83,23 +83,20 @@ impl From<BuildResult> for estargz_build_result {
     }
 }
 
-/// Runs a setter body on the builder's state.
-///
-/// # Safety
-/// `builder` is NULL or a live handle from estargz_builder_new.
-unsafe fn with_state(
-    function: &str,
-    builder: *mut estargz_builder,
-    f: impl FnOnce(&mut BuilderState) -> FfiResult,
-) -> estargz_result {
-    // SAFETY: NULL or a live handle, per this function's contract. Only
-    // shared references are formed; mutation goes through the Mutex.
-    let b = unsafe { builder.cast_const().as_ref() };
-    panic::call(function, b.map(|b| &b.errors), || {
-        let b = b.ok_or_else(|| Failure::null("builder"))?;
-        f(&mut b.state.lock().unwrap_or_else(|p| p.into_inner()))
-    })
+impl Handle for estargz_builder {
+    fn errors(&self) -> Option<&ErrorSlot> {
+        Some(&self.errors)
+    }
 }
+
+impl estargz_builder {
+    fn state(&self) -> MutexGuard<'_, BuilderState> {
+        // A poisoned lock only means a call panicked; the state is whole.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Handle for estargz_build_result {}
 
 /// Creates a builder with the reference defaults: 4 MiB chunks, gzip level
 /// 9, no min-chunk-size, no prioritized files, embedded TOC, all CPUs.
@@ -111,18 +108,15 @@ unsafe fn with_state(
 pub unsafe extern "C" fn estargz_builder_new(
     out_builder: *mut *mut estargz_builder,
 ) -> estargz_result {
-    panic::call("estargz_builder_new", None, || {
-        let out = out_ptr(out_builder, "out_builder")?;
-        let b = Box::new(estargz_builder {
+    ffi_call!(|| {
+        try_out!(out_builder).write(into_raw(estargz_builder {
             state: Mutex::new(BuilderState {
                 opts: BuildOptions::default(),
                 input: None,
                 output: None,
             }),
             errors: ErrorSlot::default(),
-        });
-        // SAFETY: `out` is non-NULL and, per the contract, writable.
-        unsafe { out.write(Box::into_raw(b)) };
+        }));
         Ok(())
     })
 }
@@ -131,13 +125,7 @@ pub unsafe extern "C" fn estargz_builder_new(
 /// use by another thread. Results from estargz_builder_run stay valid.
 #[no_mangle]
 pub unsafe extern "C" fn estargz_builder_free(builder: *mut estargz_builder) {
-    panic::value((), || {
-        if !builder.is_null() {
-            // SAFETY: a non-NULL pointer is a live handle from
-            // estargz_builder_new (contract), freed once.
-            drop(unsafe { Box::from_raw(builder) });
-        }
-    })
+    ffi_free!(builder)
 }
 
 /// Copies the message of the last failed call on this builder (from any
@@ -152,16 +140,7 @@ pub unsafe extern "C" fn estargz_builder_last_error(
     len: usize,
     out_n: *mut usize,
 ) -> estargz_result {
-    // SAFETY: NULL or a live handle (contract).
-    let b = unsafe { builder.as_ref() };
-    match panic::catch(|| {
-        let b = b.ok_or_else(|| Failure::null("builder"))?;
-        // SAFETY: buf/len/out_n as documented above.
-        unsafe { b.errors.copy_out(buf, len, out_n) }
-    }) {
-        Ok(()) => estargz_result::ESTARGZ_OK,
-        Err(f) => f.code,
-    }
+    ffi_last_error!(builder, buf, len, out_n)
 }
 
 /// Sets the chunk size in bytes: files larger than this are split into
@@ -171,13 +150,10 @@ pub unsafe extern "C" fn estargz_builder_set_chunk_size(
     builder: *mut estargz_builder,
     chunk_size: u64,
 ) -> estargz_result {
-    // SAFETY: forwarded contract (NULL or a live handle).
-    unsafe {
-        with_state("estargz_builder_set_chunk_size", builder, |s| {
-            s.opts.chunk_size = chunk_size;
-            Ok(())
-        })
-    }
+    ffi_call!(builder => |b| {
+        b.state().opts.chunk_size = chunk_size;
+        Ok(())
+    })
 }
 
 /// Sets the gzip compression level: 0-9 as in gzip (default 9); 10-12 give
@@ -187,18 +163,15 @@ pub unsafe extern "C" fn estargz_builder_set_level(
     builder: *mut estargz_builder,
     level: u32,
 ) -> estargz_result {
-    // SAFETY: forwarded contract (NULL or a live handle).
-    unsafe {
-        with_state("estargz_builder_set_level", builder, |s| {
-            if level > 12 {
-                return Err(Failure::invalid(format!(
-                    "compression level {level} (valid: 0-12)"
-                )));
-            }
-            s.opts.level = level;
-            Ok(())
-        })
-    }
+    ffi_call!(builder => |b| {
+        if level > 12 {
+            return Err(Failure::invalid(format!(
+                "compression level {level} (valid: 0-12)"
+            )));
+        }
+        b.state().opts.level = level;
+        Ok(())
+    })
 }
 
 /// Sets the minimum compressed size of a gzip member (0 = off, the
@@ -209,13 +182,10 @@ pub unsafe extern "C" fn estargz_builder_set_min_chunk_size(
     builder: *mut estargz_builder,
     min_chunk_size: u64,
 ) -> estargz_result {
-    // SAFETY: forwarded contract (NULL or a live handle).
-    unsafe {
-        with_state("estargz_builder_set_min_chunk_size", builder, |s| {
-            s.opts.min_chunk_size = min_chunk_size;
-            Ok(())
-        })
-    }
+    ffi_call!(builder => |b| {
+        b.state().opts.min_chunk_size = min_chunk_size;
+        Ok(())
+    })
 }
 
 /// Adds a path (as in the tar, e.g. "usr/bin/app") to the prioritized
@@ -228,15 +198,11 @@ pub unsafe extern "C" fn estargz_builder_add_prioritized_file(
     builder: *mut estargz_builder,
     path: *const c_char,
 ) -> estargz_result {
-    // SAFETY: forwarded contract (NULL or a live handle).
-    unsafe {
-        with_state("estargz_builder_add_prioritized_file", builder, |s| {
-            // SAFETY: `path` is NULL or a NUL-terminated string (contract).
-            let path = strings::utf8(path, "path")?;
-            s.opts.prioritized_files.push(path.to_string());
-            Ok(())
-        })
-    }
+    ffi_call!(builder => |b| {
+        let path = try_str!(path).to_string();
+        b.state().opts.prioritized_files.push(path);
+        Ok(())
+    })
 }
 
 /// Whether prioritized files missing from the input are tolerated (listed
@@ -247,17 +213,10 @@ pub unsafe extern "C" fn estargz_builder_set_allow_missing_prioritized(
     builder: *mut estargz_builder,
     allow: bool,
 ) -> estargz_result {
-    // SAFETY: forwarded contract (NULL or a live handle).
-    unsafe {
-        with_state(
-            "estargz_builder_set_allow_missing_prioritized",
-            builder,
-            |s| {
-                s.opts.allow_prioritize_not_found = allow;
-                Ok(())
-            },
-        )
-    }
+    ffi_call!(builder => |b| {
+        b.state().opts.allow_prioritize_not_found = allow;
+        Ok(())
+    })
 }
 
 /// Whether to keep the TOC out of the blob (46-byte footer). The TOC gzip
@@ -268,13 +227,10 @@ pub unsafe extern "C" fn estargz_builder_set_external_toc(
     builder: *mut estargz_builder,
     external_toc: bool,
 ) -> estargz_result {
-    // SAFETY: forwarded contract (NULL or a live handle).
-    unsafe {
-        with_state("estargz_builder_set_external_toc", builder, |s| {
-            s.opts.external_toc = external_toc;
-            Ok(())
-        })
-    }
+    ffi_call!(builder => |b| {
+        b.state().opts.external_toc = external_toc;
+        Ok(())
+    })
 }
 
 /// Lossless mode: the decompressed blob equals the input tar byte for byte,
@@ -285,13 +241,10 @@ pub unsafe extern "C" fn estargz_builder_set_keep_diff_id(
     builder: *mut estargz_builder,
     keep_diff_id: bool,
 ) -> estargz_result {
-    // SAFETY: forwarded contract (NULL or a live handle).
-    unsafe {
-        with_state("estargz_builder_set_keep_diff_id", builder, |s| {
-            s.opts.keep_diff_id = keep_diff_id;
-            Ok(())
-        })
-    }
+    ffi_call!(builder => |b| {
+        b.state().opts.keep_diff_id = keep_diff_id;
+        Ok(())
+    })
 }
 
 /// Number of compression threads (0 = all CPUs, the default). The output is
@@ -301,13 +254,10 @@ pub unsafe extern "C" fn estargz_builder_set_threads(
     builder: *mut estargz_builder,
     threads: usize,
 ) -> estargz_result {
-    // SAFETY: forwarded contract (NULL or a live handle).
-    unsafe {
-        with_state("estargz_builder_set_threads", builder, |s| {
-            s.opts.threads = threads;
-            Ok(())
-        })
-    }
+    ffi_call!(builder => |b| {
+        b.state().opts.threads = threads;
+        Ok(())
+    })
 }
 
 /// Directory for the temporary copy of compressed or streamed input (fd
@@ -318,18 +268,10 @@ pub unsafe extern "C" fn estargz_builder_set_temp_dir(
     builder: *mut estargz_builder,
     dir: *const c_char,
 ) -> estargz_result {
-    // SAFETY: forwarded contract (NULL or a live handle).
-    unsafe {
-        with_state("estargz_builder_set_temp_dir", builder, |s| {
-            s.opts.temp_dir = if dir.is_null() {
-                None
-            } else {
-                // SAFETY: non-NULL, NUL-terminated (contract).
-                Some(strings::path(dir, "dir")?)
-            };
-            Ok(())
-        })
-    }
+    ffi_call!(builder => |b| {
+        b.state().opts.temp_dir = optional!(try_path!(dir));
+        Ok(())
+    })
 }
 
 /// Input: a tar file, a gzip-compressed tar file, or a directory at `path`
@@ -339,14 +281,10 @@ pub unsafe extern "C" fn estargz_builder_set_input_path(
     builder: *mut estargz_builder,
     path: *const c_char,
 ) -> estargz_result {
-    // SAFETY: forwarded contract (NULL or a live handle).
-    unsafe {
-        with_state("estargz_builder_set_input_path", builder, |s| {
-            // SAFETY: `path` is NULL or NUL-terminated (contract).
-            s.input = Some(Input::Path(strings::path(path, "path")?));
-            Ok(())
-        })
-    }
+    ffi_call!(builder => |b| {
+        b.state().input = Some(Input::Path(try_path!(path)));
+        Ok(())
+    })
 }
 
 /// Input: tar or gzip-compressed tar bytes read from `fd` (a file, pipe or
@@ -358,16 +296,10 @@ pub unsafe extern "C" fn estargz_builder_set_input_fd(
     builder: *mut estargz_builder,
     fd: c_int,
 ) -> estargz_result {
-    // SAFETY: forwarded contract (NULL or a live handle).
-    unsafe {
-        with_state("estargz_builder_set_input_fd", builder, |s| {
-            if fd < 0 {
-                return Err(Failure::invalid(format!("`fd` is {fd}")));
-            }
-            s.input = Some(Input::Fd(fd));
-            Ok(())
-        })
-    }
+    ffi_call!(builder => |b| {
+        b.state().input = Some(Input::Fd(valid_fd(fd)?));
+        Ok(())
+    })
 }
 
 /// Input: tar or gzip-compressed tar bytes from `callback` (see
@@ -381,14 +313,11 @@ pub unsafe extern "C" fn estargz_builder_set_input_callback(
     callback: estargz_read_callback,
     userdata: *mut c_void,
 ) -> estargz_result {
-    // SAFETY: forwarded contract (NULL or a live handle).
-    unsafe {
-        with_state("estargz_builder_set_input_callback", builder, |s| {
-            let cb = callback.ok_or_else(|| Failure::null("callback"))?;
-            s.input = Some(Input::Callback(CallbackReader { cb, userdata }));
-            Ok(())
-        })
-    }
+    ffi_call!(builder => |b| {
+        let cb = callback.ok_or_else(|| Failure::null("callback"))?;
+        b.state().input = Some(Input::Callback(CallbackReader { cb, userdata }));
+        Ok(())
+    })
 }
 
 /// Output: the blob is written to a file at `path` (copied), created or
@@ -399,14 +328,10 @@ pub unsafe extern "C" fn estargz_builder_set_output_path(
     builder: *mut estargz_builder,
     path: *const c_char,
 ) -> estargz_result {
-    // SAFETY: forwarded contract (NULL or a live handle).
-    unsafe {
-        with_state("estargz_builder_set_output_path", builder, |s| {
-            // SAFETY: `path` is NULL or NUL-terminated (contract).
-            s.output = Some(Output::Path(strings::path(path, "path")?));
-            Ok(())
-        })
-    }
+    ffi_call!(builder => |b| {
+        b.state().output = Some(Output::Path(try_path!(path)));
+        Ok(())
+    })
 }
 
 /// Output: the blob is written sequentially to `fd` at its current position.
@@ -417,16 +342,10 @@ pub unsafe extern "C" fn estargz_builder_set_output_fd(
     builder: *mut estargz_builder,
     fd: c_int,
 ) -> estargz_result {
-    // SAFETY: forwarded contract (NULL or a live handle).
-    unsafe {
-        with_state("estargz_builder_set_output_fd", builder, |s| {
-            if fd < 0 {
-                return Err(Failure::invalid(format!("`fd` is {fd}")));
-            }
-            s.output = Some(Output::Fd(fd));
-            Ok(())
-        })
-    }
+    ffi_call!(builder => |b| {
+        b.state().output = Some(Output::Fd(valid_fd(fd)?));
+        Ok(())
+    })
 }
 
 /// Output: the blob is passed to `callback` in order (see
@@ -439,14 +358,19 @@ pub unsafe extern "C" fn estargz_builder_set_output_callback(
     callback: estargz_write_callback,
     userdata: *mut c_void,
 ) -> estargz_result {
-    // SAFETY: forwarded contract (NULL or a live handle).
-    unsafe {
-        with_state("estargz_builder_set_output_callback", builder, |s| {
-            let cb = callback.ok_or_else(|| Failure::null("callback"))?;
-            s.output = Some(Output::Callback(CallbackWriter { cb, userdata }));
-            Ok(())
-        })
+    ffi_call!(builder => |b| {
+        let cb = callback.ok_or_else(|| Failure::null("callback"))?;
+        b.state().output = Some(Output::Callback(CallbackWriter { cb, userdata }));
+        Ok(())
+    })
+}
+
+/// A descriptor argument: negative ones are refused up front.
+fn valid_fd(fd: c_int) -> Result<c_int, Failure> {
+    if fd < 0 {
+        return Err(Failure::invalid(format!("`fd` is {fd}")));
     }
+    Ok(fd)
 }
 
 fn build_input(input: Input) -> BuildInput<'static> {
@@ -508,12 +432,9 @@ pub unsafe extern "C" fn estargz_builder_run(
     builder: *mut estargz_builder,
     out_result: *mut *mut estargz_build_result,
 ) -> estargz_result {
-    // SAFETY: NULL or a live handle (contract); shared references only.
-    let b = unsafe { builder.cast_const().as_ref() };
-    panic::call("estargz_builder_run", b.map(|b| &b.errors), || {
-        let b = b.ok_or_else(|| Failure::null("builder"))?;
+    ffi_call!(builder => |b| {
         let (opts, input, output) = {
-            let mut s = b.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = b.state();
             (s.opts.clone(), s.input.take(), s.output.take())
         };
         let input = input.ok_or_else(|| {
@@ -523,10 +444,8 @@ pub unsafe extern "C" fn estargz_builder_run(
             Failure::invalid("no output: call an estargz_builder_set_output_* function first")
         })?;
         let result = run(input, output, &opts)?;
-        if !out_result.is_null() {
-            let boxed = Box::new(estargz_build_result::from(result));
-            // SAFETY: non-NULL and writable (contract).
-            unsafe { out_result.write(Box::into_raw(boxed)) };
+        if let Some(out) = opt_out!(out_result) {
+            out.write(into_raw(estargz_build_result::from(result)));
         }
         Ok(())
     })
@@ -536,29 +455,7 @@ pub unsafe extern "C" fn estargz_builder_run(
 /// obtained from it become invalid.
 #[no_mangle]
 pub unsafe extern "C" fn estargz_build_result_free(result: *mut estargz_build_result) {
-    panic::value((), || {
-        if !result.is_null() {
-            // SAFETY: a live result from estargz_builder_run (contract), freed once.
-            drop(unsafe { Box::from_raw(result) });
-        }
-    })
-}
-
-/// Shared body of the result getters.
-///
-/// # Safety
-/// `result` is NULL or a live estargz_build_result.
-unsafe fn get<T>(
-    result: *const estargz_build_result,
-    default: T,
-    f: impl FnOnce(&estargz_build_result) -> T,
-) -> T {
-    // SAFETY: NULL or live (contract).
-    let r = unsafe { result.as_ref() };
-    match r {
-        Some(r) => panic::value(default, || f(r)),
-        None => default,
-    }
+    ffi_free!(result)
 }
 
 /// The blob digest ("sha256:" and 64 hex digits): the layer digest.
@@ -568,8 +465,7 @@ unsafe fn get<T>(
 pub unsafe extern "C" fn estargz_build_result_blob_digest(
     result: *const estargz_build_result,
 ) -> *const c_char {
-    // SAFETY: forwarded contract.
-    unsafe { get(result, std::ptr::null(), |r| r.blob_digest.as_ptr()) }
+    ffi_value!(std::ptr::null(), result => |r| r.blob_digest.as_ptr())
 }
 
 /// The TOC digest, the value of the layer annotation
@@ -579,8 +475,7 @@ pub unsafe extern "C" fn estargz_build_result_blob_digest(
 pub unsafe extern "C" fn estargz_build_result_toc_digest(
     result: *const estargz_build_result,
 ) -> *const c_char {
-    // SAFETY: forwarded contract.
-    unsafe { get(result, std::ptr::null(), |r| r.toc_digest.as_ptr()) }
+    ffi_value!(std::ptr::null(), result => |r| r.toc_digest.as_ptr())
 }
 
 /// The DiffID (digest of the decompressed blob). NULL if `result` is NULL;
@@ -589,8 +484,7 @@ pub unsafe extern "C" fn estargz_build_result_toc_digest(
 pub unsafe extern "C" fn estargz_build_result_diff_id(
     result: *const estargz_build_result,
 ) -> *const c_char {
-    // SAFETY: forwarded contract.
-    unsafe { get(result, std::ptr::null(), |r| r.diff_id.as_ptr()) }
+    ffi_value!(std::ptr::null(), result => |r| r.diff_id.as_ptr())
 }
 
 /// Size of the blob in bytes (0 if `result` is NULL).
@@ -598,8 +492,7 @@ pub unsafe extern "C" fn estargz_build_result_diff_id(
 pub unsafe extern "C" fn estargz_build_result_blob_size(
     result: *const estargz_build_result,
 ) -> u64 {
-    // SAFETY: forwarded contract.
-    unsafe { get(result, 0, |r| r.blob_size) }
+    ffi_value!(0, result => |r| r.blob_size)
 }
 
 /// Size of the decompressed blob, the value of the layer annotation
@@ -608,8 +501,7 @@ pub unsafe extern "C" fn estargz_build_result_blob_size(
 pub unsafe extern "C" fn estargz_build_result_uncompressed_size(
     result: *const estargz_build_result,
 ) -> u64 {
-    // SAFETY: forwarded contract.
-    unsafe { get(result, 0, |r| r.uncompressed_size) }
+    ffi_value!(0, result => |r| r.uncompressed_size)
 }
 
 /// Number of TOC entries (0 if `result` is NULL).
@@ -617,8 +509,7 @@ pub unsafe extern "C" fn estargz_build_result_uncompressed_size(
 pub unsafe extern "C" fn estargz_build_result_toc_entries(
     result: *const estargz_build_result,
 ) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe { get(result, 0, |r| r.toc_entries) }
+    ffi_value!(0, result => |r| r.toc_entries)
 }
 
 /// Blob offset of the embedded TOC member: returns true and stores it in
@@ -629,13 +520,13 @@ pub unsafe extern "C" fn estargz_build_result_toc_offset(
     result: *const estargz_build_result,
     out_offset: *mut u64,
 ) -> bool {
-    // SAFETY: forwarded contract.
-    let offset = unsafe { get(result, None, |r| r.toc_offset) };
-    if let (Some(o), false) = (offset, out_offset.is_null()) {
-        // SAFETY: non-NULL and writable (contract).
-        unsafe { out_offset.write(o) };
-    }
-    offset.is_some()
+    ffi_value!(false, result => |r| match (r.toc_offset, opt_out!(out_offset)) {
+        (Some(offset), Some(out)) => {
+            out.write(offset);
+            true
+        }
+        (offset, _) => offset.is_some(),
+    })
 }
 
 /// The TOC gzip member of a build with an external TOC (to store next to
@@ -648,18 +539,13 @@ pub unsafe extern "C" fn estargz_build_result_external_toc(
     result: *const estargz_build_result,
     out_len: *mut usize,
 ) -> *const u8 {
-    // SAFETY: forwarded contract.
-    let (ptr, len) = unsafe {
-        get(result, (std::ptr::null(), 0), |r| match &r.external_toc {
-            Some(t) => (t.as_ptr(), t.len()),
-            None => (std::ptr::null(), 0),
-        })
-    };
-    if !out_len.is_null() {
-        // SAFETY: non-NULL and writable (contract).
-        unsafe { out_len.write(len) };
-    }
-    ptr
+    ffi_value!(std::ptr::null(), || {
+        let toc = handle!(result).and_then(|r| r.external_toc.as_deref());
+        if let Some(out) = opt_out!(out_len) {
+            out.write(toc.map_or(0, <[u8]>::len));
+        }
+        toc.map_or(std::ptr::null(), <[u8]>::as_ptr)
+    })
 }
 
 /// Number of prioritized files that were not found in the input (only with
@@ -668,8 +554,7 @@ pub unsafe extern "C" fn estargz_build_result_external_toc(
 pub unsafe extern "C" fn estargz_build_result_missed_prioritized_count(
     result: *const estargz_build_result,
 ) -> usize {
-    // SAFETY: forwarded contract.
-    unsafe { get(result, 0, |r| r.missed_prioritized.len()) }
+    ffi_value!(0, result => |r| r.missed_prioritized.len())
 }
 
 /// The `index`-th missing prioritized file, or NULL if `index` is out of
@@ -680,12 +565,8 @@ pub unsafe extern "C" fn estargz_build_result_missed_prioritized(
     result: *const estargz_build_result,
     index: usize,
 ) -> *const c_char {
-    // SAFETY: forwarded contract.
-    unsafe {
-        get(result, std::ptr::null(), |r| {
-            r.missed_prioritized
-                .get(index)
-                .map_or(std::ptr::null(), |s| s.as_ptr())
-        })
-    }
+    ffi_value!(std::ptr::null(), result => |r| r
+        .missed_prioritized
+        .get(index)
+        .map_or(std::ptr::null(), |s| s.as_ptr()))
 }

@@ -10,8 +10,9 @@ use std::sync::Mutex;
 
 use estargz_core::{Error, ErrorCode};
 
-use crate::panic;
-use crate::strings::copy_str_out;
+use crate::args::copy_str_out;
+use crate::export::{call_unrecorded, ffi_value};
+use crate::strings;
 
 /// Result of every fallible function. The numbers are stable: they are never
 /// renumbered, only appended to, and equal the core library's error codes.
@@ -230,7 +231,7 @@ impl ErrorSlot {
         let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
         // SAFETY: the caller of this function passes the exported function's
         // buffer arguments through unchanged; their contract is in the header.
-        unsafe { copy_str_out(guard.as_deref().unwrap_or(""), buf, len, out_n, "buf") }
+        unsafe { strings::copy_str_out(guard.as_deref().unwrap_or(""), buf, len, out_n, "buf") }
     }
 }
 
@@ -256,7 +257,7 @@ pub(crate) fn record(function: &str, slot: Option<&ErrorSlot>, failure: Failure)
 /// Ownership: the string is static; do not free it.
 #[no_mangle]
 pub extern "C" fn estargz_result_name(code: i32) -> *const c_char {
-    panic::value(c"ESTARGZ_UNKNOWN".as_ptr(), || {
+    ffi_value!(c"ESTARGZ_UNKNOWN".as_ptr(), || {
         estargz_result::from_code(code)
             .map_or("ESTARGZ_UNKNOWN\0", estargz_result::name)
             .as_ptr()
@@ -271,7 +272,7 @@ pub extern "C" fn estargz_result_name(code: i32) -> *const c_char {
 /// Ownership: the string is static; do not free it.
 #[no_mangle]
 pub extern "C" fn estargz_result_description(code: i32) -> *const c_char {
-    panic::value(c"unknown result code".as_ptr(), || {
+    ffi_value!(c"unknown result code".as_ptr(), || {
         estargz_result::from_code(code)
             .map_or("unknown result code\0", estargz_result::description)
             .as_ptr()
@@ -298,18 +299,14 @@ pub unsafe extern "C" fn estargz_last_error(
 ) -> estargz_result {
     // Reading the message must not overwrite it, so failures here are not
     // recorded (the code says enough).
-    match panic::catch(|| {
+    call_unrecorded(|| {
         // try_with: a TLS destructor of the caller may run after ours.
         let message = LAST_ERROR
             .try_with(|cell| cell.borrow().clone())
             .ok()
             .flatten()
             .unwrap_or_default();
-        // SAFETY: buf/len/out_n are this function's arguments, with the
-        // contract stated above.
-        unsafe { copy_str_out(&message, buf, len, out_n, "buf") }
-    }) {
-        Ok(()) => ESTARGZ_OK,
-        Err(f) => f.code,
-    }
+        copy_str_out!(&message => buf, len, out_n);
+        Ok(())
+    })
 }

@@ -3,10 +3,14 @@
 //! thread, and a panic boundary around every export. `include/estargz.h` is
 //! generated from this crate by cbindgen (through cargo-c) and committed.
 //!
-//! Modules: [`error`] (result codes, last-error storage), [`panic`] (the
-//! boundary), [`strings`] (C strings and buffers in and out), [`callbacks`]
-//! (caller-supplied I/O), [`builder`], [`reader`] and [`remote`] (the API
-//! proper).
+//! Mechanics: [`error`] (result codes, last-error storage), `export` (the
+//! macros every export is written with: panic boundary, handle casts,
+//! recorded errors), `args` (pointer arguments in and out), `strings`
+//! (C strings and buffers), `versioned` (caller-allocated structs with
+//! `struct_size`), [`callbacks`] (caller-supplied I/O).
+//!
+//! API: [`builder`], [`open_options`], [`reader`], [`entry`], [`extract`],
+//! [`dir_iter`] and [`remote`].
 
 // The exported names follow C conventions (estargz_reader, ESTARGZ_OK), and
 // every export takes raw pointers whose validity is the caller's contract,
@@ -14,13 +18,19 @@
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
+mod args;
 pub mod builder;
 pub mod callbacks;
+pub mod dir_iter;
+pub mod entry;
 pub mod error;
-mod panic;
+mod export;
+pub mod extract;
+pub mod open_options;
 pub mod reader;
 pub mod remote;
 mod strings;
+mod versioned;
 
 use std::ffi::c_char;
 
@@ -95,7 +105,7 @@ const _: () = assert!(ESTARGZ_VERSION_PATCH == const_parse_u32(env!("CARGO_PKG_V
 #[no_mangle]
 pub extern "C" fn estargz_version() -> *const c_char {
     // Nothing here can panic; the boundary is kept for uniformity.
-    panic::value(std::ptr::null(), || {
+    export::ffi_value!(std::ptr::null(), || {
         concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
     })
 }

@@ -3,7 +3,7 @@
 //! layer's descriptor.
 
 use std::ffi::c_char;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use estargz_core::cache::{CacheOptions, ChunkCache, DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES};
@@ -11,10 +11,10 @@ use estargz_core::remote::auth::default_auth_files;
 use estargz_core::remote::{open_layer, HttpOptions, LayerOptions, Platform, Reference, Registry};
 use estargz_core::Error;
 
+use crate::args::{optional, try_out, try_str};
 use crate::error::{estargz_result, Failure, FfiResult};
-use crate::panic;
+use crate::export::{ffi_call, ffi_free, handle, into_raw, Handle};
 use crate::reader::{estargz_reader, new_handle};
-use crate::strings::{self, out_ptr};
 
 /// Options for estargz_reader_open_remote. Created by
 /// estargz_remote_options_new, released by estargz_remote_options_free.
@@ -45,19 +45,13 @@ impl Default for RemoteOptions {
     }
 }
 
-/// # Safety
-/// `options` is NULL or a live estargz_remote_options.
-unsafe fn with_options(
-    function: &str,
-    options: *mut estargz_remote_options,
-    f: impl FnOnce(&mut RemoteOptions) -> FfiResult,
-) -> estargz_result {
-    // SAFETY: NULL or live (contract); shared reference, mutation via Mutex.
-    let o = unsafe { options.cast_const().as_ref() };
-    panic::call(function, None, || {
-        let o = o.ok_or_else(|| Failure::null("options"))?;
-        f(&mut o.opts.lock().unwrap_or_else(|p| p.into_inner()))
-    })
+impl Handle for estargz_remote_options {}
+
+impl estargz_remote_options {
+    fn lock(&self) -> MutexGuard<'_, RemoteOptions> {
+        // A poisoned lock only means a setter panicked; the options are whole.
+        self.opts.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Creates remote options with defaults: HTTPS to every registry,
@@ -72,13 +66,10 @@ unsafe fn with_options(
 pub unsafe extern "C" fn estargz_remote_options_new(
     out_options: *mut *mut estargz_remote_options,
 ) -> estargz_result {
-    panic::call("estargz_remote_options_new", None, || {
-        let out = out_ptr(out_options, "out_options")?;
-        let o = Box::new(estargz_remote_options {
+    ffi_call!(|| {
+        try_out!(out_options).write(into_raw(estargz_remote_options {
             opts: Mutex::new(RemoteOptions::default()),
-        });
-        // SAFETY: non-NULL and writable (contract).
-        unsafe { out.write(Box::into_raw(o)) };
+        }));
         Ok(())
     })
 }
@@ -86,12 +77,7 @@ pub unsafe extern "C" fn estargz_remote_options_new(
 /// Releases remote options. NULL is accepted (no-op).
 #[no_mangle]
 pub unsafe extern "C" fn estargz_remote_options_free(options: *mut estargz_remote_options) {
-    panic::value((), || {
-        if !options.is_null() {
-            // SAFETY: live handle from estargz_remote_options_new, freed once.
-            drop(unsafe { Box::from_raw(options) });
-        }
-    })
+    ffi_free!(options)
 }
 
 /// Whether to talk plain HTTP (no TLS) to every registry. Default false.
@@ -100,13 +86,10 @@ pub unsafe extern "C" fn estargz_remote_options_set_plain_http(
     options: *mut estargz_remote_options,
     plain_http: bool,
 ) -> estargz_result {
-    // SAFETY: forwarded contract.
-    unsafe {
-        with_options("estargz_remote_options_set_plain_http", options, |o| {
-            o.http.plain_http = plain_http;
-            Ok(())
-        })
-    }
+    ffi_call!(options => |o| {
+        o.lock().http.plain_http = plain_http;
+        Ok(())
+    })
 }
 
 /// Adds a registry (`host` or `host:port`, as in references; copied) to be
@@ -116,24 +99,16 @@ pub unsafe extern "C" fn estargz_remote_options_add_insecure_registry(
     options: *mut estargz_remote_options,
     host: *const c_char,
 ) -> estargz_result {
-    // SAFETY: forwarded contract.
-    unsafe {
-        with_options(
-            "estargz_remote_options_add_insecure_registry",
-            options,
-            |o| {
-                // SAFETY: NULL or NUL-terminated (contract).
-                let host = strings::utf8(host, "host")?;
-                if host.is_empty() || host.contains('/') {
-                    return Err(Failure::invalid(format!(
-                        "`host` {host:?} is not a registry host[:port]"
-                    )));
-                }
-                o.http.insecure_registries.push(host.to_string());
-                Ok(())
-            },
-        )
-    }
+    ffi_call!(options => |o| {
+        let host = try_str!(host);
+        if host.is_empty() || host.contains('/') {
+            return Err(Failure::invalid(format!(
+                "`host` {host:?} is not a registry host[:port]"
+            )));
+        }
+        o.lock().http.insecure_registries.push(host.to_string());
+        Ok(())
+    })
 }
 
 /// Reads credentials from the auth file at `path` (containers auth.json or
@@ -144,18 +119,13 @@ pub unsafe extern "C" fn estargz_remote_options_set_auth_file(
     options: *mut estargz_remote_options,
     path: *const c_char,
 ) -> estargz_result {
-    // SAFETY: forwarded contract.
-    unsafe {
-        with_options("estargz_remote_options_set_auth_file", options, |o| {
-            o.http.auth_files = if path.is_null() {
-                default_auth_files()
-            } else {
-                // SAFETY: NUL-terminated (contract).
-                vec![strings::path(path, "path")?]
-            };
-            Ok(())
-        })
-    }
+    ffi_call!(options => |o| {
+        o.lock().http.auth_files = match optional!(try_path!(path)) {
+            Some(path) => vec![path],
+            None => default_auth_files(),
+        };
+        Ok(())
+    })
 }
 
 /// Per-request time limit in milliseconds (connect, send, headers and body
@@ -166,21 +136,19 @@ pub unsafe extern "C" fn estargz_remote_options_set_timeout_ms(
     options: *mut estargz_remote_options,
     timeout_ms: u64,
 ) -> estargz_result {
-    // SAFETY: forwarded contract.
-    unsafe {
-        with_options("estargz_remote_options_set_timeout_ms", options, |o| {
-            let d = HttpOptions::default();
-            if timeout_ms == 0 {
-                o.http.request_timeout = d.request_timeout;
-                o.http.connect_timeout = d.connect_timeout;
-            } else {
-                o.http.request_timeout = Duration::from_millis(timeout_ms);
-                // The connect phase is part of the attempt.
-                o.http.connect_timeout = d.connect_timeout.min(o.http.request_timeout);
-            }
-            Ok(())
-        })
-    }
+    ffi_call!(options => |o| {
+        let mut o = o.lock();
+        let d = HttpOptions::default();
+        if timeout_ms == 0 {
+            o.http.request_timeout = d.request_timeout;
+            o.http.connect_timeout = d.connect_timeout;
+        } else {
+            o.http.request_timeout = Duration::from_millis(timeout_ms);
+            // The connect phase is part of the attempt.
+            o.http.connect_timeout = d.connect_timeout.min(o.http.request_timeout);
+        }
+        Ok(())
+    })
 }
 
 /// Retries per request after the first attempt, on network errors,
@@ -190,13 +158,10 @@ pub unsafe extern "C" fn estargz_remote_options_set_retries(
     options: *mut estargz_remote_options,
     retries: u32,
 ) -> estargz_result {
-    // SAFETY: forwarded contract.
-    unsafe {
-        with_options("estargz_remote_options_set_retries", options, |o| {
-            o.http.max_retries = retries;
-            Ok(())
-        })
-    }
+    ffi_call!(options => |o| {
+        o.lock().http.max_retries = retries;
+        Ok(())
+    })
 }
 
 /// The platform ("os/arch" or "os/arch/variant", e.g. "linux/arm64/v8";
@@ -207,18 +172,11 @@ pub unsafe extern "C" fn estargz_remote_options_set_platform(
     options: *mut estargz_remote_options,
     platform: *const c_char,
 ) -> estargz_result {
-    // SAFETY: forwarded contract.
-    unsafe {
-        with_options("estargz_remote_options_set_platform", options, |o| {
-            o.platform = if platform.is_null() {
-                None
-            } else {
-                // SAFETY: NUL-terminated (contract).
-                Some(Platform::parse(strings::utf8(platform, "platform")?)?)
-            };
-            Ok(())
-        })
-    }
+    ffi_call!(options => |o| {
+        let platform = optional!(try_str!(platform)).map(Platform::parse).transpose()?;
+        o.lock().platform = platform;
+        Ok(())
+    })
 }
 
 /// Keeps verified chunks in a disk cache under directory `dir` (copied;
@@ -232,23 +190,17 @@ pub unsafe extern "C" fn estargz_remote_options_set_cache_dir(
     dir: *const c_char,
     max_bytes: u64,
 ) -> estargz_result {
-    // SAFETY: forwarded contract.
-    unsafe {
-        with_options("estargz_remote_options_set_cache_dir", options, |o| {
-            o.cache.dir = if dir.is_null() {
-                None
-            } else {
-                // SAFETY: NUL-terminated (contract).
-                Some(strings::path(dir, "dir")?)
-            };
-            o.cache.disk_bytes = if max_bytes == 0 {
-                DEFAULT_DISK_BYTES
-            } else {
-                max_bytes
-            };
-            Ok(())
-        })
-    }
+    ffi_call!(options => |o| {
+        let dir = optional!(try_path!(dir));
+        let mut o = o.lock();
+        o.cache.dir = dir;
+        o.cache.disk_bytes = if max_bytes == 0 {
+            DEFAULT_DISK_BYTES
+        } else {
+            max_bytes
+        };
+        Ok(())
+    })
 }
 
 /// Bound of the in-memory cache of verified chunks, in bytes (0 = the
@@ -258,21 +210,14 @@ pub unsafe extern "C" fn estargz_remote_options_set_memory_cache_size(
     options: *mut estargz_remote_options,
     max_bytes: u64,
 ) -> estargz_result {
-    // SAFETY: forwarded contract.
-    unsafe {
-        with_options(
-            "estargz_remote_options_set_memory_cache_size",
-            options,
-            |o| {
-                o.cache.memory_bytes = if max_bytes == 0 {
-                    DEFAULT_MEMORY_BYTES
-                } else {
-                    max_bytes
-                };
-                Ok(())
-            },
-        )
-    }
+    ffi_call!(options => |o| {
+        o.lock().cache.memory_bytes = if max_bytes == 0 {
+            DEFAULT_MEMORY_BYTES
+        } else {
+            max_bytes
+        };
+        Ok(())
+    })
 }
 
 /// Whether to open layers whose descriptor lacks the
@@ -284,17 +229,10 @@ pub unsafe extern "C" fn estargz_remote_options_set_allow_unverified_toc(
     options: *mut estargz_remote_options,
     allow: bool,
 ) -> estargz_result {
-    // SAFETY: forwarded contract.
-    unsafe {
-        with_options(
-            "estargz_remote_options_set_allow_unverified_toc",
-            options,
-            |o| {
-                o.require_toc_digest = !allow;
-                Ok(())
-            },
-        )
-    }
+    ffi_call!(options => |o| {
+        o.lock().require_toc_digest = !allow;
+        Ok(())
+    })
 }
 
 /// Whether estargz_reader_open_remote also fetches the prioritized files
@@ -305,13 +243,10 @@ pub unsafe extern "C" fn estargz_remote_options_set_prefetch(
     options: *mut estargz_remote_options,
     prefetch: bool,
 ) -> estargz_result {
-    // SAFETY: forwarded contract.
-    unsafe {
-        with_options("estargz_remote_options_set_prefetch", options, |o| {
-            o.prefetch = prefetch;
-            Ok(())
-        })
-    }
+    ffi_call!(options => |o| {
+        o.lock().prefetch = prefetch;
+        Ok(())
+    })
 }
 
 /// Which layer of the manifest `layer` selects: NULL or "" for the only
@@ -372,21 +307,11 @@ pub unsafe extern "C" fn estargz_reader_open_remote(
     options: *const estargz_remote_options,
     out_reader: *mut *mut estargz_reader,
 ) -> estargz_result {
-    panic::call("estargz_reader_open_remote", None, || {
-        let out = out_ptr(out_reader, "out_reader")?;
-        // SAFETY: NULL or NUL-terminated (contract).
-        let reference = unsafe { strings::utf8(reference, "reference") }?;
-        let layer = if layer.is_null() {
-            None
-        } else {
-            // SAFETY: NUL-terminated (contract).
-            Some(unsafe { strings::utf8(layer, "layer") }?)
-        };
-        // SAFETY: NULL or live (contract).
-        let opts = match unsafe { options.as_ref() } {
-            Some(o) => o.opts.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            None => RemoteOptions::default(),
-        };
+    ffi_call!(|| {
+        let out = try_out!(out_reader);
+        let reference = try_str!(reference);
+        let layer = optional!(try_str!(layer));
+        let opts = handle!(options).map_or_else(RemoteOptions::default, |o| o.lock().clone());
         let reference = Reference::parse(reference)?;
         let cache = Arc::new(ChunkCache::open(&opts.cache)?);
         let registry = Registry::new(opts.http);
@@ -401,8 +326,7 @@ pub unsafe extern "C" fn estargz_reader_open_remote(
         if opts.prefetch {
             remote.reader.prefetch_landmarked()?;
         }
-        // SAFETY: non-NULL and writable (contract).
-        unsafe { out.write(new_handle(remote.reader)) };
+        out.write(new_handle(remote.reader));
         Ok(())
     })
 }

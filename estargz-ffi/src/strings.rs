@@ -4,7 +4,6 @@
 use std::ffi::{c_char, CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::ptr::NonNull;
 
 use crate::error::{Failure, FfiResult};
 
@@ -42,11 +41,6 @@ pub(crate) unsafe fn path(p: *const c_char, arg: &str) -> FfiResult<PathBuf> {
         return Err(Failure::invalid(format!("`{arg}` is empty")));
     }
     Ok(PathBuf::from(OsStr::from_bytes(s.to_bytes())))
-}
-
-/// A required output pointer.
-pub(crate) fn out_ptr<T>(p: *mut T, arg: &str) -> FfiResult<NonNull<T>> {
-    NonNull::new(p).ok_or_else(|| Failure::null(arg))
 }
 
 /// Input bytes `(p, len)`; `p` may be NULL only when `len` is 0.

@@ -7,8 +7,11 @@ use std::ptr;
 use estargz_core::ErrorCode;
 
 use crate::builder::*;
+use crate::dir_iter::*;
+use crate::entry::*;
 use crate::error::{estargz_last_error, estargz_result, estargz_result_name, ALL_RESULTS};
 use crate::estargz_result::*;
+use crate::open_options::*;
 use crate::reader::*;
 
 const CORE_CODES: [ErrorCode; 19] = [
@@ -73,7 +76,7 @@ fn names_and_version() {
 
 #[test]
 fn panics_become_internal_errors() {
-    let code = crate::panic::call("estargz_test", None, || panic!("boom"));
+    let code = crate::export::call(|| "estargz_test", None, || panic!("boom"));
     assert_eq!(code, ESTARGZ_INTERNAL);
     let msg = last_error();
     assert!(
@@ -82,9 +85,63 @@ fn panics_become_internal_errors() {
     );
 }
 
+/// An export written like the real ones, for the boundary tests.
+unsafe extern "C" fn estargz_test_export(
+    builder: *mut estargz_builder,
+    fail: bool,
+) -> estargz_result {
+    crate::export::ffi_call!(builder => |_b| {
+        // The name must come from this function even inside closures.
+        let inner = || -> crate::error::FfiResult {
+            if fail {
+                panic!("boom");
+            }
+            Err(crate::error::Failure::invalid("refused"))
+        };
+        inner()
+    })
+}
+
+#[test]
+fn exports_record_their_own_name() {
+    // SAFETY: NULL and a live builder are both valid handle arguments.
+    unsafe {
+        assert_eq!(
+            estargz_test_export(ptr::null_mut(), false),
+            ESTARGZ_INVALID_ARGUMENT
+        );
+        assert_eq!(last_error(), "estargz_test_export: `builder` is NULL");
+        let mut b = ptr::null_mut();
+        assert_eq!(estargz_builder_new(&mut b), ESTARGZ_OK);
+        assert_eq!(estargz_test_export(b, true), ESTARGZ_INTERNAL);
+        assert_eq!(
+            last_error(),
+            "estargz_test_export: internal error (panic): boom"
+        );
+        assert_eq!(estargz_test_export(b, false), ESTARGZ_INVALID_ARGUMENT);
+        let mut buf = [0 as c_char; 128];
+        assert_eq!(
+            estargz_builder_last_error(b, buf.as_mut_ptr(), buf.len(), ptr::null_mut()),
+            ESTARGZ_OK
+        );
+        assert_eq!(s(buf.as_ptr()), "estargz_test_export: refused");
+        // A real export, through the same macro.
+        assert_eq!(estargz_builder_set_level(b, 13), ESTARGZ_INVALID_ARGUMENT);
+        assert_eq!(
+            last_error(),
+            "estargz_builder_set_level: compression level 13 (valid: 0-12)"
+        );
+        estargz_builder_free(b);
+    }
+}
+
 #[test]
 fn snprintf_semantics() {
-    let code = crate::panic::call("f", None, || Err(crate::error::Failure::invalid("abcdef")));
+    let code = crate::export::call(
+        || "f",
+        None,
+        || Err(crate::error::Failure::invalid("abcdef")),
+    );
     assert_eq!(code, ESTARGZ_INVALID_ARGUMENT);
     let mut buf = [b'x' as c_char; 4];
     let mut n = 0;
@@ -159,6 +216,19 @@ fn build_and_read_through_the_abi() {
         estargz_open_options_free(opts);
 
         let mut e = std::mem::zeroed::<estargz_entry>();
+        // A struct_size the library does not know is refused, nothing written.
+        e.struct_size = size_of::<estargz_entry>() + 8;
+        assert_eq!(
+            estargz_reader_lookup(r, c"/d/f.txt".as_ptr(), &mut e),
+            ESTARGZ_INVALID_ARGUMENT
+        );
+        assert!(
+            last_error().starts_with("estargz_reader_lookup: `out_entry->struct_size` is "),
+            "{}",
+            last_error()
+        );
+        assert_eq!((e.id, e.size), (0, 0));
+        e.struct_size = size_of::<estargz_entry>();
         assert_eq!(
             estargz_reader_lookup(r, c"/d/f.txt".as_ptr(), &mut e),
             ESTARGZ_OK
@@ -207,4 +277,21 @@ fn build_and_read_through_the_abi() {
         );
         estargz_dir_iter_free(it);
     }
+}
+
+#[test]
+fn export_names_come_from_the_enclosing_function() {
+    fn estargz_outer() -> &'static str {
+        let in_closure = || {
+            fn here() {}
+            crate::export::enclosing_fn_name(here)
+        };
+        in_closure()
+    }
+    assert_eq!(estargz_outer(), "estargz_outer");
+    fn here() {}
+    assert_eq!(
+        crate::export::enclosing_fn_name(here),
+        "export_names_come_from_the_enclosing_function"
+    );
 }

@@ -213,6 +213,7 @@ static estargz_result build_path(const char *in, const char *out, uint64_t chunk
 static estargz_result read_entry(estargz_reader *r, const char *path, uint8_t **data, size_t *len,
                                  size_t step) {
   estargz_entry e;
+  e.struct_size = sizeof e;
   estargz_result rc = estargz_reader_lookup(r, path, &e);
   if (rc != ESTARGZ_OK) return rc;
   *data = malloc(e.size + 1);
@@ -544,6 +545,7 @@ static void test_build_options(void) {
   estargz_build_result_free(res);
   r = open_blob(p);
   estargz_entry e;
+  e.struct_size = sizeof e;
   OK(estargz_reader_lookup(r, ".prefetch.landmark", &e));
   CHECK_RC(estargz_reader_lookup(r, ".no.prefetch.landmark", &e), ESTARGZ_NOT_FOUND);
   CHECK(same_as_tree(r, "dir/big.txt", 65536));
@@ -591,6 +593,7 @@ static void test_build_options(void) {
   OK(estargz_open_options_set_expected_toc_digest(o, estargz_build_result_toc_digest(res)));
   OK(estargz_reader_open_path(p, o, &r));
   estargz_blob_info info;
+  info.struct_size = sizeof info;
   OK(estargz_reader_info(r, &info));
   CHECK(info.footer_kind == ESTARGZ_FOOTER_EXTERNAL_TOC && info.footer_size == 46);
   CHECK(info.toc_offset == 0);
@@ -683,6 +686,7 @@ static void check_open(estargz_reader *r, uint64_t blob_size) {
   if (!r) return;
   CHECK(strcmp(estargz_reader_toc_digest(r), main_toc_digest) == 0);
   estargz_blob_info info;
+  info.struct_size = sizeof info;
   OK(estargz_reader_info(r, &info));
   CHECK(info.blob_size == blob_size);
   CHECK(info.footer_kind == ESTARGZ_FOOTER_ESTARGZ && info.footer_size == 51);
@@ -775,6 +779,7 @@ static void test_open_variants(void) {
   OK(estargz_open_options_set_max_chunk_size(o, 1000));
   OK(estargz_reader_open_memory(blob, len, o, &r));
   estargz_entry e;
+  e.struct_size = sizeof e;
   OK(estargz_reader_lookup(r, "dir/big.txt", &e));
   uint8_t buf[16];
   size_t n = 0;
@@ -825,6 +830,8 @@ static void test_lookup_and_entries(void) {
   char p[PATH_MAX];
   struct stat st;
   estargz_entry e, e2;
+  e.struct_size = sizeof e;
+  e2.struct_size = sizeof e2;
 
   /* Root, any spelling. */
   OK(estargz_reader_lookup(r, "", &e));
@@ -848,6 +855,7 @@ static void test_lookup_and_entries(void) {
   CHECK(same_entry(&e, &e2));
 
   estargz_entry h;
+  h.struct_size = sizeof h;
   OK(estargz_reader_lookup(r, "hello.txt", &h));
   CHECK(h.kind == ESTARGZ_ENTRY_HARDLINK && h.target_id == e.id && h.id != e.id);
   CHECK(h.size == e.size && h.mode == e.mode && h.nlink == 2 && h.mtime == e.mtime);
@@ -922,6 +930,7 @@ static void test_lookup_and_entries(void) {
   OK(estargz_reader_last_error(r, msg, sizeof msg, NULL));
   CHECK(strcmp(msg, "estargz_reader_lookup: not found: hello.txt/x") == 0);
   estargz_blob_info info;
+  info.struct_size = sizeof info;
   OK(estargz_reader_info(r, &info));
   INVALID(estargz_reader_entry(r, info.entry_count, &e));
   INVALID(estargz_reader_entry(r, UINT64_MAX, &e));
@@ -944,6 +953,7 @@ static void list_dir(estargz_reader *r, uint64_t id, char *names, size_t cap) {
   OK(estargz_reader_open_dir(r, id, &it));
   for (;;) {
     estargz_entry e;
+    e.struct_size = sizeof e;
     bool done = false;
     OK(estargz_dir_iter_next(it, &e, &done));
     if (done) break;
@@ -962,6 +972,7 @@ static void test_dir_iteration(void) {
   list_dir(r, ESTARGZ_ROOT_ID, names, sizeof names);
   CHECK(strcmp(names, ".no.prefetch.landmark\ndir\nempty\nhello.txt\nlink\n") == 0);
   estargz_entry d;
+  d.struct_size = sizeof d;
   OK(estargz_reader_lookup(r, "dir", &d));
   list_dir(r, d.id, names, sizeof names);
   CHECK(strcmp(names, "big.txt\nfifo\nhard\nsub\n") == 0);
@@ -971,6 +982,7 @@ static void test_dir_iteration(void) {
 
   /* Not a directory; bad id. */
   estargz_entry f;
+  f.struct_size = sizeof f;
   OK(estargz_reader_lookup(r, "hello.txt", &f));
   estargz_dir_iter *it = NULL;
   CHECK_RC(estargz_reader_open_dir(r, f.id, &it), ESTARGZ_WRONG_TYPE);
@@ -983,6 +995,7 @@ static void test_dir_iteration(void) {
   int count = 0;
   for (;;) {
     estargz_entry e;
+    e.struct_size = sizeof e;
     bool done = false;
     OK(estargz_dir_iter_next(it, &e, &done));
     if (done) break;
@@ -990,6 +1003,7 @@ static void test_dir_iteration(void) {
   }
   CHECK(count == 5);
   estargz_entry e;
+  e.struct_size = sizeof e;
   bool done = false;
   OK(estargz_dir_iter_next(it, &e, &done));
   CHECK(done);
@@ -1011,6 +1025,7 @@ static void test_read_ranges(void) {
   size_t len = 0;
   uint8_t *want = read_all(path_of(p, "tree/dir/big.txt"), &len);
   estargz_entry e;
+  e.struct_size = sizeof e;
   OK(estargz_reader_lookup(r, "dir/big.txt", &e));
   CHECK(e.size == len);
   uint8_t buf[200000];
@@ -1036,6 +1051,7 @@ static void test_read_ranges(void) {
 
   /* Hard links read their target; other kinds cannot be read. */
   estargz_entry h;
+  h.struct_size = sizeof h;
   OK(estargz_reader_lookup(r, "dir/hard", &h));
   OK(estargz_reader_read(r, h.id, 0, buf, sizeof buf, &n));
   CHECK(n == h.size && h.size > 0);
@@ -1065,6 +1081,7 @@ static void test_extract(void) {
   CHECK(r != NULL);
   char dir[PATH_MAX], a[PATH_MAX], b[PATH_MAX];
   estargz_extract_stats stats = {0};
+  stats.struct_size = sizeof stats;
   OK(estargz_reader_extract(r, path_of(dir, "out/x"),
                             ESTARGZ_EXTRACT_NO_SAME_OWNER | ESTARGZ_EXTRACT_NO_XATTRS, &stats));
   /* hello.txt, empty, big.txt; dir, dir/sub; link, hard, fifo. */
@@ -1130,6 +1147,7 @@ static void test_corrupt_blob(void) {
         msg);
   /* Chunks before the damage still read; so do other files. */
   estargz_entry e;
+  e.struct_size = sizeof e;
   OK(estargz_reader_lookup(r, "dir/big.txt", &e));
   uint8_t buf[100];
   OK(estargz_reader_read(r, e.id, 0, buf, sizeof buf, &n));
@@ -1166,6 +1184,7 @@ static void test_corrupt_blob(void) {
   estargz_reader *tr = NULL;
   OK(estargz_reader_open_memory(blob, len, NULL, &tr));
   estargz_blob_info info;
+  info.struct_size = sizeof info;
   OK(estargz_reader_info(tr, &info));
   estargz_reader_free(tr);
   size_t toc_len = len - 51 - info.toc_offset;
@@ -1180,6 +1199,66 @@ static void test_corrupt_blob(void) {
   CHECK_RC(estargz_reader_open_memory(junk, sizeof junk, NULL, &r), ESTARGZ_INVALID_FOOTER);
   CHECK(r == NULL);
   free(blob);
+}
+
+/* The struct_size rule: every caller-filled struct is refused, untouched and
+ * with nothing done, unless struct_size is a size the library knows. */
+static void test_struct_size(void) {
+  estargz_reader *r = open_blob(main_blob);
+  CHECK(r != NULL);
+  char msg[512];
+  const size_t wrong[] = {0, 1, sizeof(estargz_entry) - 1, sizeof(estargz_entry) + 8,
+                          SIZE_MAX};
+  for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+    estargz_entry e;
+    memset(&e, 0xab, sizeof e);
+    e.struct_size = wrong[i];
+    INVALID(estargz_reader_lookup(r, "hello.txt", &e));
+    CHECK(e.struct_size == wrong[i] && e.id == 0xababababababababULL);
+    INVALID(estargz_reader_entry(r, ESTARGZ_ROOT_ID, &e));
+    CHECK(e.id == 0xababababababababULL);
+  }
+  estargz_entry e;
+  e.struct_size = 3;
+  INVALID(estargz_reader_lookup(r, "hello.txt", &e));
+  OK(estargz_reader_last_error(r, msg, sizeof msg, NULL));
+  CHECK(strstr(msg, "estargz_reader_lookup: `out_entry->struct_size` is 3") == msg);
+
+  /* The iterator does not advance on a refused call. */
+  estargz_dir_iter *it = NULL;
+  OK(estargz_reader_open_dir(r, ESTARGZ_ROOT_ID, &it));
+  bool done = true;
+  e.struct_size = sizeof e + 1;
+  INVALID(estargz_dir_iter_next(it, &e, &done));
+  CHECK(done == true);
+  estargz_entry first, again;
+  first.struct_size = sizeof first;
+  OK(estargz_dir_iter_next(it, &first, &done));
+  CHECK(!done && first.struct_size == sizeof first);
+  estargz_dir_iter_free(it);
+  it = NULL;
+  OK(estargz_reader_open_dir(r, ESTARGZ_ROOT_ID, &it));
+  again.struct_size = sizeof again;
+  OK(estargz_dir_iter_next(it, &again, &done));
+  CHECK(!done && again.id == first.id);
+  estargz_dir_iter_free(it);
+
+  estargz_blob_info info;
+  memset(&info, 0, sizeof info);
+  info.struct_size = sizeof info - 4;
+  INVALID(estargz_reader_info(r, &info));
+  CHECK(info.blob_size == 0);
+  info.struct_size = sizeof info;
+  OK(estargz_reader_info(r, &info));
+  CHECK(info.blob_size > 0 && info.struct_size == sizeof info);
+
+  /* Extraction is refused before anything is written. */
+  char dir[PATH_MAX];
+  estargz_extract_stats stats = {0};
+  stats.struct_size = 8;
+  INVALID(estargz_reader_extract(r, path_of(dir, "out/struct_size"), 0, &stats));
+  CHECK(!exists(dir) && stats.files == 0);
+  estargz_reader_free(r);
 }
 
 static void test_null_arguments(void) {
@@ -1270,7 +1349,9 @@ static void test_null_arguments(void) {
   char buf[64];
   size_t n;
   estargz_entry e;
+  e.struct_size = sizeof e;
   estargz_blob_info info;
+  info.struct_size = sizeof info;
   bool done;
   CHECK(estargz_reader_toc_digest(NULL) == NULL);
   INVALID(estargz_reader_last_error(NULL, buf, sizeof buf, &n));
@@ -1340,6 +1421,7 @@ static void *reader_thread(void *arg) {
     size_t expect = j->len - off < want ? j->len - off : want;
     if (n != expect || memcmp(buf, j->want + off, n) != 0) j->bad++;
     estargz_entry e;
+    e.struct_size = sizeof e;
     if (estargz_reader_lookup(j->r, "hello.txt", &e) != ESTARGZ_OK) j->bad++;
     /* A failure on one thread does not disturb the others. */
     if (estargz_reader_lookup(j->r, "missing", &e) != ESTARGZ_NOT_FOUND) j->bad++;
@@ -1382,6 +1464,7 @@ static void test_threads(void) {
   reader_job jobs[N];
   for (int i = 0; i < N; i++) {
     estargz_entry e;
+    e.struct_size = sizeof e;
     OK(estargz_reader_lookup(readers[i % 2], "dir/big.txt", &e));
     jobs[i] = (reader_job){.r = readers[i % 2], .want = want, .len = len, .id = e.id,
                            .seed = (unsigned)i * 7919u + 1};
@@ -1516,6 +1599,7 @@ int main(int argc, char **argv) {
       {"dir_iteration", test_dir_iteration},
       {"read_ranges", test_read_ranges},
       {"extract", test_extract},
+      {"struct_size", test_struct_size},
       {"corrupt_blob", test_corrupt_blob},
       {"null_arguments", test_null_arguments},
       {"threads", test_threads},
