@@ -3,18 +3,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use estargz_core::cache::{CacheOptions, ChunkCache};
-use estargz_core::remote::manifest::Platform;
-use estargz_core::remote::{HttpOptions, LayerOptions, Reference, Registry};
+use estargz_args::{CacheArgs, LayerChoice, RegistryArgs};
+use estargz_core::remote::{LayerOptions, Reference};
 use estargz_fuse::adapter::FuseLayer;
 use estargz_fuse::daemon;
 use estargz_fuse::layerfs::LayerFs;
 use estargz_fuse::passthrough::Materializer;
-use estargz_fuse::source::{OpenedLayer, Source, REGISTRY_PREFIX};
+use estargz_fuse::source::{is_registry_source, OpenedLayer, Source};
 use estargz_fuse::warm::{WarmOptions, Warmer};
 use fuser::{Config, MountOption, SessionACL};
 
@@ -38,15 +35,13 @@ enum Cmd {
 
 #[derive(Args)]
 struct MountArgs {
-    /// A local eStargz blob, or docker://HOST/REPO[:TAG|@DIGEST] for a registry layer.
+    /// A local eStargz blob, or a registry layer: [docker://]HOST/REPO[:TAG|@DIGEST]
+    /// (without docker://, only when no such file exists).
     source: String,
     mountpoint: PathBuf,
-    /// Registry layer to mount: index (0 = bottom) or digest; default: the only layer.
-    #[arg(long, value_name = "N|DIGEST")]
-    layer: Option<String>,
-    /// Platform to pick from a multi-platform index (default: this host).
-    #[arg(long, value_name = "OS/ARCH")]
-    platform: Option<String>,
+    /// Registry layers: which one.
+    #[command(flatten)]
+    choice: LayerChoice,
     /// Local blobs built with an external TOC: the TOC file.
     #[arg(long, value_name = "FILE")]
     external_toc: Option<PathBuf>,
@@ -94,33 +89,6 @@ pub(crate) fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
         .map_err(|_| format!("{s:?}: expected error, warn, info, debug or trace"))
 }
 
-/// The chunk cache options of `mount` and `store`.
-#[derive(Args)]
-pub(crate) struct CacheArgs {
-    /// Directory for verified chunks, kept across runs (and, for `mount`,
-    /// its passthrough copies).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) cache_dir: Option<PathBuf>,
-    /// Disk cache limit in bytes.
-    #[arg(long, default_value_t = estargz_core::cache::DEFAULT_DISK_BYTES)]
-    cache_size: u64,
-    /// Memory cache limit in bytes.
-    #[arg(long, default_value_t = estargz_core::cache::DEFAULT_MEMORY_BYTES)]
-    memory_cache: u64,
-}
-
-impl CacheArgs {
-    pub(crate) fn open(&self) -> Result<Arc<ChunkCache>, String> {
-        let cache = ChunkCache::open(&CacheOptions {
-            memory_bytes: self.memory_cache,
-            dir: self.cache_dir.clone(),
-            disk_bytes: self.cache_size,
-        })
-        .map_err(|e| e.to_string())?;
-        Ok(Arc::new(cache))
-    }
-}
-
 /// Prefetch and background fetch, on by default as in stargz-snapshotter.
 #[derive(Args)]
 pub(crate) struct WarmArgs {
@@ -143,47 +111,9 @@ impl WarmArgs {
             prefetch: !self.no_prefetch,
             background: !self.no_background_fetch,
             max_background,
-            cache_budget: match cache.cache_dir {
-                Some(_) => cache.cache_size,
-                None => cache.memory_cache,
-            },
+            cache_budget: cache.capacity(),
             ..WarmOptions::off()
         }
-    }
-}
-
-#[derive(Args)]
-pub(crate) struct RegistryArgs {
-    /// Talk plain HTTP to every registry.
-    #[arg(long)]
-    plain_http: bool,
-    /// A registry (host[:port]) reached over plain HTTP; repeatable.
-    #[arg(long, value_name = "HOST")]
-    insecure_registry: Vec<String>,
-    /// Auth file to use instead of the containers/docker defaults.
-    #[arg(long, value_name = "FILE")]
-    auth_file: Option<PathBuf>,
-    /// Per-request timeout in seconds.
-    #[arg(long, default_value_t = 30)]
-    timeout: u64,
-    /// Retries per request on network errors, 429 and 5xx.
-    #[arg(long, default_value_t = 5)]
-    retries: u32,
-}
-
-impl RegistryArgs {
-    pub(crate) fn registry(&self) -> Registry {
-        let mut opts = HttpOptions {
-            plain_http: self.plain_http,
-            insecure_registries: self.insecure_registry.clone(),
-            request_timeout: Duration::from_secs(self.timeout.max(1)),
-            max_retries: self.retries,
-            ..Default::default()
-        };
-        if let Some(f) = &self.auth_file {
-            opts.auth_files = vec![f.clone()];
-        }
-        Registry::new(opts)
     }
 }
 
@@ -226,18 +156,13 @@ fn main() -> ExitCode {
 }
 
 fn source(args: &MountArgs) -> Result<Source, String> {
-    Ok(match args.source.strip_prefix(REGISTRY_PREFIX) {
-        Some(r) => Source::Remote {
-            reference: Reference::parse(r).map_err(|e| e.to_string())?,
-            layer: args.layer.clone(),
-            platform: args
-                .platform
-                .as_deref()
-                .map(Platform::parse)
-                .transpose()
-                .map_err(|e| e.to_string())?,
+    Ok(match is_registry_source(&args.source) {
+        true => Source::Remote {
+            reference: Reference::parse(&args.source).map_err(|e| e.to_string())?,
+            layer: args.choice.selector(),
+            platform: args.choice.platform().map_err(|e| e.to_string())?,
         },
-        None => Source::Local {
+        false => Source::Local {
             path: args.source.clone().into(),
             external_toc: args.external_toc.clone(),
             toc_digest: args.toc_digest.clone(),
@@ -246,7 +171,7 @@ fn source(args: &MountArgs) -> Result<Source, String> {
 }
 
 fn mount(args: &MountArgs) -> Result<(), String> {
-    let cache = args.cache.open()?;
+    let cache = args.cache.open().map_err(|e| e.to_string())?;
     let layer_opts = LayerOptions {
         require_toc_digest: !args.allow_unverified_toc,
         span_dir: args.cache.cache_dir.clone(),

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use estargz_args::{CacheArgs, RegistryArgs};
 use estargz_fuse::daemon;
 use estargz_fuse::store::resolve::{RegistrySource, Resolver, ResolverOptions};
 use estargz_fuse::store::{Store, StoreOptions};
 use estargz_fuse::store_adapter::FuseStore;
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::{parse_level, CacheArgs, RegistryArgs, WarmArgs};
+use crate::{parse_level, WarmArgs};
 
 /// Layers fetched in the background at once, as stargz-store's default:
 /// more would compete with on-demand reads for the link.
@@ -54,7 +55,7 @@ pub struct StoreArgs {
 }
 
 pub fn run(args: &StoreArgs) -> Result<(), String> {
-    let cache = args.cache.open()?;
+    let cache = args.cache.open().map_err(|e| e.to_string())?;
     let source = Arc::new(RegistrySource {
         registry: args.registry.registry(),
         cache,
@@ -73,7 +74,7 @@ pub fn run(args: &StoreArgs) -> Result<(), String> {
             idle_unload: Duration::from_secs(args.idle_unload),
             // A lookup waits no longer than one request may take: a stuck
             // registry is EIO then, while the resolution goes on.
-            resolve_timeout: Duration::from_secs(args.registry.timeout.max(1)),
+            resolve_timeout: args.registry.request_timeout(),
             warm: args.warm.options(&args.cache, MAX_BACKGROUND_FETCHES),
         },
     ));
