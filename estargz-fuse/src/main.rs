@@ -250,3 +250,42 @@ fn mount(args: &MountArgs) -> Result<(), String> {
     log::info!("unmounted {}", args.mountpoint.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Flattened shared flags must not clash with a command's own (clap
+    /// checks this only in debug builds, at run time).
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn mount_flags_map_to_the_core_defaults() {
+        let digest = format!("sha256:{}", "5".repeat(64));
+        let cli = Cli::try_parse_from([
+            "estargz-fuse",
+            "mount",
+            "127.0.0.1:5000/a:v1",
+            "/mnt",
+            "--layer",
+            &digest,
+        ])
+        .unwrap();
+        let Cmd::Mount(args) = cli.command else {
+            panic!("not a mount");
+        };
+        assert_eq!(
+            args.choice.selector(),
+            estargz_core::remote::LayerSelector::Digest(digest)
+        );
+        assert_eq!(
+            args.cache.memory_cache,
+            estargz_core::cache::DEFAULT_MEMORY_BYTES
+        );
+        assert!(matches!(source(&args).unwrap(), Source::Remote { .. }));
+    }
+}
