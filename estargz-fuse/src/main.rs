@@ -36,7 +36,7 @@ enum Cmd {
 #[derive(Args)]
 struct MountArgs {
     /// A local eStargz blob, or a registry layer: [docker://]HOST/REPO[:TAG|@DIGEST]
-    /// (without docker://, only when no such file exists).
+    /// (a bare reference starts with its registry host; a file of that name wins).
     source: String,
     mountpoint: PathBuf,
     /// Registry layers: which one.
@@ -70,10 +70,17 @@ struct MountArgs {
     /// Kernel readahead window in KiB (0: the kernel's default, 128).
     #[arg(long, default_value_t = estargz_fuse::readahead::DEFAULT_KB)]
     read_ahead_kb: u32,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// How the `mount` and `store` processes run.
+#[derive(Args)]
+pub(crate) struct ServeArgs {
     /// Threads serving FUSE requests.
     #[arg(long, default_value_t = 8)]
-    threads: usize,
-    /// Detach once the mount is up (log to --log-file).
+    pub(crate) threads: usize,
+    /// Detach once mounted (log to --log-file).
     #[arg(long)]
     daemon: bool,
     /// Where a daemon writes its log (default: nowhere).
@@ -84,7 +91,7 @@ struct MountArgs {
     log_level: log::LevelFilter,
 }
 
-pub(crate) fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
     s.parse()
         .map_err(|_| format!("{s:?}: expected error, warn, info, debug or trace"))
 }
@@ -122,16 +129,16 @@ fn main() -> ExitCode {
     daemon::block_stop_signals();
     daemon::take_ready_pipe();
     let cli = Cli::parse();
-    let (daemon, log_file, level) = match &cli.command {
-        Cmd::Mount(a) => (a.daemon, a.log_file.clone(), a.log_level),
-        Cmd::Store(a) => (a.daemon, a.log_file.clone(), a.log_level),
+    let serve = match &cli.command {
+        Cmd::Mount(a) => &a.serve,
+        Cmd::Store(a) => &a.serve,
     };
-    if daemon {
+    if serve.daemon {
         let child_args: Vec<std::ffi::OsString> = std::env::args_os()
             .skip(1)
             .filter(|a| a != "--daemon")
             .collect();
-        return match daemon::spawn_detached(child_args, log_file.as_deref()) {
+        return match daemon::spawn_detached(child_args, serve.log_file.as_deref()) {
             Ok(0) => ExitCode::SUCCESS,
             Ok(_) => ExitCode::FAILURE,
             Err(e) => {
@@ -140,7 +147,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    estargz_fuse::logger::init(level);
+    estargz_fuse::logger::init(serve.log_level);
     let result = match &cli.command {
         Cmd::Mount(args) => mount(args),
         Cmd::Store(args) => store_cmd::run(args),
@@ -203,7 +210,7 @@ fn mount(args: &MountArgs) -> Result<(), String> {
     if args.allow_other {
         config.acl = SessionACL::All;
     }
-    config.n_threads = Some(args.threads.max(1));
+    config.n_threads = Some(args.serve.threads.max(1));
     config.clone_fd = true;
     let fs = FuseLayer::new(LayerFs::new(reader.clone()), materializer);
     let mut session = fuser::Session::new(fs, &args.mountpoint, &config)
