@@ -356,5 +356,9 @@ mod tests {
             Location::parse("127.0.0.1:5000/a:v1").unwrap(),
             Location::Registry(_)
         ));
+        assert_eq!(
+            Location::parse("docker://127.0.0.1:5000/a:v1").unwrap(),
+            Location::parse("127.0.0.1:5000/a:v1").unwrap()
+        );
     }
 }
