@@ -78,7 +78,9 @@ pub struct Reference {
     pub host: String,
     /// Repository path within the registry (`library/alpine`).
     pub repository: String,
+    /// Tag (`latest` when the reference names neither a tag nor a digest).
     pub tag: Option<String>,
+    /// Manifest digest, if given (`@sha256:...`).
     pub digest: Option<String>,
 }
 
