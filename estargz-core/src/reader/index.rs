@@ -333,7 +333,12 @@ impl Index {
         } else {
             String::new()
         };
-        self.nodes[file].chunks.push(Chunk {
+        let chunks = &mut self.nodes[file].chunks;
+        if chunks.is_empty() {
+            // Most files have one chunk: growing from empty would reserve four.
+            chunks.reserve_exact(1);
+        }
+        chunks.push(Chunk {
             offset: e.offset,
             inner_offset: e.inner_offset,
             chunk_offset: e.chunk_offset,
