@@ -8,6 +8,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong while building, reading or verifying a blob.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An I/O operation on a source, sink or the local file system failed.
     #[error("{context}: {source}")]
@@ -80,6 +81,49 @@ pub enum Error {
     Unauthorized(String),
 }
 
+/// A copy for another waiter of a shared operation. An I/O error's copy
+/// keeps its OS error number (so its errno), or else its kind and text.
+impl Clone for Error {
+    fn clone(&self) -> Error {
+        match self {
+            Error::Io { context, source } => Error::Io {
+                context: context.clone(),
+                source: match source.raw_os_error() {
+                    Some(errno) => io::Error::from_raw_os_error(errno),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            Error::Truncated(m) => Error::Truncated(m.clone()),
+            Error::InvalidFooter(m) => Error::InvalidFooter(m.clone()),
+            Error::InvalidToc(m) => Error::InvalidToc(m.clone()),
+            Error::InvalidTar(m) => Error::InvalidTar(m.clone()),
+            Error::Corrupt(m) => Error::Corrupt(m.clone()),
+            Error::DigestMismatch {
+                what,
+                expected,
+                actual,
+            } => Error::DigestMismatch {
+                what: what.clone(),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            },
+            Error::UnsafePath(m) => Error::UnsafePath(m.clone()),
+            Error::NotFound(m) => Error::NotFound(m.clone()),
+            Error::WrongType { path, message } => Error::WrongType {
+                path: path.clone(),
+                message: message.clone(),
+            },
+            Error::Unsupported(m) => Error::Unsupported(m.clone()),
+            Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
+            Error::LimitExceeded(m) => Error::LimitExceeded(m.clone()),
+            Error::Network(m) => Error::Network(m.clone()),
+            Error::Timeout(m) => Error::Timeout(m.clone()),
+            Error::Registry(m) => Error::Registry(m.clone()),
+            Error::Unauthorized(m) => Error::Unauthorized(m.clone()),
+        }
+    }
+}
+
 /// An [`Error`] carried through `std::io` interfaces (`Read`, `ReadAt`):
 /// the kind says what happened, and the error itself rides along, so
 /// [`Error::io`] recovers it unchanged on the other side.
@@ -105,12 +149,11 @@ impl From<Error> for io::Error {
     }
 }
 
-/// Stable numeric codes; never renumber, only append.
+/// Stable numeric codes; never renumber, only append. 0 and 14 belong to
+/// the C ABI (success, and failures of the ABI itself such as a caught panic).
 #[repr(i32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
-    /// Success (only returned by the C ABI).
-    Ok = 0,
     /// [`Error::Io`].
     Io = 1,
     /// [`Error::Truncated`].
@@ -137,8 +180,6 @@ pub enum ErrorCode {
     InvalidArgument = 12,
     /// [`Error::LimitExceeded`].
     LimitExceeded = 13,
-    /// Only produced by the C ABI (caught panic, NULL handle, ...).
-    Internal = 14,
     /// [`Error::Network`].
     Network = 15,
     /// [`Error::Timeout`].

@@ -398,17 +398,10 @@ fn uncovered_by(
 /// A copy of a fetch failure for another waiter, keeping its kind
 /// (network, timeout, ...), so it maps to the same error code and errno.
 fn echo(e: &io::Error) -> io::Error {
-    let inner = e.get_ref().and_then(|i| i.downcast_ref::<Error>());
-    let copy = match inner {
-        Some(Error::Timeout(m)) => Error::Timeout(m.clone()),
-        Some(Error::Registry(m)) => Error::Registry(m.clone()),
-        Some(Error::Unauthorized(m)) => Error::Unauthorized(m.clone()),
-        Some(Error::NotFound(m)) => Error::NotFound(m.clone()),
-        Some(Error::InvalidArgument(m)) => Error::InvalidArgument(m.clone()),
-        Some(other) => Error::Network(other.to_string()),
-        None => return io::Error::new(e.kind(), e.to_string()),
-    };
-    io::Error::from(copy)
+    match e.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
+        Some(inner) => io::Error::from(inner.clone()),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
 }
 
 impl ReadAt for SpanCache {

@@ -90,7 +90,6 @@ impl From<ErrorCode> for estargz_result {
     // gets its C name.
     fn from(code: ErrorCode) -> Self {
         match code {
-            ErrorCode::Ok => ESTARGZ_OK,
             ErrorCode::Io => ESTARGZ_IO,
             ErrorCode::Truncated => ESTARGZ_TRUNCATED,
             ErrorCode::InvalidFooter => ESTARGZ_INVALID_FOOTER,
@@ -104,7 +103,6 @@ impl From<ErrorCode> for estargz_result {
             ErrorCode::Unsupported => ESTARGZ_UNSUPPORTED,
             ErrorCode::InvalidArgument => ESTARGZ_INVALID_ARGUMENT,
             ErrorCode::LimitExceeded => ESTARGZ_LIMIT_EXCEEDED,
-            ErrorCode::Internal => ESTARGZ_INTERNAL,
             ErrorCode::Network => ESTARGZ_NETWORK,
             ErrorCode::Timeout => ESTARGZ_TIMEOUT,
             ErrorCode::Registry => ESTARGZ_REGISTRY,

@@ -14,8 +14,7 @@ use crate::estargz_result::*;
 use crate::open_options::*;
 use crate::reader::*;
 
-const CORE_CODES: [ErrorCode; 19] = [
-    ErrorCode::Ok,
+const CORE_CODES: [ErrorCode; 17] = [
     ErrorCode::Io,
     ErrorCode::Truncated,
     ErrorCode::InvalidFooter,
@@ -29,7 +28,6 @@ const CORE_CODES: [ErrorCode; 19] = [
     ErrorCode::Unsupported,
     ErrorCode::InvalidArgument,
     ErrorCode::LimitExceeded,
-    ErrorCode::Internal,
     ErrorCode::Network,
     ErrorCode::Timeout,
     ErrorCode::Registry,

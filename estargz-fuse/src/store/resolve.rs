@@ -177,7 +177,7 @@ impl Resolver {
             // The fetch is bounded by the registry client's timeouts.
             return match f.wait(Duration::MAX) {
                 Some(Ok(image)) => Ok(image),
-                Some(Err(e)) => Err(copy_error(&e)),
+                Some(Err(e)) => Err(Error::clone(&e)),
                 None => Err(Error::Timeout(format!("fetching {reference}"))),
             };
         }
@@ -199,7 +199,7 @@ impl Resolver {
         };
         drop(state);
         f.finish(answer.clone());
-        answer.map_err(|e| copy_error(&e))
+        answer.map_err(|e| Error::clone(&e))
     }
 
     /// Drops cached images older than the TTL.
@@ -319,44 +319,6 @@ impl Resolver {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The same error for another waiter of a shared fetch (`Error` is not
-/// `Clone`: it may hold an `io::Error`).
-fn copy_error(e: &Error) -> Error {
-    match e {
-        Error::Io { context, source } => Error::Io {
-            context: context.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        Error::Truncated(m) => Error::Truncated(m.clone()),
-        Error::InvalidFooter(m) => Error::InvalidFooter(m.clone()),
-        Error::InvalidToc(m) => Error::InvalidToc(m.clone()),
-        Error::InvalidTar(m) => Error::InvalidTar(m.clone()),
-        Error::Corrupt(m) => Error::Corrupt(m.clone()),
-        Error::DigestMismatch {
-            what,
-            expected,
-            actual,
-        } => Error::DigestMismatch {
-            what: what.clone(),
-            expected: expected.clone(),
-            actual: actual.clone(),
-        },
-        Error::UnsafePath(m) => Error::UnsafePath(m.clone()),
-        Error::NotFound(m) => Error::NotFound(m.clone()),
-        Error::WrongType { path, message } => Error::WrongType {
-            path: path.clone(),
-            message: message.clone(),
-        },
-        Error::Unsupported(m) => Error::Unsupported(m.clone()),
-        Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
-        Error::LimitExceeded(m) => Error::LimitExceeded(m.clone()),
-        Error::Network(m) => Error::Network(m.clone()),
-        Error::Timeout(m) => Error::Timeout(m.clone()),
-        Error::Registry(m) => Error::Registry(m.clone()),
-        Error::Unauthorized(m) => Error::Unauthorized(m.clone()),
-    }
 }
 
 fn ready(opened: OpenedLayer, keying: Keying) -> ResolvedLayer {
