@@ -114,13 +114,17 @@ pub(crate) fn parse_number(field: &[u8], what: &str, at: u64) -> Result<u64> {
 }
 
 pub(crate) fn checksum_ok(block: &[u8; 512]) -> bool {
-    let stored = match parse_number(&block[148..156], "checksum", 0) {
+    let stored = match parse_number(&block[field::CHECKSUM], "checksum", 0) {
         Ok(v) => v,
         Err(_) => return false,
     };
     let (mut unsigned, mut signed) = (0u64, 0i64);
     for (i, &b) in block.iter().enumerate() {
-        let b = if (148..156).contains(&i) { b' ' } else { b };
+        let b = if field::CHECKSUM.contains(&i) {
+            b' '
+        } else {
+            b
+        };
         unsigned += b as u64;
         signed += (b as i8) as i64;
     }
@@ -160,6 +164,218 @@ fn parse_pax_time(value: &str) -> Option<i64> {
     })
 }
 
+/// Byte ranges of the fields of a header block (POSIX ustar; GNU shares
+/// the layout up to `prefix`, which it does not have).
+mod field {
+    use std::ops::Range;
+    pub const NAME: Range<usize> = 0..100;
+    pub const MODE: Range<usize> = 100..108;
+    pub const UID: Range<usize> = 108..116;
+    pub const GID: Range<usize> = 116..124;
+    pub const SIZE: Range<usize> = 124..136;
+    pub const MTIME: Range<usize> = 136..148;
+    pub const CHECKSUM: Range<usize> = 148..156;
+    pub const TYPEFLAG: usize = 156;
+    pub const LINKNAME: Range<usize> = 157..257;
+    pub const MAGIC: Range<usize> = 257..265;
+    pub const UNAME: Range<usize> = 265..297;
+    pub const GNAME: Range<usize> = 297..329;
+    pub const DEVMAJOR: Range<usize> = 329..337;
+    pub const DEVMINOR: Range<usize> = 337..345;
+    pub const PREFIX: Range<usize> = 345..500;
+}
+
+/// One header block, read through its named fields; `at` (its offset)
+/// goes into every error.
+struct Header<'a> {
+    block: &'a [u8; 512],
+    at: u64,
+}
+
+impl Header<'_> {
+    fn number(&self, range: std::ops::Range<usize>, what: &str) -> Result<u64> {
+        parse_number(&self.block[range], what, self.at)
+    }
+    fn text(&self, range: std::ops::Range<usize>) -> String {
+        lossy(cstr(&self.block[range]))
+    }
+    fn typeflag(&self) -> u8 {
+        self.block[field::TYPEFLAG]
+    }
+    fn is_ustar(&self) -> bool {
+        &self.block[field::MAGIC][..6] == b"ustar\0"
+    }
+    fn is_gnu(&self) -> bool {
+        &self.block[field::MAGIC] == b"ustar  \0"
+    }
+    /// `prefix/name` for ustar headers, `name` otherwise.
+    fn name(&self) -> String {
+        let name = cstr(&self.block[field::NAME]);
+        let prefix = cstr(&self.block[field::PREFIX]);
+        if self.is_ustar() && !prefix.is_empty() {
+            lossy(&[prefix, b"/", name].concat())
+        } else {
+            lossy(name)
+        }
+    }
+    /// Everything the header block says about its entry (meta headers
+    /// before it may override some of it), and its mode field, checked
+    /// once the entry's final name is known.
+    fn entry(&self, header_start: u64) -> Result<(TarEntry, u64)> {
+        let size = self.number(field::SIZE, "size")?;
+        let extended = self.is_ustar() || self.is_gnu();
+        let (uname, gname) = if extended {
+            (self.text(field::UNAME), self.text(field::GNAME))
+        } else {
+            (String::new(), String::new())
+        };
+        let mode = self.number(field::MODE, "mode")?;
+        let uid = self.number(field::UID, "uid")?;
+        let gid = self.number(field::GID, "gid")?;
+        let mtime = self.number(field::MTIME, "mtime")? as i64;
+        let (dev_major, dev_minor) = if extended {
+            (
+                self.number(field::DEVMAJOR, "devmajor")?,
+                self.number(field::DEVMINOR, "devminor")?,
+            )
+        } else {
+            (0, 0)
+        };
+        let entry = TarEntry {
+            header_start,
+            data_start: self.at + BLOCK,
+            size,
+            name: self.name(),
+            link_name: self.text(field::LINKNAME),
+            // Decided once PAX records had their say on the name.
+            kind: TarKind::Reg,
+            mode: 0,
+            uid,
+            gid,
+            uname,
+            gname,
+            mtime,
+            dev_major,
+            dev_minor,
+            xattrs: BTreeMap::new(),
+        };
+        Ok((entry, mode))
+    }
+}
+
+/// What a header's type flag makes of its block.
+enum Block {
+    /// Meta data for the next entry (PAX extended header, GNU long name or
+    /// long link name), with its payload size.
+    Meta(u8, u64),
+    /// An entry of its own.
+    Entry,
+}
+
+fn classify(header: &Header) -> Result<Block> {
+    let at = header.at;
+    Ok(match header.typeflag() {
+        flag @ (b'x' | b'L' | b'K') => Block::Meta(flag, header.number(field::SIZE, "size")?),
+        b'g' => {
+            return Err(Error::Unsupported(format!(
+                "PAX global header at offset {at} (the reference builder rejects it too)"
+            )))
+        }
+        b'S' => {
+            return Err(Error::Unsupported(format!(
+                "GNU sparse file at offset {at}"
+            )))
+        }
+        _ => Block::Entry,
+    })
+}
+
+/// Reads the payload of the meta header at `at` (bounded by `MAX_META_SIZE`).
+fn read_meta(src: &dyn ReadAt, at: u64, size: u64) -> Result<Vec<u8>> {
+    if size > MAX_META_SIZE {
+        return Err(Error::LimitExceeded(format!(
+            "meta header at offset {at} is {size} bytes (max {MAX_META_SIZE})"
+        )));
+    }
+    let data_start = at + BLOCK;
+    if size > src.size() - data_start {
+        return Err(Error::Truncated(format!(
+            "meta header payload at offset {data_start} runs past the end"
+        )));
+    }
+    let mut buf = vec![0u8; size as usize];
+    src.read_exact_at(&mut buf, data_start)
+        .map_err(|e| Error::io(format!("reading tar meta header at {at}"), e))?;
+    Ok(buf)
+}
+
+impl PendingMeta {
+    /// Applies (and clears) what meta headers said about `entry`: GNU long
+    /// names, then PAX records in order.
+    fn apply(&mut self, entry: &mut TarEntry, at: u64) -> Result<()> {
+        if let Some(n) = self.long_name.take() {
+            entry.name = n;
+        }
+        if let Some(l) = self.long_link.take() {
+            entry.link_name = l;
+        }
+        for (key, raw_value) in std::mem::take(&mut self.pax) {
+            if let Some(attr) = key.strip_prefix("SCHILY.xattr.") {
+                // xattr values are raw bytes, not text.
+                entry.xattrs.insert(attr.to_string(), raw_value);
+                continue;
+            }
+            let value = lossy(&raw_value);
+            let bad = |what: &str| {
+                Error::InvalidTar(format!("bad PAX {what} {value:?} for entry at offset {at}"))
+            };
+            match key.as_str() {
+                "path" => entry.name = value,
+                "linkpath" => entry.link_name = value,
+                "uname" => entry.uname = value,
+                "gname" => entry.gname = value,
+                "uid" => entry.uid = value.parse().map_err(|_| bad("uid"))?,
+                "gid" => entry.gid = value.parse().map_err(|_| bad("gid"))?,
+                "size" => entry.size = value.parse().map_err(|_| bad("size"))?,
+                "mtime" => entry.mtime = parse_pax_time(&value).ok_or_else(|| bad("mtime"))?,
+                k if k.starts_with("GNU.sparse.") => {
+                    return Err(Error::Unsupported(format!(
+                        "PAX sparse file {:?} at offset {at}",
+                        entry.name
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.long_name.is_none() && self.long_link.is_none() && self.pax.is_empty()
+    }
+}
+
+/// The entry type a type flag names (`'0'`/`'\0'` with a trailing slash is
+/// a directory, as old writers marked them).
+fn kind_of(typeflag: u8, name: &str, at: u64) -> Result<TarKind> {
+    Ok(match typeflag {
+        b'0' | b'\0' if name.ends_with('/') => TarKind::Dir,
+        b'0' | b'\0' => TarKind::Reg,
+        b'1' => TarKind::Hardlink,
+        b'2' => TarKind::Symlink,
+        b'3' => TarKind::Char,
+        b'4' => TarKind::Block,
+        b'5' => TarKind::Dir,
+        b'6' => TarKind::Fifo,
+        other => {
+            return Err(Error::Unsupported(format!(
+                "tar entry type {:?} for {name:?} at offset {at}",
+                other as char
+            )))
+        }
+    })
+}
+
 /// Indexes a tar stream held in a positional-read source.
 pub fn index(src: &dyn ReadAt) -> Result<TarIndex> {
     let total = src.size();
@@ -187,171 +403,42 @@ pub fn index(src: &dyn ReadAt) -> Result<TarIndex> {
                 "bad header checksum at offset {pos}"
             )));
         }
-        let size = parse_number(&block[124..136], "size", pos)?;
-        let data_start = pos + BLOCK;
-        let typeflag = block[156];
-        let read_meta = |size: u64| -> Result<Vec<u8>> {
-            if size > MAX_META_SIZE {
-                return Err(Error::LimitExceeded(format!(
-                    "meta header at offset {pos} is {size} bytes (max {MAX_META_SIZE})"
-                )));
-            }
-            if size > total - data_start {
-                return Err(Error::Truncated(format!(
-                    "meta header payload at offset {data_start} runs past the end"
-                )));
-            }
-            let mut buf = vec![0u8; size as usize];
-            src.read_exact_at(&mut buf, data_start)
-                .map_err(|e| Error::io(format!("reading tar meta header at {pos}"), e))?;
-            Ok(buf)
+        let header = Header {
+            block: &block,
+            at: pos,
         };
-        match typeflag {
-            b'x' => {
-                parse_pax(&read_meta(size)?, pos, &mut meta.pax)?;
-                pos = data_start + padded(size);
-                continue;
+        if let Block::Meta(flag, size) = classify(&header)? {
+            let payload = read_meta(src, pos, size)?;
+            match flag {
+                b'x' => parse_pax(&payload, pos, &mut meta.pax)?,
+                b'L' => meta.long_name = Some(lossy(cstr(&payload))),
+                _ => meta.long_link = Some(lossy(cstr(&payload))),
             }
-            b'L' => {
-                meta.long_name = Some(lossy(cstr(&read_meta(size)?)));
-                pos = data_start + padded(size);
-                continue;
-            }
-            b'K' => {
-                meta.long_link = Some(lossy(cstr(&read_meta(size)?)));
-                pos = data_start + padded(size);
-                continue;
-            }
-            b'g' => {
-                return Err(Error::Unsupported(format!(
-                    "PAX global header at offset {pos} (the reference builder rejects it too)"
-                )))
-            }
-            b'S' => {
-                return Err(Error::Unsupported(format!(
-                    "GNU sparse file at offset {pos}"
-                )))
-            }
-            _ => {}
+            pos += BLOCK + padded(size);
+            continue;
         }
-        let magic = &block[257..265];
-        let is_gnu = magic == b"ustar  \0";
-        let is_ustar = &magic[..6] == b"ustar\0";
-        let mut name = cstr(&block[0..100]).to_vec();
-        if is_ustar {
-            let prefix = cstr(&block[345..500]);
-            if !prefix.is_empty() {
-                let mut full = prefix.to_vec();
-                full.push(b'/');
-                full.extend_from_slice(&name);
-                name = full;
-            }
-        }
-        let mut name = lossy(&name);
-        let mut link_name = lossy(cstr(&block[157..257]));
-        let (mut uname, mut gname) = if is_ustar || is_gnu {
-            (lossy(cstr(&block[265..297])), lossy(cstr(&block[297..329])))
-        } else {
-            (String::new(), String::new())
-        };
-        let mode = parse_number(&block[100..108], "mode", pos)?;
-        let mut uid = parse_number(&block[108..116], "uid", pos)?;
-        let mut gid = parse_number(&block[116..124], "gid", pos)?;
-        let mut mtime = parse_number(&block[136..148], "mtime", pos)? as i64;
-        let (dev_major, dev_minor) = if is_ustar || is_gnu {
-            (
-                parse_number(&block[329..337], "devmajor", pos)?,
-                parse_number(&block[337..345], "devminor", pos)?,
-            )
-        } else {
-            (0, 0)
-        };
-        let mut size = size;
-        if let Some(n) = meta.long_name.take() {
-            name = n;
-        }
-        if let Some(l) = meta.long_link.take() {
-            link_name = l;
-        }
-        let mut xattrs = BTreeMap::new();
-        for (key, raw_value) in std::mem::take(&mut meta.pax) {
-            if let Some(attr) = key.strip_prefix("SCHILY.xattr.") {
-                // xattr values are raw bytes, not text.
-                xattrs.insert(attr.to_string(), raw_value);
-                continue;
-            }
-            let value = lossy(&raw_value);
-            let bad = |what: &str| {
-                Error::InvalidTar(format!(
-                    "bad PAX {what} {value:?} for entry at offset {pos}"
-                ))
-            };
-            match key.as_str() {
-                "path" => name = value,
-                "linkpath" => link_name = value,
-                "uname" => uname = value,
-                "gname" => gname = value,
-                "uid" => uid = value.parse().map_err(|_| bad("uid"))?,
-                "gid" => gid = value.parse().map_err(|_| bad("gid"))?,
-                "size" => size = value.parse().map_err(|_| bad("size"))?,
-                "mtime" => mtime = parse_pax_time(&value).ok_or_else(|| bad("mtime"))?,
-                k if k.starts_with("GNU.sparse.") => {
-                    return Err(Error::Unsupported(format!(
-                        "PAX sparse file {name:?} at offset {pos}"
-                    )))
-                }
-                _ => {}
-            }
-        }
-        let kind = match typeflag {
-            b'0' | b'\0' if name.ends_with('/') => TarKind::Dir,
-            b'0' | b'\0' => TarKind::Reg,
-            b'1' => TarKind::Hardlink,
-            b'2' => TarKind::Symlink,
-            b'3' => TarKind::Char,
-            b'4' => TarKind::Block,
-            b'5' => TarKind::Dir,
-            b'6' => TarKind::Fifo,
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "tar entry type {:?} for {name:?} at offset {pos}",
-                    other as char
-                )))
-            }
-        };
+        let (mut entry, mode) = header.entry(entry_start)?;
+        meta.apply(&mut entry, pos)?;
+        entry.mode = u32::try_from(mode).map_err(|_| {
+            Error::InvalidTar(format!("mode {mode} of {:?} out of range", entry.name))
+        })?;
+        entry.kind = kind_of(header.typeflag(), &entry.name, pos)?;
         // Header-only types never have payload, whatever the size field says.
-        if kind != TarKind::Reg {
-            size = 0;
+        if entry.kind != TarKind::Reg {
+            entry.size = 0;
         }
         // `data_start <= total` here; compare without overflowing on huge sizes.
-        if size > total - data_start {
+        if entry.size > total - entry.data_start {
             return Err(Error::Truncated(format!(
-                "payload of {name:?} ({size} bytes at offset {data_start}) runs past the end of the tar ({total} bytes)"
+                "payload of {:?} ({} bytes at offset {}) runs past the end of the tar ({total} bytes)",
+                entry.name, entry.size, entry.data_start
             )));
         }
-        let mode = u32::try_from(mode)
-            .map_err(|_| Error::InvalidTar(format!("mode {mode} of {name:?} out of range")))?;
-        entries.push(TarEntry {
-            header_start: entry_start,
-            data_start,
-            size,
-            name,
-            link_name,
-            kind,
-            mode,
-            uid,
-            gid,
-            uname,
-            gname,
-            mtime,
-            dev_major,
-            dev_minor,
-            xattrs,
-        });
-        pos = data_start + padded(size);
+        pos = entry.data_start + padded(entry.size);
         entry_start = pos;
+        entries.push(entry);
     }
-    if meta.long_name.is_some() || meta.long_link.is_some() || !meta.pax.is_empty() {
+    if !meta.is_empty() {
         return Err(Error::Truncated(
             "tar ends after a meta header without its entry".into(),
         ));
