@@ -177,20 +177,9 @@ fn build_and_read_through_the_abi() {
             estargz_builder_run(b, ptr::null_mut()),
             ESTARGZ_INVALID_ARGUMENT
         );
-        assert_eq!(
-            estargz_builder_set_input_path(b, input.as_ptr()),
-            ESTARGZ_OK
-        );
-        assert_eq!(
-            estargz_builder_set_output_path(b, blob.as_ptr()),
-            ESTARGZ_OK
-        );
-        let mut res = ptr::null_mut();
-        assert_eq!(estargz_builder_run(b, &mut res), ESTARGZ_OK);
-        let toc_digest = CStr::from_ptr(estargz_build_result_toc_digest(res)).to_owned();
-        assert!(toc_digest.to_str().unwrap().starts_with("sha256:"));
-        estargz_build_result_free(res);
         estargz_builder_free(b);
+        let toc_digest = build_blob(&input, &blob);
+        assert!(toc_digest.to_str().unwrap().starts_with("sha256:"));
 
         let mut opts = ptr::null_mut();
         assert_eq!(estargz_open_options_new(&mut opts), ESTARGZ_OK);
@@ -297,15 +286,9 @@ fn export_names_come_from_the_enclosing_function() {
     );
 }
 
-/// A reader over a blob of directory `d` holding files f000..f{n-1}.
-fn reader_with_files(dir: &std::path::Path, n: usize) -> *mut estargz_reader {
-    let tree = dir.join("tree");
-    std::fs::create_dir_all(tree.join("d")).unwrap();
-    for i in 0..n {
-        std::fs::write(tree.join(format!("d/f{i:03}")), b"x").unwrap();
-    }
-    let input = CString::new(tree.to_str().unwrap()).unwrap();
-    let blob = CString::new(dir.join("b.esgz").to_str().unwrap()).unwrap();
+/// Builds the blob `blob` from the directory `input` through the ABI and
+/// returns its TOC digest.
+fn build_blob(input: &CStr, blob: &CStr) -> CString {
     // SAFETY: every pointer passed is valid for the call; handles are freed once.
     unsafe {
         let mut b = ptr::null_mut();
@@ -320,8 +303,25 @@ fn reader_with_files(dir: &std::path::Path, n: usize) -> *mut estargz_reader {
         );
         let mut res = ptr::null_mut();
         assert_eq!(estargz_builder_run(b, &mut res), ESTARGZ_OK);
+        let toc_digest = CStr::from_ptr(estargz_build_result_toc_digest(res)).to_owned();
         estargz_build_result_free(res);
         estargz_builder_free(b);
+        toc_digest
+    }
+}
+
+/// A reader over a blob of directory `d` holding files f000..f{n-1}.
+fn reader_with_files(dir: &std::path::Path, n: usize) -> *mut estargz_reader {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("d")).unwrap();
+    for i in 0..n {
+        std::fs::write(tree.join(format!("d/f{i:03}")), b"x").unwrap();
+    }
+    let input = CString::new(tree.to_str().unwrap()).unwrap();
+    let blob = CString::new(dir.join("b.esgz").to_str().unwrap()).unwrap();
+    build_blob(&input, &blob);
+    // SAFETY: valid pointers; the caller frees the reader.
+    unsafe {
         let mut r = ptr::null_mut();
         assert_eq!(
             estargz_reader_open_path(blob.as_ptr(), ptr::null(), &mut r),
