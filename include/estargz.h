@@ -38,9 +38,10 @@
  *
  * Caller-filled structs (struct_size):
  *  - Structs the caller allocates and the library fills (estargz_entry,
- *    estargz_blob_info, estargz_extract_stats) begin with size_t
- *    struct_size. Set it to sizeof the struct before every call, e.g.
- *    `estargz_entry e; e.struct_size = sizeof e;` (calls leave it as set).
+ *    estargz_entry_details, estargz_blob_info, estargz_extract_stats)
+ *    begin with size_t struct_size. Set it to sizeof the struct before
+ *    every call, e.g. `estargz_entry e; e.struct_size = sizeof e;` (calls
+ *    leave it as set).
  *  - Fields are only ever appended. The library fills exactly struct_size
  *    bytes when that is the size of a version of the struct it knows, and
  *    otherwise fails with ESTARGZ_INVALID_ARGUMENT before doing any work and
@@ -351,7 +352,9 @@ typedef int (*estargz_write_callback)(void *userdata, const uint8_t *buf, size_t
  * set `struct_size` to `sizeof(estargz_entry)` before the call (see the top
  * of this header). Strings (path, name, link target, owner names) and
  * extended attributes are fetched by id with the estargz_reader_entry_*
- * functions.
+ * functions; estargz_reader_entry_details and
+ * estargz_dir_iter_next_details give the entry and all its strings in one
+ * call.
  */
 typedef struct estargz_entry {
   /**
