@@ -5,9 +5,9 @@
 # header check, C programs with ASan/UBSan and valgrind), the Go bindings'
 # tests (go vet + go test -race against the library built here), and a short
 # fuzzing smoke run.
-# Needs: Rust (cargo), Go, GNU tar, gzip, cargo-c 0.10.24, gcc, pkg-config,
-# valgrind, and Debian's docker-registry and skopeo (.ci/run installs them
-# all). Run as root for the ownership and device-node checks of the
+# Needs: Rust (cargo; rustup with the declared MSRV's toolchain), Go, GNU
+# tar, gzip, cargo-c 0.10.24, gcc, pkg-config, valgrind, and Debian's
+# docker-registry and skopeo (.ci/run installs them all). Run as root for the ownership and device-node checks of the
 # end-to-end tests (they are skipped otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,15 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 step "core without default features; core docs (warnings denied)"
 cargo check -p estargz-core --no-default-features
 RUSTDOCFLAGS="-D warnings" cargo doc -p estargz-core --no-deps
+
+step "core with the declared MSRV (workspace rust-version)"
+msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
+if ! rustup run "$msrv" rustc --version >/dev/null 2>&1; then
+  echo "Rust $msrv is not installed: rustup toolchain install $msrv --profile minimal (.ci/run does)" >&2
+  exit 1
+fi
+# A target dir of its own: another compiler would rebuild the main one.
+CARGO_TARGET_DIR=target/msrv cargo "+$msrv" check -p estargz-core --locked
 
 step "go vet (tests/interop)"
 (cd tests/interop && go vet ./... && test -z "$(gofmt -l .)")

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unsafe"
 )
@@ -35,6 +36,10 @@ type remoteOptions struct {
 // Without a layer option the image must have exactly one layer.
 func WithLayerDigest(digest string) RemoteOption {
 	return func(o *remoteOptions) error {
+		// The library reads a selector without ':' as an index.
+		if !strings.Contains(digest, ":") {
+			return goError(CodeInvalidArgument, fmt.Sprintf("layer digest %q is not algorithm:hex", digest))
+		}
 		o.layer = digest
 		return noNUL("layer digest", digest)
 	}
@@ -221,7 +226,8 @@ func freeRemoteOptions(p *C.estargz_remote_options) {
 }
 
 // OpenRemote opens one layer of the image ref ("host[:port]/repo:tag" or
-// "host[:port]/repo@sha256:...") for lazy reading from its registry:
+// "host[:port]/repo@sha256:...", optionally written with skopeo's
+// "docker://" prefix) for lazy reading from its registry:
 // opening fetches the manifest, the config, and the layer's footer and TOC;
 // reads fetch only the parts of the blob they need, verified against their
 // chunk digests, and the TOC is checked against the layer's TOC digest

@@ -183,6 +183,12 @@ func TestOpenRemote(t *testing.T) {
 		}
 		r.Close()
 	}
+	// skopeo's and podman's spelling of the same reference.
+	if r, err := estargz.OpenRemote(ctx, "docker://"+host+"/test/app:single", plain); err != nil {
+		t.Errorf("docker:// reference: %v", err)
+	} else {
+		r.Close()
+	}
 
 	// Errors from the registry side.
 	for _, c := range []struct {
@@ -196,6 +202,8 @@ func TestOpenRemote(t *testing.T) {
 		{"/test/app:unannotated", nil, estargz.ErrInvalidArgument}, // TOC not anchored
 		{"/test/app:nope", nil, estargz.ErrNotFound},               // unknown tag
 		{"/test/app:v1", []estargz.RemoteOption{estargz.WithLayerIndex(0), estargz.WithPlatform("x")}, estargz.ErrInvalidArgument},
+		// Not a digest (the library would read it as an index).
+		{"/test/app:v1", []estargz.RemoteOption{estargz.WithLayerDigest("1")}, estargz.ErrInvalidArgument},
 	} {
 		_, err := estargz.OpenRemote(ctx, host+c.ref, append(c.opts, estargz.WithPlainHTTP(), estargz.WithRetries(0))...)
 		if !errors.Is(err, c.want) {

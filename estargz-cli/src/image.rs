@@ -12,12 +12,12 @@ use estargz_core::{BuildOptions, Error};
 
 #[derive(Args)]
 pub struct ConvertImageArgs {
-    /// Source image: oci:DIR[:tag] or host[:port]/repo[:tag|@digest].
+    /// Source image: oci:DIR[:tag] or [docker://]host[:port]/repo[:tag|@digest].
     source: String,
-    /// Destination: oci:DIR[:tag] (default tag: latest) or host[:port]/repo[:tag].
+    /// Destination: oci:DIR[:tag] (default tag: latest) or [docker://]host[:port]/repo[:tag].
     destination: String,
     #[command(flatten)]
-    registry: crate::remote::RegistryArgs,
+    registry: estargz_args::RegistryArgs,
     #[command(flatten)]
     layer: crate::LayerArgs,
     /// Files to prioritize: lines `LAYER PATH` (LAYER = layer index, 0 = bottom).

@@ -328,3 +328,32 @@ fn write_atomically<T>(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Flattened shared flags must not clash with a command's own (clap
+    /// checks this only in debug builds, at run time).
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn pull_takes_a_layer_index_or_digest_but_not_with_all() {
+        let pull = |extra: &[&str]| {
+            let base = ["estargz", "pull", "docker://127.0.0.1:5000/a:v1", "--ls"];
+            Cli::try_parse_from(base.iter().chain(extra))
+        };
+        let digest = format!("sha256:{}", "5".repeat(64));
+        for layer in ["1", digest.as_str()] {
+            assert!(pull(&["--layer", layer]).is_ok(), "{layer}");
+        }
+        let e = pull(&["--layer", "1", "--all"]).err().unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let e = pull(&["--layer", "x"]).err().unwrap();
+        assert!(e.to_string().contains("expected a layer index"), "{e}");
+    }
+}

@@ -8,65 +8,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use estargz_core::cache::{CacheOptions, ChunkCache};
+use estargz_args::{CacheArgs, LayerChoice, RegistryArgs};
 use estargz_core::extract::{extract, ExtractOptions};
 use estargz_core::reader::BackgroundFetch;
 use estargz_core::remote::manifest::{self, Descriptor, Manifest, Platform};
-use estargz_core::remote::{
-    open_layer, HttpOptions, LayerOptions, Reference, Registry, RemoteLayer,
-};
+use estargz_core::remote::{open_layer, LayerOptions, Reference, RemoteLayer};
 use estargz_core::{Error, FileSource, NodeId, OpenOptions, Reader};
 
 #[derive(Args)]
-pub struct RegistryArgs {
-    /// Talk plain HTTP to every registry.
-    #[arg(long)]
-    plain_http: bool,
-    /// A registry (host[:port]) reached over plain HTTP; repeatable.
-    #[arg(long, value_name = "HOST")]
-    insecure_registry: Vec<String>,
-    /// Auth file to use instead of the containers/docker defaults.
-    #[arg(long, value_name = "FILE")]
-    auth_file: Option<PathBuf>,
-    /// Per-request timeout in seconds.
-    #[arg(long, default_value_t = 30)]
-    timeout: u64,
-    /// Retries per request on network errors, 429 and 5xx.
-    #[arg(long, default_value_t = 5)]
-    retries: u32,
-}
-
-impl RegistryArgs {
-    pub fn registry(&self) -> Registry {
-        let mut opts = HttpOptions {
-            plain_http: self.plain_http,
-            insecure_registries: self.insecure_registry.clone(),
-            request_timeout: Duration::from_secs(self.timeout.max(1)),
-            max_retries: self.retries,
-            ..Default::default()
-        };
-        if let Some(f) = &self.auth_file {
-            opts.auth_files = vec![f.clone()];
-        }
-        Registry::new(opts)
-    }
-}
-
-#[derive(Args)]
 pub struct PullArgs {
-    /// Image reference: host[:port]/repo[:tag|@digest].
+    /// Image reference: [docker://]host[:port]/repo[:tag|@digest].
     reference: String,
     #[command(flatten)]
     registry: RegistryArgs,
-    /// Layer to read (0 = bottom); default: the only layer.
-    #[arg(long, value_name = "N", conflicts_with = "all")]
-    layer: Option<usize>,
+    #[command(flatten)]
+    choice: LayerChoice,
     /// Read every layer (`--cat` takes a file from the topmost layer that has it).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "layer")]
     all: bool,
-    /// Platform to pick from a multi-platform index (default: this host).
-    #[arg(long, value_name = "OS/ARCH")]
-    platform: Option<String>,
     /// Write a file's content to stdout; repeatable (fetched together).
     #[arg(long, value_name = "PATH")]
     cat: Vec<String>,
@@ -76,15 +35,8 @@ pub struct PullArgs {
     /// Download the layer and extract it into DIR (one layer).
     #[arg(long, value_name = "DIR")]
     extract: Option<PathBuf>,
-    /// Directory for the verified-chunk cache (default: memory only).
-    #[arg(long, value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Disk cache limit in bytes.
-    #[arg(long, default_value_t = estargz_core::cache::DEFAULT_DISK_BYTES)]
-    cache_size: u64,
-    /// Memory cache limit in bytes.
-    #[arg(long, default_value_t = estargz_core::cache::DEFAULT_MEMORY_BYTES)]
-    memory_cache: u64,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// Skip the prefetch that `.prefetch.landmark` asks for.
     #[arg(long)]
     no_prefetch: bool,
@@ -106,18 +58,20 @@ pub struct PullArgs {
 pub fn pull(args: PullArgs) -> Result<(), Error> {
     let reference = Reference::parse(&args.reference)?;
     let registry = args.registry.registry();
-    let platform = args.platform.as_deref().map(Platform::parse).transpose()?;
+    let platform = args.choice.platform()?;
     let image = registry.resolve_image(&reference, platform.as_ref())?;
-    let count = image.manifest.layers.len();
-    let selected: Vec<usize> = match (args.layer, args.all) {
-        (Some(n), _) => vec![n],
-        (None, true) => (0..count).collect(),
-        (None, false) if count == 1 => vec![0],
-        (None, false) => {
-            return Err(Error::InvalidArgument(format!(
-                "{reference} has {count} layers: choose one with --layer N or use --all"
-            )))
-        }
+    let layers = &image.manifest.layers;
+    let selected: Vec<usize> = if args.all {
+        (0..layers.len()).collect()
+    } else {
+        let index = (args.choice.selector())
+            .resolve(layers, &image.reference.to_string())
+            .map_err(|e| match e {
+                // The only selector error that --all would avoid.
+                Error::InvalidArgument(m) => Error::InvalidArgument(format!("{m}, or use --all")),
+                e => e,
+            })?;
+        vec![index]
     };
     if args.cat.is_empty() && !args.ls && args.extract.is_none() {
         return Err(Error::InvalidArgument(
@@ -126,18 +80,13 @@ pub fn pull(args: PullArgs) -> Result<(), Error> {
     }
     if args.extract.is_some() && selected.len() != 1 {
         return Err(Error::InvalidArgument(
-            "--extract reads one layer: choose it with --layer N".into(),
+            "--extract reads one layer: choose it with --layer N|DIGEST".into(),
         ));
     }
-    let cache = Arc::new(ChunkCache::open(&CacheOptions {
-        memory_bytes: args.memory_cache,
-        dir: args.cache_dir.clone(),
-        disk_bytes: args.cache_size,
-    })?);
     let mut layer_opts = LayerOptions {
-        cache: Some(cache),
+        cache: Some(args.cache.open()?),
         require_toc_digest: !args.allow_unverified_toc,
-        span_dir: args.cache_dir.clone(),
+        span_dir: args.cache.cache_dir.clone(),
         ..Default::default()
     };
     layer_opts.blob.force_single_range = args.single_range;
@@ -339,7 +288,7 @@ impl Progress {
 
 #[derive(Args)]
 pub struct PushArgs {
-    /// Destination: host[:port]/repo[:tag].
+    /// Destination: [docker://]host[:port]/repo[:tag].
     reference: String,
     /// eStargz blobs, bottom layer first.
     #[arg(required = true)]

@@ -22,10 +22,13 @@ pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
 pub const DEFAULT_DISK_BYTES: u64 = 2 << 30;
 
 #[derive(Debug, Clone)]
+/// Sizes of a [`ChunkCache`]'s two tiers.
 pub struct CacheOptions {
+    /// Bytes of verified chunks kept in memory (least recently used dropped first).
     pub memory_bytes: u64,
     /// Directory for the disk cache; `None` keeps chunks in memory only.
     pub dir: Option<PathBuf>,
+    /// Bytes of verified chunks kept in the disk directory, when there is one.
     pub disk_bytes: u64,
 }
 
@@ -42,8 +45,11 @@ impl Default for CacheOptions {
 /// Hit/miss counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
+    /// Chunks found in memory.
     pub memory_hits: u64,
+    /// Chunks found on disk (and re-verified).
     pub disk_hits: u64,
+    /// Chunks found in neither tier.
     pub misses: u64,
     /// Disk entries that failed their digest check and were dropped.
     pub corrupt: u64,
@@ -189,6 +195,7 @@ impl ChunkCache {
         Ok(cache)
     }
 
+    /// Hit and miss counts so far.
     pub fn stats(&self) -> CacheStats {
         *self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }

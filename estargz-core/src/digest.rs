@@ -33,19 +33,24 @@ pub struct Hasher {
 }
 
 impl Hasher {
+    /// A hasher with nothing hashed yet.
     pub fn new() -> Self {
         Self::default()
     }
+    /// Hashes `data` after what was hashed before.
     pub fn update(&mut self, data: &[u8]) {
         self.inner.update(data);
         self.len += data.len() as u64;
     }
+    /// Bytes hashed so far.
     pub fn len(&self) -> u64 {
         self.len
     }
+    /// True when nothing was hashed.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// The digest, as `sha256:<64 lowercase hex>`.
     pub fn finish(self) -> String {
         format_digest(self.inner.finalize().into())
     }
@@ -58,6 +63,7 @@ pub struct GzipDigests {
     pub digest: String,
     /// Digest of the decompressed content.
     pub diff_id: String,
+    /// Length of the decompressed content.
     pub uncompressed_size: u64,
 }
 

@@ -12,8 +12,10 @@ pub enum Error {
     /// An I/O operation on a source, sink or the local file system failed.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done.
         context: String,
         #[source]
+        /// The error the operating system or the source reported.
         source: io::Error,
     },
     /// The input ended before a complete structure could be read.
@@ -34,8 +36,11 @@ pub enum Error {
     /// A digest did not match the expected value.
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
     DigestMismatch {
+        /// What was checked (a chunk, the TOC, a blob, ...).
         what: String,
+        /// The digest it should have.
         expected: String,
+        /// The digest it has.
         actual: String,
     },
     /// An entry name or link target would escape the target directory.
@@ -46,7 +51,12 @@ pub enum Error {
     NotFound(String),
     /// The operation needs a different entry type (e.g. reading a directory).
     #[error("wrong entry type for {path}: {message}")]
-    WrongType { path: String, message: String },
+    WrongType {
+        /// The entry's path.
+        path: String,
+        /// What was wrong with its type.
+        message: String,
+    },
     /// A well-formed input uses a feature this implementation does not support.
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -99,25 +109,43 @@ impl From<Error> for io::Error {
 #[repr(i32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
+    /// Success (only returned by the C ABI).
     Ok = 0,
+    /// [`Error::Io`].
     Io = 1,
+    /// [`Error::Truncated`].
     Truncated = 2,
+    /// [`Error::InvalidFooter`].
     InvalidFooter = 3,
+    /// [`Error::InvalidToc`].
     InvalidToc = 4,
+    /// [`Error::InvalidTar`].
     InvalidTar = 5,
+    /// [`Error::Corrupt`].
     Corrupt = 6,
+    /// [`Error::DigestMismatch`].
     DigestMismatch = 7,
+    /// [`Error::UnsafePath`].
     UnsafePath = 8,
+    /// [`Error::NotFound`].
     NotFound = 9,
+    /// [`Error::WrongType`].
     WrongType = 10,
+    /// [`Error::Unsupported`].
     Unsupported = 11,
+    /// [`Error::InvalidArgument`].
     InvalidArgument = 12,
+    /// [`Error::LimitExceeded`].
     LimitExceeded = 13,
     /// Only produced by the C ABI (caught panic, NULL handle, ...).
     Internal = 14,
+    /// [`Error::Network`].
     Network = 15,
+    /// [`Error::Timeout`].
     Timeout = 16,
+    /// [`Error::Registry`].
     Registry = 17,
+    /// [`Error::Unauthorized`].
     Unauthorized = 18,
 }
 
@@ -222,7 +250,11 @@ mod tests {
             // come back as they were.
             let back = Error::io("reading", carried);
             assert_eq!(back.code(), code, "{text}");
-            assert!(back.to_string().ends_with(text.rsplit(": ").next().unwrap()), "{back}");
+            assert!(
+                back.to_string()
+                    .ends_with(text.rsplit(": ").next().unwrap()),
+                "{back}"
+            );
         }
     }
 }

@@ -42,9 +42,13 @@ impl Default for ExtractOptions {
 /// What was extracted.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ExtractStats {
+    /// Regular files written (hard links included).
     pub files: u64,
+    /// Directories created.
     pub dirs: u64,
+    /// Symlinks, devices and FIFOs created.
     pub others: u64,
+    /// File content bytes written.
     pub bytes: u64,
 }
 

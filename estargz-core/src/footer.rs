@@ -6,8 +6,11 @@
 
 use crate::error::{Error, Result};
 
+/// Bytes of the eStargz footer (a gzip member with the TOC offset in its extra field).
 pub const ESTARGZ_FOOTER_SIZE: usize = 51;
+/// Bytes of the footer of a blob whose TOC is stored outside it.
 pub const EXTERNAL_TOC_FOOTER_SIZE: usize = 46;
+/// Bytes of the legacy stargz footer.
 pub const LEGACY_FOOTER_SIZE: usize = 47;
 /// The largest footer; reading this many tail bytes is enough to detect any kind.
 pub const MAX_FOOTER_SIZE: usize = ESTARGZ_FOOTER_SIZE;
@@ -25,11 +28,17 @@ type Reason<T> = std::result::Result<T, String>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Footer {
     /// eStargz with the TOC member at `toc_offset`.
-    Estargz { toc_offset: u64 },
+    Estargz {
+        /// Blob offset of the TOC's gzip member.
+        toc_offset: u64,
+    },
     /// eStargz whose TOC is stored outside the blob.
     ExternalToc,
     /// Legacy crfs stargz with the TOC member at `toc_offset`.
-    Legacy { toc_offset: u64 },
+    Legacy {
+        /// Blob offset of the TOC's gzip member.
+        toc_offset: u64,
+    },
 }
 
 impl Footer {

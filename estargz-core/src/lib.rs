@@ -5,6 +5,8 @@
 //! * [`Reader`] opens a blob from any [`ReadAt`] source, verifies the TOC and
 //!   every chunk before handing out bytes.
 
+#![warn(missing_docs)]
+
 pub mod build;
 pub mod cache;
 pub mod digest;
@@ -19,7 +21,10 @@ pub mod reader;
 pub mod remote;
 pub mod source;
 pub mod span_cache;
+// Internal, but reachable through `testing`: documented for us, not the API.
+#[allow(missing_docs)]
 mod tar;
+#[allow(missing_docs)]
 mod tarwrite;
 pub(crate) mod timefmt;
 pub mod toc;

@@ -60,10 +60,12 @@ pub struct FileSource {
 }
 
 impl FileSource {
+    /// A source over an open file (its size is taken now).
     pub fn new(file: std::fs::File) -> io::Result<Self> {
         let size = file.metadata()?.len();
         Ok(FileSource { file, size })
     }
+    /// Opens the file at `path` as a source.
     pub fn open(path: impl AsRef<std::path::Path>) -> io::Result<Self> {
         Self::new(std::fs::File::open(path)?)
     }
@@ -148,6 +150,7 @@ pub struct SectionReader<'a> {
 }
 
 impl<'a> SectionReader<'a> {
+    /// The bytes of `src` from `start` to `end`.
     pub fn new(src: &'a dyn ReadAt, start: u64, end: u64) -> Self {
         SectionReader {
             src,

@@ -218,6 +218,7 @@ impl SpanCache {
         })
     }
 
+    /// Counters so far.
     pub fn stats(&self) -> SpanStats {
         SpanStats {
             cached_bytes: self.lock().present.total(),

@@ -22,18 +22,26 @@ pub fn format_time(secs: i64) -> String {
 /// Entry kinds that appear in a TOC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EntryType {
+    /// A directory.
     Dir,
+    /// A regular file (its first chunk).
     Reg,
+    /// A symbolic link.
     Symlink,
+    /// A hard link to an earlier entry.
     Hardlink,
+    /// A character device.
     Char,
+    /// A block device.
     Block,
+    /// A named pipe.
     Fifo,
     /// Continuation chunk of the preceding `reg` entry.
     Chunk,
 }
 
 impl EntryType {
+    /// The name the TOC JSON uses (`dir`, `reg`, ...).
     pub fn as_str(&self) -> &'static str {
         match self {
             EntryType::Dir => "dir",
@@ -70,30 +78,48 @@ impl EntryType {
 /// One TOC entry as stored in the JSON (names raw, not cleaned).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TocEntry {
+    /// Path as written in the TOC (may start with `./`).
     pub name: String,
+    /// What the entry is.
     pub kind: EntryType,
+    /// File size (regular files).
     pub size: u64,
     /// Modification time in whole Unix seconds; `None` when absent.
     pub mod_time: Option<i64>,
+    /// Target of a symlink or hard link.
     pub link_name: String,
     /// Tar header mode, verbatim.
     pub mode: u32,
+    /// Owner user id.
     pub uid: u64,
+    /// Owner group id.
     pub gid: u64,
+    /// Owner user name (empty when the writer omitted a repeat).
     pub user_name: String,
+    /// Owner group name (empty when the writer omitted a repeat).
     pub group_name: String,
+    /// Blob offset of the gzip member holding this chunk.
     pub offset: u64,
+    /// Uncompressed bytes before the chunk inside that member.
     pub inner_offset: u64,
+    /// Device major number.
     pub dev_major: u64,
+    /// Device minor number.
     pub dev_minor: u64,
+    /// Extended attributes.
     pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// Digest of the whole file content (regular files).
     pub digest: String,
+    /// Offset of this chunk in the file.
     pub chunk_offset: u64,
+    /// Length of this chunk (0: to the end of the file).
     pub chunk_size: u64,
+    /// Digest of this chunk's content.
     pub chunk_digest: String,
 }
 
 impl TocEntry {
+    /// An entry with only a name and a type.
     pub fn new(name: impl Into<String>, kind: EntryType) -> Self {
         TocEntry {
             name: name.into(),
@@ -122,7 +148,9 @@ impl TocEntry {
 /// A whole TOC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Toc {
+    /// TOC format version (1).
     pub version: i64,
+    /// Entries in blob order.
     pub entries: Vec<TocEntry>,
 }
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use estargz_core::cache::{CacheOptions, ChunkCache, DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES};
 use estargz_core::remote::auth::default_auth_files;
-use estargz_core::remote::{open_layer, HttpOptions, LayerOptions, Platform, Reference, Registry};
-use estargz_core::Error;
+use estargz_core::remote::{
+    open_layer, HttpOptions, LayerOptions, LayerSelector, Platform, Reference, Registry,
+};
 
 use crate::args::{optional, try_out, try_str};
 use crate::error::{estargz_result, Failure, FfiResult};
@@ -250,29 +251,17 @@ pub unsafe extern "C" fn estargz_remote_options_set_prefetch(
 }
 
 /// Which layer of the manifest `layer` selects: NULL or "" for the only
-/// layer, a "sha256:..." digest, or a decimal index (0 = bottom layer).
+/// layer, else the core's syntax (a decimal index, 0 = bottom, or a digest).
 fn select_layer(
     layers: &[estargz_core::remote::Descriptor],
     layer: Option<&str>,
     image: &str,
 ) -> FfiResult<usize> {
-    match layer.filter(|l| !l.is_empty()) {
-        None if layers.len() == 1 => Ok(0),
-        None => Err(Failure::invalid(format!(
-            "{image} has {} layers: select one by digest or index",
-            layers.len()
-        ))),
-        Some(l) if l.contains(':') => layers
-            .iter()
-            .position(|d| d.digest == l)
-            .ok_or_else(|| Error::NotFound(format!("layer {l} in {image}")).into()),
-        // An index out of range is reported by open_layer (NOT_FOUND).
-        Some(l) => l.parse::<usize>().map_err(|_| {
-            Failure::invalid(format!(
-                "`layer` {l:?} is neither a digest (sha256:...) nor a layer index"
-            ))
-        }),
-    }
+    let selector = match layer.filter(|l| !l.is_empty()) {
+        None => LayerSelector::Only,
+        Some(l) => l.parse()?,
+    };
+    Ok(selector.resolve(layers, image)?)
 }
 
 /// Opens one layer of the image `reference` (copied; "host[:port]/repo:tag"

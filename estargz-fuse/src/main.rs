@@ -3,18 +3,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use estargz_core::cache::{CacheOptions, ChunkCache};
-use estargz_core::remote::manifest::Platform;
-use estargz_core::remote::{HttpOptions, LayerOptions, Reference, Registry};
+use estargz_args::{CacheArgs, LayerChoice, RegistryArgs};
+use estargz_core::remote::{LayerOptions, Reference};
 use estargz_fuse::adapter::FuseLayer;
 use estargz_fuse::daemon;
 use estargz_fuse::layerfs::LayerFs;
 use estargz_fuse::passthrough::Materializer;
-use estargz_fuse::source::{OpenedLayer, Source, REGISTRY_PREFIX};
+use estargz_fuse::source::{is_registry_source, OpenedLayer, Source};
 use estargz_fuse::warm::{WarmOptions, Warmer};
 use fuser::{Config, MountOption, SessionACL};
 
@@ -38,15 +35,13 @@ enum Cmd {
 
 #[derive(Args)]
 struct MountArgs {
-    /// A local eStargz blob, or docker://HOST/REPO[:TAG|@DIGEST] for a registry layer.
+    /// A local eStargz blob, or a registry layer: [docker://]HOST/REPO[:TAG|@DIGEST]
+    /// (a bare reference starts with its registry host; a file of that name wins).
     source: String,
     mountpoint: PathBuf,
-    /// Registry layer to mount: index (0 = bottom) or digest; default: the only layer.
-    #[arg(long, value_name = "N|DIGEST")]
-    layer: Option<String>,
-    /// Platform to pick from a multi-platform index (default: this host).
-    #[arg(long, value_name = "OS/ARCH")]
-    platform: Option<String>,
+    /// Registry layers: which one.
+    #[command(flatten)]
+    choice: LayerChoice,
     /// Local blobs built with an external TOC: the TOC file.
     #[arg(long, value_name = "FILE")]
     external_toc: Option<PathBuf>,
@@ -75,10 +70,17 @@ struct MountArgs {
     /// Kernel readahead window in KiB (0: the kernel's default, 128).
     #[arg(long, default_value_t = estargz_fuse::readahead::DEFAULT_KB)]
     read_ahead_kb: u32,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// How the `mount` and `store` processes run.
+#[derive(Args)]
+pub(crate) struct ServeArgs {
     /// Threads serving FUSE requests.
     #[arg(long, default_value_t = 8)]
-    threads: usize,
-    /// Detach once the mount is up (log to --log-file).
+    pub(crate) threads: usize,
+    /// Detach once mounted (log to --log-file).
     #[arg(long)]
     daemon: bool,
     /// Where a daemon writes its log (default: nowhere).
@@ -89,36 +91,9 @@ struct MountArgs {
     log_level: log::LevelFilter,
 }
 
-pub(crate) fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
     s.parse()
         .map_err(|_| format!("{s:?}: expected error, warn, info, debug or trace"))
-}
-
-/// The chunk cache options of `mount` and `store`.
-#[derive(Args)]
-pub(crate) struct CacheArgs {
-    /// Directory for verified chunks, kept across runs (and, for `mount`,
-    /// its passthrough copies).
-    #[arg(long, value_name = "DIR")]
-    pub(crate) cache_dir: Option<PathBuf>,
-    /// Disk cache limit in bytes.
-    #[arg(long, default_value_t = estargz_core::cache::DEFAULT_DISK_BYTES)]
-    cache_size: u64,
-    /// Memory cache limit in bytes.
-    #[arg(long, default_value_t = estargz_core::cache::DEFAULT_MEMORY_BYTES)]
-    memory_cache: u64,
-}
-
-impl CacheArgs {
-    pub(crate) fn open(&self) -> Result<Arc<ChunkCache>, String> {
-        let cache = ChunkCache::open(&CacheOptions {
-            memory_bytes: self.memory_cache,
-            dir: self.cache_dir.clone(),
-            disk_bytes: self.cache_size,
-        })
-        .map_err(|e| e.to_string())?;
-        Ok(Arc::new(cache))
-    }
 }
 
 /// Prefetch and background fetch, on by default as in stargz-snapshotter.
@@ -143,47 +118,9 @@ impl WarmArgs {
             prefetch: !self.no_prefetch,
             background: !self.no_background_fetch,
             max_background,
-            cache_budget: match cache.cache_dir {
-                Some(_) => cache.cache_size,
-                None => cache.memory_cache,
-            },
+            cache_budget: cache.capacity(),
             ..WarmOptions::off()
         }
-    }
-}
-
-#[derive(Args)]
-pub(crate) struct RegistryArgs {
-    /// Talk plain HTTP to every registry.
-    #[arg(long)]
-    plain_http: bool,
-    /// A registry (host[:port]) reached over plain HTTP; repeatable.
-    #[arg(long, value_name = "HOST")]
-    insecure_registry: Vec<String>,
-    /// Auth file to use instead of the containers/docker defaults.
-    #[arg(long, value_name = "FILE")]
-    auth_file: Option<PathBuf>,
-    /// Per-request timeout in seconds.
-    #[arg(long, default_value_t = 30)]
-    timeout: u64,
-    /// Retries per request on network errors, 429 and 5xx.
-    #[arg(long, default_value_t = 5)]
-    retries: u32,
-}
-
-impl RegistryArgs {
-    pub(crate) fn registry(&self) -> Registry {
-        let mut opts = HttpOptions {
-            plain_http: self.plain_http,
-            insecure_registries: self.insecure_registry.clone(),
-            request_timeout: Duration::from_secs(self.timeout.max(1)),
-            max_retries: self.retries,
-            ..Default::default()
-        };
-        if let Some(f) = &self.auth_file {
-            opts.auth_files = vec![f.clone()];
-        }
-        Registry::new(opts)
     }
 }
 
@@ -192,16 +129,16 @@ fn main() -> ExitCode {
     daemon::block_stop_signals();
     daemon::take_ready_pipe();
     let cli = Cli::parse();
-    let (daemon, log_file, level) = match &cli.command {
-        Cmd::Mount(a) => (a.daemon, a.log_file.clone(), a.log_level),
-        Cmd::Store(a) => (a.daemon, a.log_file.clone(), a.log_level),
+    let serve = match &cli.command {
+        Cmd::Mount(a) => &a.serve,
+        Cmd::Store(a) => &a.serve,
     };
-    if daemon {
+    if serve.daemon {
         let child_args: Vec<std::ffi::OsString> = std::env::args_os()
             .skip(1)
             .filter(|a| a != "--daemon")
             .collect();
-        return match daemon::spawn_detached(child_args, log_file.as_deref()) {
+        return match daemon::spawn_detached(child_args, serve.log_file.as_deref()) {
             Ok(0) => ExitCode::SUCCESS,
             Ok(_) => ExitCode::FAILURE,
             Err(e) => {
@@ -210,7 +147,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    estargz_fuse::logger::init(level);
+    estargz_fuse::logger::init(serve.log_level);
     let result = match &cli.command {
         Cmd::Mount(args) => mount(args),
         Cmd::Store(args) => store_cmd::run(args),
@@ -226,18 +163,13 @@ fn main() -> ExitCode {
 }
 
 fn source(args: &MountArgs) -> Result<Source, String> {
-    Ok(match args.source.strip_prefix(REGISTRY_PREFIX) {
-        Some(r) => Source::Remote {
-            reference: Reference::parse(r).map_err(|e| e.to_string())?,
-            layer: args.layer.clone(),
-            platform: args
-                .platform
-                .as_deref()
-                .map(Platform::parse)
-                .transpose()
-                .map_err(|e| e.to_string())?,
+    Ok(match is_registry_source(&args.source) {
+        true => Source::Remote {
+            reference: Reference::parse(&args.source).map_err(|e| e.to_string())?,
+            layer: args.choice.selector(),
+            platform: args.choice.platform().map_err(|e| e.to_string())?,
         },
-        None => Source::Local {
+        false => Source::Local {
             path: args.source.clone().into(),
             external_toc: args.external_toc.clone(),
             toc_digest: args.toc_digest.clone(),
@@ -246,7 +178,7 @@ fn source(args: &MountArgs) -> Result<Source, String> {
 }
 
 fn mount(args: &MountArgs) -> Result<(), String> {
-    let cache = args.cache.open()?;
+    let cache = args.cache.open().map_err(|e| e.to_string())?;
     let layer_opts = LayerOptions {
         require_toc_digest: !args.allow_unverified_toc,
         span_dir: args.cache.cache_dir.clone(),
@@ -278,7 +210,7 @@ fn mount(args: &MountArgs) -> Result<(), String> {
     if args.allow_other {
         config.acl = SessionACL::All;
     }
-    config.n_threads = Some(args.threads.max(1));
+    config.n_threads = Some(args.serve.threads.max(1));
     config.clone_fd = true;
     let fs = FuseLayer::new(LayerFs::new(reader.clone()), materializer);
     let mut session = fuser::Session::new(fs, &args.mountpoint, &config)
@@ -324,4 +256,43 @@ fn mount(args: &MountArgs) -> Result<(), String> {
     result.map_err(|e| format!("serving {}: {e}", args.mountpoint.display()))?;
     log::info!("unmounted {}", args.mountpoint.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Flattened shared flags must not clash with a command's own (clap
+    /// checks this only in debug builds, at run time).
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn mount_flags_map_to_the_core_defaults() {
+        let digest = format!("sha256:{}", "5".repeat(64));
+        let cli = Cli::try_parse_from([
+            "estargz-fuse",
+            "mount",
+            "127.0.0.1:5000/a:v1",
+            "/mnt",
+            "--layer",
+            &digest,
+        ])
+        .unwrap();
+        let Cmd::Mount(args) = cli.command else {
+            panic!("not a mount");
+        };
+        assert_eq!(
+            args.choice.selector(),
+            estargz_core::remote::LayerSelector::Digest(digest)
+        );
+        assert_eq!(
+            args.cache.memory_cache,
+            estargz_core::cache::DEFAULT_MEMORY_BYTES
+        );
+        assert!(matches!(source(&args).unwrap(), Source::Remote { .. }));
+    }
 }

@@ -1,17 +1,28 @@
 //! What a mount serves: a local blob file, or one layer of a registry image
 //! read lazily. Either way the result is a verifying [`Reader`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use estargz_core::cache::ChunkCache;
 use estargz_core::remote::manifest::Platform;
-use estargz_core::remote::{open_layer, LayerOptions, Reference, Registry, RemoteBlob};
+use estargz_core::remote::{
+    names_registry, open_layer, LayerOptions, LayerSelector, Reference, Registry, RemoteBlob,
+    DOCKER_TRANSPORT,
+};
 use estargz_core::{Error, FileSource, OpenOptions, Reader, Result};
 
-/// Registry sources are written `docker://REF`, as skopeo and podman do;
-/// anything else is a path.
-pub const REGISTRY_PREFIX: &str = "docker://";
+/// Whether a mount's SOURCE names a registry image rather than a blob file:
+/// `docker://REF` always does; a bare `HOST/REPO...` does when no such file
+/// exists, so an existing file is never mistaken for an image.
+pub fn is_registry_source(source: &str) -> bool {
+    is_registry_source_in(source, Path::new("."))
+}
+
+/// [`is_registry_source`] with relative paths taken from `base`.
+fn is_registry_source_in(source: &str, base: &Path) -> bool {
+    source.starts_with(DOCKER_TRANSPORT) || (names_registry(source) && !base.join(source).exists())
+}
 
 pub enum Source {
     Local {
@@ -23,8 +34,7 @@ pub enum Source {
     },
     Remote {
         reference: Reference,
-        /// Layer index (0 = bottom) or layer digest; `None` = the only layer.
-        layer: Option<String>,
+        layer: LayerSelector,
         platform: Option<Platform>,
     },
 }
@@ -79,25 +89,7 @@ impl Source {
                 platform,
             } => {
                 let image = registry.resolve_image(reference, platform.as_ref())?;
-                let layers = &image.manifest.layers;
-                let index = match layer.as_deref() {
-                    None if layers.len() == 1 => 0,
-                    None => {
-                        return Err(Error::InvalidArgument(format!(
-                        "{reference} has {} layers: choose one with --layer N or --layer DIGEST",
-                        layers.len()
-                    )))
-                    }
-                    Some(sel) if sel.starts_with("sha256:") => layers
-                        .iter()
-                        .position(|d| d.digest == sel)
-                        .ok_or_else(|| Error::NotFound(format!("layer {sel} in {reference}")))?,
-                    Some(sel) => sel.parse().map_err(|_| {
-                        Error::InvalidArgument(format!(
-                            "--layer {sel:?}: expected a layer index or a sha256: digest"
-                        ))
-                    })?,
-                };
+                let index = layer.resolve(&image.manifest.layers, &reference.to_string())?;
                 let opts = LayerOptions {
                     cache: Some(cache),
                     ..layer_opts.clone()
@@ -113,5 +105,34 @@ impl Source {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_sources_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = |s: &str| is_registry_source_in(s, dir.path());
+        // A file whose name also reads as a reference stays a file...
+        std::fs::create_dir(dir.path().join("127.0.0.1:5000")).unwrap();
+        std::fs::write(dir.path().join("127.0.0.1:5000/blob"), b"").unwrap();
+        assert!(!here("127.0.0.1:5000/blob"));
+        // ...unless written with docker://, and others are references.
+        assert!(here("docker://127.0.0.1:5000/blob"));
+        for r in [
+            "127.0.0.1:5000/other",
+            "docker://alpine",
+            "localhost/app@sha256:00",
+        ] {
+            assert!(here(r), "{r:?}");
+        }
+        for f in ["blob.esgz", "alpine", "./x/y", "/no/such/file", "dir/blob"] {
+            assert!(!here(f), "{f:?}");
+        }
+        assert!(!is_registry_source("/no/such/file"));
+        assert!(is_registry_source("docker://alpine"));
     }
 }

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use estargz_args::{CacheArgs, RegistryArgs};
 use estargz_fuse::daemon;
 use estargz_fuse::store::resolve::{RegistrySource, Resolver, ResolverOptions};
 use estargz_fuse::store::{Store, StoreOptions};
 use estargz_fuse::store_adapter::FuseStore;
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::{parse_level, CacheArgs, RegistryArgs, WarmArgs};
+use crate::{ServeArgs, WarmArgs};
 
 /// Layers fetched in the background at once, as stargz-store's default:
 /// more would compete with on-demand reads for the link.
@@ -39,22 +40,12 @@ pub struct StoreArgs {
     /// `podman unshare`); by default everyone may, as overlay needs.
     #[arg(long)]
     no_allow_other: bool,
-    /// Threads serving FUSE requests.
-    #[arg(long, default_value_t = 8)]
-    threads: usize,
-    /// Detach once the store is mounted (log to --log-file).
-    #[arg(long)]
-    pub daemon: bool,
-    /// Where a daemon writes its log (default: nowhere).
-    #[arg(long, value_name = "FILE")]
-    pub log_file: Option<PathBuf>,
-    /// error, warn, info or debug.
-    #[arg(long, default_value = "info", value_parser = parse_level)]
-    pub log_level: log::LevelFilter,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 pub fn run(args: &StoreArgs) -> Result<(), String> {
-    let cache = args.cache.open()?;
+    let cache = args.cache.open().map_err(|e| e.to_string())?;
     let source = Arc::new(RegistrySource {
         registry: args.registry.registry(),
         cache,
@@ -73,7 +64,7 @@ pub fn run(args: &StoreArgs) -> Result<(), String> {
             idle_unload: Duration::from_secs(args.idle_unload),
             // A lookup waits no longer than one request may take: a stuck
             // registry is EIO then, while the resolution goes on.
-            resolve_timeout: Duration::from_secs(args.registry.timeout.max(1)),
+            resolve_timeout: args.registry.request_timeout(),
             warm: args.warm.options(&args.cache, MAX_BACKGROUND_FETCHES),
         },
     ));
@@ -92,7 +83,7 @@ pub fn run(args: &StoreArgs) -> Result<(), String> {
     if !args.no_allow_other {
         config.acl = SessionACL::All;
     }
-    config.n_threads = Some(args.threads.max(1));
+    config.n_threads = Some(args.serve.threads.max(1));
     config.clone_fd = true;
     let mut session = fuser::Session::new(FuseStore::new(store.clone()), &args.mountpoint, &config)
         .map_err(|e| format!("mounting the store at {}: {e}", args.mountpoint.display()))?;

@@ -444,6 +444,21 @@ fn remote_mount_is_eio_on_a_broken_chunk_and_recovers() {
         .unwrap();
     assert!(got == data, "wrong bytes after the fault cleared");
     m.stop();
+
+    // The reference as `estargz pull` takes it (no docker://), the layer by digest.
+    let digest = estargz_core::digest::sha256_digest(&fs::read(&blob).unwrap());
+    let mut m = Mounted::start(
+        &reference,
+        &mnt,
+        &["--plain-http", "--layer", &digest, "--no-background-fetch"],
+    );
+    assert_eq!(fs::read(mnt.join("hello")).unwrap(), b"hello\n");
+    assert!(
+        m.log().contains(&format!("mounted layer 0 ({digest})")),
+        "{}",
+        m.log()
+    );
+    m.stop();
 }
 
 #[test]

@@ -294,13 +294,16 @@ fn cli_pull_cat_ls_extract_and_disk_cache() {
     let reg = TestRegistry::start(None);
     let reference = push(&reg.host(), "cli/app", &blob, None);
     let cache = dir.path().join("cache");
-    let pull = |args: &[&str]| {
-        let out = Command::new(util::estargz_bin())
-            .args(["pull", "--plain-http", &reference, "--cache-dir"])
+    let pull_ref = |reference: &str, args: &[&str]| {
+        Command::new(util::estargz_bin())
+            .args(["pull", "--plain-http", reference, "--cache-dir"])
             .arg(&cache)
             .args(args)
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let pull = |args: &[&str]| {
+        let out = pull_ref(&reference, args);
         assert!(
             out.status.success(),
             "{}",
@@ -327,6 +330,28 @@ fn cli_pull_cat_ls_extract_and_disk_cache() {
     pull(&["--extract", target.to_str().unwrap()]);
     for (name, data) in &files {
         assert_eq!(&std::fs::read(target.join(name)).unwrap(), data, "{name}");
+    }
+
+    // skopeo's spelling of the reference, and the layer by index or digest.
+    let digest = estargz_core::digest::sha256_digest(&std::fs::read(&blob).unwrap());
+    let docker = format!("docker://{reference}");
+    for layer in ["0", digest.as_str()] {
+        let out = pull_ref(&docker, &["--layer", layer, "--cat", "a.txt", "-q"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "--layer {layer}: {err}");
+        assert_eq!(out.stdout, files["a.txt"], "--layer {layer}");
+    }
+    let other = format!("sha256:{}", "0".repeat(64));
+    for (layer, why) in [
+        ("1", "not found: layer 1"),
+        (other.as_str(), "not found: layer sha256:"),
+    ] {
+        let out = pull_ref(&docker, &["--layer", layer, "--ls"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(why),
+            "--layer {layer}: {err}"
+        );
     }
 }
 

@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 use crate::tar::{clean_name, TarEntry, TarKind};
 use crate::toc::TOC_NAME;
 
+/// Name of the landmark entry placed after the prioritized files.
 pub const PREFETCH_LANDMARK: &str = ".prefetch.landmark";
+/// Name of the landmark entry of a blob without prioritized files.
 pub const NO_PREFETCH_LANDMARK: &str = ".no.prefetch.landmark";
 /// Content of a landmark file.
 pub const LANDMARK_CONTENT: u8 = 0x0f;

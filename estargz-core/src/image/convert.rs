@@ -45,6 +45,7 @@ pub struct ConvertOptions {
 pub struct ConvertReport {
     /// The written manifest or index.
     pub root: Descriptor,
+    /// Platform manifests written.
     pub manifests: usize,
     /// Distinct layers converted to eStargz.
     pub converted: usize,
@@ -57,7 +58,9 @@ pub struct ConvertReport {
 /// Progress of the layer conversions.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
+    /// Layers converted or kept so far.
     pub done: usize,
+    /// Layers to convert or keep in all.
     pub total: usize,
 }
 

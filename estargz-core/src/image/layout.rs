@@ -81,6 +81,7 @@ impl OciLayout {
         Ok(layout)
     }
 
+    /// The layout's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -186,6 +187,7 @@ impl OciLayout {
         Ok(())
     }
 
+    /// Whether the layout holds the blob `digest` (its file exists).
     pub fn has_blob(&self, digest: &str) -> Result<bool> {
         Ok(self.blob_path(digest)?.is_file())
     }

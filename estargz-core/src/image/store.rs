@@ -26,12 +26,18 @@ const COPY_PIECE: u64 = 8 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     /// `oci:DIR[:tag]`.
-    Layout { dir: PathBuf, tag: Option<String> },
+    Layout {
+        /// The layout directory.
+        dir: PathBuf,
+        /// The tag in its `index.json`, if one is named.
+        tag: Option<String>,
+    },
     /// `host[:port]/repo[:tag|@digest]`.
     Registry(Reference),
 }
 
 impl Location {
+    /// Parses `oci:DIR[:tag]` or a registry reference.
     pub fn parse(s: &str) -> Result<Location> {
         let Some(rest) = s.strip_prefix(LAYOUT_PREFIX) else {
             return Ok(Location::Registry(Reference::parse(s)?));
@@ -68,24 +74,34 @@ impl std::fmt::Display for Location {
 
 /// Where an image is read from.
 pub enum Source {
+    /// An OCI image layout directory.
     Layout {
+        /// The layout.
         layout: OciLayout,
+        /// The tag to read (else the only image in `index.json`).
         tag: Option<String>,
     },
+    /// A registry.
     Registry {
+        /// The client.
         registry: Registry,
+        /// The image's reference.
         reference: Reference,
     },
 }
 
 /// The root document of an image: body, media type, digest.
 pub struct Root {
+    /// The document's bytes, as stored.
     pub body: Vec<u8>,
+    /// Its media type, when the store says.
     pub media_type: Option<String>,
+    /// Its digest.
     pub digest: String,
 }
 
 impl Source {
+    /// Opens `location` for reading (registries through `registry`).
     pub fn open(location: &Location, registry: &Registry) -> Result<Source> {
         Ok(match location {
             Location::Layout { dir, tag } => Source::Layout {
@@ -192,13 +208,20 @@ impl Source {
 
 /// Where an image is written to.
 pub enum Target {
+    /// An OCI image layout directory (created if missing).
     Layout {
+        /// The layout.
         layout: OciLayout,
+        /// The tag the image is written under.
         tag: String,
     },
+    /// A registry.
     Registry {
+        /// The client.
         registry: Registry,
+        /// Where the image is pushed.
         reference: Reference,
+        /// Bytes per PATCH of a chunked blob upload.
         upload_chunk: u64,
     },
 }
@@ -333,5 +356,9 @@ mod tests {
             Location::parse("127.0.0.1:5000/a:v1").unwrap(),
             Location::Registry(_)
         ));
+        assert_eq!(
+            Location::parse("docker://127.0.0.1:5000/a:v1").unwrap(),
+            Location::parse("127.0.0.1:5000/a:v1").unwrap()
+        );
     }
 }

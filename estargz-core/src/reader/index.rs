@@ -46,7 +46,9 @@ pub struct Node {
     pub entry: TocEntry,
     /// True for directories that have no TOC entry of their own.
     pub implicit: bool,
+    /// The directory holding this node (the root is its own parent).
     pub parent: NodeId,
+    /// Directory entries by name, in byte order.
     pub children: BTreeMap<String, NodeId>,
     /// Link count as a file system would report it.
     pub nlink: u32,
@@ -57,7 +59,9 @@ pub struct Node {
 }
 
 #[derive(Debug)]
+/// The file tree of an open blob.
 pub struct Index {
+    /// Every node; a [`NodeId`] is a position here, the root first.
     pub nodes: Vec<Node>,
     /// Bounds checked while building.
     limits: IndexLimits,

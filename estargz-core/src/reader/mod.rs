@@ -380,6 +380,7 @@ impl Reader {
         })
     }
 
+    /// Which footer the blob ends with.
     pub fn footer(&self) -> Footer {
         self.footer
     }
@@ -404,15 +405,19 @@ impl Reader {
         self.toc_entries
     }
 
+    /// The digest of the TOC JSON, as checked when opening.
     pub fn toc_digest(&self) -> &str {
         &self.toc_digest
     }
+    /// Size of the blob in bytes.
     pub fn blob_size(&self) -> u64 {
         self.src.size()
     }
+    /// The file tree.
     pub fn index(&self) -> &Index {
         &self.index
     }
+    /// One node of the file tree.
     pub fn node(&self, id: NodeId) -> &Node {
         &self.index.nodes[id]
     }

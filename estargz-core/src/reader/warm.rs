@@ -25,7 +25,9 @@ const MAX_MEMBERS_PER_BATCH: usize = 512;
 /// What a warm-up did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WarmSummary {
+    /// Chunks verified and put in the cache.
     pub chunks_cached: u64,
+    /// Decompressed bytes of those chunks.
     pub bytes_cached: u64,
     /// Compressed bytes read from the source.
     pub compressed_bytes: u64,
@@ -248,6 +250,7 @@ pub const BACKGROUND_SILENCE: Duration = Duration::from_secs(2);
 const BACKGROUND_ATTEMPTS: u32 = 5;
 
 impl BackgroundFetch {
+    /// Starts fetching every chunk not cached yet, `batch_bytes` of compressed data per request, on a thread of its own.
     pub fn start(reader: Arc<Reader>, batch_bytes: u64) -> BackgroundFetch {
         Self::start_after_silence(reader, batch_bytes, BACKGROUND_SILENCE)
     }
@@ -316,6 +319,7 @@ impl BackgroundFetch {
         }
     }
 
+    /// True once the fetch ended (done, stopped or failed).
     pub fn is_finished(&self) -> bool {
         self.handle.as_ref().is_none_or(|h| h.is_finished())
     }

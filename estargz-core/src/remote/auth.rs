@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 /// A username/password pair, or an identity (refresh) token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// User name.
     pub username: String,
+    /// Password or identity token.
     pub password: String,
 }
 
@@ -178,10 +180,15 @@ fn lookup(
 /// A parsed `WWW-Authenticate` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
+    /// HTTP basic authentication.
     Basic,
+    /// A token from `realm` (the registry token protocol).
     Bearer {
+        /// The token service URL.
         realm: String,
+        /// The `service` parameter to pass on.
         service: Option<String>,
+        /// The scope the registry asked for.
         scope: Option<String>,
     },
 }

@@ -41,7 +41,9 @@ impl Default for BlobOptions {
 /// Counters for the "fetched vs blob size" summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FetchStats {
+    /// HTTP requests sent for the blob.
     pub requests: u64,
+    /// Blob bytes received.
     pub bytes: u64,
 }
 
@@ -95,10 +97,12 @@ impl RemoteBlob {
         }
     }
 
+    /// The blob's digest.
     pub fn digest(&self) -> &str {
         &self.digest
     }
 
+    /// Requests and bytes so far.
     pub fn stats(&self) -> FetchStats {
         FetchStats {
             requests: self.requests.load(Ordering::Relaxed),

@@ -22,12 +22,15 @@ pub struct HttpOptions {
     pub insecure_registries: Vec<String>,
     /// Bound on one attempt: connect, send, headers and body.
     pub request_timeout: Duration,
+    /// Longest wait for a TCP (and TLS) connection.
     pub connect_timeout: Duration,
     /// Retries after the first attempt, on network errors, 429 and 5xx; an
     /// attempt that times out is retried once, so a registry that never
     /// answers fails an operation within two timeouts.
     pub max_retries: u32,
+    /// First retry backoff (doubled per attempt, with jitter).
     pub min_backoff: Duration,
+    /// Longest retry backoff.
     pub max_backoff: Duration,
     /// Auth files to search, in order (default: containers + docker files).
     pub auth_files: Vec<PathBuf>,
@@ -55,22 +58,32 @@ impl Default for HttpOptions {
 /// A request body that can be replayed for retries.
 #[derive(Clone, Copy)]
 pub enum Body<'a> {
+    /// No body.
     Empty,
+    /// Bytes in memory.
     Bytes(&'a [u8]),
+    /// A whole file.
     File(&'a Path),
     /// `len` bytes of a file from `offset` (one chunk of a chunked upload).
     FileRange {
+        /// The file.
         path: &'a Path,
+        /// Where the range starts.
         offset: u64,
+        /// Its length.
         len: u64,
     },
 }
 
 /// What a request is, so it can be re-sent after a 401 or a failure.
 pub struct Request<'a> {
+    /// HTTP method.
     pub method: http::Method,
+    /// Full URL.
     pub url: String,
+    /// Headers besides `Authorization` (added per attempt).
     pub headers: Vec<(&'static str, String)>,
+    /// The body, replayed on every attempt.
     pub body: Body<'a>,
     /// Host whose credentials apply; `None` for URLs outside the registry
     /// (redirect targets), which never get our `Authorization` header.
@@ -80,6 +93,7 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
+    /// A GET of `url`.
     pub fn get(url: String, auth_host: Option<&str>, scope: &str) -> Request<'a> {
         Request {
             method: http::Method::GET,
@@ -90,6 +104,7 @@ impl<'a> Request<'a> {
             scope: scope.to_string(),
         }
     }
+    /// Adds a header.
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
@@ -98,11 +113,13 @@ impl<'a> Request<'a> {
 
 /// The outcome of one attempt that a caller may want retried.
 pub enum Attempt<T> {
+    /// Finished, with this value.
     Done(T),
     /// Transient (network, timeout, 5xx): try again after a backoff.
     Retry(Error),
 }
 
+/// A response whose body is still to be read.
 pub type Response = http::Response<ureq::Body>;
 
 struct CachedAuth {
@@ -129,6 +146,7 @@ pub struct Slots {
 pub struct SlotGuard(Arc<Slots>);
 
 impl Slots {
+    /// At most `n` holders at once.
     pub fn new(n: usize) -> Arc<Slots> {
         Arc::new(Slots {
             free: Mutex::new(n.max(1)),
@@ -136,6 +154,7 @@ impl Slots {
         })
     }
 
+    /// Waits for a slot; it is given back when the guard drops.
     pub fn acquire(self: &Arc<Self>) -> SlotGuard {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         while *free == 0 {
@@ -187,6 +206,7 @@ const MAX_TIMEOUTS: u32 = 2;
 const SMALL_BODY_LIMIT: u64 = 1 << 20;
 
 impl Transport {
+    /// A transport with its own connection pool.
     pub fn new(opts: HttpOptions) -> Transport {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -235,6 +255,7 @@ impl Transport {
             })
     }
 
+    /// The options it was made with.
     pub fn options(&self) -> &HttpOptions {
         &self.opts
     }

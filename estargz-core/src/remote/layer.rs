@@ -26,9 +26,12 @@ fn has_external_toc(blob: &dyn ReadAt) -> bool {
         && matches!(Footer::parse(&tail, size), Ok(Footer::ExternalToc))
 }
 
+/// How a registry layer is opened and read.
 #[derive(Debug, Clone)]
 pub struct LayerOptions {
+    /// Range requests: concurrency, timeouts, single-range mode.
     pub blob: BlobOptions,
+    /// Verified chunks shared with other readers (default: a small one per layer).
     pub cache: Option<Arc<ChunkCache>>,
     /// Refuse layers whose descriptor has no TOC digest annotation: without
     /// it the TOC (and so every chunk digest) is not anchored to the
@@ -55,13 +58,17 @@ impl Default for LayerOptions {
 
 /// A lazily read layer.
 pub struct RemoteLayer {
+    /// Position of the layer in the manifest (0 = base).
     pub index: usize,
+    /// The layer's descriptor from the manifest.
     pub descriptor: Descriptor,
+    /// The blob on the registry (counts requests and bytes).
     pub blob: Arc<RemoteBlob>,
     /// The blob's bytes as the reader sees them: fetched once, kept, read
     /// ahead. Raw blob reads (e.g. `podman save`) should go through it too,
     /// so they reuse what file reads fetched.
     pub spans: Arc<SpanCache>,
+    /// The open layer: TOC checked against the annotation, chunks verified as read.
     pub reader: Arc<Reader>,
     /// The TOC gzip member from the TOC image, for external-TOC layers.
     pub external_toc: Option<Vec<u8>>,

@@ -7,12 +7,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// OCI image index media type.
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// OCI image manifest media type.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image configuration media type.
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// OCI gzip layer media type.
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// Docker manifest list media type.
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker image manifest media type.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker gzip layer media type.
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 /// The `Accept` header for manifest requests.
@@ -31,10 +38,14 @@ pub const LAYER_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/layer.d
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// The platform an index entry is for.
 pub struct Platform {
+    /// CPU architecture (`amd64`, `arm64`, ...).
     pub architecture: String,
+    /// Operating system (`linux`, ...).
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// CPU variant (`v8`, ...).
     pub variant: Option<String>,
 }
 
@@ -82,13 +93,19 @@ impl Platform {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+/// A content descriptor: what a blob or manifest is, and its digest.
 pub struct Descriptor {
+    /// Media type.
     pub media_type: String,
+    /// Digest of the content.
     pub digest: String,
+    /// Size of the content in bytes.
     pub size: u64,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Annotations (e.g. the TOC digest of an eStargz layer).
     pub annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Platform, in an index.
     pub platform: Option<Platform>,
 }
 
@@ -103,28 +120,40 @@ impl Descriptor {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+/// An image manifest (OCI or Docker schema 2).
 pub struct Manifest {
+    /// Always 2.
     pub schema_version: u32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Media type, when the document states it.
     pub media_type: String,
+    /// The image configuration.
     pub config: Descriptor,
+    /// Layers, base first.
     pub layers: Vec<Descriptor>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Annotations.
     pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+/// An image index or Docker manifest list.
 pub struct Index {
+    /// Always 2.
     pub schema_version: u32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// Media type, when the document states it.
     pub media_type: String,
+    /// One descriptor per platform manifest.
     pub manifests: Vec<Descriptor>,
 }
 
 /// A manifest document of either kind.
 pub enum Document {
+    /// An index or manifest list.
     Index(Index),
+    /// A single-platform manifest.
     Manifest(Manifest),
 }
 

@@ -8,6 +8,7 @@ pub mod layer;
 pub mod manifest;
 pub mod reference;
 pub mod registry;
+pub mod selector;
 pub mod toc_image;
 pub mod upload;
 
@@ -15,6 +16,7 @@ pub use blob::{BlobOptions, FetchStats, RemoteBlob};
 pub use http::HttpOptions;
 pub use layer::{open_layer, LayerOptions, RemoteLayer};
 pub use manifest::{Descriptor, Manifest, Platform};
-pub use reference::Reference;
+pub use reference::{names_registry, Reference, DOCKER_TRANSPORT};
 pub use registry::{Image, Registry};
+pub use selector::LayerSelector;
 pub use upload::Uploaded;

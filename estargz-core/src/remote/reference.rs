@@ -9,6 +9,59 @@ use crate::error::{Error, Result};
 pub const DOCKER_HUB: &str = "docker.io";
 /// Where Docker Hub's API actually lives.
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
+/// The transport prefix skopeo and podman write before registry references
+/// (`docker://host/repo:tag`): optional wherever we read a reference.
+pub const DOCKER_TRANSPORT: &str = "docker://";
+
+/// Whether the first path component of a reference is a registry host:
+/// it has a `.` or `:` or is `localhost`, as docker/containerd decide.
+fn is_host_component(first: &str) -> bool {
+    first.contains('.') || first.contains(':') || first == "localhost"
+}
+
+/// `name[:port]` with DNS-style name components, or `[ipv6][:port]`.
+fn is_valid_host(host: &str) -> bool {
+    // (name, port): `None` name for a bracketed IPv6 address.
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => {
+            let Some((ip, after)) = rest.split_once(']') else {
+                return false;
+            };
+            if ip.is_empty() || !ip.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+                return false;
+            }
+            match after.strip_prefix(':') {
+                Some(port) => (None, Some(port)),
+                None if after.is_empty() => (None, None),
+                None => return false,
+            }
+        }
+        None => match host.split_once(':') {
+            Some((name, port)) => (Some(name), Some(port)),
+            None => (Some(host), None),
+        },
+    };
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let name_ok = name.is_none_or(|n| {
+        n.split('.').all(|c| {
+            !c.is_empty()
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !c.starts_with('-')
+                && !c.ends_with('-')
+        })
+    });
+    port_ok && name_ok
+}
+
+/// Whether `s` is written as a registry image rather than, say, a file
+/// name: it has the `docker://` prefix or starts with a registry host
+/// (`docker.io/library/alpine`, `127.0.0.1:5000/app`). It need not parse.
+pub fn names_registry(s: &str) -> bool {
+    s.starts_with(DOCKER_TRANSPORT)
+        || s.split_once('/')
+            .is_some_and(|(first, _)| is_host_component(first) && is_valid_host(first))
+}
 
 /// Tags are 1-128 of `[A-Za-z0-9._-]`.
 pub fn is_valid_tag(t: &str) -> bool {
@@ -25,15 +78,19 @@ pub struct Reference {
     pub host: String,
     /// Repository path within the registry (`library/alpine`).
     pub repository: String,
+    /// Tag (`latest` when the reference names neither a tag nor a digest).
     pub tag: Option<String>,
+    /// Manifest digest, if given (`@sha256:...`).
     pub digest: Option<String>,
 }
 
 impl Reference {
     /// Parses a reference the way docker/containerd tooling does: the first
     /// component is a host only if it has a `.` or `:` or is `localhost`.
-    pub fn parse(s: &str) -> Result<Reference> {
-        let bad = |why: &str| Error::InvalidArgument(format!("image reference {s:?}: {why}"));
+    /// A leading `docker://` (skopeo's and podman's spelling) is dropped.
+    pub fn parse(written: &str) -> Result<Reference> {
+        let bad = |why: &str| Error::InvalidArgument(format!("image reference {written:?}: {why}"));
+        let s = written.strip_prefix(DOCKER_TRANSPORT).unwrap_or(written);
         if s.is_empty() || s.len() > 4096 {
             return Err(bad("empty or too long"));
         }
@@ -47,11 +104,7 @@ impl Reference {
             None => (s, None),
         };
         let (host, path) = match rest.split_once('/') {
-            Some((first, path))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
-                (first.to_string(), path)
-            }
+            Some((first, path)) if is_host_component(first) => (first.to_string(), path),
             _ => (DOCKER_HUB.to_string(), rest),
         };
         // A tag is after the last ':' that follows the last '/'.
@@ -74,8 +127,8 @@ impl Reference {
         if tag.as_deref().is_some_and(|t| !is_valid_tag(t)) {
             return Err(bad("invalid tag"));
         }
-        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '@') {
-            return Err(bad("invalid host"));
+        if !is_valid_host(&host) {
+            return Err(bad("invalid registry host"));
         }
         let mut repository = repo.to_string();
         if host == DOCKER_HUB && !repository.contains('/') {
@@ -192,8 +245,56 @@ mod tests {
             "a:bad tag",
             "a//b",
             "-a",
+            "docker://",
+            "docker://docker://a",
+            "./blob",
+            "../dir/blob",
+            "a..b/c",
+            "-host.io/c",
+            "host.io:/c",
+            "host.io:123456/c",
+            "host_x.io/c",
+            "[zz]:5000/c",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn docker_transport_prefix_is_optional() {
+        let pinned = format!("[::1]:5000/x@sha256:{}", "c".repeat(64));
+        for plain in ["127.0.0.1:5000/a/b:t", "alpine", pinned.as_str()] {
+            let with = format!("docker://{plain}");
+            assert_eq!(
+                Reference::parse(&with).unwrap(),
+                Reference::parse(plain).unwrap()
+            );
+        }
+        let e = Reference::parse("docker://UPPER").unwrap_err().to_string();
+        assert!(e.contains("\"docker://UPPER\""), "{e}");
+    }
+
+    #[test]
+    fn tells_references_from_file_names() {
+        for r in [
+            "docker://alpine",
+            "docker.io/library/alpine",
+            "127.0.0.1:5000/a",
+            "localhost/x",
+            "[::1]:5000/x",
+        ] {
+            assert!(names_registry(r), "{r:?}");
+        }
+        for f in [
+            "blob.esgz",
+            "alpine",
+            "./blob",
+            "../x/blob",
+            "/abs/blob",
+            "out/blob",
+            "a..b/c",
+        ] {
+            assert!(!names_registry(f), "{f:?}");
         }
     }
 }

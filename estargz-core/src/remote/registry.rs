@@ -23,8 +23,11 @@ pub struct Image {
     pub reference: Reference,
     /// The reference as resolved, with its tag (the TOC image is found by tag).
     pub requested: Reference,
+    /// The platform manifest.
     pub manifest: Manifest,
+    /// Its digest (of the bytes the registry sent).
     pub manifest_digest: String,
+    /// The image configuration, digest-checked.
     pub config: Vec<u8>,
 }
 
@@ -35,12 +38,14 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A client for the registries `opts` allows (one connection pool for all).
     pub fn new(opts: HttpOptions) -> Registry {
         Registry {
             transport: Arc::new(Transport::new(opts)),
         }
     }
 
+    /// The HTTP transport, shared with blobs opened through this client.
     pub fn transport(&self) -> &Arc<Transport> {
         &self.transport
     }

@@ -1,0 +1,45 @@
+//! The verified-chunk cache: `--cache-dir`, `--cache-size`, `--memory-cache`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use estargz_core::cache::{CacheOptions, ChunkCache, DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES};
+use estargz_core::Error;
+
+#[derive(Args, Debug, Clone)]
+pub struct CacheArgs {
+    /// Directory for verified chunks, kept across runs (default: memory
+    /// only); `estargz-fuse mount` keeps its passthrough copies there too.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Disk cache limit in bytes.
+    #[arg(long, default_value_t = DEFAULT_DISK_BYTES)]
+    pub cache_size: u64,
+    /// Memory cache limit in bytes.
+    #[arg(long, default_value_t = DEFAULT_MEMORY_BYTES)]
+    pub memory_cache: u64,
+}
+
+impl CacheArgs {
+    pub fn options(&self) -> CacheOptions {
+        CacheOptions {
+            memory_bytes: self.memory_cache,
+            dir: self.cache_dir.clone(),
+            disk_bytes: self.cache_size,
+        }
+    }
+
+    pub fn open(&self) -> Result<Arc<ChunkCache>, Error> {
+        Ok(Arc::new(ChunkCache::open(&self.options())?))
+    }
+
+    /// Bytes the cache can keep: the disk limit with a directory, else the
+    /// memory limit.
+    pub fn capacity(&self) -> u64 {
+        match self.cache_dir {
+            Some(_) => self.cache_size,
+            None => self.memory_cache,
+        }
+    }
+}
