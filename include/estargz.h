@@ -38,9 +38,10 @@
  *
  * Caller-filled structs (struct_size):
  *  - Structs the caller allocates and the library fills (estargz_entry,
- *    estargz_blob_info, estargz_extract_stats) begin with size_t
- *    struct_size. Set it to sizeof the struct before every call, e.g.
- *    `estargz_entry e; e.struct_size = sizeof e;` (calls leave it as set).
+ *    estargz_entry_details, estargz_blob_info, estargz_extract_stats)
+ *    begin with size_t struct_size. Set it to sizeof the struct before
+ *    every call, e.g. `estargz_entry e; e.struct_size = sizeof e;` (calls
+ *    leave it as set).
  *  - Fields are only ever appended. The library fills exactly struct_size
  *    bytes when that is the size of a version of the struct it knows, and
  *    otherwise fails with ESTARGZ_INVALID_ARGUMENT before doing any work and
@@ -351,7 +352,9 @@ typedef int (*estargz_write_callback)(void *userdata, const uint8_t *buf, size_t
  * set `struct_size` to `sizeof(estargz_entry)` before the call (see the top
  * of this header). Strings (path, name, link target, owner names) and
  * extended attributes are fetched by id with the estargz_reader_entry_*
- * functions.
+ * functions; estargz_reader_entry_details and
+ * estargz_dir_iter_next_details give the entry and all its strings in one
+ * call.
  */
 typedef struct estargz_entry {
   /**
@@ -393,6 +396,40 @@ typedef struct estargz_entry {
    */
   uint32_t nlink;
 } estargz_entry;
+
+/**
+ * Where estargz_reader_entry_details and estargz_dir_iter_next_details put
+ * an entry's strings in the caller's buffer, and the kind of the entry
+ * holding its data. Set `struct_size` to `sizeof(estargz_entry_details)`
+ * before the call (see the top of this header).
+ *
+ * The buffer holds, in this order and each followed by a NUL: the path
+ * (as estargz_reader_entry_path), the name (estargz_reader_entry_name),
+ * the link target (estargz_reader_entry_link_name), the user name and the
+ * group name. `*_offset` is where each starts in the buffer, `*_len` its
+ * length without the NUL; `buf + name_offset` is a C string.
+ */
+typedef struct estargz_entry_details {
+  /**
+   * Set by the caller: sizeof(estargz_entry_details).
+   */
+  size_t struct_size;
+  size_t path_offset;
+  size_t path_len;
+  size_t name_offset;
+  size_t name_len;
+  size_t link_name_offset;
+  size_t link_name_len;
+  size_t user_name_offset;
+  size_t user_name_len;
+  size_t group_name_offset;
+  size_t group_name_len;
+  /**
+   * The kind of the entry holding the data: for a hard link, its
+   * target's kind (never ESTARGZ_ENTRY_HARDLINK); otherwise `kind`.
+   */
+  estargz_entry_type target_kind;
+} estargz_entry_details;
 
 /**
  * Counts from estargz_reader_extract. Set `struct_size` to
@@ -725,6 +762,21 @@ estargz_result estargz_reader_open_dir(const struct estargz_reader *reader, uint
 estargz_result estargz_dir_iter_next(struct estargz_dir_iter *iter, struct estargz_entry *out_entry, bool *out_done);
 
 /**
+ * Advances the iterator like estargz_dir_iter_next, and fills
+ * `*out_details` and `buf` with the entry's strings as
+ * estargz_reader_entry_details does: one call per entry. `*out_n`
+ * receives the bytes the next entry's strings need; if that is more than
+ * `len`, the iterator does not advance and nothing else is written but
+ * `*out_done` (false): call again with a buffer of at least `*out_n`
+ * bytes. When the listing is exhausted, `*out_done` is true and `*out_n`
+ * is 0. Concurrent calls on one iterator each get a distinct entry.
+ *
+ * Errors: ESTARGZ_INVALID_ARGUMENT (NULL argument, unknown `struct_size`;
+ * the iterator does not advance then).
+ */
+estargz_result estargz_dir_iter_next_details(struct estargz_dir_iter *iter, struct estargz_entry *out_entry, struct estargz_entry_details *out_details, char *buf, size_t len, size_t *out_n, bool *out_done);
+
+/**
  * Releases an iterator. NULL is accepted (no-op).
  */
 void estargz_dir_iter_free(struct estargz_dir_iter *iter);
@@ -788,6 +840,20 @@ estargz_result estargz_reader_entry_group_name(const struct estargz_reader *read
  * ESTARGZ_INVALID_ARGUMENT for an unknown id or NULL buffers with lengths.
  */
 estargz_result estargz_reader_entry_xattr(const struct estargz_reader *reader, uint64_t id, size_t index, char *name_buf, size_t name_len, size_t *name_out_n, uint8_t *value_buf, size_t value_len, size_t *value_out_n);
+
+/**
+ * Fills `*out_entry` (as estargz_reader_entry) and `*out_details`, and
+ * copies all the entry's strings into `buf` (layout: estargz_entry_details)
+ * in one call. `*out_n` receives the bytes the strings need, NULs
+ * included; if that is more than `len`, nothing else is written: call
+ * again with a buffer of at least `*out_n` bytes. `buf` may be NULL when
+ * `len` is 0 (a size query).
+ *
+ * Errors: ESTARGZ_INVALID_ARGUMENT for an unknown id, a NULL argument
+ * (`buf` with a non-zero `len`) or a `struct_size` this library does not
+ * know.
+ */
+estargz_result estargz_reader_entry_details(const struct estargz_reader *reader, uint64_t id, struct estargz_entry *out_entry, struct estargz_entry_details *out_details, char *buf, size_t len, size_t *out_n);
 
 /**
  * The symbolic name of a result code, e.g. "ESTARGZ_DIGEST_MISMATCH", or

@@ -4,7 +4,10 @@
 //
 // It wraps the C ABI (estargz.h) with cgo and links the library through
 // pkg-config ("#cgo pkg-config: estargz"): install libestargz with cargo-c
-// first (see the repository's README, "Go bindings").
+// first (see the repository's README, "Go bindings"). Built with
+// -tags estargz_static, it links libestargz.a instead (found in the
+// compiler's default directories, or through CGO_CFLAGS / CGO_LDFLAGS),
+// and binaries need no libestargz.so at run time. Go 1.23 or later.
 //
 //   - Build converts a tar (or tar.gz) stream to an eStargz blob and
 //     reports the digests and sizes of the layer descriptor.

@@ -3,9 +3,9 @@ package estargz
 // The only file with C definitions: trampolines that give the Go callbacks
 // of callbacks.go the exact C signatures, and the handle cells passed as
 // callback userdata. (cgo forbids C definitions in files with //export.)
+// How the library is linked: link_shared.go or link_static.go.
 
 /*
-#cgo pkg-config: estargz
 #include <estargz.h>
 #include <stdint.h>
 #include <stdlib.h>

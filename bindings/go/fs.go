@@ -10,10 +10,10 @@ import (
 )
 
 // FS returns the blob's tree as an fs.FS (also fs.StatFS, fs.ReadDirFS,
-// fs.ReadFileFS and fs.ReadLinkFS). Open and Stat follow symlinks inside
-// the tree, with absolute targets taken relative to its root, as in a
-// container's root file system; Lstat and ReadLink do not. Hard links read
-// as regular files. Devices and fifos open as empty files.
+// fs.ReadFileFS, and fs.ReadLinkFS of Go 1.25). Open and Stat follow
+// symlinks inside the tree, with absolute targets taken relative to its
+// root, as in a container's root file system; Lstat and ReadLink do not.
+// Hard links read as regular files. Devices and fifos open as empty files.
 func (r *Reader) FS() fs.FS { return readerFS{r} }
 
 type readerFS struct{ r *Reader }

@@ -1,14 +1,7 @@
 module github.com/estargz-rs/estargz-rs/bindings/go
 
-go 1.26
-
-require (
-	github.com/containerd/stargz-snapshotter/estargz v0.18.2
-	github.com/opencontainers/go-digest v1.0.0
-)
-
-require (
-	github.com/klauspost/compress v1.18.3 // indirect
-	github.com/vbatts/tar-split v0.12.2 // indirect
-	golang.org/x/sync v0.19.0 // indirect
-)
+// The oldest Go of a containerd release still supported (2.0 LTS,
+// go.mod "go 1.23.0"); scripts/go-test.sh builds and tests with it. The
+// oracle tests need newer Go and are a module of their own
+// (internal/oracletest).
+go 1.23.0

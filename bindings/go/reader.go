@@ -371,8 +371,14 @@ func (r *Reader) Lookup(path string) (*Entry, error) {
 		if err := call(func() C.estargz_result { return C.estargz_reader_lookup(p, s, &ce) }); err != nil {
 			return err
 		}
-		var err error
-		e, err = entryOf(p, &ce)
+		var d entryDetails
+		err := d.fetch(func(ce *C.estargz_entry, cd *C.estargz_entry_details, b *C.char, n C.size_t, outN *C.size_t) C.estargz_result {
+			return C.estargz_reader_entry_details(p, ce.id, ce, cd, b, n, outN)
+		}, ce)
+		if err != nil {
+			return err
+		}
+		e, err = d.entry(p)
 		return err
 	})
 	return e, err
@@ -388,49 +394,73 @@ var typeNames = map[C.estargz_entry_type]string{
 	C.ESTARGZ_ENTRY_FIFO:     TypeFifo,
 }
 
-// entryOf completes a C entry with its strings and xattrs.
-func entryOf(p *C.estargz_reader, ce *C.estargz_entry) (*Entry, error) {
+// entryDetails is one entry as the *_details calls give it: metadata,
+// string layout, and the strings in buf. One value is reused across a
+// listing, so buf grows to the longest entry once.
+type entryDetails struct {
+	ce  C.estargz_entry
+	cd  C.estargz_entry_details
+	buf []byte
+}
+
+// detailsCall is estargz_reader_entry_details or
+// estargz_dir_iter_next_details with all but the out arguments bound.
+type detailsCall func(ce *C.estargz_entry, cd *C.estargz_entry_details, b *C.char, n C.size_t, outN *C.size_t) C.estargz_result
+
+// fetch runs get (ce carries the id for the by-id call), growing buf and
+// calling again when the strings do not fit: one cgo call per entry once
+// buf is large enough.
+func (d *entryDetails) fetch(get detailsCall, ce C.estargz_entry) error {
+	if len(d.buf) == 0 {
+		d.buf = make([]byte, 512)
+	}
+	for {
+		d.ce = ce
+		d.ce.struct_size = C.size_t(unsafe.Sizeof(d.ce)) // the struct_size rule of estargz.h
+		d.cd.struct_size = C.size_t(unsafe.Sizeof(d.cd))
+		var n C.size_t
+		// d.buf is Go memory, written by the library only during the call.
+		err := call(func() C.estargz_result {
+			return get(&d.ce, &d.cd, (*C.char)(unsafe.Pointer(&d.buf[0])), C.size_t(len(d.buf)), &n)
+		})
+		if err != nil {
+			return err
+		}
+		if int(n) <= len(d.buf) {
+			return nil
+		}
+		d.buf = make([]byte, int(n))
+	}
+}
+
+func (d *entryDetails) str(off, n C.size_t) string {
+	return string(d.buf[int(off) : int(off)+int(n)])
+}
+
+// entry converts the fetched entry; its xattrs, if any, take one more call
+// each.
+func (d *entryDetails) entry(p *C.estargz_reader) (*Entry, error) {
+	ce, cd := &d.ce, &d.cd
 	e := &Entry{
+		Name:     d.str(cd.path_offset, cd.path_len),
 		Type:     typeNames[ce.kind],
 		Size:     int64(ce.size),
 		UID:      int(ce.uid),
 		GID:      int(ce.gid),
+		Uname:    d.str(cd.user_name_offset, cd.user_name_len),
+		Gname:    d.str(cd.group_name_offset, cd.group_name_len),
 		ModTime:  time.Unix(int64(ce.mtime), 0),
+		LinkName: d.str(cd.link_name_offset, cd.link_name_len),
 		DevMajor: int(ce.dev_major),
 		DevMinor: int(ce.dev_minor),
 		NumLink:  int(ce.nlink),
 		id:       uint64(ce.id),
 		targetID: uint64(ce.target_id),
 	}
-	id := ce.id
-	getters := []struct {
-		dst *string
-		fn  func(*C.estargz_reader, C.uint64_t, *C.char, C.size_t, *C.size_t) C.estargz_result
-	}{
-		{&e.Name, func(p *C.estargz_reader, id C.uint64_t, b *C.char, n C.size_t, o *C.size_t) C.estargz_result {
-			return C.estargz_reader_entry_path(p, id, b, n, o)
-		}},
-		{&e.LinkName, func(p *C.estargz_reader, id C.uint64_t, b *C.char, n C.size_t, o *C.size_t) C.estargz_result {
-			return C.estargz_reader_entry_link_name(p, id, b, n, o)
-		}},
-		{&e.Uname, func(p *C.estargz_reader, id C.uint64_t, b *C.char, n C.size_t, o *C.size_t) C.estargz_result {
-			return C.estargz_reader_entry_user_name(p, id, b, n, o)
-		}},
-		{&e.Gname, func(p *C.estargz_reader, id C.uint64_t, b *C.char, n C.size_t, o *C.size_t) C.estargz_result {
-			return C.estargz_reader_entry_group_name(p, id, b, n, o)
-		}},
-	}
-	for _, g := range getters {
-		s, err := copyString(func(b *C.char, n C.size_t, o *C.size_t) C.estargz_result { return g.fn(p, id, b, n, o) })
-		if err != nil {
-			return nil, err
-		}
-		*g.dst = s
-	}
 	if ce.xattr_count > 0 {
 		e.Xattrs = make(map[string][]byte, int(ce.xattr_count))
-		for i := range int(ce.xattr_count) {
-			name, value, err := xattr(p, id, i)
+		for i := 0; i < int(ce.xattr_count); i++ {
+			name, value, err := xattr(p, ce.id, i)
 			if err != nil {
 				return nil, err
 			}
@@ -447,17 +477,8 @@ func entryOf(p *C.estargz_reader, ce *C.estargz_entry) (*Entry, error) {
 	if ce.mode&0o1000 != 0 {
 		e.Mode |= fs.ModeSticky
 	}
-	kind := ce.kind
-	if kind == C.ESTARGZ_ENTRY_HARDLINK {
-		// The other fields describe the target; so does the mode's type.
-		var te C.estargz_entry
-		te.struct_size = C.size_t(unsafe.Sizeof(te)) // the struct_size rule of estargz.h
-		if err := call(func() C.estargz_result { return C.estargz_reader_entry(p, ce.target_id, &te) }); err != nil {
-			return nil, err
-		}
-		kind = te.kind
-	}
-	switch kind {
+	// For a hard link, the target's kind (so is the mode's type).
+	switch cd.target_kind {
 	case C.ESTARGZ_ENTRY_DIR:
 		e.Mode |= fs.ModeDir
 	case C.ESTARGZ_ENTRY_SYMLINK:
@@ -472,44 +493,28 @@ func entryOf(p *C.estargz_reader, ce *C.estargz_entry) (*Entry, error) {
 	return e, nil
 }
 
-// copyString runs an snprintf-style getter, retrying with a buffer of the
-// reported size when the first one is too small.
-func copyString(get func(*C.char, C.size_t, *C.size_t) C.estargz_result) (string, error) {
-	var small [256]C.char
-	var n C.size_t
-	if err := call(func() C.estargz_result { return get(&small[0], C.size_t(len(small)), &n) }); err != nil {
-		return "", err
-	}
-	if int(n) < len(small) {
-		return C.GoStringN(&small[0], C.int(n)), nil
-	}
-	big := make([]byte, int(n)+1)
-	if err := call(func() C.estargz_result {
-		return get((*C.char)(unsafe.Pointer(&big[0])), C.size_t(len(big)), &n)
-	}); err != nil {
-		return "", err
-	}
-	return string(big[:n]), nil
-}
-
+// xattr copies the i-th extended attribute of entry id: one call when
+// name and value fit the first buffers, else a second with their sizes.
 func xattr(p *C.estargz_reader, id C.uint64_t, i int) (string, []byte, error) {
-	var nameN, valueN C.size_t
-	// Sizes first, then both copies.
-	if err := call(func() C.estargz_result {
-		return C.estargz_reader_entry_xattr(p, id, C.size_t(i), nil, 0, &nameN, nil, 0, &valueN)
-	}); err != nil {
-		return "", nil, err
+	name := make([]byte, 256)
+	value := make([]byte, 1024)
+	for {
+		var nameN, valueN C.size_t
+		// Go memory, written by the library only during the call.
+		if err := call(func() C.estargz_result {
+			return C.estargz_reader_entry_xattr(p, id, C.size_t(i),
+				(*C.char)(unsafe.Pointer(&name[0])), C.size_t(len(name)), &nameN,
+				(*C.uint8_t)(unsafe.Pointer(&value[0])), C.size_t(len(value)), &valueN)
+		}); err != nil {
+			return "", nil, err
+		}
+		// The name is NUL-terminated (snprintf style), the value is not.
+		if int(nameN) < len(name) && int(valueN) <= len(value) {
+			return string(name[:nameN]), value[:valueN:valueN], nil
+		}
+		name = make([]byte, int(nameN)+1)
+		value = make([]byte, int(valueN)+1) // +1: never a zero-length buffer
 	}
-	name := make([]byte, int(nameN)+1)
-	value := make([]byte, int(valueN)+1) // +1: never a zero-length buffer
-	if err := call(func() C.estargz_result {
-		return C.estargz_reader_entry_xattr(p, id, C.size_t(i),
-			(*C.char)(unsafe.Pointer(&name[0])), C.size_t(len(name)), &nameN,
-			(*C.uint8_t)(unsafe.Pointer(&value[0])), C.size_t(len(value)), &valueN)
-	}); err != nil {
-		return "", nil, err
-	}
-	return string(name[:nameN]), value[:valueN:valueN], nil
 }
 
 // ReadDir lists the directory at path (symlinks not followed), in name
@@ -530,17 +535,19 @@ func (r *Reader) readDirID(id uint64) ([]*Entry, error) {
 			return err
 		}
 		defer C.estargz_dir_iter_free(it)
+		var d entryDetails
 		for {
-			var ce C.estargz_entry
-			ce.struct_size = C.size_t(unsafe.Sizeof(ce)) // the struct_size rule of estargz.h
 			var done C.bool
-			if err := call(func() C.estargz_result { return C.estargz_dir_iter_next(it, &ce, &done) }); err != nil {
+			err := d.fetch(func(ce *C.estargz_entry, cd *C.estargz_entry_details, b *C.char, n C.size_t, outN *C.size_t) C.estargz_result {
+				return C.estargz_dir_iter_next_details(it, ce, cd, b, n, outN, &done)
+			}, C.estargz_entry{})
+			if err != nil {
 				return err
 			}
 			if done {
 				return nil
 			}
-			e, err := entryOf(p, &ce)
+			e, err := d.entry(p)
 			if err != nil {
 				return err
 			}

@@ -1,5 +1,6 @@
 //! estargz_dir_iter: one directory's entries, in name order.
 
+use std::ffi::c_char;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use estargz_core::reader::NodeId;
 
 use crate::args::try_out;
 use crate::entry::{entry_of, estargz_entry, node_id};
+use crate::entry_details::{details_out, estargz_entry_details, write_if_fits, Details};
 use crate::error::estargz_result;
 use crate::export::{ffi_call, ffi_free, into_raw, Handle};
 use crate::reader::{estargz_reader, ReaderInner};
@@ -80,6 +82,58 @@ pub unsafe extern "C" fn estargz_dir_iter_next(
             }
         }
         Ok(())
+    })
+}
+
+/// Advances the iterator like estargz_dir_iter_next, and fills
+/// `*out_details` and `buf` with the entry's strings as
+/// estargz_reader_entry_details does: one call per entry. `*out_n`
+/// receives the bytes the next entry's strings need; if that is more than
+/// `len`, the iterator does not advance and nothing else is written but
+/// `*out_done` (false): call again with a buffer of at least `*out_n`
+/// bytes. When the listing is exhausted, `*out_done` is true and `*out_n`
+/// is 0. Concurrent calls on one iterator each get a distinct entry.
+///
+/// Errors: ESTARGZ_INVALID_ARGUMENT (NULL argument, unknown `struct_size`;
+/// the iterator does not advance then).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_dir_iter_next_details(
+    iter: *mut estargz_dir_iter,
+    out_entry: *mut estargz_entry,
+    out_details: *mut estargz_entry_details,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+    out_done: *mut bool,
+) -> estargz_result {
+    ffi_call!(iter => |it| {
+        let (entry, details, out_n, mut buf) = details_out!(out_entry, out_details, buf, len, out_n);
+        let done = try_out!(out_done);
+        loop {
+            let i = it.pos.load(Ordering::Acquire);
+            let Some(&child) = it.children.get(i) else {
+                out_n.write(0);
+                done.write(true);
+                return Ok(());
+            };
+            let d = Details::of(&it.inner.reader, child);
+            if d.needed() > buf.len() {
+                out_n.write(d.needed());
+                done.write(false);
+                return Ok(());
+            }
+            // Claim entry i; if another thread took it meanwhile, try the
+            // one after.
+            if it
+                .pos
+                .compare_exchange(i, i + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                write_if_fits(&d, entry, details, out_n, &mut buf);
+                done.write(false);
+                return Ok(());
+            }
+        }
     })
 }
 

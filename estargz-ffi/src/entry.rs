@@ -35,7 +35,9 @@ pub enum estargz_entry_type {
 /// set `struct_size` to `sizeof(estargz_entry)` before the call (see the top
 /// of this header). Strings (path, name, link target, owner names) and
 /// extended attributes are fetched by id with the estargz_reader_entry_*
-/// functions.
+/// functions; estargz_reader_entry_details and
+/// estargz_dir_iter_next_details give the entry and all its strings in one
+/// call.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct estargz_entry {

@@ -9,7 +9,8 @@
 //! (C strings and buffers), `versioned` (caller-allocated structs with
 //! `struct_size`), [`callbacks`] (caller-supplied I/O).
 //!
-//! API: [`builder`], [`open_options`], [`reader`], [`entry`], [`extract`],
+//! API: [`builder`], [`open_options`], [`reader`], [`entry`],
+//! [`entry_details`], [`extract`],
 //! [`dir_iter`] and [`remote`].
 
 // The exported names follow C conventions (estargz_reader, ESTARGZ_OK), and
@@ -23,6 +24,7 @@ pub mod builder;
 pub mod callbacks;
 pub mod dir_iter;
 pub mod entry;
+pub mod entry_details;
 pub mod error;
 mod export;
 pub mod extract;

@@ -9,6 +9,7 @@ use estargz_core::ErrorCode;
 use crate::builder::*;
 use crate::dir_iter::*;
 use crate::entry::*;
+use crate::entry_details::*;
 use crate::error::{estargz_last_error, estargz_result, estargz_result_name, ALL_RESULTS};
 use crate::estargz_result::*;
 use crate::open_options::*;
@@ -174,20 +175,9 @@ fn build_and_read_through_the_abi() {
             estargz_builder_run(b, ptr::null_mut()),
             ESTARGZ_INVALID_ARGUMENT
         );
-        assert_eq!(
-            estargz_builder_set_input_path(b, input.as_ptr()),
-            ESTARGZ_OK
-        );
-        assert_eq!(
-            estargz_builder_set_output_path(b, blob.as_ptr()),
-            ESTARGZ_OK
-        );
-        let mut res = ptr::null_mut();
-        assert_eq!(estargz_builder_run(b, &mut res), ESTARGZ_OK);
-        let toc_digest = CStr::from_ptr(estargz_build_result_toc_digest(res)).to_owned();
-        assert!(toc_digest.to_str().unwrap().starts_with("sha256:"));
-        estargz_build_result_free(res);
         estargz_builder_free(b);
+        let toc_digest = build_blob(&input, &blob);
+        assert!(toc_digest.to_str().unwrap().starts_with("sha256:"));
 
         let mut opts = ptr::null_mut();
         assert_eq!(estargz_open_options_new(&mut opts), ESTARGZ_OK);
@@ -291,5 +281,138 @@ fn export_names_come_from_the_enclosing_function() {
     assert_eq!(
         crate::export::enclosing_fn_name(here),
         "export_names_come_from_the_enclosing_function"
+    );
+}
+
+/// Builds the blob `blob` from the directory `input` through the ABI and
+/// returns its TOC digest.
+fn build_blob(input: &CStr, blob: &CStr) -> CString {
+    // SAFETY: every pointer passed is valid for the call; handles are freed once.
+    unsafe {
+        let mut b = ptr::null_mut();
+        assert_eq!(estargz_builder_new(&mut b), ESTARGZ_OK);
+        assert_eq!(
+            estargz_builder_set_input_path(b, input.as_ptr()),
+            ESTARGZ_OK
+        );
+        assert_eq!(
+            estargz_builder_set_output_path(b, blob.as_ptr()),
+            ESTARGZ_OK
+        );
+        let mut res = ptr::null_mut();
+        assert_eq!(estargz_builder_run(b, &mut res), ESTARGZ_OK);
+        let toc_digest = CStr::from_ptr(estargz_build_result_toc_digest(res)).to_owned();
+        estargz_build_result_free(res);
+        estargz_builder_free(b);
+        toc_digest
+    }
+}
+
+/// A reader over a blob of directory `d` holding files f000..f{n-1}.
+fn reader_with_files(dir: &std::path::Path, n: usize) -> *mut estargz_reader {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("d")).unwrap();
+    for i in 0..n {
+        std::fs::write(tree.join(format!("d/f{i:03}")), b"x").unwrap();
+    }
+    let input = CString::new(tree.to_str().unwrap()).unwrap();
+    let blob = CString::new(dir.join("b.esgz").to_str().unwrap()).unwrap();
+    build_blob(&input, &blob);
+    // SAFETY: valid pointers; the caller frees the reader.
+    unsafe {
+        let mut r = ptr::null_mut();
+        assert_eq!(
+            estargz_reader_open_path(blob.as_ptr(), ptr::null(), &mut r),
+            ESTARGZ_OK
+        );
+        r
+    }
+}
+
+/// Threads sharing one iterator through estargz_dir_iter_next_details get
+/// every entry exactly once, also when their calls first find the buffer
+/// too small (which must not advance the iterator).
+#[test]
+fn next_details_from_several_threads_gives_each_entry_once() {
+    const N: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let r = reader_with_files(dir.path(), N);
+    struct Iter(*mut estargz_dir_iter);
+    // SAFETY: an estargz_dir_iter may be used from several threads at once
+    // (header); the test frees it after joining them.
+    unsafe impl Send for Iter {}
+    unsafe impl Sync for Iter {}
+    // SAFETY: valid pointers for each call; handles freed once, after use.
+    let it = unsafe {
+        let mut e = estargz_entry {
+            struct_size: size_of::<estargz_entry>(),
+            ..std::mem::zeroed()
+        };
+        assert_eq!(estargz_reader_lookup(r, c"d".as_ptr(), &mut e), ESTARGZ_OK);
+        let mut it = ptr::null_mut();
+        assert_eq!(estargz_reader_open_dir(r, e.id, &mut it), ESTARGZ_OK);
+        estargz_reader_free(r);
+        Iter(it)
+    };
+    let names: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let it = &it;
+                s.spawn(move || {
+                    let mut got = Vec::new();
+                    // Too small for any entry: every first try comes back
+                    // with the size and the iterator where it was.
+                    let mut buf = vec![0u8; 4];
+                    loop {
+                        // SAFETY: valid pointers; buf holds buf.len() bytes.
+                        let (e, d, n, done) = unsafe {
+                            let mut e: estargz_entry = std::mem::zeroed();
+                            e.struct_size = size_of::<estargz_entry>();
+                            let mut d: estargz_entry_details = std::mem::zeroed();
+                            d.struct_size = size_of::<estargz_entry_details>();
+                            let (mut n, mut done) = (0, false);
+                            let rc = estargz_dir_iter_next_details(
+                                it.0,
+                                &mut e,
+                                &mut d,
+                                buf.as_mut_ptr().cast(),
+                                buf.len(),
+                                &mut n,
+                                &mut done,
+                            );
+                            assert_eq!(rc, ESTARGZ_OK);
+                            (e, d, n, done)
+                        };
+                        if done {
+                            return got;
+                        }
+                        if n > buf.len() {
+                            buf = vec![0u8; n];
+                            continue;
+                        }
+                        assert_eq!(e.kind, estargz_entry_type::ESTARGZ_ENTRY_REG);
+                        let name = &buf[d.name_offset..d.name_offset + d.name_len];
+                        let path = &buf[d.path_offset..d.path_offset + d.path_len];
+                        assert_eq!(path, [b"d/", name].concat().as_slice());
+                        got.push(String::from_utf8(name.to_vec()).unwrap());
+                        buf = vec![0u8; 4];
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    // SAFETY: no thread uses the iterator any more.
+    unsafe { estargz_dir_iter_free(it.0) };
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(names.len(), N, "entries returned more than once or lost");
+    assert_eq!(
+        sorted,
+        (0..N).map(|i| format!("f{i:03}")).collect::<Vec<_>>()
     );
 }

@@ -1,8 +1,8 @@
 //! Structs the caller allocates and the library fills (estargz_entry,
-//! estargz_blob_info, estargz_extract_stats) start with `size_t
-//! struct_size`, set by the caller to `sizeof` the struct it was compiled
-//! with. Fields are only ever appended, so a struct's versions are its
-//! prefixes: the library accepts the size of any version it knows and fills
+//! estargz_entry_details, estargz_blob_info, estargz_extract_stats) start
+//! with `size_t struct_size`, set by the caller to `sizeof` the struct it
+//! was compiled with. Fields are only ever appended, so a struct's versions
+//! are its prefixes: the library accepts the size of any version it knows and fills
 //! exactly that prefix, and refuses any other size with
 //! ESTARGZ_INVALID_ARGUMENT before doing any work. A program built against an
 //! older header keeps working with a newer library; a program built against

@@ -946,6 +946,144 @@ static void test_lookup_and_entries(void) {
   estargz_reader_free(r);
 }
 
+/* The strings of an estargz_entry_details, checked against the one-string
+ * getters. */
+static void check_details(estargz_reader *r, const estargz_entry *e,
+                          const estargz_entry_details *d, const char *buf, size_t n) {
+  char want[PATH_MAX];
+  size_t wn = 0;
+  CHECK(d->struct_size == sizeof *d);
+  CHECK(n == d->path_len + d->name_len + d->link_name_len + d->user_name_len +
+                 d->group_name_len + 5);
+  OK(estargz_reader_entry_path(r, e->id, want, sizeof want, &wn));
+  CHECK(d->path_offset == 0 && d->path_len == wn && strcmp(buf + d->path_offset, want) == 0);
+  OK(estargz_reader_entry_name(r, e->id, want, sizeof want, &wn));
+  CHECK(d->name_offset == d->path_len + 1);
+  CHECK(d->name_len == wn && strcmp(buf + d->name_offset, want) == 0);
+  OK(estargz_reader_entry_link_name(r, e->id, want, sizeof want, &wn));
+  CHECK(d->link_name_len == wn && strcmp(buf + d->link_name_offset, want) == 0);
+  OK(estargz_reader_entry_user_name(r, e->id, want, sizeof want, &wn));
+  CHECK(d->user_name_len == wn && strcmp(buf + d->user_name_offset, want) == 0);
+  OK(estargz_reader_entry_group_name(r, e->id, want, sizeof want, &wn));
+  CHECK(d->group_name_len == wn && strcmp(buf + d->group_name_offset, want) == 0);
+  CHECK(d->group_name_offset + d->group_name_len + 1 == n);
+  estargz_entry t;
+  t.struct_size = sizeof t;
+  OK(estargz_reader_entry(r, e->target_id, &t));
+  CHECK(d->target_kind == t.kind && d->target_kind != ESTARGZ_ENTRY_HARDLINK);
+}
+
+static void test_entry_details(void) {
+  estargz_reader *r = open_blob(main_blob);
+  CHECK(r != NULL);
+  estargz_entry e, want;
+  estargz_entry_details d;
+  e.struct_size = sizeof e;
+  want.struct_size = sizeof want;
+  d.struct_size = sizeof d;
+  char buf[PATH_MAX];
+  size_t n = 0;
+
+  /* Every kind, by id: the same entry as estargz_reader_lookup, the same
+   * strings as the getters. */
+  const char *paths[] = {"", "dir", "dir/big.txt", "dir/hard", "hello.txt", "link", "dir/fifo",
+                         "empty"};
+  for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+    OK(estargz_reader_lookup(r, paths[i], &want));
+    OK(estargz_reader_entry_details(r, want.id, &e, &d, buf, sizeof buf, &n));
+    CHECK(same_entry(&e, &want));
+    check_details(r, &e, &d, buf, n);
+  }
+  OK(estargz_reader_lookup(r, "hello.txt", &want));
+  OK(estargz_reader_entry_details(r, want.id, &e, &d, buf, sizeof buf, &n));
+  CHECK(e.kind == ESTARGZ_ENTRY_HARDLINK && d.target_kind == ESTARGZ_ENTRY_REG);
+  CHECK(strcmp(buf + d.link_name_offset, "dir/hard") == 0);
+  CHECK(strcmp(buf + d.name_offset, "hello.txt") == 0);
+  OK(estargz_reader_lookup(r, "link", &want));
+  OK(estargz_reader_entry_details(r, want.id, &e, &d, buf, sizeof buf, &n));
+  CHECK(d.target_kind == ESTARGZ_ENTRY_SYMLINK && strcmp(buf + d.link_name_offset, "hello.txt") == 0);
+
+  /* Too small: only *out_n is written. A size query; an exact fit. */
+  OK(estargz_reader_lookup(r, "dir/big.txt", &want));
+  size_t need = 0;
+  OK(estargz_reader_entry_details(r, want.id, &e, &d, NULL, 0, &need));
+  CHECK(need > strlen("dir/big.txt"));
+  estargz_entry untouched;
+  memset(&untouched, 0x5a, sizeof untouched);
+  untouched.struct_size = sizeof untouched;
+  estargz_entry_details d_untouched;
+  memset(&d_untouched, 0x5a, sizeof d_untouched);
+  d_untouched.struct_size = sizeof d_untouched;
+  char small[8];
+  memset(small, 'X', sizeof small);
+  n = 0;
+  OK(estargz_reader_entry_details(r, want.id, &untouched, &d_untouched, small, sizeof small, &n));
+  CHECK(n == need && small[0] == 'X' && small[sizeof small - 1] == 'X');
+  CHECK(untouched.id == 0x5a5a5a5a5a5a5a5aull && d_untouched.path_len == (size_t)0x5a5a5a5a5a5a5a5aull);
+  char *exact = malloc(need);
+  CHECK(exact != NULL);
+  OK(estargz_reader_entry_details(r, want.id, &e, &d, exact, need, &n));
+  CHECK(n == need && strcmp(exact, "dir/big.txt") == 0);
+  check_details(r, &e, &d, exact, n);
+  free(exact);
+
+  /* Bad arguments. */
+  INVALID(estargz_reader_entry_details(r, UINT64_MAX, &e, &d, buf, sizeof buf, &n));
+  char msg[256];
+  OK(estargz_reader_last_error(r, msg, sizeof msg, NULL));
+  CHECK(strstr(msg, "estargz_reader_entry_details: entry id") == msg);
+  INVALID(estargz_reader_entry_details(r, want.id, NULL, &d, buf, sizeof buf, &n));
+  INVALID(estargz_reader_entry_details(r, want.id, &e, NULL, buf, sizeof buf, &n));
+  INVALID(estargz_reader_entry_details(r, want.id, &e, &d, NULL, 4, &n));
+  INVALID(estargz_reader_entry_details(r, want.id, &e, &d, buf, sizeof buf, NULL));
+  INVALID(estargz_reader_entry_details(NULL, want.id, &e, &d, buf, sizeof buf, &n));
+  d.struct_size = sizeof d - 1;
+  INVALID(estargz_reader_entry_details(r, want.id, &e, &d, buf, sizeof buf, &n));
+  d.struct_size = sizeof d;
+
+  /* The iterator: starts with a 1-byte buffer and grows it to *out_n; a
+   * call that does not fit, or fails, does not advance. */
+  estargz_dir_iter *it = NULL;
+  OK(estargz_reader_open_dir(r, ESTARGZ_ROOT_ID, &it));
+  size_t cap = 1;
+  char *grow = malloc(cap);
+  CHECK(grow != NULL);
+  char names[256] = "";
+  int too_small = 0;
+  for (;;) {
+    bool done = true;
+    d.struct_size = 0;
+    INVALID(estargz_dir_iter_next_details(it, &e, &d, grow, cap, &n, &done));
+    d.struct_size = sizeof d;
+    OK(estargz_dir_iter_next_details(it, &e, &d, grow, cap, &n, &done));
+    if (done) {
+      CHECK(n == 0);
+      break;
+    }
+    if (n > cap) {
+      too_small++;
+      cap = n;
+      char *bigger = realloc(grow, cap);
+      CHECK(bigger != NULL);
+      grow = bigger;
+      continue;
+    }
+    OK(estargz_reader_entry(r, e.id, &want));
+    CHECK(same_entry(&e, &want));
+    check_details(r, &e, &d, grow, n);
+    strncat(names, grow + d.name_offset, sizeof names - strlen(names) - 2);
+    strcat(names, "\n");
+  }
+  CHECK(too_small > 0);
+  CHECK(strcmp(names, ".no.prefetch.landmark\ndir\nempty\nhello.txt\nlink\n") == 0);
+  bool done = false;
+  OK(estargz_dir_iter_next_details(it, &e, &d, grow, cap, &n, &done));
+  CHECK(done && n == 0);
+  free(grow);
+  estargz_dir_iter_free(it);
+  estargz_reader_free(r);
+}
+
 /* Lists directory `id` into names (newline-separated). */
 static void list_dir(estargz_reader *r, uint64_t id, char *names, size_t cap) {
   estargz_dir_iter *it = NULL;
@@ -1597,6 +1735,7 @@ int main(int argc, char **argv) {
       {"verify", test_verify},
       {"lookup_and_entries", test_lookup_and_entries},
       {"dir_iteration", test_dir_iteration},
+      {"entry_details", test_entry_details},
       {"read_ranges", test_read_ranges},
       {"extract", test_extract},
       {"struct_size", test_struct_size},

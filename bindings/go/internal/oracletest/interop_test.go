@@ -1,8 +1,9 @@
-package estargz_test
-
-// Cross-checks against the Go reference, github.com/containerd/
-// stargz-snapshotter/estargz (the version pinned in go.mod, as in
-// tests/interop), used only as a test oracle.
+// Package oracletest cross-checks the bindings against the Go reference,
+// github.com/containerd/stargz-snapshotter/estargz (the version pinned in
+// this module's go.mod, as in tests/interop), used only as a test oracle.
+// It is a module of its own so that the reference's go directive (1.24)
+// does not raise the bindings' minimum Go version.
+package oracletest_test
 
 import (
 	"bytes"
@@ -14,14 +15,15 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	estargz "github.com/estargz-rs/estargz-rs/bindings/go"
+	"github.com/estargz-rs/estargz-rs/bindings/go/internal/testkit"
 )
 
 // TestUpstreamReadsOurBlobs: blobs built by the bindings open in the
 // reference, pass its VerifyTOC with our TOC digest, and every chunk of
 // every file reads back and verifies with its verifier.
 func TestUpstreamReadsOurBlobs(t *testing.T) {
-	files := fixture()
-	want := contents(files)
+	files := testkit.Fixture()
+	want := testkit.Contents(files)
 	for _, c := range []struct {
 		name string
 		opts []estargz.Option
@@ -32,7 +34,7 @@ func TestUpstreamReadsOurBlobs(t *testing.T) {
 		{"prioritized", []estargz.Option{estargz.WithPrioritizedFiles([]string{"usr/bin/app"})}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			data, blob := buildBlob(t, files, c.opts...)
+			data, blob := testkit.BuildBlob(t, files, c.opts...)
 			ur, err := upstream.Open(io.NewSectionReader(bytes.NewReader(data), 0, int64(len(data))))
 			if err != nil {
 				t.Fatalf("upstream Open: %v", err)
@@ -95,11 +97,11 @@ func TestUpstreamReadsOurBlobs(t *testing.T) {
 // bindings under the TOC digest the reference reports, and read, list and
 // verify identically.
 func TestOursReadsUpstreamBlobs(t *testing.T) {
-	// Smaller than fixture(): the reference compresses at level 9 in Go,
+	// Smaller than testkit.Fixture(): the reference compresses at level 9 in Go,
 	// which is slow under the race detector.
-	files := smallFixture()
-	want := contents(files)
-	tarball := makeTar(t, files)
+	files := testkit.SmallFixture()
+	want := testkit.Contents(files)
+	tarball := testkit.MakeTar(t, files)
 	for _, c := range []struct {
 		name string
 		opts []upstream.Option
@@ -119,8 +121,8 @@ func TestOursReadsUpstreamBlobs(t *testing.T) {
 				t.Fatal(err)
 			}
 			ub.Close()
-			r := openBytes(t, data, estargz.WithExpectedTOCDigest(ub.TOCDigest().String()))
-			checkContents(t, r, want)
+			r := testkit.OpenBytes(t, data, estargz.WithExpectedTOCDigest(ub.TOCDigest().String()))
+			testkit.CheckContents(t, r, want)
 			if _, err := r.Verify(); err != nil {
 				t.Errorf("Verify: %v", err)
 			}
@@ -130,26 +132,26 @@ func TestOursReadsUpstreamBlobs(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, f := range files {
-				ours, err := r.Lookup(f.name)
+				ours, err := r.Lookup(f.Name)
 				if err != nil {
-					t.Errorf("%s: %v", f.name, err)
+					t.Errorf("%s: %v", f.Name, err)
 					continue
 				}
-				theirs, ok := ur.Lookup(f.name)
+				theirs, ok := ur.Lookup(f.Name)
 				if !ok {
-					t.Fatalf("upstream: %s missing", f.name)
+					t.Fatalf("upstream: %s missing", f.Name)
 				}
 				if ours.Type == estargz.TypeHardlink {
 					// The reference's Lookup returns the link's target.
 					if theirs.Name != ours.LinkName || theirs.Type != estargz.TypeReg {
-						t.Errorf("%s: hard link to %s, upstream %s %s", f.name, ours.LinkName, theirs.Type, theirs.Name)
+						t.Errorf("%s: hard link to %s, upstream %s %s", f.Name, ours.LinkName, theirs.Type, theirs.Name)
 					}
 					continue
 				}
 				if ours.Type != theirs.Type || ours.LinkName != theirs.LinkName ||
 					ours.Mode.Perm() != theirs.Stat().Mode().Perm() || ours.Uname != theirs.Uname ||
 					!ours.ModTime.Equal(theirs.ModTime()) {
-					t.Errorf("%s: ours %+v, upstream %+v", f.name, ours, theirs)
+					t.Errorf("%s: ours %+v, upstream %+v", f.Name, ours, theirs)
 				}
 			}
 			if err := fstest.TestFS(r.FS(), "etc/os-release", "data/big.txt"); err != nil {
