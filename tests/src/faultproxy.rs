@@ -476,9 +476,8 @@ struct Relay<'a> {
 impl Relay<'_> {
     fn send_head(&mut self, head: &[u8]) -> io::Result<()> {
         throttle(self.shared, self.plan.rate, head.len());
-        self.client.write_all(head)?;
         self.count(head.len());
-        Ok(())
+        self.client.write_all(head)
     }
 
     /// Body bytes: flipped, cut or passed on as the plan says.
@@ -497,9 +496,11 @@ impl Relay<'_> {
             self.body_sent += data.len() - allowed;
         }
         throttle(self.shared, self.plan.rate, chunk.len());
+        // Counted before the write: once the client has the bytes, the
+        // stats already show them (a test may read the stats right then).
+        self.count(chunk.len());
         self.client.write_all(&chunk)?;
         self.body_sent += chunk.len();
-        self.count(chunk.len());
         Ok(())
     }
 
