@@ -210,17 +210,17 @@ pub unsafe extern "C" fn estargz_reader_entry_link_name(
     len: usize,
     out_n: *mut usize,
 ) -> estargz_result {
-    entry_string!(
-        reader,
-        id,
-        buf,
-        len,
-        out_n,
-        |r, id| match r.node(id).link_target {
-            Some(target) => r.index().path(target),
-            None => r.node(id).entry.link_name.clone(),
-        }
-    )
+    entry_string!(reader, id, buf, len, out_n, |r, id| link_name(r, id)
+        .into_owned())
+}
+
+/// What an entry links to: a hard link's target path (as the tree resolved
+/// it), else the TOC's link name ("" for non-links).
+pub(crate) fn link_name(reader: &Reader, id: NodeId) -> std::borrow::Cow<'_, str> {
+    match reader.node(id).link_target {
+        Some(target) => reader.index().path(target).into(),
+        None => reader.node(id).entry.link_name.as_str().into(),
+    }
 }
 
 /// Copies the owner's user name (as recorded in the tar; "" if none) into

@@ -9,7 +9,7 @@ use estargz_core::reader::NodeId;
 use estargz_core::Reader;
 
 use crate::args::Out;
-use crate::entry::{entry_of, estargz_entry, estargz_entry_type, node_id};
+use crate::entry::{entry_of, estargz_entry, estargz_entry_type, link_name, node_id};
 use crate::error::{estargz_result, Failure, FfiResult};
 use crate::export::ffi_call;
 use crate::reader::estargz_reader;
@@ -99,17 +99,13 @@ impl<'r> Details<'r> {
         let node = reader.node(id);
         let target = reader.resolve(id);
         let data = &reader.node(target).entry;
-        let link_name = match node.link_target {
-            Some(t) => reader.index().path(t).into(),
-            None => node.entry.link_name.as_str().into(),
-        };
         Details {
             entry: entry_of(reader, id),
             target_kind: entry_of(reader, target).kind,
             strings: [
                 reader.index().path(id).into(),
                 node.name.as_str().into(),
-                link_name,
+                link_name(reader, id),
                 data.user_name.as_str().into(),
                 data.group_name.as_str().into(),
             ],
