@@ -126,7 +126,8 @@ impl Index {
     /// [`Index::build`] within `limits`. The TOC's entries move into the
     /// tree (the reader keeps no second copy of them).
     pub fn build_limited(toc: Toc, payload_end: u64, limits: &IndexLimits) -> Result<Index> {
-        let mut idx = Self::tree(toc.entries, payload_end, limits)?;
+        let next_offsets = next_offsets(&toc.entries, payload_end);
+        let mut idx = Self::tree(toc.entries.into_iter(), &next_offsets, limits)?;
         idx.validate_chunks(payload_end)?;
         idx.check_members()?;
         idx.count_links();
@@ -138,20 +139,32 @@ impl Index {
     /// names, default limits), ignoring chunk geometry. The builder uses it
     /// so that every blob it writes can be opened.
     pub fn check_tree(entries: &[TocEntry]) -> Result<()> {
-        Self::tree(entries.to_vec(), u64::MAX, &IndexLimits::DEFAULT).map(|_| ())
+        // Entries are cloned one at a time into the tree, not all up front.
+        let next_offsets = next_offsets(entries, u64::MAX);
+        Self::tree(
+            entries.iter().cloned(),
+            &next_offsets,
+            &IndexLimits::DEFAULT,
+        )
+        .map(|_| ())
     }
 
-    fn tree(entries: Vec<TocEntry>, payload_end: u64, limits: &IndexLimits) -> Result<Index> {
+    /// Builds the tree from `entries`; `next_offsets[i]` is where entry
+    /// `i`'s compressed range surely ends (see [`next_offsets`]).
+    fn tree(
+        entries: impl Iterator<Item = TocEntry>,
+        next_offsets: &[u64],
+        limits: &IndexLimits,
+    ) -> Result<Index> {
         let mut idx = Index {
             nodes: vec![implicit_dir("", ROOT)],
             limits: *limits,
             member_spans: HashMap::new(),
         };
-        let next_offsets = next_offsets(&entries, payload_end);
         let mut unames: HashMap<u64, String> = HashMap::new();
         let mut gnames: HashMap<u64, String> = HashMap::new();
         let mut current_file: Option<NodeId> = None;
-        for (i, mut entry) in entries.into_iter().enumerate() {
+        for (i, mut entry) in entries.enumerate() {
             if entry.kind == EntryType::Chunk {
                 let file = current_file.ok_or_else(|| {
                     Error::InvalidToc(format!(
