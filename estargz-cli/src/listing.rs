@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use base64::Engine as _;
-use estargz_core::reader::{Node, NodeId};
+use estargz_core::reader::{Entry, NodeId};
 use estargz_core::{BuildResult, EntryType, Error, Footer, Reader};
 use serde_json::{json, Value};
 
@@ -81,8 +81,8 @@ pub fn print_inspect(reader: &Reader, as_json: bool) -> Result<(), Error> {
         "chunks": toc.entries.iter().filter(|e| e.kind.is_data() && (e.kind == EntryType::Chunk || e.size > 0)).count(),
         "directories": count(EntryType::Dir),
         "fileBytes": file_bytes,
-        "prefetchLandmark": reader.index().lookup(".prefetch.landmark").is_some(),
-        "noPrefetchLandmark": reader.index().lookup(".no.prefetch.landmark").is_some(),
+        "prefetchLandmark": reader.lookup(".prefetch.landmark").is_ok(),
+        "noPrefetchLandmark": reader.lookup(".no.prefetch.landmark").is_ok(),
     });
     let mut out = io::stdout().lock();
     if as_json {
@@ -100,49 +100,48 @@ pub fn print_inspect(reader: &Reader, as_json: bool) -> Result<(), Error> {
 }
 
 fn node_json(reader: &Reader, id: NodeId) -> Value {
-    let node = reader.node(id);
-    let e = &node.entry;
-    let kind = if node.link_target.is_some() {
+    let e = reader.entry(id);
+    let link = e.hardlink_target();
+    let kind = if link.is_some() {
         "hardlink"
     } else {
-        e.kind.as_str()
+        e.kind().as_str()
     };
     let mut v = json!({
-        "path": reader.index().path(id),
+        "path": e.path(),
         "type": kind,
-        "mode": e.mode & 0o7777,
-        "uid": e.uid,
-        "gid": e.gid,
-        "mtime": e.mod_time.unwrap_or(0),
-        "nlink": node.link_target.map_or(node.nlink, |t| reader.node(t).nlink),
+        "mode": e.mode() & 0o7777,
+        "uid": e.uid(),
+        "gid": e.gid(),
+        "mtime": e.mod_time().unwrap_or(0),
+        "nlink": link.map_or(e.nlink(), |t| reader.entry(t).nlink()),
     });
     let obj = v.as_object_mut().expect("object literal");
-    if !e.user_name.is_empty() {
-        obj.insert("userName".into(), e.user_name.clone().into());
+    if !e.user_name().is_empty() {
+        obj.insert("userName".into(), e.user_name().into());
     }
-    if !e.group_name.is_empty() {
-        obj.insert("groupName".into(), e.group_name.clone().into());
+    if !e.group_name().is_empty() {
+        obj.insert("groupName".into(), e.group_name().into());
     }
-    match e.kind {
-        EntryType::Reg if node.link_target.is_none() => {
-            obj.insert("size".into(), e.size.into());
-            obj.insert("digest".into(), e.digest.clone().into());
+    match e.kind() {
+        EntryType::Reg if link.is_none() => {
+            obj.insert("size".into(), e.size().into());
+            let digest = e.digest().map(ToString::to_string).unwrap_or_default();
+            obj.insert("digest".into(), digest.into());
         }
         EntryType::Symlink | EntryType::Hardlink => {
-            let target = node
-                .link_target
-                .map_or(e.link_name.clone(), |t| reader.index().path(t));
+            let target = link.map_or(e.link_name().to_string(), |t| reader.path(t));
             obj.insert("linkName".into(), target.into());
         }
         EntryType::Char | EntryType::Block => {
-            obj.insert("devMajor".into(), e.dev_major.into());
-            obj.insert("devMinor".into(), e.dev_minor.into());
+            obj.insert("devMajor".into(), e.dev_major().into());
+            obj.insert("devMinor".into(), e.dev_minor().into());
         }
         _ => {}
     }
-    if !e.xattrs.is_empty() {
+    if !e.xattrs().is_empty() {
         let x: serde_json::Map<String, Value> = e
-            .xattrs
+            .xattrs()
             .iter()
             .map(|(k, v)| {
                 (
@@ -153,17 +152,17 @@ fn node_json(reader: &Reader, id: NodeId) -> Value {
             .collect();
         obj.insert("xattrs".into(), x.into());
     }
-    if node.implicit {
+    if e.is_implicit() {
         obj.insert("implicit".into(), true.into());
     }
     v
 }
 
-fn type_char(node: &Node) -> char {
-    if node.link_target.is_some() {
+fn type_char(e: &Entry) -> char {
+    if e.hardlink_target().is_some() {
         return 'h';
     }
-    match node.entry.kind {
+    match e.kind() {
         EntryType::Dir => 'd',
         EntryType::Symlink => 'l',
         EntryType::Char => 'c',
@@ -198,7 +197,7 @@ pub fn print_ls(reader: &Reader, path: &str, long: bool, as_json: bool) -> Resul
         if id != estargz_core::reader::ROOT {
             ids.push(id);
         }
-        stack.extend(reader.node(id).children.values().rev());
+        stack.extend(reader.entry(id).children().rev().map(|(_, child)| child));
     }
     let mut out = io::BufWriter::new(io::stdout().lock());
     if as_json {
@@ -206,40 +205,41 @@ pub fn print_ls(reader: &Reader, path: &str, long: bool, as_json: bool) -> Resul
         return print_json(&mut out, &Value::Array(list));
     }
     for id in ids {
-        let node = reader.node(id);
-        let e = &node.entry;
-        let mut name = reader.index().path(id);
-        if e.kind == EntryType::Dir {
+        let e = reader.entry(id);
+        let mut name = e.path();
+        if e.kind() == EntryType::Dir {
             name.push('/');
         }
-        if let Some(t) = node.link_target {
-            name = format!("{name} link to {}", reader.index().path(t));
-        } else if e.kind == EntryType::Symlink {
-            name = format!("{name} -> {}", e.link_name);
+        if let Some(t) = e.hardlink_target() {
+            name = format!("{name} link to {}", reader.path(t));
+        } else if e.kind() == EntryType::Symlink {
+            name = format!("{name} -> {}", e.link_name());
         }
         if long {
-            let size = match e.kind {
-                EntryType::Char | EntryType::Block => format!("{},{}", e.dev_major, e.dev_minor),
-                _ if node.link_target.is_some() => "0".into(),
-                _ => e.size.to_string(),
+            let size = match e.kind() {
+                EntryType::Char | EntryType::Block => {
+                    format!("{},{}", e.dev_major(), e.dev_minor())
+                }
+                _ if e.hardlink_target().is_some() => "0".into(),
+                _ => e.size().to_string(),
             };
             writeln!(
                 out,
                 "{}{} {}/{} {:>10} {} {}",
-                type_char(node),
-                mode_string(e.mode),
-                if e.user_name.is_empty() {
-                    e.uid.to_string()
+                type_char(&e),
+                mode_string(e.mode()),
+                if e.user_name().is_empty() {
+                    e.uid().to_string()
                 } else {
-                    e.user_name.clone()
+                    e.user_name().to_string()
                 },
-                if e.group_name.is_empty() {
-                    e.gid.to_string()
+                if e.group_name().is_empty() {
+                    e.gid().to_string()
                 } else {
-                    e.group_name.clone()
+                    e.group_name().to_string()
                 },
                 size,
-                e.mod_time
+                e.mod_time()
                     .map_or_else(|| "-".into(), estargz_core::toc::format_time),
                 name
             )

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::digest::{is_sha256_digest, Hasher};
+use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 
 /// Default memory budget (bytes of chunk data).
@@ -58,33 +58,32 @@ pub struct CacheStats {
 /// An LRU index: key → (size, tick), tick → key.
 #[derive(Default)]
 struct Lru<V> {
-    entries: HashMap<String, (V, u64, u64)>,
-    order: BTreeMap<u64, String>,
+    entries: HashMap<Digest, (V, u64, u64)>,
+    order: BTreeMap<u64, Digest>,
     bytes: u64,
     tick: u64,
 }
 
 impl<V: Clone> Lru<V> {
-    fn get(&mut self, key: &str) -> Option<V> {
+    fn get(&mut self, key: &Digest) -> Option<V> {
         self.tick += 1;
         let tick = self.tick;
         let (v, _, t) = self.entries.get_mut(key)?;
         self.order.remove(t);
         *t = tick;
-        self.order.insert(tick, key.to_string());
+        self.order.insert(tick, *key);
         Some(v.clone())
     }
 
-    fn insert(&mut self, key: &str, value: V, size: u64) {
+    fn insert(&mut self, key: &Digest, value: V, size: u64) {
         self.remove(key);
         self.tick += 1;
-        self.entries
-            .insert(key.to_string(), (value, size, self.tick));
-        self.order.insert(self.tick, key.to_string());
+        self.entries.insert(*key, (value, size, self.tick));
+        self.order.insert(self.tick, *key);
         self.bytes += size;
     }
 
-    fn remove(&mut self, key: &str) -> Option<V> {
+    fn remove(&mut self, key: &Digest) -> Option<V> {
         let (v, size, tick) = self.entries.remove(key)?;
         self.order.remove(&tick);
         self.bytes -= size;
@@ -92,7 +91,7 @@ impl<V: Clone> Lru<V> {
     }
 
     /// Pops least-recently-used entries until at most `limit` bytes remain.
-    fn evict_to(&mut self, limit: u64) -> Vec<String> {
+    fn evict_to(&mut self, limit: u64) -> Vec<Digest> {
         let mut gone = Vec::new();
         while self.bytes > limit {
             let Some((_, key)) = self.order.pop_first() else {
@@ -172,16 +171,16 @@ impl ChunkCache {
                         let _ = fs::remove_file(entry.path());
                         continue;
                     }
-                    if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    if let Ok(digest) = format!("sha256:{name}").parse::<Digest>() {
                         let mtime = meta.modified().ok();
-                        found.push((mtime, name, meta.len()));
+                        found.push((mtime, digest, meta.len()));
                     }
                 }
             }
             found.sort();
             let mut index = Lru::default();
-            for (_, name, size) in found {
-                index.insert(&name, (), size);
+            for (_, digest, size) in found {
+                index.insert(&digest, (), size);
             }
             let disk = Disk {
                 root: dir.clone(),
@@ -205,14 +204,13 @@ impl ChunkCache {
     }
 
     /// Whether `digest` is cached (without checking or loading it).
-    pub fn contains(&self, digest: &str) -> bool {
-        let Some(hex) = key(digest) else { return false };
+    pub fn contains(&self, digest: &Digest) -> bool {
         if self
             .memory
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entries
-            .contains_key(hex)
+            .contains_key(digest)
         {
             return true;
         }
@@ -221,34 +219,32 @@ impl ChunkCache {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .entries
-                .contains_key(hex)
+                .contains_key(digest)
         })
     }
 
     /// The chunk with this digest if it is in memory (no disk access).
-    pub fn get_memory(&self, digest: &str) -> Option<Arc<[u8]>> {
-        let hex = key(digest)?;
+    pub fn get_memory(&self, digest: &Digest) -> Option<Arc<[u8]>> {
         let v = self
             .memory
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(hex)?;
+            .get(digest)?;
         self.count(|s| s.memory_hits += 1);
         Some(v)
     }
 
     /// The chunk with this digest, checked, or `None`.
-    pub fn get(&self, digest: &str) -> Option<Arc<[u8]>> {
-        let hex = key(digest)?;
+    pub fn get(&self, digest: &Digest) -> Option<Arc<[u8]>> {
         if let Some(v) = self.get_memory(digest) {
             return Some(v);
         }
         if let Some(disk) = &self.disk {
-            match disk.read(hex) {
+            match disk.read(digest) {
                 Ok(Some(data)) => {
                     self.count(|s| s.disk_hits += 1);
                     let data: Arc<[u8]> = data.into();
-                    self.put_memory(hex, data.clone());
+                    self.put_memory(digest, data.clone());
                     return Some(data);
                 }
                 Ok(None) => {}
@@ -261,21 +257,20 @@ impl ChunkCache {
 
     /// Stores a chunk the caller has verified against `digest`. Disk
     /// failures only cost the cache entry, never the read.
-    pub fn put(&self, digest: &str, data: Arc<[u8]>) {
-        let Some(hex) = key(digest) else { return };
+    pub fn put(&self, digest: &Digest, data: Arc<[u8]>) {
         if let Some(disk) = &self.disk {
-            disk.write(hex, &data);
+            disk.write(digest, &data);
         }
-        self.put_memory(hex, data);
+        self.put_memory(digest, data);
     }
 
-    fn put_memory(&self, hex: &str, data: Arc<[u8]>) {
+    fn put_memory(&self, digest: &Digest, data: Arc<[u8]>) {
         if data.len() as u64 > self.memory_limit {
             return;
         }
         let mut mem = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         let size = data.len() as u64;
-        mem.insert(hex, data, size);
+        mem.insert(digest, data, size);
         mem.evict_to(self.memory_limit);
     }
 
@@ -287,14 +282,10 @@ impl ChunkCache {
     }
 }
 
-/// The hex part of a well-formed sha256 digest; anything else is never a
-/// file name.
-fn key(digest: &str) -> Option<&str> {
-    is_sha256_digest(digest).then(|| &digest["sha256:".len()..])
-}
-
 impl Disk {
-    fn path(&self, hex: &str) -> PathBuf {
+    /// A digest is 64 hex digits: it is never a path outside the cache.
+    fn path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
         self.root.join("chunks").join(&hex[..2]).join(hex)
     }
 
@@ -303,24 +294,24 @@ impl Disk {
     /// Nothing on disk is trusted: a symlink is not followed, a FIFO or
     /// device is not read (nor waited on), and at most the size we recorded
     /// is read before the digest is checked.
-    fn read(&self, hex: &str) -> std::result::Result<Option<Vec<u8>>, ()> {
+    fn read(&self, digest: &Digest) -> std::result::Result<Option<Vec<u8>>, ()> {
         let Some(size) = self
             .index
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entries
-            .get(hex)
+            .get(digest)
             .map(|e| e.1)
         else {
             return Ok(None);
         };
-        let path = self.path(hex);
+        let path = self.path(digest);
         let reject = || {
             let _ = fs::remove_file(&path);
             self.index
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(hex);
+                .remove(digest);
             Err(())
         };
         let file = match fs::OpenOptions::new()
@@ -334,7 +325,7 @@ impl Disk {
                 self.index
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .remove(hex);
+                    .remove(digest);
                 return Ok(None);
             }
             Err(_) => return reject(),
@@ -351,35 +342,35 @@ impl Disk {
         }
         let mut h = Hasher::new();
         h.update(&data);
-        if h.finish()["sha256:".len()..] != *hex {
+        if h.finish_digest() != *digest {
             return reject();
         }
         self.index
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(hex);
+            .get(digest);
         Ok(Some(data))
     }
 
     /// Write to a temporary file, then rename: a crash leaves either no
     /// entry or a whole one (and reads re-check the digest anyway).
-    fn write(&self, hex: &str, data: &[u8]) {
+    fn write(&self, digest: &Digest, data: &[u8]) {
         if data.len() as u64 > self.limit
             || self
                 .index
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .entries
-                .contains_key(hex)
+                .contains_key(digest)
         {
             return;
         }
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{hex}.{}.{n}", std::process::id()));
-        let path = self.path(hex);
+        let tmp =
+            self.root
+                .join("tmp")
+                .join(format!("{}.{}.{n}", digest.hex(), std::process::id()));
+        let path = self.path(digest);
         let ok = (|| -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(data)?;
@@ -393,7 +384,7 @@ impl Disk {
         self.index
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(hex, (), data.len() as u64);
+            .insert(digest, (), data.len() as u64);
         self.evict();
     }
 
@@ -403,8 +394,8 @@ impl Disk {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .evict_to(self.limit);
-        for hex in gone {
-            let _ = fs::remove_file(self.path(&hex));
+        for digest in gone {
+            let _ = fs::remove_file(self.path(&digest));
         }
     }
 }
@@ -420,11 +411,9 @@ pub fn describe(opts: &CacheOptions) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::sha256_digest;
-
-    fn chunk(n: u8, len: usize) -> (String, Arc<[u8]>) {
+    fn chunk(n: u8, len: usize) -> (Digest, Arc<[u8]>) {
         let data: Arc<[u8]> = vec![n; len].into();
-        (sha256_digest(&data), data)
+        (Digest::of(&data), data)
     }
 
     #[test]
@@ -436,7 +425,6 @@ mod tests {
         }
         assert!(c.get(&chunks[0].0).is_none(), "oldest evicted");
         assert!(c.get(&chunks[3].0).is_some());
-        assert!(c.get("sha256:../../etc/passwd").is_none());
     }
 
     #[test]
@@ -458,8 +446,8 @@ mod tests {
         let c = ChunkCache::open(&opts).unwrap();
         assert_eq!(&*c.get(&chunks[2].0).unwrap(), &*chunks[2].1);
         // Corrupt an entry on disk: it is dropped, not served.
-        let hex = &chunks[1].0[7..];
-        let path = dir.path().join("chunks").join(&hex[..2]).join(hex);
+        let hex = chunks[1].0.hex();
+        let path = dir.path().join("chunks").join(&hex[..2]).join(&hex);
         fs::write(&path, b"garbage").unwrap();
         assert!(c.get(&chunks[1].0).is_none());
         assert_eq!(c.stats().corrupt, 1);
@@ -481,9 +469,9 @@ mod tests {
         for (d, data) in &chunks {
             c.put(d, data.clone());
         }
-        let path = |d: &str| {
-            let hex = &d[7..];
-            dir.path().join("chunks").join(&hex[..2]).join(hex)
+        let path = |d: &Digest| {
+            let hex = d.hex();
+            dir.path().join("chunks").join(&hex[..2]).join(&hex)
         };
         // A FIFO (reading would block forever), a symlink to an endless
         // device, and a file of the right content but longer than recorded.

@@ -25,6 +25,58 @@ pub fn is_sha256_digest(s: &str) -> bool {
     })
 }
 
+/// A SHA-256 digest held as its 32 bytes; shown and parsed as
+/// `sha256:<64 lowercase hex>`. Compared and hashed as bytes, so keying a
+/// map by it costs no string.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    /// The digest of `data`.
+    pub fn of(data: &[u8]) -> Digest {
+        Digest(Sha256::digest(data).into())
+    }
+    /// A digest from its raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Digest {
+        Digest(bytes)
+    }
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+    /// The 64 lowercase hex digits, without the `sha256:` prefix.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+impl std::str::FromStr for Digest {
+    type Err = crate::Error;
+    /// Accepts exactly `sha256:` and 64 lowercase hex digits.
+    fn from_str(s: &str) -> crate::Result<Digest> {
+        let invalid =
+            || crate::Error::InvalidArgument(format!("{s:?} is not sha256:<64 lowercase hex>"));
+        if !is_sha256_digest(s) {
+            return Err(invalid());
+        }
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(&s[7..], &mut bytes).map_err(|_| invalid())?;
+        Ok(Digest(bytes))
+    }
+}
+
 /// An incremental hasher that also counts bytes.
 #[derive(Default, Clone)]
 pub struct Hasher {
@@ -52,7 +104,11 @@ impl Hasher {
     }
     /// The digest, as `sha256:<64 lowercase hex>`.
     pub fn finish(self) -> String {
-        format_digest(self.inner.finalize().into())
+        self.finish_digest().to_string()
+    }
+    /// The digest as a [`Digest`].
+    pub fn finish_digest(self) -> Digest {
+        Digest(self.inner.finalize().into())
     }
 }
 
@@ -111,4 +167,25 @@ pub fn gzip_file_digests(path: &std::path::Path) -> crate::Result<GzipDigests> {
         diff_id: diff.finish(),
         uncompressed_size,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_parse_and_print_as_sha256_hex() {
+        let d = Digest::of(b"");
+        assert_eq!(d.to_string(), EMPTY_DIGEST);
+        assert_eq!(EMPTY_DIGEST.parse::<Digest>().unwrap(), d);
+        for bad in [
+            "",
+            "sha256:",
+            "sha512:00",
+            &EMPTY_DIGEST.to_uppercase(),
+            &EMPTY_DIGEST[..70],
+        ] {
+            assert!(bad.parse::<Digest>().is_err(), "{bad:?} parsed");
+        }
+    }
 }

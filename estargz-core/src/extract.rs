@@ -14,8 +14,8 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
-use crate::reader::{Index, Node, NodeId, Reader, ROOT};
-use crate::toc::{EntryType, TocEntry};
+use crate::reader::{Entry, Index, NodeId, Reader, ROOT};
+use crate::toc::EntryType;
 
 /// Extraction settings.
 #[derive(Debug, Clone)]
@@ -56,9 +56,9 @@ fn io_err(context: String, e: Errno) -> Error {
     Error::io(context, e.into())
 }
 
-fn timestamps(entry: &TocEntry) -> Timestamps {
+fn timestamps(entry: &Entry) -> Timestamps {
     let t = Timespec {
-        tv_sec: entry.mod_time.unwrap_or(0),
+        tv_sec: entry.mod_time().unwrap_or(0),
         tv_nsec: 0,
     };
     Timestamps {
@@ -67,26 +67,12 @@ fn timestamps(entry: &TocEntry) -> Timestamps {
     }
 }
 
-fn perm(entry: &TocEntry) -> Mode {
-    Mode::from_raw_mode(entry.mode & 0o7777)
+fn perm(entry: &Entry) -> Mode {
+    Mode::from_raw_mode(entry.mode() & 0o7777)
 }
 
 /// A node to extract; its path is built only for messages.
-struct Item<'a> {
-    id: NodeId,
-    node: &'a Node,
-    index: &'a Index,
-}
-
-impl Item<'_> {
-    fn path(&self) -> String {
-        self.index.path(self.id)
-    }
-    /// The name in its parent directory.
-    fn base(&self) -> &str {
-        &self.node.name
-    }
-}
+type Item<'a> = Entry<'a>;
 
 /// Most directory descriptors kept open (below common `ulimit -n` values).
 const MAX_OPEN_DIRS: usize = 256;
@@ -136,11 +122,7 @@ struct Extractor<'a> {
 
 impl Extractor<'_> {
     fn item(&self, id: NodeId) -> Item<'_> {
-        Item {
-            id,
-            node: &self.index.nodes[id],
-            index: self.index,
-        }
+        self.index.entry(id)
     }
 
     /// Opens the target directory of node `id` without following symlinks:
@@ -158,10 +140,10 @@ impl Extractor<'_> {
                 break fd;
             }
             chain.push(cur);
-            cur = self.index.nodes[cur].parent;
+            cur = self.index.entry(cur).parent();
         };
         for &dir in chain.iter().rev() {
-            let name = self.index.nodes[dir].name.as_str();
+            let name = self.index.entry(dir).name();
             let next = rustix::fs::openat(&*fd, name, flags, Mode::empty()).map_err(|e| {
                 if e == Errno::LOOP || e == Errno::NOTDIR {
                     Error::UnsafePath(self.index.path(dir))
@@ -183,15 +165,15 @@ impl Extractor<'_> {
         }
     }
 
-    fn chown(&self, dir: &OwnedFd, base: &str, entry: &TocEntry) -> Result<()> {
+    fn chown(&self, dir: &OwnedFd, base: &str, entry: &Entry) -> Result<()> {
         if !self.opts.preserve_owners {
             return Ok(());
         }
         let (uid, gid) = (
-            u32::try_from(entry.uid)
-                .map_err(|_| Error::InvalidArgument(format!("uid {}", entry.uid)))?,
-            u32::try_from(entry.gid)
-                .map_err(|_| Error::InvalidArgument(format!("gid {}", entry.gid)))?,
+            u32::try_from(entry.uid())
+                .map_err(|_| Error::InvalidArgument(format!("uid {}", entry.uid())))?,
+            u32::try_from(entry.gid())
+                .map_err(|_| Error::InvalidArgument(format!("gid {}", entry.gid())))?,
         );
         rustix::fs::chownat(
             dir,
@@ -207,7 +189,7 @@ impl Extractor<'_> {
         if !self.opts.xattrs {
             return Ok(());
         }
-        for (k, v) in &item.node.entry.xattrs {
+        for (k, v) in item.xattrs() {
             match rustix::fs::fsetxattr(fd, k.as_str(), v, XattrFlags::empty()) {
                 Ok(()) | Err(Errno::NOTSUP) => {}
                 Err(e) => {
@@ -223,26 +205,26 @@ impl Extractor<'_> {
 
     /// Applies owner, xattrs, mode and times to an open file or directory.
     fn finish(&self, dir: &OwnedFd, base: &str, fd: &OwnedFd, item: &Item) -> Result<()> {
-        self.chown(dir, base, &item.node.entry)?;
+        self.chown(dir, base, item)?;
         self.set_xattrs(fd, item)?;
         // After chown, which clears setuid/setgid.
-        rustix::fs::fchmod(fd, perm(&item.node.entry))
+        rustix::fs::fchmod(fd, perm(item))
             .map_err(|e| io_err(format!("chmod {:?}", item.path()), e))?;
-        rustix::fs::futimens(fd, &timestamps(&item.node.entry))
+        rustix::fs::futimens(fd, &timestamps(item))
             .map_err(|e| io_err(format!("setting times of {:?}", item.path()), e))
     }
 
     fn make_dir(&self, item: &Item) -> Result<()> {
-        let dir = self.open_dir(item.node.parent)?;
-        match rustix::fs::mkdirat(&*dir, item.base(), Mode::from_raw_mode(0o700)) {
+        let dir = self.open_dir(item.parent())?;
+        match rustix::fs::mkdirat(&*dir, item.name(), Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(Errno::EXIST) => Ok(()),
             Err(e) => Err(io_err(format!("creating directory {:?}", item.path()), e)),
         }
     }
 
     fn write_file(&self, item: &Item) -> Result<u64> {
-        let dir = self.open_dir(item.node.parent)?;
-        let base = item.base();
+        let dir = self.open_dir(item.parent())?;
+        let base = item.name();
         self.clear(&dir, base)?;
         let fd = rustix::fs::openat(
             &*dir,
@@ -253,7 +235,7 @@ impl Extractor<'_> {
         .map_err(|e| io_err(format!("creating {:?}", item.path()), e))?;
         let mut file = std::fs::File::from(fd);
         let mut written = 0;
-        self.reader.for_each_chunk(item.id, |data| {
+        self.reader.for_each_chunk(item.id(), |data| {
             written += data.len() as u64;
             file.write_all(data)
                 .map_err(|e| Error::io(format!("writing {:?}", item.path()), e))
@@ -265,27 +247,27 @@ impl Extractor<'_> {
 
     /// Symlinks, devices and fifos.
     fn make_special(&self, item: &Item) -> Result<()> {
-        let dir = self.open_dir(item.node.parent)?;
+        let dir = self.open_dir(item.parent())?;
         let dir = &*dir;
-        let base = item.base();
+        let base = item.name();
         self.clear(dir, base)?;
-        let e = &item.node.entry;
+        let e = item;
         let context = || format!("creating {:?}", item.path());
-        match e.kind {
+        match e.kind() {
             EntryType::Symlink => {
-                rustix::fs::symlinkat(e.link_name.as_str(), dir, base)
+                rustix::fs::symlinkat(e.link_name(), dir, base)
                     .map_err(|er| io_err(context(), er))?;
                 self.chown(dir, base, e)?;
                 return rustix::fs::utimensat(dir, base, &timestamps(e), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|er| io_err(format!("setting times of {:?}", item.path()), er));
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let file_type = match e.kind {
+                let file_type = match e.kind() {
                     EntryType::Char => rustix::fs::FileType::CharacterDevice,
                     EntryType::Block => rustix::fs::FileType::BlockDevice,
                     _ => rustix::fs::FileType::Fifo,
                 };
-                let dev = rustix::fs::makedev(e.dev_major as u32, e.dev_minor as u32);
+                let dev = rustix::fs::makedev(e.dev_major() as u32, e.dev_minor() as u32);
                 rustix::fs::mknodat(dir, base, file_type, Mode::from_raw_mode(0o600), dev)
                     .map_err(|er| io_err(context(), er))?;
             }
@@ -302,10 +284,10 @@ impl Extractor<'_> {
     /// Links `item` to `target` itself: without `AT_SYMLINK_FOLLOW`, a link
     /// to a symlink is a second name of the symlink, as with `tar -x`.
     fn make_hardlink(&self, item: &Item, target: &Item) -> Result<()> {
-        let dir = self.open_dir(item.node.parent)?;
-        let tdir = self.open_dir(target.node.parent)?;
-        self.clear(&dir, item.base())?;
-        rustix::fs::linkat(&*tdir, target.base(), &*dir, item.base(), AtFlags::empty()).map_err(
+        let dir = self.open_dir(item.parent())?;
+        let tdir = self.open_dir(target.parent())?;
+        self.clear(&dir, item.name())?;
+        rustix::fs::linkat(&*tdir, target.name(), &*dir, item.name(), AtFlags::empty()).map_err(
             |e| {
                 io_err(
                     format!("linking {:?} to {:?}", item.path(), target.path()),
@@ -316,18 +298,18 @@ impl Extractor<'_> {
     }
 
     fn finish_dir(&self, item: &Item) -> Result<()> {
-        if item.id == ROOT {
+        if item.id() == ROOT {
             // The target directory itself keeps its owner and mode.
             return Ok(());
         }
-        let dir = self.open_dir(item.id)?;
-        if item.node.implicit {
+        let dir = self.open_dir(item.id())?;
+        if item.is_implicit() {
             // No entry describes it: like tar, a plain 0755 directory made now.
             return rustix::fs::fchmod(&*dir, Mode::from_raw_mode(0o755))
                 .map_err(|e| io_err(format!("chmod {:?}", item.path()), e));
         }
-        let parent_fd = self.open_dir(item.node.parent)?;
-        self.finish(&parent_fd, item.base(), &dir, item)
+        let parent_fd = self.open_dir(item.parent())?;
+        self.finish(&parent_fd, item.name(), &dir, item)
     }
 }
 
@@ -349,26 +331,26 @@ pub fn extract(reader: &Reader, dest: &Path, opts: &ExtractOptions) -> Result<Ex
         opts,
         dirs: Mutex::new(DirFds::default()),
     };
-    let nodes = &index.nodes;
+    let node = |id: NodeId| index.entry(id);
 
     // Depth-first order, so parents come before children.
-    let mut order = Vec::with_capacity(nodes.len());
+    let mut order = Vec::with_capacity(index.len());
     let mut stack = vec![ROOT];
     while let Some(id) = stack.pop() {
         order.push(id);
-        stack.extend(nodes[id].children.values().rev());
+        stack.extend(node(id).children().rev().map(|(_, child)| child));
     }
     if !opts.landmarks {
         order.retain(|&id| {
-            nodes[id].parent != ROOT
+            node(id).parent() != ROOT
                 || !matches!(
-                    nodes[id].name.as_str(),
+                    node(id).name(),
                     crate::build::PREFETCH_LANDMARK | crate::build::NO_PREFETCH_LANDMARK
                 )
         });
     }
     let is_dir =
-        |id: NodeId| nodes[id].link_target.is_none() && nodes[id].entry.kind == EntryType::Dir;
+        |id: NodeId| node(id).hardlink_target().is_none() && node(id).kind() == EntryType::Dir;
 
     let mut stats = ExtractStats::default();
     for &id in order.iter().skip(1).filter(|&&id| is_dir(id)) {
@@ -378,7 +360,7 @@ pub fn extract(reader: &Reader, dest: &Path, opts: &ExtractOptions) -> Result<Ex
     let files: Vec<NodeId> = order
         .iter()
         .copied()
-        .filter(|&id| nodes[id].link_target.is_none() && nodes[id].entry.kind == EntryType::Reg)
+        .filter(|&id| node(id).hardlink_target().is_none() && node(id).kind() == EntryType::Reg)
         .collect();
     stats.bytes = files
         .par_iter()
@@ -388,10 +370,10 @@ pub fn extract(reader: &Reader, dest: &Path, opts: &ExtractOptions) -> Result<Ex
     // Every possible link target (files, symlinks, devices) exists before
     // the first hardlink is made.
     for &id in &order {
-        let node = &nodes[id];
-        if node.link_target.is_none()
+        let entry = node(id);
+        if entry.hardlink_target().is_none()
             && matches!(
-                node.entry.kind,
+                entry.kind(),
                 EntryType::Symlink | EntryType::Char | EntryType::Block | EntryType::Fifo
             )
         {
@@ -400,7 +382,7 @@ pub fn extract(reader: &Reader, dest: &Path, opts: &ExtractOptions) -> Result<Ex
         }
     }
     for &id in &order {
-        if let Some(target) = nodes[id].link_target {
+        if let Some(target) = node(id).hardlink_target() {
             ex.make_hardlink(&ex.item(id), &ex.item(target))?;
             stats.others += 1;
         }

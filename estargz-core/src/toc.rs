@@ -283,52 +283,59 @@ impl TocLimits {
     };
 }
 
+/// Where decoded entries go: a vector ([`Toc`]) or straight into a reader's
+/// tree, so a TOC never has to exist as a vector of entries.
+pub(crate) type EntrySink<'s> = dyn FnMut(&TocEntry) -> Result<()> + 's;
+
 /// Streams the `entries` array: each raw entry is converted (and checked
-/// against the limits) as soon as it is parsed, so a TOC never exists in two
-/// forms at once, and an entry equal to the previous one is dropped (a later
-/// duplicate replaces an earlier one anyway), so a repeated entry costs
-/// parsing time but no memory.
-struct EntriesSeed<'a> {
+/// against the limits) as soon as it is parsed and handed to the sink, and
+/// an entry equal to the previous one is dropped (a later duplicate
+/// replaces an earlier one anyway), so a repeated entry costs parsing time
+/// but no memory. The value is how many entries were kept.
+struct EntriesSeed<'a, 's> {
     limits: &'a TocLimits,
     failure: &'a std::cell::RefCell<Option<Error>>,
+    sink: &'a mut EntrySink<'s>,
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for EntriesSeed<'_> {
-    type Value = Vec<TocEntry>;
+impl<'de> serde::de::DeserializeSeed<'de> for EntriesSeed<'_, '_> {
+    type Value = u64;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_option(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for EntriesSeed<'_> {
-    type Value = Vec<TocEntry>;
+impl<'de> serde::de::Visitor<'de> for EntriesSeed<'_, '_> {
+    type Value = u64;
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an array of TOC entries or null")
     }
     fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+        Ok(0)
     }
     fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+        Ok(0)
     }
     fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_seq(self)
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut entries: Vec<TocEntry> = Vec::new();
+        let mut previous: Option<TocEntry> = None;
+        let mut kept = 0u64;
         let mut name_bytes = 0u64;
         let mut index = 0usize;
+        let failure = self.failure;
         let fail = |e: Error| {
-            *self.failure.borrow_mut() = Some(e);
+            *failure.borrow_mut() = Some(e);
             <A::Error as serde::de::Error>::custom("invalid TOC entry")
         };
         while let Some(raw) = seq.next_element::<RawEntry>()? {
             let entry = raw.into_entry(index).map_err(fail)?;
             index += 1;
-            if entry.kind != EntryType::Chunk && entries.last() == Some(&entry) {
+            if entry.kind != EntryType::Chunk && previous.as_ref() == Some(&entry) {
                 continue;
             }
-            if entries.len() as u64 >= self.limits.max_entries {
+            if kept >= self.limits.max_entries {
                 return Err(fail(Error::LimitExceeded(format!(
                     "the TOC has more than {} entries (max_entries)",
                     self.limits.max_entries
@@ -341,49 +348,114 @@ impl<'de> serde::de::Visitor<'de> for EntriesSeed<'_> {
                     self.limits.max_name_bytes
                 ))));
             }
-            entries.push(entry);
+            (self.sink)(&entry).map_err(fail)?;
+            kept += 1;
+            previous = Some(entry);
         }
-        Ok(entries)
+        Ok(kept)
     }
 }
 
 /// The top-level object: `version`, `entries`, anything else ignored.
-struct TocSeed<'a> {
-    entries: EntriesSeed<'a>,
+struct TocSeed<'a, 's> {
+    entries: EntriesSeed<'a, 's>,
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for TocSeed<'_> {
-    type Value = Toc;
+impl<'de> serde::de::DeserializeSeed<'de> for TocSeed<'_, '_> {
+    type Value = (i64, u64);
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for TocSeed<'_> {
-    type Value = Toc;
+impl<'de> serde::de::Visitor<'de> for TocSeed<'_, '_> {
+    type Value = (i64, u64);
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a TOC object")
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Toc, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         use serde::de::Error as _;
         let mut version = None;
         let mut entries = None;
-        let EntriesSeed { limits, failure } = self.entries;
+        let EntriesSeed {
+            limits,
+            failure,
+            sink,
+        } = self.entries;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match &*key {
                 "version" if version.is_some() => return Err(A::Error::duplicate_field("version")),
                 "version" => version = Some(map.next_value::<i64>()?),
                 "entries" if entries.is_some() => return Err(A::Error::duplicate_field("entries")),
-                "entries" => entries = Some(map.next_value_seed(EntriesSeed { limits, failure })?),
+                "entries" => {
+                    entries = Some(map.next_value_seed(EntriesSeed {
+                        limits,
+                        failure,
+                        sink: &mut *sink,
+                    })?)
+                }
                 _ => {
                     map.next_value::<serde::de::IgnoredAny>()?;
                 }
             }
         }
-        Ok(Toc {
-            version: version.unwrap_or(0),
-            entries: entries.unwrap_or_default(),
-        })
+        Ok((version.unwrap_or(0), entries.unwrap_or(0)))
+    }
+}
+
+/// Decodes TOC JSON from `bytes` within `limits`, handing every kept entry
+/// to `sink` as it is decoded; returns the version and how many were kept.
+pub(crate) fn decode_slice(
+    bytes: &[u8],
+    limits: &TocLimits,
+    sink: &mut EntrySink<'_>,
+) -> Result<(i64, u64)> {
+    decode(
+        &mut serde_json::Deserializer::from_slice(bytes),
+        limits,
+        sink,
+    )
+}
+
+/// [`decode_slice`] from a reader, without holding the JSON text in
+/// memory; bytes after the first JSON value are left unread.
+pub(crate) fn decode_reader(
+    reader: impl std::io::Read,
+    limits: &TocLimits,
+    sink: &mut EntrySink<'_>,
+) -> Result<(i64, u64)> {
+    decode(
+        &mut serde_json::Deserializer::from_reader(reader),
+        limits,
+        sink,
+    )
+}
+
+fn decode<'de, R: serde_json::de::Read<'de>>(
+    de: &mut serde_json::Deserializer<R>,
+    limits: &TocLimits,
+    sink: &mut EntrySink<'_>,
+) -> Result<(i64, u64)> {
+    use serde::de::DeserializeSeed as _;
+    let failure = std::cell::RefCell::new(None);
+    let seed = TocSeed {
+        entries: EntriesSeed {
+            limits,
+            failure: &failure,
+            sink,
+        },
+    };
+    match seed.deserialize(de) {
+        Ok(decoded) => Ok(decoded),
+        Err(e) => Err(failure.into_inner().unwrap_or_else(|| {
+            if e.is_eof() && e.line() == 1 && e.column() == 0 {
+                Error::InvalidToc("empty TOC JSON".into())
+            } else if e.is_io() {
+                Error::InvalidToc(format!("cannot read the TOC JSON: {e}"))
+            } else {
+                Error::InvalidToc(format!("bad JSON: {e}"))
+            }
+        })),
     }
 }
 
@@ -396,41 +468,23 @@ impl Toc {
 
     /// [`Toc::from_json`] within `limits`.
     pub fn from_json_limited(bytes: &[u8], limits: &TocLimits) -> Result<Toc> {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        Self::decode(&mut de, limits)
+        let mut entries = Vec::new();
+        let (version, _) = decode_slice(bytes, limits, &mut |e| {
+            entries.push(e.clone());
+            Ok(())
+        })?;
+        Ok(Toc { version, entries })
     }
 
     /// Decodes the first JSON value of `reader` within `limits`, without
     /// holding the JSON text in memory. Bytes after it are left unread.
     pub fn from_reader_limited(reader: impl std::io::Read, limits: &TocLimits) -> Result<Toc> {
-        let mut de = serde_json::Deserializer::from_reader(reader);
-        Self::decode(&mut de, limits)
-    }
-
-    fn decode<'de, R: serde_json::de::Read<'de>>(
-        de: &mut serde_json::Deserializer<R>,
-        limits: &TocLimits,
-    ) -> Result<Toc> {
-        use serde::de::DeserializeSeed as _;
-        let failure = std::cell::RefCell::new(None);
-        let seed = TocSeed {
-            entries: EntriesSeed {
-                limits,
-                failure: &failure,
-            },
-        };
-        match seed.deserialize(de) {
-            Ok(toc) => Ok(toc),
-            Err(e) => Err(failure.into_inner().unwrap_or_else(|| {
-                if e.is_eof() && e.line() == 1 && e.column() == 0 {
-                    Error::InvalidToc("empty TOC JSON".into())
-                } else if e.is_io() {
-                    Error::InvalidToc(format!("cannot read the TOC JSON: {e}"))
-                } else {
-                    Error::InvalidToc(format!("bad JSON: {e}"))
-                }
-            })),
-        }
+        let mut entries = Vec::new();
+        let (version, _) = decode_reader(reader, limits, &mut |e| {
+            entries.push(e.clone());
+            Ok(())
+        })?;
+        Ok(Toc { version, entries })
     }
 
     /// Serializes like Go's `json.MarshalIndent(toc, "", "\t")`.

@@ -29,12 +29,12 @@ fn sample() -> (Vec<u8>, estargz_core::BuildResult, Vec<u8>) {
 /// Reads everything a reader exposes; returns the first error.
 fn read_all(reader: &Reader) -> Result<Vec<(String, Vec<u8>)>, Error> {
     let mut out = Vec::new();
-    for (id, node) in reader.index().nodes.iter().enumerate() {
-        if node.entry.kind == estargz_core::EntryType::Reg && node.link_target.is_none() {
-            let mut buf = vec![0u8; node.entry.size as usize];
-            let n = reader.read_at(id, 0, &mut buf)?;
+    for node in reader.index().entries() {
+        if node.kind() == estargz_core::EntryType::Reg && node.hardlink_target().is_none() {
+            let mut buf = vec![0u8; node.size() as usize];
+            let n = reader.read_at(node.id(), 0, &mut buf)?;
             buf.truncate(n);
-            out.push((reader.index().path(id), buf));
+            out.push((node.path(), buf));
         }
     }
     Ok(out)
@@ -364,5 +364,5 @@ fn long_hardlink_chains_resolve_in_linear_time() {
     assert!(start.elapsed().as_secs() < 20, "took {:?}", start.elapsed());
     let f = reader.lookup("f").unwrap();
     assert_eq!(reader.resolve(reader.lookup("h49999").unwrap()), f);
-    assert_eq!(reader.node(f).nlink, 50_001);
+    assert_eq!(reader.entry(f).nlink(), 50_001);
 }

@@ -21,10 +21,10 @@ fn artifacts(target: &str) -> Vec<PathBuf> {
 }
 
 fn read_everything(reader: &Reader) {
-    for (id, node) in reader.index().nodes.iter().enumerate() {
-        if node.entry.kind == estargz_core::EntryType::Reg {
+    for node in reader.index().entries() {
+        if node.kind() == estargz_core::EntryType::Reg {
             let mut buf = vec![0u8; 4096];
-            let _ = reader.read_at(id, 0, &mut buf);
+            let _ = reader.read_at(node.id(), 0, &mut buf);
         }
     }
     let _ = reader.verify_all();
@@ -36,7 +36,7 @@ fn footer_and_toc_inputs() {
         let data = std::fs::read(&path).unwrap();
         let _ = estargz_core::Footer::parse(&data, data.len() as u64);
         if let Ok(toc) = estargz_core::Toc::from_json(&data) {
-            let _ = estargz_core::reader::Index::build(toc, data.len() as u64);
+            let _ = estargz_core::reader::Index::build(&toc, data.len() as u64);
         }
     }
 }

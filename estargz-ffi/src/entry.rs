@@ -69,15 +69,12 @@ versioned_struct!(estargz_entry);
 
 /// The node of entry id `id`, or INVALID_ARGUMENT naming the range.
 pub(crate) fn node_id(reader: &Reader, id: u64) -> FfiResult<NodeId> {
-    usize::try_from(id)
-        .ok()
-        .filter(|&i| i < reader.index().nodes.len())
-        .ok_or_else(|| {
-            Failure::invalid(format!(
-                "entry id {id} does not exist (the reader has {} entries)",
-                reader.index().nodes.len()
-            ))
-        })
+    reader.index().node_id(id).ok_or_else(|| {
+        Failure::invalid(format!(
+            "entry id {id} does not exist (the reader has {} entries)",
+            reader.index().len()
+        ))
+    })
 }
 
 fn entry_type(kind: EntryType) -> estargz_entry_type {
@@ -96,29 +93,32 @@ fn entry_type(kind: EntryType) -> estargz_entry_type {
 
 /// The C view of node `id` (`struct_size` is set when it is written out).
 pub(crate) fn entry_of(reader: &Reader, id: NodeId) -> estargz_entry {
-    let node = reader.node(id);
     let target = reader.resolve(id);
-    let t = reader.node(target);
-    let e = &t.entry;
-    let kind = if node.link_target.is_some() {
+    // A hard link shows its target's metadata.
+    let e = reader.entry(target);
+    let kind = if target != id {
         estargz_entry_type::ESTARGZ_ENTRY_HARDLINK
     } else {
-        entry_type(e.kind)
+        entry_type(e.kind())
     };
     estargz_entry {
         struct_size: 0,
-        id: id as u64,
-        target_id: target as u64,
-        size: if e.kind == EntryType::Reg { e.size } else { 0 },
-        uid: e.uid,
-        gid: e.gid,
-        mtime: e.mod_time.unwrap_or(0),
-        dev_major: e.dev_major,
-        dev_minor: e.dev_minor,
-        xattr_count: e.xattrs.len() as u64,
+        id: id.get(),
+        target_id: target.get(),
+        size: if e.kind() == EntryType::Reg {
+            e.size()
+        } else {
+            0
+        },
+        uid: e.uid(),
+        gid: e.gid(),
+        mtime: e.mod_time().unwrap_or(0),
+        dev_major: e.dev_major(),
+        dev_minor: e.dev_minor(),
+        xattr_count: e.xattrs().len() as u64,
         kind,
-        mode: e.mode & 0o7777,
-        nlink: t.nlink,
+        mode: e.mode() & 0o7777,
+        nlink: e.nlink(),
     }
 }
 
@@ -196,7 +196,10 @@ pub unsafe extern "C" fn estargz_reader_entry_name(
     len: usize,
     out_n: *mut usize,
 ) -> estargz_result {
-    entry_string!(reader, id, buf, len, out_n, |r, id| r.node(id).name.clone())
+    entry_string!(reader, id, buf, len, out_n, |r, id| r
+        .entry(id)
+        .name()
+        .to_string())
 }
 
 /// Copies the link target into `buf` with snprintf semantics: a symlink's
@@ -217,9 +220,10 @@ pub unsafe extern "C" fn estargz_reader_entry_link_name(
 /// What an entry links to: a hard link's target path (as the tree resolved
 /// it), else the TOC's link name ("" for non-links).
 pub(crate) fn link_name(reader: &Reader, id: NodeId) -> std::borrow::Cow<'_, str> {
-    match reader.node(id).link_target {
-        Some(target) => reader.index().path(target).into(),
-        None => reader.node(id).entry.link_name.as_str().into(),
+    let entry = reader.entry(id);
+    match entry.hardlink_target() {
+        Some(target) => reader.path(target).into(),
+        None => entry.link_name().into(),
     }
 }
 
@@ -234,10 +238,9 @@ pub unsafe extern "C" fn estargz_reader_entry_user_name(
     out_n: *mut usize,
 ) -> estargz_result {
     entry_string!(reader, id, buf, len, out_n, |r, id| r
-        .node(r.resolve(id))
-        .entry
-        .user_name
-        .clone())
+        .entry(r.resolve(id))
+        .user_name()
+        .to_string())
 }
 
 /// Copies the owner's group name (as recorded in the tar; "" if none) into
@@ -251,10 +254,9 @@ pub unsafe extern "C" fn estargz_reader_entry_group_name(
     out_n: *mut usize,
 ) -> estargz_result {
     entry_string!(reader, id, buf, len, out_n, |r, id| r
-        .node(r.resolve(id))
-        .entry
-        .group_name
-        .clone())
+        .entry(r.resolve(id))
+        .group_name()
+        .to_string())
 }
 
 /// Copies the `index`-th extended attribute (in name order; see
@@ -280,11 +282,12 @@ pub unsafe extern "C" fn estargz_reader_entry_xattr(
     ffi_call!(reader => |r| {
         let r = r.reader();
         let id = node_id(r, id)?;
-        let xattrs = &r.node(r.resolve(id)).entry.xattrs;
+        let xattrs = r.entry(r.resolve(id)).xattrs();
         let (name, value) = xattrs.iter().nth(index).ok_or_else(|| Failure {
             code: estargz_result::ESTARGZ_NOT_FOUND,
             message: format!(
-                "xattr index {index} of entry {id} (it has {})",
+                "xattr index {index} of entry {} (it has {})",
+                id.get(),
                 xattrs.len()
             ),
         })?;

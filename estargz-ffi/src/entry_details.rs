@@ -96,18 +96,17 @@ pub(crate) struct Details<'r> {
 
 impl<'r> Details<'r> {
     pub fn of(reader: &'r Reader, id: NodeId) -> Self {
-        let node = reader.node(id);
         let target = reader.resolve(id);
-        let data = &reader.node(target).entry;
+        let data = reader.entry(target);
         Details {
             entry: entry_of(reader, id),
             target_kind: entry_of(reader, target).kind,
             strings: [
-                reader.index().path(id).into(),
-                node.name.as_str().into(),
+                reader.path(id).into(),
+                reader.entry(id).name().into(),
                 link_name(reader, id),
-                data.user_name.as_str().into(),
-                data.group_name.as_str().into(),
+                data.user_name().into(),
+                data.group_name().into(),
             ],
         }
     }

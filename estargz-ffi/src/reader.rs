@@ -265,7 +265,7 @@ pub unsafe extern "C" fn estargz_reader_info(
             blob_size: reader.blob_size(),
             toc_offset: footer.toc_offset().unwrap_or(0),
             toc_entries: reader.toc_entry_count() as u64,
-            entry_count: reader.index().nodes.len() as u64,
+            entry_count: reader.index().len() as u64,
             footer_kind,
             footer_size: footer.size() as u32,
         });

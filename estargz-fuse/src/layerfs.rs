@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use estargz_core::reader::{Node, NodeId, Reader, ROOT};
+use estargz_core::reader::{Entry, NodeId, Reader, ROOT};
 use estargz_core::toc::EntryType;
 
 use crate::overlay::{self, Presented};
@@ -22,6 +22,11 @@ pub use crate::rofs::ROOT_INO;
 
 /// The layer never changes, so the kernel may keep what it learnt.
 pub const TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The inode number of a node.
+fn inode(id: NodeId) -> u64 {
+    id.get() + 1
+}
 
 fn no_entry() -> FsError {
     FsError::new(libc::ENOENT, "no such entry")
@@ -48,18 +53,14 @@ impl LayerFs {
 
     /// The node behind an inode number.
     pub fn node_id(&self, ino: u64) -> FsResult<NodeId> {
-        let id = ino.checked_sub(1).ok_or_else(no_entry)? as usize;
-        if id < self.reader.index().nodes.len() {
-            Ok(id)
-        } else {
-            Err(no_entry())
-        }
+        let n = ino.checked_sub(1).ok_or_else(no_entry)?;
+        self.reader.index().node_id(n).ok_or_else(no_entry)
     }
 
-    fn dir_node(&self, ino: u64) -> FsResult<(NodeId, &Node)> {
+    fn dir_node(&self, ino: u64) -> FsResult<(NodeId, Entry<'_>)> {
         let id = self.reader.resolve(self.node_id(ino)?);
-        let node = self.reader.node(id);
-        if node.entry.kind == EntryType::Dir {
+        let node = self.reader.entry(id);
+        if node.kind() == EntryType::Dir {
             Ok((id, node))
         } else {
             Err(FsError::new(libc::ENOTDIR, "not a directory"))
@@ -70,10 +71,10 @@ impl LayerFs {
     /// takes for a whiteout.
     fn whiteout_attr(&self, id: NodeId) -> Attr {
         Attr {
-            ino: id as u64 + 1,
+            ino: inode(id),
             size: 0,
             blocks: 0,
-            mtime: self.reader.node(id).entry.mod_time.unwrap_or(0),
+            mtime: self.reader.entry(id).mod_time().unwrap_or(0),
             kind: Kind::CharDevice,
             perm: 0,
             nlink: 1,
@@ -90,14 +91,14 @@ impl LayerFs {
         if let Some(l) = listings.get(&dir) {
             return Ok(l.clone());
         }
-        let mut entries = Vec::with_capacity(node.children.len());
-        for (name, &id) in &node.children {
-            let shown = match overlay::present(dir == ROOT, &node.children, name) {
+        let mut entries = Vec::with_capacity(node.child_count());
+        for (name, id) in node.children() {
+            let shown = match overlay::present(dir == ROOT, &node, name) {
                 Presented::Hidden => continue,
-                Presented::AsIs => name.as_str(),
+                Presented::AsIs => name,
                 Presented::Whiteout(target) => target,
             };
-            let attr = self.getattr(id as u64 + 1)?;
+            let attr = self.getattr(inode(id))?;
             entries.push(DirEntry {
                 // What lookup reports too (a whiteout keeps its own inode
                 // even if the TOC made it a hardlink).
@@ -116,26 +117,25 @@ impl LayerFs {
     /// The parent directory's inode (for `..`).
     pub fn parent(&self, ino: u64) -> FsResult<u64> {
         let id = self.reader.resolve(self.node_id(ino)?);
-        Ok(self.reader.node(id).parent as u64 + 1)
+        Ok(inode(self.reader.entry(id).parent()))
     }
 
     /// Extended attributes: the TOC's, plus the overlay opaque marks on
     /// directories holding `.wh..wh..opq`.
     pub fn xattrs(&self, ino: u64) -> FsResult<Vec<(String, Vec<u8>)>> {
         let id = self.node_id(ino)?;
-        if overlay::is_whiteout(&self.reader.node(id).name) {
+        if overlay::is_whiteout(self.reader.entry(id).name()) {
             return Ok(Vec::new());
         }
-        let node = self.reader.node(self.reader.resolve(id));
+        let node = self.reader.entry(self.reader.resolve(id));
         let mut out: Vec<(String, Vec<u8>)> = node
-            .entry
-            .xattrs
+            .xattrs()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        if node.entry.kind == EntryType::Dir && overlay::is_opaque(&node.children) {
+        if node.kind() == EntryType::Dir && overlay::is_opaque(&node) {
             for name in overlay::OPAQUE_XATTRS {
-                if !node.entry.xattrs.contains_key(name) {
+                if !node.xattrs().contains_key(name) {
                     out.push((name.to_string(), b"y".to_vec()));
                 }
             }
@@ -149,24 +149,23 @@ impl ReadOnlyFs for LayerFs {
     /// The entry `name` in directory `parent`, as overlayfs should see it.
     fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let (dir, node) = self.dir_node(parent)?;
-        match overlay::present_lookup(dir == ROOT, &node.children, name) {
-            Some(id) => self.getattr(id as u64 + 1),
+        match overlay::present_lookup(dir == ROOT, &node, name) {
+            Some(id) => self.getattr(inode(id)),
             None => Err(no_entry()),
         }
     }
 
     fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let id = self.node_id(ino)?;
-        if overlay::is_whiteout(&self.reader.node(id).name) {
+        if overlay::is_whiteout(self.reader.entry(id).name()) {
             return Ok(self.whiteout_attr(id));
         }
         let data = self.reader.resolve(id);
-        let node = self.reader.node(data);
-        let e = &node.entry;
-        let (kind, size) = match e.kind {
+        let e = self.reader.entry(data);
+        let (kind, size) = match e.kind() {
             EntryType::Dir => (Kind::Directory, u64::from(BLOCK_SIZE)),
-            EntryType::Reg => (Kind::RegularFile, e.size),
-            EntryType::Symlink => (Kind::Symlink, e.link_name.len() as u64),
+            EntryType::Reg => (Kind::RegularFile, e.size()),
+            EntryType::Symlink => (Kind::Symlink, e.link_name().len() as u64),
             EntryType::Char => (Kind::CharDevice, 0),
             EntryType::Block => (Kind::BlockDevice, 0),
             EntryType::Fifo => (Kind::NamedPipe, 0),
@@ -176,24 +175,24 @@ impl ReadOnlyFs for LayerFs {
             }
         };
         Ok(Attr {
-            ino: data as u64 + 1,
+            ino: inode(data),
             size,
             blocks: size.div_ceil(u64::from(BLOCK_SIZE)) * u64::from(BLOCK_SIZE / 512),
-            mtime: e.mod_time.unwrap_or(0),
+            mtime: e.mod_time().unwrap_or(0),
             kind,
-            perm: (e.mode & 0o7777) as u16,
-            nlink: node.nlink.max(1),
-            uid: e.uid as u32,
-            gid: e.gid as u32,
-            rdev: encode_dev(e.dev_major, e.dev_minor),
+            perm: (e.mode() & 0o7777) as u16,
+            nlink: e.nlink().max(1),
+            uid: e.uid() as u32,
+            gid: e.gid() as u32,
+            rdev: encode_dev(e.dev_major(), e.dev_minor()),
         })
     }
 
     fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
         let id = self.node_id(ino)?;
-        let node = self.reader.node(self.reader.resolve(id));
-        if node.entry.kind == EntryType::Symlink && !overlay::is_whiteout(&node.name) {
-            Ok(node.entry.link_name.as_bytes().to_vec())
+        let node = self.reader.entry(self.reader.resolve(id));
+        if node.kind() == EntryType::Symlink && !overlay::is_whiteout(node.name()) {
+            Ok(node.link_name().as_bytes().to_vec())
         } else {
             Err(FsError::new(libc::EINVAL, "not a symlink"))
         }
@@ -222,7 +221,7 @@ impl ReadOnlyFs for LayerFs {
                 Err(e) => {
                     let what = format!(
                         "read of {:?} at {} ({} bytes)",
-                        self.reader.index().path(self.reader.resolve(id)),
+                        self.reader.path(self.reader.resolve(id)),
                         offset + done as u64,
                         len - done
                     );

@@ -3,9 +3,7 @@
 //! 0:0 named `<name>`), `.wh..wh..opq` becomes the opaque xattr of its
 //! directory, and the prefetch landmarks at the root are not shown.
 
-use std::collections::BTreeMap;
-
-use estargz_core::reader::NodeId;
+use estargz_core::reader::{Entry, NodeId};
 
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
@@ -27,15 +25,24 @@ pub fn is_whiteout(name: &str) -> bool {
     name.starts_with(WHITEOUT_PREFIX) && name != OPAQUE_MARKER
 }
 
-pub fn is_opaque(children: &BTreeMap<String, NodeId>) -> bool {
-    children.contains_key(OPAQUE_MARKER)
+/// A directory's entries by name: a layer's directory, or a map in tests.
+pub trait Children {
+    type Id: Copy;
+    fn child(&self, name: &str) -> Option<Self::Id>;
 }
 
-pub fn present<'a>(
-    at_root: bool,
-    children: &BTreeMap<String, NodeId>,
-    name: &'a str,
-) -> Presented<'a> {
+impl Children for Entry<'_> {
+    type Id = NodeId;
+    fn child(&self, name: &str) -> Option<NodeId> {
+        Entry::child(self, name)
+    }
+}
+
+pub fn is_opaque(children: &impl Children) -> bool {
+    children.child(OPAQUE_MARKER).is_some()
+}
+
+pub fn present<'a>(at_root: bool, children: &impl Children, name: &'a str) -> Presented<'a> {
     if name == OPAQUE_MARKER || (at_root && LANDMARKS.contains(&name)) {
         return Presented::Hidden;
     }
@@ -49,7 +56,7 @@ pub fn present<'a>(
                 || target == ".."
                 || target.starts_with(WHITEOUT_PREFIX)
                 || (at_root && LANDMARKS.contains(&target))
-                || children.contains_key(target) =>
+                || children.child(target).is_some() =>
         {
             Presented::Hidden
         }
@@ -59,25 +66,28 @@ pub fn present<'a>(
 
 /// The node a lookup of `name` finds: the entry itself, or the whiteout
 /// for it; `.wh.*` names and hidden landmarks are not found.
-pub fn present_lookup(
-    at_root: bool,
-    children: &BTreeMap<String, NodeId>,
-    name: &str,
-) -> Option<NodeId> {
+pub fn present_lookup<C: Children>(at_root: bool, children: &C, name: &str) -> Option<C::Id> {
     if name.starts_with(WHITEOUT_PREFIX) || (at_root && LANDMARKS.contains(&name)) {
         return None;
     }
     children
-        .get(name)
-        .or_else(|| children.get(&format!("{WHITEOUT_PREFIX}{name}")))
-        .copied()
+        .child(name)
+        .or_else(|| children.child(&format!("{WHITEOUT_PREFIX}{name}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
-    fn dir(names: &[&str]) -> BTreeMap<String, NodeId> {
+    impl Children for BTreeMap<String, usize> {
+        type Id = usize;
+        fn child(&self, name: &str) -> Option<usize> {
+            self.get(name).copied()
+        }
+    }
+
+    fn dir(names: &[&str]) -> BTreeMap<String, usize> {
         names
             .iter()
             .enumerate()

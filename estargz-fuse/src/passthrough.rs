@@ -45,13 +45,13 @@ impl Materializer {
 
     /// Whether every chunk of file `id` is in the cache (nothing to fetch).
     pub fn fully_cached(reader: &Reader, id: NodeId) -> bool {
-        let node = reader.node(reader.resolve(id));
-        node.entry.kind == EntryType::Reg
-            && node.entry.size > 0
-            && node
-                .chunks
+        let file = reader.entry(reader.resolve(id));
+        file.kind() == EntryType::Reg
+            && file.size() > 0
+            && file
+                .chunks()
                 .iter()
-                .all(|c| reader.cache().contains(&c.digest))
+                .all(|c| c.digest.is_some_and(|d| reader.cache().contains(&d)))
     }
 
     /// An open file with the content of `id`, if it is fully cached and
@@ -65,7 +65,7 @@ impl Materializer {
         if !Self::fully_cached(reader, id) {
             return None;
         }
-        let size = reader.node(id).entry.size;
+        let size = reader.entry(id).size();
         // Reserve first, so parallel opens cannot overrun the budget.
         self.used
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
@@ -95,7 +95,7 @@ impl Materializer {
                 unreserve();
                 log::warn!(
                     "passthrough copy of {:?} failed, reading through the daemon: {e}",
-                    reader.index().path(id)
+                    reader.path(id)
                 );
                 None
             }
@@ -112,16 +112,16 @@ impl Materializer {
         let mut file = tempfile::tempfile_in(&self.dir)?;
         {
             let mut out = io::BufWriter::with_capacity(1 << 20, &mut file);
-            for chunk in &reader.node(id).chunks {
+            for chunk in reader.entry(id).chunks() {
                 // `get` re-checks disk entries against their digest.
-                match reader.cache().get(&chunk.digest) {
+                match chunk.digest.and_then(|d| reader.cache().get(&d)) {
                     Some(data) if data.len() as u64 == chunk.chunk_size => out.write_all(&data)?,
                     _ => return Ok(None),
                 }
             }
             out.flush()?;
         }
-        if file.metadata()?.len() != reader.node(id).entry.size {
+        if file.metadata()?.len() != reader.entry(id).size() {
             return Ok(None);
         }
         Ok(Some(file))

@@ -124,13 +124,7 @@ impl Warmer {
 
 /// Decompressed bytes the cache needs to hold every chunk of the layer.
 pub fn cached_size(reader: &Reader) -> u64 {
-    reader
-        .index()
-        .nodes
-        .iter()
-        .flat_map(|n| n.chunks.iter())
-        .map(|c| c.chunk_size)
-        .sum()
+    reader.index().all_chunks().map(|(_, c)| c.chunk_size).sum()
 }
 
 fn warm(
@@ -281,11 +275,10 @@ mod tests {
     }
 
     fn cached(reader: &Reader) -> (usize, usize) {
-        let all: Vec<&str> = reader
+        let all: Vec<_> = reader
             .index()
-            .nodes
-            .iter()
-            .flat_map(|n| n.chunks.iter().map(|c| c.digest.as_str()))
+            .all_chunks()
+            .filter_map(|(_, c)| c.digest)
             .collect();
         let hit = all.iter().filter(|d| reader.cache().contains(d)).count();
         (hit, all.len())

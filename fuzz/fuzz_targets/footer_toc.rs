@@ -77,7 +77,7 @@ fn toc(data: &[u8], toc_offset: Option<u64>) {
         .into_iter()
         .flatten()
     {
-        match Index::build(toc.clone(), payload_end) {
+        match Index::build(&toc, payload_end) {
             Ok(idx) => check_index(&idx),
             Err(e) => touch_error(&e),
         }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use estargz_core::build::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
-use estargz_core::reader::Index;
+use estargz_core::reader::{Index, NodeId, ROOT};
 use estargz_core::testing::{clean_name, TarIndex, TarKind};
 use estargz_core::toc::TOC_NAME;
 use estargz_core::{EntryType, Error, Reader};
@@ -142,51 +142,55 @@ pub fn touch_error(e: &Error) {
 
 /// Checks the internal consistency of a tree built from a TOC.
 pub fn check_index(idx: &Index) {
-    assert!(!idx.nodes.is_empty(), "no root node");
-    assert_eq!(idx.path(0), "", "node 0 is not the root");
-    assert_eq!(idx.nodes[0].entry.kind, EntryType::Dir, "root is not a dir");
-    for (id, node) in idx.nodes.iter().enumerate() {
+    assert!(!idx.is_empty(), "no root node");
+    let root = idx.entry(ROOT);
+    assert_eq!(idx.path(ROOT), "", "node 0 is not the root");
+    assert_eq!(root.kind(), EntryType::Dir, "root is not a dir");
+    for node in idx.entries() {
+        let id = node.id();
         // Paths are rebuilt from ancestors: only for shallow trees, or this
         // check alone would be quadratic in the depth.
-        if idx.nodes.len() <= 4096 {
+        if idx.len() <= 4096 {
             let path = idx.path(id);
             assert_eq!(
                 idx.lookup(&path),
                 Some(id),
-                "lookup of node {id} path {path:?}"
+                "lookup of node {id:?} path {path:?}"
             );
         }
-        for (name, &child) in &node.children {
-            assert!(child < idx.nodes.len(), "child id out of range");
-            assert_eq!(idx.nodes[child].parent, id, "parent of {name:?}");
-            assert_eq!(&idx.nodes[child].name, name, "child name");
+        let mut previous: Option<&str> = None;
+        for (name, child) in node.children() {
+            assert!(previous < Some(name), "children of {id:?} not sorted");
+            previous = Some(name);
+            assert_eq!(idx.entry(child).parent(), id, "parent of {name:?}");
+            assert_eq!(idx.entry(child).name(), name, "child name");
         }
-        if id != 0 {
-            let parent = &idx.nodes[node.parent];
+        if id != ROOT {
+            let parent = idx.entry(node.parent());
             assert_eq!(
-                parent.children.get(&node.name),
-                Some(&id),
-                "node {id} ({:?}) is not a child of its parent",
-                node.name
+                parent.child(node.name()),
+                Some(id),
+                "node {id:?} ({:?}) is not a child of its parent",
+                node.name()
             );
         }
-        if let Some(t) = node.link_target {
-            let target = &idx.nodes[t];
+        if let Some(t) = node.hardlink_target() {
+            let target = idx.entry(t);
             assert!(
-                !matches!(target.entry.kind, EntryType::Hardlink | EntryType::Dir),
-                "hardlink {id} resolves to a {}",
-                target.entry.kind.as_str()
+                !matches!(target.kind(), EntryType::Hardlink | EntryType::Dir),
+                "hardlink {id:?} resolves to a {}",
+                target.kind().as_str()
             );
-            assert!(target.link_target.is_none(), "hardlink to a hardlink");
+            assert!(target.hardlink_target().is_none(), "hardlink to a hardlink");
         }
-        if node.entry.kind == EntryType::Reg && node.link_target.is_none() {
+        if node.kind() == EntryType::Reg && node.hardlink_target().is_none() {
             let mut expected = 0u64;
-            for c in &node.chunks {
-                assert_eq!(c.chunk_offset, expected, "chunks of node {id} tile");
-                assert!(c.chunk_size > 0, "empty chunk in node {id}");
+            for c in node.chunks() {
+                assert_eq!(c.chunk_offset, expected, "chunks of node {id:?} tile");
+                assert!(c.chunk_size > 0, "empty chunk in node {id:?}");
                 expected += c.chunk_size;
             }
-            assert_eq!(expected, node.entry.size, "chunks of node {id} cover");
+            assert_eq!(expected, node.size(), "chunks of node {id:?} cover");
         }
     }
 }
@@ -194,7 +198,7 @@ pub fn check_index(idx: &Index) {
 /// Reads `[0, min(size, limit))` of `id` with reads of `block` bytes; `None`
 /// when a read fails (the error is touched). Checks the `read_at` contract:
 /// a successful read returns exactly `min(block, size - offset)` bytes.
-fn read_file(reader: &Reader, id: usize, size: u64, block: usize, limit: u64) -> Option<Vec<u8>> {
+fn read_file(reader: &Reader, id: NodeId, size: u64, block: usize, limit: u64) -> Option<Vec<u8>> {
     let want = size.min(limit);
     let mut out = Vec::with_capacity(want as usize);
     let mut buf = vec![0u8; block];
@@ -205,7 +209,7 @@ fn read_file(reader: &Reader, id: usize, size: u64, block: usize, limit: u64) ->
                 let expected = (block as u64).min(size - offset) as usize;
                 assert_eq!(
                     n, expected,
-                    "read_at({id}, {offset}, {block}) of a {size}-byte file"
+                    "read_at({id:?}, {offset}, {block}) of a {size}-byte file"
                 );
                 out.extend_from_slice(&buf[..n]);
             }
@@ -221,9 +225,9 @@ fn read_file(reader: &Reader, id: usize, size: u64, block: usize, limit: u64) ->
 
 /// Content of a regular file (up to `limit` bytes) read several ways, which
 /// must all agree; `None` when reading fails.
-pub fn read_checked(reader: &Reader, id: usize, limit: u64, thorough: bool) -> Option<Vec<u8>> {
+pub fn read_checked(reader: &Reader, id: NodeId, limit: u64, thorough: bool) -> Option<Vec<u8>> {
     let data_id = reader.resolve(id);
-    let size = reader.node(data_id).entry.size;
+    let size = reader.entry(data_id).size();
     let first = read_file(reader, id, size, 4096, limit)?;
     if !thorough {
         return Some(first);
@@ -298,29 +302,31 @@ pub fn exercise_reader(reader: &Reader, thorough: bool) -> BTreeMap<String, Opti
     );
     check_index(reader.index());
     let mut files = BTreeMap::new();
-    let small = reader.index().nodes.len() <= 4096;
-    for (id, node) in reader.index().nodes.iter().enumerate() {
+    let small = reader.index().len() <= 4096;
+    for node in reader.index().entries() {
+        let id = node.id();
         // Rebuilding every path costs O(nodes × depth): only for small trees.
         if small {
-            let path = reader.index().path(id);
+            let path = reader.path(id);
             assert_eq!(reader.lookup(&path).ok(), Some(id));
         }
         let data_id = reader.resolve(id);
-        match reader.node(data_id).entry.kind {
+        let data = reader.entry(data_id);
+        match data.kind() {
             EntryType::Dir => match reader.read_dir(id) {
-                Ok(children) => assert_eq!(children.len(), node.children.len()),
+                Ok(children) => assert_eq!(children.len(), data.child_count()),
                 Err(e) => panic!("read_dir of a dir failed: {e}"),
             },
             EntryType::Reg => {
                 files.insert(
-                    reader.index().path(id),
+                    reader.path(id),
                     read_checked(reader, id, READ_LIMIT, thorough),
                 );
             }
             _ => {
                 let mut b = [0u8; 8];
                 assert!(reader.read_at(id, 0, &mut b).is_err(), "read of a non-file");
-                assert!(reader.read_dir(id).is_err() || node.entry.kind == EntryType::Dir);
+                assert!(reader.read_dir(id).is_err() || node.kind() == EntryType::Dir);
             }
         }
     }
@@ -384,13 +390,13 @@ pub fn compare_with_tar(
                 kind.as_str()
             ),
         };
-        let node = reader.node(id);
+        let node = reader.entry(id);
         assert_eq!(
-            node.entry.kind,
+            node.kind(),
             *kind,
             "kind of {path:?} (tar says {}, blob says {})",
             kind.as_str(),
-            node.entry.kind.as_str()
+            node.kind().as_str()
         );
         match kind {
             EntryType::Reg => {
@@ -401,14 +407,14 @@ pub fn compare_with_tar(
             }
             EntryType::Hardlink => {
                 assert_eq!(
-                    reader.index().path(reader.resolve(id)).as_bytes(),
+                    reader.path(reader.resolve(id)).as_bytes(),
                     &value[..],
                     "hardlink {path:?} target"
                 );
             }
             EntryType::Symlink => {
                 assert_eq!(
-                    node.entry.link_name.as_bytes(),
+                    node.link_name().as_bytes(),
                     &value[..],
                     "symlink {path:?}"
                 )
@@ -417,9 +423,9 @@ pub fn compare_with_tar(
         }
     }
     // Nothing that is not in the tar (besides implicit dirs and landmarks).
-    for (id, node) in reader.index().nodes.iter().enumerate().skip(1) {
-        let path = reader.index().path(id);
-        if node.implicit || path == PREFETCH_LANDMARK || path == NO_PREFETCH_LANDMARK {
+    for node in reader.index().entries().skip(1) {
+        let path = node.path();
+        if node.is_implicit() || path == PREFETCH_LANDMARK || path == NO_PREFETCH_LANDMARK {
             continue;
         }
         assert!(

@@ -77,19 +77,17 @@ fn read_text(path: &Path) -> String {
 /// The canonical listing (see tests/interop/README.md) of what a reader exposes.
 fn listing(reader: &Reader) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
-    let index = reader.index();
-    for (id, node) in index.nodes.iter().enumerate().skip(1) {
-        let path = index.path(id);
+    for e in reader.index().entries().skip(1) {
+        let (id, path) = (e.id(), e.path());
         if LANDMARKS.contains(&path.as_str()) || path == "stargz.index.json" {
             continue;
         }
-        let e = &node.entry;
-        let value = if let Some(target) = node.link_target {
+        let value = if let Some(target) = e.hardlink_target() {
             json!({"name": path, "type": "hardlink", "mode": 0, "uid": 0, "gid": 0, "size": 0,
-                   "sha256": "", "linkName": index.path(target), "devMajor": 0, "devMinor": 0,
+                   "sha256": "", "linkName": reader.path(target), "devMajor": 0, "devMinor": 0,
                    "xattrs": {}, "mtime": 0})
         } else {
-            let (size, sha) = if e.kind == EntryType::Reg {
+            let (size, sha) = if e.kind() == EntryType::Reg {
                 let mut content = Vec::new();
                 reader
                     .for_each_chunk(id, |d| {
@@ -97,12 +95,12 @@ fn listing(reader: &Reader) -> BTreeMap<String, Value> {
                         Ok(())
                     })
                     .unwrap_or_else(|err| panic!("reading {}: {err}", path));
-                (e.size, hex::encode(Sha256::digest(&content)))
+                (e.size(), hex::encode(Sha256::digest(&content)))
             } else {
                 (0, String::new())
             };
             let xattrs: serde_json::Map<String, Value> = e
-                .xattrs
+                .xattrs()
                 .iter()
                 .map(|(k, v)| {
                     (
@@ -111,11 +109,11 @@ fn listing(reader: &Reader) -> BTreeMap<String, Value> {
                     )
                 })
                 .collect();
-            json!({"name": path, "type": e.kind.as_str(), "mode": e.mode & 0o7777, "uid": e.uid,
-                   "gid": e.gid, "size": size, "sha256": sha,
-                   "linkName": if e.kind == EntryType::Symlink { e.link_name.clone() } else { String::new() },
-                   "devMajor": e.dev_major, "devMinor": e.dev_minor, "xattrs": xattrs,
-                   "mtime": e.mod_time.unwrap_or(0)})
+            json!({"name": path, "type": e.kind().as_str(), "mode": e.mode() & 0o7777, "uid": e.uid(),
+                   "gid": e.gid(), "size": size, "sha256": sha,
+                   "linkName": if e.kind() == EntryType::Symlink { e.link_name() } else { "" },
+                   "devMajor": e.dev_major(), "devMinor": e.dev_minor(), "xattrs": xattrs,
+                   "mtime": e.mod_time().unwrap_or(0)})
         };
         out.insert(path.clone(), value);
     }

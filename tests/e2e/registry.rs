@@ -75,7 +75,7 @@ fn open(reg: &Registry, reference: &str) -> Result<RemoteLayer, Error> {
 
 fn read_file(layer: &RemoteLayer, path: &str) -> Result<Vec<u8>, Error> {
     let id = layer.reader.lookup(path)?;
-    let size = layer.reader.node(id).entry.size as usize;
+    let size = layer.reader.entry(id).size() as usize;
     let mut out = vec![0; size];
     let mut done = 0;
     while done < size {

@@ -6,19 +6,21 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::digest::Digest;
+
 #[derive(Default)]
 pub(crate) struct InFlight {
-    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    locks: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
 }
 
 impl InFlight {
     /// Runs `work` while no other `run` with the same key runs.
-    pub(crate) fn run<T>(&self, key: &str, work: impl FnOnce() -> T) -> T {
-        let lock = self.map().entry(key.to_string()).or_default().clone();
+    pub(crate) fn run<T>(&self, key: &Digest, work: impl FnOnce() -> T) -> T {
+        let lock = self.map().entry(*key).or_default().clone();
         // Cleans up even if `work` panics.
         struct Release<'a> {
             inflight: &'a InFlight,
-            key: &'a str,
+            key: &'a Digest,
             lock: Option<Arc<Mutex<()>>>,
         }
         impl Drop for Release<'_> {
@@ -46,7 +48,7 @@ impl InFlight {
         work()
     }
 
-    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Mutex<()>>>> {
+    fn map(&self) -> MutexGuard<'_, HashMap<Digest, Arc<Mutex<()>>>> {
         self.locks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -70,7 +72,7 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..50 {
-                        inflight.run("k", || {
+                        inflight.run(&Digest::of(b"k"), || {
                             let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                             max_seen.fetch_max(now, Ordering::SeqCst);
                             std::thread::yield_now();
@@ -89,9 +91,9 @@ mod tests {
         let inflight = Arc::new(InFlight::default());
         let (tx, rx) = std::sync::mpsc::channel();
         let other = inflight.clone();
-        inflight.run("a", move || {
+        inflight.run(&Digest::of(b"a"), move || {
             // Would deadlock if "b" waited for "a".
-            std::thread::spawn(move || other.run("b", || tx.send(()).unwrap()))
+            std::thread::spawn(move || other.run(&Digest::of(b"b"), || tx.send(()).unwrap()))
                 .join()
                 .unwrap();
         });

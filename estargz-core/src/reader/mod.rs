@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-pub use index::{Chunk, Index, IndexLimits, Node, NodeId, ROOT};
+pub(crate) use index::TreeBuilder;
+pub use index::{Chunk, Entry, Index, IndexLimits, NodeId, ROOT};
 pub use warm::{
     BackgroundFetch, PrefetchHint, WarmSummary, BACKGROUND_SILENCE, DEFAULT_BATCH_BYTES,
 };
@@ -21,7 +22,7 @@ use crate::digest::Hasher;
 use crate::error::{Error, Result};
 use crate::footer::{Footer, MAX_FOOTER_SIZE};
 use crate::source::ReadAt;
-use crate::toc::{EntryType, Toc, TOC_NAME};
+use crate::toc::{self, EntrySink, EntryType, Toc, TOC_NAME};
 
 /// When a reader of this process last waited for data, in milliseconds
 /// since [`epoch`] (0: never). Background work of every layer stays quiet
@@ -204,10 +205,10 @@ pub struct Reader {
     buffers: budget::Budget,
 }
 
-/// TOC JSON up to this size is decoded from memory (faster; freed before
-/// the index is built, so it does not raise the peak); larger TOCs
-/// stream through the decoder, so their text is never held whole.
-const MAX_BUFFERED_TOC: u64 = 64 << 20;
+/// TOC JSON up to this size is decoded from memory (twice as fast); larger
+/// TOCs stream through the decoder, so their text is never held next to
+/// the tree being built from them.
+const MAX_BUFFERED_TOC: u64 = 4 << 20;
 
 /// Counts and hashes what is read through it (the TOC digest covers every
 /// byte of the JSON, including any after the first value).
@@ -235,14 +236,25 @@ struct TocOptions<'a> {
     expected_digest: Option<&'a str>,
 }
 
-/// Reads and decodes the TOC the footer points to (or the external one):
-/// the TOC, its digest, and where the data members end.
+/// What loading a TOC found besides its entries.
+struct LoadedToc {
+    digest: String,
+    /// Where the data members end (the TOC's offset, or the footer's).
+    payload_end: u64,
+    version: i64,
+    /// Entries kept (repeats collapsed).
+    entries: u64,
+}
+
+/// Reads and decodes the TOC the footer points to (or the external one),
+/// handing each entry to `sink`.
 fn load_toc(
     src: &dyn ReadAt,
     footer: &Footer,
     external_toc: Option<&[u8]>,
     opts: &TocOptions,
-) -> Result<(Toc, String, u64)> {
+    sink: &mut EntrySink<'_>,
+) -> Result<LoadedToc> {
     let payload_end = src.size() - footer.size() as u64;
     match footer.toc_offset() {
         Some(toc_offset) => {
@@ -258,8 +270,13 @@ fn load_toc(
             let mut member = vec![0u8; len as usize];
             src.read_exact_at(&mut member, toc_offset)
                 .map_err(|e| Error::io(format!("reading the TOC at offset {toc_offset}"), e))?;
-            let (toc, digest) = read_toc_member(&member[..], opts)?;
-            Ok((toc, digest, toc_offset))
+            let (digest, (version, entries)) = read_toc_member(&member[..], opts, sink)?;
+            Ok(LoadedToc {
+                digest,
+                payload_end: toc_offset,
+                version,
+                entries,
+            })
         }
         None => {
             let external = external_toc.ok_or_else(|| {
@@ -267,15 +284,25 @@ fn load_toc(
                     "the blob has an external TOC; pass it (the TOC gzip member) to open".into(),
                 )
             })?;
-            let (toc, digest) = read_toc_member(external, opts)?;
-            Ok((toc, digest, payload_end))
+            let (digest, (version, entries)) = read_toc_member(external, opts, sink)?;
+            Ok(LoadedToc {
+                digest,
+                payload_end,
+                version,
+                entries,
+            })
         }
     }
 }
 
 /// Decompresses a TOC member (tar entry `stargz.index.json`), decodes its
-/// JSON within `opts`' limits and hashes it; checks `expected_toc_digest`.
-fn read_toc_member(compressed: impl Read, opts: &TocOptions) -> Result<(Toc, String)> {
+/// JSON within `opts`' limits into `sink` and hashes it; checks
+/// `expected_toc_digest`. Returns the digest, the version and the entries kept.
+fn read_toc_member(
+    compressed: impl Read,
+    opts: &TocOptions,
+    sink: &mut EntrySink<'_>,
+) -> Result<(String, (i64, u64))> {
     let mut gz = flate2::read::GzDecoder::new(BufReader::with_capacity(1 << 16, compressed));
     let mut header = [0u8; 512];
     gz.read_exact(&mut header)
@@ -310,16 +337,16 @@ fn read_toc_member(compressed: impl Read, opts: &TocOptions) -> Result<(Toc, Str
         let mut json = Vec::with_capacity(size as usize);
         body.read_to_end(&mut json)
             .map_err(|e| Error::InvalidToc(format!("cannot decompress the TOC JSON: {e}")))
-            .map(|_| Toc::from_json_limited(&json, &limits))
+            .map(|_| toc::decode_slice(&json, &limits, sink))
     } else {
         let mut buffered = BufReader::with_capacity(1 << 16, &mut body);
-        let toc = Toc::from_reader_limited(&mut buffered, &limits);
+        let decoded = toc::decode_reader(&mut buffered, &limits, sink);
         // The rest counts for the digest (and shows truncation).
         io::copy(&mut buffered, &mut io::sink())
             .map_err(|e| Error::InvalidToc(format!("cannot decompress the TOC JSON: {e}")))
-            .map(|_| toc)
+            .map(|_| decoded)
     };
-    let toc = decoded.and_then(|toc| {
+    decoded.and_then(|decoded| {
         if body.count < size {
             return Err(Error::Truncated(format!(
                 "TOC JSON ends after {} of {size} bytes",
@@ -328,15 +355,16 @@ fn read_toc_member(compressed: impl Read, opts: &TocOptions) -> Result<(Toc, Str
         }
         let digest = body.hasher.finish();
         match opts.expected_digest {
+            // A digest mismatch explains a decoding failure better than
+            // the failure does.
             Some(expected) if expected != digest => Err(Error::DigestMismatch {
                 what: "TOC".into(),
                 expected: expected.to_string(),
                 actual: digest,
             }),
-            _ => Ok((toc?, digest)),
+            _ => Ok((digest, decoded?)),
         }
-    })?;
-    Ok(toc)
+    })
 }
 
 impl Reader {
@@ -354,18 +382,24 @@ impl Reader {
             limits: opts.toc_limits(),
             expected_digest: opts.expected_toc_digest.as_deref(),
         };
-        let (toc, toc_digest, payload_end) =
-            load_toc(&*src, &footer, opts.external_toc.as_deref(), &toc_options)?;
-        let toc_entries = toc.entries.len();
-        let index = Index::build_limited(toc, payload_end, &opts.index_limits())?;
+        // The tree is built as the TOC streams in: no vector of entries.
+        let mut tree = TreeBuilder::new(&opts.index_limits());
+        let loaded = load_toc(
+            &*src,
+            &footer,
+            opts.external_toc.as_deref(),
+            &toc_options,
+            &mut |e| tree.add(e),
+        )?;
+        let index = tree.finish(loaded.payload_end)?;
         Ok(Reader {
             src,
             footer,
-            toc_entries,
+            toc_entries: loaded.entries as usize,
             external_toc: opts.external_toc.clone(),
             toc_limits: toc_options.limits,
             max_toc_size: opts.max_toc_size,
-            toc_digest,
+            toc_digest: loaded.digest,
             index,
             max_chunk_size: opts.max_chunk_size,
             cache: opts
@@ -392,13 +426,21 @@ impl Reader {
             limits: self.toc_limits,
             expected_digest: Some(&self.toc_digest),
         };
-        load_toc(
+        let mut entries = Vec::new();
+        let loaded = load_toc(
             &*self.src,
             &self.footer,
             self.external_toc.as_deref(),
             &opts,
-        )
-        .map(|t| t.0)
+            &mut |e| {
+                entries.push(e.clone());
+                Ok(())
+            },
+        )?;
+        Ok(Toc {
+            version: loaded.version,
+            entries,
+        })
     }
     /// How many entries the TOC has (a repeat of the entry before it not counted).
     pub fn toc_entry_count(&self) -> usize {
@@ -417,9 +459,13 @@ impl Reader {
     pub fn index(&self) -> &Index {
         &self.index
     }
-    /// One node of the file tree.
-    pub fn node(&self, id: NodeId) -> &Node {
-        &self.index.nodes[id]
+    /// One node of the file tree. Panics if `id` is not of this reader.
+    pub fn entry(&self, id: NodeId) -> Entry<'_> {
+        self.index.entry(id)
+    }
+    /// The cleaned path of a node (`""` for the root).
+    pub fn path(&self, id: NodeId) -> String {
+        self.index.path(id)
     }
 
     /// Checks the TOC digest against the expected one (e.g. the layer annotation).
@@ -444,36 +490,30 @@ impl Reader {
 
     /// Follows a hardlink to the node holding the data.
     pub fn resolve(&self, id: NodeId) -> NodeId {
-        self.index.nodes[id].link_target.unwrap_or(id)
+        self.index.resolve(id)
     }
 
     /// Directory children in name order.
     pub fn read_dir(&self, id: NodeId) -> Result<Vec<(&str, NodeId)>> {
-        let id = self.resolve(id);
-        let node = &self.index.nodes[id];
-        if node.entry.kind != EntryType::Dir {
+        let entry = self.entry(self.resolve(id));
+        if entry.kind() != EntryType::Dir {
             return Err(Error::WrongType {
-                path: self.index.path(id),
+                path: entry.path(),
                 message: "not a directory".into(),
             });
         }
-        Ok(node
-            .children
-            .iter()
-            .map(|(k, &v)| (k.as_str(), v))
-            .collect())
+        Ok(entry.children().collect())
     }
 
-    fn regular_file(&self, id: NodeId) -> Result<&Node> {
-        let id = self.resolve(id);
-        let node = &self.index.nodes[id];
-        if node.entry.kind != EntryType::Reg {
+    fn regular_file(&self, id: NodeId) -> Result<Entry<'_>> {
+        let entry = self.entry(self.resolve(id));
+        if entry.kind() != EntryType::Reg {
             return Err(Error::WrongType {
-                path: self.index.path(id),
-                message: format!("{} is not a regular file", node.entry.kind.as_str()),
+                path: entry.path(),
+                message: format!("{} is not a regular file", entry.kind().as_str()),
             });
         }
-        Ok(node)
+        Ok(entry)
     }
 
     /// Decompresses and verifies one chunk of file `id` (not cached).
@@ -596,7 +636,7 @@ impl Reader {
                 self.max_chunk_size
             )));
         }
-        if chunk.digest.is_empty() {
+        if chunk.digest.is_none() {
             return Err(Error::InvalidToc(format!(
                 "{} has no digest to verify against",
                 context()
@@ -708,33 +748,35 @@ impl Reader {
                 context()
             )));
         }
-        let actual = hasher.finish();
-        if actual != chunk.digest {
-            return Err(Error::DigestMismatch {
+        let actual = hasher.finish_digest();
+        match chunk.digest {
+            Some(expected) if expected == actual => Ok(()),
+            expected => Err(Error::DigestMismatch {
                 what: context(),
-                expected: chunk.digest.clone(),
-                actual,
-            });
+                expected: expected.map(|d| d.to_string()).unwrap_or_default(),
+                actual: actual.to_string(),
+            }),
         }
-        Ok(())
     }
 
     fn cached_chunk(&self, node_id: NodeId, chunk: &Chunk) -> Result<Arc<[u8]>> {
+        self.check_chunk_limits(node_id, chunk)?;
+        let digest = chunk.digest.as_ref().expect("checked above");
         let cached = || {
             self.cache
-                .get(&chunk.digest)
+                .get(digest)
                 .filter(|data| data.len() as u64 == chunk.chunk_size)
         };
         // Memory hits skip the in-flight table; everything slower is done
         // once per chunk however many readers want it.
-        if let Some(data) = self.cache.get_memory(&chunk.digest) {
+        if let Some(data) = self.cache.get_memory(digest) {
             if data.len() as u64 == chunk.chunk_size {
                 return Ok(data);
             }
         }
         self.foreground.fetch_add(1, Ordering::SeqCst);
         note_foreground();
-        let loaded = self.inflight.run(&chunk.digest, || {
+        let loaded = self.inflight.run(digest, || {
             if let Some(data) = cached() {
                 return Ok(data);
             }
@@ -742,7 +784,7 @@ impl Reader {
                 .fetch_chunk(node_id, chunk)
                 .inspect_err(|e| self.forget_if_bad(e, chunk))?
                 .into();
-            self.cache.put(&chunk.digest, data.clone());
+            self.cache.put(digest, data.clone());
             Ok(data)
         });
         self.foreground.fetch_sub(1, Ordering::SeqCst);
@@ -774,15 +816,13 @@ impl Reader {
     /// Reads file content at `offset` into `buf`; returns bytes read (0 at EOF).
     pub fn read_at(&self, id: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let data_id = self.resolve(id);
-        let node = self.regular_file(data_id)?;
-        let size = node.entry.size;
+        let file = self.regular_file(data_id)?;
+        let (size, chunks) = (file.size(), file.chunks());
         let mut done = 0;
         while done < buf.len() && offset + (done as u64) < size {
             let pos = offset + done as u64;
-            let i = node
-                .chunks
-                .partition_point(|c| c.chunk_offset + c.chunk_size <= pos);
-            let chunk = &node.chunks[i];
+            let i = chunks.partition_point(|c| c.chunk_offset + c.chunk_size <= pos);
+            let chunk = &chunks[i];
             let data = self.cached_chunk(data_id, chunk)?;
             let from = (pos - chunk.chunk_offset) as usize;
             let n = (data.len() - from).min(buf.len() - done);
@@ -800,12 +840,12 @@ impl Reader {
         id: NodeId,
         mut sink: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        let node = self.regular_file(id)?;
-        let id = self.resolve(id);
-        for chunk in &node.chunks {
+        let file = self.regular_file(id)?;
+        let id = file.id();
+        for chunk in file.chunks() {
             // Use what prefetch cached, but don't fill the cache with a
             // file that is streamed once.
-            match self.cache.get(&chunk.digest) {
+            match chunk.digest.as_ref().and_then(|d| self.cache.get(d)) {
                 Some(data) if data.len() as u64 == chunk.chunk_size => sink(&data)?,
                 _ => {
                     self.check_chunk_limits(id, chunk)?;
@@ -855,11 +895,7 @@ impl Reader {
     fn chunks_in_blob_order(&self, want: impl Fn(NodeId, &Chunk) -> bool) -> Vec<(NodeId, &Chunk)> {
         let mut work: Vec<(NodeId, &Chunk)> = self
             .index
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.link_target.is_none())
-            .flat_map(|(id, n)| n.chunks.iter().map(move |c| (id, c)))
+            .all_chunks()
             .filter(|&(id, c)| want(id, c))
             .collect();
         work.sort_by_key(|(_, c)| (c.offset, c.next_offset, c.inner_offset));
@@ -868,7 +904,7 @@ impl Reader {
 
     /// A sequential reader over a file's content.
     pub fn open_file(&self, id: NodeId) -> Result<FileReader<'_>> {
-        let size = self.regular_file(id)?.entry.size;
+        let size = self.regular_file(id)?.size();
         Ok(FileReader {
             reader: self,
             id,

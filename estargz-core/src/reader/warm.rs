@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::{Chunk, NodeId, Reader, ROOT};
 use crate::build::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 /// Default compressed bytes per batch (one request).
@@ -49,15 +50,15 @@ pub enum PrefetchHint {
 impl Reader {
     /// The prefetch the layer's landmarks ask for.
     pub fn prefetch_hint(&self) -> PrefetchHint {
-        let root = &self.index.nodes[ROOT];
-        if root.children.contains_key(NO_PREFETCH_LANDMARK) {
+        let root = self.entry(ROOT);
+        if root.child(NO_PREFETCH_LANDMARK).is_some() {
             return PrefetchHint::None;
         }
-        match root.children.get(PREFETCH_LANDMARK) {
-            Some(&id) => {
-                let node = &self.index.nodes[id];
-                let offset = node.chunks.first().map_or(node.entry.offset, |c| c.offset);
-                PrefetchHint::Before(offset)
+        match root.child(PREFETCH_LANDMARK) {
+            // A landmark has one byte of data (spec §4); one without any
+            // marks no prefetch.
+            Some(id) => {
+                PrefetchHint::Before(self.entry(id).chunks().first().map_or(0, |c| c.offset))
             }
             None => PrefetchHint::Unspecified,
         }
@@ -78,11 +79,9 @@ impl Reader {
 
     /// Prefetches every chunk of the given files (a working set).
     pub fn prefetch_files(&self, ids: &[NodeId]) -> Result<WarmSummary> {
-        let mut wanted = vec![false; self.index.nodes.len()];
-        for &id in ids {
-            wanted[self.resolve(id)] = true;
-        }
-        self.cache_chunks(|id, _| wanted[id], DEFAULT_BATCH_BYTES, &|| true)
+        let wanted: std::collections::HashSet<NodeId> =
+            ids.iter().map(|&id| self.resolve(id)).collect();
+        self.cache_chunks(|id, _| wanted.contains(&id), DEFAULT_BATCH_BYTES, &|| true)
     }
 
     /// Fetches, verifies and caches every chunk selected by `want` that is
@@ -95,8 +94,9 @@ impl Reader {
         batch_bytes: u64,
         proceed: &dyn Fn() -> bool,
     ) -> Result<WarmSummary> {
-        let work =
-            self.chunks_in_blob_order(|id, c| want(id, c) && !self.cache.contains(&c.digest));
+        let work = self.chunks_in_blob_order(|id, c| {
+            want(id, c) && !c.digest.as_ref().is_some_and(|d| self.cache.contains(d))
+        });
         // A chunk that shares a member with another is fetched with it.
         let members = super::members_of(&work);
         let mut summary = WarmSummary::default();
@@ -209,7 +209,11 @@ impl Reader {
             let data = self.read_verified(&mut gz, chunk.inner_offset - pos, id, chunk)?;
             pos = chunk.inner_offset + chunk.chunk_size;
             bytes += data.len() as u64;
-            self.cache.put(&chunk.digest, Arc::from(data));
+            let digest: &Digest = chunk
+                .digest
+                .as_ref()
+                .expect("checked by check_chunk_limits");
+            self.cache.put(digest, Arc::from(data));
         }
         Ok((member.len() as u64, bytes))
     }

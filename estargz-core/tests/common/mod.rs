@@ -122,24 +122,23 @@ pub fn gunzip(blob: &[u8]) -> Vec<u8> {
 
 /// path → (type, content or link target) of every entry a reader exposes.
 pub fn reader_tree(reader: &Reader) -> BTreeMap<String, (String, Vec<u8>)> {
-    let index = reader.index();
     let mut out = BTreeMap::new();
-    for (id, node) in index.nodes.iter().enumerate().skip(1) {
-        let path = index.path(id);
+    for node in reader.index().entries().skip(1) {
+        let (id, path) = (node.id(), node.path());
         if path == ".no.prefetch.landmark" || path == ".prefetch.landmark" {
             continue;
         }
-        let value = if let Some(t) = node.link_target {
-            ("hardlink".to_string(), index.path(t).into_bytes())
+        let value = if let Some(t) = node.hardlink_target() {
+            ("hardlink".to_string(), reader.path(t).into_bytes())
         } else {
-            let kind = node.entry.kind.as_str().to_string();
-            let content = match node.entry.kind {
+            let kind = node.kind().as_str().to_string();
+            let content = match node.kind() {
                 estargz_core::EntryType::Reg => {
-                    let mut buf = vec![0u8; node.entry.size as usize];
+                    let mut buf = vec![0u8; node.size() as usize];
                     assert_eq!(reader.read_at(id, 0, &mut buf).unwrap(), buf.len());
                     buf
                 }
-                _ => node.entry.link_name.clone().into_bytes(),
+                _ => node.link_name().as_bytes().to_vec(),
             };
             (kind, content)
         };

@@ -787,7 +787,7 @@ impl Resolution {
         });
         let answer: LoadAnswer = match resolved {
             // Layer inode numbers must stay below the info/blob ones.
-            Ok(layer) if layer.fs.reader().index().nodes.len() as u64 >= LOW_BLOB - 1 => {
+            Ok(layer) if layer.fs.reader().index().len() as u64 >= LOW_BLOB - 1 => {
                 log::warn!("layer {digest} of {reference}: too many entries to serve");
                 Err(FsError::new(libc::EFBIG, "too many entries to serve"))
             }

@@ -662,11 +662,10 @@ fn resolved_layers_are_warmed_in_the_background() {
     };
     let layer = s.layer(slot).unwrap();
     let reader = layer.fs.reader().clone();
-    let chunks: Vec<String> = reader
+    let chunks: Vec<_> = reader
         .index()
-        .nodes
-        .iter()
-        .flat_map(|n| n.chunks.iter().map(|c| c.digest.clone()))
+        .all_chunks()
+        .filter_map(|(_, c)| c.digest)
         .collect();
     assert!(!chunks.is_empty());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
