@@ -11,6 +11,8 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::timefmt;
 
+mod stream;
+
 /// File name of the TOC entry inside the blob.
 pub const TOC_NAME: &str = "stargz.index.json";
 
@@ -287,176 +289,72 @@ impl TocLimits {
 /// tree, so a TOC never has to exist as a vector of entries.
 pub(crate) type EntrySink<'s> = dyn FnMut(&TocEntry) -> Result<()> + 's;
 
-/// Streams the `entries` array: each raw entry is converted (and checked
-/// against the limits) as soon as it is parsed and handed to the sink, and
-/// an entry equal to the previous one is dropped (a later duplicate
-/// replaces an earlier one anyway), so a repeated entry costs parsing time
-/// but no memory. The value is how many entries were kept.
-struct EntriesSeed<'a, 's> {
+/// What happens to each decoded entry before the sink gets it: it is
+/// converted and checked against the limits, and an entry equal to the
+/// previous one is dropped (a later duplicate replaces an earlier one
+/// anyway), so a repeated entry costs parsing time but no memory.
+struct EntryFilter<'a> {
     limits: &'a TocLimits,
-    failure: &'a std::cell::RefCell<Option<Error>>,
-    sink: &'a mut EntrySink<'s>,
+    previous: Option<TocEntry>,
+    seen: usize,
+    kept: u64,
+    name_bytes: u64,
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for EntriesSeed<'_, '_> {
-    type Value = u64;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_option(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for EntriesSeed<'_, '_> {
-    type Value = u64;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an array of TOC entries or null")
-    }
-    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(0)
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(0)
-    }
-    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut previous: Option<TocEntry> = None;
-        let mut kept = 0u64;
-        let mut name_bytes = 0u64;
-        let mut index = 0usize;
-        let failure = self.failure;
-        let fail = |e: Error| {
-            *failure.borrow_mut() = Some(e);
-            <A::Error as serde::de::Error>::custom("invalid TOC entry")
-        };
-        while let Some(raw) = seq.next_element::<RawEntry>()? {
-            let entry = raw.into_entry(index).map_err(fail)?;
-            index += 1;
-            if entry.kind != EntryType::Chunk && previous.as_ref() == Some(&entry) {
-                continue;
-            }
-            if kept >= self.limits.max_entries {
-                return Err(fail(Error::LimitExceeded(format!(
-                    "the TOC has more than {} entries (max_entries)",
-                    self.limits.max_entries
-                ))));
-            }
-            name_bytes += (entry.name.len() + entry.link_name.len()) as u64;
-            if name_bytes > self.limits.max_name_bytes {
-                return Err(fail(Error::LimitExceeded(format!(
-                    "the TOC's entry and link names exceed {} bytes (max_name_bytes)",
-                    self.limits.max_name_bytes
-                ))));
-            }
-            (self.sink)(&entry).map_err(fail)?;
-            kept += 1;
-            previous = Some(entry);
-        }
-        Ok(kept)
-    }
-}
-
-/// The top-level object: `version`, `entries`, anything else ignored.
-struct TocSeed<'a, 's> {
-    entries: EntriesSeed<'a, 's>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for TocSeed<'_, '_> {
-    type Value = (i64, u64);
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for TocSeed<'_, '_> {
-    type Value = (i64, u64);
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a TOC object")
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        use serde::de::Error as _;
-        let mut version = None;
-        let mut entries = None;
-        let EntriesSeed {
+impl<'a> EntryFilter<'a> {
+    fn new(limits: &'a TocLimits) -> Self {
+        EntryFilter {
             limits,
-            failure,
-            sink,
-        } = self.entries;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match &*key {
-                "version" if version.is_some() => return Err(A::Error::duplicate_field("version")),
-                "version" => version = Some(map.next_value::<i64>()?),
-                "entries" if entries.is_some() => return Err(A::Error::duplicate_field("entries")),
-                "entries" => {
-                    entries = Some(map.next_value_seed(EntriesSeed {
-                        limits,
-                        failure,
-                        sink: &mut *sink,
-                    })?)
-                }
-                _ => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
-            }
+            previous: None,
+            seen: 0,
+            kept: 0,
+            name_bytes: 0,
         }
-        Ok((version.unwrap_or(0), entries.unwrap_or(0)))
+    }
+    /// Entries decoded so far.
+    fn seen(&self) -> usize {
+        self.seen
+    }
+    /// Entries handed to the sink so far.
+    fn kept(&self) -> u64 {
+        self.kept
+    }
+    fn push(&mut self, raw: RawEntry, sink: &mut EntrySink<'_>) -> Result<()> {
+        let entry = raw.into_entry(self.seen)?;
+        self.seen += 1;
+        if entry.kind != EntryType::Chunk && self.previous.as_ref() == Some(&entry) {
+            return Ok(());
+        }
+        if self.kept >= self.limits.max_entries {
+            return Err(Error::LimitExceeded(format!(
+                "the TOC has more than {} entries (max_entries)",
+                self.limits.max_entries
+            )));
+        }
+        self.name_bytes += (entry.name.len() + entry.link_name.len()) as u64;
+        if self.name_bytes > self.limits.max_name_bytes {
+            return Err(Error::LimitExceeded(format!(
+                "the TOC's entry and link names exceed {} bytes (max_name_bytes)",
+                self.limits.max_name_bytes
+            )));
+        }
+        sink(&entry)?;
+        self.kept += 1;
+        self.previous = Some(entry);
+        Ok(())
     }
 }
 
-/// Decodes TOC JSON from `bytes` within `limits`, handing every kept entry
-/// to `sink` as it is decoded; returns the version and how many were kept.
-pub(crate) fn decode_slice(
-    bytes: &[u8],
-    limits: &TocLimits,
-    sink: &mut EntrySink<'_>,
-) -> Result<(i64, u64)> {
-    decode(
-        &mut serde_json::Deserializer::from_slice(bytes),
-        limits,
-        sink,
-    )
-}
-
-/// [`decode_slice`] from a reader, without holding the JSON text in
-/// memory; bytes after the first JSON value are left unread.
-pub(crate) fn decode_reader(
+/// Decodes the first JSON value of `reader` as a TOC within `limits`,
+/// handing every kept entry to `sink` as it is decoded, without holding
+/// the JSON text; returns the version and how many entries were kept.
+/// Bytes after the value may have been read (and are ignored).
+pub(crate) fn decode(
     reader: impl std::io::Read,
     limits: &TocLimits,
     sink: &mut EntrySink<'_>,
 ) -> Result<(i64, u64)> {
-    decode(
-        &mut serde_json::Deserializer::from_reader(reader),
-        limits,
-        sink,
-    )
-}
-
-fn decode<'de, R: serde_json::de::Read<'de>>(
-    de: &mut serde_json::Deserializer<R>,
-    limits: &TocLimits,
-    sink: &mut EntrySink<'_>,
-) -> Result<(i64, u64)> {
-    use serde::de::DeserializeSeed as _;
-    let failure = std::cell::RefCell::new(None);
-    let seed = TocSeed {
-        entries: EntriesSeed {
-            limits,
-            failure: &failure,
-            sink,
-        },
-    };
-    match seed.deserialize(de) {
-        Ok(decoded) => Ok(decoded),
-        Err(e) => Err(failure.into_inner().unwrap_or_else(|| {
-            if e.is_eof() && e.line() == 1 && e.column() == 0 {
-                Error::InvalidToc("empty TOC JSON".into())
-            } else if e.is_io() {
-                Error::InvalidToc(format!("cannot read the TOC JSON: {e}"))
-            } else {
-                Error::InvalidToc(format!("bad JSON: {e}"))
-            }
-        })),
-    }
+    stream::decode(reader, limits, sink)
 }
 
 impl Toc {
@@ -469,7 +367,7 @@ impl Toc {
     /// [`Toc::from_json`] within `limits`.
     pub fn from_json_limited(bytes: &[u8], limits: &TocLimits) -> Result<Toc> {
         let mut entries = Vec::new();
-        let (version, _) = decode_slice(bytes, limits, &mut |e| {
+        let (version, _) = decode(bytes, limits, &mut |e| {
             entries.push(e.clone());
             Ok(())
         })?;
@@ -477,10 +375,11 @@ impl Toc {
     }
 
     /// Decodes the first JSON value of `reader` within `limits`, without
-    /// holding the JSON text in memory. Bytes after it are left unread.
+    /// holding the JSON text in memory. Bytes after it may be read (and
+    /// are ignored).
     pub fn from_reader_limited(reader: impl std::io::Read, limits: &TocLimits) -> Result<Toc> {
         let mut entries = Vec::new();
-        let (version, _) = decode_reader(reader, limits, &mut |e| {
+        let (version, _) = decode(reader, limits, &mut |e| {
             entries.push(e.clone());
             Ok(())
         })?;
@@ -690,5 +589,87 @@ mod tests {
     fn ignores_unknown_keys_and_trailing_bytes() {
         let toc = Toc::from_json(b"{\"version\":1,\"entries\":[{\"name\":\"a\",\"type\":\"dir\",\"NumLink\":0}]} trailing").unwrap();
         assert_eq!(toc.entries.len(), 1);
+    }
+
+    #[test]
+    fn large_tocs_with_tricky_names_decode_across_window_refills() {
+        // Over a megabyte of JSON, so values straddle the decoder's reads;
+        // names full of the bytes its scanner must treat as plain string data.
+        let mut entries = Vec::new();
+        for i in 0..20000 {
+            let mut e = TocEntry::new(
+                format!("d{}/q\"{{[}}]\\ \u{e9}\n,:{i}", i % 7),
+                EntryType::Reg,
+            );
+            e.size = i;
+            e.mod_time = Some(1_700_000_000 + i as i64);
+            if i % 5 == 0 {
+                e.xattrs
+                    .insert(format!("user.{{x}}{i}"), vec![b'}'; (i % 50) as usize]);
+            }
+            entries.push(e);
+        }
+        let toc = Toc {
+            version: 1,
+            entries,
+        };
+        let json = toc.to_json();
+        assert!(json.len() > 1 << 20);
+        assert_eq!(Toc::from_json(&json).unwrap(), toc);
+        // The same bytes arriving a few at a time.
+        struct Trickle<'a>(&'a [u8]);
+        impl std::io::Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = buf.len().min(self.0.len()).min(7);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let trickled = Toc::from_reader_limited(Trickle(&json), &TocLimits::UNLIMITED).unwrap();
+        assert_eq!(trickled, toc);
+    }
+
+    #[test]
+    fn the_top_level_object_is_checked_like_json() {
+        let ok = |json: &str| Toc::from_json(json.as_bytes()).unwrap();
+        assert_eq!(ok(" \n{ \"entries\" : null , \"version\" : 2 }").version, 2);
+        assert_eq!(
+            ok("{\"v\\u0065rsion\":3}").version,
+            3,
+            "keys are compared decoded"
+        );
+        assert_eq!(
+            ok("{\"x\":{\"entries\":[1]},\"entries\":[]}").entries.len(),
+            0
+        );
+        assert_eq!(ok("{}").entries.len(), 0);
+        for bad in [
+            "[]",
+            "null",
+            "{\"version\":1,}",
+            "{\"version\":1 \"entries\":null}",
+            "{\"version\":1,\"version\":1}",
+            "{\"entries\":null,\"entries\":null}",
+            "{\"entries\":5}",
+            "{\"entries\":[{\"name\":\"a\",\"type\":\"dir\"},]}",
+            "{\"entries\":[{\"name\":\"a\",\"type\":\"dir\"}",
+            "{\"version\":tru}",
+            "{\"x\":\"unterminated}",
+            "{1:2}",
+        ] {
+            let err = Toc::from_json(bad.as_bytes()).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidToc(ref m) if m.contains("JSON")),
+                "{bad:?}: {err}"
+            );
+        }
+        // A scalar that never ends is refused without buffering the rest.
+        let mut long = b"{\"version\":".to_vec();
+        long.resize(long.len() + (1 << 20), b'1');
+        assert!(Toc::from_json(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("longer than"));
     }
 }

@@ -205,11 +205,6 @@ pub struct Reader {
     buffers: budget::Budget,
 }
 
-/// TOC JSON up to this size is decoded from memory (twice as fast); larger
-/// TOCs stream through the decoder, so their text is never held next to
-/// the tree being built from them.
-const MAX_BUFFERED_TOC: u64 = 4 << 20;
-
 /// Counts and hashes what is read through it (the TOC digest covers every
 /// byte of the JSON, including any after the first value).
 struct HashingReader<R> {
@@ -333,19 +328,12 @@ fn read_toc_member(
         hasher: Hasher::new(),
         count: 0,
     };
-    let decoded = if size <= MAX_BUFFERED_TOC {
-        let mut json = Vec::with_capacity(size as usize);
-        body.read_to_end(&mut json)
-            .map_err(|e| Error::InvalidToc(format!("cannot decompress the TOC JSON: {e}")))
-            .map(|_| toc::decode_slice(&json, &limits, sink))
-    } else {
-        let mut buffered = BufReader::with_capacity(1 << 16, &mut body);
-        let decoded = toc::decode_reader(&mut buffered, &limits, sink);
-        // The rest counts for the digest (and shows truncation).
-        io::copy(&mut buffered, &mut io::sink())
-            .map_err(|e| Error::InvalidToc(format!("cannot decompress the TOC JSON: {e}")))
-            .map(|_| decoded)
-    };
+    let mut buffered = BufReader::with_capacity(1 << 16, &mut body);
+    let decoded = toc::decode(&mut buffered, &limits, sink);
+    // The rest counts for the digest (and shows truncation).
+    let decoded = io::copy(&mut buffered, &mut io::sink())
+        .map_err(|e| Error::InvalidToc(format!("cannot decompress the TOC JSON: {e}")))
+        .map(|_| decoded);
     decoded.and_then(|decoded| {
         if body.count < size {
             return Err(Error::Truncated(format!(
