@@ -18,6 +18,8 @@ commands:
   build IN.tar OUT.esgz
                       convert a tar with upstream estargz.Build, print JSON stats
   listing IN.tar      print the canonical listing of a plain tar
+  cat BLOB PATH       open a blob with the upstream reader and print one file
+                      (what opening a layer costs, for benchmarks)
 `
 
 func main() {
@@ -30,6 +32,7 @@ func main() {
 		"check":   runCheck,
 		"build":   runBuild,
 		"listing": runListing,
+		"cat":     runCat,
 	}
 	run, ok := commands[os.Args[1]]
 	if !ok {
