@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use estargz_core::cache::{CacheOptions, ChunkCache, DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES};
+use estargz_core::cache::{CacheOptions, ChunkCache, DEFAULT_DISK_SIZE, DEFAULT_MEMORY_SIZE};
 use estargz_core::Error;
 
 #[derive(Args, Debug, Clone)]
@@ -14,20 +14,19 @@ pub struct CacheArgs {
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Disk cache limit in bytes.
-    #[arg(long, default_value_t = DEFAULT_DISK_BYTES)]
+    #[arg(long, default_value_t = DEFAULT_DISK_SIZE)]
     pub cache_size: u64,
     /// Memory cache limit in bytes.
-    #[arg(long, default_value_t = DEFAULT_MEMORY_BYTES)]
+    #[arg(long, default_value_t = DEFAULT_MEMORY_SIZE)]
     pub memory_cache: u64,
 }
 
 impl CacheArgs {
     pub fn options(&self) -> CacheOptions {
-        CacheOptions {
-            memory_bytes: self.memory_cache,
-            dir: self.cache_dir.clone(),
-            disk_bytes: self.cache_size,
-        }
+        CacheOptions::default()
+            .memory_size(self.memory_cache)
+            .dir(self.cache_dir.clone())
+            .disk_size(self.cache_size)
     }
 
     pub fn open(&self) -> Result<Arc<ChunkCache>, Error> {

@@ -34,13 +34,11 @@ impl RegistryArgs {
     }
 
     pub fn http_options(&self) -> HttpOptions {
-        let mut opts = HttpOptions {
-            plain_http: self.plain_http,
-            insecure_registries: self.insecure_registry.clone(),
-            request_timeout: self.request_timeout(),
-            max_retries: self.retries,
-            ..Default::default()
-        };
+        let mut opts = HttpOptions::default()
+            .plain_http(self.plain_http)
+            .insecure_registries(self.insecure_registry.clone())
+            .request_timeout(self.request_timeout())
+            .retries(self.retries);
         if let Some(f) = &self.auth_file {
             opts.auth_files = vec![f.clone()];
         }

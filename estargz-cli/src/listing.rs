@@ -39,7 +39,7 @@ pub fn print_build_result(
                 "uncompressedSize": r.uncompressed_size,
                 "tocOffset": r.toc_offset,
                 "tocEntries": r.toc_entries,
-                "externalTOC": r.external_toc.is_some(),
+                "externalTOC": r.external_toc_data.is_some(),
                 "missedPrioritized": r.missed_prioritized,
                 "annotations": annotations,
             }),

@@ -106,7 +106,7 @@ pub struct LayerArgs {
     #[arg(long, default_value_t = 0)]
     min_chunk_size: u64,
     /// Compression level 0-9 (10-12: extra effort).
-    #[arg(long, default_value_t = estargz_core::build::DEFAULT_LEVEL)]
+    #[arg(long, default_value_t = estargz_core::build::DEFAULT_COMPRESSION_LEVEL)]
     level: u32,
 }
 
@@ -162,11 +162,9 @@ fn open_blob(args: &BlobArgs) -> Result<Reader, Error> {
         }
         None => None,
     };
-    let opts = OpenOptions {
-        external_toc,
-        expected_toc_digest: args.toc_digest.clone(),
-        ..Default::default()
-    };
+    let opts = OpenOptions::default()
+        .external_toc_data(external_toc)
+        .expected_toc_digest(args.toc_digest.clone());
     Reader::open(Arc::new(src), &opts)
 }
 
@@ -223,7 +221,7 @@ fn run(command: Command) -> Result<(), Error> {
         }
         Command::Verify { blob } => {
             let reader = open_blob(&blob)?;
-            let bytes = reader.verify_all()?;
+            let bytes = reader.verify()?;
             let toc_note = if blob.toc_digest.is_some() {
                 "TOC digest matches"
             } else {
@@ -256,17 +254,15 @@ fn convert(args: ConvertArgs) -> Result<(), Error> {
             .collect(),
         None => Vec::new(),
     };
-    let opts = BuildOptions {
-        chunk_size: args.layer.chunk_size,
-        min_chunk_size: args.layer.min_chunk_size,
-        level: args.layer.level,
-        prioritized_files,
-        allow_prioritize_not_found: args.allow_missing_prioritized,
-        external_toc: args.external_toc.is_some(),
-        keep_diff_id: args.keep_diff_id,
-        threads: args.threads,
-        temp_dir: None,
-    };
+    let opts = BuildOptions::default()
+        .chunk_size(args.layer.chunk_size)
+        .min_chunk_size(args.layer.min_chunk_size)
+        .compression_level(args.layer.level)
+        .prioritized_files(prioritized_files)
+        .allow_missing_prioritized(args.allow_missing_prioritized)
+        .external_toc(args.external_toc.is_some())
+        .keep_diff_id(args.keep_diff_id)
+        .threads(args.threads);
     let input = if args.input == Path::new("-") {
         BuildInput::Reader(Box::new(io::stdin()))
     } else {
@@ -278,7 +274,7 @@ fn convert(args: ConvertArgs) -> Result<(), Error> {
     } else {
         write_atomically(&args.output, |w| build(input, w, &opts))?
     };
-    if let (Some(path), Some(toc)) = (&args.external_toc, &result.external_toc) {
+    if let (Some(path), Some(toc)) = (&args.external_toc, &result.external_toc_data) {
         write_atomically(path, |w| {
             w.write_all(toc)
                 .map_err(|e| Error::io(format!("writing {}", path.display()), e))

@@ -19,6 +19,7 @@ use crate::toc::{EntryType, TocEntry};
 
 /// Extraction settings.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ExtractOptions {
     /// Apply uid/gid from the TOC (default: when running as root).
     pub preserve_owners: bool,
@@ -38,6 +39,12 @@ impl Default for ExtractOptions {
         }
     }
 }
+
+crate::options::option_setters!(ExtractOptions {
+    preserve_owners: bool,
+    xattrs: bool,
+    landmarks: bool,
+});
 
 /// What was extracted.
 #[derive(Debug, Default, Clone, Copy)]

@@ -77,7 +77,7 @@ impl From<BuildResult> for estargz_build_result {
             uncompressed_size: r.uncompressed_size,
             toc_offset: r.toc_offset,
             toc_entries: r.toc_entries,
-            external_toc: r.external_toc,
+            external_toc: r.external_toc_data,
             missed_prioritized: r.missed_prioritized.iter().map(|s| c_string(s)).collect(),
         }
     }
@@ -169,7 +169,7 @@ pub unsafe extern "C" fn estargz_builder_set_level(
                 "compression level {level} (valid: 0-12)"
             )));
         }
-        b.state().opts.level = level;
+        b.state().opts.compression_level = level;
         Ok(())
     })
 }
@@ -214,7 +214,7 @@ pub unsafe extern "C" fn estargz_builder_set_allow_missing_prioritized(
     allow: bool,
 ) -> estargz_result {
     ffi_call!(builder => |b| {
-        b.state().opts.allow_prioritize_not_found = allow;
+        b.state().opts.allow_missing_prioritized = allow;
         Ok(())
     })
 }

@@ -78,7 +78,7 @@ pub unsafe extern "C" fn estargz_open_options_set_external_toc(
     len: usize,
 ) -> estargz_result {
     ffi_call!(options => |o| {
-        o.lock().external_toc = if data.is_null() && len == 0 {
+        o.lock().external_toc_data = if data.is_null() && len == 0 {
             None
         } else {
             Some(try_bytes!(data, len).to_vec())

@@ -285,7 +285,7 @@ pub unsafe extern "C" fn estargz_reader_verify(
     out_bytes: *mut u64,
 ) -> estargz_result {
     ffi_call!(reader => |r| {
-        let bytes = r.reader().verify_all()?;
+        let bytes = r.reader().verify()?;
         if let Some(out) = opt_out!(out_bytes) {
             out.write(bytes);
         }
@@ -302,7 +302,7 @@ pub unsafe extern "C" fn estargz_reader_verify_toc_digest(
     reader: *const estargz_reader,
     expected: *const c_char,
 ) -> estargz_result {
-    ffi_call!(reader => |r| Ok(r.reader().verify_toc(try_str!(expected))?))
+    ffi_call!(reader => |r| Ok(r.reader().verify_toc_digest(try_str!(expected))?))
 }
 
 /// Reads up to `len` bytes of regular file `id` (hard links are followed)

@@ -6,7 +6,7 @@ use std::ffi::c_char;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use estargz_core::cache::{CacheOptions, ChunkCache, DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES};
+use estargz_core::cache::{CacheOptions, ChunkCache, DEFAULT_DISK_SIZE, DEFAULT_MEMORY_SIZE};
 use estargz_core::remote::auth::default_auth_files;
 use estargz_core::remote::{
     open_layer, HttpOptions, LayerOptions, LayerSelector, Platform, Reference, Registry,
@@ -30,7 +30,7 @@ struct RemoteOptions {
     http: HttpOptions,
     platform: Option<Platform>,
     cache: CacheOptions,
-    require_toc_digest: bool,
+    allow_unverified_toc: bool,
     prefetch: bool,
 }
 
@@ -40,8 +40,10 @@ impl Default for RemoteOptions {
             http: HttpOptions::default(),
             platform: None,
             cache: CacheOptions::default(),
-            require_toc_digest: true,
-            prefetch: false,
+            allow_unverified_toc: false,
+            // On, as in the CLI and the FUSE mount: the landmark names the
+            // files a container reads first.
+            prefetch: true,
         }
     }
 }
@@ -160,7 +162,7 @@ pub unsafe extern "C" fn estargz_remote_options_set_retries(
     retries: u32,
 ) -> estargz_result {
     ffi_call!(options => |o| {
-        o.lock().http.max_retries = retries;
+        o.lock().http.retries = retries;
         Ok(())
     })
 }
@@ -195,8 +197,8 @@ pub unsafe extern "C" fn estargz_remote_options_set_cache_dir(
         let dir = optional!(try_path!(dir));
         let mut o = o.lock();
         o.cache.dir = dir;
-        o.cache.disk_bytes = if max_bytes == 0 {
-            DEFAULT_DISK_BYTES
+        o.cache.disk_size = if max_bytes == 0 {
+            DEFAULT_DISK_SIZE
         } else {
             max_bytes
         };
@@ -212,8 +214,8 @@ pub unsafe extern "C" fn estargz_remote_options_set_memory_cache_size(
     max_bytes: u64,
 ) -> estargz_result {
     ffi_call!(options => |o| {
-        o.lock().cache.memory_bytes = if max_bytes == 0 {
-            DEFAULT_MEMORY_BYTES
+        o.lock().cache.memory_size = if max_bytes == 0 {
+            DEFAULT_MEMORY_SIZE
         } else {
             max_bytes
         };
@@ -231,14 +233,14 @@ pub unsafe extern "C" fn estargz_remote_options_set_allow_unverified_toc(
     allow: bool,
 ) -> estargz_result {
     ffi_call!(options => |o| {
-        o.lock().require_toc_digest = !allow;
+        o.lock().allow_unverified_toc = allow;
         Ok(())
     })
 }
 
 /// Whether estargz_reader_open_remote also fetches the prioritized files
 /// the layer marks with its prefetch landmark (one batched request) before
-/// returning. Default false.
+/// returning. Default true (as in the estargz and estargz-fuse commands).
 #[no_mangle]
 pub unsafe extern "C" fn estargz_remote_options_set_prefetch(
     options: *mut estargz_remote_options,
@@ -306,11 +308,9 @@ pub unsafe extern "C" fn estargz_reader_open_remote(
         let registry = Registry::new(opts.http);
         let image = registry.resolve_image(&reference, opts.platform.as_ref())?;
         let index = select_layer(&image.manifest.layers, layer, &image.reference.to_string())?;
-        let layer_opts = LayerOptions {
-            cache: Some(cache),
-            require_toc_digest: opts.require_toc_digest,
-            ..Default::default()
-        };
+        let layer_opts = LayerOptions::default()
+            .cache(Some(cache))
+            .allow_unverified_toc(opts.allow_unverified_toc);
         let remote = open_layer(&registry, &image, index, &layer_opts)?;
         if opts.prefetch {
             remote.reader.prefetch_landmarked()?;

@@ -179,11 +179,9 @@ fn source(args: &MountArgs) -> Result<Source, String> {
 
 fn mount(args: &MountArgs) -> Result<(), String> {
     let cache = args.cache.open().map_err(|e| e.to_string())?;
-    let layer_opts = LayerOptions {
-        require_toc_digest: !args.allow_unverified_toc,
-        span_dir: args.cache.cache_dir.clone(),
-        ..Default::default()
-    };
+    let layer_opts = LayerOptions::default()
+        .allow_unverified_toc(args.allow_unverified_toc)
+        .span_dir(args.cache.cache_dir.clone());
     let OpenedLayer {
         reader,
         description,
@@ -291,7 +289,7 @@ mod tests {
         );
         assert_eq!(
             args.cache.memory_cache,
-            estargz_core::cache::DEFAULT_MEMORY_BYTES
+            estargz_core::cache::DEFAULT_MEMORY_SIZE
         );
         assert!(matches!(source(&args).unwrap(), Source::Remote { .. }));
     }

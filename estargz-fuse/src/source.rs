@@ -69,12 +69,10 @@ impl Source {
                             .map_err(|e| Error::io(format!("reading {}", p.display()), e))
                     })
                     .transpose()?;
-                let opts = OpenOptions {
-                    external_toc,
-                    expected_toc_digest: toc_digest.clone(),
-                    cache: Some(cache),
-                    ..Default::default()
-                };
+                let opts = OpenOptions::default()
+                    .external_toc_data(external_toc)
+                    .expected_toc_digest(toc_digest.clone())
+                    .cache(Some(cache));
                 let reader = Reader::open(Arc::new(file), &opts)
                     .map_err(|e| e.with_context(&path.display().to_string()))?;
                 Ok(OpenedLayer {
@@ -90,10 +88,7 @@ impl Source {
             } => {
                 let image = registry.resolve_image(reference, platform.as_ref())?;
                 let index = layer.resolve(&image.manifest.layers, &reference.to_string())?;
-                let opts = LayerOptions {
-                    cache: Some(cache),
-                    ..layer_opts.clone()
-                };
+                let opts = layer_opts.clone().cache(Some(cache));
                 let layer = open_layer(registry, &image, index, &opts)?;
                 Ok(OpenedLayer {
                     description: format!(

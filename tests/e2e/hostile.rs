@@ -535,11 +535,11 @@ fn push_image(reference: &str, blobs: &[(&[u8], &str)]) {
         UNCOMPRESSED_SIZE_ANNOTATION,
     };
     use estargz_core::remote::{HttpOptions, Reference, Registry};
-    let registry = Registry::new(HttpOptions {
-        plain_http: true,
-        auth_files: Vec::new(),
-        ..Default::default()
-    });
+    let registry = Registry::new(
+        HttpOptions::default()
+            .plain_http(true)
+            .auth_files(Vec::new()),
+    );
     let reference = Reference::parse(reference).unwrap();
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();

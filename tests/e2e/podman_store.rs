@@ -234,11 +234,11 @@ impl Drop for Podman {
 }
 
 fn registry_client() -> Registry {
-    Registry::new(HttpOptions {
-        plain_http: true,
-        auth_files: Vec::new(),
-        ..Default::default()
-    })
+    Registry::new(
+        HttpOptions::default()
+            .plain_http(true)
+            .auth_files(Vec::new()),
+    )
 }
 
 fn stat_errno(path: &Path) -> Option<i32> {

@@ -141,11 +141,11 @@ fn push(reference: &str, blob: &Path) {
 
 /// The TOC digest annotation of the only layer of `reference`.
 fn toc_digest(reference: &str) -> String {
-    let client = Registry::new(HttpOptions {
-        plain_http: true,
-        auth_files: Vec::new(),
-        ..Default::default()
-    });
+    let client = Registry::new(
+        HttpOptions::default()
+            .plain_http(true)
+            .auth_files(Vec::new()),
+    );
     let img = client
         .resolve_image(&Reference::parse(reference).unwrap(), None)
         .unwrap();
