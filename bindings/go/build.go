@@ -283,7 +283,7 @@ func (b *builder) configure(o *buildOptions) error {
 		},
 	}
 	if o.levelSet {
-		steps = append(steps, func() C.estargz_result { return C.estargz_builder_set_level(p, C.uint32_t(o.level)) })
+		steps = append(steps, func() C.estargz_result { return C.estargz_builder_set_compression_level(p, C.uint32_t(o.level)) })
 	}
 	if o.tempDir != "" {
 		steps = append(steps, func() C.estargz_result {
@@ -353,7 +353,7 @@ func build(r io.Reader, w io.Writer, o *buildOptions) (*Blob, error) {
 		blob.tocOffset = int64(off)
 	}
 	var n C.size_t
-	if p := C.estargz_build_result_external_toc(res, &n); p != nil {
+	if p := C.estargz_build_result_external_toc_data(res, &n); p != nil {
 		blob.externalTOC = C.GoBytes(unsafe.Pointer(p), C.int(n))
 	}
 	if o.missedPrioritized != nil {

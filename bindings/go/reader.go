@@ -101,7 +101,7 @@ func (o *openOptions) cOptions() (*C.estargz_open_options, error) {
 	if len(o.externalTOC) > 0 {
 		steps = append(steps, func() C.estargz_result {
 			// Copied by the library during the call.
-			return C.estargz_open_options_set_external_toc(p, (*C.uint8_t)(unsafe.Pointer(&o.externalTOC[0])), C.size_t(len(o.externalTOC)))
+			return C.estargz_open_options_set_external_toc_data(p, (*C.uint8_t)(unsafe.Pointer(&o.externalTOC[0])), C.size_t(len(o.externalTOC)))
 		})
 	}
 	steps = append(steps,

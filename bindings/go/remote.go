@@ -176,7 +176,7 @@ func (o *remoteOptions) cOptions() (*C.estargz_remote_options, error) {
 	steps := []func() C.estargz_result{
 		func() C.estargz_result { return C.estargz_remote_options_set_plain_http(p, C.bool(o.plainHTTP)) },
 		func() C.estargz_result {
-			return C.estargz_remote_options_set_timeout_ms(p, C.uint64_t(o.timeout/time.Millisecond))
+			return C.estargz_remote_options_set_request_timeout_ms(p, C.uint64_t(o.timeout/time.Millisecond))
 		},
 		func() C.estargz_result {
 			return C.estargz_remote_options_set_memory_cache_size(p, C.uint64_t(o.memoryCache))

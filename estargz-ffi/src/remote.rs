@@ -135,7 +135,7 @@ pub unsafe extern "C" fn estargz_remote_options_set_auth_file(
 /// of one attempt); 0 restores the default (30 s). A request that times out
 /// is retried; the last failure is ESTARGZ_TIMEOUT.
 #[no_mangle]
-pub unsafe extern "C" fn estargz_remote_options_set_timeout_ms(
+pub unsafe extern "C" fn estargz_remote_options_set_request_timeout_ms(
     options: *mut estargz_remote_options,
     timeout_ms: u64,
 ) -> estargz_result {
@@ -184,23 +184,23 @@ pub unsafe extern "C" fn estargz_remote_options_set_platform(
 
 /// Keeps verified chunks in a disk cache under directory `dir` (copied;
 /// created if missing; may be shared by readers and processes), bounded to
-/// `max_bytes` (0 = the default, 2 GiB) with LRU eviction. Entries are
+/// `disk_size` bytes (0 = the default, 2 GiB) with LRU eviction. Entries are
 /// re-checked against their digest when read. NULL `dir` turns the disk
 /// cache off (the default).
 #[no_mangle]
 pub unsafe extern "C" fn estargz_remote_options_set_cache_dir(
     options: *mut estargz_remote_options,
     dir: *const c_char,
-    max_bytes: u64,
+    disk_size: u64,
 ) -> estargz_result {
     ffi_call!(options => |o| {
         let dir = optional!(try_path!(dir));
         let mut o = o.lock();
         o.cache.dir = dir;
-        o.cache.disk_size = if max_bytes == 0 {
+        o.cache.disk_size = if disk_size == 0 {
             DEFAULT_DISK_SIZE
         } else {
-            max_bytes
+            disk_size
         };
         Ok(())
     })
