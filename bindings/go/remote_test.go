@@ -171,7 +171,7 @@ func TestOpenRemote(t *testing.T) {
 		{"/test/app:single", []estargz.RemoteOption{plain}, "etc/hostname"},
 		{"/test/app:unannotated", []estargz.RemoteOption{plain, estargz.WithAllowUnverifiedTOC()}, "etc/hostname"},
 		{"/test/app:v1", []estargz.RemoteOption{estargz.WithLayerIndex(1), estargz.WithInsecureRegistry(host),
-			estargz.WithCacheDir(t.TempDir(), 0), estargz.WithPrefetch(), estargz.WithPlatform("linux/amd64")}, "usr/bin/app"},
+			estargz.WithCacheDir(t.TempDir(), 0), estargz.WithPrefetch(true), estargz.WithPlatform("linux/amd64")}, "usr/bin/app"},
 	} {
 		r, err := estargz.OpenRemote(ctx, host+c.ref, c.opts...)
 		if err != nil {
@@ -261,13 +261,13 @@ func TestOpenRemoteErrors(t *testing.T) {
 	defer cancel()
 	start = time.Now()
 	_, err = estargz.OpenRemote(cctx, hang.Addr().String()+"/test/app:v1", estargz.WithPlainHTTP(),
-		estargz.WithRetries(0), estargz.WithTimeout(time.Second))
+		estargz.WithRetries(0), estargz.WithRequestTimeout(time.Second))
 	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
 		t.Errorf("cancelled open: %v after %v", err, time.Since(start))
 	}
 	start = time.Now()
 	_, err = estargz.OpenRemote(ctx, hang.Addr().String()+"/test/app:v1", estargz.WithPlainHTTP(),
-		estargz.WithRetries(0), estargz.WithTimeout(300*time.Millisecond))
+		estargz.WithRetries(0), estargz.WithRequestTimeout(300*time.Millisecond))
 	if !errors.Is(err, estargz.ErrTimeout) || time.Since(start) > 5*time.Second {
 		t.Errorf("stalled registry: %v after %v", err, time.Since(start))
 	}

@@ -48,8 +48,8 @@ pub struct PullArgs {
     #[arg(long)]
     allow_unverified_toc: bool,
     /// Never send multi-range requests.
-    #[arg(long)]
-    single_range: bool,
+    #[arg(long, alias = "single-range")]
+    force_single_range: bool,
     /// No progress or summary on stderr.
     #[arg(short, long)]
     quiet: bool,
@@ -87,7 +87,7 @@ pub fn pull(args: PullArgs) -> Result<(), Error> {
         .cache(Some(args.cache.open()?))
         .allow_unverified_toc(args.allow_unverified_toc)
         .span_dir(args.cache.cache_dir.clone());
-    layer_opts.blob.force_single_range = args.single_range;
+    layer_opts.blob.force_single_range = args.force_single_range;
 
     let started = Instant::now();
     let layers: Vec<RemoteLayer> = selected

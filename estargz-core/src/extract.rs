@@ -22,7 +22,7 @@ use crate::toc::{EntryType, TocEntry};
 #[non_exhaustive]
 pub struct ExtractOptions {
     /// Apply uid/gid from the TOC (default: when running as root).
-    pub preserve_owners: bool,
+    pub same_owner: bool,
     /// Apply extended attributes (file systems without support are skipped).
     pub xattrs: bool,
     /// Also write the builder's `.prefetch.landmark` / `.no.prefetch.landmark`
@@ -33,7 +33,7 @@ pub struct ExtractOptions {
 impl Default for ExtractOptions {
     fn default() -> Self {
         ExtractOptions {
-            preserve_owners: rustix::process::geteuid().is_root(),
+            same_owner: rustix::process::geteuid().is_root(),
             xattrs: true,
             landmarks: false,
         }
@@ -41,7 +41,7 @@ impl Default for ExtractOptions {
 }
 
 crate::options::option_setters!(ExtractOptions {
-    preserve_owners: bool,
+    same_owner: bool,
     xattrs: bool,
     landmarks: bool,
 });
@@ -191,7 +191,7 @@ impl Extractor<'_> {
     }
 
     fn chown(&self, dir: &OwnedFd, base: &str, entry: &TocEntry) -> Result<()> {
-        if !self.opts.preserve_owners {
+        if !self.opts.same_owner {
             return Ok(());
         }
         let (uid, gid) = (

@@ -270,7 +270,7 @@ fn original_rootfs(dir: &Path, tars: &[Vec<u8>]) -> BTreeMap<String, Snapshot> {
 }
 
 fn no_owner_extract() -> ExtractOptions {
-    ExtractOptions::default().preserve_owners(false)
+    ExtractOptions::default().same_owner(false)
 }
 
 fn read_layout_json<T: serde::de::DeserializeOwned>(layout: &OciLayout, digest: &str) -> T {

@@ -622,7 +622,7 @@ fn the_store_survives_a_hostile_layer_next_to_a_good_one() {
         "--plain-http".as_ref(),
         "--retries".as_ref(),
         "1".as_ref(),
-        "--timeout".as_ref(),
+        "--request-timeout".as_ref(),
         "5".as_ref(),
     ];
     let mut child = util::start_fuse_process(&args, &mnt, &log);

@@ -271,7 +271,7 @@ fn a_registry_that_never_answers_does_not_stall_the_store() {
             "store",
             mnt.to_str().unwrap(),
             "--plain-http",
-            "--timeout",
+            "--request-timeout",
             "3",
         ],
         &mnt,
