@@ -274,3 +274,44 @@ func TestOpenRemoteErrors(t *testing.T) {
 	// The abandoned open frees its options once its request times out.
 	waitForHandles(t, base)
 }
+
+// OpenRemote prefetches the prioritized files by default, as the CLI and
+// the mount do: reading one then makes no request. WithPrefetch(false)
+// leaves it to the first read.
+func TestOpenRemotePrefetchesByDefault(t *testing.T) {
+	files := append(fixture(), dir("opt/"), reg("opt/first.txt", strings.Repeat("prioritized\n", 1000)))
+	b, err := estargz.Build(bytes.NewReader(makeTar(t, files)),
+		estargz.WithChunkSize(64<<10), estargz.WithPrioritizedFiles([]string{"opt/first.txt"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	reg := &registry{manifests: map[string][]byte{}, blobs: map[string][]byte{}}
+	reg.push(t, "v1", true, b)
+	srv := httptest.NewServer(reg)
+	defer srv.Close()
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/test/app:v1"
+	want := contents(files)["opt/first.txt"]
+
+	for _, c := range []struct {
+		opts         []estargz.RemoteOption
+		readRequests bool
+	}{
+		{nil, false},
+		{[]estargz.RemoteOption{estargz.WithPrefetch(true)}, false},
+		{[]estargz.RemoteOption{estargz.WithPrefetch(false)}, true},
+	} {
+		r, err := estargz.OpenRemote(context.Background(), ref, append(c.opts, estargz.WithPlainHTTP())...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := reg.requests.Load()
+		if got := readFile(t, r, "opt/first.txt"); got != want {
+			t.Errorf("opt/first.txt: %d bytes, want %d", len(got), len(want))
+		}
+		if made := reg.requests.Load() - before; (made > 0) != c.readRequests {
+			t.Errorf("%d options: reading the prioritized file made %d requests", len(c.opts), made)
+		}
+		r.Close()
+	}
+}

@@ -63,8 +63,8 @@ impl estargz_remote_options {
 /// $DOCKER_CONFIG/config.json or ~/.docker/config.json), 30 s per request,
 /// 5 retries, this host's platform, a 64 MiB memory cache of verified
 /// chunks and no disk cache, layers without a TOC digest annotation refused,
-/// no prefetch. `out_options` receives the handle (owned by the caller;
-/// release with estargz_remote_options_free).
+/// the prioritized files prefetched at open. `out_options` receives the
+/// handle (owned by the caller; release with estargz_remote_options_free).
 #[no_mangle]
 pub unsafe extern "C" fn estargz_remote_options_new(
     out_options: *mut *mut estargz_remote_options,
