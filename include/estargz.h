@@ -1096,8 +1096,8 @@ estargz_result estargz_reader_read(const struct estargz_reader *reader, uint64_t
  * $DOCKER_CONFIG/config.json or ~/.docker/config.json), 30 s per request,
  * 5 retries, this host's platform, a 64 MiB memory cache of verified
  * chunks and no disk cache, layers without a TOC digest annotation refused,
- * no prefetch. `out_options` receives the handle (owned by the caller;
- * release with estargz_remote_options_free).
+ * the prioritized files prefetched at open. `out_options` receives the
+ * handle (owned by the caller; release with estargz_remote_options_free).
  */
 estargz_result estargz_remote_options_new(struct estargz_remote_options **out_options);
 
