@@ -39,8 +39,8 @@ ours_extract() { clean_extract; "$estargz" extract "$data/ours.esgz" "$data/x"; 
 tar_extract() { clean_extract; tar -xzf "$data/input.tar.gz" -C "$data/x"; }
 
 echo "input: $input ($mb MB), $(nproc) CPUs, median of $runs runs"
-t_ours=$(time_median "$estargz" convert --level 9 "$input" "$data/ours.esgz")
-t_ours1=$(time_median "$estargz" convert --level 9 --threads 1 "$input" "$data/ours1.esgz")
+t_ours=$(time_median "$estargz" convert --compression-level 9 "$input" "$data/ours.esgz")
+t_ours1=$(time_median "$estargz" convert --compression-level 9 --threads 1 "$input" "$data/ours1.esgz")
 t_go=$(time_median "$oracle" build --level 9 "$input" "$data/go.esgz")
 t_gzip=$(time_median sh -c "gzip -9 -c '$input' > '$data/input.tar.gz'")
 t_xours=$(time_median ours_extract)

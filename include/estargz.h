@@ -487,7 +487,7 @@ typedef struct estargz_blob_info {
    */
   uint64_t blob_size;
   /**
-   * Blob offset of the TOC member (0 for an external TOC).
+   * Blob offset of the TOC member (0 when `has_external_toc`).
    */
   uint64_t toc_offset;
   /**
@@ -503,6 +503,12 @@ typedef struct estargz_blob_info {
    * Size of the footer in bytes.
    */
   uint32_t footer_size;
+  /**
+   * Whether the TOC is kept out of the blob (pass it with
+   * estargz_open_options_set_external_toc_data). Added in version 2 of
+   * the struct.
+   */
+  bool has_external_toc;
 } estargz_blob_info;
 
 #ifdef __cplusplus
@@ -554,7 +560,7 @@ estargz_result estargz_builder_set_chunk_size(struct estargz_builder *builder, u
  * Sets the gzip compression level: 0-9 as in gzip (default 9); 10-12 give
  * extra effort. Returns ESTARGZ_INVALID_ARGUMENT above 12.
  */
-estargz_result estargz_builder_set_level(struct estargz_builder *builder, uint32_t level);
+estargz_result estargz_builder_set_compression_level(struct estargz_builder *builder, uint32_t level);
 
 /**
  * Sets the minimum compressed size of a gzip member (0 = off, the
@@ -581,8 +587,9 @@ estargz_result estargz_builder_set_allow_missing_prioritized(struct estargz_buil
 
 /**
  * Whether to keep the TOC out of the blob (46-byte footer). The TOC gzip
- * member is then returned by estargz_build_result_external_toc and must be
- * passed to readers with estargz_open_options_set_external_toc. Default false.
+ * member (the external TOC data) is then returned by
+ * estargz_build_result_external_toc_data and must be passed to readers
+ * with estargz_open_options_set_external_toc_data. Default false.
  */
 estargz_result estargz_builder_set_external_toc(struct estargz_builder *builder, bool external_toc);
 
@@ -711,20 +718,28 @@ uint64_t estargz_build_result_uncompressed_size(const struct estargz_build_resul
 size_t estargz_build_result_toc_entries(const struct estargz_build_result *result);
 
 /**
+ * Whether the build kept its TOC out of the blob (false for a NULL
+ * `result`).
+ */
+bool estargz_build_result_has_external_toc(const struct estargz_build_result *result);
+
+/**
  * Blob offset of the embedded TOC member: returns true and stores it in
- * `*out_offset` (if not NULL); returns false for an external TOC or a NULL
- * `result`.
+ * `*out_offset` (if not NULL); returns false, storing nothing, when the
+ * build has an external TOC (estargz_build_result_has_external_toc) or
+ * `result` is NULL.
  */
 bool estargz_build_result_toc_offset(const struct estargz_build_result *result, uint64_t *out_offset);
 
 /**
- * The TOC gzip member of a build with an external TOC (to store next to
- * the blob and pass to estargz_open_options_set_external_toc). Stores its
+ * The external TOC data: the TOC gzip member of a build with an external
+ * TOC (to store next to the blob and pass to
+ * estargz_open_options_set_external_toc_data). Stores its
  * length in `*out_len` (if not NULL) and returns a pointer owned by
  * `result`, valid until estargz_build_result_free; returns NULL (and length
  * 0) when the TOC is embedded or `result` is NULL.
  */
-const uint8_t *estargz_build_result_external_toc(const struct estargz_build_result *result, size_t *out_len);
+const uint8_t *estargz_build_result_external_toc_data(const struct estargz_build_result *result, size_t *out_len);
 
 /**
  * Number of prioritized files that were not found in the input (only with
@@ -922,11 +937,11 @@ void estargz_open_options_free(struct estargz_open_options *options);
 estargz_result estargz_open_options_set_expected_toc_digest(struct estargz_open_options *options, const char *digest);
 
 /**
- * Sets the TOC gzip member of a blob built with an external TOC (see
- * estargz_build_result_external_toc). The `len` bytes at `data` are copied;
- * `data` NULL with `len` 0 clears it.
+ * Sets the external TOC data: the TOC gzip member of a blob built with an
+ * external TOC (see estargz_build_result_external_toc_data). The `len`
+ * bytes at `data` are copied; `data` NULL with `len` 0 clears it.
  */
-estargz_result estargz_open_options_set_external_toc(struct estargz_open_options *options, const uint8_t *data, size_t len);
+estargz_result estargz_open_options_set_external_toc_data(struct estargz_open_options *options, const uint8_t *data, size_t len);
 
 /**
  * Largest accepted TOC (compressed member and JSON), in bytes; larger ones
@@ -939,6 +954,31 @@ estargz_result estargz_open_options_set_max_toc_size(struct estargz_open_options
  * ESTARGZ_LIMIT_EXCEEDED. 0 restores the default (256 MiB).
  */
 estargz_result estargz_open_options_set_max_chunk_size(struct estargz_open_options *options, uint64_t max);
+
+/**
+ * Most TOC entries, and most nodes of the file tree (directories the TOC
+ * only implies count too); more fail the open with ESTARGZ_LIMIT_EXCEEDED. 0 restores the default (1,048,576).
+ */
+estargz_result estargz_open_options_set_max_entries(struct estargz_open_options *options, uint64_t max);
+
+/**
+ * Most components in one path; deeper paths fail the open with
+ * ESTARGZ_LIMIT_EXCEEDED. 0 restores the default (2048).
+ */
+estargz_result estargz_open_options_set_max_path_depth(struct estargz_open_options *options, uint64_t max);
+
+/**
+ * Most bytes of entry names plus link names over the whole TOC; more fail
+ * the open with ESTARGZ_LIMIT_EXCEEDED. 0 restores the default (128 MiB).
+ */
+estargz_result estargz_open_options_set_max_name_bytes(struct estargz_open_options *options, uint64_t max);
+
+/**
+ * How many times the chunk bytes it holds a gzip member may inflate to
+ * (beyond a 16 MiB allowance for headers); reading past that fails with
+ * ESTARGZ_LIMIT_EXCEEDED. 0 restores the default (64).
+ */
+estargz_result estargz_open_options_set_max_member_inflation(struct estargz_open_options *options, uint64_t max);
 
 /**
  * Opens the blob in the file at `path` (copied). The file must not change
@@ -1056,8 +1096,8 @@ estargz_result estargz_reader_read(const struct estargz_reader *reader, uint64_t
  * $DOCKER_CONFIG/config.json or ~/.docker/config.json), 30 s per request,
  * 5 retries, this host's platform, a 64 MiB memory cache of verified
  * chunks and no disk cache, layers without a TOC digest annotation refused,
- * no prefetch. `out_options` receives the handle (owned by the caller;
- * release with estargz_remote_options_free).
+ * the prioritized files prefetched at open. `out_options` receives the
+ * handle (owned by the caller; release with estargz_remote_options_free).
  */
 estargz_result estargz_remote_options_new(struct estargz_remote_options **out_options);
 
@@ -1089,7 +1129,7 @@ estargz_result estargz_remote_options_set_auth_file(struct estargz_remote_option
  * of one attempt); 0 restores the default (30 s). A request that times out
  * is retried; the last failure is ESTARGZ_TIMEOUT.
  */
-estargz_result estargz_remote_options_set_timeout_ms(struct estargz_remote_options *options, uint64_t timeout_ms);
+estargz_result estargz_remote_options_set_request_timeout_ms(struct estargz_remote_options *options, uint64_t timeout_ms);
 
 /**
  * Retries per request after the first attempt, on network errors,
@@ -1107,11 +1147,11 @@ estargz_result estargz_remote_options_set_platform(struct estargz_remote_options
 /**
  * Keeps verified chunks in a disk cache under directory `dir` (copied;
  * created if missing; may be shared by readers and processes), bounded to
- * `max_bytes` (0 = the default, 2 GiB) with LRU eviction. Entries are
+ * `disk_size` bytes (0 = the default, 2 GiB) with LRU eviction. Entries are
  * re-checked against their digest when read. NULL `dir` turns the disk
  * cache off (the default).
  */
-estargz_result estargz_remote_options_set_cache_dir(struct estargz_remote_options *options, const char *dir, uint64_t max_bytes);
+estargz_result estargz_remote_options_set_cache_dir(struct estargz_remote_options *options, const char *dir, uint64_t disk_size);
 
 /**
  * Bound of the in-memory cache of verified chunks, in bytes (0 = the
@@ -1130,7 +1170,7 @@ estargz_result estargz_remote_options_set_allow_unverified_toc(struct estargz_re
 /**
  * Whether estargz_reader_open_remote also fetches the prioritized files
  * the layer marks with its prefetch landmark (one batched request) before
- * returning. Default false.
+ * returning. Default true (as in the estargz and estargz-fuse commands).
  */
 estargz_result estargz_remote_options_set_prefetch(struct estargz_remote_options *options, bool prefetch);
 

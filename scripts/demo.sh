@@ -23,7 +23,7 @@ toc_digest=$("$estargz" inspect --json "$work/layer.esgz" | sed -n 's/.*"tocDige
 echo "--- estargz inspect"
 "$estargz" inspect "$work/layer.esgz"
 echo "--- estargz verify"
-"$estargz" verify --toc-digest "$toc_digest" "$work/layer.esgz"
+"$estargz" verify --expected-toc-digest "$toc_digest" "$work/layer.esgz"
 echo "--- estargz ls -l (first 10)"
 "$estargz" ls -l "$work/layer.esgz" | head -n 10
 first_file=$("$estargz" ls -l "$work/layer.esgz" | awk '$1 ~ /^-/ && $NF !~ /landmark/ {print $NF; exit}')

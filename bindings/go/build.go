@@ -70,7 +70,7 @@ func WithMinChunkSize(size int) Option {
 // WithPrioritizedFiles puts these files (tar paths, e.g. "usr/bin/app")
 // first in the blob, in this order, followed by the prefetch landmark. A
 // file missing from the input fails the build unless
-// WithAllowPrioritizeNotFound is given.
+// WithAllowMissingPrioritized is given.
 func WithPrioritizedFiles(files []string) Option {
 	return func(o *buildOptions) error {
 		for _, f := range files {
@@ -83,9 +83,9 @@ func WithPrioritizedFiles(files []string) Option {
 	}
 }
 
-// WithAllowPrioritizeNotFound tolerates prioritized files missing from the
+// WithAllowMissingPrioritized tolerates prioritized files missing from the
 // input; their names are stored in *missed (if not nil) after the build.
-func WithAllowPrioritizeNotFound(missed *[]string) Option {
+func WithAllowMissingPrioritized(missed *[]string) Option {
 	return func(o *buildOptions) error {
 		if missed == nil {
 			missed = new([]string)
@@ -108,9 +108,9 @@ func WithContext(ctx context.Context) Option {
 	}
 }
 
-// WithExternalTOC keeps the TOC out of the blob (46-byte footer); it is
-// returned by Blob.ExternalTOC and must be given to Open with
-// WithExternalTOCData.
+// WithExternalTOC keeps the TOC out of the blob (46-byte footer); the TOC
+// (the external TOC data) is returned by Blob.ExternalTOCData and must be
+// given to Open with WithExternalTOCData.
 func WithExternalTOC() Option {
 	return func(o *buildOptions) error {
 		o.externalTOC = true
@@ -161,7 +161,7 @@ type Blob struct {
 	uncompressedSize int64
 	tocOffset        int64
 	tocEntries       int
-	externalTOC      []byte
+	externalTOCData  []byte
 }
 
 // Read reads the blob sequentially (from the start, initially).
@@ -193,16 +193,20 @@ func (b *Blob) CompressedSize() int64 { return b.size }
 // layer annotation "io.containers.estargz.uncompressed-size".
 func (b *Blob) UncompressedSize() int64 { return b.uncompressedSize }
 
-// TOCOffset is the blob offset of the embedded TOC member (-1 for an
-// external TOC).
+// HasExternalTOC tells whether the build kept the TOC out of the blob
+// (WithExternalTOC).
+func (b *Blob) HasExternalTOC() bool { return b.externalTOCData != nil }
+
+// TOCOffset is the blob offset of the embedded TOC member (0 when
+// HasExternalTOC).
 func (b *Blob) TOCOffset() int64 { return b.tocOffset }
 
 // TOCEntries is the number of TOC entries.
 func (b *Blob) TOCEntries() int { return b.tocEntries }
 
-// ExternalTOC is the TOC gzip member of a build WithExternalTOC (nil
+// ExternalTOCData is the TOC gzip member of a build WithExternalTOC (nil
 // otherwise); store it next to the blob.
-func (b *Blob) ExternalTOC() []byte { return b.externalTOC }
+func (b *Blob) ExternalTOCData() []byte { return b.externalTOCData }
 
 // TOC annotation keys of a layer descriptor.
 const (
@@ -283,7 +287,7 @@ func (b *builder) configure(o *buildOptions) error {
 		},
 	}
 	if o.levelSet {
-		steps = append(steps, func() C.estargz_result { return C.estargz_builder_set_level(p, C.uint32_t(o.level)) })
+		steps = append(steps, func() C.estargz_result { return C.estargz_builder_set_compression_level(p, C.uint32_t(o.level)) })
 	}
 	if o.tempDir != "" {
 		steps = append(steps, func() C.estargz_result {
@@ -346,15 +350,14 @@ func build(r io.Reader, w io.Writer, o *buildOptions) (*Blob, error) {
 		size:             int64(C.estargz_build_result_blob_size(res)),
 		uncompressedSize: int64(C.estargz_build_result_uncompressed_size(res)),
 		tocEntries:       int(C.estargz_build_result_toc_entries(res)),
-		tocOffset:        -1,
 	}
 	var off C.uint64_t
 	if C.estargz_build_result_toc_offset(res, &off) {
 		blob.tocOffset = int64(off)
 	}
 	var n C.size_t
-	if p := C.estargz_build_result_external_toc(res, &n); p != nil {
-		blob.externalTOC = C.GoBytes(unsafe.Pointer(p), C.int(n))
+	if p := C.estargz_build_result_external_toc_data(res, &n); p != nil {
+		blob.externalTOCData = C.GoBytes(unsafe.Pointer(p), C.int(n))
 	}
 	if o.missedPrioritized != nil {
 		missed := []string{}

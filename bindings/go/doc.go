@@ -18,7 +18,7 @@
 //
 // Names follow github.com/containerd/stargz-snapshotter/estargz where the
 // concepts match (Build, WithChunkSize, Blob.TOCDigest, Reader.OpenFile,
-// Reader.VerifyTOC, ...); blobs are interchangeable with it in both
+// Reader.VerifyTOCDigest, ...); blobs are interchangeable with it in both
 // directions.
 //
 // Failures are *Error values carrying the library's code; compare them

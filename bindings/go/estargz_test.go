@@ -97,8 +97,8 @@ func TestRoundTrip(t *testing.T) {
 			if !strings.HasPrefix(blob.TOCDigest(), "sha256:") || !strings.HasPrefix(blob.DiffID(), "sha256:") {
 				t.Errorf("digests %q %q", blob.TOCDigest(), blob.DiffID())
 			}
-			if c.external != (blob.ExternalTOC() != nil) || c.external != (blob.TOCOffset() < 0) {
-				t.Errorf("external TOC: %d bytes, offset %d", len(blob.ExternalTOC()), blob.TOCOffset())
+			if c.external != (blob.ExternalTOCData() != nil) || c.external != blob.HasExternalTOC() || c.external != (blob.TOCOffset() == 0) {
+				t.Errorf("external TOC: %d bytes, offset %d", len(blob.ExternalTOCData()), blob.TOCOffset())
 			}
 			// DiffID is the digest of the decompressed blob.
 			zr, err := gzip.NewReader(bytes.NewReader(data))
@@ -119,14 +119,14 @@ func TestRoundTrip(t *testing.T) {
 
 			opts := []estargz.OpenOption{estargz.WithExpectedTOCDigest(blob.TOCDigest())}
 			if c.external {
-				opts = append(opts, estargz.WithExternalTOCData(blob.ExternalTOC()))
+				opts = append(opts, estargz.WithExternalTOCData(blob.ExternalTOCData()))
 			}
 			r := openBytes(t, data, opts...)
 			if r.TOCDigest() != blob.TOCDigest() {
 				t.Errorf("reader TOC digest %s, build said %s", r.TOCDigest(), blob.TOCDigest())
 			}
-			if err := r.VerifyTOC(blob.TOCDigest()); err != nil {
-				t.Errorf("VerifyTOC: %v", err)
+			if err := r.VerifyTOCDigest(blob.TOCDigest()); err != nil {
+				t.Errorf("VerifyTOCDigest: %v", err)
 			}
 			checkContents(t, r, want)
 			want := total
@@ -188,8 +188,8 @@ func TestEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Name != "etc/os-release" || e.Type != estargz.TypeReg || e.Size != 26 || e.Mode != 0o644 ||
-		e.UID != 1000 || e.Uname != "user" || e.Gname != "group" || !e.ModTime.Equal(mtime) || e.NumLink != 2 {
+	if e.Path != "etc/os-release" || e.Name != "os-release" || e.Type != estargz.TypeReg || e.Size != 26 || e.Mode != 0o644 ||
+		e.UID != 1000 || e.UserName != "user" || e.GroupName != "group" || !e.ModTime.Equal(mtime) || e.NumLink != 2 {
 		t.Errorf("etc/os-release: %+v", e)
 	}
 	hard, err := r.Lookup("data/hard")
@@ -207,7 +207,7 @@ func TestEntries(t *testing.T) {
 		t.Errorf("data/link: %+v", link)
 	}
 	root, err := r.Lookup("")
-	if err != nil || root.Name != "" || !root.Mode.IsDir() {
+	if err != nil || root.Path != "" || root.Name != "" || !root.Mode.IsDir() {
 		t.Errorf("root: %+v, %v", root, err)
 	}
 	list, err := r.ReadDir("data")
@@ -216,7 +216,7 @@ func TestEntries(t *testing.T) {
 	}
 	var names []string
 	for _, e := range list {
-		names = append(names, e.Name)
+		names = append(names, e.Path)
 	}
 	if want := []string{"data/abs", "data/big.txt", "data/empty", "data/hard", "data/link"}; !slices.Equal(names, want) {
 		t.Errorf("ReadDir(data) = %q, want %q", names, want)
@@ -424,7 +424,7 @@ func TestClosedReader(t *testing.T) {
 	_, checks["Lookup"] = r.Lookup("etc")
 	_, checks["OpenFile"] = r.OpenFile("etc/hostname")
 	_, checks["ReadAt"] = sr.ReadAt(make([]byte, 4), 0)
-	checks["VerifyTOC"] = r.VerifyTOC(r.TOCDigest())
+	checks["VerifyTOCDigest"] = r.VerifyTOCDigest(r.TOCDigest())
 	_, checks["Verify"] = r.Verify()
 	_, checks["Info"] = r.Info()
 	_, checks["ReadDir"] = r.ReadDir("")
@@ -519,8 +519,8 @@ func TestOpenErrors(t *testing.T) {
 		t.Errorf("wrong TOC digest: %v", err)
 	}
 	r := openBytes(t, data)
-	if err := r.VerifyTOC(wrong); !errors.Is(err, estargz.ErrDigestMismatch) {
-		t.Errorf("VerifyTOC(wrong): %v", err)
+	if err := r.VerifyTOCDigest(wrong); !errors.Is(err, estargz.ErrDigestMismatch) {
+		t.Errorf("VerifyTOCDigest(wrong): %v", err)
 	}
 	if err := open(data, estargz.WithMaxTOCSize(100)); !errors.Is(err, estargz.ErrLimitExceeded) {
 		t.Errorf("TOC over the limit: %v", err)
@@ -530,7 +530,7 @@ func TestOpenErrors(t *testing.T) {
 	if err := open(ext); !errors.Is(err, estargz.ErrInvalidArgument) {
 		t.Errorf("external TOC blob without the TOC: %v", err)
 	}
-	if err := open(ext, estargz.WithExternalTOCData(extBlob.ExternalTOC()[:10])); err == nil {
+	if err := open(ext, estargz.WithExternalTOCData(extBlob.ExternalTOCData()[:10])); err == nil {
 		t.Error("external TOC blob with a cut TOC opened")
 	}
 
@@ -768,7 +768,7 @@ func TestMissedPrioritized(t *testing.T) {
 	var missed []string
 	data, _ := buildBlob(t, fixture(),
 		estargz.WithPrioritizedFiles([]string{"etc/hostname", "no/such", "usr/bin/tool"}),
-		estargz.WithAllowPrioritizeNotFound(&missed))
+		estargz.WithAllowMissingPrioritized(&missed))
 	if !slices.Equal(missed, []string{"no/such"}) {
 		t.Errorf("missed %q", missed)
 	}

@@ -100,7 +100,7 @@ func ExampleOpen() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println(e.Name, e.Type, e.Mode, e.Size)
+	fmt.Println(e.Path, e.Type, e.Mode, e.Size)
 	f, err := r.OpenFile("usr/bin/app")
 	if err != nil {
 		log.Fatal(err)

@@ -86,7 +86,7 @@ func (f readerFS) Open(name string) (fs.File, error) {
 		return &dirFile{fsys: f, path: name, info: info}, nil
 	}
 	if e.IsRegular() {
-		sr, err := f.r.OpenFile(e.Name)
+		sr, err := f.r.OpenFile(e.Path)
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 		}
@@ -136,7 +136,7 @@ func (f readerFS) ReadDir(name string) ([]fs.DirEntry, error) {
 	}
 	out := make([]fs.DirEntry, len(list))
 	for i, c := range list {
-		out[i] = fs.FileInfoToDirEntry(fileInfo{name: path.Base(c.Name), e: c})
+		out[i] = fs.FileInfoToDirEntry(fileInfo{name: c.Name, e: c})
 	}
 	return out, nil
 }

@@ -21,7 +21,7 @@ func TestReadDirLongStrings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 3 || list[0].Name != deep+"f" || list[1].Name != deep+"g" || list[2].Name != deep+"link" {
+	if len(list) != 3 || list[0].Path != deep+"f" || list[1].Path != deep+"g" || list[2].Path != deep+"link" || list[2].Name != "link" {
 		t.Fatalf("ReadDir: %d entries", len(list))
 	}
 	if list[2].LinkName != target {
@@ -33,7 +33,7 @@ func TestReadDirLongStrings(t *testing.T) {
 		}
 	}
 	e, err := r.Lookup(deep + "link")
-	if err != nil || e.Name != deep+"link" || e.LinkName != target || e.Uname != "user" || e.Gname != "group" {
+	if err != nil || e.Path != deep+"link" || e.LinkName != target || e.UserName != "user" || e.GroupName != "group" {
 		t.Errorf("Lookup: %v", err)
 	}
 }

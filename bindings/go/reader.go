@@ -24,6 +24,11 @@ type openOptions struct {
 	externalTOC  []byte
 	maxTOCSize   int64
 	maxChunkSize int64
+	// The tree limits; 0 is the library's default.
+	maxEntries         int64
+	maxPathDepth       int64
+	maxNameBytes       int64
+	maxMemberInflation int64
 }
 
 // WithExpectedTOCDigest makes opening fail with ErrDigestMismatch unless
@@ -36,8 +41,8 @@ func WithExpectedTOCDigest(d string) OpenOption {
 	}
 }
 
-// WithExternalTOCData gives the TOC gzip member of a blob built with an
-// external TOC (Blob.ExternalTOC).
+// WithExternalTOCData gives the external TOC data, the TOC gzip member of
+// a blob built WithExternalTOC (Blob.ExternalTOCData).
 func WithExternalTOCData(toc []byte) OpenOption {
 	return func(o *openOptions) error {
 		o.externalTOC = toc
@@ -65,6 +70,56 @@ func WithMaxChunkSize(n int64) OpenOption {
 			return goError(CodeInvalidArgument, fmt.Sprintf("max chunk size %d is negative", n))
 		}
 		o.maxChunkSize = n
+		return nil
+	}
+}
+
+// WithMaxEntries bounds the TOC's entries, and the nodes of the file tree (directories the TOC
+// only implies count too); a blob over it fails with ErrLimitExceeded.
+// 0 means the default, 1,048,576.
+func WithMaxEntries(n int64) OpenOption {
+	return func(o *openOptions) error {
+		if n < 0 {
+			return goError(CodeInvalidArgument, fmt.Sprintf("max entries %d is negative", n))
+		}
+		o.maxEntries = n
+		return nil
+	}
+}
+
+// WithMaxPathDepth bounds the components of one path; a blob over it fails with ErrLimitExceeded.
+// 0 means the default, 2048.
+func WithMaxPathDepth(n int64) OpenOption {
+	return func(o *openOptions) error {
+		if n < 0 {
+			return goError(CodeInvalidArgument, fmt.Sprintf("max path depth %d is negative", n))
+		}
+		o.maxPathDepth = n
+		return nil
+	}
+}
+
+// WithMaxNameBytes bounds the bytes of entry names plus link names over the whole TOC; a blob over it fails with ErrLimitExceeded.
+// 0 means the default, 128 MiB.
+func WithMaxNameBytes(n int64) OpenOption {
+	return func(o *openOptions) error {
+		if n < 0 {
+			return goError(CodeInvalidArgument, fmt.Sprintf("max name bytes %d is negative", n))
+		}
+		o.maxNameBytes = n
+		return nil
+	}
+}
+
+// WithMaxMemberInflation bounds how many times the chunk bytes it holds a gzip member may inflate to
+// (beyond a 16 MiB allowance for headers); a blob over it fails with ErrLimitExceeded.
+// 0 means the default, 64.
+func WithMaxMemberInflation(n int64) OpenOption {
+	return func(o *openOptions) error {
+		if n < 0 {
+			return goError(CodeInvalidArgument, fmt.Sprintf("max member inflation %d is negative", n))
+		}
+		o.maxMemberInflation = n
 		return nil
 	}
 }
@@ -101,13 +156,23 @@ func (o *openOptions) cOptions() (*C.estargz_open_options, error) {
 	if len(o.externalTOC) > 0 {
 		steps = append(steps, func() C.estargz_result {
 			// Copied by the library during the call.
-			return C.estargz_open_options_set_external_toc(p, (*C.uint8_t)(unsafe.Pointer(&o.externalTOC[0])), C.size_t(len(o.externalTOC)))
+			return C.estargz_open_options_set_external_toc_data(p, (*C.uint8_t)(unsafe.Pointer(&o.externalTOC[0])), C.size_t(len(o.externalTOC)))
 		})
 	}
 	steps = append(steps,
 		func() C.estargz_result { return C.estargz_open_options_set_max_toc_size(p, C.uint64_t(o.maxTOCSize)) },
 		func() C.estargz_result {
 			return C.estargz_open_options_set_max_chunk_size(p, C.uint64_t(o.maxChunkSize))
+		},
+		func() C.estargz_result { return C.estargz_open_options_set_max_entries(p, C.uint64_t(o.maxEntries)) },
+		func() C.estargz_result {
+			return C.estargz_open_options_set_max_path_depth(p, C.uint64_t(o.maxPathDepth))
+		},
+		func() C.estargz_result {
+			return C.estargz_open_options_set_max_name_bytes(p, C.uint64_t(o.maxNameBytes))
+		},
+		func() C.estargz_result {
+			return C.estargz_open_options_set_max_member_inflation(p, C.uint64_t(o.maxMemberInflation))
 		},
 	)
 	for _, step := range steps {
@@ -244,15 +309,15 @@ func (r *Reader) with(what string, f func(p *C.estargz_reader) error) error {
 // open.
 func (r *Reader) TOCDigest() string { return r.tocDigest }
 
-// VerifyTOC checks the TOC digest against tocDigest (the layer's
+// VerifyTOCDigest checks the TOC digest against tocDigest (the layer's
 // "containerd.io/snapshot/stargz/toc.digest" annotation): nil or an error
 // matching ErrDigestMismatch. Chunks are verified on every read regardless;
 // Verify checks them all now.
-func (r *Reader) VerifyTOC(tocDigest string) error {
+func (r *Reader) VerifyTOCDigest(tocDigest string) error {
 	if err := noNUL("TOC digest", tocDigest); err != nil {
 		return err
 	}
-	return r.with("VerifyTOC", func(p *C.estargz_reader) error {
+	return r.with("VerifyTOCDigest", func(p *C.estargz_reader) error {
 		s := C.CString(tocDigest)
 		defer C.free(unsafe.Pointer(s))
 		return call(func() C.estargz_result { return C.estargz_reader_verify_toc_digest(p, s) })
@@ -279,7 +344,9 @@ const (
 // Info describes an open blob.
 type Info struct {
 	BlobSize int64
-	// TOCOffset is the blob offset of the TOC member (0 for an external TOC).
+	// HasExternalTOC tells whether the TOC is kept out of the blob.
+	HasExternalTOC bool
+	// TOCOffset is the blob offset of the TOC member (0 when HasExternalTOC).
 	TOCOffset  int64
 	TOCEntries int
 	// EntryCount is the number of entries in the tree, the root included.
@@ -306,12 +373,13 @@ func (r *Reader) Info() (Info, error) {
 		kind = FooterLegacy
 	}
 	return Info{
-		BlobSize:   int64(ci.blob_size),
-		TOCOffset:  int64(ci.toc_offset),
-		TOCEntries: int(ci.toc_entries),
-		EntryCount: int(ci.entry_count),
-		FooterKind: kind,
-		FooterSize: int(ci.footer_size),
+		BlobSize:       int64(ci.blob_size),
+		HasExternalTOC: bool(ci.has_external_toc),
+		TOCOffset:      int64(ci.toc_offset),
+		TOCEntries:     int(ci.toc_entries),
+		EntryCount:     int(ci.entry_count),
+		FooterKind:     kind,
+		FooterSize:     int(ci.footer_size),
 	}, nil
 }
 
@@ -330,15 +398,17 @@ const (
 // TypeHardlink, LinkName is the path of the file holding the data, and the
 // other fields describe that file.
 type Entry struct {
-	// Name is the cleaned path ("a/b"; "" for the root).
-	Name     string
-	Type     string
-	Size     int64
-	Mode     fs.FileMode
-	UID, GID int
-	Uname    string
-	Gname    string
-	ModTime  time.Time
+	// Path is the cleaned path in the layer ("a/b"; "" for the root).
+	Path string
+	// Name is the base name, the last element of Path ("b"; "" for the root).
+	Name      string
+	Type      string
+	Size      int64
+	Mode      fs.FileMode
+	UID, GID  int
+	UserName  string
+	GroupName string
+	ModTime   time.Time
 	// LinkName is a symlink's target as stored, or a hard link's target path.
 	LinkName           string
 	DevMajor, DevMinor int
@@ -442,20 +512,21 @@ func (d *entryDetails) str(off, n C.size_t) string {
 func (d *entryDetails) entry(p *C.estargz_reader) (*Entry, error) {
 	ce, cd := &d.ce, &d.cd
 	e := &Entry{
-		Name:     d.str(cd.path_offset, cd.path_len),
-		Type:     typeNames[ce.kind],
-		Size:     int64(ce.size),
-		UID:      int(ce.uid),
-		GID:      int(ce.gid),
-		Uname:    d.str(cd.user_name_offset, cd.user_name_len),
-		Gname:    d.str(cd.group_name_offset, cd.group_name_len),
-		ModTime:  time.Unix(int64(ce.mtime), 0),
-		LinkName: d.str(cd.link_name_offset, cd.link_name_len),
-		DevMajor: int(ce.dev_major),
-		DevMinor: int(ce.dev_minor),
-		NumLink:  int(ce.nlink),
-		id:       uint64(ce.id),
-		targetID: uint64(ce.target_id),
+		Path:      d.str(cd.path_offset, cd.path_len),
+		Name:      d.str(cd.name_offset, cd.name_len),
+		Type:      typeNames[ce.kind],
+		Size:      int64(ce.size),
+		UID:       int(ce.uid),
+		GID:       int(ce.gid),
+		UserName:  d.str(cd.user_name_offset, cd.user_name_len),
+		GroupName: d.str(cd.group_name_offset, cd.group_name_len),
+		ModTime:   time.Unix(int64(ce.mtime), 0),
+		LinkName:  d.str(cd.link_name_offset, cd.link_name_len),
+		DevMajor:  int(ce.dev_major),
+		DevMinor:  int(ce.dev_minor),
+		NumLink:   int(ce.nlink),
+		id:        uint64(ce.id),
+		targetID:  uint64(ce.target_id),
 	}
 	if ce.xattr_count > 0 {
 		e.Xattrs = make(map[string][]byte, int(ce.xattr_count))

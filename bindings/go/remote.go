@@ -17,19 +17,19 @@ import (
 type RemoteOption func(*remoteOptions) error
 
 type remoteOptions struct {
-	layer         string
-	plainHTTP     bool
-	insecure      []string
-	authFile      string
-	timeout       time.Duration
-	retries       int
-	retriesSet    bool
-	platform      string
-	cacheDir      string
-	cacheSize     int64
-	memoryCache   int64
-	allowNoDigest bool
-	prefetch      bool
+	layer              string
+	plainHTTP          bool
+	insecure           []string
+	authFile           string
+	requestTimeout     time.Duration
+	retries            int
+	retriesSet         bool
+	platform           string
+	cacheDir           string
+	diskCacheSize      int64
+	memoryCacheSize    int64
+	allowUnverifiedTOC bool
+	prefetch           bool
 }
 
 // WithLayerDigest selects the layer with this digest ("sha256:...").
@@ -83,13 +83,13 @@ func WithAuthFile(path string) RemoteOption {
 	}
 }
 
-// WithTimeout bounds each HTTP request attempt (default 30 s).
-func WithTimeout(d time.Duration) RemoteOption {
+// WithRequestTimeout bounds each HTTP request attempt (default 30 s).
+func WithRequestTimeout(d time.Duration) RemoteOption {
 	return func(o *remoteOptions) error {
 		if d < time.Millisecond {
-			return goError(CodeInvalidArgument, fmt.Sprintf("timeout %v is below 1ms", d))
+			return goError(CodeInvalidArgument, fmt.Sprintf("request timeout %v is below 1ms", d))
 		}
-		o.timeout = d
+		o.requestTimeout = d
 		return nil
 	}
 }
@@ -116,25 +116,25 @@ func WithPlatform(platform string) RemoteOption {
 }
 
 // WithCacheDir keeps verified chunks in a disk cache under dir, bounded
-// to maxBytes (0: 2 GiB).
-func WithCacheDir(dir string, maxBytes int64) RemoteOption {
+// to diskCacheSize bytes (0: 2 GiB).
+func WithCacheDir(dir string, diskCacheSize int64) RemoteOption {
 	return func(o *remoteOptions) error {
-		if maxBytes < 0 {
-			return goError(CodeInvalidArgument, fmt.Sprintf("cache size %d is negative", maxBytes))
+		if diskCacheSize < 0 {
+			return goError(CodeInvalidArgument, fmt.Sprintf("disk cache size %d is negative", diskCacheSize))
 		}
-		o.cacheDir, o.cacheSize = dir, maxBytes
+		o.cacheDir, o.diskCacheSize = dir, diskCacheSize
 		return noNUL("cache directory", dir)
 	}
 }
 
-// WithMemoryCacheSize bounds the in-memory cache of verified chunks
-// (default 64 MiB).
-func WithMemoryCacheSize(maxBytes int64) RemoteOption {
+// WithMemoryCacheSize bounds the in-memory cache of verified chunks, in
+// bytes (0: the default, 64 MiB).
+func WithMemoryCacheSize(size int64) RemoteOption {
 	return func(o *remoteOptions) error {
-		if maxBytes < 0 {
-			return goError(CodeInvalidArgument, fmt.Sprintf("cache size %d is negative", maxBytes))
+		if size < 0 {
+			return goError(CodeInvalidArgument, fmt.Sprintf("memory cache size %d is negative", size))
 		}
-		o.memoryCache = maxBytes
+		o.memoryCacheSize = size
 		return nil
 	}
 }
@@ -144,16 +144,17 @@ func WithMemoryCacheSize(maxBytes int64) RemoteOption {
 // default: their TOC is not anchored to the manifest).
 func WithAllowUnverifiedTOC() RemoteOption {
 	return func(o *remoteOptions) error {
-		o.allowNoDigest = true
+		o.allowUnverifiedTOC = true
 		return nil
 	}
 }
 
-// WithPrefetch fetches the layer's prioritized files (up to its prefetch
-// landmark) before OpenRemote returns.
-func WithPrefetch() RemoteOption {
+// WithPrefetch sets whether OpenRemote fetches the layer's prioritized
+// files (up to its prefetch landmark) before it returns. On by default, as
+// in the estargz and estargz-fuse commands; WithPrefetch(false) skips it.
+func WithPrefetch(on bool) RemoteOption {
 	return func(o *remoteOptions) error {
-		o.prefetch = true
+		o.prefetch = on
 		return nil
 	}
 }
@@ -176,13 +177,13 @@ func (o *remoteOptions) cOptions() (*C.estargz_remote_options, error) {
 	steps := []func() C.estargz_result{
 		func() C.estargz_result { return C.estargz_remote_options_set_plain_http(p, C.bool(o.plainHTTP)) },
 		func() C.estargz_result {
-			return C.estargz_remote_options_set_timeout_ms(p, C.uint64_t(o.timeout/time.Millisecond))
+			return C.estargz_remote_options_set_request_timeout_ms(p, C.uint64_t(o.requestTimeout/time.Millisecond))
 		},
 		func() C.estargz_result {
-			return C.estargz_remote_options_set_memory_cache_size(p, C.uint64_t(o.memoryCache))
+			return C.estargz_remote_options_set_memory_cache_size(p, C.uint64_t(o.memoryCacheSize))
 		},
 		func() C.estargz_result {
-			return C.estargz_remote_options_set_allow_unverified_toc(p, C.bool(o.allowNoDigest))
+			return C.estargz_remote_options_set_allow_unverified_toc(p, C.bool(o.allowUnverifiedTOC))
 		},
 		func() C.estargz_result { return C.estargz_remote_options_set_prefetch(p, C.bool(o.prefetch)) },
 	}
@@ -208,7 +209,7 @@ func (o *remoteOptions) cOptions() (*C.estargz_remote_options, error) {
 	}
 	if o.cacheDir != "" {
 		steps = append(steps, withString(o.cacheDir, func(s *C.char) C.estargz_result {
-			return C.estargz_remote_options_set_cache_dir(p, s, C.uint64_t(o.cacheSize))
+			return C.estargz_remote_options_set_cache_dir(p, s, C.uint64_t(o.diskCacheSize))
 		}))
 	}
 	for _, step := range steps {
@@ -238,7 +239,7 @@ func freeRemoteOptions(p *C.estargz_remote_options) {
 // at once; the request in flight finishes in the background (bounded by
 // the timeout and retries) and its result is discarded.
 func OpenRemote(ctx context.Context, ref string, opts ...RemoteOption) (*Reader, error) {
-	o := &remoteOptions{}
+	o := &remoteOptions{prefetch: true}
 	for _, opt := range opts {
 		if err := opt(o); err != nil {
 			return nil, err

@@ -171,7 +171,7 @@ func TestOpenRemote(t *testing.T) {
 		{"/test/app:single", []estargz.RemoteOption{plain}, "etc/hostname"},
 		{"/test/app:unannotated", []estargz.RemoteOption{plain, estargz.WithAllowUnverifiedTOC()}, "etc/hostname"},
 		{"/test/app:v1", []estargz.RemoteOption{estargz.WithLayerIndex(1), estargz.WithInsecureRegistry(host),
-			estargz.WithCacheDir(t.TempDir(), 0), estargz.WithPrefetch(), estargz.WithPlatform("linux/amd64")}, "usr/bin/app"},
+			estargz.WithCacheDir(t.TempDir(), 0), estargz.WithPrefetch(true), estargz.WithPlatform("linux/amd64")}, "usr/bin/app"},
 	} {
 		r, err := estargz.OpenRemote(ctx, host+c.ref, c.opts...)
 		if err != nil {
@@ -261,16 +261,57 @@ func TestOpenRemoteErrors(t *testing.T) {
 	defer cancel()
 	start = time.Now()
 	_, err = estargz.OpenRemote(cctx, hang.Addr().String()+"/test/app:v1", estargz.WithPlainHTTP(),
-		estargz.WithRetries(0), estargz.WithTimeout(time.Second))
+		estargz.WithRetries(0), estargz.WithRequestTimeout(time.Second))
 	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
 		t.Errorf("cancelled open: %v after %v", err, time.Since(start))
 	}
 	start = time.Now()
 	_, err = estargz.OpenRemote(ctx, hang.Addr().String()+"/test/app:v1", estargz.WithPlainHTTP(),
-		estargz.WithRetries(0), estargz.WithTimeout(300*time.Millisecond))
+		estargz.WithRetries(0), estargz.WithRequestTimeout(300*time.Millisecond))
 	if !errors.Is(err, estargz.ErrTimeout) || time.Since(start) > 5*time.Second {
 		t.Errorf("stalled registry: %v after %v", err, time.Since(start))
 	}
 	// The abandoned open frees its options once its request times out.
 	waitForHandles(t, base)
+}
+
+// OpenRemote prefetches the prioritized files by default, as the CLI and
+// the mount do: reading one then makes no request. WithPrefetch(false)
+// leaves it to the first read.
+func TestOpenRemotePrefetchesByDefault(t *testing.T) {
+	files := append(fixture(), dir("opt/"), reg("opt/first.txt", strings.Repeat("prioritized\n", 1000)))
+	b, err := estargz.Build(bytes.NewReader(makeTar(t, files)),
+		estargz.WithChunkSize(64<<10), estargz.WithPrioritizedFiles([]string{"opt/first.txt"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	reg := &registry{manifests: map[string][]byte{}, blobs: map[string][]byte{}}
+	reg.push(t, "v1", true, b)
+	srv := httptest.NewServer(reg)
+	defer srv.Close()
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/test/app:v1"
+	want := contents(files)["opt/first.txt"]
+
+	for _, c := range []struct {
+		opts         []estargz.RemoteOption
+		readRequests bool
+	}{
+		{nil, false},
+		{[]estargz.RemoteOption{estargz.WithPrefetch(true)}, false},
+		{[]estargz.RemoteOption{estargz.WithPrefetch(false)}, true},
+	} {
+		r, err := estargz.OpenRemote(context.Background(), ref, append(c.opts, estargz.WithPlainHTTP())...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := reg.requests.Load()
+		if got := readFile(t, r, "opt/first.txt"); got != want {
+			t.Errorf("opt/first.txt: %d bytes, want %d", len(got), len(want))
+		}
+		if made := reg.requests.Load() - before; (made > 0) != c.readRequests {
+			t.Errorf("%d options: reading the prioritized file made %d requests", len(c.opts), made)
+		}
+		r.Close()
+	}
 }

@@ -1,10 +1,11 @@
-//! The verified-chunk cache: `--cache-dir`, `--cache-size`, `--memory-cache`.
+//! The verified-chunk cache: `--cache-dir`, `--disk-cache-size`,
+//! `--memory-cache-size`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use estargz_core::cache::{CacheOptions, ChunkCache, DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES};
+use estargz_core::cache::{CacheOptions, ChunkCache, DEFAULT_DISK_SIZE, DEFAULT_MEMORY_SIZE};
 use estargz_core::Error;
 
 #[derive(Args, Debug, Clone)]
@@ -14,20 +15,19 @@ pub struct CacheArgs {
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Disk cache limit in bytes.
-    #[arg(long, default_value_t = DEFAULT_DISK_BYTES)]
-    pub cache_size: u64,
+    #[arg(long, alias = "cache-size", default_value_t = DEFAULT_DISK_SIZE)]
+    pub disk_cache_size: u64,
     /// Memory cache limit in bytes.
-    #[arg(long, default_value_t = DEFAULT_MEMORY_BYTES)]
-    pub memory_cache: u64,
+    #[arg(long, alias = "memory-cache", default_value_t = DEFAULT_MEMORY_SIZE)]
+    pub memory_cache_size: u64,
 }
 
 impl CacheArgs {
     pub fn options(&self) -> CacheOptions {
-        CacheOptions {
-            memory_bytes: self.memory_cache,
-            dir: self.cache_dir.clone(),
-            disk_bytes: self.cache_size,
-        }
+        CacheOptions::default()
+            .memory_size(self.memory_cache_size)
+            .dir(self.cache_dir.clone())
+            .disk_size(self.disk_cache_size)
     }
 
     pub fn open(&self) -> Result<Arc<ChunkCache>, Error> {
@@ -38,8 +38,8 @@ impl CacheArgs {
     /// memory limit.
     pub fn capacity(&self) -> u64 {
         match self.cache_dir {
-            Some(_) => self.cache_size,
-            None => self.memory_cache,
+            Some(_) => self.disk_cache_size,
+            None => self.memory_cache_size,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! How to reach registries: `--plain-http`, `--insecure-registry`,
-//! `--auth-file`, `--timeout`, `--retries`.
+//! `--auth-file`, `--request-timeout`, `--retries`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,8 +19,8 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "FILE")]
     pub auth_file: Option<PathBuf>,
     /// Per-request timeout in seconds.
-    #[arg(long, default_value_t = 30)]
-    pub timeout: u64,
+    #[arg(long, alias = "timeout", default_value_t = 30)]
+    pub request_timeout: u64,
     /// Retries per request on network errors, 429 and 5xx.
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
@@ -30,17 +30,15 @@ impl RegistryArgs {
     /// The per-request time limit (at least a second: 0 would fail every
     /// request at once).
     pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.timeout.max(1))
+        Duration::from_secs(self.request_timeout.max(1))
     }
 
     pub fn http_options(&self) -> HttpOptions {
-        let mut opts = HttpOptions {
-            plain_http: self.plain_http,
-            insecure_registries: self.insecure_registry.clone(),
-            request_timeout: self.request_timeout(),
-            max_retries: self.retries,
-            ..Default::default()
-        };
+        let mut opts = HttpOptions::default()
+            .plain_http(self.plain_http)
+            .insecure_registries(self.insecure_registry.clone())
+            .request_timeout(self.request_timeout())
+            .retries(self.retries);
         if let Some(f) = &self.auth_file {
             opts.auth_files = vec![f.clone()];
         }

@@ -86,25 +86,25 @@ pub fn convert_image_cmd(args: ConvertImageArgs) -> Result<(), Error> {
         Some(p) => read_prioritized(p)?,
         None => BTreeMap::new(),
     };
-    let opts = ConvertOptions {
-        build: BuildOptions {
-            chunk_size: args.layer.chunk_size,
-            min_chunk_size: args.layer.min_chunk_size,
-            level: args.layer.level,
-            allow_prioritize_not_found: args.allow_missing_prioritized,
-            external_toc: args.external_toc,
-            keep_diff_id: args.keep_diff_id,
-            temp_dir: args.temp_dir.clone(),
-            ..Default::default()
-        },
-        prioritized,
-        platforms: args
-            .platform
-            .iter()
-            .map(|p| Platform::parse(p))
-            .collect::<Result<_, _>>()?,
-        layer_jobs: args.jobs,
-    };
+    let opts = ConvertOptions::default()
+        .build(
+            BuildOptions::default()
+                .chunk_size(args.layer.chunk_size)
+                .min_chunk_size(args.layer.min_chunk_size)
+                .compression_level(args.layer.compression_level)
+                .allow_missing_prioritized(args.allow_missing_prioritized)
+                .external_toc(args.external_toc)
+                .keep_diff_id(args.keep_diff_id)
+                .temp_dir(args.temp_dir.clone()),
+        )
+        .prioritized(prioritized)
+        .platforms(
+            args.platform
+                .iter()
+                .map(|p| Platform::parse(p))
+                .collect::<Result<_, _>>()?,
+        )
+        .layer_jobs(args.jobs);
     let src = Source::open(&src_loc, &registry)?;
     let dst = Target::open(&dst_loc, &registry, args.upload_chunk_size)?;
     let show = !args.quiet && io::stderr().is_terminal();

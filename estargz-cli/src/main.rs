@@ -89,11 +89,12 @@ struct BlobArgs {
     /// The eStargz blob.
     blob: PathBuf,
     /// Fail unless the TOC digest equals this (the layer's toc.digest annotation).
-    #[arg(long, value_name = "DIGEST")]
-    toc_digest: Option<String>,
-    /// The TOC gzip member, for blobs built with an external TOC.
-    #[arg(long, value_name = "FILE")]
-    external_toc: Option<PathBuf>,
+    #[arg(long, alias = "toc-digest", value_name = "DIGEST")]
+    expected_toc_digest: Option<String>,
+    /// The external TOC data (the TOC gzip member), for blobs built with an
+    /// external TOC.
+    #[arg(long, alias = "external-toc", value_name = "FILE")]
+    external_toc_data: Option<PathBuf>,
 }
 
 /// How each eStargz layer is built (shared by convert and convert-image).
@@ -106,8 +107,8 @@ pub struct LayerArgs {
     #[arg(long, default_value_t = 0)]
     min_chunk_size: u64,
     /// Compression level 0-9 (10-12: extra effort).
-    #[arg(long, default_value_t = estargz_core::build::DEFAULT_LEVEL)]
-    level: u32,
+    #[arg(long, alias = "level", default_value_t = estargz_core::build::DEFAULT_COMPRESSION_LEVEL)]
+    compression_level: u32,
 }
 
 #[derive(Args)]
@@ -124,7 +125,8 @@ struct ConvertArgs {
     /// Report prioritized files that are missing instead of failing.
     #[arg(long)]
     allow_missing_prioritized: bool,
-    /// Keep the TOC out of the blob and write its gzip member to FILE.
+    /// Keep the TOC out of the blob and write the external TOC data (its
+    /// gzip member) to FILE.
     #[arg(long, value_name = "FILE")]
     external_toc: Option<PathBuf>,
     /// Lossless: gunzip of the blob equals the input tar (needs --external-toc).
@@ -156,17 +158,15 @@ fn main() -> ExitCode {
 fn open_blob(args: &BlobArgs) -> Result<Reader, Error> {
     let src = FileSource::open(&args.blob)
         .map_err(|e| Error::io(format!("opening {}", args.blob.display()), e))?;
-    let external_toc = match &args.external_toc {
+    let external_toc = match &args.external_toc_data {
         Some(p) => {
             Some(std::fs::read(p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?)
         }
         None => None,
     };
-    let opts = OpenOptions {
-        external_toc,
-        expected_toc_digest: args.toc_digest.clone(),
-        ..Default::default()
-    };
+    let opts = OpenOptions::default()
+        .external_toc_data(external_toc)
+        .expected_toc_digest(args.expected_toc_digest.clone());
     Reader::open(Arc::new(src), &opts)
 }
 
@@ -215,7 +215,7 @@ fn run(command: Command) -> Result<(), Error> {
         } => {
             let reader = open_blob(&blob)?;
             let mut opts = ExtractOptions::default();
-            opts.preserve_owners &= !no_same_owner;
+            opts.same_owner &= !no_same_owner;
             opts.xattrs = !no_xattrs;
             let stats = extract(&reader, &dir, &opts)?;
             report_extract(&stats, &dir);
@@ -223,11 +223,11 @@ fn run(command: Command) -> Result<(), Error> {
         }
         Command::Verify { blob } => {
             let reader = open_blob(&blob)?;
-            let bytes = reader.verify_all()?;
-            let toc_note = if blob.toc_digest.is_some() {
+            let bytes = reader.verify()?;
+            let toc_note = if blob.expected_toc_digest.is_some() {
                 "TOC digest matches"
             } else {
-                "TOC digest not checked (pass --toc-digest)"
+                "TOC digest not checked (pass --expected-toc-digest)"
             };
             println!(
                 "ok: {} TOC entries, {bytes} bytes of file data verified; {toc_note}; toc digest {}",
@@ -256,17 +256,15 @@ fn convert(args: ConvertArgs) -> Result<(), Error> {
             .collect(),
         None => Vec::new(),
     };
-    let opts = BuildOptions {
-        chunk_size: args.layer.chunk_size,
-        min_chunk_size: args.layer.min_chunk_size,
-        level: args.layer.level,
-        prioritized_files,
-        allow_prioritize_not_found: args.allow_missing_prioritized,
-        external_toc: args.external_toc.is_some(),
-        keep_diff_id: args.keep_diff_id,
-        threads: args.threads,
-        temp_dir: None,
-    };
+    let opts = BuildOptions::default()
+        .chunk_size(args.layer.chunk_size)
+        .min_chunk_size(args.layer.min_chunk_size)
+        .compression_level(args.layer.compression_level)
+        .prioritized_files(prioritized_files)
+        .allow_missing_prioritized(args.allow_missing_prioritized)
+        .external_toc(args.external_toc.is_some())
+        .keep_diff_id(args.keep_diff_id)
+        .threads(args.threads);
     let input = if args.input == Path::new("-") {
         BuildInput::Reader(Box::new(io::stdin()))
     } else {
@@ -278,7 +276,7 @@ fn convert(args: ConvertArgs) -> Result<(), Error> {
     } else {
         write_atomically(&args.output, |w| build(input, w, &opts))?
     };
-    if let (Some(path), Some(toc)) = (&args.external_toc, &result.external_toc) {
+    if let (Some(path), Some(toc)) = (&args.external_toc, &result.external_toc_data) {
         write_atomically(path, |w| {
             w.write_all(toc)
                 .map_err(|e| Error::io(format!("writing {}", path.display()), e))
@@ -355,5 +353,81 @@ mod tests {
         assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
         let e = pull(&["--layer", "x"]).err().unwrap();
         assert!(e.to_string().contains("expected a layer index"), "{e}");
+    }
+
+    /// Old flag spellings still parse, to the same values as the new ones,
+    /// and help shows only the new names.
+    #[test]
+    fn old_flag_spellings_are_hidden_aliases() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap().command;
+        let blob_args = |c: Command| match c {
+            Command::Verify { blob } => (blob.expected_toc_digest, blob.external_toc_data),
+            _ => unreachable!(),
+        };
+        let d = "sha256:00";
+        let new = blob_args(parse(&[
+            "estargz",
+            "verify",
+            "--expected-toc-digest",
+            d,
+            "--external-toc-data",
+            "t.gz",
+            "b",
+        ]));
+        let old = blob_args(parse(&[
+            "estargz",
+            "verify",
+            "--toc-digest",
+            d,
+            "--external-toc",
+            "t.gz",
+            "b",
+        ]));
+        assert_eq!(new, old);
+        assert_eq!(new, (Some(d.into()), Some(PathBuf::from("t.gz"))));
+        let level = |c: Command| match c {
+            Command::Convert(a) => a.layer.compression_level,
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            level(parse(&["estargz", "convert", "--level", "3", "i", "o"])),
+            3
+        );
+        assert_eq!(
+            level(parse(&[
+                "estargz",
+                "convert",
+                "--compression-level",
+                "3",
+                "i",
+                "o"
+            ])),
+            3
+        );
+
+        let mut cli = Cli::command();
+        for sub in ["verify", "convert", "pull", "convert-image"] {
+            let help = cli
+                .find_subcommand_mut(sub)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            for old in [
+                "--toc-digest",
+                "--external-toc ",
+                "--level",
+                "--timeout",
+                "--memory-cache ",
+                "--cache-size",
+                "--single-range",
+            ] {
+                // `--external-toc` is the convert flag itself; only its read
+                // meaning was renamed.
+                if old == "--external-toc " && matches!(sub, "convert" | "convert-image") {
+                    continue;
+                }
+                assert!(!help.contains(old), "{sub} help shows {old}");
+            }
+        }
     }
 }

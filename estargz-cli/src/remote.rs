@@ -48,8 +48,8 @@ pub struct PullArgs {
     #[arg(long)]
     allow_unverified_toc: bool,
     /// Never send multi-range requests.
-    #[arg(long)]
-    single_range: bool,
+    #[arg(long, alias = "single-range")]
+    force_single_range: bool,
     /// No progress or summary on stderr.
     #[arg(short, long)]
     quiet: bool,
@@ -83,13 +83,11 @@ pub fn pull(args: PullArgs) -> Result<(), Error> {
             "--extract reads one layer: choose it with --layer N|DIGEST".into(),
         ));
     }
-    let mut layer_opts = LayerOptions {
-        cache: Some(args.cache.open()?),
-        require_toc_digest: !args.allow_unverified_toc,
-        span_dir: args.cache.cache_dir.clone(),
-        ..Default::default()
-    };
-    layer_opts.blob.force_single_range = args.single_range;
+    let mut layer_opts = LayerOptions::default()
+        .cache(Some(args.cache.open()?))
+        .allow_unverified_toc(args.allow_unverified_toc)
+        .span_dir(args.cache.cache_dir.clone());
+    layer_opts.blob.force_single_range = args.force_single_range;
 
     let started = Instant::now();
     let layers: Vec<RemoteLayer> = selected
@@ -225,11 +223,9 @@ fn extract_layer(layer: &RemoteLayer, dir: &std::path::Path) -> Result<(), Error
     .map_err(|e| Error::io("reading the downloaded layer", e))?;
     let reader = Reader::open(
         Arc::new(src),
-        &OpenOptions {
-            expected_toc_digest: Some(layer.reader.toc_digest().to_string()),
-            external_toc: layer.external_toc.clone(),
-            ..Default::default()
-        },
+        &OpenOptions::default()
+            .expected_toc_digest(Some(layer.reader.toc_digest().to_string()))
+            .external_toc_data(layer.external_toc_data.clone()),
     )?;
     let stats = extract(&reader, dir, &ExtractOptions::default())?;
     crate::report_extract(&stats, dir);

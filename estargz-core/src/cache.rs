@@ -17,30 +17,37 @@ use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 
 /// Default memory budget (bytes of chunk data).
-pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
+pub const DEFAULT_MEMORY_SIZE: u64 = 64 << 20;
 /// Default disk budget.
-pub const DEFAULT_DISK_BYTES: u64 = 2 << 30;
+pub const DEFAULT_DISK_SIZE: u64 = 2 << 30;
 
 #[derive(Debug, Clone)]
 /// Sizes of a [`ChunkCache`]'s two tiers.
+#[non_exhaustive]
 pub struct CacheOptions {
     /// Bytes of verified chunks kept in memory (least recently used dropped first).
-    pub memory_bytes: u64,
+    pub memory_size: u64,
     /// Directory for the disk cache; `None` keeps chunks in memory only.
     pub dir: Option<PathBuf>,
     /// Bytes of verified chunks kept in the disk directory, when there is one.
-    pub disk_bytes: u64,
+    pub disk_size: u64,
 }
 
 impl Default for CacheOptions {
     fn default() -> Self {
         CacheOptions {
-            memory_bytes: DEFAULT_MEMORY_BYTES,
+            memory_size: DEFAULT_MEMORY_SIZE,
             dir: None,
-            disk_bytes: DEFAULT_DISK_BYTES,
+            disk_size: DEFAULT_DISK_SIZE,
         }
     }
 }
+
+crate::options::option_setters!(CacheOptions {
+    memory_size: u64,
+    dir: Option<PathBuf>,
+    disk_size: u64,
+});
 
 /// Hit/miss counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -144,7 +151,7 @@ impl ChunkCache {
     /// Opens (creating if needed) a cache; an existing disk cache is
     /// indexed by modification time, oldest evicted first.
     pub fn open(opts: &CacheOptions) -> Result<ChunkCache> {
-        let mut cache = Self::in_memory(opts.memory_bytes);
+        let mut cache = Self::in_memory(opts.memory_size);
         if let Some(dir) = &opts.dir {
             let chunks = dir.join("chunks");
             let tmp = dir.join("tmp");
@@ -184,7 +191,7 @@ impl ChunkCache {
             }
             let disk = Disk {
                 root: dir.clone(),
-                limit: opts.disk_bytes,
+                limit: opts.disk_size,
                 index: Mutex::new(index),
                 tmp_counter: AtomicU64::new(0),
             };
@@ -275,7 +282,7 @@ impl ChunkCache {
     }
 
     /// Bytes held on disk (for tests and status output).
-    pub fn disk_bytes(&self) -> u64 {
+    pub fn disk_size(&self) -> u64 {
         self.disk.as_ref().map_or(0, |d| {
             d.index.lock().unwrap_or_else(|p| p.into_inner()).bytes
         })
@@ -403,7 +410,7 @@ impl Disk {
 /// Where chunks are cached, for status output.
 pub fn describe(opts: &CacheOptions) -> String {
     match &opts.dir {
-        Some(d) => format!("{} (max {} bytes)", Path::new(d).display(), opts.disk_bytes),
+        Some(d) => format!("{} (max {} bytes)", Path::new(d).display(), opts.disk_size),
         None => "memory only".into(),
     }
 }
@@ -431,16 +438,16 @@ mod tests {
     fn disk_cache_survives_reopen_and_detects_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let opts = CacheOptions {
-            memory_bytes: 0,
+            memory_size: 0,
             dir: Some(dir.path().to_path_buf()),
-            disk_bytes: 250,
+            disk_size: 250,
         };
         let c = ChunkCache::open(&opts).unwrap();
         let chunks: Vec<_> = (0..3).map(|i| chunk(i, 100)).collect();
         for (d, data) in &chunks {
             c.put(d, data.clone());
         }
-        assert!(c.disk_bytes() <= 250);
+        assert!(c.disk_size() <= 250);
         assert!(!c.contains(&chunks[0].0), "evicted from disk");
         drop(c);
         let c = ChunkCache::open(&opts).unwrap();
@@ -460,9 +467,9 @@ mod tests {
     fn planted_entries_are_removed_not_followed_or_waited_on() {
         let dir = tempfile::tempdir().unwrap();
         let opts = CacheOptions {
-            memory_bytes: 0,
+            memory_size: 0,
             dir: Some(dir.path().to_path_buf()),
-            disk_bytes: 1 << 20,
+            disk_size: 1 << 20,
         };
         let c = ChunkCache::open(&opts).unwrap();
         let chunks: Vec<_> = (0..3).map(|i| chunk(i, 100)).collect();

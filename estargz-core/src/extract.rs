@@ -19,9 +19,10 @@ use crate::toc::EntryType;
 
 /// Extraction settings.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ExtractOptions {
     /// Apply uid/gid from the TOC (default: when running as root).
-    pub preserve_owners: bool,
+    pub same_owner: bool,
     /// Apply extended attributes (file systems without support are skipped).
     pub xattrs: bool,
     /// Also write the builder's `.prefetch.landmark` / `.no.prefetch.landmark`
@@ -32,12 +33,18 @@ pub struct ExtractOptions {
 impl Default for ExtractOptions {
     fn default() -> Self {
         ExtractOptions {
-            preserve_owners: rustix::process::geteuid().is_root(),
+            same_owner: rustix::process::geteuid().is_root(),
             xattrs: true,
             landmarks: false,
         }
     }
 }
+
+crate::options::option_setters!(ExtractOptions {
+    same_owner: bool,
+    xattrs: bool,
+    landmarks: bool,
+});
 
 /// What was extracted.
 #[derive(Debug, Default, Clone, Copy)]
@@ -166,7 +173,7 @@ impl Extractor<'_> {
     }
 
     fn chown(&self, dir: &OwnedFd, base: &str, entry: &Entry) -> Result<()> {
-        if !self.opts.preserve_owners {
+        if !self.opts.same_owner {
             return Ok(());
         }
         let (uid, gid) = (

@@ -16,6 +16,7 @@ pub mod extract;
 pub mod footer;
 #[cfg(feature = "remote")]
 pub mod image;
+mod options;
 pub mod reader;
 #[cfg(feature = "remote")]
 pub mod remote;

@@ -16,13 +16,7 @@ fn sample() -> (Vec<u8>, estargz_core::BuildResult, Vec<u8>) {
         .file("b", b"hello world")
         .symlink("s", "d/a")
         .finish();
-    let (blob, result) = build_blob(
-        &tar,
-        &BuildOptions {
-            chunk_size: 1024,
-            ..Default::default()
-        },
-    );
+    let (blob, result) = build_blob(&tar, &BuildOptions::default().chunk_size(1024));
     (blob, result, tar)
 }
 
@@ -108,17 +102,15 @@ fn flipped_bytes_never_yield_wrong_data() {
 #[test]
 fn wrong_toc_digest_is_rejected() {
     let (blob, result, _) = sample();
-    let opts = OpenOptions {
-        expected_toc_digest: Some(estargz_core::digest::EMPTY_DIGEST.into()),
-        ..Default::default()
-    };
+    let opts =
+        OpenOptions::default().expected_toc_digest(Some(estargz_core::digest::EMPTY_DIGEST.into()));
     let err = Reader::open(Arc::new(blob.clone()), &opts).err().unwrap();
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
     let reader = open(&blob, &result);
     assert!(reader
-        .verify_toc(estargz_core::digest::EMPTY_DIGEST)
+        .verify_toc_digest(estargz_core::digest::EMPTY_DIGEST)
         .is_err());
-    reader.verify_toc(&result.toc_digest).unwrap();
+    reader.verify_toc_digest(&result.toc_digest).unwrap();
 }
 
 #[test]
@@ -137,7 +129,7 @@ fn chunk_digest_mismatch_is_detected() {
         err.to_string().contains("\"b\""),
         "error names the file: {err}"
     );
-    assert!(reader.verify_all().is_err());
+    assert!(reader.verify().is_err());
 }
 
 #[test]
@@ -157,10 +149,7 @@ fn garbage_and_oversized_tocs_are_rejected() {
         let err = open_bytes(with_toc_json(&blob, off, json)).err().unwrap().to_string();
         assert!(err.contains(want), "{err} should mention {want}");
     }
-    let opts = OpenOptions {
-        max_toc_size: 64,
-        ..Default::default()
-    };
+    let opts = OpenOptions::default().max_toc_size(64);
     let err = Reader::open(Arc::new(blob), &opts).err().unwrap();
     assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
 }
@@ -181,13 +170,7 @@ fn toc_offset_beyond_the_blob_is_rejected() {
 #[test]
 fn external_toc_blob_needs_its_toc() {
     let tar = TarBuilder::new().file("a", b"a").finish();
-    let (blob, _) = build_blob(
-        &tar,
-        &BuildOptions {
-            external_toc: true,
-            ..Default::default()
-        },
-    );
+    let (blob, _) = build_blob(&tar, &BuildOptions::default().external_toc(true));
     let err = open_bytes(blob).err().unwrap();
     assert!(err.to_string().contains("external TOC"), "{err}");
 }
@@ -269,11 +252,9 @@ fn very_deep_paths_work_or_fail_cleanly() {
     // so ordering recurses) and reads.
     let deep = "d/".repeat(2000) + "f";
     let tar = TarBuilder::default().file(&deep, b"deep").finish();
-    let opts = BuildOptions {
-        prioritized_files: vec![deep.clone()],
-        allow_prioritize_not_found: true,
-        ..Default::default()
-    };
+    let opts = BuildOptions::default()
+        .prioritized_files(vec![deep.clone()])
+        .allow_missing_prioritized(true);
     let (blob, result) = build_blob(&tar, &opts);
     let reader = open(&blob, &result);
     let id = reader.lookup(&deep).unwrap();
@@ -285,11 +266,9 @@ fn very_deep_paths_work_or_fail_cleanly() {
     // (the builder refuses what a reader would refuse).
     let absurd = "d/".repeat(100_000) + "f";
     let tar = TarBuilder::default().file(&absurd, b"x").finish();
-    let opts = BuildOptions {
-        prioritized_files: vec![absurd],
-        allow_prioritize_not_found: true,
-        ..Default::default()
-    };
+    let opts = BuildOptions::default()
+        .prioritized_files(vec![absurd])
+        .allow_missing_prioritized(true);
     let err = estargz_core::build(
         estargz_core::BuildInput::Reader(Box::new(std::io::Cursor::new(tar))),
         &mut Vec::new(),
@@ -326,12 +305,10 @@ fn output_errors_end_the_build_without_hanging() {
     }
     let tar = t.finish();
     for (left, min_chunk_size) in [(0, 0), (10, 0), (5000, 0), (100_000, 0), (5000, 4000)] {
-        let opts = BuildOptions {
-            chunk_size: 1024,
-            min_chunk_size,
-            threads: 2,
-            ..Default::default()
-        };
+        let opts = BuildOptions::default()
+            .chunk_size(1024)
+            .min_chunk_size(min_chunk_size)
+            .threads(2);
         let err = estargz_core::build(
             estargz_core::BuildInput::Reader(Box::new(std::io::Cursor::new(tar.clone()))),
             &mut FailingWriter { left },

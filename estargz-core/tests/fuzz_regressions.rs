@@ -27,7 +27,7 @@ fn read_everything(reader: &Reader) {
             let _ = reader.read_at(node.id(), 0, &mut buf);
         }
     }
-    let _ = reader.verify_all();
+    let _ = reader.verify();
 }
 
 #[test]
@@ -57,11 +57,7 @@ fn tar_inputs_build_readable_blobs_or_fail() {
     assert!(!found.is_empty(), "regression corpus missing");
     for path in found {
         let tar = std::fs::read(&path).unwrap();
-        let opts = BuildOptions {
-            chunk_size: 64,
-            level: 1,
-            ..Default::default()
-        };
+        let opts = BuildOptions::default().chunk_size(64).compression_level(1);
         let mut blob = Vec::new();
         let Ok(result) = estargz_core::build(
             BuildInput::Reader(Box::new(std::io::Cursor::new(tar))),
@@ -72,7 +68,7 @@ fn tar_inputs_build_readable_blobs_or_fail() {
         };
         let reader = common::open(&blob, &result);
         reader
-            .verify_all()
+            .verify()
             .unwrap_or_else(|e| panic!("{}: built but does not verify: {e}", path.display()));
     }
 }

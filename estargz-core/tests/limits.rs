@@ -49,62 +49,35 @@ fn every_limit_is_configurable_and_named() {
     let json = toc_json(&entries);
     assert!(open_with(&json, OpenOptions::default()).is_ok());
     expect_limit(
-        open_with(
-            &json,
-            OpenOptions {
-                max_entries: 9,
-                ..Default::default()
-            },
-        ),
+        open_with(&json, OpenOptions::default().max_entries(9)),
         "max_entries",
     );
     // Implied directories are nodes too.
     expect_limit(
         open_with(
             &toc_json(&[dir("a/b/c/d/e/f/g/h/i/j")]),
-            OpenOptions {
-                max_entries: 5,
-                ..Default::default()
-            },
+            OpenOptions::default().max_entries(5),
         ),
         "max_entries",
     );
     expect_limit(
-        open_with(
-            &json,
-            OpenOptions {
-                max_name_bytes: 19,
-                ..Default::default()
-            },
-        ),
+        open_with(&json, OpenOptions::default().max_name_bytes(19)),
         "max_name_bytes",
     );
     expect_limit(
         open_with(
             &toc_json(&[dir("a/b/c/d")]),
-            OpenOptions {
-                max_path_depth: 3,
-                ..Default::default()
-            },
+            OpenOptions::default().max_path_depth(3),
         ),
         "max_path_depth",
     );
     expect_limit(
-        open_with(
-            &json,
-            OpenOptions {
-                max_toc_size: 100,
-                ..Default::default()
-            },
-        ),
+        open_with(&json, OpenOptions::default().max_toc_size(100)),
         "max_toc_size",
     );
     assert!(open_with(
         &toc_json(&[dir("a/b/c")]),
-        OpenOptions {
-            max_path_depth: 3,
-            ..Default::default()
-        },
+        OpenOptions::default().max_path_depth(3),
     )
     .is_ok());
 }
@@ -114,14 +87,7 @@ fn repeats_of_an_entry_cost_nothing_and_change_nothing() {
     let mut entries = vec![dir("a")];
     entries.extend(std::iter::repeat_n(dir("d"), 1000));
     entries.push(dir("b"));
-    let reader = open_with(
-        &toc_json(&entries),
-        OpenOptions {
-            max_entries: 4,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let reader = open_with(&toc_json(&entries), OpenOptions::default().max_entries(4)).unwrap();
     assert_eq!(reader.toc_entry_count(), 3);
     let names: Vec<&str> = reader
         .read_dir(estargz_core::reader::ROOT)
@@ -135,10 +101,7 @@ fn repeats_of_an_entry_cost_nothing_and_change_nothing() {
     expect_limit(
         open_with(
             &toc_json(&alternating),
-            OpenOptions {
-                max_entries: 4,
-                ..Default::default()
-            },
+            OpenOptions::default().max_entries(4),
         ),
         "max_entries",
     );
@@ -159,10 +122,7 @@ fn large_tocs_stream_and_keep_their_digest() {
     let digest = estargz_core::digest::sha256_digest(json.as_bytes());
     let reader = Reader::open(
         blob.clone(),
-        &OpenOptions {
-            expected_toc_digest: Some(digest.clone()),
-            ..Default::default()
-        },
+        &OpenOptions::default().expected_toc_digest(Some(digest.clone())),
     )
     .unwrap();
     assert_eq!(reader.toc_digest(), digest);
@@ -170,10 +130,7 @@ fn large_tocs_stream_and_keep_their_digest() {
     let wrong = format!("sha256:{}", "0".repeat(64));
     match Reader::open(
         blob,
-        &OpenOptions {
-            expected_toc_digest: Some(wrong),
-            ..Default::default()
-        },
+        &OpenOptions::default().expected_toc_digest(Some(wrong)),
     ) {
         Err(Error::DigestMismatch { actual, .. }) => assert_eq!(actual, digest),
         Err(e) => panic!("expected a digest mismatch, got {e}"),
@@ -197,10 +154,7 @@ fn depth_costs_linear_time() {
     let start = Instant::now();
     let reader = open_with(
         &toc_json(&entries),
-        OpenOptions {
-            max_path_depth: 10_000,
-            ..Default::default()
-        },
+        OpenOptions::default().max_path_depth(10_000),
     )
     .unwrap();
     let id = reader.lookup(&format!("{deepest}/s")).unwrap();

@@ -124,7 +124,7 @@ fn check(name: &str, tar: &[u8], opts: &BuildOptions) {
         opts.external_toc,
         "{name}"
     );
-    reader.verify_all().unwrap();
+    reader.verify().unwrap();
     let mut want = tar_tree(tar);
     let got = reader_tree(&reader);
     // Implicit parent directories appear only in the reader.
@@ -167,14 +167,12 @@ fn every_shape_round_trips_with_every_mode() {
                 if keep_diff_id && name == "duplicates" {
                     continue; // lossless mode refuses a stargz.index.json entry
                 }
-                let opts = BuildOptions {
-                    chunk_size,
-                    min_chunk_size,
-                    external_toc,
-                    keep_diff_id,
-                    level: 6,
-                    ..Default::default()
-                };
+                let opts = BuildOptions::default()
+                    .chunk_size(chunk_size)
+                    .min_chunk_size(min_chunk_size)
+                    .external_toc(external_toc)
+                    .keep_diff_id(keep_diff_id)
+                    .compression_level(6);
                 check(&format!("{name}/chunk{chunk_size}/min{min_chunk_size}/ext{external_toc}/keep{keep_diff_id}"), &tar, &opts);
             }
         }
@@ -184,23 +182,11 @@ fn every_shape_round_trips_with_every_mode() {
 #[test]
 fn output_does_not_depend_on_thread_count() {
     let (_, tar) = shapes().into_iter().find(|(n, _)| *n == "many").unwrap();
-    let base = build_blob(
-        &tar,
-        &BuildOptions {
-            threads: 1,
-            chunk_size: 64,
-            ..Default::default()
-        },
-    )
-    .0;
+    let base = build_blob(&tar, &BuildOptions::default().threads(1).chunk_size(64)).0;
     for threads in [2, 3, 8] {
         let other = build_blob(
             &tar,
-            &BuildOptions {
-                threads,
-                chunk_size: 64,
-                ..Default::default()
-            },
+            &BuildOptions::default().threads(threads).chunk_size(64),
         )
         .0;
         assert!(base == other, "{threads} threads changed the output");
@@ -216,11 +202,9 @@ fn prioritized_files_come_first_with_landmark() {
         .hardlink("l", "a")
         .file("z", b"z")
         .finish();
-    let opts = BuildOptions {
-        prioritized_files: vec!["/d/b".into(), "./l".into(), "missing".into()],
-        allow_prioritize_not_found: true,
-        ..Default::default()
-    };
+    let opts = BuildOptions::default()
+        .prioritized_files(vec!["/d/b".into(), "./l".into(), "missing".into()])
+        .allow_missing_prioritized(true);
     let (blob, result) = build_blob(&tar, &opts);
     assert_eq!(result.missed_prioritized, ["missing"]);
     let reader = open(&blob, &result);
@@ -233,10 +217,7 @@ fn prioritized_files_come_first_with_landmark() {
         "sha256:dc0e9c3658a1a3ed1ec94274d8b19925c93e1abb7ddba294923ad9bde30f8cb8"
     );
     // Missing prioritized files fail without the allow option.
-    let strict = BuildOptions {
-        prioritized_files: vec!["missing".into()],
-        ..Default::default()
-    };
+    let strict = BuildOptions::default().prioritized_files(vec!["missing".into()]);
     let err = estargz_core::build(
         estargz_core::BuildInput::Reader(Box::new(std::io::Cursor::new(tar))),
         &mut Vec::new(),
@@ -252,13 +233,7 @@ fn toc_follows_reference_chunk_rules() {
         .dir("foo/")
         .file("foo/big.txt", b"This is such a big file")
         .finish();
-    let (blob, result) = build_blob(
-        &tar,
-        &BuildOptions {
-            chunk_size: 4,
-            ..Default::default()
-        },
-    );
+    let (blob, result) = build_blob(&tar, &BuildOptions::default().chunk_size(4));
     let reader = open(&blob, &result);
     let entries = &reader.toc().unwrap().entries;
     // landmark, dir, reg + 5 chunks
@@ -331,7 +306,7 @@ fn legacy_stargz_blobs_are_readable() {
     let reader =
         estargz_core::Reader::open(std::sync::Arc::new(legacy), &Default::default()).unwrap();
     assert_eq!(reader.footer(), Footer::Legacy { toc_offset });
-    reader.verify_all().unwrap();
+    reader.verify().unwrap();
     let tree = reader_tree(&reader);
     assert_eq!(tree["d/a"], ("reg".into(), b"legacy content".to_vec()));
     assert_eq!(tree["b"], ("reg".into(), Vec::new()));

@@ -56,7 +56,7 @@ pub struct estargz_build_result {
     uncompressed_size: u64,
     toc_offset: Option<u64>,
     toc_entries: usize,
-    external_toc: Option<Vec<u8>>,
+    external_toc_data: Option<Vec<u8>>,
     missed_prioritized: Vec<CString>,
 }
 
@@ -77,7 +77,7 @@ impl From<BuildResult> for estargz_build_result {
             uncompressed_size: r.uncompressed_size,
             toc_offset: r.toc_offset,
             toc_entries: r.toc_entries,
-            external_toc: r.external_toc,
+            external_toc_data: r.external_toc_data,
             missed_prioritized: r.missed_prioritized.iter().map(|s| c_string(s)).collect(),
         }
     }
@@ -159,7 +159,7 @@ pub unsafe extern "C" fn estargz_builder_set_chunk_size(
 /// Sets the gzip compression level: 0-9 as in gzip (default 9); 10-12 give
 /// extra effort. Returns ESTARGZ_INVALID_ARGUMENT above 12.
 #[no_mangle]
-pub unsafe extern "C" fn estargz_builder_set_level(
+pub unsafe extern "C" fn estargz_builder_set_compression_level(
     builder: *mut estargz_builder,
     level: u32,
 ) -> estargz_result {
@@ -169,7 +169,7 @@ pub unsafe extern "C" fn estargz_builder_set_level(
                 "compression level {level} (valid: 0-12)"
             )));
         }
-        b.state().opts.level = level;
+        b.state().opts.compression_level = level;
         Ok(())
     })
 }
@@ -214,14 +214,15 @@ pub unsafe extern "C" fn estargz_builder_set_allow_missing_prioritized(
     allow: bool,
 ) -> estargz_result {
     ffi_call!(builder => |b| {
-        b.state().opts.allow_prioritize_not_found = allow;
+        b.state().opts.allow_missing_prioritized = allow;
         Ok(())
     })
 }
 
 /// Whether to keep the TOC out of the blob (46-byte footer). The TOC gzip
-/// member is then returned by estargz_build_result_external_toc and must be
-/// passed to readers with estargz_open_options_set_external_toc. Default false.
+/// member (the external TOC data) is then returned by
+/// estargz_build_result_external_toc_data and must be passed to readers
+/// with estargz_open_options_set_external_toc_data. Default false.
 #[no_mangle]
 pub unsafe extern "C" fn estargz_builder_set_external_toc(
     builder: *mut estargz_builder,
@@ -512,9 +513,19 @@ pub unsafe extern "C" fn estargz_build_result_toc_entries(
     ffi_value!(0, result => |r| r.toc_entries)
 }
 
+/// Whether the build kept its TOC out of the blob (false for a NULL
+/// `result`).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_has_external_toc(
+    result: *const estargz_build_result,
+) -> bool {
+    ffi_value!(false, result => |r| r.toc_offset.is_none())
+}
+
 /// Blob offset of the embedded TOC member: returns true and stores it in
-/// `*out_offset` (if not NULL); returns false for an external TOC or a NULL
-/// `result`.
+/// `*out_offset` (if not NULL); returns false, storing nothing, when the
+/// build has an external TOC (estargz_build_result_has_external_toc) or
+/// `result` is NULL.
 #[no_mangle]
 pub unsafe extern "C" fn estargz_build_result_toc_offset(
     result: *const estargz_build_result,
@@ -529,18 +540,19 @@ pub unsafe extern "C" fn estargz_build_result_toc_offset(
     })
 }
 
-/// The TOC gzip member of a build with an external TOC (to store next to
-/// the blob and pass to estargz_open_options_set_external_toc). Stores its
+/// The external TOC data: the TOC gzip member of a build with an external
+/// TOC (to store next to the blob and pass to
+/// estargz_open_options_set_external_toc_data). Stores its
 /// length in `*out_len` (if not NULL) and returns a pointer owned by
 /// `result`, valid until estargz_build_result_free; returns NULL (and length
 /// 0) when the TOC is embedded or `result` is NULL.
 #[no_mangle]
-pub unsafe extern "C" fn estargz_build_result_external_toc(
+pub unsafe extern "C" fn estargz_build_result_external_toc_data(
     result: *const estargz_build_result,
     out_len: *mut usize,
 ) -> *const u8 {
     ffi_value!(std::ptr::null(), || {
-        let toc = handle!(result).and_then(|r| r.external_toc.as_deref());
+        let toc = handle!(result).and_then(|r| r.external_toc_data.as_deref());
         if let Some(out) = opt_out!(out_len) {
             out.write(toc.map_or(0, <[u8]>::len));
         }

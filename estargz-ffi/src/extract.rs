@@ -48,7 +48,7 @@ fn options(flags: u32) -> FfiResult<ExtractOptions> {
     }
     let mut opts = ExtractOptions::default();
     if flags & ESTARGZ_EXTRACT_NO_SAME_OWNER != 0 {
-        opts.preserve_owners = false;
+        opts.same_owner = false;
     }
     opts.xattrs = flags & ESTARGZ_EXTRACT_NO_XATTRS == 0;
     opts.landmarks = flags & ESTARGZ_EXTRACT_LANDMARKS != 0;

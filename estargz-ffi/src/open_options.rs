@@ -4,7 +4,10 @@
 use std::ffi::c_char;
 use std::sync::{Mutex, MutexGuard};
 
-use estargz_core::reader::{DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MAX_TOC_SIZE};
+use estargz_core::reader::{
+    DEFAULT_MAX_CHUNK_SIZE, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_MEMBER_INFLATION,
+    DEFAULT_MAX_NAME_BYTES, DEFAULT_MAX_PATH_DEPTH, DEFAULT_MAX_TOC_SIZE,
+};
 use estargz_core::OpenOptions;
 
 use crate::args::{optional, try_bytes, try_out};
@@ -68,17 +71,17 @@ pub unsafe extern "C" fn estargz_open_options_set_expected_toc_digest(
     })
 }
 
-/// Sets the TOC gzip member of a blob built with an external TOC (see
-/// estargz_build_result_external_toc). The `len` bytes at `data` are copied;
-/// `data` NULL with `len` 0 clears it.
+/// Sets the external TOC data: the TOC gzip member of a blob built with an
+/// external TOC (see estargz_build_result_external_toc_data). The `len`
+/// bytes at `data` are copied; `data` NULL with `len` 0 clears it.
 #[no_mangle]
-pub unsafe extern "C" fn estargz_open_options_set_external_toc(
+pub unsafe extern "C" fn estargz_open_options_set_external_toc_data(
     options: *mut estargz_open_options,
     data: *const u8,
     len: usize,
 ) -> estargz_result {
     ffi_call!(options => |o| {
-        o.lock().external_toc = if data.is_null() && len == 0 {
+        o.lock().external_toc_data = if data.is_null() && len == 0 {
             None
         } else {
             Some(try_bytes!(data, len).to_vec())
@@ -113,6 +116,59 @@ pub unsafe extern "C" fn estargz_open_options_set_max_chunk_size(
         } else {
             max
         };
+        Ok(())
+    })
+}
+
+/// Most TOC entries, and most nodes of the file tree (directories the TOC
+/// only implies count too); more fail the open with ESTARGZ_LIMIT_EXCEEDED. 0 restores the default (1,048,576).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_open_options_set_max_entries(
+    options: *mut estargz_open_options,
+    max: u64,
+) -> estargz_result {
+    ffi_call!(options => |o| {
+        o.lock().max_entries = if max == 0 { DEFAULT_MAX_ENTRIES } else { max };
+        Ok(())
+    })
+}
+
+/// Most components in one path; deeper paths fail the open with
+/// ESTARGZ_LIMIT_EXCEEDED. 0 restores the default (2048).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_open_options_set_max_path_depth(
+    options: *mut estargz_open_options,
+    max: u64,
+) -> estargz_result {
+    ffi_call!(options => |o| {
+        o.lock().max_path_depth = if max == 0 { DEFAULT_MAX_PATH_DEPTH } else { max };
+        Ok(())
+    })
+}
+
+/// Most bytes of entry names plus link names over the whole TOC; more fail
+/// the open with ESTARGZ_LIMIT_EXCEEDED. 0 restores the default (128 MiB).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_open_options_set_max_name_bytes(
+    options: *mut estargz_open_options,
+    max: u64,
+) -> estargz_result {
+    ffi_call!(options => |o| {
+        o.lock().max_name_bytes = if max == 0 { DEFAULT_MAX_NAME_BYTES } else { max };
+        Ok(())
+    })
+}
+
+/// How many times the chunk bytes it holds a gzip member may inflate to
+/// (beyond a 16 MiB allowance for headers); reading past that fails with
+/// ESTARGZ_LIMIT_EXCEEDED. 0 restores the default (64).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_open_options_set_max_member_inflation(
+    options: *mut estargz_open_options,
+    max: u64,
+) -> estargz_result {
+    ffi_call!(options => |o| {
+        o.lock().max_member_inflation = if max == 0 { DEFAULT_MAX_MEMBER_INFLATION } else { max };
         Ok(())
     })
 }

@@ -67,7 +67,7 @@ pub struct estargz_blob_info {
     pub struct_size: usize,
     /// Size of the blob in bytes.
     pub blob_size: u64,
-    /// Blob offset of the TOC member (0 for an external TOC).
+    /// Blob offset of the TOC member (0 when `has_external_toc`).
     pub toc_offset: u64,
     /// Number of TOC entries (chunk entries included).
     pub toc_entries: u64,
@@ -76,9 +76,14 @@ pub struct estargz_blob_info {
     pub footer_kind: estargz_footer_kind,
     /// Size of the footer in bytes.
     pub footer_size: u32,
+    /// Whether the TOC is kept out of the blob (pass it with
+    /// estargz_open_options_set_external_toc_data). Added in version 2 of
+    /// the struct.
+    pub has_external_toc: bool,
 }
 
-versioned_struct!(estargz_blob_info);
+// Version 1 ended where `has_external_toc` starts.
+versioned_struct!(estargz_blob_info, grown_at: has_external_toc);
 
 /// Opens `src` with `opts` and stores the new handle in `out`.
 fn open(src: Arc<dyn ReadAt>, opts: &OpenOptions, out: Out<*mut estargz_reader>) -> FfiResult {
@@ -268,6 +273,7 @@ pub unsafe extern "C" fn estargz_reader_info(
             entry_count: reader.index().len() as u64,
             footer_kind,
             footer_size: footer.size() as u32,
+            has_external_toc: footer.toc_offset().is_none(),
         });
         Ok(())
     })
@@ -285,7 +291,7 @@ pub unsafe extern "C" fn estargz_reader_verify(
     out_bytes: *mut u64,
 ) -> estargz_result {
     ffi_call!(reader => |r| {
-        let bytes = r.reader().verify_all()?;
+        let bytes = r.reader().verify()?;
         if let Some(out) = opt_out!(out_bytes) {
             out.write(bytes);
         }
@@ -302,7 +308,7 @@ pub unsafe extern "C" fn estargz_reader_verify_toc_digest(
     reader: *const estargz_reader,
     expected: *const c_char,
 ) -> estargz_result {
-    ffi_call!(reader => |r| Ok(r.reader().verify_toc(try_str!(expected))?))
+    ffi_call!(reader => |r| Ok(r.reader().verify_toc_digest(try_str!(expected))?))
 }
 
 /// Reads up to `len` bytes of regular file `id` (hard links are followed)

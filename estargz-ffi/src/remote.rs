@@ -6,7 +6,7 @@ use std::ffi::c_char;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use estargz_core::cache::{CacheOptions, ChunkCache, DEFAULT_DISK_BYTES, DEFAULT_MEMORY_BYTES};
+use estargz_core::cache::{CacheOptions, ChunkCache, DEFAULT_DISK_SIZE, DEFAULT_MEMORY_SIZE};
 use estargz_core::remote::auth::default_auth_files;
 use estargz_core::remote::{
     open_layer, HttpOptions, LayerOptions, LayerSelector, Platform, Reference, Registry,
@@ -30,7 +30,7 @@ struct RemoteOptions {
     http: HttpOptions,
     platform: Option<Platform>,
     cache: CacheOptions,
-    require_toc_digest: bool,
+    allow_unverified_toc: bool,
     prefetch: bool,
 }
 
@@ -40,8 +40,10 @@ impl Default for RemoteOptions {
             http: HttpOptions::default(),
             platform: None,
             cache: CacheOptions::default(),
-            require_toc_digest: true,
-            prefetch: false,
+            allow_unverified_toc: false,
+            // On, as in the CLI and the FUSE mount: the landmark names the
+            // files a container reads first.
+            prefetch: true,
         }
     }
 }
@@ -61,8 +63,8 @@ impl estargz_remote_options {
 /// $DOCKER_CONFIG/config.json or ~/.docker/config.json), 30 s per request,
 /// 5 retries, this host's platform, a 64 MiB memory cache of verified
 /// chunks and no disk cache, layers without a TOC digest annotation refused,
-/// no prefetch. `out_options` receives the handle (owned by the caller;
-/// release with estargz_remote_options_free).
+/// the prioritized files prefetched at open. `out_options` receives the
+/// handle (owned by the caller; release with estargz_remote_options_free).
 #[no_mangle]
 pub unsafe extern "C" fn estargz_remote_options_new(
     out_options: *mut *mut estargz_remote_options,
@@ -133,7 +135,7 @@ pub unsafe extern "C" fn estargz_remote_options_set_auth_file(
 /// of one attempt); 0 restores the default (30 s). A request that times out
 /// is retried; the last failure is ESTARGZ_TIMEOUT.
 #[no_mangle]
-pub unsafe extern "C" fn estargz_remote_options_set_timeout_ms(
+pub unsafe extern "C" fn estargz_remote_options_set_request_timeout_ms(
     options: *mut estargz_remote_options,
     timeout_ms: u64,
 ) -> estargz_result {
@@ -160,7 +162,7 @@ pub unsafe extern "C" fn estargz_remote_options_set_retries(
     retries: u32,
 ) -> estargz_result {
     ffi_call!(options => |o| {
-        o.lock().http.max_retries = retries;
+        o.lock().http.retries = retries;
         Ok(())
     })
 }
@@ -182,23 +184,23 @@ pub unsafe extern "C" fn estargz_remote_options_set_platform(
 
 /// Keeps verified chunks in a disk cache under directory `dir` (copied;
 /// created if missing; may be shared by readers and processes), bounded to
-/// `max_bytes` (0 = the default, 2 GiB) with LRU eviction. Entries are
+/// `disk_size` bytes (0 = the default, 2 GiB) with LRU eviction. Entries are
 /// re-checked against their digest when read. NULL `dir` turns the disk
 /// cache off (the default).
 #[no_mangle]
 pub unsafe extern "C" fn estargz_remote_options_set_cache_dir(
     options: *mut estargz_remote_options,
     dir: *const c_char,
-    max_bytes: u64,
+    disk_size: u64,
 ) -> estargz_result {
     ffi_call!(options => |o| {
         let dir = optional!(try_path!(dir));
         let mut o = o.lock();
         o.cache.dir = dir;
-        o.cache.disk_bytes = if max_bytes == 0 {
-            DEFAULT_DISK_BYTES
+        o.cache.disk_size = if disk_size == 0 {
+            DEFAULT_DISK_SIZE
         } else {
-            max_bytes
+            disk_size
         };
         Ok(())
     })
@@ -212,8 +214,8 @@ pub unsafe extern "C" fn estargz_remote_options_set_memory_cache_size(
     max_bytes: u64,
 ) -> estargz_result {
     ffi_call!(options => |o| {
-        o.lock().cache.memory_bytes = if max_bytes == 0 {
-            DEFAULT_MEMORY_BYTES
+        o.lock().cache.memory_size = if max_bytes == 0 {
+            DEFAULT_MEMORY_SIZE
         } else {
             max_bytes
         };
@@ -231,14 +233,14 @@ pub unsafe extern "C" fn estargz_remote_options_set_allow_unverified_toc(
     allow: bool,
 ) -> estargz_result {
     ffi_call!(options => |o| {
-        o.lock().require_toc_digest = !allow;
+        o.lock().allow_unverified_toc = allow;
         Ok(())
     })
 }
 
 /// Whether estargz_reader_open_remote also fetches the prioritized files
 /// the layer marks with its prefetch landmark (one batched request) before
-/// returning. Default false.
+/// returning. Default true (as in the estargz and estargz-fuse commands).
 #[no_mangle]
 pub unsafe extern "C" fn estargz_remote_options_set_prefetch(
     options: *mut estargz_remote_options,
@@ -306,11 +308,9 @@ pub unsafe extern "C" fn estargz_reader_open_remote(
         let registry = Registry::new(opts.http);
         let image = registry.resolve_image(&reference, opts.platform.as_ref())?;
         let index = select_layer(&image.manifest.layers, layer, &image.reference.to_string())?;
-        let layer_opts = LayerOptions {
-            cache: Some(cache),
-            require_toc_digest: opts.require_toc_digest,
-            ..Default::default()
-        };
+        let layer_opts = LayerOptions::default()
+            .cache(Some(cache))
+            .allow_unverified_toc(opts.allow_unverified_toc);
         let remote = open_layer(&registry, &image, index, &layer_opts)?;
         if opts.prefetch {
             remote.reader.prefetch_landmarked()?;

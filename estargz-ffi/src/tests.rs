@@ -125,10 +125,13 @@ fn exports_record_their_own_name() {
         );
         assert_eq!(s(buf.as_ptr()), "estargz_test_export: refused");
         // A real export, through the same macro.
-        assert_eq!(estargz_builder_set_level(b, 13), ESTARGZ_INVALID_ARGUMENT);
+        assert_eq!(
+            estargz_builder_set_compression_level(b, 13),
+            ESTARGZ_INVALID_ARGUMENT
+        );
         assert_eq!(
             last_error(),
-            "estargz_builder_set_level: compression level 13 (valid: 0-12)"
+            "estargz_builder_set_compression_level: compression level 13 (valid: 0-12)"
         );
         estargz_builder_free(b);
     }
@@ -170,7 +173,10 @@ fn build_and_read_through_the_abi() {
     unsafe {
         let mut b = ptr::null_mut();
         assert_eq!(estargz_builder_new(&mut b), ESTARGZ_OK);
-        assert_eq!(estargz_builder_set_level(b, 13), ESTARGZ_INVALID_ARGUMENT);
+        assert_eq!(
+            estargz_builder_set_compression_level(b, 13),
+            ESTARGZ_INVALID_ARGUMENT
+        );
         assert_eq!(
             estargz_builder_run(b, ptr::null_mut()),
             ESTARGZ_INVALID_ARGUMENT
@@ -415,4 +421,125 @@ fn next_details_from_several_threads_gives_each_entry_once() {
         sorted,
         (0..N).map(|i| format!("f{i:03}")).collect::<Vec<_>>()
     );
+}
+
+/// estargz_blob_info version 1 (ending before `has_external_toc`) is still
+/// filled; version 2 says whether the TOC is external, and so does the
+/// build result, with the TOC offset only for an embedded TOC.
+#[test]
+fn blob_info_versions_and_the_external_toc_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("f"), b"data").unwrap();
+    let input = CString::new(tree.to_str().unwrap()).unwrap();
+    let blob = CString::new(dir.path().join("b.esgz").to_str().unwrap()).unwrap();
+    // SAFETY: every pointer passed is valid for the call; handles are freed once.
+    unsafe {
+        for external in [false, true] {
+            let mut b = ptr::null_mut();
+            assert_eq!(estargz_builder_new(&mut b), ESTARGZ_OK);
+            assert_eq!(
+                estargz_builder_set_input_path(b, input.as_ptr()),
+                ESTARGZ_OK
+            );
+            assert_eq!(
+                estargz_builder_set_output_path(b, blob.as_ptr()),
+                ESTARGZ_OK
+            );
+            assert_eq!(estargz_builder_set_external_toc(b, external), ESTARGZ_OK);
+            let mut res = ptr::null_mut();
+            assert_eq!(estargz_builder_run(b, &mut res), ESTARGZ_OK);
+            estargz_builder_free(b);
+            assert_eq!(estargz_build_result_has_external_toc(res), external);
+            let mut off = 0;
+            assert_eq!(estargz_build_result_toc_offset(res, &mut off), !external);
+            assert_eq!(off > 0, !external);
+            let mut len = 0;
+            let data = estargz_build_result_external_toc_data(res, &mut len);
+            assert_eq!(!data.is_null() && len > 0, external);
+
+            let mut opts = ptr::null_mut();
+            assert_eq!(estargz_open_options_new(&mut opts), ESTARGZ_OK);
+            assert_eq!(
+                estargz_open_options_set_external_toc_data(opts, data, len),
+                ESTARGZ_OK
+            );
+            let mut r = ptr::null_mut();
+            assert_eq!(
+                estargz_reader_open_path(blob.as_ptr(), opts, &mut r),
+                ESTARGZ_OK
+            );
+            estargz_open_options_free(opts);
+            estargz_build_result_free(res);
+
+            let mut info = std::mem::zeroed::<estargz_blob_info>();
+            info.struct_size = size_of::<estargz_blob_info>();
+            assert_eq!(estargz_reader_info(r, &mut info), ESTARGZ_OK);
+            assert_eq!(info.has_external_toc, external);
+            assert_eq!(info.toc_offset, if external { 0 } else { off });
+
+            // Version 1: filled up to footer_size, the rest left alone.
+            let v1 = std::mem::offset_of!(estargz_blob_info, has_external_toc);
+            let mut old = std::mem::zeroed::<estargz_blob_info>();
+            old.struct_size = v1;
+            old.has_external_toc = !external;
+            assert_eq!(estargz_reader_info(r, &mut old), ESTARGZ_OK);
+            assert_eq!(old.struct_size, v1);
+            assert_eq!(old.toc_offset, info.toc_offset);
+            assert_eq!(old.footer_size, info.footer_size);
+            assert_eq!(old.has_external_toc, !external, "written past version 1");
+            estargz_reader_free(r);
+        }
+    }
+}
+
+/// The limit setters reach the open: a limit below what the blob needs
+/// fails it with ESTARGZ_LIMIT_EXCEEDED, 0 restores the default.
+#[test]
+fn open_limits_are_settable() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("a/b/c")).unwrap();
+    std::fs::write(tree.join("a/b/c/f"), b"data").unwrap();
+    let input = CString::new(tree.to_str().unwrap()).unwrap();
+    let blob = CString::new(dir.path().join("b.esgz").to_str().unwrap()).unwrap();
+    build_blob(&input, &blob);
+    type Setter = unsafe extern "C" fn(*mut estargz_open_options, u64) -> estargz_result;
+    let setters: [(Setter, u64); 3] = [
+        (estargz_open_options_set_max_entries, 2),
+        (estargz_open_options_set_max_path_depth, 2),
+        (estargz_open_options_set_max_name_bytes, 3),
+    ];
+    // SAFETY: every pointer passed is valid for the call; handles are freed once.
+    unsafe {
+        for (set, small) in setters {
+            let mut opts = ptr::null_mut();
+            assert_eq!(estargz_open_options_new(&mut opts), ESTARGZ_OK);
+            assert_eq!(set(opts, small), ESTARGZ_OK);
+            let mut r = ptr::null_mut();
+            assert_eq!(
+                estargz_reader_open_path(blob.as_ptr(), opts, &mut r),
+                ESTARGZ_LIMIT_EXCEEDED
+            );
+            assert_eq!(set(opts, 0), ESTARGZ_OK);
+            assert_eq!(
+                estargz_reader_open_path(blob.as_ptr(), opts, &mut r),
+                ESTARGZ_OK
+            );
+            estargz_reader_free(r);
+            estargz_open_options_free(opts);
+        }
+        let mut opts = ptr::null_mut();
+        assert_eq!(estargz_open_options_new(&mut opts), ESTARGZ_OK);
+        assert_eq!(
+            estargz_open_options_set_max_member_inflation(opts, 1),
+            ESTARGZ_OK
+        );
+        assert_eq!(
+            estargz_open_options_set_max_member_inflation(ptr::null_mut(), 1),
+            ESTARGZ_INVALID_ARGUMENT
+        );
+        estargz_open_options_free(opts);
+    }
 }

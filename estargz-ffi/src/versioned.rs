@@ -93,16 +93,21 @@ macro_rules! opt_versioned_out {
 }
 pub(crate) use opt_versioned_out;
 
-/// Implements [`Versioned`] for a struct with a single released version,
-/// checking at compile time that `struct_size` comes first.
+/// Implements [`Versioned`] for a struct, checking at compile time that
+/// `struct_size` comes first. `versioned_struct!(T)` has one version, the
+/// whole struct; `versioned_struct!(T, grown_at: f, g)` also accepts the
+/// older versions that ended where field `f` (then `g`) starts.
 macro_rules! versioned_struct {
-    ($ty:ident) => {
+    ($ty:ident $(, grown_at: $($field:ident),+)?) => {
         // SAFETY: used only on #[repr(C)] structs of the header, with
-        // struct_size at offset 0 (asserted below); the one size is the
-        // whole struct.
+        // struct_size at offset 0 (asserted below); every size ends a
+        // field: the start of a later field, or the whole struct.
         unsafe impl $crate::versioned::Versioned for $ty {
             const NAME: &'static str = stringify!($ty);
-            const SIZES: &'static [usize] = &[std::mem::size_of::<$ty>()];
+            const SIZES: &'static [usize] = &[
+                $($(std::mem::offset_of!($ty, $field),)+)?
+                std::mem::size_of::<$ty>(),
+            ];
             fn set_struct_size(&mut self, size: usize) {
                 self.struct_size = size;
             }

@@ -42,12 +42,13 @@ struct MountArgs {
     /// Registry layers: which one.
     #[command(flatten)]
     choice: LayerChoice,
-    /// Local blobs built with an external TOC: the TOC file.
-    #[arg(long, value_name = "FILE")]
-    external_toc: Option<PathBuf>,
+    /// Local blobs built with an external TOC: the file with the external
+    /// TOC data.
+    #[arg(long, alias = "external-toc", value_name = "FILE")]
+    external_toc_data: Option<PathBuf>,
     /// Local blobs: refuse to mount unless the TOC has this digest.
-    #[arg(long, value_name = "DIGEST")]
-    toc_digest: Option<String>,
+    #[arg(long, alias = "toc-digest", value_name = "DIGEST")]
+    expected_toc_digest: Option<String>,
     /// Registry layers without a toc.digest annotation: mount anyway (the
     /// TOC is then not anchored to the manifest; chunks are still verified).
     #[arg(long)]
@@ -171,19 +172,17 @@ fn source(args: &MountArgs) -> Result<Source, String> {
         },
         false => Source::Local {
             path: args.source.clone().into(),
-            external_toc: args.external_toc.clone(),
-            toc_digest: args.toc_digest.clone(),
+            external_toc_data: args.external_toc_data.clone(),
+            expected_toc_digest: args.expected_toc_digest.clone(),
         },
     })
 }
 
 fn mount(args: &MountArgs) -> Result<(), String> {
     let cache = args.cache.open().map_err(|e| e.to_string())?;
-    let layer_opts = LayerOptions {
-        require_toc_digest: !args.allow_unverified_toc,
-        span_dir: args.cache.cache_dir.clone(),
-        ..Default::default()
-    };
+    let layer_opts = LayerOptions::default()
+        .allow_unverified_toc(args.allow_unverified_toc)
+        .span_dir(args.cache.cache_dir.clone());
     let OpenedLayer {
         reader,
         description,
@@ -290,8 +289,8 @@ mod tests {
             estargz_core::remote::LayerSelector::Digest(digest)
         );
         assert_eq!(
-            args.cache.memory_cache,
-            estargz_core::cache::DEFAULT_MEMORY_BYTES
+            args.cache.memory_cache_size,
+            estargz_core::cache::DEFAULT_MEMORY_SIZE
         );
         assert!(matches!(source(&args).unwrap(), Source::Remote { .. }));
     }

@@ -27,10 +27,11 @@ fn is_registry_source_in(source: &str, base: &Path) -> bool {
 pub enum Source {
     Local {
         path: PathBuf,
-        /// The TOC gzip member of a blob built with an external TOC.
-        external_toc: Option<PathBuf>,
+        /// The file with the external TOC data (the TOC gzip member) of a
+        /// blob built with an external TOC.
+        external_toc_data: Option<PathBuf>,
         /// Expected TOC digest (the layer's toc.digest annotation).
-        toc_digest: Option<String>,
+        expected_toc_digest: Option<String>,
     },
     Remote {
         reference: Reference,
@@ -57,24 +58,22 @@ impl Source {
         match self {
             Source::Local {
                 path,
-                external_toc,
-                toc_digest,
+                external_toc_data,
+                expected_toc_digest,
             } => {
                 let file = FileSource::open(path)
                     .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-                let external_toc = external_toc
+                let external_toc = external_toc_data
                     .as_ref()
                     .map(|p| {
                         std::fs::read(p)
                             .map_err(|e| Error::io(format!("reading {}", p.display()), e))
                     })
                     .transpose()?;
-                let opts = OpenOptions {
-                    external_toc,
-                    expected_toc_digest: toc_digest.clone(),
-                    cache: Some(cache),
-                    ..Default::default()
-                };
+                let opts = OpenOptions::default()
+                    .external_toc_data(external_toc)
+                    .expected_toc_digest(expected_toc_digest.clone())
+                    .cache(Some(cache));
                 let reader = Reader::open(Arc::new(file), &opts)
                     .map_err(|e| e.with_context(&path.display().to_string()))?;
                 Ok(OpenedLayer {
@@ -90,10 +89,7 @@ impl Source {
             } => {
                 let image = registry.resolve_image(reference, platform.as_ref())?;
                 let index = layer.resolve(&image.manifest.layers, &reference.to_string())?;
-                let opts = LayerOptions {
-                    cache: Some(cache),
-                    ..layer_opts.clone()
-                };
+                let opts = layer_opts.clone().cache(Some(cache));
                 let layer = open_layer(registry, &image, index, &opts)?;
                 Ok(OpenedLayer {
                     description: format!(

@@ -265,10 +265,7 @@ mod tests {
             blob,
             reads: AtomicU64::new(0),
         });
-        let opts = OpenOptions {
-            cache: Some(Arc::new(ChunkCache::in_memory(64 << 20))),
-            ..Default::default()
-        };
+        let opts = OpenOptions::default().cache(Some(Arc::new(ChunkCache::in_memory(64 << 20))));
         let reader = Arc::new(Reader::open(src.clone(), &opts).unwrap());
         src.reads.store(0, Ordering::SeqCst);
         (reader, src)

@@ -19,33 +19,24 @@ fuzz_target!(init: estargz_fuzz::init(), |data: &[u8]| {
         None => split_external(data),
     };
     let external_toc = external_toc.map(<[u8]>::to_vec);
-    let default = OpenOptions {
-        external_toc: external_toc.clone(),
-        ..Default::default()
-    };
-    let small = OpenOptions {
-        external_toc,
-        max_toc_size: 64 << 10,
-        max_chunk_size: 64 << 10,
-        max_entries: 4096,
-        max_path_depth: 64,
-        max_name_bytes: 64 << 10,
-        max_member_inflation: 16,
-        ..Default::default()
-    };
+    let default = OpenOptions::default().external_toc_data(external_toc.clone());
+    let small = OpenOptions::default()
+        .external_toc_data(external_toc)
+        .max_toc_size(64 << 10)
+        .max_chunk_size(64 << 10)
+        .max_entries(4096)
+        .max_path_depth(64)
+        .max_name_bytes(64 << 10)
+        .max_member_inflation(16);
     let opened_default = match Reader::open(source(blob), &default) {
         Ok(reader) => {
             exercise_reader(&reader, true);
             // Opening again with the TOC digest pinned succeeds; a wrong one fails.
-            let pinned = OpenOptions {
-                expected_toc_digest: Some(reader.toc_digest().to_string()),
-                ..default.clone()
-            };
+            let pinned = default.clone()
+                .expected_toc_digest(Some(reader.toc_digest().to_string()));
             assert!(Reader::open(source(blob), &pinned).is_ok(), "pinned TOC digest");
-            let wrong = OpenOptions {
-                expected_toc_digest: Some(estargz_core::digest::EMPTY_DIGEST.into()),
-                ..default
-            };
+            let wrong = default
+                .expected_toc_digest(Some(estargz_core::digest::EMPTY_DIGEST.into()));
             assert!(
                 reader.toc_digest() == estargz_core::digest::EMPTY_DIGEST
                     || Reader::open(source(blob), &wrong).is_err(),

@@ -63,29 +63,23 @@ fuzz_target!(init: estargz_fuzz::init(), |input: &[u8]| {
             .map(|e| e.name.clone())
     });
     let modes = [
-        ("normal", BuildOptions {
-            chunk_size: 100,
-            level: 1,
-            threads: 1,
-            ..Default::default()
-        }),
-        ("prioritized+min-chunk", BuildOptions {
-            chunk_size: 100,
-            min_chunk_size: 300,
-            level: 1,
-            threads: 1,
-            prioritized_files: first_file.into_iter().chain(["missing/file".to_string()]).collect(),
-            allow_prioritize_not_found: true,
-            ..Default::default()
-        }),
-        ("lossless", BuildOptions {
-            chunk_size: 100,
-            level: 1,
-            threads: 1,
-            external_toc: true,
-            keep_diff_id: true,
-            ..Default::default()
-        }),
+        ("normal", BuildOptions::default()
+            .chunk_size(100)
+            .compression_level(1)
+            .threads(1)),
+        ("prioritized+min-chunk", BuildOptions::default()
+            .chunk_size(100)
+            .min_chunk_size(300)
+            .compression_level(1)
+            .threads(1)
+            .prioritized_files(first_file.into_iter().chain(["missing/file".to_string()]).collect())
+            .allow_missing_prioritized(true)),
+        ("lossless", BuildOptions::default()
+            .chunk_size(100)
+            .compression_level(1)
+            .threads(1)
+            .external_toc(true)
+            .keep_diff_id(true)),
     ];
     for (mode, opts) in modes {
         let mut blob = Vec::new();
@@ -106,11 +100,9 @@ fuzz_target!(init: estargz_fuzz::init(), |input: &[u8]| {
         if opts.keep_diff_id {
             assert!(unpacked == plain, "lossless blob does not decompress to the input tar");
         }
-        let open = OpenOptions {
-            external_toc: result.external_toc.clone(),
-            expected_toc_digest: Some(result.toc_digest.clone()),
-            ..Default::default()
-        };
+        let open = OpenOptions::default()
+            .external_toc_data(result.external_toc_data.clone())
+            .expected_toc_digest(Some(result.toc_digest.clone()));
         let reader = match Reader::open(source(&blob), &open) {
             Ok(reader) => reader,
             Err(e) if estargz_fuzz::ignored(&e.to_string()) => continue,
@@ -121,7 +113,7 @@ fuzz_target!(init: estargz_fuzz::init(), |input: &[u8]| {
         let kept = reader.toc_entry_count();
         assert!(kept <= result.toc_entries, "{mode}: reader has more entries than built");
         assert_eq!(kept == 0, result.toc_entries == 0, "{mode}: entries lost");
-        if let Err(e) = reader.verify_all() {
+        if let Err(e) = reader.verify() {
             panic!("{mode}: built blob does not verify: {e}");
         }
         let files = exercise_reader(&reader, false);

@@ -185,12 +185,10 @@ fn build_blob(tar: &[u8], opts: &BuildOptions) -> (Vec<u8>, estargz_core::BuildR
 pub fn blobs() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for (name, tar) in tars() {
-        let normal = BuildOptions {
-            chunk_size: 1024,
-            level: 6,
-            threads: 1,
-            ..Default::default()
-        };
+        let normal = BuildOptions::default()
+            .chunk_size(1024)
+            .compression_level(6)
+            .threads(1);
         let (blob, result) = build_blob(&tar, &normal);
         // The same TOC and data as a framed-TOC input (see `assemble_framed`).
         let reader = estargz_core::Reader::open(crate::source(&blob), &Default::default())
@@ -206,28 +204,24 @@ pub fn blobs() -> Vec<(String, Vec<u8>)> {
         out.push((format!("{name}-legacy"), legacy));
         out.push((format!("{name}-normal"), blob));
 
-        let min_chunk = BuildOptions {
-            chunk_size: 512,
-            min_chunk_size: 2048,
-            level: 1,
-            threads: 1,
-            prioritized_files: vec!["b".into(), "z".into()],
-            allow_prioritize_not_found: true,
-            ..Default::default()
-        };
+        let min_chunk = BuildOptions::default()
+            .chunk_size(512)
+            .min_chunk_size(2048)
+            .compression_level(1)
+            .threads(1)
+            .prioritized_files(vec!["b".into(), "z".into()])
+            .allow_missing_prioritized(true);
         out.push((format!("{name}-minchunk"), build_blob(&tar, &min_chunk).0));
 
         if name != "landmark-and-toc" {
-            let lossless = BuildOptions {
-                chunk_size: 700,
-                level: 1,
-                threads: 1,
-                external_toc: true,
-                keep_diff_id: true,
-                ..Default::default()
-            };
+            let lossless = BuildOptions::default()
+                .chunk_size(700)
+                .compression_level(1)
+                .threads(1)
+                .external_toc(true)
+                .keep_diff_id(true);
             let (blob, result) = build_blob(&tar, &lossless);
-            let toc = result.external_toc.expect("external TOC");
+            let toc = result.external_toc_data.expect("external TOC");
             out.push((format!("{name}-external"), frame_external(&blob, &toc)));
         }
     }
@@ -242,10 +236,7 @@ pub fn toc_jsons() -> Vec<(String, Vec<u8>)> {
             continue;
         }
         let (blob, ext) = split_external(&blob);
-        let opts = estargz_core::OpenOptions {
-            external_toc: ext.map(<[u8]>::to_vec),
-            ..Default::default()
-        };
+        let opts = estargz_core::OpenOptions::default().external_toc_data(ext.map(<[u8]>::to_vec));
         let reader = estargz_core::Reader::open(crate::source(blob), &opts).expect("seed opens");
         let mut json = reader.toc().expect("a blob just built").to_json();
         let footer = reader.footer();

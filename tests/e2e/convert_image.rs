@@ -270,10 +270,7 @@ fn original_rootfs(dir: &Path, tars: &[Vec<u8>]) -> BTreeMap<String, Snapshot> {
 }
 
 fn no_owner_extract() -> ExtractOptions {
-    ExtractOptions {
-        preserve_owners: false,
-        ..Default::default()
-    }
+    ExtractOptions::default().same_owner(false)
 }
 
 fn read_layout_json<T: serde::de::DeserializeOwned>(layout: &OciLayout, digest: &str) -> T {
@@ -356,12 +353,10 @@ fn oci_to_oci_multi_platform_and_platform_choice() {
     let mut trees = Vec::new();
     for (i, l) in m.layers.iter().enumerate() {
         let src = FileSource::open(layout.blob_path(&l.digest).unwrap()).unwrap();
-        let opts = OpenOptions {
-            expected_toc_digest: Some(l.annotations[TOC_DIGEST_ANNOTATION].clone()),
-            ..Default::default()
-        };
+        let opts = OpenOptions::default()
+            .expected_toc_digest(Some(l.annotations[TOC_DIGEST_ANNOTATION].clone()));
         let reader = Reader::open(Arc::new(src), &opts).unwrap();
-        reader.verify_all().unwrap();
+        reader.verify().unwrap();
         let toc = reader.toc().unwrap();
         let names: Vec<&str> = toc
             .entries
@@ -400,10 +395,7 @@ fn oci_to_oci_multi_platform_and_platform_choice() {
 
     // One platform; converting the converted image keeps every layer.
     let again = dir.path().join("again");
-    let opts = ConvertOptions {
-        platforms: vec![Platform::parse("linux/arm64").unwrap()],
-        ..Default::default()
-    };
+    let opts = ConvertOptions::default().platforms(vec![Platform::parse("linux/arm64").unwrap()]);
     let registry = Registry::new(HttpOptions::default());
     let report = convert_image(
         &Source::open(
@@ -495,14 +487,12 @@ fn bad_inputs_give_clear_errors() {
 // ---- with a registry ----
 
 fn http_opts() -> HttpOptions {
-    HttpOptions {
-        plain_http: true,
-        request_timeout: Duration::from_secs(20),
-        max_retries: 1,
-        min_backoff: Duration::from_millis(10),
-        auth_files: Vec::new(),
-        ..Default::default()
-    }
+    HttpOptions::default()
+        .plain_http(true)
+        .request_timeout(Duration::from_secs(20))
+        .retries(1)
+        .min_backoff(Duration::from_millis(10))
+        .auth_files(Vec::new())
 }
 
 /// Debian's skopeo: required, so the image checks can never be skipped.

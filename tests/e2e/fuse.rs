@@ -337,7 +337,7 @@ fn concurrent_random_reads_get_the_right_bytes() {
     let mut m = Mounted::start(
         blob.to_str().unwrap(),
         &mnt,
-        &["--memory-cache", "1048576", "--threads", "8"],
+        &["--memory-cache-size", "1048576", "--threads", "8"],
     );
     let files = Arc::new(files);
     let ops = Arc::new(AtomicU64::new(0));
@@ -417,7 +417,7 @@ fn remote_mount_is_eio_on_a_broken_chunk_and_recovers() {
             "--plain-http",
             "--retries",
             "1",
-            "--timeout",
+            "--request-timeout",
             "5",
             "--no-prefetch",
             // Only the reads below may fetch (and meet the faults).

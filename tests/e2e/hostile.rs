@@ -535,11 +535,11 @@ fn push_image(reference: &str, blobs: &[(&[u8], &str)]) {
         UNCOMPRESSED_SIZE_ANNOTATION,
     };
     use estargz_core::remote::{HttpOptions, Reference, Registry};
-    let registry = Registry::new(HttpOptions {
-        plain_http: true,
-        auth_files: Vec::new(),
-        ..Default::default()
-    });
+    let registry = Registry::new(
+        HttpOptions::default()
+            .plain_http(true)
+            .auth_files(Vec::new()),
+    );
     let reference = Reference::parse(reference).unwrap();
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
@@ -622,7 +622,7 @@ fn the_store_survives_a_hostile_layer_next_to_a_good_one() {
         "--plain-http".as_ref(),
         "--retries".as_ref(),
         "1".as_ref(),
-        "--timeout".as_ref(),
+        "--request-timeout".as_ref(),
         "5".as_ref(),
     ];
     let mut child = util::start_fuse_process(&args, &mnt, &log);

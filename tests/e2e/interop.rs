@@ -150,11 +150,9 @@ fn compare(expected: &Value, got: &BTreeMap<String, Value>, what: &str) {
 }
 
 fn open_options(external_toc: Option<PathBuf>, toc_digest: String) -> OpenOptions {
-    OpenOptions {
-        external_toc: external_toc.map(|p| fs::read(p).unwrap()),
-        expected_toc_digest: Some(toc_digest),
-        ..Default::default()
-    }
+    OpenOptions::default()
+        .external_toc_data(external_toc.map(|p| fs::read(p).unwrap()))
+        .expected_toc_digest(Some(toc_digest))
 }
 
 #[test]
@@ -169,7 +167,7 @@ fn go_blobs_read_identically_with_rust() {
         let src = Arc::new(FileSource::open(dir.join("blob.esgz")).unwrap());
         let reader = Reader::open(src, &opts).unwrap_or_else(|e| panic!("{name}: open: {e}"));
         reader
-            .verify_all()
+            .verify()
             .unwrap_or_else(|e| panic!("{name}: verify: {e}"));
         compare(
             &read_json(&dir.join("expected.json")),
@@ -197,22 +195,22 @@ fn rust_blobs_verify_and_read_identically_with_go() {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let meta = read_json(&dir.join("meta.json"));
         let num = |k: &str| meta[k].as_i64().unwrap_or(0).max(0) as u64;
-        let opts = BuildOptions {
-            chunk_size: num("chunkSize"),
-            min_chunk_size: num("minChunkSize"),
-            level: match num("level") {
+        let opts = BuildOptions::default()
+            .chunk_size(num("chunkSize"))
+            .min_chunk_size(num("minChunkSize"))
+            .compression_level(match num("level") {
                 0 => 9,
                 l => l as u32,
-            },
-            prioritized_files: meta["prioritized"]
-                .as_array()
-                .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
-                .unwrap_or_default(),
-            allow_prioritize_not_found: true,
-            external_toc: meta["externalTOC"] == true,
-            keep_diff_id: meta["keepDiffID"] == true,
-            ..Default::default()
-        };
+            })
+            .prioritized_files(
+                meta["prioritized"]
+                    .as_array()
+                    .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+                    .unwrap_or_default(),
+            )
+            .allow_missing_prioritized(true)
+            .external_toc(meta["externalTOC"] == true)
+            .keep_diff_id(meta["keepDiffID"] == true);
         let blob_path = out.path().join(format!("{name}.esgz"));
         let mut file = fs::File::create(&blob_path).unwrap();
         let result = build(BuildInput::Path(dir.join("input.tar")), &mut file, &opts)
@@ -227,7 +225,7 @@ fn rust_blobs_verify_and_read_identically_with_go() {
             .arg(dir.join("expected.json"))
             .arg("--toc-digest")
             .arg(&result.toc_digest);
-        if let Some(toc) = &result.external_toc {
+        if let Some(toc) = &result.external_toc_data {
             let toc_path = out.path().join(format!("{name}.toc.gz"));
             fs::write(&toc_path, toc).unwrap();
             check.arg("--external-toc").arg(toc_path);

@@ -128,7 +128,7 @@ impl Store {
             "--plain-http".as_ref(),
             "--retries".as_ref(),
             "1".as_ref(),
-            "--timeout".as_ref(),
+            "--request-timeout".as_ref(),
             "5".as_ref(),
             // What the pull and the save download is measured below; the
             // background fetch has a test of its own (store_fetch.rs).
@@ -234,11 +234,11 @@ impl Drop for Podman {
 }
 
 fn registry_client() -> Registry {
-    Registry::new(HttpOptions {
-        plain_http: true,
-        auth_files: Vec::new(),
-        ..Default::default()
-    })
+    Registry::new(
+        HttpOptions::default()
+            .plain_http(true)
+            .auth_files(Vec::new()),
+    )
 }
 
 fn stat_errno(path: &Path) -> Option<i32> {

@@ -114,7 +114,7 @@ fn gzip_input_and_lossless_mode() {
     );
     run(Command::new(estargz_bin())
         .arg("verify")
-        .arg("--external-toc")
+        .arg("--external-toc-data")
         .arg(&toc)
         .arg(&blob));
 }

@@ -141,11 +141,11 @@ fn push(reference: &str, blob: &Path) {
 
 /// The TOC digest annotation of the only layer of `reference`.
 fn toc_digest(reference: &str) -> String {
-    let client = Registry::new(HttpOptions {
-        plain_http: true,
-        auth_files: Vec::new(),
-        ..Default::default()
-    });
+    let client = Registry::new(
+        HttpOptions::default()
+            .plain_http(true)
+            .auth_files(Vec::new()),
+    );
     let img = client
         .resolve_image(&Reference::parse(reference).unwrap(), None)
         .unwrap();
@@ -271,7 +271,7 @@ fn a_registry_that_never_answers_does_not_stall_the_store() {
             "store",
             mnt.to_str().unwrap(),
             "--plain-http",
-            "--timeout",
+            "--request-timeout",
             "3",
         ],
         &mnt,

@@ -20,21 +20,22 @@ use crate::toc::{Toc, TOC_NAME};
 /// Default chunk size: 4 MiB.
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 /// Default gzip level, as in the reference.
-pub const DEFAULT_LEVEL: u32 = 9;
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 9;
 
 /// Builder options; `Default` matches the reference's defaults.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BuildOptions {
     /// Chunk size in bytes (0 = 4 MiB).
     pub chunk_size: u64,
     /// Minimum compressed size of a gzip member (0 = off); enables `innerOffset`.
     pub min_chunk_size: u64,
     /// Compression level: 0-9 as in gzip (10-12 give libdeflate's extra effort).
-    pub level: u32,
+    pub compression_level: u32,
     /// Files to place first and prefetch (see `.prefetch.landmark`).
     pub prioritized_files: Vec<String>,
     /// Collect prioritized files that are missing instead of failing.
-    pub allow_prioritize_not_found: bool,
+    pub allow_missing_prioritized: bool,
     /// Keep the TOC out of the blob (46-byte footer); it is returned separately.
     pub external_toc: bool,
     /// Lossless mode: the decompressed blob equals the input tar byte for byte.
@@ -51,9 +52,9 @@ impl Default for BuildOptions {
         BuildOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             min_chunk_size: 0,
-            level: DEFAULT_LEVEL,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
             prioritized_files: Vec::new(),
-            allow_prioritize_not_found: false,
+            allow_missing_prioritized: false,
             external_toc: false,
             keep_diff_id: false,
             threads: 0,
@@ -79,20 +80,32 @@ pub struct BuildResult {
     pub uncompressed_size: u64,
     /// Blob offset of the embedded TOC member (`None` for an external TOC).
     pub toc_offset: Option<u64>,
-    /// The TOC as a gzip member, when `external_toc` is set.
-    pub external_toc: Option<Vec<u8>>,
-    /// Prioritized files that were not found (with `allow_prioritize_not_found`).
+    /// The TOC as a gzip member, when [`BuildOptions::external_toc`] is set.
+    pub external_toc_data: Option<Vec<u8>>,
+    /// Prioritized files that were not found (with `allow_missing_prioritized`).
     pub missed_prioritized: Vec<String>,
     /// Number of TOC entries.
     pub toc_entries: usize,
 }
 
+crate::options::option_setters!(BuildOptions {
+    chunk_size: u64,
+    min_chunk_size: u64,
+    compression_level: u32,
+    prioritized_files: Vec<String>,
+    allow_missing_prioritized: bool,
+    external_toc: bool,
+    keep_diff_id: bool,
+    threads: usize,
+    temp_dir: Option<PathBuf>,
+});
+
 impl BuildOptions {
     fn validate(&self) -> Result<()> {
-        if self.level > 12 {
+        if self.compression_level > 12 {
             return Err(Error::InvalidArgument(format!(
                 "compression level {} (valid: 0-12)",
-                self.level
+                self.compression_level
             )));
         }
         if self.keep_diff_id && !self.external_toc {
@@ -158,7 +171,7 @@ pub fn build(input: BuildInput, out: &mut dyn Write, opts: &BuildOptions) -> Res
         let ordering = order::order_entries(
             &index.entries,
             &opts.prioritized_files,
-            opts.allow_prioritize_not_found,
+            opts.allow_missing_prioritized,
         )?;
         (
             plan::plan_reordered(&index, &ordering.items, chunk_size),
@@ -181,7 +194,7 @@ pub fn build(input: BuildInput, out: &mut dyn Write, opts: &BuildOptions) -> Res
             &mut plan,
             source,
             &mut output,
-            opts.level,
+            opts.compression_level,
             opts.min_chunk_size,
         )?;
     } else {
@@ -189,7 +202,7 @@ pub fn build(input: BuildInput, out: &mut dyn Write, opts: &BuildOptions) -> Res
             &mut plan,
             source,
             &mut output,
-            opts.level,
+            opts.compression_level,
             opts.effective_threads(),
         )?;
     }
@@ -202,7 +215,8 @@ pub fn build(input: BuildInput, out: &mut dyn Write, opts: &BuildOptions) -> Res
     let json = toc.to_json();
     let toc_digest = sha256_digest(&json);
     let toc_tar = toc_tar(&json);
-    let toc_member = exec::gzip_member(&mut exec::new_compressor(opts.level)?, &toc_tar);
+    let toc_member =
+        exec::gzip_member(&mut exec::new_compressor(opts.compression_level)?, &toc_tar);
 
     let (toc_offset, external_toc) = if opts.external_toc {
         output.write_compressed(&Footer::ExternalToc.to_bytes())?;
@@ -223,7 +237,7 @@ pub fn build(input: BuildInput, out: &mut dyn Write, opts: &BuildOptions) -> Res
         diff_id: output.diff_hash.finish(),
         uncompressed_size,
         toc_offset,
-        external_toc,
+        external_toc_data: external_toc,
         missed_prioritized: missed,
         toc_entries,
     })

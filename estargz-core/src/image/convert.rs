@@ -27,6 +27,7 @@ const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 /// Conversion options.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct ConvertOptions {
     /// Per-layer build options (chunk size, level, min chunk size, external
     /// TOC, keep-diff-id, threads, temp dir); `prioritized_files` is ignored
@@ -39,6 +40,13 @@ pub struct ConvertOptions {
     /// Layers converted at the same time (0 = 2).
     pub layer_jobs: usize,
 }
+
+crate::options::option_setters!(ConvertOptions {
+    build: BuildOptions,
+    prioritized: BTreeMap<usize, Vec<String>>,
+    platforms: Vec<Platform>,
+    layer_jobs: usize,
+});
 
 /// What happened, for the caller's report.
 #[derive(Debug, Clone)]
@@ -404,7 +412,7 @@ fn convert_layer(src: &Source, dst: &Target, opts: &ConvertOptions, job: &Job) -
         ),
         diff_id: result.diff_id,
         kept: false,
-        toc: result.external_toc,
+        toc: result.external_toc_data,
     })
 }
 

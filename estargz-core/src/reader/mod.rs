@@ -77,9 +77,10 @@ pub const DEFAULT_MAX_MEMBER_INFLATION: u64 = 64;
 /// [`Error::LimitExceeded`] naming the limit, decided from sizes and counts
 /// before the memory is allocated or the work done.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct OpenOptions {
     /// The TOC gzip member for blobs with an external TOC.
-    pub external_toc: Option<Vec<u8>>,
+    pub external_toc_data: Option<Vec<u8>>,
     /// Fail unless the TOC digest equals this (`containerd.io/snapshot/stargz/toc.digest`).
     pub expected_toc_digest: Option<String>,
     /// Most bytes of TOC JSON (and of the compressed TOC member).
@@ -107,7 +108,7 @@ pub struct OpenOptions {
 impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
-            external_toc: None,
+            external_toc_data: None,
             expected_toc_digest: None,
             max_toc_size: DEFAULT_MAX_TOC_SIZE,
             max_chunk_size: DEFAULT_MAX_CHUNK_SIZE,
@@ -119,6 +120,18 @@ impl Default for OpenOptions {
         }
     }
 }
+
+crate::options::option_setters!(OpenOptions {
+    external_toc_data: Option<Vec<u8>>,
+    expected_toc_digest: Option<String>,
+    max_toc_size: u64,
+    max_chunk_size: u64,
+    max_entries: u64,
+    max_path_depth: u64,
+    max_name_bytes: u64,
+    max_member_inflation: u64,
+    cache: Option<Arc<ChunkCache>>,
+});
 
 impl OpenOptions {
     fn toc_limits(&self) -> crate::toc::TocLimits {
@@ -375,7 +388,7 @@ impl Reader {
         let loaded = load_toc(
             &*src,
             &footer,
-            opts.external_toc.as_deref(),
+            opts.external_toc_data.as_deref(),
             &toc_options,
             &mut |e| tree.add(e),
         )?;
@@ -384,7 +397,7 @@ impl Reader {
             src,
             footer,
             toc_entries: loaded.entries as usize,
-            external_toc: opts.external_toc.clone(),
+            external_toc: opts.external_toc_data.clone(),
             toc_limits: toc_options.limits,
             max_toc_size: opts.max_toc_size,
             toc_digest: loaded.digest,
@@ -457,7 +470,7 @@ impl Reader {
     }
 
     /// Checks the TOC digest against the expected one (e.g. the layer annotation).
-    pub fn verify_toc(&self, expected: &str) -> Result<()> {
+    pub fn verify_toc_digest(&self, expected: &str) -> Result<()> {
         if expected == self.toc_digest {
             Ok(())
         } else {
@@ -855,7 +868,7 @@ impl Reader {
     /// members are processed in parallel. Chunks are hashed as they stream,
     /// and compressed members read whole share the reader's buffer budget,
     /// so memory does not grow with the number of threads.
-    pub fn verify_all(&self) -> Result<u64> {
+    pub fn verify(&self) -> Result<u64> {
         use rayon::prelude::*;
         let work = self.chunks_in_blob_order(|_, _| true);
         members_of(&work)

@@ -14,6 +14,7 @@ use crate::source::ReadAt;
 
 /// How a blob is fetched.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BlobOptions {
     /// Most ranges in one request (a cap stargz lacks; long Range headers
     /// get rejected by proxies).
@@ -37,6 +38,13 @@ impl Default for BlobOptions {
         }
     }
 }
+
+crate::options::option_setters!(BlobOptions {
+    max_ranges_per_request: usize,
+    max_concurrent_requests: usize,
+    force_single_range: bool,
+    merge_gap: u64,
+});
 
 /// Counters for the "fetched vs blob size" summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

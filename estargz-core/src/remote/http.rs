@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 
 /// Knobs of the HTTP layer; defaults follow stargz-snapshotter's.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HttpOptions {
     /// Use `http://` for every registry.
     pub plain_http: bool,
@@ -27,7 +28,7 @@ pub struct HttpOptions {
     /// Retries after the first attempt, on network errors, 429 and 5xx; an
     /// attempt that times out is retried once, so a registry that never
     /// answers fails an operation within two timeouts.
-    pub max_retries: u32,
+    pub retries: u32,
     /// First retry backoff (doubled per attempt, with jitter).
     pub min_backoff: Duration,
     /// Longest retry backoff.
@@ -46,7 +47,7 @@ impl Default for HttpOptions {
             insecure_registries: Vec::new(),
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
-            max_retries: 5,
+            retries: 5,
             min_backoff: Duration::from_millis(30),
             max_backoff: Duration::from_secs(5),
             auth_files: auth::default_auth_files(),
@@ -54,6 +55,18 @@ impl Default for HttpOptions {
         }
     }
 }
+
+crate::options::option_setters!(HttpOptions {
+    plain_http: bool,
+    insecure_registries: Vec<String>,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    retries: u32,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    auth_files: Vec<PathBuf>,
+    max_connections_per_host: usize,
+});
 
 /// A request body that can be replayed for retries.
 #[derive(Clone, Copy)]
@@ -278,14 +291,14 @@ impl Transport {
     ) -> Result<T> {
         let mut delay = self.opts.min_backoff;
         let mut timeouts = 0;
-        for n in 0..=self.opts.max_retries {
+        for n in 0..=self.opts.retries {
             match attempt()? {
                 Attempt::Done(v) => return Ok(v),
                 // A registry that let two attempts run into the timeout is
                 // stuck, not flaky: fail now rather than after every retry
                 // (callers, e.g. a FUSE lookup, are waiting).
                 Attempt::Retry(e)
-                    if n == self.opts.max_retries
+                    if n == self.opts.retries
                         || (matches!(e, Error::Timeout(_)) && timeouts == MAX_TIMEOUTS - 1) =>
                 {
                     return Err(with_context(

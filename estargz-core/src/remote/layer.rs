@@ -27,16 +27,17 @@ fn has_external_toc(blob: &dyn ReadAt) -> bool {
 }
 
 /// How a registry layer is opened and read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct LayerOptions {
     /// Range requests: concurrency, timeouts, single-range mode.
     pub blob: BlobOptions,
     /// Verified chunks shared with other readers (default: a small one per layer).
     pub cache: Option<Arc<ChunkCache>>,
-    /// Refuse layers whose descriptor has no TOC digest annotation: without
-    /// it the TOC (and so every chunk digest) is not anchored to the
-    /// manifest. stargz-snapshotter refuses them too.
-    pub require_toc_digest: bool,
+    /// Open layers whose descriptor has no TOC digest annotation. Off by
+    /// default: without it the TOC (and so every chunk digest) is not
+    /// anchored to the manifest; stargz-snapshotter refuses them too.
+    pub allow_unverified_toc: bool,
     /// Read-ahead and request merging of the layer's compressed bytes.
     pub spans: SpanCacheOptions,
     /// Where the layer's fetched compressed bytes are kept (an unlinked
@@ -44,17 +45,13 @@ pub struct LayerOptions {
     pub span_dir: Option<PathBuf>,
 }
 
-impl Default for LayerOptions {
-    fn default() -> Self {
-        LayerOptions {
-            blob: BlobOptions::default(),
-            cache: None,
-            require_toc_digest: true,
-            spans: SpanCacheOptions::default(),
-            span_dir: None,
-        }
-    }
-}
+crate::options::option_setters!(LayerOptions {
+    blob: BlobOptions,
+    cache: Option<Arc<ChunkCache>>,
+    allow_unverified_toc: bool,
+    spans: SpanCacheOptions,
+    span_dir: Option<PathBuf>,
+});
 
 /// A lazily read layer.
 pub struct RemoteLayer {
@@ -71,7 +68,7 @@ pub struct RemoteLayer {
     /// The open layer: TOC checked against the annotation, chunks verified as read.
     pub reader: Arc<Reader>,
     /// The TOC gzip member from the TOC image, for external-TOC layers.
-    pub external_toc: Option<Vec<u8>>,
+    pub external_toc_data: Option<Vec<u8>>,
 }
 
 /// Opens layer `index` of `image` (footer + TOC: two range requests).
@@ -103,7 +100,7 @@ pub fn open_layer(
         )));
     }
     let toc_digest = descriptor.toc_digest().map(str::to_string);
-    if toc_digest.is_none() && opts.require_toc_digest {
+    if toc_digest.is_none() && !opts.allow_unverified_toc {
         return Err(Error::InvalidArgument(format!(
             "{what}: no {} annotation, so its TOC cannot be verified (allow unverified TOCs to read it anyway)",
             manifest::TOC_DIGEST_ANNOTATION
@@ -139,11 +136,11 @@ pub fn open_layer(
             )
             .map_err(|e2| e2.with_context(&format!("{what} ({e})")))?;
             let open = OpenOptions {
-                external_toc: Some(toc),
+                external_toc_data: Some(toc),
                 ..open
             };
             let r = Reader::open(spans.clone(), &open).map_err(|e| e.with_context(&what))?;
-            external_toc = open.external_toc;
+            external_toc = open.external_toc_data;
             r
         }
         Err(Error::InvalidFooter(m)) => {
@@ -157,6 +154,6 @@ pub fn open_layer(
         blob,
         spans,
         reader: Arc::new(reader),
-        external_toc,
+        external_toc_data: external_toc,
     })
 }

@@ -201,7 +201,7 @@ static estargz_result build_path(const char *in, const char *out, uint64_t chunk
   estargz_builder *b = NULL;
   estargz_result rc = estargz_builder_new(&b);
   if (rc == ESTARGZ_OK) rc = estargz_builder_set_chunk_size(b, chunk);
-  if (rc == ESTARGZ_OK) rc = estargz_builder_set_level(b, level);
+  if (rc == ESTARGZ_OK) rc = estargz_builder_set_compression_level(b, level);
   if (rc == ESTARGZ_OK) rc = estargz_builder_set_input_path(b, in);
   if (rc == ESTARGZ_OK) rc = estargz_builder_set_output_path(b, out);
   if (rc == ESTARGZ_OK) rc = estargz_builder_run(b, res);
@@ -331,9 +331,9 @@ static void test_last_error(void) {
   /* The per-handle message. */
   OK(estargz_builder_last_error(b, buf, sizeof buf, &n));
   CHECK(n == 0 && buf[0] == 0);
-  INVALID(estargz_builder_set_level(b, 99));
+  INVALID(estargz_builder_set_compression_level(b, 99));
   OK(estargz_builder_last_error(b, buf, sizeof buf, &n));
-  CHECK(strstr(buf, "estargz_builder_set_level: compression level 99") == buf);
+  CHECK(strstr(buf, "estargz_builder_set_compression_level: compression level 99") == buf);
   INVALID(estargz_builder_last_error(NULL, buf, sizeof buf, &n));
   INVALID(estargz_builder_last_error(b, NULL, 3, &n));
   estargz_builder_free(b);
@@ -370,8 +370,9 @@ static void test_build_defaults(void) {
   CHECK(estargz_build_result_toc_offset(res, &toc_offset));
   CHECK(toc_offset > 0 && toc_offset < estargz_build_result_blob_size(res));
   CHECK(estargz_build_result_toc_offset(res, NULL));
+  CHECK(!estargz_build_result_has_external_toc(res));
   size_t len = 99;
-  CHECK(estargz_build_result_external_toc(res, &len) == NULL && len == 0);
+  CHECK(estargz_build_result_external_toc_data(res, &len) == NULL && len == 0);
   CHECK(estargz_build_result_missed_prioritized_count(res) == 0);
   CHECK(estargz_build_result_missed_prioritized(res, 0) == NULL);
   /* Input and output were used up by the run. */
@@ -397,7 +398,7 @@ static void test_build_inputs_outputs(void) {
   estargz_builder *b = NULL;
   OK(estargz_builder_new(&b));
   OK(estargz_builder_set_chunk_size(b, 65536));
-  OK(estargz_builder_set_level(b, 1));
+  OK(estargz_builder_set_compression_level(b, 1));
   OK(estargz_builder_set_threads(b, 2));
 
   /* path -> path */
@@ -512,9 +513,9 @@ static void test_build_options(void) {
   OK(estargz_builder_new(&b));
 
   /* Levels: 0-12 valid. */
-  INVALID(estargz_builder_set_level(b, 13));
-  OK(estargz_builder_set_level(b, 12));
-  OK(estargz_builder_set_level(b, 0));
+  INVALID(estargz_builder_set_compression_level(b, 13));
+  OK(estargz_builder_set_compression_level(b, 12));
+  OK(estargz_builder_set_compression_level(b, 0));
   OK(estargz_builder_set_chunk_size(b, 0)); /* default */
   OK(estargz_builder_set_threads(b, 0));
 
@@ -580,27 +581,28 @@ static void test_build_options(void) {
   check_result(res, p);
   uint64_t off = 0;
   CHECK(!estargz_build_result_toc_offset(res, &off));
+  CHECK(estargz_build_result_has_external_toc(res));
   size_t toc_len = 0;
-  const uint8_t *toc = estargz_build_result_external_toc(res, &toc_len);
+  const uint8_t *toc = estargz_build_result_external_toc_data(res, &toc_len);
   CHECK(toc != NULL && toc_len > 20 && toc[0] == 0x1f && toc[1] == 0x8b);
-  CHECK(estargz_build_result_external_toc(res, NULL) == toc);
+  CHECK(estargz_build_result_external_toc_data(res, NULL) == toc);
   r = NULL;
   CHECK_RC(estargz_reader_open_path(p, NULL, &r), ESTARGZ_INVALID_ARGUMENT);
   CHECK(r == NULL);
   estargz_open_options *o = NULL;
   OK(estargz_open_options_new(&o));
-  OK(estargz_open_options_set_external_toc(o, toc, toc_len));
+  OK(estargz_open_options_set_external_toc_data(o, toc, toc_len));
   OK(estargz_open_options_set_expected_toc_digest(o, estargz_build_result_toc_digest(res)));
   OK(estargz_reader_open_path(p, o, &r));
   estargz_blob_info info;
   info.struct_size = sizeof info;
   OK(estargz_reader_info(r, &info));
   CHECK(info.footer_kind == ESTARGZ_FOOTER_EXTERNAL_TOC && info.footer_size == 46);
-  CHECK(info.toc_offset == 0);
+  CHECK(info.toc_offset == 0 && info.has_external_toc);
   CHECK(same_as_tree(r, "dir/big.txt", 100000));
   estargz_reader_free(r);
   /* Clearing the external TOC again. */
-  OK(estargz_open_options_set_external_toc(o, NULL, 0));
+  OK(estargz_open_options_set_external_toc_data(o, NULL, 0));
   r = NULL;
   CHECK_RC(estargz_reader_open_path(p, o, &r), ESTARGZ_INVALID_ARGUMENT);
   estargz_open_options_free(o);
@@ -690,7 +692,7 @@ static void check_open(estargz_reader *r, uint64_t blob_size) {
   OK(estargz_reader_info(r, &info));
   CHECK(info.blob_size == blob_size);
   CHECK(info.footer_kind == ESTARGZ_FOOTER_ESTARGZ && info.footer_size == 51);
-  CHECK(info.toc_offset > 0 && info.toc_offset < blob_size);
+  CHECK(info.toc_offset > 0 && info.toc_offset < blob_size && !info.has_external_toc);
   CHECK(info.toc_entries > 5 && info.entry_count > 5);
   CHECK(same_as_tree(r, "hello.txt", 4096));
   CHECK(same_as_tree(r, "dir/big.txt", 10000));
@@ -791,6 +793,20 @@ static void test_open_variants(void) {
   OK(estargz_reader_read(r, e.id, 0, buf, sizeof buf, &n));
   CHECK(n == sizeof buf);
   estargz_reader_free(r);
+  /* The tree limits: each fails this blob when small, 0 restores it. */
+  estargz_result (*limits[])(estargz_open_options *, uint64_t) = {
+      estargz_open_options_set_max_entries, estargz_open_options_set_max_path_depth,
+      estargz_open_options_set_max_name_bytes};
+  for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+    OK(limits[i](o, 1));
+    r = NULL;
+    CHECK_RC(estargz_reader_open_memory(blob, len, o, &r), ESTARGZ_LIMIT_EXCEEDED);
+    CHECK(r == NULL);
+    OK(limits[i](o, 0));
+    OK(estargz_reader_open_memory(blob, len, o, &r));
+    estargz_reader_free(r);
+  }
+  OK(estargz_open_options_set_max_member_inflation(o, 0));
   estargz_open_options_free(o);
 
   /* Files that are not there or not blobs. */
@@ -1410,7 +1426,7 @@ static void test_null_arguments(void) {
   /* Builder. */
   INVALID(estargz_builder_new(NULL));
   INVALID(estargz_builder_set_chunk_size(NULL, 1));
-  INVALID(estargz_builder_set_level(NULL, 1));
+  INVALID(estargz_builder_set_compression_level(NULL, 1));
   INVALID(estargz_builder_set_min_chunk_size(NULL, 1));
   INVALID(estargz_builder_add_prioritized_file(NULL, "a"));
   INVALID(estargz_builder_set_allow_missing_prioritized(NULL, true));
@@ -1452,21 +1468,26 @@ static void test_null_arguments(void) {
   CHECK(estargz_build_result_toc_entries(NULL) == 0);
   uint64_t off = 7;
   CHECK(!estargz_build_result_toc_offset(NULL, &off) && off == 7);
+  CHECK(!estargz_build_result_has_external_toc(NULL));
   size_t len = 7;
-  CHECK(estargz_build_result_external_toc(NULL, &len) == NULL && len == 0);
-  CHECK(estargz_build_result_external_toc(NULL, NULL) == NULL);
+  CHECK(estargz_build_result_external_toc_data(NULL, &len) == NULL && len == 0);
+  CHECK(estargz_build_result_external_toc_data(NULL, NULL) == NULL);
   CHECK(estargz_build_result_missed_prioritized_count(NULL) == 0);
   CHECK(estargz_build_result_missed_prioritized(NULL, 0) == NULL);
 
   /* Open options. */
   INVALID(estargz_open_options_new(NULL));
   INVALID(estargz_open_options_set_expected_toc_digest(NULL, "x"));
-  INVALID(estargz_open_options_set_external_toc(NULL, NULL, 0));
+  INVALID(estargz_open_options_set_external_toc_data(NULL, NULL, 0));
   INVALID(estargz_open_options_set_max_toc_size(NULL, 1));
   INVALID(estargz_open_options_set_max_chunk_size(NULL, 1));
+  INVALID(estargz_open_options_set_max_entries(NULL, 1));
+  INVALID(estargz_open_options_set_max_path_depth(NULL, 1));
+  INVALID(estargz_open_options_set_max_name_bytes(NULL, 1));
+  INVALID(estargz_open_options_set_max_member_inflation(NULL, 1));
   estargz_open_options *o = NULL;
   OK(estargz_open_options_new(&o));
-  INVALID(estargz_open_options_set_external_toc(o, NULL, 5));
+  INVALID(estargz_open_options_set_external_toc_data(o, NULL, 5));
   INVALID(estargz_open_options_set_expected_toc_digest(o, "\xc3\x28"));
   estargz_open_options_free(o);
 
@@ -1651,7 +1672,7 @@ static void test_remote(void) {
   INVALID(estargz_remote_options_set_plain_http(NULL, true));
   INVALID(estargz_remote_options_add_insecure_registry(NULL, "h"));
   INVALID(estargz_remote_options_set_auth_file(NULL, NULL));
-  INVALID(estargz_remote_options_set_timeout_ms(NULL, 1));
+  INVALID(estargz_remote_options_set_request_timeout_ms(NULL, 1));
   INVALID(estargz_remote_options_set_retries(NULL, 1));
   INVALID(estargz_remote_options_set_platform(NULL, NULL));
   INVALID(estargz_remote_options_set_cache_dir(NULL, NULL, 0));
@@ -1679,7 +1700,7 @@ static void test_remote(void) {
   OK(estargz_remote_options_set_memory_cache_size(o, 1 << 20));
   OK(estargz_remote_options_set_allow_unverified_toc(o, false));
   OK(estargz_remote_options_set_prefetch(o, false));
-  OK(estargz_remote_options_set_timeout_ms(o, 2000));
+  OK(estargz_remote_options_set_request_timeout_ms(o, 2000));
   OK(estargz_remote_options_set_retries(o, 0));
 
   /* Argument errors. */

@@ -51,10 +51,7 @@ fn mount(entries: &[(HeaderSpec, Vec<u8>)], opts: BuildOptions) -> LayerFs {
         &opts,
     )
     .unwrap();
-    let open = OpenOptions {
-        expected_toc_digest: Some(result.toc_digest),
-        ..Default::default()
-    };
+    let open = OpenOptions::default().expected_toc_digest(Some(result.toc_digest));
     LayerFs::new(Arc::new(Reader::open(Arc::new(blob), &open).unwrap()))
 }
 
@@ -105,11 +102,9 @@ fn sample() -> LayerFs {
     ];
     mount(
         &entries,
-        BuildOptions {
-            chunk_size: 64 << 10,
-            prioritized_files: vec!["etc/passwd".into()],
-            ..Default::default()
-        },
+        BuildOptions::default()
+            .chunk_size(64 << 10)
+            .prioritized_files(vec!["etc/passwd".into()]),
     )
 }
 
@@ -283,11 +278,9 @@ fn corrupt_chunks_are_eio_never_wrong_bytes() {
     let result = build(
         BuildInput::Reader(Box::new(Cursor::new(tar(&entries)))),
         &mut blob,
-        &BuildOptions {
-            chunk_size: 64 << 10,
-            level: 0,
-            ..Default::default()
-        },
+        &BuildOptions::default()
+            .chunk_size(64 << 10)
+            .compression_level(0),
     )
     .unwrap();
     // Level 0 stores bytes verbatim: flip one inside the second chunk.
@@ -297,10 +290,7 @@ fn corrupt_chunks_are_eio_never_wrong_bytes() {
         .position(|w| w == &data[70_000..70_064])
         .unwrap();
     blob[pos] ^= 0xff;
-    let open = OpenOptions {
-        expected_toc_digest: Some(result.toc_digest),
-        ..Default::default()
-    };
+    let open = OpenOptions::default().expected_toc_digest(Some(result.toc_digest));
     let fs = LayerFs::new(Arc::new(Reader::open(Arc::new(blob), &open).unwrap()));
     let f = fs.lookup(ROOT_INO, "f").unwrap();
     assert_eq!(fs.read(f.ino, 0, 1000).unwrap(), &data[..1000]);

@@ -48,12 +48,10 @@ impl ImageSource for RegistrySource {
     }
 
     fn layer(&self, image: &Image, index: usize, verify_toc: bool) -> Result<OpenedLayer> {
-        let opts = LayerOptions {
-            cache: Some(self.cache.clone()),
-            require_toc_digest: verify_toc,
-            span_dir: self.span_dir.clone(),
-            ..Default::default()
-        };
+        let opts = LayerOptions::default()
+            .cache(Some(self.cache.clone()))
+            .allow_unverified_toc(!verify_toc)
+            .span_dir(self.span_dir.clone());
         let l = open_layer(&self.registry, image, index, &opts)?;
         // `blob` reads share the bytes file reads fetched, and the other
         // way round; sequential reads grow the read-ahead window.

@@ -143,10 +143,8 @@ impl ImageSource for Fake {
             return Err(Error::InvalidArgument("no TOC annotation".into()));
         }
         let blob = self.blobs[&d.digest].clone();
-        let opts = OpenOptions {
-            expected_toc_digest: d.toc_digest().map(str::to_string).filter(|_| verify_toc),
-            ..Default::default()
-        };
+        let opts = OpenOptions::default()
+            .expected_toc_digest(d.toc_digest().map(str::to_string).filter(|_| verify_toc));
         let reader = Reader::open(blob.clone(), &opts)?;
         Ok(OpenedLayer {
             reader: Arc::new(reader),

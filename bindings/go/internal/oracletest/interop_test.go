@@ -132,26 +132,26 @@ func TestOursReadsUpstreamBlobs(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, f := range files {
-				ours, err := r.Lookup(f.Name)
+				ours, err := r.Lookup(f.Path)
 				if err != nil {
-					t.Errorf("%s: %v", f.Name, err)
+					t.Errorf("%s: %v", f.Path, err)
 					continue
 				}
-				theirs, ok := ur.Lookup(f.Name)
+				theirs, ok := ur.Lookup(f.Path)
 				if !ok {
-					t.Fatalf("upstream: %s missing", f.Name)
+					t.Fatalf("upstream: %s missing", f.Path)
 				}
 				if ours.Type == estargz.TypeHardlink {
 					// The reference's Lookup returns the link's target.
 					if theirs.Name != ours.LinkName || theirs.Type != estargz.TypeReg {
-						t.Errorf("%s: hard link to %s, upstream %s %s", f.Name, ours.LinkName, theirs.Type, theirs.Name)
+						t.Errorf("%s: hard link to %s, upstream %s %s", f.Path, ours.LinkName, theirs.Type, theirs.Name)
 					}
 					continue
 				}
 				if ours.Type != theirs.Type || ours.LinkName != theirs.LinkName ||
-					ours.Mode.Perm() != theirs.Stat().Mode().Perm() || ours.Uname != theirs.Uname ||
+					ours.Mode.Perm() != theirs.Stat().Mode().Perm() || ours.UserName != theirs.Uname ||
 					!ours.ModTime.Equal(theirs.ModTime()) {
-					t.Errorf("%s: ours %+v, upstream %+v", f.Name, ours, theirs)
+					t.Errorf("%s: ours %+v, upstream %+v", f.Path, ours, theirs)
 				}
 			}
 			if err := fstest.TestFS(r.FS(), "etc/os-release", "data/big.txt"); err != nil {

@@ -19,7 +19,8 @@ import (
 
 // File is one tar entry of a test fixture.
 type File struct {
-	Name string
+	// Path is the entry's path in the layer.
+	Path string
 	Type byte // tar.TypeReg etc.; 0 means regular
 	Body string
 	Link string
@@ -30,13 +31,13 @@ type File struct {
 
 // Reg, Dir, Symlink and Hardlink make entries owned by user:group
 // (1000:1000).
-func Reg(name, body string) File { return File{Name: name, Type: tar.TypeReg, Body: body, Mode: 0o644} }
-func Dir(name string) File       { return File{Name: name, Type: tar.TypeDir, Mode: 0o755} }
+func Reg(name, body string) File { return File{Path: name, Type: tar.TypeReg, Body: body, Mode: 0o644} }
+func Dir(name string) File       { return File{Path: name, Type: tar.TypeDir, Mode: 0o755} }
 func Symlink(name, target string) File {
-	return File{Name: name, Type: tar.TypeSymlink, Link: target, Mode: 0o777}
+	return File{Path: name, Type: tar.TypeSymlink, Link: target, Mode: 0o777}
 }
 func Hardlink(name, target string) File {
-	return File{Name: name, Type: tar.TypeLink, Link: target, Mode: 0o644}
+	return File{Path: name, Type: tar.TypeLink, Link: target, Mode: 0o644}
 }
 
 // ModTime is every entry's modification time.
@@ -53,7 +54,7 @@ func MakeTar(t testing.TB, files []File) []byte {
 			typ = tar.TypeReg
 		}
 		h := &tar.Header{
-			Name: f.Name, Typeflag: typ, Mode: f.Mode, Linkname: f.Link, ModTime: ModTime,
+			Name: f.Path, Typeflag: typ, Mode: f.Mode, Linkname: f.Link, ModTime: ModTime,
 			Uid: 1000, Gid: 1000, Uname: "user", Gname: "group", Format: tar.FormatPAX,
 		}
 		for k, v := range f.Xattrs {
@@ -133,12 +134,12 @@ func Contents(files []File) map[string]string {
 	m := map[string]string{}
 	for _, f := range files {
 		if f.Type == tar.TypeReg || f.Type == 0 {
-			m[f.Name] = f.Body
+			m[f.Path] = f.Body
 		}
 	}
 	for _, f := range files {
 		if f.Type == tar.TypeLink {
-			m[f.Name] = m[f.Link]
+			m[f.Path] = m[f.Link]
 		}
 	}
 	return m
