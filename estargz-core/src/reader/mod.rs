@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 pub use index::{Chunk, Index, IndexLimits, Node, NodeId, ROOT};
 pub use warm::{
-    BackgroundFetch, PrefetchHint, WarmSummary, BACKGROUND_SILENCE, DEFAULT_BATCH_BYTES,
+    BackgroundFetch, BackgroundGate, BackgroundOptions, PrefetchHint, WarmSummary,
+    BACKGROUND_SILENCE, DEFAULT_BATCH_BYTES,
 };
 
 use crate::cache::ChunkCache;
