@@ -254,7 +254,7 @@ impl Reader {
             let data = self.read_verified(&mut gz, chunk.inner_offset - pos, id, chunk)?;
             pos = chunk.inner_offset + chunk.chunk_size;
             bytes += data.len() as u64;
-            self.cache.put(&chunk.digest, Arc::from(data));
+            self.cache.put_cold(&chunk.digest, Arc::from(data));
         }
         Ok((member.len() as u64, bytes))
     }
