@@ -266,9 +266,21 @@ impl ChunkCache {
     /// failures only cost the cache entry, never the read.
     pub fn put(&self, digest: &Digest, data: Arc<[u8]>) {
         if let Some(disk) = &self.disk {
-            disk.write(digest, &data);
+            let _ = disk.write(digest, &data);
         }
         self.put_memory(digest, data);
+    }
+
+    /// Stores a verified chunk nobody has asked for yet (prefetch,
+    /// background fetch): on disk only when there is a disk cache, so
+    /// warming a whole layer does not fill the memory cache (and the
+    /// process's RSS) with chunks that may never be read; a read loads it
+    /// into memory then.
+    pub fn put_cold(&self, digest: &Digest, data: Arc<[u8]>) {
+        // A chunk the disk cache cannot take is kept in memory instead.
+        if !self.disk.as_ref().is_some_and(|d| d.write(digest, &data)) {
+            self.put_memory(digest, data);
+        }
     }
 
     fn put_memory(&self, digest: &Digest, data: Arc<[u8]>) {
@@ -361,16 +373,19 @@ impl Disk {
 
     /// Write to a temporary file, then rename: a crash leaves either no
     /// entry or a whole one (and reads re-check the digest anyway).
-    fn write(&self, digest: &Digest, data: &[u8]) {
-        if data.len() as u64 > self.limit
-            || self
-                .index
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entries
-                .contains_key(digest)
+    /// Whether the chunk is on disk afterwards.
+    fn write(&self, digest: &Digest, data: &[u8]) -> bool {
+        if data.len() as u64 > self.limit {
+            return false;
+        }
+        if self
+            .index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .contains_key(digest)
         {
-            return;
+            return true;
         }
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         let tmp =
@@ -386,13 +401,14 @@ impl Disk {
         })();
         if ok.is_err() {
             let _ = fs::remove_file(&tmp);
-            return;
+            return false;
         }
         self.index
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(digest, (), data.len() as u64);
         self.evict();
+        true
     }
 
     fn evict(&self) {
@@ -421,6 +437,31 @@ mod tests {
     fn chunk(n: u8, len: usize) -> (Digest, Arc<[u8]>) {
         let data: Arc<[u8]> = vec![n; len].into();
         (Digest::of(&data), data)
+    }
+
+    #[test]
+    fn cold_chunks_go_to_disk_only_and_into_memory_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = CacheOptions {
+            memory_size: 1 << 20,
+            dir: Some(dir.path().to_path_buf()),
+            disk_size: 150,
+        };
+        let c = ChunkCache::open(&opts).unwrap();
+        let (d, data) = chunk(1, 100);
+        c.put_cold(&d, data.clone());
+        assert!(c.contains(&d));
+        assert!(c.get_memory(&d).is_none(), "a cold chunk is not in memory");
+        assert_eq!(c.get(&d).as_deref(), Some(&data[..]));
+        assert!(c.get_memory(&d).is_some(), "a read brings it into memory");
+        // Too large for the disk cache: kept in memory rather than lost.
+        let (big, big_data) = chunk(2, 200);
+        c.put_cold(&big, big_data);
+        assert!(c.get_memory(&big).is_some());
+        // Without a disk cache, cold chunks are kept in memory.
+        let m = ChunkCache::in_memory(1 << 20);
+        m.put_cold(&d, data);
+        assert!(m.get_memory(&d).is_some());
     }
 
     #[test]

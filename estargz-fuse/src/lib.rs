@@ -13,9 +13,11 @@
 //! * [`readahead`]: the kernel readahead window of a mount.
 //! * [`store`]: the Additional Layer Store namespace (Podman / CRI-O).
 //! * [`warm`]: prefetch and background fetch of opened layers.
+//! * [`heap`]: the allocator settings that keep the daemons' RSS down.
 
 pub mod adapter;
 pub mod daemon;
+pub mod heap;
 pub mod layer_adapter;
 pub mod layerfs;
 pub mod logger;

@@ -109,6 +109,10 @@ pub(crate) struct WarmArgs {
     /// The default now; still accepted so older command lines work.
     #[arg(long, hide = true)]
     background_fetch: bool,
+    /// Milliseconds without on-demand reads (of any layer) before each
+    /// background batch; 0 starts right after the layer is resolved.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    background_quiet_ms: u64,
 }
 
 impl WarmArgs {
@@ -120,13 +124,21 @@ impl WarmArgs {
             background: !self.no_background_fetch,
             max_background,
             cache_budget: cache.capacity(),
+            silence: std::time::Duration::from_millis(self.background_quiet_ms),
+            // One background request at a time (the warmer's shortest-first
+            // order) shares the link with reads; pausing it whenever a read
+            // waits would stall it for a whole container start, which reads
+            // without pause, and the reads would miss longer.
+            yield_to_reads: false,
             ..WarmOptions::off()
         }
     }
 }
 
 fn main() -> ExitCode {
-    // Before any thread exists, so every thread inherits the mask.
+    // Before any thread exists, so every thread inherits the mask and the
+    // allocator settings hold for every thread.
+    estargz_fuse::heap::limit_retained_memory();
     daemon::block_stop_signals();
     daemon::take_ready_pipe();
     let cli = Cli::parse();

@@ -1,16 +1,19 @@
 //! Filling the chunk cache of opened layers ahead of reads, for the mount
 //! and the store alike: the landmark prefetch at once, then the rest of the
-//! layer with the core's `BackgroundFetch` (which pauses while reads of the
-//! layer are in flight). At most `max_background` layers are fetched in
-//! the background at once, so many layers do not crowd out on-demand
-//! reads, and a layer larger than the cache is not fetched at all (it
-//! would only evict itself).
+//! layer with the core's `BackgroundFetch`, from the moment the layer is
+//! opened (a container start reads while Podman pulls and creates, so the
+//! link would idle otherwise). At most `max_background` layers are fetched
+//! in the background at once, and of those only the smallest moves on
+//! (shortest job first: one layer's reads turn into cache hits as soon as
+//! possible, instead of every layer's reads late; upper layers, where an
+//! application usually lives, tend to be the small ones). A layer larger
+//! than the cache is not fetched at all (it would only evict itself).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use estargz_core::reader::{BackgroundFetch, Reader, BACKGROUND_SILENCE};
+use estargz_core::reader::{BackgroundFetch, BackgroundOptions, Reader, BACKGROUND_SILENCE};
 
 /// Compressed bytes per background request: ~170 ms of a 100 Mbit/s link,
 /// so a burst of on-demand reads never waits long behind a batch, while a
@@ -29,6 +32,8 @@ pub struct WarmOptions {
     pub batch_bytes: u64,
     /// Quiet time after on-demand reads (of any layer) before each batch.
     pub silence: Duration,
+    /// Hold each batch while reads of the layer wait for data.
+    pub yield_to_reads: bool,
     /// Bytes the chunk cache can hold (disk, or memory without a disk
     /// cache): larger layers are not fetched in the background.
     pub cache_budget: u64,
@@ -43,6 +48,7 @@ impl WarmOptions {
             max_background: 2,
             batch_bytes: BACKGROUND_BATCH_BYTES,
             silence: BACKGROUND_SILENCE,
+            yield_to_reads: true,
             cache_budget: 0,
         }
     }
@@ -69,6 +75,16 @@ impl Drop for WarmTicket {
 #[derive(Default)]
 struct Slots {
     running: usize,
+    /// Background fetches under way: (bytes to cache, id); only the
+    /// smallest fetches, the others wait at their next batch.
+    fetching: Vec<(u64, u64)>,
+    next_id: u64,
+}
+
+impl Slots {
+    fn is_first(&self, me: (u64, u64)) -> bool {
+        self.fetching.iter().all(|&other| other >= me)
+    }
 }
 
 pub struct Warmer {
@@ -131,9 +147,10 @@ fn warm(
     what: &str,
     reader: Arc<Reader>,
     opts: &WarmOptions,
-    slots: &(Mutex<Slots>, Condvar),
+    slots_arc: &Arc<(Mutex<Slots>, Condvar)>,
     cancel: &AtomicBool,
 ) {
+    let slots: &(Mutex<Slots>, Condvar) = slots_arc;
     if opts.prefetch {
         match reader.prefetch_landmarked() {
             Ok(s) if s.chunks_cached > 0 => {
@@ -171,8 +188,31 @@ fn warm(
         s.running += 1;
     }
     let _slot = Running(slots);
+    let me = {
+        let mut s = slots.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.next_id += 1;
+        let me = (size, s.next_id);
+        s.fetching.push(me);
+        me
+    };
+    let _fetching = Fetching(slots, me);
     log::debug!("{what}: background fetch started");
-    let fetch = BackgroundFetch::start_after_silence(reader, opts.batch_bytes, opts.silence);
+    let gate_slots = Arc::clone(slots_arc);
+    let fetch = BackgroundFetch::start_with(
+        reader,
+        BackgroundOptions {
+            batch_bytes: opts.batch_bytes,
+            silence: opts.silence,
+            yield_to_reads: opts.yield_to_reads,
+            gate: Some(Arc::new(move || {
+                gate_slots
+                    .0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_first(me)
+            })),
+        },
+    );
     loop {
         if fetch.is_finished() {
             match fetch.wait() {
@@ -193,6 +233,16 @@ fn warm(
             break;
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// A fetch in the shortest-first order, taken out however it ends.
+struct Fetching<'a>(&'a (Mutex<Slots>, Condvar), (u64, u64));
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        s.fetching.retain(|&f| f != self.1);
     }
 }
 
@@ -291,6 +341,7 @@ mod tests {
             // Other tests of this process read layers; the quiet period
             // would make the timing here depend on them.
             silence: Duration::ZERO,
+            yield_to_reads: true,
             cache_budget: budget,
         })
     }
@@ -303,61 +354,87 @@ mod tests {
         }
     }
 
+    fn reads(src: &Slow) -> u64 {
+        src.reads.load(Ordering::SeqCst)
+    }
+
     #[test]
-    fn background_fetches_run_two_at_a_time_and_stop_when_unloaded() {
-        let layers: Vec<_> = (0..3).map(|i| layer(40, i)).collect();
+    fn background_fetches_take_two_slots_and_stop_when_unloaded() {
+        // Sizes differ so the shortest-first order is known: 0, 1, 2.
+        let layers: Vec<_> = [20, 30, 40]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| layer(n, i as u32))
+            .collect();
         let warmer = background(2, 1 << 30);
         let mut tickets: Vec<Option<WarmTicket>> = layers
             .iter()
             .enumerate()
+            .rev()
             .map(|(i, (r, _))| Some(warmer.start(format!("layer {i}"), r.clone())))
             .collect();
+        tickets.reverse();
         wait_until("two fetches running", Duration::from_secs(5), || {
             warmer.running() == 2
         });
-        // The third waits for a slot: its blob is not read.
+        wait_until(
+            "the smaller running one fetches",
+            Duration::from_secs(5),
+            || reads(&layers[0].1) > 0 || reads(&layers[1].1) > 0,
+        );
+        // Two slots are taken; whichever layers hold them, at most two
+        // were ever read and the third waits.
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(warmer.running(), 2);
-        let idle = layers
-            .iter()
-            .filter(|(_, src)| src.reads.load(Ordering::SeqCst) == 0)
-            .count();
-        assert_eq!(idle, 1, "exactly one layer waits");
-        // Unloading a running layer stops its fetch before it is done and
-        // frees its slot for the waiting one.
-        let running = layers
-            .iter()
-            .position(|(_, src)| src.reads.load(Ordering::SeqCst) > 0)
-            .unwrap();
-        tickets[running] = None;
+        let touched = layers.iter().filter(|(_, src)| reads(src) > 0).count();
+        assert!(touched <= 2, "{touched} layers read with two slots");
+        // Unloading every layer stops every fetch at once and frees the
+        // slots.
+        let before: Vec<u64> = layers.iter().map(|(_, src)| reads(src)).collect();
         let stopped_at = Instant::now();
-        wait_until("the freed slot is taken", Duration::from_secs(5), || {
-            layers
-                .iter()
-                .all(|(_, src)| src.reads.load(Ordering::SeqCst) > 0)
-        });
-        assert!(stopped_at.elapsed() < Duration::from_secs(1));
-        let reads = layers[running].1.reads.load(Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(200));
-        assert!(
-            layers[running].1.reads.load(Ordering::SeqCst) <= reads + 1,
-            "the unloaded layer is still being fetched"
-        );
-        let (hit, all) = cached(&layers[running].0);
-        assert!(hit < all, "stopped before the end ({hit} of {all})");
-        // The others complete: every chunk cached, and at most two ran.
-        for (i, (reader, _)) in layers.iter().enumerate() {
-            if i != running {
-                wait_until("layer cached", Duration::from_secs(20), || {
-                    let (hit, all) = cached(reader);
-                    hit == all
-                });
-            }
-        }
+        tickets.iter_mut().for_each(|t| *t = None);
         wait_until("all slots given back", Duration::from_secs(5), || {
             warmer.running() == 0
         });
-        drop(tickets);
+        assert!(stopped_at.elapsed() < Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(200));
+        for ((_, src), b) in layers.iter().zip(before) {
+            // The batch in flight and the one fetched ahead may end.
+            assert!(reads(src) <= b + 2, "an unloaded layer is still fetched");
+        }
+        let (hit, all) = cached(&layers[2].0);
+        assert!(hit < all, "stopped before the end ({hit} of {all})");
+    }
+
+    #[test]
+    fn the_smallest_layer_is_fetched_first_and_the_others_wait_for_it() {
+        let (big, big_src) = layer(60, 1);
+        let (small, small_src) = layer(12, 2);
+        let warmer = background(2, 1 << 30);
+        let _big_ticket = warmer.start("big".into(), big.clone());
+        wait_until("the big layer fetches", Duration::from_secs(5), || {
+            reads(&big_src) > 2
+        });
+        let _small_ticket = warmer.start("small".into(), small.clone());
+        wait_until("the small layer fetches", Duration::from_secs(5), || {
+            reads(&small_src) > 0
+        });
+        let big_at_small_start = reads(&big_src);
+        wait_until("small layer cached", Duration::from_secs(20), || {
+            let (hit, all) = cached(&small);
+            hit == all
+        });
+        // 13 members of the small layer, one per request: had both gone
+        // on together, the big one would have made as many requests.
+        let big_meanwhile = reads(&big_src) - big_at_small_start;
+        assert!(
+            big_meanwhile <= 2,
+            "the big layer made {big_meanwhile} requests while the small one was fetched"
+        );
+        wait_until("big layer cached", Duration::from_secs(20), || {
+            let (hit, all) = cached(&big);
+            hit == all
+        });
     }
 
     #[test]

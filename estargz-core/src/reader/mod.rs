@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 pub(crate) use index::TreeBuilder;
 pub use index::{Chunk, Entry, Index, IndexLimits, NodeId, ROOT};
 pub use warm::{
-    BackgroundFetch, PrefetchHint, WarmSummary, BACKGROUND_SILENCE, DEFAULT_BATCH_BYTES,
+    BackgroundFetch, BackgroundGate, BackgroundOptions, PrefetchHint, WarmSummary,
+    BACKGROUND_SILENCE, DEFAULT_BATCH_BYTES,
 };
 
 use crate::cache::ChunkCache;

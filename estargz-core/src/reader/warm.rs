@@ -86,59 +86,100 @@ impl Reader {
 
     /// Fetches, verifies and caches every chunk selected by `want` that is
     /// not cached yet, in blob order, `batch_bytes` of compressed data per
-    /// read. `proceed` runs before each batch: background work waits there
-    /// while reads are in flight, and returns false to stop.
+    /// read. The next batch is fetched while the current one is
+    /// decompressed, so the link does not idle while the CPU works.
+    /// `proceed` runs before each batch's fetch: background work waits
+    /// there while it should yield, and returns false to stop.
     pub fn cache_chunks(
         &self,
         want: impl Fn(NodeId, &Chunk) -> bool,
         batch_bytes: u64,
-        proceed: &dyn Fn() -> bool,
+        proceed: &(dyn Fn() -> bool + Sync),
     ) -> Result<WarmSummary> {
         let work = self.chunks_in_blob_order(|id, c| {
             want(id, c) && !c.digest.as_ref().is_some_and(|d| self.cache.contains(d))
         });
         // A chunk that shares a member with another is fetched with it.
         let members = super::members_of(&work);
-        let mut summary = WarmSummary::default();
+        let mut batches: Vec<Vec<&[(NodeId, &Chunk)]>> = Vec::new();
         let mut i = 0;
         while i < members.len() {
-            if !proceed() {
-                return Ok(summary);
-            }
             let end = batch_end(i, members.len(), batch_bytes, |m| extent(members[m][0].1));
-            let batch = &members[i..end];
-            i = end;
             // Members too large for one read are left to on-demand reads,
             // which stream them.
-            let batch: Vec<&[(NodeId, &Chunk)]> = batch
+            let batch: Vec<&[(NodeId, &Chunk)]> = members[i..end]
                 .iter()
                 .copied()
                 .filter(|m| extent(m[0].1) <= self.max_member_read())
                 .collect();
+            i = end;
+            if !batch.is_empty() {
+                batches.push(batch);
+            }
+        }
+        let fetch = |batch: &[&[(NodeId, &Chunk)]]| -> Result<Vec<Vec<u8>>> {
             let ranges: Vec<Range<u64>> = batch
                 .iter()
                 .map(|m| m[0].1.offset..m[0].1.next_offset)
                 .collect();
-            let data = self
-                .src
+            self.src
                 .read_ranges(&ranges)
-                .map_err(|e| Error::io(format!("fetching {} gzip members", ranges.len()), e))?;
-            summary.compressed_bytes += ranges.iter().map(|r| r.end - r.start).sum::<u64>();
-            let done: Vec<(u64, u64)> = batch
-                .par_iter()
-                .zip(data.into_par_iter())
-                .map(|(member, compressed)| {
-                    self.cache_member(member, compressed)
-                        .inspect_err(|e| self.forget_if_bad(e, member[0].1))
-                })
-                .collect::<Result<_>>()?;
-            for (chunks, bytes) in done {
+                .map_err(|e| Error::io(format!("fetching {} gzip members", ranges.len()), e))
+        };
+        let mut summary = WarmSummary::default();
+        let Some(first) = batches.first() else {
+            summary.complete = true;
+            return Ok(summary);
+        };
+        if !proceed() {
+            return Ok(summary);
+        }
+        let mut data = fetch(first)?;
+        for (k, batch) in batches.iter().enumerate() {
+            let next = batches.get(k + 1);
+            let (done, fetched_next) = std::thread::scope(|s| {
+                let ahead = next.map(|b| s.spawn(|| proceed().then(|| fetch(b))));
+                let done = self.cache_batch(batch, std::mem::take(&mut data));
+                let fetched = ahead.map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Some(Err(Error::Io {
+                            context: "fetching the next batch".into(),
+                            source: std::io::Error::other("the fetching thread panicked"),
+                        }))
+                    })
+                });
+                (done, fetched)
+            });
+            summary.compressed_bytes += batch.iter().map(|m| extent(m[0].1)).sum::<u64>();
+            for (chunks, bytes) in done? {
                 summary.chunks_cached += chunks;
                 summary.bytes_cached += bytes;
+            }
+            match fetched_next {
+                None => break,
+                Some(None) => return Ok(summary),
+                Some(Some(next_data)) => data = next_data?,
             }
         }
         summary.complete = true;
         Ok(summary)
+    }
+
+    /// Decompresses, verifies and caches the fetched members of one batch,
+    /// in parallel.
+    fn cache_batch(
+        &self,
+        batch: &[&[(NodeId, &Chunk)]],
+        data: Vec<Vec<u8>>,
+    ) -> Result<Vec<(u64, u64)>> {
+        batch
+            .par_iter()
+            .zip(data.into_par_iter())
+            .map(|(member, compressed)| {
+                self.cache_member(member, compressed)
+                    .inspect_err(|e| self.forget_if_bad(e, member[0].1))
+            })
+            .collect()
     }
 
     /// Reads the blob bytes that no chunk covers (headers of entries
@@ -146,7 +187,11 @@ impl Reader {
     /// keeping what it fetched (a remote layer's spans) then holds the
     /// whole blob and serves raw blob reads without the network. Returns
     /// the bytes read; stops early when `proceed` says so.
-    pub fn fetch_uncovered(&self, batch_bytes: u64, proceed: &dyn Fn() -> bool) -> Result<u64> {
+    pub fn fetch_uncovered(
+        &self,
+        batch_bytes: u64,
+        proceed: &(dyn Fn() -> bool + Sync),
+    ) -> Result<u64> {
         let mut covered: Vec<Range<u64>> = self
             .chunks_in_blob_order(|_, _| true)
             .iter()
@@ -213,7 +258,7 @@ impl Reader {
                 .digest
                 .as_ref()
                 .expect("checked by check_chunk_limits");
-            self.cache.put(digest, Arc::from(data));
+            self.cache.put_cold(digest, Arc::from(data));
         }
         Ok((member.len() as u64, bytes))
     }
@@ -237,26 +282,57 @@ fn extent(c: &Chunk) -> u64 {
     c.next_offset.saturating_sub(c.offset)
 }
 
-/// Fetches the whole blob into the cache on a thread of its own, yielding
-/// to reads in flight and for [`BACKGROUND_SILENCE`] after them (reads of
-/// any layer of the process); stopped (and joined) when dropped.
+/// Fetches the whole blob into the cache on a thread of its own, holding
+/// back as its [`BackgroundOptions`] say; stopped (and joined) when
+/// dropped.
 pub struct BackgroundFetch {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<Result<WarmSummary>>>,
 }
 
-/// Background fetch waits until no reader of the process (any layer) has
-/// waited for data for this long: on-demand reads come in bursts while a
-/// container starts, and own the link and the CPU until it has.
+/// The default quiet period of [`BackgroundFetch::start`]: until no reader
+/// of the process (any layer) has waited for data for this long, on-demand
+/// reads own the link and the CPU.
 pub const BACKGROUND_SILENCE: Duration = Duration::from_secs(2);
 
 /// Attempts before background fetch gives up (reads still fetch on demand).
 const BACKGROUND_ATTEMPTS: u32 = 5;
 
+/// A check made before each background batch: false holds the fetch back.
+pub type BackgroundGate = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// How a [`BackgroundFetch`] shares the link with on-demand reads.
+#[derive(Clone)]
+pub struct BackgroundOptions {
+    /// Compressed bytes per request.
+    pub batch_bytes: u64,
+    /// Before each batch, wait until no reader of the process has waited
+    /// for data for this long (zero: start at once).
+    pub silence: Duration,
+    /// Before each batch, wait while reads of this layer wait for data.
+    pub yield_to_reads: bool,
+    /// Before each batch, wait while this says false (e.g. while a smaller
+    /// layer is being fetched).
+    pub gate: Option<BackgroundGate>,
+}
+
+impl BackgroundOptions {
+    /// `batch_bytes` per request after [`BACKGROUND_SILENCE`] of quiet,
+    /// yielding to reads of the layer.
+    pub fn new(batch_bytes: u64) -> BackgroundOptions {
+        BackgroundOptions {
+            batch_bytes,
+            silence: BACKGROUND_SILENCE,
+            yield_to_reads: true,
+            gate: None,
+        }
+    }
+}
+
 impl BackgroundFetch {
     /// Starts fetching every chunk not cached yet, `batch_bytes` of compressed data per request, on a thread of its own.
     pub fn start(reader: Arc<Reader>, batch_bytes: u64) -> BackgroundFetch {
-        Self::start_after_silence(reader, batch_bytes, BACKGROUND_SILENCE)
+        Self::start_with(reader, BackgroundOptions::new(batch_bytes))
     }
 
     /// Like [`BackgroundFetch::start`], with its own quiet period before
@@ -266,6 +342,17 @@ impl BackgroundFetch {
         batch_bytes: u64,
         silence: Duration,
     ) -> BackgroundFetch {
+        Self::start_with(
+            reader,
+            BackgroundOptions {
+                silence,
+                ..BackgroundOptions::new(batch_bytes)
+            },
+        )
+    }
+
+    /// Starts fetching every chunk not cached yet, as `opts` say.
+    pub fn start_with(reader: Arc<Reader>, opts: BackgroundOptions) -> BackgroundFetch {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
@@ -275,12 +362,15 @@ impl BackgroundFetch {
                     if flag.load(Ordering::Relaxed) {
                         return false;
                     }
-                    let quiet = super::quiet_for().is_none_or(|q| q >= silence);
-                    if quiet && !reader.foreground_busy() {
+                    let quiet = super::quiet_for().is_none_or(|q| q >= opts.silence);
+                    let reads_wait = opts.yield_to_reads && reader.foreground_busy();
+                    let open = opts.gate.as_ref().is_none_or(|g| g());
+                    if quiet && !reads_wait && open {
                         return true;
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 };
+                let batch_bytes = opts.batch_bytes;
                 let mut total = WarmSummary::default();
                 let mut attempt = 0;
                 loop {
@@ -372,6 +462,92 @@ mod tests {
         }
         tar.extend_from_slice(&[0u8; 1024]);
         tar
+    }
+
+    /// A blob in memory that counts the batched reads it answers.
+    struct Counting {
+        blob: Vec<u8>,
+        batches: std::sync::atomic::AtomicU64,
+    }
+
+    impl crate::source::ReadAt for Counting {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+            self.blob.read_at(buf, offset)
+        }
+        fn size(&self) -> u64 {
+            self.blob.len() as u64
+        }
+        fn read_ranges(&self, ranges: &[Range<u64>]) -> std::io::Result<Vec<Vec<u8>>> {
+            self.batches.fetch_add(1, Ordering::SeqCst);
+            ranges
+                .iter()
+                .map(|r| Ok(self.blob[r.start as usize..r.end as usize].to_vec()))
+                .collect()
+        }
+    }
+
+    /// A reader over `files` files of 4 KiB (one gzip member each), with
+    /// its source to count batches.
+    fn counted_reader(files: usize) -> (Arc<Reader>, Arc<Counting>) {
+        let mut blob = Vec::new();
+        let input = BuildInput::Reader(Box::new(std::io::Cursor::new(tar_of_files(files, 4096))));
+        build(input, &mut blob, &BuildOptions::default()).unwrap();
+        let src = Arc::new(Counting {
+            blob,
+            batches: Default::default(),
+        });
+        let opts = crate::reader::OpenOptions {
+            cache: Some(Arc::new(crate::cache::ChunkCache::in_memory(64 << 20))),
+            ..Default::default()
+        };
+        let reader = Arc::new(Reader::open(src.clone(), &opts).unwrap());
+        src.batches.store(0, Ordering::SeqCst);
+        (reader, src)
+    }
+
+    #[test]
+    fn each_batch_is_fetched_only_after_proceed_and_the_run_stops_when_it_says_no() {
+        let (reader, src) = counted_reader(10);
+        // One member per batch: 11 batches (10 files and the landmark).
+        let asked = std::sync::atomic::AtomicU64::new(0);
+        let proceed = || asked.fetch_add(1, Ordering::SeqCst) < 4;
+        let summary = reader.cache_chunks(|_, _| true, 1, &proceed).unwrap();
+        assert!(!summary.complete);
+        assert_eq!(src.batches.load(Ordering::SeqCst), 4, "one batch per yes");
+        assert_eq!(summary.chunks_cached, 4, "every fetched batch is cached");
+        // Going on fetches only the rest, and completes.
+        let summary = reader.cache_chunks(|_, _| true, 1, &|| true).unwrap();
+        assert!(summary.complete);
+        assert_eq!(summary.chunks_cached, 7);
+        assert_eq!(src.batches.load(Ordering::SeqCst), 11);
+        let again = reader.cache_chunks(|_, _| true, 1, &|| true).unwrap();
+        assert_eq!((again.chunks_cached, again.complete), (0, true));
+    }
+
+    #[test]
+    fn a_closed_gate_holds_the_background_fetch_until_it_opens() {
+        let (reader, src) = counted_reader(6);
+        let open = Arc::new(AtomicBool::new(false));
+        let gate_open = open.clone();
+        let bg = BackgroundFetch::start_with(
+            reader.clone(),
+            BackgroundOptions {
+                silence: Duration::ZERO,
+                gate: Some(Arc::new(move || gate_open.load(Ordering::SeqCst))),
+                ..BackgroundOptions::new(1)
+            },
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            src.batches.load(Ordering::SeqCst),
+            0,
+            "fetched behind a closed gate"
+        );
+        assert!(!bg.is_finished());
+        open.store(true, Ordering::SeqCst);
+        let summary = bg.wait().unwrap();
+        assert!(summary.complete);
+        assert_eq!(summary.chunks_cached, 7, "6 files and the landmark");
     }
 
     #[test]
