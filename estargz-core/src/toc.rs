@@ -366,12 +366,7 @@ impl Toc {
 
     /// [`Toc::from_json`] within `limits`.
     pub fn from_json_limited(bytes: &[u8], limits: &TocLimits) -> Result<Toc> {
-        let mut entries = Vec::new();
-        let (version, _) = decode(bytes, limits, &mut |e| {
-            entries.push(e.clone());
-            Ok(())
-        })?;
-        Ok(Toc { version, entries })
+        Self::from_reader_limited(bytes, limits)
     }
 
     /// Decodes the first JSON value of `reader` within `limits`, without
