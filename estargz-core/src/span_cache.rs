@@ -31,6 +31,7 @@ use crate::source::ReadAt;
 
 /// Read-ahead and concurrency of a [`SpanCache`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SpanCacheOptions {
     /// Window of the first miss, and where it returns to after random access.
     pub initial_read_ahead: u64,
@@ -54,6 +55,13 @@ impl Default for SpanCacheOptions {
         }
     }
 }
+
+crate::options::option_setters!(SpanCacheOptions {
+    initial_read_ahead: u64,
+    min_read_ahead: u64,
+    max_read_ahead: u64,
+    max_fetchers: usize,
+});
 
 /// What a [`SpanCache`] did so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

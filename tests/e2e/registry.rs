@@ -565,13 +565,10 @@ fn small_reads_reuse_connections_and_neighbours_come_together() {
     // connections.
     let client = Registry::new(http_opts(Duration::from_secs(10), 2));
     let no_read_ahead = LayerOptions::default().spans(
-        // SpanCacheOptions is tuned elsewhere and still built as a literal.
-        SpanCacheOptions {
-            initial_read_ahead: 0,
-            min_read_ahead: 0,
-            max_read_ahead: 0,
-            ..Default::default()
-        },
+        SpanCacheOptions::default()
+            .initial_read_ahead(0)
+            .min_read_ahead(0)
+            .max_read_ahead(0),
     );
     let layer = open_with(&client, &via_proxy, &no_read_ahead);
     for (name, data) in &files {
