@@ -345,17 +345,7 @@ impl<'a> EntryFilter<'a> {
     }
 }
 
-/// Decodes the first JSON value of `reader` as a TOC within `limits`,
-/// handing every kept entry to `sink` as it is decoded, without holding
-/// the JSON text; returns the version and how many entries were kept.
-/// Bytes after the value may have been read (and are ignored).
-pub(crate) fn decode(
-    reader: impl std::io::Read,
-    limits: &TocLimits,
-    sink: &mut EntrySink<'_>,
-) -> Result<(i64, u64)> {
-    stream::decode(reader, limits, sink)
-}
+pub(crate) use stream::decode;
 
 impl Toc {
     /// Decodes TOC JSON. Only the first JSON value is used (like Go's decoder);

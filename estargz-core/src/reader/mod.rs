@@ -19,7 +19,7 @@ pub use warm::{
 };
 
 use crate::cache::ChunkCache;
-use crate::digest::Hasher;
+use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::footer::{Footer, MAX_FOOTER_SIZE};
 use crate::source::ReadAt;
@@ -342,10 +342,9 @@ fn read_toc_member(
         hasher: Hasher::new(),
         count: 0,
     };
-    let mut buffered = BufReader::with_capacity(1 << 16, &mut body);
-    let decoded = toc::decode(&mut buffered, &limits, sink);
+    let decoded = toc::decode(&mut body, &limits, sink);
     // The rest counts for the digest (and shows truncation).
-    let decoded = io::copy(&mut buffered, &mut io::sink())
+    let decoded = io::copy(&mut body, &mut io::sink())
         .map_err(|e| Error::InvalidToc(format!("cannot decompress the TOC JSON: {e}")))
         .map(|_| decoded);
     decoded.and_then(|decoded| {
@@ -622,29 +621,35 @@ impl Reader {
         Some(data)
     }
 
+    /// Names a chunk in errors.
+    fn chunk_context(&self, id: NodeId, chunk: &Chunk) -> String {
+        format!(
+            "chunk at file offset {} of {:?}",
+            chunk.chunk_offset,
+            self.index.path(id)
+        )
+    }
+
     fn check_chunk_limits(&self, id: NodeId, chunk: &Chunk) -> Result<()> {
-        let context = || {
-            format!(
-                "chunk at file offset {} of {:?}",
-                chunk.chunk_offset,
-                self.index.path(id)
-            )
-        };
         if chunk.chunk_size > self.max_chunk_size {
             return Err(Error::LimitExceeded(format!(
                 "{} is {} bytes (max {})",
-                context(),
+                self.chunk_context(id, chunk),
                 chunk.chunk_size,
                 self.max_chunk_size
             )));
         }
-        if chunk.digest.is_none() {
-            return Err(Error::InvalidToc(format!(
+        self.chunk_digest(id, chunk).map(|_| ())
+    }
+
+    /// The digest `chunk` is verified against: a chunk without one is never read.
+    fn chunk_digest<'c>(&self, id: NodeId, chunk: &'c Chunk) -> Result<&'c Digest> {
+        chunk.digest.as_ref().ok_or_else(|| {
+            Error::InvalidToc(format!(
                 "{} has no digest to verify against",
-                context()
-            )));
-        }
-        Ok(())
+                self.chunk_context(id, chunk)
+            ))
+        })
     }
 
     /// A decoder over the gzip member(s) holding `chunk`. The compressed
@@ -704,13 +709,7 @@ impl Reader {
         chunk: &Chunk,
         keep: Option<&mut Vec<u8>>,
     ) -> Result<()> {
-        let context = || {
-            format!(
-                "chunk at file offset {} of {:?}",
-                chunk.chunk_offset,
-                self.index.path(id)
-            )
-        };
+        let context = || self.chunk_context(id, chunk);
         let corrupt = |e: io::Error| {
             if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
                 // A fetch failure of a remote source, not corrupt data.
@@ -762,8 +761,7 @@ impl Reader {
     }
 
     fn cached_chunk(&self, node_id: NodeId, chunk: &Chunk) -> Result<Arc<[u8]>> {
-        self.check_chunk_limits(node_id, chunk)?;
-        let digest = chunk.digest.as_ref().expect("checked above");
+        let digest = self.chunk_digest(node_id, chunk)?;
         let cached = || {
             self.cache
                 .get(digest)

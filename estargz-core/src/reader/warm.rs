@@ -13,7 +13,6 @@ use rayon::prelude::*;
 
 use super::{Chunk, NodeId, Reader, ROOT};
 use crate::build::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
-use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 /// Default compressed bytes per batch (one request).
@@ -254,11 +253,8 @@ impl Reader {
             let data = self.read_verified(&mut gz, chunk.inner_offset - pos, id, chunk)?;
             pos = chunk.inner_offset + chunk.chunk_size;
             bytes += data.len() as u64;
-            let digest: &Digest = chunk
-                .digest
-                .as_ref()
-                .expect("checked by check_chunk_limits");
-            self.cache.put_cold(digest, Arc::from(data));
+            self.cache
+                .put_cold(self.chunk_digest(id, chunk)?, Arc::from(data));
         }
         Ok((member.len() as u64, bytes))
     }
