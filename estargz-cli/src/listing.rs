@@ -60,6 +60,7 @@ pub fn print_inspect(reader: &Reader, as_json: bool) -> Result<(), Error> {
         Footer::Estargz { toc_offset } => ("estargz", Some(toc_offset)),
         Footer::ExternalToc => ("estargz-external-toc", None),
         Footer::Legacy { toc_offset } => ("stargz-legacy", Some(toc_offset)),
+        Footer::ZstdChunked(z) => (reader.format().name(), Some(z.toc.offset)),
     };
     let toc = reader.toc()?;
     let count = |kind: EntryType| toc.entries.iter().filter(|e| e.kind == kind).count();
@@ -71,11 +72,14 @@ pub fn print_inspect(reader: &Reader, as_json: bool) -> Result<(), Error> {
         .sum();
     let value = json!({
         "format": format,
+        "generation": reader.format().generation(),
         "blobSize": reader.blob_size(),
         "footerSize": reader.footer().size(),
         "hasExternalTOC": toc_offset.is_none(),
         "tocOffset": toc_offset,
         "tocDigest": reader.toc_digest(),
+        "manifestChecksum": reader.manifest_checksum(),
+        "tarSplitDigest": reader.tar_split_digest(),
         "tocVersion": toc.version,
         "entries": toc.entries.len(),
         "files": count(EntryType::Reg),

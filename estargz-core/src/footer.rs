@@ -3,6 +3,9 @@
 //! * eStargz: 51 bytes, FEXTRA with one `SG` subfield holding `%016x` + `STARGZ`.
 //! * external TOC: 46 bytes, `SG` subfield holding `STARGZEXTERNALTOC`.
 //! * legacy crfs stargz: 47 bytes, raw (non-subfield) extra `%016x` + `STARGZ`.
+//! * zstd:chunked: a zstd skippable frame whose payload is little-endian
+//!   u64 fields and a magic: v1 40 bytes (`GnUlInUx`, TOC position only),
+//!   v2 64 bytes (`GNUlInUx`, TOC and tar-split positions).
 
 use crate::error::{Error, Result};
 
@@ -12,8 +15,20 @@ pub const ESTARGZ_FOOTER_SIZE: usize = 51;
 pub const EXTERNAL_TOC_FOOTER_SIZE: usize = 46;
 /// Bytes of the legacy stargz footer.
 pub const LEGACY_FOOTER_SIZE: usize = 47;
+/// Bytes of the zstd:chunked v1 footer frame (8-byte frame header + 40-byte payload).
+pub const ZSTD_CHUNKED_V1_FOOTER_SIZE: usize = SKIPPABLE_HEADER_SIZE + 40;
+/// Bytes of the zstd:chunked v2 footer frame (8-byte frame header + 64-byte payload).
+pub const ZSTD_CHUNKED_V2_FOOTER_SIZE: usize = SKIPPABLE_HEADER_SIZE + 64;
 /// The largest footer; reading this many tail bytes is enough to detect any kind.
-pub const MAX_FOOTER_SIZE: usize = ESTARGZ_FOOTER_SIZE;
+pub const MAX_FOOTER_SIZE: usize = ZSTD_CHUNKED_V2_FOOTER_SIZE;
+/// A zstd skippable frame header: magic (LE `0x184D2A50`) + u32 LE payload length.
+pub const SKIPPABLE_HEADER_SIZE: usize = 8;
+/// First bytes of the skippable frames zstd:chunked writes.
+pub const SKIPPABLE_MAGIC: [u8; 4] = [0x50, 0x2a, 0x4d, 0x18];
+const ZSTD_V1_MAGIC: &[u8; 8] = b"GnUlInUx";
+const ZSTD_V2_MAGIC: &[u8; 8] = b"GNUlInUx";
+/// The only manifest type zstd:chunked defines (CRFS: the eStargz TOC schema).
+const MANIFEST_TYPE_CRFS: u64 = 1;
 
 const GZIP_HEADER_FEXTRA: [u8; 10] = [0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff];
 /// Final empty stored deflate block, CRC32 of nothing, ISIZE 0.
@@ -23,6 +38,177 @@ const EXTERNAL_MAGIC: &[u8] = b"STARGZEXTERNALTOC";
 
 /// Why one footer kind did not match (collected for the final error).
 type Reason<T> = std::result::Result<T, String>;
+
+/// Which zstd:chunked generation a blob is (they are not compatible).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ZstdGeneration {
+    /// 40-byte footer, no tar-split (stargz-snapshotter, containers/storage <= 1.49).
+    V1,
+    /// 64-byte footer with the tar-split frame (containers/storage >= 1.50).
+    V2,
+}
+
+impl ZstdGeneration {
+    /// 1 or 2.
+    pub fn number(self) -> u8 {
+        match self {
+            ZstdGeneration::V1 => 1,
+            ZstdGeneration::V2 => 2,
+        }
+    }
+}
+
+/// Where a skippable frame's payload is: its blob offset (after the
+/// 8-byte frame header), its length, and how large it inflates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FramePosition {
+    /// Blob offset of the payload (the frame starts 8 bytes before).
+    pub offset: u64,
+    /// Payload bytes (zstd-compressed).
+    pub compressed_len: u64,
+    /// Bytes it decompresses to.
+    pub uncompressed_len: u64,
+}
+
+impl FramePosition {
+    /// Blob offset just past the payload.
+    pub fn end(&self) -> u64 {
+        self.offset.saturating_add(self.compressed_len)
+    }
+}
+
+/// What a zstd:chunked footer (or its manifest annotations) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZstdChunkedFooter {
+    /// v1 or v2.
+    pub generation: ZstdGeneration,
+    /// The zstd-compressed TOC JSON (the "manifest").
+    pub toc: FramePosition,
+    /// The zstd-compressed tar-split data (v2 only).
+    pub tar_split: Option<FramePosition>,
+}
+
+impl ZstdChunkedFooter {
+    /// The exact footer frame bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut payload = Vec::with_capacity(64);
+        for v in [
+            self.toc.offset,
+            self.toc.compressed_len,
+            self.toc.uncompressed_len,
+            MANIFEST_TYPE_CRFS,
+        ] {
+            payload.extend_from_slice(&v.to_le_bytes());
+        }
+        match self.generation {
+            ZstdGeneration::V1 => payload.extend_from_slice(ZSTD_V1_MAGIC),
+            ZstdGeneration::V2 => {
+                let t = self.tar_split.unwrap_or(FramePosition {
+                    offset: 0,
+                    compressed_len: 0,
+                    uncompressed_len: 0,
+                });
+                for v in [t.offset, t.compressed_len, t.uncompressed_len] {
+                    payload.extend_from_slice(&v.to_le_bytes());
+                }
+                payload.extend_from_slice(ZSTD_V2_MAGIC);
+            }
+        }
+        skippable_frame(&payload)
+    }
+
+    /// Where the data frames end: the start of the TOC's skippable frame.
+    pub fn payload_end(&self) -> u64 {
+        self.toc.offset - SKIPPABLE_HEADER_SIZE as u64
+    }
+
+    /// Checks the positions against a blob of `blob_size` bytes whose
+    /// footer takes `footer_size` of them: frames in order, inside the blob,
+    /// not overlapping.
+    pub fn check(&self, blob_size: u64, footer_size: u64) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidFooter(format!("zstd:chunked: {m}")));
+        let limit = blob_size.saturating_sub(footer_size);
+        let toc_limit = match self.tar_split {
+            Some(t) => {
+                if t.offset < SKIPPABLE_HEADER_SIZE as u64 || t.end() > limit {
+                    return bad(format!(
+                        "tar-split at {}+{} is outside the blob (data ends at {limit})",
+                        t.offset, t.compressed_len
+                    ));
+                }
+                t.offset - SKIPPABLE_HEADER_SIZE as u64
+            }
+            None => limit,
+        };
+        if self.toc.offset < SKIPPABLE_HEADER_SIZE as u64 || self.toc.end() > toc_limit {
+            return bad(format!(
+                "TOC at {}+{} is outside the blob (it must end by {toc_limit})",
+                self.toc.offset, self.toc.compressed_len
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A zstd skippable frame holding `payload`.
+pub fn skippable_frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SKIPPABLE_HEADER_SIZE + payload.len());
+    out.extend_from_slice(&SKIPPABLE_MAGIC);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Whether `header` (8 bytes) opens a zstd skippable frame of `len` payload bytes.
+pub fn is_skippable_header(header: &[u8], len: u64) -> bool {
+    header.len() == SKIPPABLE_HEADER_SIZE
+        // Any of the 16 skippable magics (0x184D2A5?) is a skippable frame.
+        && header[0] & 0xf0 == 0x50
+        && header[1..4] == SKIPPABLE_MAGIC[1..4]
+        && u64::from(u32::from_le_bytes([header[4], header[5], header[6], header[7]])) == len
+}
+
+/// Which layer format a blob is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// eStargz (gzip members, TOC in a tar entry; possibly external).
+    Estargz,
+    /// Legacy crfs stargz.
+    Stargz,
+    /// zstd:chunked of the given generation.
+    ZstdChunked(ZstdGeneration),
+}
+
+impl Format {
+    /// `estargz`, `stargz` or `zstd:chunked`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Format::Estargz => "estargz",
+            Format::Stargz => "stargz",
+            Format::ZstdChunked(_) => "zstd:chunked",
+        }
+    }
+    /// The zstd:chunked generation (1 or 2); `None` for the gzip formats.
+    pub fn generation(&self) -> Option<u8> {
+        match self {
+            Format::ZstdChunked(g) => Some(g.number()),
+            _ => None,
+        }
+    }
+    /// Whether data frames are zstd (else gzip members).
+    pub fn is_zstd(&self) -> bool {
+        matches!(self, Format::ZstdChunked(_))
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.generation() {
+            Some(g) => write!(f, "{} v{g}", self.name()),
+            None => f.write_str(self.name()),
+        }
+    }
+}
 
 /// Which footer a blob ends with, and what it says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +225,8 @@ pub enum Footer {
         /// Blob offset of the TOC's gzip member.
         toc_offset: u64,
     },
+    /// zstd:chunked (either generation).
+    ZstdChunked(ZstdChunkedFooter),
 }
 
 impl Footer {
@@ -48,6 +236,19 @@ impl Footer {
             Footer::Estargz { .. } => ESTARGZ_FOOTER_SIZE,
             Footer::ExternalToc => EXTERNAL_TOC_FOOTER_SIZE,
             Footer::Legacy { .. } => LEGACY_FOOTER_SIZE,
+            Footer::ZstdChunked(z) => match z.generation {
+                ZstdGeneration::V1 => ZSTD_CHUNKED_V1_FOOTER_SIZE,
+                ZstdGeneration::V2 => ZSTD_CHUNKED_V2_FOOTER_SIZE,
+            },
+        }
+    }
+
+    /// The layer format this footer belongs to.
+    pub fn format(&self) -> Format {
+        match self {
+            Footer::Estargz { .. } | Footer::ExternalToc => Format::Estargz,
+            Footer::Legacy { .. } => Format::Stargz,
+            Footer::ZstdChunked(z) => Format::ZstdChunked(z.generation),
         }
     }
 
@@ -56,11 +257,15 @@ impl Footer {
         match *self {
             Footer::Estargz { toc_offset } | Footer::Legacy { toc_offset } => Some(toc_offset),
             Footer::ExternalToc => None,
+            Footer::ZstdChunked(z) => Some(z.toc.offset),
         }
     }
 
     /// The exact footer bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
+        if let Footer::ZstdChunked(z) = self {
+            return z.to_bytes();
+        }
         let mut out = GZIP_HEADER_FEXTRA.to_vec();
         match *self {
             Footer::Estargz { toc_offset } => {
@@ -73,6 +278,7 @@ impl Footer {
                 out.extend_from_slice(&(payload.len() as u16).to_le_bytes());
                 out.extend_from_slice(payload.as_bytes());
             }
+            Footer::ZstdChunked(_) => unreachable!("returned above"),
         }
         out.extend_from_slice(&EMPTY_MEMBER_TAIL);
         debug_assert_eq!(out.len(), self.size());
@@ -83,6 +289,13 @@ impl Footer {
     /// least [`MAX_FOOTER_SIZE`] bytes when the blob is that large).
     /// `blob_size` bounds the TOC offset.
     pub fn parse(tail: &[u8], blob_size: u64) -> Result<Footer> {
+        // zstd:chunked ends in its magic; gzip footers end in zeros (ISIZE 0).
+        if tail.len() >= 8 {
+            let magic = &tail[tail.len() - 8..];
+            if magic == ZSTD_V1_MAGIC || magic == ZSTD_V2_MAGIC {
+                return parse_zstd_chunked(tail, blob_size).map(Footer::ZstdChunked);
+            }
+        }
         let mut reasons = Vec::new();
         for (size, parse) in [
             (
@@ -119,6 +332,58 @@ impl Footer {
             reasons.join("; ")
         )))
     }
+}
+
+/// Parses the zstd:chunked footer frame at the end of `tail` (whose last
+/// 8 bytes are one of the two magics).
+fn parse_zstd_chunked(tail: &[u8], blob_size: u64) -> Result<ZstdChunkedFooter> {
+    let v2 = &tail[tail.len() - 8..] == ZSTD_V2_MAGIC;
+    let (generation, payload_len) = if v2 {
+        (ZstdGeneration::V2, 64)
+    } else {
+        (ZstdGeneration::V1, 40)
+    };
+    let frame_len = SKIPPABLE_HEADER_SIZE + payload_len;
+    let bad = |m: String| {
+        Error::InvalidFooter(format!("zstd:chunked v{} footer: {m}", generation.number()))
+    };
+    if tail.len() < frame_len {
+        return Err(bad(format!(
+            "the blob has {} bytes, fewer than the {frame_len}-byte footer frame",
+            tail.len()
+        )));
+    }
+    let frame = &tail[tail.len() - frame_len..];
+    if !is_skippable_header(&frame[..SKIPPABLE_HEADER_SIZE], payload_len as u64) {
+        return Err(bad(format!(
+            "not in a skippable frame of {payload_len} bytes (header {})",
+            hex::encode(&frame[..SKIPPABLE_HEADER_SIZE])
+        )));
+    }
+    let payload = &frame[SKIPPABLE_HEADER_SIZE..];
+    let field =
+        |i: usize| u64::from_le_bytes(payload[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    if field(3) != MANIFEST_TYPE_CRFS {
+        return Err(bad(format!(
+            "manifest type {} (only 1, CRFS, is defined)",
+            field(3)
+        )));
+    }
+    let footer = ZstdChunkedFooter {
+        generation,
+        toc: FramePosition {
+            offset: field(0),
+            compressed_len: field(1),
+            uncompressed_len: field(2),
+        },
+        tar_split: v2.then(|| FramePosition {
+            offset: field(4),
+            compressed_len: field(5),
+            uncompressed_len: field(6),
+        }),
+    };
+    footer.check(blob_size, frame_len as u64)?;
+    Ok(footer)
 }
 
 fn push_sg_subfield(out: &mut Vec<u8>, data: &[u8]) {

@@ -32,10 +32,10 @@ pub mod toc;
 
 pub use build::{build, BuildInput, BuildOptions, BuildResult};
 pub use error::{Error, ErrorCode, Result};
-pub use footer::Footer;
+pub use footer::{Footer, Format, FramePosition, ZstdChunkedFooter, ZstdGeneration};
 pub use reader::{NodeId, OpenOptions, Reader};
 pub use source::{FileSource, ReadAt};
-pub use toc::{EntryType, Toc, TocEntry};
+pub use toc::{ChunkType, EntryType, Toc, TocEntry};
 
 /// Tar parsing and header writing, for this project's tests and fuzz
 /// targets only: not part of the API, may change in any release.

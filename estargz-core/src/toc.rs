@@ -77,6 +77,26 @@ impl EntryType {
     }
 }
 
+/// What a chunk's bytes are (zstd:chunked `chunkType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ChunkType {
+    /// Data stored in the blob (`""`).
+    #[default]
+    Data,
+    /// All zeros (`"zeros"`): readers produce them without fetching.
+    Zeros,
+}
+
+impl ChunkType {
+    /// The name the TOC JSON uses (`""` or `"zeros"`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ChunkType::Data => "",
+            ChunkType::Zeros => "zeros",
+        }
+    }
+}
+
 /// One TOC entry as stored in the JSON (names raw, not cleaned).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TocEntry {
@@ -118,6 +138,14 @@ pub struct TocEntry {
     pub chunk_size: u64,
     /// Digest of this chunk's content.
     pub chunk_digest: String,
+    /// zstd:chunked: blob offset where this file's compressed data ends (0: not given).
+    pub end_offset: u64,
+    /// zstd:chunked: access time in whole Unix seconds.
+    pub access_time: Option<i64>,
+    /// zstd:chunked: status change time in whole Unix seconds.
+    pub change_time: Option<i64>,
+    /// zstd:chunked: whether the chunk is data or zeros.
+    pub chunk_type: ChunkType,
 }
 
 impl TocEntry {
@@ -143,6 +171,10 @@ impl TocEntry {
             chunk_offset: 0,
             chunk_size: 0,
             chunk_digest: String::new(),
+            end_offset: 0,
+            access_time: None,
+            change_time: None,
+            chunk_type: ChunkType::Data,
         }
     }
 }
@@ -154,6 +186,8 @@ pub struct Toc {
     pub version: i64,
     /// Entries in blob order.
     pub entries: Vec<TocEntry>,
+    /// zstd:chunked v2: digest of the compressed tar-split frame (empty: none).
+    pub tar_split_digest: String,
 }
 
 /// Wire form of one entry, used only for decoding; all fields optional like Go's zero values.
@@ -197,6 +231,14 @@ struct RawEntry {
     chunk_size: i64,
     #[serde(default)]
     chunk_digest: String,
+    #[serde(default)]
+    end_offset: i64,
+    #[serde(default, rename = "accesstime")]
+    access_time: Option<String>,
+    #[serde(default, rename = "changetime")]
+    change_time: Option<String>,
+    #[serde(default)]
+    chunk_type: String,
 }
 
 fn non_negative(value: i64, field: &str, name: &str) -> Result<u64> {
@@ -224,10 +266,17 @@ impl RawEntry {
                 .as_deref()
                 .ok_or_else(|| Error::InvalidToc(format!("entry {name:?} has no type")))?,
         )?;
-        let mod_time = match self.modtime.as_deref() {
-            None | Some("") => None,
-            // Go's reader maps unparsable times to the zero time; do the same.
-            Some(s) => timefmt::parse_rfc3339(s),
+        // Go's reader maps unparsable times to the zero time; do the same.
+        let time = |t: Option<&str>| t.filter(|s| !s.is_empty()).and_then(timefmt::parse_rfc3339);
+        let mod_time = time(self.modtime.as_deref());
+        let chunk_type = match self.chunk_type.as_str() {
+            "" => ChunkType::Data,
+            "zeros" => ChunkType::Zeros,
+            other => {
+                return Err(Error::InvalidToc(format!(
+                    "entry {name:?}: unknown chunkType {other:?}"
+                )))
+            }
         };
         let mut xattrs = BTreeMap::new();
         for (k, v) in self.xattrs.unwrap_or_default() {
@@ -253,6 +302,10 @@ impl RawEntry {
             dev_minor: non_negative(self.dev_minor, "devMinor", &name)?,
             chunk_offset: non_negative(self.chunk_offset, "chunkOffset", &name)?,
             chunk_size: non_negative(self.chunk_size, "chunkSize", &name)?,
+            end_offset: non_negative(self.end_offset, "endOffset", &name)?,
+            access_time: time(self.access_time.as_deref()),
+            change_time: time(self.change_time.as_deref()),
+            chunk_type,
             name,
             kind,
             mod_time,
@@ -345,7 +398,7 @@ impl<'a> EntryFilter<'a> {
     }
 }
 
-pub(crate) use stream::decode;
+pub(crate) use stream::{decode, Decoded};
 
 impl Toc {
     /// Decodes TOC JSON. Only the first JSON value is used (like Go's decoder);
@@ -364,11 +417,15 @@ impl Toc {
     /// are ignored).
     pub fn from_reader_limited(reader: impl std::io::Read, limits: &TocLimits) -> Result<Toc> {
         let mut entries = Vec::new();
-        let (version, _) = decode(reader, limits, &mut |e| {
+        let decoded = decode(reader, limits, &mut |e| {
             entries.push(e.clone());
             Ok(())
         })?;
-        Ok(Toc { version, entries })
+        Ok(Toc {
+            version: decoded.version,
+            entries,
+            tar_split_digest: decoded.tar_split_digest,
+        })
     }
 
     /// Serializes like Go's `json.MarshalIndent(toc, "", "\t")`.
@@ -390,6 +447,10 @@ impl Toc {
                 });
             }
             out.push_str("\t]");
+        }
+        if !self.tar_split_digest.is_empty() {
+            out.push_str(",\n\t\"tarSplitDigest\": ");
+            write_go_string(&mut out, &self.tar_split_digest);
         }
         out.push_str("\n}");
         out.into_bytes()
@@ -460,6 +521,14 @@ fn write_entry(out: &mut String, e: &TocEntry) {
     f.num("chunkOffset", e.chunk_offset);
     f.num("chunkSize", e.chunk_size);
     f.str("chunkDigest", &e.chunk_digest, false);
+    // zstd:chunked fields; never set in eStargz, so its layout is unchanged.
+    f.num("endOffset", e.end_offset);
+    for (key, t) in [("accesstime", e.access_time), ("changetime", e.change_time)] {
+        if let Some(t) = t {
+            f.str(key, &timefmt::format_rfc3339(t), false);
+        }
+    }
+    f.str("chunkType", e.chunk_type.as_str(), false);
     out.push_str("\n\t\t}");
 }
 
@@ -509,6 +578,7 @@ mod tests {
         let toc = Toc {
             version: 1,
             entries: vec![reg, fifo],
+            tar_split_digest: String::new(),
         };
         let json = String::from_utf8(toc.to_json()).unwrap();
         let want = format!(
@@ -530,6 +600,7 @@ mod tests {
         let toc = Toc {
             version: 1,
             entries: vec![],
+            tar_split_digest: String::new(),
         };
         assert_eq!(
             String::from_utf8(toc.to_json()).unwrap(),
@@ -597,6 +668,7 @@ mod tests {
         let toc = Toc {
             version: 1,
             entries,
+            tar_split_digest: String::new(),
         };
         let json = toc.to_json();
         assert!(json.len() > 1 << 20);

@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int, c_void, CString};
 use std::os::fd::FromRawFd;
 use std::sync::Arc;
 
-use estargz_core::{Error, FileSource, Footer, OpenOptions, ReadAt, Reader};
+use estargz_core::{Error, FileSource, Footer, Format, OpenOptions, ReadAt, Reader};
 
 use crate::args::{opt_out, try_bytes, try_out, try_out_bytes, try_path, try_str, Out};
 use crate::builder::c_string;
@@ -56,6 +56,20 @@ pub enum estargz_footer_kind {
     ESTARGZ_FOOTER_EXTERNAL_TOC = 1,
     /// Legacy crfs stargz (47-byte footer).
     ESTARGZ_FOOTER_LEGACY = 2,
+    /// zstd:chunked (a skippable frame: 48 bytes for v1, 72 for v2).
+    ESTARGZ_FOOTER_ZSTD_CHUNKED = 3,
+}
+
+/// Which layer format a blob is (estargz_blob_info.format).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum estargz_format {
+    /// eStargz (gzip members; the TOC embedded or external).
+    ESTARGZ_FORMAT_ESTARGZ = 0,
+    /// Legacy crfs stargz.
+    ESTARGZ_FORMAT_STARGZ = 1,
+    /// zstd:chunked (see estargz_blob_info.zstd_chunked_generation).
+    ESTARGZ_FORMAT_ZSTD_CHUNKED = 2,
 }
 
 /// Facts about an open blob (estargz_reader_info). Set `struct_size` to
@@ -80,10 +94,18 @@ pub struct estargz_blob_info {
     /// estargz_open_options_set_external_toc_data). Added in version 2 of
     /// the struct.
     pub has_external_toc: bool,
+    /// Keeps version 2's size (its padding) a field boundary; zero.
+    pub _reserved: [u8; 7],
+    /// The layer format. Added in version 3 of the struct.
+    pub format: estargz_format,
+    /// zstd:chunked generation (1 or 2); 0 for the gzip formats. Added in
+    /// version 3 of the struct.
+    pub zstd_chunked_generation: u32,
 }
 
-// Version 1 ended where `has_external_toc` starts.
-versioned_struct!(estargz_blob_info, grown_at: has_external_toc);
+// Version 1 ended where `has_external_toc` starts, version 2 where `format` does.
+versioned_struct!(estargz_blob_info, grown_at: has_external_toc, format);
+const _: () = assert!(std::mem::offset_of!(estargz_blob_info, format) == 56);
 
 /// Opens `src` with `opts` and stores the new handle in `out`.
 fn open(src: Arc<dyn ReadAt>, opts: &OpenOptions, out: Out<*mut estargz_reader>) -> FfiResult {
@@ -264,6 +286,12 @@ pub unsafe extern "C" fn estargz_reader_info(
             Footer::Estargz { .. } => estargz_footer_kind::ESTARGZ_FOOTER_ESTARGZ,
             Footer::ExternalToc => estargz_footer_kind::ESTARGZ_FOOTER_EXTERNAL_TOC,
             Footer::Legacy { .. } => estargz_footer_kind::ESTARGZ_FOOTER_LEGACY,
+            Footer::ZstdChunked(_) => estargz_footer_kind::ESTARGZ_FOOTER_ZSTD_CHUNKED,
+        };
+        let format = match reader.format() {
+            Format::Estargz => estargz_format::ESTARGZ_FORMAT_ESTARGZ,
+            Format::Stargz => estargz_format::ESTARGZ_FORMAT_STARGZ,
+            Format::ZstdChunked(_) => estargz_format::ESTARGZ_FORMAT_ZSTD_CHUNKED,
         };
         out.write(estargz_blob_info {
             struct_size: 0,
@@ -274,6 +302,9 @@ pub unsafe extern "C" fn estargz_reader_info(
             footer_kind,
             footer_size: footer.size() as u32,
             has_external_toc: footer.toc_offset().is_none(),
+            _reserved: [0; 7],
+            format,
+            zstd_chunked_generation: reader.format().generation().map_or(0, u32::from),
         });
         Ok(())
     })

@@ -423,8 +423,9 @@ fn next_details_from_several_threads_gives_each_entry_once() {
     );
 }
 
-/// estargz_blob_info version 1 (ending before `has_external_toc`) is still
-/// filled; version 2 says whether the TOC is external, and so does the
+/// estargz_blob_info version 1 (ending before `has_external_toc`) and 2
+/// (before `format`) are still filled; version 2 says whether the TOC is
+/// external, version 3 the format, and so does the
 /// build result, with the TOC offset only for an embedded TOC.
 #[test]
 fn blob_info_versions_and_the_external_toc_flag() {
@@ -478,6 +479,18 @@ fn blob_info_versions_and_the_external_toc_flag() {
             assert_eq!(estargz_reader_info(r, &mut info), ESTARGZ_OK);
             assert_eq!(info.has_external_toc, external);
             assert_eq!(info.toc_offset, if external { 0 } else { off });
+            assert_eq!(info.format, estargz_format::ESTARGZ_FORMAT_ESTARGZ);
+            assert_eq!(info.zstd_chunked_generation, 0);
+
+            // Version 2 (ending where `format` starts) is still accepted.
+            let v2 = std::mem::offset_of!(estargz_blob_info, format);
+            assert_eq!(v2, 56);
+            let mut old = std::mem::zeroed::<estargz_blob_info>();
+            old.struct_size = v2;
+            old.zstd_chunked_generation = 7;
+            assert_eq!(estargz_reader_info(r, &mut old), ESTARGZ_OK);
+            assert_eq!(old.has_external_toc, external);
+            assert_eq!(old.zstd_chunked_generation, 7, "written past version 2");
 
             // Version 1: filled up to footer_size, the rest left alone.
             let v1 = std::mem::offset_of!(estargz_blob_info, has_external_toc);

@@ -210,6 +210,7 @@ pub fn build(input: BuildInput, out: &mut dyn Write, opts: &BuildOptions) -> Res
     let toc = Toc {
         version: 1,
         entries: plan.toc,
+        tar_split_digest: String::new(),
     };
     let toc_entries = toc.entries.len();
     let json = toc.to_json();

@@ -17,7 +17,7 @@ use std::hash::BuildHasher;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::tar::clean_name;
-use crate::toc::{EntryType, Toc, TocEntry};
+use crate::toc::{ChunkType, EntryType, Toc, TocEntry};
 
 /// Longest path accepted in a TOC (Linux's PATH_MAX is 4096).
 pub const MAX_PATH_LEN: usize = 16 << 10;
@@ -66,6 +66,9 @@ pub struct Chunk {
     /// Digest to verify the chunk against (`None`: the TOC gave none, and
     /// the chunk cannot be read).
     pub digest: Option<Digest>,
+    /// zstd:chunked `chunkType: "zeros"`: the bytes are zeros, produced
+    /// (and checked against `digest`) without fetching.
+    pub zeros: bool,
 }
 
 /// `len` bytes of the name arena from `start`, or `len` ids/chunks of a
@@ -88,6 +91,9 @@ struct Extra {
     dev_major: u64,
     dev_minor: u64,
     xattrs: BTreeMap<String, Vec<u8>>,
+    /// zstd:chunked `accesstime` / `changetime` (`NO_TIME`: absent).
+    access_time: i64,
+    change_time: i64,
 }
 
 /// One node, packed. Nodes store only their own name: storing full paths
@@ -285,6 +291,18 @@ impl<'a> Entry<'a> {
     pub fn dev_minor(&self) -> u64 {
         self.extra().map_or(0, |x| x.dev_minor)
     }
+    /// Access time in whole Unix seconds (zstd:chunked `accesstime`).
+    pub fn access_time(&self) -> Option<i64> {
+        self.extra()
+            .map(|x| x.access_time)
+            .filter(|&t| t != NO_TIME)
+    }
+    /// Status change time in whole Unix seconds (zstd:chunked `changetime`).
+    pub fn change_time(&self) -> Option<i64> {
+        self.extra()
+            .map(|x| x.change_time)
+            .filter(|&t| t != NO_TIME)
+    }
     /// Extended attributes.
     pub fn xattrs(&self) -> &'a BTreeMap<String, Vec<u8>> {
         self.extra().map_or(&NO_XATTRS, |x| &x.xattrs)
@@ -468,6 +486,10 @@ pub(crate) struct TreeBuilder {
     /// Where a data entry without chunks (an empty file) starts a member:
     /// (chunks added before it, offset); see [`TreeBuilder::set_next_offsets`].
     marks: Vec<(usize, u64)>,
+    /// Per chunk added: its file's zstd:chunked `endOffset` (0: none).
+    end_offsets: Vec<u64>,
+    /// The current file's `endOffset`, for its chunk entries.
+    current_end: u64,
 }
 
 impl TreeBuilder {
@@ -492,6 +514,8 @@ impl TreeBuilder {
             current_file: None,
             seen: 0,
             marks: Vec::new(),
+            end_offsets: Vec::new(),
+            current_end: 0,
         }
     }
 
@@ -591,11 +615,18 @@ impl TreeBuilder {
         } else {
             NONE
         };
-        let extra = if entry.dev_major != 0 || entry.dev_minor != 0 || !entry.xattrs.is_empty() {
+        let extra = if entry.dev_major != 0
+            || entry.dev_minor != 0
+            || !entry.xattrs.is_empty()
+            || entry.access_time.is_some()
+            || entry.change_time.is_some()
+        {
             self.idx.extras.push(Extra {
                 dev_major: entry.dev_major,
                 dev_minor: entry.dev_minor,
                 xattrs: entry.xattrs.clone(),
+                access_time: entry.access_time.unwrap_or(NO_TIME),
+                change_time: entry.change_time.unwrap_or(NO_TIME),
             });
             (self.idx.extras.len() - 1) as u32
         } else {
@@ -734,7 +765,12 @@ impl TreeBuilder {
             chunk_size,
             next_offset: 0,
             digest,
+            zeros: e.chunk_type == ChunkType::Zeros,
         });
+        if first {
+            self.current_end = e.end_offset;
+        }
+        self.end_offsets.push(self.current_end);
         self.idx.nodes[file as usize].chunks.len += 1;
         Ok(())
     }
@@ -763,6 +799,12 @@ impl TreeBuilder {
             }
             let c = &mut self.idx.chunks[j];
             c.next_offset = last;
+            // zstd:chunked says where a file's frames end (the tar header
+            // frames after it need not be fetched).
+            let end = self.end_offsets[j];
+            if end > c.offset && end < last {
+                c.next_offset = end;
+            }
             if c.offset != 0 && c.inner_offset == 0 {
                 last = c.offset;
             }
@@ -992,6 +1034,7 @@ mod tests {
             &Toc {
                 version: 1,
                 entries,
+                tar_split_digest: String::new(),
             },
             payload_end,
         )

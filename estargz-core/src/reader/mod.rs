@@ -21,7 +21,7 @@ pub use warm::{
 use crate::cache::ChunkCache;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
-use crate::footer::{Footer, MAX_FOOTER_SIZE};
+use crate::footer::{self as footer_mod, Footer, Format, ZstdChunkedFooter, MAX_FOOTER_SIZE};
 use crate::source::ReadAt;
 use crate::toc::{self, EntrySink, EntryType, Toc, TOC_NAME};
 
@@ -84,6 +84,13 @@ pub struct OpenOptions {
     pub external_toc_data: Option<Vec<u8>>,
     /// Fail unless the TOC digest equals this (`containerd.io/snapshot/stargz/toc.digest`).
     pub expected_toc_digest: Option<String>,
+    /// zstd:chunked: fail unless the sha256 of the compressed TOC equals
+    /// this (the `…zstd-chunked.manifest-checksum` annotation).
+    pub expected_manifest_checksum: Option<String>,
+    /// zstd:chunked: where the TOC (and tar-split) are, from the layer's
+    /// `…zstd-chunked.manifest-position` annotation: the footer is then
+    /// not read (one request fewer for a remote layer).
+    pub zstd_chunked_position: Option<ZstdChunkedFooter>,
     /// Most bytes of TOC JSON (and of the compressed TOC member).
     pub max_toc_size: u64,
     /// Largest chunk accepted (a chunk is held whole while it is verified).
@@ -111,6 +118,8 @@ impl Default for OpenOptions {
         OpenOptions {
             external_toc_data: None,
             expected_toc_digest: None,
+            expected_manifest_checksum: None,
+            zstd_chunked_position: None,
             max_toc_size: DEFAULT_MAX_TOC_SIZE,
             max_chunk_size: DEFAULT_MAX_CHUNK_SIZE,
             max_entries: DEFAULT_MAX_ENTRIES,
@@ -125,6 +134,8 @@ impl Default for OpenOptions {
 crate::options::option_setters!(OpenOptions {
     external_toc_data: Option<Vec<u8>>,
     expected_toc_digest: Option<String>,
+    expected_manifest_checksum: Option<String>,
+    zstd_chunked_position: Option<ZstdChunkedFooter>,
     max_toc_size: u64,
     max_chunk_size: u64,
     max_entries: u64,
@@ -203,6 +214,10 @@ pub struct Reader {
     toc_limits: crate::toc::TocLimits,
     max_toc_size: u64,
     toc_digest: String,
+    /// zstd:chunked: sha256 of the compressed TOC (the manifest checksum).
+    manifest_checksum: Option<String>,
+    /// zstd:chunked v2: the TOC's `tarSplitDigest` (checked by `verify`).
+    tar_split_digest: Option<String>,
     index: Index,
     max_chunk_size: u64,
     cache: Arc<ChunkCache>,
@@ -243,6 +258,7 @@ struct TocOptions<'a> {
     max_toc_size: u64,
     limits: crate::toc::TocLimits,
     expected_digest: Option<&'a str>,
+    expected_manifest_checksum: Option<&'a str>,
 }
 
 /// What loading a TOC found besides its entries.
@@ -250,9 +266,9 @@ struct LoadedToc {
     digest: String,
     /// Where the data members end (the TOC's offset, or the footer's).
     payload_end: u64,
-    version: i64,
-    /// Entries kept (repeats collapsed).
-    entries: u64,
+    decoded: toc::Decoded,
+    /// zstd:chunked: sha256 of the compressed TOC.
+    manifest_checksum: Option<String>,
 }
 
 /// Reads and decodes the TOC the footer points to (or the external one),
@@ -264,6 +280,9 @@ fn load_toc(
     opts: &TocOptions,
     sink: &mut EntrySink<'_>,
 ) -> Result<LoadedToc> {
+    if let Footer::ZstdChunked(z) = footer {
+        return load_zstd_toc(src, z, opts, sink);
+    }
     let payload_end = src.size() - footer.size() as u64;
     match footer.toc_offset() {
         Some(toc_offset) => {
@@ -279,12 +298,12 @@ fn load_toc(
             let mut member = vec![0u8; len as usize];
             src.read_exact_at(&mut member, toc_offset)
                 .map_err(|e| Error::io(format!("reading the TOC at offset {toc_offset}"), e))?;
-            let (digest, (version, entries)) = read_toc_member(&member[..], opts, sink)?;
+            let (digest, decoded) = read_toc_member(&member[..], opts, sink)?;
             Ok(LoadedToc {
                 digest,
                 payload_end: toc_offset,
-                version,
-                entries,
+                decoded,
+                manifest_checksum: None,
             })
         }
         None => {
@@ -293,25 +312,99 @@ fn load_toc(
                     "the blob has an external TOC; pass it (the TOC gzip member) to open".into(),
                 )
             })?;
-            let (digest, (version, entries)) = read_toc_member(external, opts, sink)?;
+            let (digest, decoded) = read_toc_member(external, opts, sink)?;
             Ok(LoadedToc {
                 digest,
                 payload_end,
-                version,
-                entries,
+                decoded,
+                manifest_checksum: None,
             })
         }
     }
 }
 
+/// Reads a zstd:chunked TOC: one positional read of its skippable frame
+/// (header included, so the frame is checked too), the compressed bytes
+/// checked against the manifest checksum, then inflated (never past the
+/// length the footer states, itself within `max_toc_size`) into `sink`.
+fn load_zstd_toc(
+    src: &dyn ReadAt,
+    z: &ZstdChunkedFooter,
+    opts: &TocOptions,
+    sink: &mut EntrySink<'_>,
+) -> Result<LoadedToc> {
+    let pos = z.toc;
+    // Both sizes are decided before anything is allocated or inflated.
+    for (what, len) in [
+        ("compressed", pos.compressed_len),
+        ("inflated", pos.uncompressed_len),
+    ] {
+        if len > opts.max_toc_size {
+            return Err(Error::LimitExceeded(format!(
+                "zstd:chunked TOC is {len} bytes {what}, over the limit of {} (max_toc_size)",
+                opts.max_toc_size
+            )));
+        }
+    }
+    let header_len = footer_mod::SKIPPABLE_HEADER_SIZE as u64;
+    let start = z.payload_end();
+    let mut frame = vec![0u8; (header_len + pos.compressed_len) as usize];
+    src.read_exact_at(&mut frame, start).map_err(|e| {
+        Error::io(
+            format!("reading the zstd:chunked TOC frame at offset {start}"),
+            e,
+        )
+    })?;
+    let (header, compressed) = frame.split_at(header_len as usize);
+    if !footer_mod::is_skippable_header(header, pos.compressed_len) {
+        return Err(Error::InvalidToc(format!(
+            "no skippable frame of {} bytes at offset {start} where the zstd:chunked TOC should be (header {})",
+            pos.compressed_len,
+            hex::encode(header)
+        )));
+    }
+    let checksum = crate::digest::sha256_digest(compressed);
+    if let Some(expected) = opts.expected_manifest_checksum {
+        if expected != checksum {
+            return Err(Error::DigestMismatch {
+                what: "zstd:chunked TOC (manifest checksum)".into(),
+                expected: expected.to_string(),
+                actual: checksum,
+            });
+        }
+    }
+    let decoder = zstd_decoder(io::Cursor::new(compressed)).map_err(|e| {
+        Error::InvalidToc(format!(
+            "cannot start decompressing the zstd:chunked TOC: {e}"
+        ))
+    })?;
+    let (digest, decoded) = read_toc_json(decoder, pos.uncompressed_len, opts, sink, true)?;
+    Ok(LoadedToc {
+        digest,
+        payload_end: start,
+        decoded,
+        manifest_checksum: Some(checksum),
+    })
+}
+
+/// A streaming zstd decoder over `src` (any number of frames; skippable
+/// frames yield nothing).
+fn zstd_decoder<'a, R: io::BufRead + Send + 'a>(src: R) -> io::Result<Box<dyn Read + Send + 'a>> {
+    let mut d = zstd::stream::read::Decoder::with_buffer(src)?;
+    // The largest window libzstd accepts by default (128 MiB); frames
+    // asking for more are refused rather than allocated.
+    d.window_log_max(27)?;
+    Ok(Box::new(d))
+}
+
 /// Decompresses a TOC member (tar entry `stargz.index.json`), decodes its
 /// JSON within `opts`' limits into `sink` and hashes it; checks
-/// `expected_toc_digest`. Returns the digest, the version and the entries kept.
+/// `expected_toc_digest`. Returns the digest and what the TOC says.
 fn read_toc_member(
     compressed: impl Read,
     opts: &TocOptions,
     sink: &mut EntrySink<'_>,
-) -> Result<(String, (i64, u64))> {
+) -> Result<(String, toc::Decoded)> {
     let mut gz = flate2::read::GzDecoder::new(BufReader::with_capacity(1 << 16, compressed));
     let mut header = [0u8; 512];
     gz.read_exact(&mut header)
@@ -336,9 +429,22 @@ fn read_toc_member(
             opts.max_toc_size
         )));
     }
+    read_toc_json(gz, size, opts, sink, false)
+}
+
+/// Decodes `size` bytes of TOC JSON from `src` into `sink` and hashes them;
+/// checks `expected_toc_digest`. With `exact`, `src` must end there (a
+/// zstd:chunked TOC frame states its inflated length).
+fn read_toc_json(
+    mut src: impl Read,
+    size: u64,
+    opts: &TocOptions,
+    sink: &mut EntrySink<'_>,
+    exact: bool,
+) -> Result<(String, toc::Decoded)> {
     let limits = opts.limits;
     let mut body = HashingReader {
-        inner: gz.take(size),
+        inner: (&mut src).take(size),
         hasher: Hasher::new(),
         count: 0,
     };
@@ -353,6 +459,18 @@ fn read_toc_member(
                 "TOC JSON ends after {} of {size} bytes",
                 body.count
             )));
+        }
+        if exact {
+            let mut one = [0u8; 1];
+            let more =
+                body.inner.get_mut().read(&mut one).map_err(|e| {
+                    Error::InvalidToc(format!("cannot decompress the TOC JSON: {e}"))
+                })?;
+            if more > 0 {
+                return Err(Error::LimitExceeded(format!(
+                    "the TOC frame inflates past the {size} bytes its footer states"
+                )));
+            }
         }
         let digest = body.hasher.finish();
         match opts.expected_digest {
@@ -373,15 +491,26 @@ impl Reader {
     pub fn open(src: Arc<dyn ReadAt>, opts: &OpenOptions) -> Result<Reader> {
         note_foreground();
         let size = src.size();
-        let tail_len = size.min(MAX_FOOTER_SIZE as u64) as usize;
-        let mut tail = vec![0u8; tail_len];
-        src.read_exact_at(&mut tail, size - tail_len as u64)
-            .map_err(|e| Error::io("reading the footer", e))?;
-        let footer = Footer::parse(&tail, size)?;
+        let footer = match opts.zstd_chunked_position {
+            // The position came from the manifest (which the caller
+            // verified); the checksum below anchors what it points to.
+            Some(z) => {
+                z.check(size, 0)?;
+                Footer::ZstdChunked(z)
+            }
+            None => {
+                let tail_len = size.min(MAX_FOOTER_SIZE as u64) as usize;
+                let mut tail = vec![0u8; tail_len];
+                src.read_exact_at(&mut tail, size - tail_len as u64)
+                    .map_err(|e| Error::io("reading the footer", e))?;
+                Footer::parse(&tail, size)?
+            }
+        };
         let toc_options = TocOptions {
             max_toc_size: opts.max_toc_size,
             limits: opts.toc_limits(),
             expected_digest: opts.expected_toc_digest.as_deref(),
+            expected_manifest_checksum: opts.expected_manifest_checksum.as_deref(),
         };
         // The tree is built as the TOC streams in: no vector of entries.
         let mut tree = TreeBuilder::new(&opts.index_limits());
@@ -396,11 +525,13 @@ impl Reader {
         Ok(Reader {
             src,
             footer,
-            toc_entries: loaded.entries as usize,
+            toc_entries: loaded.decoded.entries as usize,
             external_toc: opts.external_toc_data.clone(),
             toc_limits: toc_options.limits,
             max_toc_size: opts.max_toc_size,
             toc_digest: loaded.digest,
+            manifest_checksum: loaded.manifest_checksum,
+            tar_split_digest: Some(loaded.decoded.tar_split_digest).filter(|d| !d.is_empty()),
             index,
             max_chunk_size: opts.max_chunk_size,
             cache: opts
@@ -415,9 +546,23 @@ impl Reader {
         })
     }
 
-    /// Which footer the blob ends with.
+    /// Which footer the blob ends with (for zstd:chunked opened from the
+    /// manifest position, what that position said).
     pub fn footer(&self) -> Footer {
         self.footer
+    }
+    /// The blob's format (and zstd:chunked generation).
+    pub fn format(&self) -> Format {
+        self.footer.format()
+    }
+    /// zstd:chunked: the sha256 of the compressed TOC (what the
+    /// `…zstd-chunked.manifest-checksum` annotation holds).
+    pub fn manifest_checksum(&self) -> Option<&str> {
+        self.manifest_checksum.as_deref()
+    }
+    /// zstd:chunked v2: the TOC's `tarSplitDigest`.
+    pub fn tar_split_digest(&self) -> Option<&str> {
+        self.tar_split_digest.as_deref()
     }
     /// The TOC, read and decoded again from the blob and checked against
     /// the digest it had when opened (the reader keeps only its tree).
@@ -426,6 +571,7 @@ impl Reader {
             max_toc_size: self.max_toc_size,
             limits: self.toc_limits,
             expected_digest: Some(&self.toc_digest),
+            expected_manifest_checksum: self.manifest_checksum.as_deref(),
         };
         let mut entries = Vec::new();
         let loaded = load_toc(
@@ -439,8 +585,9 @@ impl Reader {
             },
         )?;
         Ok(Toc {
-            version: loaded.version,
+            version: loaded.decoded.version,
             entries,
+            tar_split_digest: loaded.decoded.tar_split_digest,
         })
     }
     /// How many entries the TOC has (a repeat of the entry before it not counted).
@@ -541,6 +688,10 @@ impl Reader {
     /// [`Reader::fetch_chunk`] for callers that hold the buffer budget.
     fn fetch_chunk_unbudgeted(&self, id: NodeId, chunk: &Chunk) -> Result<Vec<u8>> {
         self.check_chunk_limits(id, chunk)?;
+        if chunk.zeros {
+            // Checked like any chunk: a TOC calling data zeros is caught.
+            return self.read_verified(&mut io::repeat(0), 0, id, chunk);
+        }
         if chunk.inner_offset == 0 {
             let mut gz = self.member_decoder(chunk)?;
             return self.read_verified(&mut gz, 0, id, chunk);
@@ -652,9 +803,10 @@ impl Reader {
         })
     }
 
-    /// A decoder over the gzip member(s) holding `chunk`. The compressed
-    /// extent is read with one positional read (one request for a remote
-    /// source) unless it is implausibly large, in which case it streams.
+    /// A decoder over the gzip member(s) or zstd frames holding `chunk`.
+    /// The compressed extent is read with one positional read (one request
+    /// for a remote source) unless it is implausibly large, in which case
+    /// it streams.
     fn member_decoder(&self, chunk: &Chunk) -> Result<Box<dyn Read + Send>> {
         let extent = chunk.next_offset.saturating_sub(chunk.offset);
         if extent <= self.max_member_read() {
@@ -663,22 +815,35 @@ impl Reader {
                 .read_exact_at(&mut buf, chunk.offset)
                 .map_err(|e| {
                     Error::io(
-                        format!("reading the gzip member at blob offset {}", chunk.offset),
+                        format!(
+                            "reading the compressed data at blob offset {}",
+                            chunk.offset
+                        ),
                         e,
                     )
                 })?;
-            return Ok(Box::new(flate2::read::MultiGzDecoder::new(
-                io::Cursor::new(buf),
-            )));
+            return self.decompressor(io::Cursor::new(buf), chunk.offset);
         }
         let section = OwnedSection {
             src: self.src.clone(),
             pos: chunk.offset,
             end: chunk.next_offset,
         };
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(
-            BufReader::with_capacity(1 << 16, section),
-        )))
+        self.decompressor(BufReader::with_capacity(1 << 16, section), chunk.offset)
+    }
+
+    /// Decompresses the data members (gzip) or frames (zstd:chunked) in `src`.
+    fn decompressor(
+        &self,
+        src: impl io::BufRead + Send + 'static,
+        offset: u64,
+    ) -> Result<Box<dyn Read + Send>> {
+        if self.footer.format().is_zstd() {
+            zstd_decoder(src)
+                .map_err(|e| Error::Corrupt(format!("zstd frame at blob offset {offset}: {e}")))
+        } else {
+            Ok(Box::new(flate2::read::MultiGzDecoder::new(src)))
+        }
     }
 
     /// Largest compressed extent read in one go.
@@ -869,17 +1034,26 @@ impl Reader {
     /// so memory does not grow with the number of threads.
     pub fn verify(&self) -> Result<u64> {
         use rayon::prelude::*;
+        self.verify_tar_split()?;
         let work = self.chunks_in_blob_order(|_, _| true);
         members_of(&work)
             .par_iter()
             .map(|member| {
                 let first = member[0].1;
                 let extent = first.next_offset.saturating_sub(first.offset);
+                let mut bytes = 0;
+                for &(id, chunk) in member.iter().filter(|(_, c)| c.zeros) {
+                    self.check_chunk_limits(id, chunk)?;
+                    self.verify_chunk(&mut io::repeat(0), 0, id, chunk, None)?;
+                    bytes += chunk.chunk_size;
+                }
+                if member.iter().all(|(_, c)| c.zeros) {
+                    return Ok(bytes);
+                }
                 let _permit = self.buffers.acquire(extent.min(self.max_member_read()));
                 let mut gz = self.member_decoder(first)?;
                 let mut pos = 0;
-                let mut bytes = 0;
-                for &(id, chunk) in member.iter() {
+                for &(id, chunk) in member.iter().filter(|(_, c)| !c.zeros) {
                     self.check_chunk_limits(id, chunk)?;
                     // The index guarantees chunks of one member do not overlap.
                     self.verify_chunk(&mut gz, chunk.inner_offset - pos, id, chunk, None)?;
@@ -889,6 +1063,40 @@ impl Reader {
                 Ok(bytes)
             })
             .try_reduce(|| 0, |a, b| Ok(a + b))
+    }
+
+    /// zstd:chunked v2: checks the tar-split frame against the TOC's
+    /// `tarSplitDigest` (the digest of its compressed bytes).
+    fn verify_tar_split(&self) -> Result<()> {
+        let (Footer::ZstdChunked(z), Some(expected)) = (&self.footer, &self.tar_split_digest)
+        else {
+            return Ok(());
+        };
+        let Some(pos) = z.tar_split else {
+            return Err(Error::InvalidToc(
+                "the TOC has a tarSplitDigest but the footer no tar-split".into(),
+            ));
+        };
+        let mut hasher = Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = pos.offset;
+        while at < pos.end() {
+            let n = (pos.end() - at).min(buf.len() as u64) as usize;
+            self.src
+                .read_exact_at(&mut buf[..n], at)
+                .map_err(|e| Error::io(format!("reading the tar-split at offset {at}"), e))?;
+            hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+        let actual = hasher.finish();
+        if &actual != expected {
+            return Err(Error::DigestMismatch {
+                what: "zstd:chunked tar-split".into(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        Ok(())
     }
 
     /// The chunks selected by `want`, sorted by their place in the blob.

@@ -95,8 +95,9 @@ impl Reader {
         batch_bytes: u64,
         proceed: &(dyn Fn() -> bool + Sync),
     ) -> Result<WarmSummary> {
+        // Zero chunks are never fetched: reads produce them.
         let work = self.chunks_in_blob_order(|id, c| {
-            want(id, c) && !c.digest.as_ref().is_some_and(|d| self.cache.contains(d))
+            !c.zeros && want(id, c) && !c.digest.as_ref().is_some_and(|d| self.cache.contains(d))
         });
         // A chunk that shares a member with another is fetched with it.
         let members = super::members_of(&work);
@@ -241,7 +242,7 @@ impl Reader {
 
     /// Decompresses one member, verifies its chunks and caches them.
     fn cache_member(&self, member: &[(NodeId, &Chunk)], compressed: Vec<u8>) -> Result<(u64, u64)> {
-        let mut gz = flate2::read::MultiGzDecoder::new(std::io::Cursor::new(compressed));
+        let mut gz = self.decompressor(std::io::Cursor::new(compressed), member[0].1.offset)?;
         let mut pos = 0;
         let mut bytes = 0;
         for &(id, chunk) in member {

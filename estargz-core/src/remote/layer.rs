@@ -93,19 +93,32 @@ pub fn open_layer(
         "layer {index} ({}) of {}",
         descriptor.digest, image.reference
     );
-    if !manifest::is_gzip_layer(&descriptor.media_type) {
+    if !manifest::is_lazy_layer_type(&descriptor.media_type) {
         return Err(Error::Unsupported(format!(
-            "{what}: media type {} is not a gzip layer, so it cannot be eStargz",
+            "{what}: media type {} is neither gzip nor zstd, so it cannot be eStargz or zstd:chunked",
             descriptor.media_type
         )));
     }
-    let toc_digest = descriptor.toc_digest().map(str::to_string);
-    if toc_digest.is_none() && !opts.allow_unverified_toc {
+    let toc_digest = descriptor
+        .checked_toc_digest()
+        .map_err(|e| e.with_context(&what))?
+        .map(str::to_string);
+    let manifest_checksum = descriptor.zstd_manifest_checksum().map(str::to_string);
+    if toc_digest.is_none() && manifest_checksum.is_none() && !opts.allow_unverified_toc {
         return Err(Error::InvalidArgument(format!(
-            "{what}: no {} annotation, so its TOC cannot be verified (allow unverified TOCs to read it anyway)",
-            manifest::TOC_DIGEST_ANNOTATION
+            "{what}: no {} (or {}, or zstd:chunked manifest-checksum) annotation, so its TOC cannot be verified (allow unverified TOCs to read it anyway)",
+            manifest::TOC_DIGEST_ANNOTATION,
+            manifest::OCI_TOC_DIGEST_ANNOTATION
         )));
     }
+    // zstd:chunked layers say where their TOC is: no footer request.
+    let position = if descriptor.media_type == manifest::OCI_LAYER_ZSTD {
+        descriptor
+            .zstd_chunked_position()
+            .map_err(|e| e.with_context(&what))?
+    } else {
+        None
+    };
     let blob = Arc::new(registry.open_blob(&image.reference, &descriptor, opts.blob.clone())?);
     let spans = Arc::new(
         SpanCache::new(blob.clone(), opts.span_dir.as_deref(), opts.spans.clone()).map_err(
@@ -119,6 +132,8 @@ pub fn open_layer(
     );
     let open = OpenOptions {
         expected_toc_digest: toc_digest,
+        expected_manifest_checksum: manifest_checksum,
+        zstd_chunked_position: position,
         cache: opts.cache.clone(),
         ..Default::default()
     };
@@ -144,7 +159,9 @@ pub fn open_layer(
             r
         }
         Err(Error::InvalidFooter(m)) => {
-            return Err(Error::InvalidFooter(format!("{what} is not eStargz: {m}")))
+            return Err(Error::InvalidFooter(format!(
+                "{what} is not eStargz or zstd:chunked: {m}"
+            )))
         }
         Err(e) => return Err(e.with_context(&what)),
     };

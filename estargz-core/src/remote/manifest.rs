@@ -15,6 +15,8 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 /// OCI gzip layer media type.
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// OCI zstd layer media type (zstd:chunked layers).
+pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 /// Docker manifest list media type.
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Docker image manifest media type.
@@ -30,6 +32,24 @@ application/vnd.docker.distribution.manifest.v2+json";
 
 /// The TOC digest annotation (eStargz).
 pub const TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
+/// The TOC digest annotation the eStargz proposal to the OCI image spec
+/// names; read when [`TOC_DIGEST_ANNOTATION`] is absent.
+pub const OCI_TOC_DIGEST_ANNOTATION: &str = "org.opencontainers.image.toc.digest";
+/// zstd:chunked v2 (containers/storage >= 1.44): sha256 of the compressed TOC.
+pub const ZSTD_MANIFEST_CHECKSUM_ANNOTATION: &str =
+    "io.github.containers.zstd-chunked.manifest-checksum";
+/// zstd:chunked v2: `offset:compressedLen:uncompressedLen:1` of the TOC.
+pub const ZSTD_MANIFEST_POSITION_ANNOTATION: &str =
+    "io.github.containers.zstd-chunked.manifest-position";
+/// zstd:chunked v2: `offset:compressedLen:uncompressedLen` of the tar-split.
+pub const ZSTD_TARSPLIT_POSITION_ANNOTATION: &str =
+    "io.github.containers.zstd-chunked.tarsplit-position";
+/// zstd:chunked v1 (stargz-snapshotter, containers/storage <= 1.43): the checksum.
+pub const ZSTD_V1_MANIFEST_CHECKSUM_ANNOTATION: &str =
+    "io.containers.zstd-chunked.manifest-checksum";
+/// zstd:chunked v1: the TOC position.
+pub const ZSTD_V1_MANIFEST_POSITION_ANNOTATION: &str =
+    "io.containers.zstd-chunked.manifest-position";
 /// The uncompressed size annotation (containers/storage).
 pub const UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompressed-size";
 /// On a layer of an external TOC image: the eStargz blob its TOC belongs to.
@@ -110,11 +130,99 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
-    /// The TOC digest annotation, when present.
+    /// The TOC digest annotation, when present: containerd's, else the
+    /// OCI proposal's. [`Descriptor::checked_toc_digest`] also refuses
+    /// the two disagreeing.
     pub fn toc_digest(&self) -> Option<&str> {
         self.annotations
             .get(TOC_DIGEST_ANNOTATION)
+            .or_else(|| self.annotations.get(OCI_TOC_DIGEST_ANNOTATION))
             .map(String::as_str)
+    }
+
+    /// [`Descriptor::toc_digest`], refusing a descriptor whose containerd
+    /// and OCI TOC digest annotations differ.
+    pub fn checked_toc_digest(&self) -> Result<Option<&str>> {
+        match (
+            self.annotations.get(TOC_DIGEST_ANNOTATION),
+            self.annotations.get(OCI_TOC_DIGEST_ANNOTATION),
+        ) {
+            (Some(a), Some(b)) if a != b => Err(Error::InvalidArgument(format!(
+                "layer {}: annotations {TOC_DIGEST_ANNOTATION}={a} and {OCI_TOC_DIGEST_ANNOTATION}={b} disagree",
+                self.digest
+            ))),
+            _ => Ok(self.toc_digest()),
+        }
+    }
+
+    /// zstd:chunked: the manifest checksum annotation (v2 key, else v1).
+    pub fn zstd_manifest_checksum(&self) -> Option<&str> {
+        self.annotations
+            .get(ZSTD_MANIFEST_CHECKSUM_ANNOTATION)
+            .or_else(|| self.annotations.get(ZSTD_V1_MANIFEST_CHECKSUM_ANNOTATION))
+            .map(String::as_str)
+    }
+
+    /// Whether the manifest anchors the layer's TOC (a TOC digest or a
+    /// zstd:chunked manifest checksum), so it may be read lazily.
+    pub fn has_toc_anchor(&self) -> bool {
+        self.toc_digest().is_some() || self.zstd_manifest_checksum().is_some()
+    }
+
+    /// zstd:chunked: where the TOC (and tar-split) are, from the
+    /// manifest-position annotations; `None` when absent. The generation
+    /// is 2 when a tar-split position is given.
+    pub fn zstd_chunked_position(&self) -> Result<Option<crate::footer::ZstdChunkedFooter>> {
+        use crate::footer::{FramePosition, ZstdChunkedFooter, ZstdGeneration};
+        let Some((key, value)) = [
+            ZSTD_MANIFEST_POSITION_ANNOTATION,
+            ZSTD_V1_MANIFEST_POSITION_ANNOTATION,
+        ]
+        .into_iter()
+        .find_map(|k| self.annotations.get(k).map(|v| (k, v))) else {
+            return Ok(None);
+        };
+        let numbers = |key: &str, value: &str, count: usize| -> Result<Vec<u64>> {
+            let parts: Vec<Option<u64>> = value.split(':').map(|p| p.parse().ok()).collect();
+            if parts.len() != count || parts.iter().any(Option::is_none) {
+                return Err(Error::Registry(format!(
+                    "layer {}: annotation {key}={value:?} is not {count} numbers separated by ':'",
+                    self.digest
+                )));
+            }
+            Ok(parts.into_iter().flatten().collect())
+        };
+        let toc = numbers(key, value, 4)?;
+        if toc[3] != 1 {
+            return Err(Error::Registry(format!(
+                "layer {}: annotation {key}={value:?} has manifest type {} (only 1 is defined)",
+                self.digest, toc[3]
+            )));
+        }
+        let tar_split = match self.annotations.get(ZSTD_TARSPLIT_POSITION_ANNOTATION) {
+            Some(v) => {
+                let t = numbers(ZSTD_TARSPLIT_POSITION_ANNOTATION, v, 3)?;
+                Some(FramePosition {
+                    offset: t[0],
+                    compressed_len: t[1],
+                    uncompressed_len: t[2],
+                })
+            }
+            None => None,
+        };
+        Ok(Some(ZstdChunkedFooter {
+            generation: if tar_split.is_some() {
+                ZstdGeneration::V2
+            } else {
+                ZstdGeneration::V1
+            },
+            toc: FramePosition {
+                offset: toc[0],
+                compressed_len: toc[1],
+                uncompressed_len: toc[2],
+            },
+            tar_split,
+        }))
     }
 }
 
@@ -231,6 +339,12 @@ pub fn platform_names(index: &Index) -> String {
 /// Whether a layer media type is gzip-compressed tar (what eStargz is).
 pub fn is_gzip_layer(media_type: &str) -> bool {
     media_type == OCI_LAYER_GZIP || media_type == DOCKER_LAYER_GZIP
+}
+
+/// Whether a layer media type may be read lazily: gzip (eStargz) or zstd
+/// (zstd:chunked).
+pub fn is_lazy_layer_type(media_type: &str) -> bool {
+    is_gzip_layer(media_type) || media_type == OCI_LAYER_ZSTD
 }
 
 #[cfg(test)]

@@ -158,14 +158,24 @@ fn parse<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T
     serde_json::from_slice(bytes).map_err(|e| bad_json(format!("{what}: {e}")))
 }
 
+/// What a TOC says besides its entries.
+#[derive(Debug, Default)]
+pub(crate) struct Decoded {
+    pub version: i64,
+    /// Entries kept (repeats collapsed).
+    pub entries: u64,
+    /// zstd:chunked v2 `tarSplitDigest` (empty when absent).
+    pub tar_split_digest: String,
+}
+
 /// Decodes the first JSON value of `src` as a TOC, handing every kept entry
-/// to `sink`; returns the version and how many entries were kept. Bytes
-/// after the value may be read into the window; they are ignored.
+/// to `sink`. Bytes after the value may be read into the window; they are
+/// ignored.
 pub(crate) fn decode(
     src: impl Read,
     limits: &TocLimits,
     sink: &mut EntrySink<'_>,
-) -> Result<(i64, u64)> {
+) -> Result<Decoded> {
     let mut w = Window {
         src,
         buf: Vec::with_capacity(READ_SIZE),
@@ -178,6 +188,7 @@ pub(crate) fn decode(
     w.expect(b'{', "to open the TOC object")?;
     let mut version = None;
     let mut entries = None;
+    let mut tar_split_digest = None;
     let mut first = true;
     loop {
         if w.peek()? == Some(b'}') {
@@ -194,6 +205,16 @@ pub(crate) fn decode(
         match key.as_str() {
             "version" if version.is_some() => return Err(duplicate()),
             "entries" if entries.is_some() => return Err(duplicate()),
+            "tarSplitDigest" if tar_split_digest.is_some() => return Err(duplicate()),
+            "tarSplitDigest" => {
+                let d: String = parse(w.value()?, "tarSplitDigest")?;
+                if !d.is_empty() && !crate::digest::is_sha256_digest(&d) {
+                    return Err(Error::InvalidToc(format!(
+                        "tarSplitDigest {d:?} is not sha256:<64 lowercase hex>"
+                    )));
+                }
+                tar_split_digest = Some(d);
+            }
             "version" => version = Some(parse::<i64>(w.value()?, "version")?),
             "entries" => entries = Some(decode_entries(&mut w, limits, sink)?),
             _ => {
@@ -201,7 +222,11 @@ pub(crate) fn decode(
             }
         }
     }
-    Ok((version.unwrap_or(0), entries.unwrap_or(0)))
+    Ok(Decoded {
+        version: version.unwrap_or(0),
+        entries: entries.unwrap_or(0),
+        tar_split_digest: tar_split_digest.unwrap_or_default(),
+    })
 }
 
 /// The `entries` value: `null` or an array of entry objects.

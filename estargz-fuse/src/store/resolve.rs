@@ -219,7 +219,7 @@ impl Resolver {
         let what = format!("layer {digest} of {reference}");
         if let Some(index) = layers.iter().position(|d| d.digest == digest) {
             let desc = &layers[index];
-            if desc.toc_digest().is_none() {
+            if !desc.has_toc_anchor() {
                 // Without the annotation the TOC is not anchored to the
                 // manifest; the runtime pulls such layers itself.
                 return Err(Error::NotFound(format!(
@@ -271,7 +271,7 @@ impl Resolver {
             .layers
             .iter()
             .enumerate()
-            .filter(|(_, d)| d.toc_digest().is_none() && manifest::is_gzip_layer(&d.media_type))
+            .filter(|(_, d)| !d.has_toc_anchor() && manifest::is_lazy_layer_type(&d.media_type))
             .map(|(i, _)| i)
             .collect();
         let mut transient = None;

@@ -20,6 +20,9 @@ commands:
   listing IN.tar      print the canonical listing of a plain tar
   cat BLOB PATH       open a blob with the upstream reader and print one file
                       (what opening a layer costs, for benchmarks)
+  zstdchunked [--chunk-size N] IN.tar OUT.zst
+                      build a zstd:chunked v1 blob with upstream estargz/zstdchunked,
+                      print JSON stats and its annotations
 `
 
 func main() {
@@ -28,11 +31,12 @@ func main() {
 		os.Exit(2)
 	}
 	commands := map[string]func([]string) error{
-		"gen":     runGen,
-		"check":   runCheck,
-		"build":   runBuild,
-		"listing": runListing,
-		"cat":     runCat,
+		"gen":         runGen,
+		"check":       runCheck,
+		"build":       runBuild,
+		"listing":     runListing,
+		"cat":         runCat,
+		"zstdchunked": runZstdChunked,
 	}
 	run, ok := commands[os.Args[1]]
 	if !ok {
