@@ -245,3 +245,260 @@ fn rust_blobs_verify_and_read_identically_with_go() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// zstd:chunked: v1 from upstream's `estargz/zstdchunked` (the oracle's
+// `zstdchunked` command), v2 from containers/storage's compressor (the
+// `cstorage` driver, its own Go module in tests/interop/cstorage).
+
+/// The containers/storage driver, built once per test binary.
+fn cstorage() -> &'static Path {
+    static BIN: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    &BIN.get_or_init(|| {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("cstorage");
+        run(Command::new("go")
+            .current_dir(manifest.join("interop/cstorage"))
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg("."));
+        (tmp, bin)
+    })
+    .1
+}
+
+/// A zstd:chunked blob built by a Go reference, with what it said about it.
+struct ZstdBlob {
+    path: PathBuf,
+    annotations: BTreeMap<String, String>,
+    /// v1 only: the TOC digest upstream's Build reports.
+    toc_digest: Option<String>,
+}
+
+/// What containers/storage refuses to compress (its tar-split packer
+/// rejects a path that occurs twice); any other failure fails the test.
+const CSTORAGE_REFUSALS: [&str; 1] = ["duplicates of file paths not supported"];
+
+/// Builds `tar` as zstd:chunked v1 (upstream) or v2 (containers/storage);
+/// `None` when containers/storage refuses the input (see [`CSTORAGE_REFUSALS`]).
+fn build_zstd(generation: u8, tar: &Path, out: &Path, chunk_size: u64) -> Option<ZstdBlob> {
+    let stdout = if generation == 1 {
+        let mut cmd = Command::new(&generated().oracle);
+        cmd.arg("zstdchunked");
+        if chunk_size > 0 {
+            cmd.arg("--chunk-size").arg(chunk_size.to_string());
+        }
+        run(cmd.arg(tar).arg(out))
+    } else {
+        let o = Command::new(cstorage())
+            .arg("build")
+            .arg(tar)
+            .arg(out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        if !o.status.success() && CSTORAGE_REFUSALS.iter().any(|r| stderr.contains(r)) {
+            return None;
+        }
+        assert!(
+            o.status.success(),
+            "cstorage build {}: {stderr}",
+            tar.display()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    Some(ZstdBlob {
+        path: out.to_path_buf(),
+        annotations: serde_json::from_value(v["annotations"].clone()).unwrap(),
+        toc_digest: v["tocDigest"].as_str().map(str::to_string),
+    })
+}
+
+/// A descriptor carrying `blob`'s annotations, as a registry manifest would.
+fn zstd_descriptor(blob: &ZstdBlob) -> estargz_core::remote::manifest::Descriptor {
+    let mut annotations = blob.annotations.clone();
+    if let Some(d) = &blob.toc_digest {
+        annotations.insert(
+            estargz_core::remote::manifest::TOC_DIGEST_ANNOTATION.into(),
+            d.clone(),
+        );
+    }
+    serde_json::from_value(json!({
+        "mediaType": estargz_core::remote::manifest::OCI_LAYER_ZSTD,
+        "digest": estargz_core::digest::sha256_digest(&fs::read(&blob.path).unwrap()),
+        "size": fs::metadata(&blob.path).unwrap().len(),
+        "annotations": annotations,
+    }))
+    .unwrap()
+}
+
+/// Opens `blob` twice, from its footer and from its manifest-position
+/// annotation (no footer read), both anchored by the annotations, and
+/// checks they agree; returns the footer-opened reader.
+fn open_zstd(blob: &ZstdBlob, generation: u8, what: &str) -> Reader {
+    let desc = zstd_descriptor(blob);
+    let position = desc
+        .zstd_chunked_position()
+        .unwrap()
+        .unwrap_or_else(|| panic!("{what}: no manifest-position annotation"));
+    assert_eq!(position.generation.number(), generation, "{what}");
+    let base = OpenOptions::default()
+        .expected_toc_digest(desc.toc_digest().map(str::to_string))
+        .expected_manifest_checksum(desc.zstd_manifest_checksum().map(str::to_string));
+    let src = Arc::new(FileSource::open(&blob.path).unwrap());
+    let reader = Reader::open(src.clone(), &base).unwrap_or_else(|e| panic!("{what}: open: {e}"));
+    assert_eq!(
+        reader.format(),
+        estargz_core::Format::ZstdChunked(position.generation),
+        "{what}"
+    );
+    let hinted = Reader::open(src, &base.clone().zstd_chunked_position(Some(position)))
+        .unwrap_or_else(|e| panic!("{what}: open at the annotated position: {e}"));
+    assert_eq!(hinted.toc_digest(), reader.toc_digest(), "{what}");
+    assert_eq!(
+        hinted.footer(),
+        reader.footer(),
+        "{what}: footer vs annotations"
+    );
+    reader
+}
+
+#[test]
+fn zstd_chunked_blobs_of_both_generations_read_identically() {
+    let out = tempfile::tempdir().unwrap();
+    // Shapes differing only in build options share their input tar.
+    let mut seen = std::collections::HashSet::new();
+    let (mut checked, mut refused) = (0, Vec::new());
+    for dir in shapes() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let tar = dir.join("input.tar");
+        let meta = read_json(&dir.join("meta.json"));
+        let chunk_size = meta["chunkSize"].as_u64().unwrap_or(0);
+        if !seen.insert((fs::read(&tar).unwrap(), chunk_size)) {
+            continue;
+        }
+        let expected = read_json(&dir.join("expected.json"));
+        // containers/storage keeps sub-second times, which read as their
+        // whole seconds; the shapes' listings round like eStargz writers.
+        let truncated: Value = serde_json::from_str(&run(Command::new(&generated().oracle)
+            .args(["listing", "--truncate-mtime"])
+            .arg(&tar)))
+        .unwrap();
+        for generation in [1u8, 2] {
+            let what = format!("zstd:chunked v{generation} of {name}");
+            let Some(blob) = build_zstd(
+                generation,
+                &tar,
+                &out.path().join(format!("{name}.v{generation}.zst")),
+                chunk_size,
+            ) else {
+                refused.push(name.clone());
+                continue;
+            };
+            let reader = open_zstd(&blob, generation, &what);
+            if generation == 2 {
+                assert!(reader.tar_split_digest().is_some(), "{what}");
+            }
+            reader
+                .verify()
+                .unwrap_or_else(|e| panic!("{what}: verify: {e}"));
+            let want = if generation == 1 {
+                &expected
+            } else {
+                &truncated
+            };
+            compare(want, &listing(&reader), &what);
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} distinct inputs");
+    // Only the shapes with duplicate paths, and not all inputs.
+    assert!(
+        refused.len() * 4 < checked,
+        "containers/storage refused {refused:?}"
+    );
+    eprintln!("{checked} inputs; containers/storage refused {refused:?}");
+}
+
+/// A `ReadAt` that records every range read through it.
+struct Recording {
+    inner: FileSource,
+    reads: std::sync::Mutex<Vec<std::ops::Range<u64>>>,
+}
+
+impl estargz_core::ReadAt for Recording {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let n = self.inner.read_at(buf, offset)?;
+        self.reads.lock().unwrap().push(offset..offset + n as u64);
+        Ok(n)
+    }
+}
+
+/// Zero runs become `zeros` chunks (v2): their bytes are produced without
+/// reading the blob, and the file still reads identically; access and
+/// change times from the TOC are kept.
+#[test]
+fn zstd_chunked_zero_holes_are_not_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut holes = util::noise(5000, 1);
+    holes.extend(vec![0u8; 300_000]);
+    holes.extend(util::noise(7000, 2));
+    holes.extend(vec![0u8; 2048]);
+    holes.extend(util::noise(100, 3));
+    fs::write(src.join("holes"), &holes).unwrap();
+    fs::write(src.join("small"), b"hi\n").unwrap();
+    let tar = dir.path().join("in.tar");
+    // POSIX (PAX) format records atime and ctime.
+    run(Command::new("tar")
+        .arg("--format=posix")
+        .arg("-C")
+        .arg(&src)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    let expected: Value = serde_json::from_str(&run(Command::new(&generated().oracle)
+        .args(["listing", "--truncate-mtime"])
+        .arg(&tar)))
+    .unwrap();
+    let blob = build_zstd(2, &tar, &dir.path().join("b.zst"), 0).unwrap();
+    let desc = zstd_descriptor(&blob);
+    let recording = Arc::new(Recording {
+        inner: FileSource::open(&blob.path).unwrap(),
+        reads: Default::default(),
+    });
+    let opts = OpenOptions::default()
+        .expected_manifest_checksum(desc.zstd_manifest_checksum().map(str::to_string));
+    let reader = Reader::open(recording.clone(), &opts).unwrap();
+    let id = reader.lookup("holes").unwrap();
+    let chunks = reader.entry(id).chunks().to_vec();
+    let zeros: Vec<_> = chunks.iter().filter(|c| c.zeros).collect();
+    assert_eq!(zeros.len(), 2, "{chunks:?}");
+    recording.reads.lock().unwrap().clear();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut reader.open_file(id).unwrap(), &mut got).unwrap();
+    assert!(got == holes, "holes reads differently");
+    for r in recording.reads.lock().unwrap().iter() {
+        for z in &zeros {
+            assert!(
+                r.end <= z.offset || r.start >= z.next_offset,
+                "read {r:?} touches the zeros chunk at {}..{}",
+                z.offset,
+                z.next_offset
+            );
+        }
+    }
+    reader.verify().unwrap();
+    compare(&expected, &listing(&reader), "zero holes");
+    let e = reader.entry(id);
+    assert!(
+        e.access_time().is_some() && e.change_time().is_some(),
+        "{e:?}"
+    );
+}

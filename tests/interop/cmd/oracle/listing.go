@@ -52,10 +52,19 @@ func excludedName(clean string) bool {
 	return false
 }
 
+// truncateMTime makes canonicalMTime keep the whole seconds of a time
+// (what stat shows) instead of rounding as eStargz writers do; set by
+// `listing --truncate-mtime` for formats that keep sub-second times
+// (containers/storage's zstd:chunked).
+var truncateMTime bool
+
 // canonicalMTime rounds to the nearest second; zero and Unix 0 both mean "none".
 func canonicalMTime(t time.Time) int64 {
 	if t.IsZero() || t.Unix() == 0 {
 		return 0
+	}
+	if truncateMTime {
+		return t.Unix()
 	}
 	return t.Round(time.Second).Unix()
 }

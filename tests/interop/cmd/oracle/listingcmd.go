@@ -11,7 +11,8 @@ import (
 
 func runListing(args []string) error {
 	fs := flag.NewFlagSet("listing", flag.ExitOnError)
-	fs.Usage = func() { fmt.Fprintln(fs.Output(), "usage: oracle listing IN.tar") }
+	fs.BoolVar(&truncateMTime, "truncate-mtime", false, "whole seconds of mtimes (floor), not rounded")
+	fs.Usage = func() { fmt.Fprintln(fs.Output(), "usage: oracle listing [--truncate-mtime] IN.tar") }
 	_ = fs.Parse(args)
 	if fs.NArg() != 1 {
 		fs.Usage()

@@ -17,7 +17,8 @@ commands:
                       read and verify a blob with the upstream reader, compare listings
   build IN.tar OUT.esgz
                       convert a tar with upstream estargz.Build, print JSON stats
-  listing IN.tar      print the canonical listing of a plain tar
+  listing [--truncate-mtime] IN.tar
+                      print the canonical listing of a plain tar
   cat BLOB PATH       open a blob with the upstream reader and print one file
                       (what opening a layer costs, for benchmarks)
   zstdchunked [--chunk-size N] IN.tar OUT.zst
