@@ -91,6 +91,10 @@ struct BlobArgs {
     /// Fail unless the TOC digest equals this (the layer's toc.digest annotation).
     #[arg(long, alias = "toc-digest", value_name = "DIGEST")]
     expected_toc_digest: Option<String>,
+    /// zstd:chunked: fail unless the sha256 of the compressed TOC equals this
+    /// (the layer's zstd-chunked.manifest-checksum annotation).
+    #[arg(long, value_name = "DIGEST")]
+    expected_manifest_checksum: Option<String>,
     /// The external TOC data (the TOC gzip member), for blobs built with an
     /// external TOC.
     #[arg(long, alias = "external-toc", value_name = "FILE")]
@@ -166,7 +170,8 @@ fn open_blob(args: &BlobArgs) -> Result<Reader, Error> {
     };
     let opts = OpenOptions::default()
         .external_toc_data(external_toc)
-        .expected_toc_digest(args.expected_toc_digest.clone());
+        .expected_toc_digest(args.expected_toc_digest.clone())
+        .expected_manifest_checksum(args.expected_manifest_checksum.clone());
     Reader::open(Arc::new(src), &opts)
 }
 
@@ -224,10 +229,11 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Verify { blob } => {
             let reader = open_blob(&blob)?;
             let bytes = reader.verify()?;
-            let toc_note = if blob.expected_toc_digest.is_some() {
-                "TOC digest matches"
-            } else {
-                "TOC digest not checked (pass --expected-toc-digest)"
+            let toc_note = match (&blob.expected_toc_digest, &blob.expected_manifest_checksum) {
+                (Some(_), Some(_)) => "TOC digest and manifest checksum match",
+                (Some(_), None) => "TOC digest matches",
+                (None, Some(_)) => "manifest checksum matches",
+                (None, None) => "TOC digest not checked (pass --expected-toc-digest)",
             };
             println!(
                 "ok: {} TOC entries, {bytes} bytes of file data verified; {toc_note}; toc digest {}",

@@ -327,8 +327,9 @@ impl Footer {
                 Err(e) => reasons.push(format!("{size}-byte footer: {e}")),
             }
         }
+        reasons.push("zstd:chunked: no GnUlInUx or GNUlInUx magic in the last 8 bytes".into());
         Err(Error::InvalidFooter(format!(
-            "not an eStargz or stargz blob ({})",
+            "not an eStargz, stargz or zstd:chunked blob ({})",
             reasons.join("; ")
         )))
     }

@@ -657,3 +657,183 @@ fn the_store_survives_a_hostile_layer_next_to_a_good_one() {
     let status = util::stop_fuse_process(child, &mnt, &log);
     assert!(status.success(), "store exit: {status}");
 }
+
+// ---------------------------------------------------------------------------
+// zstd:chunked: broken frames and footers fail fast with a clear error.
+
+fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::bulk::compress(data, 3).unwrap()
+}
+
+/// A zstd:chunked v2 blob with one file `a`, its TOC frame (holding
+/// `toc_frame`, or the compressed TOC) and a footer stating `stated`
+/// (compressed, uncompressed) TOC lengths (default: the real ones).
+/// Returns the blob and the manifest checksum.
+fn zstd_blob(toc_frame: Option<Vec<u8>>, stated: Option<(u64, u64)>) -> (Vec<u8>, String) {
+    use estargz_core::footer::{skippable_frame, FramePosition, ZstdChunkedFooter, ZstdGeneration};
+    let mut blob = zstd(&[0u8; 512]); // the tar header's frame
+    let data_offset = blob.len() as u64;
+    blob.extend(zstd(b"hello"));
+    let toc = format!(
+        r#"{{"version":1,"entries":[{{"type":"reg","name":"a","size":5,"digest":"{}","offset":{data_offset},"endOffset":{}}}]}}"#,
+        sha256(b"hello"),
+        blob.len()
+    );
+    let compressed = toc_frame.unwrap_or_else(|| zstd(toc.as_bytes()));
+    let checksum = sha256(&compressed);
+    let (clen, ulen) = stated.unwrap_or((compressed.len() as u64, toc.len() as u64));
+    let toc_offset = blob.len() as u64 + 8;
+    blob.extend(skippable_frame(&compressed));
+    let tar_split = zstd(b"{}");
+    let tar_split_offset = blob.len() as u64 + 8;
+    blob.extend(skippable_frame(&tar_split));
+    let footer = ZstdChunkedFooter {
+        generation: ZstdGeneration::V2,
+        toc: FramePosition {
+            offset: toc_offset,
+            compressed_len: clen,
+            uncompressed_len: ulen,
+        },
+        tar_split: Some(FramePosition {
+            offset: tar_split_offset,
+            compressed_len: tar_split.len() as u64,
+            uncompressed_len: 2,
+        }),
+    };
+    blob.extend(footer.to_bytes());
+    (blob, checksum)
+}
+
+/// Runs `estargz cmd BLOB` bounded; asserts it fails with `want` in its message.
+fn expect_zstd_error(dir: &Path, name: &str, blob: &[u8], cmd: &[&str], want: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, blob).unwrap();
+    let mut args = cmd.to_vec();
+    args.insert(1, path.to_str().unwrap());
+    let out = run_bounded(&args, &[], Duration::from_secs(30));
+    assert!(!out.success, "{name}: estargz {cmd:?} succeeded");
+    assert!(
+        out.stderr.contains(want),
+        "{name}: want {want:?} in: {}",
+        out.stderr
+    );
+    assert!(
+        out.elapsed < Duration::from_secs(5),
+        "{name}: took {:?}",
+        out.elapsed
+    );
+    assert!(
+        out.max_rss <= 64 * MIB,
+        "{name}: peak RSS {} MiB",
+        out.max_rss / MIB
+    );
+}
+
+#[test]
+fn zstd_chunked_bad_frames_and_footers_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (good, checksum) = zstd_blob(None, None);
+    // The well-formed blob reads, with its checksum.
+    let path = dir.join("good.zst");
+    std::fs::write(&path, &good).unwrap();
+    let out = run_bounded(
+        &[
+            "verify",
+            path.to_str().unwrap(),
+            "--expected-manifest-checksum",
+            &checksum,
+        ],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert!(out.success, "{}", out.stderr);
+
+    // Wrong magic: neither generation, nor a gzip footer.
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n - 1] = b'y';
+    expect_zstd_error(
+        dir,
+        "magic.zst",
+        &bad,
+        &["ls"],
+        "not an eStargz, stargz or zstd:chunked blob",
+    );
+
+    // The footer's skippable frame header does not hold its payload.
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n - 72 + 4] = 63;
+    expect_zstd_error(
+        dir,
+        "footer-frame.zst",
+        &bad,
+        &["ls"],
+        "not in a skippable frame of 64 bytes",
+    );
+
+    // The TOC's skippable frame is shorter than the footer says (a frame
+    // cut short): the frame header no longer matches.
+    let (bad, _) = zstd_blob(None, Some((10, 100)));
+    expect_zstd_error(
+        dir,
+        "toc-frame.zst",
+        &bad,
+        &["ls"],
+        "no skippable frame of 10 bytes",
+    );
+
+    // The blob cut before its footer's TOC position.
+    let cut: Vec<u8> = good[good.len() - 72 - 40..].to_vec();
+    expect_zstd_error(dir, "truncated.zst", &cut, &["ls"], "outside the blob");
+
+    // A TOC stated larger than max_toc_size is refused before anything is
+    // read or allocated.
+    let mut big = good.clone();
+    let n = big.len();
+    // Footer payload field 2 (bytes 16..24): the inflated TOC length.
+    big[n - 64 + 16..n - 64 + 24].copy_from_slice(&(4u64 << 30).to_le_bytes());
+    expect_zstd_error(dir, "toc-huge.zst", &big, &["ls"], "max_toc_size");
+
+    // A TOC frame inflating to 256 MiB past a small stated length stops
+    // at the stated length.
+    let bomb = {
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        let block = vec![b' '; 1 << 20];
+        std::io::Write::write_all(&mut enc, b"{\"version\":1,\"entries\":[]}").unwrap();
+        for _ in 0..256 {
+            std::io::Write::write_all(&mut enc, &block).unwrap();
+        }
+        enc.finish().unwrap()
+    };
+    let bomb_len = bomb.len() as u64;
+    let (bad, _) = zstd_blob(Some(bomb), Some((bomb_len, 1000)));
+    expect_zstd_error(
+        dir,
+        "toc-bomb.zst",
+        &bad,
+        &["ls"],
+        "inflates past the 1000 bytes",
+    );
+
+    // Manifest checksum mismatch.
+    let path = dir.join("good.zst");
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let out = run_bounded(
+        &[
+            "ls",
+            path.to_str().unwrap(),
+            "--expected-manifest-checksum",
+            &wrong,
+        ],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert!(!out.success);
+    assert!(
+        out.stderr.contains("manifest checksum") && out.stderr.contains(&wrong),
+        "{}",
+        out.stderr
+    );
+}
