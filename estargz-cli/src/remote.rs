@@ -325,12 +325,18 @@ pub fn describe_blobs(blobs: &[PathBuf]) -> Result<(Manifest, Vec<u8>), Error> {
                 path.display()
             )));
         }
+        let zstd = reader.format().is_zstd();
         let estargz_core::digest::GzipDigests {
             digest,
             diff_id,
             uncompressed_size: uncompressed,
-        } = estargz_core::digest::gzip_file_digests(path)?;
-        let mut annotations = std::collections::BTreeMap::new();
+        } = estargz_core::digest::layer_file_digests(path, zstd)?;
+        let mut annotations = match (reader.footer(), reader.manifest_checksum()) {
+            (estargz_core::Footer::ZstdChunked(z), Some(checksum)) => {
+                manifest::zstd_chunked_annotations(&z, checksum)
+            }
+            _ => std::collections::BTreeMap::new(),
+        };
         annotations.insert(
             manifest::TOC_DIGEST_ANNOTATION.to_string(),
             reader.toc_digest().to_string(),
@@ -340,7 +346,12 @@ pub fn describe_blobs(blobs: &[PathBuf]) -> Result<(Manifest, Vec<u8>), Error> {
             uncompressed.to_string(),
         );
         layers.push(Descriptor {
-            media_type: manifest::OCI_LAYER_GZIP.into(),
+            media_type: if zstd {
+                manifest::OCI_LAYER_ZSTD
+            } else {
+                manifest::OCI_LAYER_GZIP
+            }
+            .into(),
             digest,
             size,
             annotations,

@@ -125,6 +125,12 @@ pub struct GzipDigests {
 
 /// Hashes a gzip file and its decompressed content in one pass.
 pub fn gzip_file_digests(path: &std::path::Path) -> crate::Result<GzipDigests> {
+    layer_file_digests(path, false)
+}
+
+/// Hashes a layer file and its decompressed content in one pass: gzip, or
+/// zstd (`zstd`: zstd:chunked, whose skippable frames decompress to nothing).
+pub fn layer_file_digests(path: &std::path::Path, zstd: bool) -> crate::Result<GzipDigests> {
     use crate::Error;
     use std::io::{self, Read};
     struct Tee<R> {
@@ -144,7 +150,14 @@ pub fn gzip_file_digests(path: &std::path::Path) -> crate::Result<GzipDigests> {
         inner: io::BufReader::with_capacity(1 << 20, file),
         hasher: Hasher::new(),
     };
-    let mut gz = flate2::read::MultiGzDecoder::new(&mut tee);
+    let mut gz: Box<dyn Read + '_> = if zstd {
+        Box::new(
+            zstd::stream::read::Decoder::new(&mut tee)
+                .map_err(|e| Error::io(format!("decompressing {}", path.display()), e))?,
+        )
+    } else {
+        Box::new(flate2::read::MultiGzDecoder::new(&mut tee))
+    };
     let mut diff = Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

@@ -336,6 +336,39 @@ pub fn platform_names(index: &Index) -> String {
     names.join(", ")
 }
 
+/// The annotations a zstd:chunked layer's descriptor carries: the
+/// manifest checksum and position under the keys of its generation (v2:
+/// containers/storage's, with the tar-split position; v1: upstream's).
+pub fn zstd_chunked_annotations(
+    position: &crate::footer::ZstdChunkedFooter,
+    manifest_checksum: &str,
+) -> BTreeMap<String, String> {
+    let (checksum_key, position_key) = match position.generation {
+        crate::footer::ZstdGeneration::V2 => (
+            ZSTD_MANIFEST_CHECKSUM_ANNOTATION,
+            ZSTD_MANIFEST_POSITION_ANNOTATION,
+        ),
+        crate::footer::ZstdGeneration::V1 => (
+            ZSTD_V1_MANIFEST_CHECKSUM_ANNOTATION,
+            ZSTD_V1_MANIFEST_POSITION_ANNOTATION,
+        ),
+    };
+    let t = position.toc;
+    let mut out = BTreeMap::new();
+    out.insert(checksum_key.to_string(), manifest_checksum.to_string());
+    out.insert(
+        position_key.to_string(),
+        format!("{}:{}:{}:1", t.offset, t.compressed_len, t.uncompressed_len),
+    );
+    if let Some(s) = position.tar_split {
+        out.insert(
+            ZSTD_TARSPLIT_POSITION_ANNOTATION.to_string(),
+            format!("{}:{}:{}", s.offset, s.compressed_len, s.uncompressed_len),
+        );
+    }
+    out
+}
+
 /// Whether a layer media type is gzip-compressed tar (what eStargz is).
 pub fn is_gzip_layer(media_type: &str) -> bool {
     media_type == OCI_LAYER_GZIP || media_type == DOCKER_LAYER_GZIP
