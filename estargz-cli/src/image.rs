@@ -32,6 +32,10 @@ pub struct ConvertImageArgs {
     /// Lossless: gunzip of each layer equals the original tar (needs --external-toc).
     #[arg(long)]
     keep_diff_id: bool,
+    /// Also write each layer's TOC digest as org.opencontainers.image.toc.digest
+    /// (the eStargz proposal to the OCI image spec).
+    #[arg(long)]
+    oci_toc_annotation: bool,
     /// Convert only this platform of a multi-platform image (os/arch[/variant]); repeatable.
     #[arg(long, value_name = "OS/ARCH")]
     platform: Vec<String>,
@@ -104,7 +108,8 @@ pub fn convert_image_cmd(args: ConvertImageArgs) -> Result<(), Error> {
                 .map(|p| Platform::parse(p))
                 .collect::<Result<_, _>>()?,
         )
-        .layer_jobs(args.jobs);
+        .layer_jobs(args.jobs)
+        .oci_toc_annotation(args.oci_toc_annotation);
     let src = Source::open(&src_loc, &registry)?;
     let dst = Target::open(&dst_loc, &registry, args.upload_chunk_size)?;
     let show = !args.quiet && io::stderr().is_terminal();

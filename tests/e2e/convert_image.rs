@@ -869,3 +869,83 @@ fn push_with_basic_auth() {
     let got = lazy_rootfs(&registry, &dst2, "linux/amd64", &dir.path().join("p"));
     util::assert_same_tree(&want, &got, "lazily read rootfs (basic auth)");
 }
+
+/// `--oci-toc-annotation` writes `org.opencontainers.image.toc.digest`
+/// next to containerd's; a reader takes the OCI one when containerd's is
+/// absent and refuses a layer whose two annotations disagree.
+#[test]
+fn oci_toc_digest_annotation() {
+    use estargz_core::remote::manifest::OCI_TOC_DIGEST_ANNOTATION;
+    let dir = tempfile::tempdir().unwrap();
+    let src = make_source(dir.path());
+    let reg = TestRegistry::start(None);
+    let reference = format!("{}/oci/annotated:v1", reg.host());
+    estargz(&[
+        "convert-image",
+        "-q",
+        "--plain-http",
+        "--oci-toc-annotation",
+        "--platform",
+        "linux/amd64",
+        &format!("oci:{}:v1", src.dir.display()),
+        &reference,
+    ]);
+    let registry = Registry::new(http_opts());
+    let image = resolve(&registry, &reference, "linux/amd64");
+    for l in &image.manifest.layers {
+        assert_eq!(
+            l.annotations.get(OCI_TOC_DIGEST_ANNOTATION),
+            l.annotations.get(TOC_DIGEST_ANNOTATION),
+            "{l:?}"
+        );
+    }
+    // Only the OCI annotation: it anchors the TOC.
+    let mut only_oci = image.clone();
+    for l in &mut only_oci.manifest.layers {
+        l.annotations.remove(TOC_DIGEST_ANNOTATION);
+    }
+    for i in 0..only_oci.manifest.layers.len() {
+        let layer = open_layer(&registry, &only_oci, i, &LayerOptions::default())
+            .unwrap_or_else(|e| panic!("layer {i}: {e}"));
+        assert_eq!(
+            Some(layer.reader.toc_digest()),
+            only_oci.manifest.layers[i].toc_digest()
+        );
+    }
+    // A wrong OCI annotation alone fails the TOC check...
+    let mut wrong = only_oci.clone();
+    let bogus = format!("sha256:{}", "2".repeat(64));
+    wrong.manifest.layers[0]
+        .annotations
+        .insert(OCI_TOC_DIGEST_ANNOTATION.into(), bogus.clone());
+    let err = open_layer(&registry, &wrong, 0, &LayerOptions::default())
+        .err()
+        .expect("opened with a wrong OCI TOC digest");
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    // ...and one disagreeing with containerd's is refused before any fetch.
+    let mut conflict = image.clone();
+    conflict.manifest.layers[0]
+        .annotations
+        .insert(OCI_TOC_DIGEST_ANNOTATION.into(), bogus);
+    let err = open_layer(&registry, &conflict, 0, &LayerOptions::default())
+        .err()
+        .expect("opened with disagreeing TOC annotations");
+    assert!(err.to_string().contains("disagree"), "{err}");
+    // Without the flag, no OCI annotation is written.
+    let plain = format!("{}/oci/plain:v1", reg.host());
+    estargz(&[
+        "convert-image",
+        "-q",
+        "--plain-http",
+        "--platform",
+        "linux/amd64",
+        &format!("oci:{}:v1", src.dir.display()),
+        &plain,
+    ]);
+    let image = resolve(&registry, &plain, "linux/amd64");
+    assert!(image
+        .manifest
+        .layers
+        .iter()
+        .all(|l| !l.annotations.contains_key(OCI_TOC_DIGEST_ANNOTATION)));
+}

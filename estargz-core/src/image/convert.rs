@@ -16,8 +16,8 @@ use crate::footer::Footer;
 use crate::reader::{OpenOptions, Reader};
 use crate::remote::manifest::{
     self as m, Descriptor, Document, Index, Manifest, Platform, LAYER_DIGEST_ANNOTATION,
-    OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, TOC_DIGEST_ANNOTATION,
-    UNCOMPRESSED_SIZE_ANNOTATION,
+    OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, OCI_TOC_DIGEST_ANNOTATION,
+    TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION,
 };
 use crate::remote::toc_image::toc_image_tag;
 
@@ -39,6 +39,9 @@ pub struct ConvertOptions {
     pub platforms: Vec<Platform>,
     /// Layers converted at the same time (0 = 2).
     pub layer_jobs: usize,
+    /// Also write the TOC digest as `org.opencontainers.image.toc.digest`
+    /// (the eStargz proposal to the OCI image spec).
+    pub oci_toc_annotation: bool,
 }
 
 crate::options::option_setters!(ConvertOptions {
@@ -46,6 +49,7 @@ crate::options::option_setters!(ConvertOptions {
     prioritized: BTreeMap<usize, Vec<String>>,
     platforms: Vec<Platform>,
     layer_jobs: usize,
+    oci_toc_annotation: bool,
 });
 
 /// What happened, for the caller's report.
@@ -371,7 +375,7 @@ fn convert_layer(src: &Source, dst: &Target, opts: &ConvertOptions, job: &Job) -
             .map_err(|e| Error::io(format!("{what}: writing a temporary file"), e))?;
     }
     if gzip {
-        if let Some(out) = keep_if_estargz(src, dst, job, input.path())? {
+        if let Some(out) = keep_if_estargz(src, dst, job, input.path(), opts.oci_toc_annotation)? {
             return Ok(out);
         }
     }
@@ -409,6 +413,7 @@ fn convert_layer(src: &Source, dst: &Target, opts: &ConvertOptions, job: &Job) -
             result.blob_size,
             &result.toc_digest,
             result.uncompressed_size,
+            opts.oci_toc_annotation,
         ),
         diff_id: result.diff_id,
         kept: false,
@@ -417,7 +422,13 @@ fn convert_layer(src: &Source, dst: &Target, opts: &ConvertOptions, job: &Job) -
 }
 
 /// A gzip layer that opens as eStargz with an embedded TOC is kept as is.
-fn keep_if_estargz(src: &Source, dst: &Target, job: &Job, path: &Path) -> Result<Option<LayerOut>> {
+fn keep_if_estargz(
+    src: &Source,
+    dst: &Target,
+    job: &Job,
+    path: &Path,
+    oci_toc_annotation: bool,
+) -> Result<Option<LayerOut>> {
     let what = &job.what;
     let Ok(file) = crate::source::FileSource::open(path) else {
         return Ok(None);
@@ -443,6 +454,7 @@ fn keep_if_estargz(src: &Source, dst: &Target, job: &Job, path: &Path) -> Result
             job.source.size,
             reader.toc_digest(),
             digests.uncompressed_size,
+            oci_toc_annotation,
         ),
         diff_id: digests.diff_id,
         kept: true,
@@ -478,8 +490,15 @@ fn layer_descriptor(
     size: u64,
     toc_digest: &str,
     uncompressed_size: u64,
+    oci_toc_annotation: bool,
 ) -> Descriptor {
     let mut annotations = source.annotations.clone();
+    // A stale OCI TOC digest from the source would contradict the new
+    // one (and readers refuse the layer when the two disagree).
+    annotations.remove(OCI_TOC_DIGEST_ANNOTATION);
+    if oci_toc_annotation {
+        annotations.insert(OCI_TOC_DIGEST_ANNOTATION.into(), toc_digest.into());
+    }
     annotations.insert(TOC_DIGEST_ANNOTATION.into(), toc_digest.into());
     annotations.insert(
         UNCOMPRESSED_SIZE_ANNOTATION.into(),
