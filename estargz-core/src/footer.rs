@@ -534,4 +534,85 @@ mod tests {
         bad[10] = 2;
         assert!(Footer::parse(&bad, 1000).is_err());
     }
+
+    fn zstd_footer(generation: ZstdGeneration) -> ZstdChunkedFooter {
+        ZstdChunkedFooter {
+            generation,
+            toc: FramePosition {
+                offset: 108,
+                compressed_len: 50,
+                uncompressed_len: 400,
+            },
+            tar_split: (generation == ZstdGeneration::V2).then_some(FramePosition {
+                offset: 166,
+                compressed_len: 30,
+                uncompressed_len: 90,
+            }),
+        }
+    }
+
+    #[test]
+    fn zstd_chunked_footers_round_trip_with_their_layout() {
+        for generation in [ZstdGeneration::V1, ZstdGeneration::V2] {
+            let z = zstd_footer(generation);
+            let bytes = Footer::ZstdChunked(z).to_bytes();
+            let footer = Footer::ZstdChunked(z);
+            assert_eq!(bytes.len(), footer.size());
+            assert_eq!(&bytes[..4], &SKIPPABLE_MAGIC);
+            // Payload: offset, compressed, uncompressed, type 1, then (v2)
+            // the tar-split triple, then the magic.
+            assert_eq!(u64::from_le_bytes(bytes[8..16].try_into().unwrap()), 108);
+            assert_eq!(u64::from_le_bytes(bytes[16..24].try_into().unwrap()), 50);
+            assert_eq!(u64::from_le_bytes(bytes[24..32].try_into().unwrap()), 400);
+            assert_eq!(u64::from_le_bytes(bytes[32..40].try_into().unwrap()), 1);
+            let magic = &bytes[bytes.len() - 8..];
+            match generation {
+                ZstdGeneration::V1 => assert_eq!(magic, b"GnUlInUx"),
+                ZstdGeneration::V2 => assert_eq!(magic, b"GNUlInUx"),
+            }
+            let mut blob = vec![0u8; 300];
+            blob.extend_from_slice(&bytes);
+            let tail = &blob[blob.len() - MAX_FOOTER_SIZE..];
+            assert_eq!(Footer::parse(tail, blob.len() as u64).unwrap(), footer);
+            assert_eq!(footer.format().generation(), Some(generation.number()));
+            assert_eq!(
+                footer.format().to_string(),
+                format!("zstd:chunked v{}", generation.number())
+            );
+        }
+    }
+
+    #[test]
+    fn zstd_chunked_footers_are_checked() {
+        let z = zstd_footer(ZstdGeneration::V2);
+        let good = z.to_bytes();
+        let blob_with = |footer: &[u8], pad: usize| {
+            let mut blob = vec![0u8; pad];
+            blob.extend_from_slice(footer);
+            blob
+        };
+        let err = |blob: &[u8]| {
+            let tail = &blob[blob.len().saturating_sub(MAX_FOOTER_SIZE)..];
+            Footer::parse(tail, blob.len() as u64)
+                .unwrap_err()
+                .to_string()
+        };
+        // The TOC and tar-split must lie inside the blob, in order.
+        assert!(err(&blob_with(&good, 100)).contains("outside the blob"));
+        // Manifest type other than 1.
+        let mut bad = good.clone();
+        bad[8 + 24] = 2;
+        assert!(err(&blob_with(&bad, 300)).contains("manifest type 2"));
+        // A payload not in a skippable frame of its size.
+        let mut bad = good.clone();
+        bad[0] = 0x28;
+        assert!(err(&blob_with(&bad, 300)).contains("skippable frame"));
+        // Only the magic, and too short a blob.
+        assert!(Footer::parse(b"GNUlInUx", 8).is_err());
+        assert!(Footer::parse(b"xxGnUlInUx", 10).is_err());
+        // Offsets that overflow.
+        let mut z2 = z;
+        z2.toc.offset = u64::MAX - 10;
+        assert!(err(&blob_with(&z2.to_bytes(), 300)).contains("outside the blob"));
+    }
 }

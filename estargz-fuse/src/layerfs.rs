@@ -70,11 +70,14 @@ impl LayerFs {
     /// A `.wh.<name>` entry shown as the character device 0:0 that overlayfs
     /// takes for a whiteout.
     fn whiteout_attr(&self, id: NodeId) -> Attr {
+        let mtime = self.reader.entry(id).mod_time().unwrap_or(0);
         Attr {
             ino: inode(id),
             size: 0,
             blocks: 0,
-            mtime: self.reader.entry(id).mod_time().unwrap_or(0),
+            mtime,
+            atime: mtime,
+            ctime: mtime,
             kind: Kind::CharDevice,
             perm: 0,
             nlink: 1,
@@ -174,11 +177,14 @@ impl ReadOnlyFs for LayerFs {
                 return Err(FsError::new(libc::EIO, "unresolved TOC entry type"))
             }
         };
+        let mtime = e.mod_time().unwrap_or(0);
         Ok(Attr {
             ino: inode(data),
             size,
             blocks: size.div_ceil(u64::from(BLOCK_SIZE)) * u64::from(BLOCK_SIZE / 512),
-            mtime: e.mod_time().unwrap_or(0),
+            mtime,
+            atime: e.access_time().unwrap_or(mtime),
+            ctime: e.change_time().unwrap_or(mtime),
             kind,
             perm: (e.mode() & 0o7777) as u16,
             nlink: e.nlink().max(1),

@@ -38,6 +38,10 @@ pub struct Attr {
     pub blocks: u64,
     /// Seconds since the epoch (the TOC has whole seconds).
     pub mtime: i64,
+    /// Access and status change times (zstd:chunked TOCs record them;
+    /// otherwise the modification time).
+    pub atime: i64,
+    pub ctime: i64,
     pub kind: Kind,
     /// Permission bits with setuid, setgid and sticky.
     pub perm: u16,

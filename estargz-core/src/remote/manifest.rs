@@ -404,4 +404,66 @@ mod tests {
         assert!(decode(b"{", None).is_err());
         assert!(decode(br#"{"schemaVersion":1}"#, None).is_err());
     }
+
+    fn layer(annotations: &[(&str, &str)]) -> Descriptor {
+        Descriptor {
+            media_type: OCI_LAYER_ZSTD.into(),
+            digest: "sha256:ab".into(),
+            size: 1000,
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            platform: None,
+        }
+    }
+
+    #[test]
+    fn toc_digest_annotations_containerd_then_oci() {
+        let (a, b) = ("sha256:aa", "sha256:bb");
+        assert_eq!(layer(&[]).checked_toc_digest().unwrap(), None);
+        let oci = layer(&[(OCI_TOC_DIGEST_ANNOTATION, a)]);
+        assert_eq!(oci.checked_toc_digest().unwrap(), Some(a));
+        assert!(oci.has_toc_anchor());
+        let both = layer(&[(OCI_TOC_DIGEST_ANNOTATION, a), (TOC_DIGEST_ANNOTATION, a)]);
+        assert_eq!(both.checked_toc_digest().unwrap(), Some(a));
+        let conflict = layer(&[(OCI_TOC_DIGEST_ANNOTATION, a), (TOC_DIGEST_ANNOTATION, b)]);
+        assert!(conflict
+            .checked_toc_digest()
+            .unwrap_err()
+            .to_string()
+            .contains("disagree"));
+    }
+
+    #[test]
+    fn zstd_chunked_positions_and_generations() {
+        use crate::footer::ZstdGeneration;
+        let v2 = layer(&[
+            (ZSTD_MANIFEST_POSITION_ANNOTATION, "100:20:300:1"),
+            (ZSTD_TARSPLIT_POSITION_ANNOTATION, "128:10:50"),
+            (ZSTD_MANIFEST_CHECKSUM_ANNOTATION, "sha256:cc"),
+        ]);
+        let p = v2.zstd_chunked_position().unwrap().unwrap();
+        assert_eq!(p.generation, ZstdGeneration::V2);
+        assert_eq!(
+            (p.toc.offset, p.toc.compressed_len, p.toc.uncompressed_len),
+            (100, 20, 300)
+        );
+        assert_eq!(p.tar_split.unwrap().offset, 128);
+        assert_eq!(v2.zstd_manifest_checksum(), Some("sha256:cc"));
+        assert_eq!(zstd_chunked_annotations(&p, "sha256:cc"), v2.annotations);
+        let v1 = layer(&[
+            (ZSTD_V1_MANIFEST_POSITION_ANNOTATION, "100:20:300:1"),
+            (ZSTD_V1_MANIFEST_CHECKSUM_ANNOTATION, "sha256:dd"),
+        ]);
+        let p1 = v1.zstd_chunked_position().unwrap().unwrap();
+        assert_eq!(p1.generation, ZstdGeneration::V1);
+        assert_eq!(zstd_chunked_annotations(&p1, "sha256:dd"), v1.annotations);
+        assert!(v1.has_toc_anchor());
+        for bad in ["1:2:3", "1:2:3:2", "a:2:3:1", "1:2:3:1:5", ""] {
+            let d = layer(&[(ZSTD_MANIFEST_POSITION_ANNOTATION, bad)]);
+            assert!(d.zstd_chunked_position().is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(layer(&[]).zstd_chunked_position().unwrap(), None);
+    }
 }

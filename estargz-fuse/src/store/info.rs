@@ -10,6 +10,8 @@ use serde_json::json;
 
 /// `archive.Compression` value for gzip.
 const GZIP: u8 = 2;
+/// `archive.Compression` value for zstd (zstd:chunked layers).
+const ZSTD: u8 = 4;
 
 /// How the store was asked for the layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +29,9 @@ pub enum Keying {
 
 /// The bytes of `info`. The v2 form leaves out `diff-digest` on purpose:
 /// it would let unrelated pulls reuse the lazy layer by uncompressed digest.
-pub fn info_json(keying: &Keying) -> Vec<u8> {
+/// `zstd`: the layer is zstd:chunked (else gzip).
+pub fn info_json(keying: &Keying, zstd: bool) -> Vec<u8> {
+    let compression = if zstd { ZSTD } else { GZIP };
     let value = match keying {
         Keying::LayerDigest {
             compressed_digest,
@@ -39,7 +43,7 @@ pub fn info_json(keying: &Keying) -> Vec<u8> {
             "compressed-size": compressed_size,
             "diff-digest": diff_id,
             "diff-size": diff_size,
-            "compression": GZIP,
+            "compression": compression,
         }),
         Keying::TocDigest {
             toc_digest,
@@ -47,7 +51,7 @@ pub fn info_json(keying: &Keying) -> Vec<u8> {
         } => json!({
             "toc-digest": toc_digest,
             "diff-size": -1,
-            "compression": GZIP,
+            "compression": compression,
             "flags": { "expected-layer-diffid": diff_id },
         }),
     };
@@ -59,9 +63,17 @@ pub fn info_json(keying: &Keying) -> Vec<u8> {
 /// The uncompressed size of a blob without the size annotation: the whole
 /// stream is decompressed and its digest checked against the DiffID, so
 /// the size reported is never a guess.
-pub fn measure_diff(blob: &dyn ReadAt, diff_id: &str) -> Result<u64> {
-    let section = SectionReader::new(blob, 0, blob.size());
-    let mut gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, section));
+/// `zstd`: the layer is zstd:chunked (else gzip).
+pub fn measure_diff(blob: &dyn ReadAt, diff_id: &str, zstd: bool) -> Result<u64> {
+    let section = BufReader::with_capacity(1 << 20, SectionReader::new(blob, 0, blob.size()));
+    let mut gz: Box<dyn Read + '_> = if zstd {
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(section)
+                .map_err(|e| Error::io("decompressing the layer to measure it", e))?,
+        )
+    } else {
+        Box::new(flate2::read::MultiGzDecoder::new(section))
+    };
     let mut hasher = Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

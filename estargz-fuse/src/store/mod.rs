@@ -267,6 +267,8 @@ impl Store {
             size: u64::from(BLOCK_SIZE),
             blocks: 8,
             mtime: self.mtime,
+            atime: self.mtime,
+            ctime: self.mtime,
             kind: Kind::Directory,
             // Owner only, as stargz-store: the mount is allow_other and
             // suid, and any lookup makes us fetch an image with our

@@ -239,7 +239,11 @@ impl Resolver {
                     log::warn!(
                         "{what}: no {UNCOMPRESSED_SIZE_ANNOTATION} annotation; reading the whole blob to measure it"
                     );
-                    info::measure_diff(opened.blob.as_ref(), &diff_id)?
+                    info::measure_diff(
+                        opened.blob.as_ref(),
+                        &diff_id,
+                        opened.reader.format().is_zstd(),
+                    )?
                 }
             };
             let keying = Keying::LayerDigest {
@@ -321,7 +325,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn ready(opened: OpenedLayer, keying: Keying) -> ResolvedLayer {
     ResolvedLayer {
-        info: info::info_json(&keying),
+        info: info::info_json(&keying, opened.reader.format().is_zstd()),
         fs: LayerFs::new(opened.reader),
         blob: opened.blob,
         keying,
