@@ -145,7 +145,8 @@ func TestRoundTrip(t *testing.T) {
 			if c.external {
 				wantKind = estargz.FooterExternalTOC
 			}
-			if info.BlobSize != int64(len(data)) || info.FooterKind != wantKind || info.TOCEntries != blob.TOCEntries() {
+			if info.BlobSize != int64(len(data)) || info.FooterKind != wantKind || info.TOCEntries != blob.TOCEntries() ||
+				info.Format != estargz.FormatEStargz || info.ZstdChunkedGeneration != 0 {
 				t.Errorf("Info = %+v (blob %d bytes, %d TOC entries)", info, len(data), blob.TOCEntries())
 			}
 		})

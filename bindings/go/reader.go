@@ -339,6 +339,14 @@ const (
 	FooterEStargz     = "estargz"
 	FooterExternalTOC = "external-toc"
 	FooterLegacy      = "legacy-stargz"
+	FooterZstdChunked = "zstd:chunked"
+)
+
+// Layer formats (Info.Format).
+const (
+	FormatEStargz     = "estargz"
+	FormatStargz      = "stargz"
+	FormatZstdChunked = "zstd:chunked"
 )
 
 // Info describes an open blob.
@@ -353,6 +361,11 @@ type Info struct {
 	EntryCount int
 	FooterKind string
 	FooterSize int
+	// Format is the layer format: FormatEStargz, FormatStargz or
+	// FormatZstdChunked.
+	Format string
+	// ZstdChunkedGeneration is 1 or 2 for zstd:chunked, 0 otherwise.
+	ZstdChunkedGeneration int
 }
 
 // Info returns the blob's size, footer and TOC facts.
@@ -371,15 +384,26 @@ func (r *Reader) Info() (Info, error) {
 		kind = FooterExternalTOC
 	case C.ESTARGZ_FOOTER_LEGACY:
 		kind = FooterLegacy
+	case C.ESTARGZ_FOOTER_ZSTD_CHUNKED:
+		kind = FooterZstdChunked
+	}
+	format := FormatEStargz
+	switch ci.format {
+	case C.ESTARGZ_FORMAT_STARGZ:
+		format = FormatStargz
+	case C.ESTARGZ_FORMAT_ZSTD_CHUNKED:
+		format = FormatZstdChunked
 	}
 	return Info{
-		BlobSize:       int64(ci.blob_size),
-		HasExternalTOC: bool(ci.has_external_toc),
-		TOCOffset:      int64(ci.toc_offset),
-		TOCEntries:     int(ci.toc_entries),
-		EntryCount:     int(ci.entry_count),
-		FooterKind:     kind,
-		FooterSize:     int(ci.footer_size),
+		BlobSize:              int64(ci.blob_size),
+		HasExternalTOC:        bool(ci.has_external_toc),
+		TOCOffset:             int64(ci.toc_offset),
+		TOCEntries:            int(ci.toc_entries),
+		EntryCount:            int(ci.entry_count),
+		FooterKind:            kind,
+		FooterSize:            int(ci.footer_size),
+		Format:                format,
+		ZstdChunkedGeneration: int(ci.zstd_chunked_generation),
 	}, nil
 }
 

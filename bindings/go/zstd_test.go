@@ -1,0 +1,77 @@
+package estargz_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"testing"
+
+	estargz "github.com/estargz-rs/estargz-rs/bindings/go"
+)
+
+// rawZstdFrame is a zstd frame holding data in one raw (stored) block:
+// enough to make small zstd:chunked fixtures without a zstd encoder.
+func rawZstdFrame(data []byte) []byte {
+	// Magic; frame header: single segment, 4-byte content size.
+	out := []byte{0x28, 0xb5, 0x2f, 0xfd, 0xa0}
+	out = binary.LittleEndian.AppendUint32(out, uint32(len(data)))
+	// Block header: last block, raw, its size.
+	h := uint32(len(data))<<3 | 1
+	out = append(out, byte(h), byte(h>>8), byte(h>>16))
+	return append(out, data...)
+}
+
+func skippableFrame(payload []byte) []byte {
+	out := []byte{0x50, 0x2a, 0x4d, 0x18}
+	out = binary.LittleEndian.AppendUint32(out, uint32(len(payload)))
+	return append(out, payload...)
+}
+
+// zstdChunkedV1 is a zstd:chunked v1 blob (40-byte footer) with one file.
+func zstdChunkedV1(name string, content []byte) []byte {
+	blob := rawZstdFrame(make([]byte, 512)) // where a tar header would be
+	offset := len(blob)
+	blob = append(blob, rawZstdFrame(content)...)
+	toc := fmt.Sprintf(`{"version":1,"entries":[{"type":"reg","name":%q,"size":%d,"digest":"sha256:%x","offset":%d}]}`,
+		name, len(content), sha256.Sum256(content), offset)
+	compressed := rawZstdFrame([]byte(toc))
+	tocOffset := uint64(len(blob) + 8)
+	blob = append(blob, skippableFrame(compressed)...)
+	var footer []byte
+	for _, v := range []uint64{tocOffset, uint64(len(compressed)), uint64(len(toc)), 1} {
+		footer = binary.LittleEndian.AppendUint64(footer, v)
+	}
+	footer = append(footer, "GnUlInUx"...)
+	return append(blob, skippableFrame(footer)...)
+}
+
+func TestZstdChunkedFormatIsReported(t *testing.T) {
+	content := []byte("hello from zstd:chunked\n")
+	data := zstdChunkedV1("dir/hello.txt", content)
+	r, err := estargz.Open(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	info, err := r.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Format != estargz.FormatZstdChunked || info.ZstdChunkedGeneration != 1 ||
+		info.FooterKind != estargz.FooterZstdChunked || info.FooterSize != 48 {
+		t.Errorf("Info = %+v", info)
+	}
+	f, err := r.OpenFile("dir/hello.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(f)
+	if err != nil || !bytes.Equal(got, content) {
+		t.Errorf("read %q, %v; want %q", got, err, content)
+	}
+	if _, err := r.Verify(); err != nil {
+		t.Errorf("Verify: %v", err)
+	}
+}
