@@ -265,12 +265,45 @@ enum estargz_footer_kind
    * Legacy crfs stargz (47-byte footer).
    */
   ESTARGZ_FOOTER_LEGACY = 2,
+  /**
+   * zstd:chunked (a skippable frame: 48 bytes for v1, 72 for v2).
+   */
+  ESTARGZ_FOOTER_ZSTD_CHUNKED = 3,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
 typedef enum estargz_footer_kind estargz_footer_kind;
 #else
 typedef uint32_t estargz_footer_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Which layer format a blob is (estargz_blob_info.format).
+ */
+enum estargz_format
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * eStargz (gzip members; the TOC embedded or external).
+   */
+  ESTARGZ_FORMAT_ESTARGZ = 0,
+  /**
+   * Legacy crfs stargz.
+   */
+  ESTARGZ_FORMAT_STARGZ = 1,
+  /**
+   * zstd:chunked (see estargz_blob_info.zstd_chunked_generation).
+   */
+  ESTARGZ_FORMAT_ZSTD_CHUNKED = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum estargz_format estargz_format;
+#else
+typedef uint32_t estargz_format;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -509,6 +542,19 @@ typedef struct estargz_blob_info {
    * the struct.
    */
   bool has_external_toc;
+  /**
+   * Keeps version 2's size (its padding) a field boundary; zero.
+   */
+  uint8_t _reserved[7];
+  /**
+   * The layer format. Added in version 3 of the struct.
+   */
+  estargz_format format;
+  /**
+   * zstd:chunked generation (1 or 2); 0 for the gzip formats. Added in
+   * version 3 of the struct.
+   */
+  uint32_t zstd_chunked_generation;
 } estargz_blob_info;
 
 #ifdef __cplusplus
