@@ -224,7 +224,7 @@ fn extract_layer(layer: &RemoteLayer, dir: &std::path::Path) -> Result<(), Error
     let reader = Reader::open(
         Arc::new(src),
         &OpenOptions::default()
-            .expected_toc_digest(Some(layer.reader.toc_digest().to_string()))
+            .expected_toc_digest(Some(layer.reader.toc_digest()))
             .external_toc_data(layer.external_toc_data.clone()),
     )?;
     let stats = extract(&reader, dir, &ExtractOptions::default())?;
@@ -333,7 +333,7 @@ pub fn describe_blobs(blobs: &[PathBuf]) -> Result<(Manifest, Vec<u8>), Error> {
         } = estargz_core::digest::layer_file_digests(path, zstd)?;
         let mut annotations = match (reader.footer(), reader.manifest_checksum()) {
             (estargz_core::Footer::ZstdChunked(z), Some(checksum)) => {
-                manifest::zstd_chunked_annotations(&z, checksum)
+                manifest::zstd_chunked_annotations(&z, &checksum.to_string())
             }
             _ => std::collections::BTreeMap::new(),
         };
@@ -352,7 +352,7 @@ pub fn describe_blobs(blobs: &[PathBuf]) -> Result<(Manifest, Vec<u8>), Error> {
                 manifest::OCI_LAYER_GZIP
             }
             .into(),
-            digest,
+            digest: digest.to_string(),
             size,
             annotations,
             platform: None,

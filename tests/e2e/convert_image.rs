@@ -354,7 +354,7 @@ fn oci_to_oci_multi_platform_and_platform_choice() {
     for (i, l) in m.layers.iter().enumerate() {
         let src = FileSource::open(layout.blob_path(&l.digest).unwrap()).unwrap();
         let opts = OpenOptions::default()
-            .expected_toc_digest(Some(l.annotations[TOC_DIGEST_ANNOTATION].clone()));
+            .expected_toc_digest(Some(l.annotations[TOC_DIGEST_ANNOTATION].parse().unwrap()));
         let reader = Reader::open(Arc::new(src), &opts).unwrap();
         reader.verify().unwrap();
         let toc = reader.toc().unwrap();
@@ -908,7 +908,7 @@ fn oci_toc_digest_annotation() {
         let layer = open_layer(&registry, &only_oci, i, &LayerOptions::default())
             .unwrap_or_else(|e| panic!("layer {i}: {e}"));
         assert_eq!(
-            Some(layer.reader.toc_digest()),
+            Some(layer.reader.toc_digest().to_string().as_str()),
             only_oci.manifest.layers[i].toc_digest()
         );
     }

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use super::store::{Root, Source, Target};
 use crate::build::{build, BuildInput, BuildOptions};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::footer::Footer;
 use crate::reader::{OpenOptions, Reader};
@@ -397,25 +398,30 @@ fn convert_layer(src: &Source, dst: &Target, opts: &ConvertOptions, job: &Job) -
         r
     };
     drop(input);
-    if opts.build.keep_diff_id && result.diff_id != job.diff_id {
+    if opts.build.keep_diff_id && result.diff_id.to_string() != job.diff_id {
         return Err(Error::DigestMismatch {
             what: format!("{what}: DiffID after the lossless conversion (vs the config)"),
             expected: job.diff_id.clone(),
-            actual: result.diff_id,
+            actual: result.diff_id.to_string(),
         });
     }
-    dst.put_blob_file(&result.blob_digest, result.blob_size, output.path(), None)
-        .map_err(|e| e.with_context(what))?;
+    dst.put_blob_file(
+        &result.blob_digest.to_string(),
+        result.blob_size,
+        output.path(),
+        None,
+    )
+    .map_err(|e| e.with_context(what))?;
     Ok(LayerOut {
         descriptor: layer_descriptor(
             &job.source,
             result.blob_digest,
             result.blob_size,
-            &result.toc_digest,
+            result.toc_digest,
             result.uncompressed_size,
             opts.oci_toc_annotation,
         ),
-        diff_id: result.diff_id,
+        diff_id: result.diff_id.to_string(),
         kept: false,
         toc: result.external_toc_data,
     })
@@ -438,15 +444,20 @@ fn keep_if_estargz(
         _ => return Ok(None),
     };
     let digests = crate::digest::gzip_file_digests(path).map_err(|e| add_context(e, what))?;
-    if digests.diff_id != job.diff_id {
+    if digests.diff_id.to_string() != job.diff_id {
         return Err(Error::DigestMismatch {
             what: format!("{what}: DiffID of the layer (vs the config)"),
             expected: job.diff_id.clone(),
-            actual: digests.diff_id,
+            actual: digests.diff_id.to_string(),
         });
     }
-    dst.put_blob_file(&digests.digest, job.source.size, path, src.mount_source())
-        .map_err(|e| e.with_context(what))?;
+    dst.put_blob_file(
+        &digests.digest.to_string(),
+        job.source.size,
+        path,
+        src.mount_source(),
+    )
+    .map_err(|e| e.with_context(what))?;
     Ok(Some(LayerOut {
         descriptor: layer_descriptor(
             &job.source,
@@ -456,7 +467,7 @@ fn keep_if_estargz(
             digests.uncompressed_size,
             oci_toc_annotation,
         ),
-        diff_id: digests.diff_id,
+        diff_id: digests.diff_id.to_string(),
         kept: true,
         toc: None,
     }))
@@ -486,9 +497,9 @@ fn add_context(e: Error, what: &str) -> Error {
 /// annotations, and fresh TOC digest and uncompressed size.
 fn layer_descriptor(
     source: &Descriptor,
-    digest: String,
+    digest: Digest,
     size: u64,
-    toc_digest: &str,
+    toc_digest: Digest,
     uncompressed_size: u64,
     oci_toc_annotation: bool,
 ) -> Descriptor {
@@ -497,16 +508,16 @@ fn layer_descriptor(
     // one (and readers refuse the layer when the two disagree).
     annotations.remove(OCI_TOC_DIGEST_ANNOTATION);
     if oci_toc_annotation {
-        annotations.insert(OCI_TOC_DIGEST_ANNOTATION.into(), toc_digest.into());
+        annotations.insert(OCI_TOC_DIGEST_ANNOTATION.into(), toc_digest.to_string());
     }
-    annotations.insert(TOC_DIGEST_ANNOTATION.into(), toc_digest.into());
+    annotations.insert(TOC_DIGEST_ANNOTATION.into(), toc_digest.to_string());
     annotations.insert(
         UNCOMPRESSED_SIZE_ANNOTATION.into(),
         uncompressed_size.to_string(),
     );
     Descriptor {
         media_type: OCI_LAYER_GZIP.into(),
-        digest,
+        digest: digest.to_string(),
         size,
         annotations,
         platform: None,

@@ -3,7 +3,6 @@
 
 mod budget;
 mod index;
-mod inflight;
 mod warm;
 
 use std::io::{self, BufReader, Read};
@@ -21,6 +20,7 @@ pub use warm::{
 use crate::cache::ChunkCache;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
+use crate::flight::Flights;
 use crate::footer::{self as footer_mod, Footer, Format, ZstdChunkedFooter, MAX_FOOTER_SIZE};
 use crate::source::ReadAt;
 use crate::toc::{self, EntrySink, EntryType, Toc, TOC_NAME};
@@ -83,10 +83,10 @@ pub struct OpenOptions {
     /// The TOC gzip member for blobs with an external TOC.
     pub external_toc_data: Option<Vec<u8>>,
     /// Fail unless the TOC digest equals this (`containerd.io/snapshot/stargz/toc.digest`).
-    pub expected_toc_digest: Option<String>,
+    pub expected_toc_digest: Option<Digest>,
     /// zstd:chunked: fail unless the sha256 of the compressed TOC equals
     /// this (the `…zstd-chunked.manifest-checksum` annotation).
-    pub expected_manifest_checksum: Option<String>,
+    pub expected_manifest_checksum: Option<Digest>,
     /// zstd:chunked: where the TOC (and tar-split) are, from the layer's
     /// `…zstd-chunked.manifest-position` annotation: the footer is then
     /// not read (one request fewer for a remote layer).
@@ -133,8 +133,8 @@ impl Default for OpenOptions {
 
 crate::options::option_setters!(OpenOptions {
     external_toc_data: Option<Vec<u8>>,
-    expected_toc_digest: Option<String>,
-    expected_manifest_checksum: Option<String>,
+    expected_toc_digest: Option<Digest>,
+    expected_manifest_checksum: Option<Digest>,
     zstd_chunked_position: Option<ZstdChunkedFooter>,
     max_toc_size: u64,
     max_chunk_size: u64,
@@ -213,18 +213,20 @@ pub struct Reader {
     external_toc: Option<Vec<u8>>,
     toc_limits: crate::toc::TocLimits,
     max_toc_size: u64,
-    toc_digest: String,
+    toc_digest: Digest,
     /// zstd:chunked: sha256 of the compressed TOC (the manifest checksum).
-    manifest_checksum: Option<String>,
+    manifest_checksum: Option<Digest>,
     /// zstd:chunked v2: the TOC's `tarSplitDigest` (checked by `verify`).
-    tar_split_digest: Option<String>,
+    tar_split_digest: Option<Digest>,
     index: Index,
     max_chunk_size: u64,
     cache: Arc<ChunkCache>,
     /// Reads waiting for data; background work yields while this is > 0.
     foreground: AtomicUsize,
-    /// Chunks being loaded, by digest: concurrent reads of one chunk share a load.
-    inflight: inflight::InFlight,
+    /// Chunks being loaded, by digest: concurrent reads of one chunk share
+    /// one fetch (or disk-cache check) and its answer, a failure included.
+    /// FUSE readahead sends several requests into one chunk at once.
+    inflight: Flights<Digest, Result<Arc<[u8]>>>,
     /// The last decompressed shared member (min-chunk-size blobs): its blob
     /// range and bytes, not yet verified (each chunk is verified when sliced).
     shared_member: Mutex<Option<SharedMember>>,
@@ -254,21 +256,21 @@ impl<R: Read> Read for HashingReader<R> {
 /// What decoding a TOC needs from [`OpenOptions`] (kept by the reader to
 /// decode the TOC again on request).
 #[derive(Clone, Copy)]
-struct TocOptions<'a> {
+struct TocOptions {
     max_toc_size: u64,
     limits: crate::toc::TocLimits,
-    expected_digest: Option<&'a str>,
-    expected_manifest_checksum: Option<&'a str>,
+    expected_digest: Option<Digest>,
+    expected_manifest_checksum: Option<Digest>,
 }
 
 /// What loading a TOC found besides its entries.
 struct LoadedToc {
-    digest: String,
+    digest: Digest,
     /// Where the data members end (the TOC's offset, or the footer's).
     payload_end: u64,
     decoded: toc::Decoded,
     /// zstd:chunked: sha256 of the compressed TOC.
-    manifest_checksum: Option<String>,
+    manifest_checksum: Option<Digest>,
 }
 
 /// Reads and decodes the TOC the footer points to (or the external one),
@@ -363,13 +365,13 @@ fn load_zstd_toc(
             hex::encode(header)
         )));
     }
-    let checksum = crate::digest::sha256_digest(compressed);
+    let checksum = Digest::of(compressed);
     if let Some(expected) = opts.expected_manifest_checksum {
         if expected != checksum {
             return Err(Error::DigestMismatch {
                 what: "zstd:chunked TOC (manifest checksum)".into(),
                 expected: expected.to_string(),
-                actual: checksum,
+                actual: checksum.to_string(),
             });
         }
     }
@@ -404,7 +406,7 @@ fn read_toc_member(
     compressed: impl Read,
     opts: &TocOptions,
     sink: &mut EntrySink<'_>,
-) -> Result<(String, toc::Decoded)> {
+) -> Result<(Digest, toc::Decoded)> {
     let mut gz = flate2::read::GzDecoder::new(BufReader::with_capacity(1 << 16, compressed));
     let mut header = [0u8; 512];
     gz.read_exact(&mut header)
@@ -441,7 +443,7 @@ fn read_toc_json(
     opts: &TocOptions,
     sink: &mut EntrySink<'_>,
     exact: bool,
-) -> Result<(String, toc::Decoded)> {
+) -> Result<(Digest, toc::Decoded)> {
     let limits = opts.limits;
     let mut body = HashingReader {
         inner: (&mut src).take(size),
@@ -472,14 +474,14 @@ fn read_toc_json(
                 )));
             }
         }
-        let digest = body.hasher.finish();
+        let digest = body.hasher.finish_digest();
         match opts.expected_digest {
             // A digest mismatch explains a decoding failure better than
             // the failure does.
             Some(expected) if expected != digest => Err(Error::DigestMismatch {
                 what: "TOC".into(),
                 expected: expected.to_string(),
-                actual: digest,
+                actual: digest.to_string(),
             }),
             _ => Ok((digest, decoded?)),
         }
@@ -509,8 +511,8 @@ impl Reader {
         let toc_options = TocOptions {
             max_toc_size: opts.max_toc_size,
             limits: opts.toc_limits(),
-            expected_digest: opts.expected_toc_digest.as_deref(),
-            expected_manifest_checksum: opts.expected_manifest_checksum.as_deref(),
+            expected_digest: opts.expected_toc_digest,
+            expected_manifest_checksum: opts.expected_manifest_checksum,
         };
         // The tree is built as the TOC streams in: no vector of entries.
         let mut tree = TreeBuilder::new(&opts.index_limits());
@@ -531,7 +533,8 @@ impl Reader {
             max_toc_size: opts.max_toc_size,
             toc_digest: loaded.digest,
             manifest_checksum: loaded.manifest_checksum,
-            tar_split_digest: Some(loaded.decoded.tar_split_digest).filter(|d| !d.is_empty()),
+            // The decoder checked its form, so it parses.
+            tar_split_digest: loaded.decoded.tar_split_digest.parse().ok(),
             index,
             max_chunk_size: opts.max_chunk_size,
             cache: opts
@@ -557,12 +560,12 @@ impl Reader {
     }
     /// zstd:chunked: the sha256 of the compressed TOC (what the
     /// `…zstd-chunked.manifest-checksum` annotation holds).
-    pub fn manifest_checksum(&self) -> Option<&str> {
-        self.manifest_checksum.as_deref()
+    pub fn manifest_checksum(&self) -> Option<Digest> {
+        self.manifest_checksum
     }
     /// zstd:chunked v2: the TOC's `tarSplitDigest`.
-    pub fn tar_split_digest(&self) -> Option<&str> {
-        self.tar_split_digest.as_deref()
+    pub fn tar_split_digest(&self) -> Option<Digest> {
+        self.tar_split_digest
     }
     /// The TOC, read and decoded again from the blob and checked against
     /// the digest it had when opened (the reader keeps only its tree).
@@ -570,8 +573,8 @@ impl Reader {
         let opts = TocOptions {
             max_toc_size: self.max_toc_size,
             limits: self.toc_limits,
-            expected_digest: Some(&self.toc_digest),
-            expected_manifest_checksum: self.manifest_checksum.as_deref(),
+            expected_digest: Some(self.toc_digest),
+            expected_manifest_checksum: self.manifest_checksum,
         };
         let mut entries = Vec::new();
         let loaded = load_toc(
@@ -596,8 +599,8 @@ impl Reader {
     }
 
     /// The digest of the TOC JSON, as checked when opening.
-    pub fn toc_digest(&self) -> &str {
-        &self.toc_digest
+    pub fn toc_digest(&self) -> Digest {
+        self.toc_digest
     }
     /// Size of the blob in bytes.
     pub fn blob_size(&self) -> u64 {
@@ -617,14 +620,14 @@ impl Reader {
     }
 
     /// Checks the TOC digest against the expected one (e.g. the layer annotation).
-    pub fn verify_toc_digest(&self, expected: &str) -> Result<()> {
+    pub fn verify_toc_digest(&self, expected: Digest) -> Result<()> {
         if expected == self.toc_digest {
             Ok(())
         } else {
             Err(Error::DigestMismatch {
                 what: "TOC".into(),
-                expected: expected.into(),
-                actual: self.toc_digest.clone(),
+                expected: expected.to_string(),
+                actual: self.toc_digest.to_string(),
             })
         }
     }
@@ -954,7 +957,17 @@ impl Reader {
         });
         self.foreground.fetch_sub(1, Ordering::SeqCst);
         note_foreground();
-        loaded
+        // A shared answer comes from a chunk with the same digest; a TOC
+        // may give it another size, which no data can match.
+        match loaded {
+            Ok(data) if data.len() as u64 != chunk.chunk_size => Err(Error::Corrupt(format!(
+                "{}: {} bytes of data for its digest, not {}",
+                self.chunk_context(node_id, chunk),
+                data.len(),
+                chunk.chunk_size
+            ))),
+            loaded => loaded,
+        }
     }
 
     /// Bytes that failed verification may be kept by the source (a remote
@@ -1088,12 +1101,12 @@ impl Reader {
             hasher.update(&buf[..n]);
             at += n as u64;
         }
-        let actual = hasher.finish();
-        if &actual != expected {
+        let actual = hasher.finish_digest();
+        if actual != *expected {
             return Err(Error::DigestMismatch {
                 what: "zstd:chunked tar-split".into(),
-                expected: expected.clone(),
-                actual,
+                expected: expected.to_string(),
+                actual: actual.to_string(),
             });
         }
         Ok(())

@@ -8,6 +8,7 @@ use super::blob::{BlobOptions, RemoteBlob};
 use super::manifest::{self, Descriptor};
 use super::registry::{Image, Registry};
 use crate::cache::ChunkCache;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::footer::Footer;
 use crate::reader::{OpenOptions, Reader};
@@ -24,6 +25,15 @@ fn has_external_toc(blob: &dyn ReadAt) -> bool {
     let mut tail = vec![0u8; len as usize];
     blob.read_exact_at(&mut tail, size - len).is_ok()
         && matches!(Footer::parse(&tail, size), Ok(Footer::ExternalToc))
+}
+
+/// A digest annotation of a layer, parsed.
+fn parse_annotation_digest(d: &str, key: &str, what: &str) -> Result<Digest> {
+    d.parse::<Digest>().map_err(|_| {
+        Error::Registry(format!(
+            "{what}: annotation {key}={d:?} is not sha256:<64 lowercase hex>"
+        ))
+    })
 }
 
 /// How a registry layer is opened and read.
@@ -102,8 +112,12 @@ pub fn open_layer(
     let toc_digest = descriptor
         .checked_toc_digest()
         .map_err(|e| e.with_context(&what))?
-        .map(str::to_string);
-    let manifest_checksum = descriptor.zstd_manifest_checksum().map(str::to_string);
+        .map(|d| parse_annotation_digest(d, manifest::TOC_DIGEST_ANNOTATION, &what))
+        .transpose()?;
+    let manifest_checksum = descriptor
+        .zstd_manifest_checksum()
+        .map(|d| parse_annotation_digest(d, "zstd-chunked.manifest-checksum", &what))
+        .transpose()?;
     if toc_digest.is_none() && manifest_checksum.is_none() && !opts.allow_unverified_toc {
         return Err(Error::InvalidArgument(format!(
             "{what}: no {} (or {}, or zstd:chunked manifest-checksum) annotation, so its TOC cannot be verified (allow unverified TOCs to read it anyway)",
