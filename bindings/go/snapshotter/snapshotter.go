@@ -311,7 +311,8 @@ func (s *Snapshotter) Restore(ctx context.Context) (pending []string, err error)
 			return nil
 		})
 	})
-	if err != nil {
+	// A new store has no bucket yet: nothing to restore.
+	if err != nil && !errdefs.IsNotFound(err) {
 		return nil, err
 	}
 	for _, r := range todo {

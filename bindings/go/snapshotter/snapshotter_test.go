@@ -222,6 +222,9 @@ func TestBusyLayerIsNotRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sn.Close()
+	if pending, err := sn.Restore(ctx); err != nil || len(pending) != 0 {
+		t.Errorf("restore of a new store: %v, %v", pending, err)
+	}
 	if _, err := sn.Prepare(ctx, "k", "", snapshots.WithLabels(rpullLabels("chainA", digestA))); !errdefs.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
