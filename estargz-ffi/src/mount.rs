@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use estargz_core::cache::ChunkCache;
 use estargz_core::remote::{LayerOptions, Reference, Registry};
-use estargz_core::Error;
+use estargz_core::{Digest, Error};
 use estargz_fuse::mount::{LayerMount, MountOptions};
 use estargz_fuse::source::{OpenedLayer, Source};
 use estargz_fuse::warm::WarmOptions;
@@ -204,19 +204,20 @@ fn mount_options(m: &MountSettings, remote: &RemoteOptions, is_remote: bool) -> 
         .allow_other(m.allow_other)
         .passthrough(passthrough)
         .read_ahead_kb(m.read_ahead_kb)
-        .warm(WarmOptions {
-            prefetch: remote.prefetch,
-            background: m.background_fetch && is_remote,
-            max_background: 1,
-            cache_budget: capacity,
-            // As estargz-fuse: from the start, without pausing for reads.
-            silence: std::time::Duration::ZERO,
-            yield_to_reads: false,
-            ..WarmOptions::off()
-        })
+        .warm(
+            WarmOptions::default()
+                .prefetch(remote.prefetch)
+                .background(m.background_fetch && is_remote)
+                .max_background(1)
+                .cache_budget(capacity)
+                // As estargz-fuse: from the start, without pausing for reads.
+                .silence(std::time::Duration::ZERO)
+                .yield_to_reads(false),
+        )
 }
 
-/// An optional string argument where "" means none too: `Option<String>`.
+/// An optional digest argument where "" means none too: `Option<Digest>`
+/// (a malformed one is ESTARGZ_INVALID_ARGUMENT).
 /// The first byte is looked at before any `&str` exists, so no `None`
 /// carries an unset length into the branches (valgrind flags LLVM's merged
 /// "NULL or empty" test on it).
@@ -227,7 +228,7 @@ macro_rules! optional_nonempty {
         if $arg.is_null() || unsafe { *$arg } == 0 {
             None
         } else {
-            Some(try_str!($arg).to_string())
+            Some(try_str!($arg).parse::<Digest>()?)
         }
     };
 }
@@ -235,7 +236,7 @@ macro_rules! optional_nonempty {
 /// Opens `source` and mounts it at `mountpoint`, checking its TOC digest.
 fn mount(
     source: Source,
-    expected_toc_digest: Option<&str>,
+    expected_toc_digest: Option<Digest>,
     mountpoint: &str,
     remote: &RemoteOptions,
     settings: &MountSettings,
@@ -247,13 +248,13 @@ fn mount(
         .span_dir(remote.cache.dir.clone());
     let registry = Registry::new(remote.http.clone());
     let layer: OpenedLayer = source.open(cache, &registry, &layer_opts)?;
-    let toc_digest = layer.reader.toc_digest().to_string();
+    let toc_digest = layer.reader.toc_digest();
     if let Some(expected) = expected_toc_digest {
         if expected != toc_digest {
             return Err(Error::DigestMismatch {
                 what: format!("the TOC of {}", layer.description),
                 expected: expected.to_string(),
-                actual: toc_digest,
+                actual: toc_digest.to_string(),
             }
             .into());
         }
@@ -262,7 +263,7 @@ fn mount(
     let mount = LayerMount::start(layer, std::path::Path::new(mountpoint), &opts)?;
     Ok(into_raw(estargz_mount {
         mount: Mutex::new(mount),
-        toc_digest: CString::new(toc_digest).expect("a digest has no NUL"),
+        toc_digest: CString::new(toc_digest.to_string()).expect("a digest has no NUL"),
         errors: ErrorSlot::default(),
     }))
 }
@@ -352,13 +353,7 @@ pub unsafe extern "C" fn estargz_mount_remote(
             layer,
             platform: remote.platform.clone(),
         };
-        out.write(mount(
-            source,
-            expected.as_deref(),
-            mountpoint,
-            &remote,
-            &settings,
-        )?);
+        out.write(mount(source, expected, mountpoint, &remote, &settings)?);
         Ok(())
     })
 }

@@ -42,33 +42,18 @@ impl Default for MountOptions {
             allow_other: false,
             passthrough: None,
             read_ahead_kb: crate::readahead::DEFAULT_KB,
-            warm: WarmOptions::off(),
+            warm: WarmOptions::default(),
         }
     }
 }
 
-impl MountOptions {
-    pub fn threads(mut self, threads: usize) -> Self {
-        self.threads = threads;
-        self
-    }
-    pub fn allow_other(mut self, allow_other: bool) -> Self {
-        self.allow_other = allow_other;
-        self
-    }
-    pub fn passthrough(mut self, passthrough: Option<(PathBuf, u64)>) -> Self {
-        self.passthrough = passthrough;
-        self
-    }
-    pub fn read_ahead_kb(mut self, read_ahead_kb: u32) -> Self {
-        self.read_ahead_kb = read_ahead_kb;
-        self
-    }
-    pub fn warm(mut self, warm: WarmOptions) -> Self {
-        self.warm = warm;
-        self
-    }
-}
+estargz_core::option_setters!(MountOptions {
+    threads: usize,
+    allow_other: bool,
+    passthrough: Option<(PathBuf, u64)>,
+    read_ahead_kb: u32,
+    warm: WarmOptions,
+});
 
 /// Mounts `reader` read-only at `mountpoint` (the INIT handshake is done
 /// when this returns); the caller serves the session.
