@@ -615,3 +615,147 @@ fn mirrors_from_registries_conf_serve_pulls_and_fall_back() {
         "{err}"
     );
 }
+
+/// What the token server below accepts: the current password, and tokens
+/// it handed out since the last rotation.
+#[derive(Default)]
+struct TokenState {
+    password: String,
+    tokens: Vec<String>,
+    issued: u32,
+}
+
+/// A registry speaking the token protocol (token lifetime 2 s) whose
+/// password can be rotated, which revokes its tokens. Hand-written: the
+/// Debian registry has no token server.
+fn token_registry(state: std::sync::Arc<std::sync::Mutex<TokenState>>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut auth = String::new();
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("authorization") {
+                        auth = v.trim().to_string();
+                    }
+                }
+            }
+            let path = line.split(' ').nth(1).unwrap_or("").to_string();
+            let mut st = state.lock().unwrap();
+            let basic = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("alice:{}", st.password))
+            );
+            let (status, headers, body) = if path.starts_with("/token?") {
+                if auth == basic {
+                    st.issued += 1;
+                    let token = format!("T{}", st.issued);
+                    st.tokens.push(token.clone());
+                    (
+                        "200 OK",
+                        String::new(),
+                        format!(r#"{{"token":"{token}","expires_in":2}}"#),
+                    )
+                } else {
+                    ("401 Unauthorized", String::new(), String::new())
+                }
+            } else if auth
+                .strip_prefix("Bearer ")
+                .is_some_and(|t| st.tokens.iter().any(|v| v == t))
+            {
+                (
+                    "200 OK",
+                    "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n".into(),
+                    format!(
+                        r#"{{"schemaVersion":2,"config":{{"mediaType":"x","digest":"sha256:{}","size":0}},"layers":[]}}"#,
+                        "0".repeat(64)
+                    ),
+                )
+            } else {
+                (
+                    "401 Unauthorized",
+                    format!("WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"svc\",scope=\"repository:team/app:pull\"\r\n"),
+                    String::new(),
+                )
+            };
+            drop(st);
+            let mut w = conn;
+            let _ = write!(
+                w,
+                "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr.to_string()
+}
+
+#[test]
+fn helper_credentials_are_fetched_again_when_a_token_expires_or_is_revoked() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    let pw = dir.path().join("password");
+    fs::write(&pw, "one").unwrap();
+    let state = Arc::new(Mutex::new(TokenState {
+        password: "one".into(),
+        ..Default::default()
+    }));
+    let host = token_registry(state.clone());
+    write_helper(
+        &bin,
+        "esgzrotate",
+        &format!(
+            "printf '{{\"Username\":\"alice\",\"Secret\":\"%s\"}}' \"$(cat {})\"",
+            pw.display()
+        ),
+    );
+    // The library looks helpers up in PATH; this test's helper directory
+    // joins it for the whole test process (the other tests pass PATH to
+    // their children explicitly).
+    std::env::set_var("PATH", path_with(&bin));
+    let config = dir.path().join("config.json");
+    fs::write(
+        &config,
+        format!(r#"{{"credHelpers":{{"{host}":"esgzrotate"}}}}"#),
+    )
+    .unwrap();
+    let client = Registry::new(
+        HttpOptions::default()
+            .plain_http(true)
+            .auth_files(vec![config])
+            .retries(1),
+    );
+    let r = Reference::parse(&format!("{host}/team/app:v1")).unwrap();
+    let calls = || helper_calls(&bin, "esgzrotate").len();
+    client.fetch_manifest(&r).unwrap();
+    assert_eq!(calls(), 1);
+    // A valid cached token: no helper, no token request.
+    client.fetch_manifest(&r).unwrap();
+    assert_eq!((calls(), state.lock().unwrap().issued), (1, 1));
+    // The token's lifetime has passed: the helper runs again.
+    std::thread::sleep(Duration::from_millis(1300));
+    client.fetch_manifest(&r).unwrap();
+    assert_eq!((calls(), state.lock().unwrap().issued), (2, 2));
+    // The secret rotates and the registry revokes its tokens: the 401 on
+    // the cached token fetches the new secret from the helper.
+    fs::write(&pw, "two").unwrap();
+    {
+        let mut st = state.lock().unwrap();
+        st.password = "two".into();
+        st.tokens.clear();
+    }
+    client.fetch_manifest(&r).unwrap();
+    assert_eq!((calls(), state.lock().unwrap().issued), (3, 3));
+}

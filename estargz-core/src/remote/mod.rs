@@ -5,6 +5,7 @@ pub mod auth;
 pub mod blob;
 pub mod certs;
 pub mod credhelper;
+pub mod hosts_toml;
 pub mod http;
 pub mod layer;
 pub mod manifest;
