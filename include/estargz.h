@@ -932,7 +932,8 @@ void estargz_open_options_free(struct estargz_open_options *options);
 /**
  * Makes opening fail with ESTARGZ_DIGEST_MISMATCH unless the TOC digest
  * equals `digest` (e.g. the layer's "containerd.io/snapshot/stargz/toc.digest"
- * annotation). `digest` is copied; NULL clears it.
+ * annotation). `digest` is copied; NULL clears it; anything but
+ * "sha256:" and 64 lowercase hex digits is ESTARGZ_INVALID_ARGUMENT.
  */
 estargz_result estargz_open_options_set_expected_toc_digest(struct estargz_open_options *options, const char *digest);
 
@@ -1071,7 +1072,8 @@ estargz_result estargz_reader_verify(const struct estargz_reader *reader, uint64
 /**
  * Checks the TOC digest against `expected` (borrowed for the call), e.g.
  * the layer's "containerd.io/snapshot/stargz/toc.digest" annotation.
- * Returns ESTARGZ_OK or ESTARGZ_DIGEST_MISMATCH. Chunks are verified on
+ * Returns ESTARGZ_OK or ESTARGZ_DIGEST_MISMATCH (ESTARGZ_INVALID_ARGUMENT
+ * when `expected` is not "sha256:" and 64 lowercase hex). Chunks are verified on
  * every read regardless; estargz_reader_verify checks them all now.
  */
 estargz_result estargz_reader_verify_toc_digest(const struct estargz_reader *reader, const char *expected);

@@ -522,6 +522,12 @@ func TestOpenErrors(t *testing.T) {
 	if err := r.VerifyTOCDigest(wrong); !errors.Is(err, estargz.ErrDigestMismatch) {
 		t.Errorf("VerifyTOCDigest(wrong): %v", err)
 	}
+	if err := r.VerifyTOCDigest("sha256:1234"); !errors.Is(err, estargz.ErrInvalidArgument) {
+		t.Errorf("VerifyTOCDigest(not a digest): %v", err)
+	}
+	if err := open(data, estargz.WithExpectedTOCDigest("sha256:ABC")); !errors.Is(err, estargz.ErrInvalidArgument) {
+		t.Errorf("WithExpectedTOCDigest(not a digest): %v", err)
+	}
 	if err := open(data, estargz.WithMaxTOCSize(100)); !errors.Is(err, estargz.ErrLimitExceeded) {
 		t.Errorf("TOC over the limit: %v", err)
 	}

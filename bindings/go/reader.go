@@ -33,7 +33,8 @@ type openOptions struct {
 
 // WithExpectedTOCDigest makes opening fail with ErrDigestMismatch unless
 // the blob's TOC digest is d (the layer's
-// "containerd.io/snapshot/stargz/toc.digest" annotation).
+// "containerd.io/snapshot/stargz/toc.digest" annotation); anything but
+// "sha256:" and 64 lowercase hex digits is ErrInvalidArgument.
 func WithExpectedTOCDigest(d string) OpenOption {
 	return func(o *openOptions) error {
 		o.tocDigest = d
@@ -311,7 +312,8 @@ func (r *Reader) TOCDigest() string { return r.tocDigest }
 
 // VerifyTOCDigest checks the TOC digest against tocDigest (the layer's
 // "containerd.io/snapshot/stargz/toc.digest" annotation): nil or an error
-// matching ErrDigestMismatch. Chunks are verified on every read regardless;
+// matching ErrDigestMismatch (ErrInvalidArgument when tocDigest is not
+// "sha256:" and 64 lowercase hex). Chunks are verified on every read regardless;
 // Verify checks them all now.
 func (r *Reader) VerifyTOCDigest(tocDigest string) error {
 	if err := noNUL("TOC digest", tocDigest); err != nil {

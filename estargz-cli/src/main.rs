@@ -90,7 +90,7 @@ struct BlobArgs {
     blob: PathBuf,
     /// Fail unless the TOC digest equals this (the layer's toc.digest annotation).
     #[arg(long, alias = "toc-digest", value_name = "DIGEST")]
-    expected_toc_digest: Option<String>,
+    expected_toc_digest: Option<estargz_core::Digest>,
     /// The external TOC data (the TOC gzip member), for blobs built with an
     /// external TOC.
     #[arg(long, alias = "external-toc", value_name = "FILE")]
@@ -166,7 +166,7 @@ fn open_blob(args: &BlobArgs) -> Result<Reader, Error> {
     };
     let opts = OpenOptions::default()
         .external_toc_data(external_toc)
-        .expected_toc_digest(args.expected_toc_digest.clone());
+        .expected_toc_digest(args.expected_toc_digest);
     Reader::open(Arc::new(src), &opts)
 }
 
@@ -364,7 +364,7 @@ mod tests {
             Command::Verify { blob } => (blob.expected_toc_digest, blob.external_toc_data),
             _ => unreachable!(),
         };
-        let d = "sha256:00";
+        let d = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
         let new = blob_args(parse(&[
             "estargz",
             "verify",
@@ -384,7 +384,7 @@ mod tests {
             "b",
         ]));
         assert_eq!(new, old);
-        assert_eq!(new, (Some(d.into()), Some(PathBuf::from("t.gz"))));
+        assert_eq!(new, (Some(d.parse().unwrap()), Some(PathBuf::from("t.gz"))));
         let level = |c: Command| match c {
             Command::Convert(a) => a.layer.compression_level,
             _ => unreachable!(),

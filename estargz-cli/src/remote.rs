@@ -224,7 +224,7 @@ fn extract_layer(layer: &RemoteLayer, dir: &std::path::Path) -> Result<(), Error
     let reader = Reader::open(
         Arc::new(src),
         &OpenOptions::default()
-            .expected_toc_digest(Some(layer.reader.toc_digest().to_string()))
+            .expected_toc_digest(Some(layer.reader.toc_digest()))
             .external_toc_data(layer.external_toc_data.clone()),
     )?;
     let stats = extract(&reader, dir, &ExtractOptions::default())?;
@@ -341,7 +341,7 @@ pub fn describe_blobs(blobs: &[PathBuf]) -> Result<(Manifest, Vec<u8>), Error> {
         );
         layers.push(Descriptor {
             media_type: manifest::OCI_LAYER_GZIP.into(),
-            digest,
+            digest: digest.to_string(),
             size,
             annotations,
             platform: None,

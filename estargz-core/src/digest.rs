@@ -77,6 +77,20 @@ impl std::str::FromStr for Digest {
     }
 }
 
+// In JSON (annotations, `--json` output) a digest is its `sha256:<hex>` string.
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Digest, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// An incremental hasher that also counts bytes.
 #[derive(Default, Clone)]
 pub struct Hasher {
@@ -116,9 +130,9 @@ impl Hasher {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GzipDigests {
     /// Digest of the compressed file (the layer digest).
-    pub digest: String,
+    pub digest: Digest,
     /// Digest of the decompressed content.
-    pub diff_id: String,
+    pub diff_id: Digest,
     /// Length of the decompressed content.
     pub uncompressed_size: u64,
 }
@@ -163,8 +177,8 @@ pub fn gzip_file_digests(path: &std::path::Path) -> crate::Result<GzipDigests> {
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let uncompressed_size = diff.len();
     Ok(GzipDigests {
-        digest: tee.hasher.finish(),
-        diff_id: diff.finish(),
+        digest: tee.hasher.finish_digest(),
+        diff_id: diff.finish_digest(),
         uncompressed_size,
     })
 }

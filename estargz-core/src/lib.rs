@@ -13,6 +13,9 @@ pub mod digest;
 mod dirtar;
 pub mod error;
 pub mod extract;
+// Shared with the workspace's FUSE store: not part of the format API.
+#[doc(hidden)]
+pub mod flight;
 pub mod footer;
 #[cfg(feature = "remote")]
 pub mod image;
@@ -31,6 +34,7 @@ pub(crate) mod timefmt;
 pub mod toc;
 
 pub use build::{build, BuildInput, BuildOptions, BuildResult};
+pub use digest::Digest;
 pub use error::{Error, ErrorCode, Result};
 pub use footer::Footer;
 pub use reader::{NodeId, OpenOptions, Reader};

@@ -7,7 +7,10 @@
 
 /// Generates, for each listed field, `pub fn field(self, value) -> Self`.
 /// The value has the field's own type: `impl Into<u64>` would make integer
-/// literals ambiguous.
+/// literals ambiguous. Exported (hidden) for the option structs of the
+/// other workspace crates, so every option struct is built the same way.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! option_setters {
     ($ty:ident { $($field:ident: $fty:ty),* $(,)? }) => {
         impl $ty {
@@ -27,16 +30,16 @@ pub(crate) use option_setters;
 
 #[cfg(test)]
 mod tests {
-    use crate::{BuildOptions, OpenOptions};
+    use crate::{BuildOptions, Digest, OpenOptions};
 
     #[test]
     fn setters_chain_and_leave_other_fields_at_their_defaults() {
         let o = OpenOptions::default()
             .max_entries(10)
-            .expected_toc_digest(Some("sha256:x".into()));
+            .expected_toc_digest(Some(Digest::of(b"x")));
         let d = OpenOptions::default();
         assert_eq!(o.max_entries, 10);
-        assert_eq!(o.expected_toc_digest.as_deref(), Some("sha256:x"));
+        assert_eq!(o.expected_toc_digest, Some(Digest::of(b"x")));
         assert_eq!(o.max_toc_size, d.max_toc_size);
         assert_eq!(o.max_path_depth, d.max_path_depth);
 

@@ -70,9 +70,9 @@ pub(crate) fn c_string(s: &str) -> CString {
 impl From<BuildResult> for estargz_build_result {
     fn from(r: BuildResult) -> Self {
         estargz_build_result {
-            blob_digest: c_string(&r.blob_digest),
-            toc_digest: c_string(&r.toc_digest),
-            diff_id: c_string(&r.diff_id),
+            blob_digest: c_string(&r.blob_digest.to_string()),
+            toc_digest: c_string(&r.toc_digest.to_string()),
+            diff_id: c_string(&r.diff_id.to_string()),
             blob_size: r.blob_size,
             uncompressed_size: r.uncompressed_size,
             toc_offset: r.toc_offset,

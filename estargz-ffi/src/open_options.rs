@@ -59,14 +59,17 @@ pub unsafe extern "C" fn estargz_open_options_free(options: *mut estargz_open_op
 
 /// Makes opening fail with ESTARGZ_DIGEST_MISMATCH unless the TOC digest
 /// equals `digest` (e.g. the layer's "containerd.io/snapshot/stargz/toc.digest"
-/// annotation). `digest` is copied; NULL clears it.
+/// annotation). `digest` is copied; NULL clears it; anything but
+/// "sha256:" and 64 lowercase hex digits is ESTARGZ_INVALID_ARGUMENT.
 #[no_mangle]
 pub unsafe extern "C" fn estargz_open_options_set_expected_toc_digest(
     options: *mut estargz_open_options,
     digest: *const c_char,
 ) -> estargz_result {
     ffi_call!(options => |o| {
-        o.lock().expected_toc_digest = optional!(try_str!(digest)).map(str::to_string);
+        o.lock().expected_toc_digest = optional!(try_str!(digest))
+            .map(str::parse)
+            .transpose()?;
         Ok(())
     })
 }

@@ -94,7 +94,7 @@ fn open(src: Arc<dyn ReadAt>, opts: &OpenOptions, out: Out<*mut estargz_reader>)
 
 /// A new reader handle over `reader`, owned by the caller of the export.
 pub(crate) fn new_handle(reader: Arc<Reader>) -> *mut estargz_reader {
-    let toc_digest = c_string(reader.toc_digest());
+    let toc_digest = c_string(&reader.toc_digest().to_string());
     into_raw(estargz_reader {
         inner: Arc::new(ReaderInner {
             reader,
@@ -301,14 +301,15 @@ pub unsafe extern "C" fn estargz_reader_verify(
 
 /// Checks the TOC digest against `expected` (borrowed for the call), e.g.
 /// the layer's "containerd.io/snapshot/stargz/toc.digest" annotation.
-/// Returns ESTARGZ_OK or ESTARGZ_DIGEST_MISMATCH. Chunks are verified on
+/// Returns ESTARGZ_OK or ESTARGZ_DIGEST_MISMATCH (ESTARGZ_INVALID_ARGUMENT
+/// when `expected` is not "sha256:" and 64 lowercase hex). Chunks are verified on
 /// every read regardless; estargz_reader_verify checks them all now.
 #[no_mangle]
 pub unsafe extern "C" fn estargz_reader_verify_toc_digest(
     reader: *const estargz_reader,
     expected: *const c_char,
 ) -> estargz_result {
-    ffi_call!(reader => |r| Ok(r.reader().verify_toc_digest(try_str!(expected))?))
+    ffi_call!(reader => |r| Ok(r.reader().verify_toc_digest(try_str!(expected).parse()?)?))
 }
 
 /// Reads up to `len` bytes of regular file `id` (hard links are followed)

@@ -187,7 +187,12 @@ fn build_and_read_through_the_abi() {
 
         let mut opts = ptr::null_mut();
         assert_eq!(estargz_open_options_new(&mut opts), ESTARGZ_OK);
-        let wrong = c"sha256:0000";
+        // Not a digest: refused when set.
+        assert_eq!(
+            estargz_open_options_set_expected_toc_digest(opts, c"sha256:0000".as_ptr()),
+            ESTARGZ_INVALID_ARGUMENT
+        );
+        let wrong = c"sha256:0000000000000000000000000000000000000000000000000000000000000000";
         assert_eq!(
             estargz_open_options_set_expected_toc_digest(opts, wrong.as_ptr()),
             ESTARGZ_OK

@@ -48,7 +48,7 @@ struct MountArgs {
     external_toc_data: Option<PathBuf>,
     /// Local blobs: refuse to mount unless the TOC has this digest.
     #[arg(long, alias = "toc-digest", value_name = "DIGEST")]
-    expected_toc_digest: Option<String>,
+    expected_toc_digest: Option<estargz_core::Digest>,
     /// Registry layers without a toc.digest annotation: mount anyway (the
     /// TOC is then not anchored to the manifest; chunks are still verified).
     #[arg(long)]
@@ -119,19 +119,17 @@ impl WarmArgs {
     /// `max_background` layers fetched in the background at once, each at
     /// most as large as the cache that receives it.
     pub(crate) fn options(&self, cache: &CacheArgs, max_background: usize) -> WarmOptions {
-        WarmOptions {
-            prefetch: !self.no_prefetch,
-            background: !self.no_background_fetch,
-            max_background,
-            cache_budget: cache.capacity(),
-            silence: std::time::Duration::from_millis(self.background_quiet_ms),
+        WarmOptions::default()
+            .prefetch(!self.no_prefetch)
+            .background(!self.no_background_fetch)
+            .max_background(max_background)
+            .cache_budget(cache.capacity())
+            .silence(std::time::Duration::from_millis(self.background_quiet_ms))
             // One background request at a time (the warmer's shortest-first
             // order) shares the link with reads; pausing it whenever a read
             // waits would stall it for a whole container start, which reads
             // without pause, and the reads would miss longer.
-            yield_to_reads: false,
-            ..WarmOptions::off()
-        }
+            .yield_to_reads(false)
     }
 }
 
@@ -185,7 +183,7 @@ fn source(args: &MountArgs) -> Result<Source, String> {
         false => Source::Local {
             path: args.source.clone().into(),
             external_toc_data: args.external_toc_data.clone(),
-            expected_toc_digest: args.expected_toc_digest.clone(),
+            expected_toc_digest: args.expected_toc_digest,
         },
     })
 }

@@ -31,7 +31,7 @@ pub enum Source {
         /// blob built with an external TOC.
         external_toc_data: Option<PathBuf>,
         /// Expected TOC digest (the layer's toc.digest annotation).
-        expected_toc_digest: Option<String>,
+        expected_toc_digest: Option<estargz_core::Digest>,
     },
     Remote {
         reference: Reference,
@@ -72,7 +72,7 @@ impl Source {
                     .transpose()?;
                 let opts = OpenOptions::default()
                     .external_toc_data(external_toc)
-                    .expected_toc_digest(expected_toc_digest.clone())
+                    .expected_toc_digest(*expected_toc_digest)
                     .cache(Some(cache));
                 let reader = Reader::open(Arc::new(file), &opts)
                     .map_err(|e| e.with_context(&path.display().to_string()))?;

@@ -53,20 +53,16 @@ pub fn run(args: &StoreArgs) -> Result<(), String> {
     });
     let resolver = Resolver::new(
         source,
-        ResolverOptions {
-            image_ttl: Duration::from_secs(args.image_ttl),
-            ..Default::default()
-        },
+        ResolverOptions::default().image_ttl(Duration::from_secs(args.image_ttl)),
     );
     let store = Arc::new(Store::new(
         resolver,
-        StoreOptions {
-            idle_unload: Duration::from_secs(args.idle_unload),
+        StoreOptions::default()
+            .idle_unload(Duration::from_secs(args.idle_unload))
             // A lookup waits no longer than one request may take: a stuck
             // registry is EIO then, while the resolution goes on.
-            resolve_timeout: args.registry.request_timeout(),
-            warm: args.warm.options(&args.cache, MAX_BACKGROUND_FETCHES),
-        },
+            .resolve_timeout(args.registry.request_timeout())
+            .warm(args.warm.options(&args.cache, MAX_BACKGROUND_FETCHES)),
     ));
     std::fs::create_dir_all(&args.mountpoint)
         .map_err(|e| format!("creating {}: {e}", args.mountpoint.display()))?;

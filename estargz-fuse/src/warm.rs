@@ -20,7 +20,11 @@ use estargz_core::reader::{BackgroundFetch, BackgroundOptions, Reader, BACKGROUN
 /// 20 ms round trip still costs little.
 const BACKGROUND_BATCH_BYTES: u64 = 2 << 20;
 
+/// What a resolved layer fetches ahead of reads. The default fetches
+/// nothing ahead (the binaries turn prefetch and background fetch on from
+/// their flags).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WarmOptions {
     /// Prefetch what `.prefetch.landmark` marks.
     pub prefetch: bool,
@@ -39,9 +43,8 @@ pub struct WarmOptions {
     pub cache_budget: u64,
 }
 
-impl WarmOptions {
-    /// Nothing ahead of reads.
-    pub fn off() -> WarmOptions {
+impl Default for WarmOptions {
+    fn default() -> WarmOptions {
         WarmOptions {
             prefetch: false,
             background: false,
@@ -53,6 +56,16 @@ impl WarmOptions {
         }
     }
 }
+
+estargz_core::option_setters!(WarmOptions {
+    prefetch: bool,
+    background: bool,
+    max_background: usize,
+    batch_bytes: u64,
+    silence: Duration,
+    yield_to_reads: bool,
+    cache_budget: u64,
+});
 
 /// Stops the warm-up of one layer when dropped (the layer was unloaded or
 /// released). Dropping only sets a flag: it never waits for the network.

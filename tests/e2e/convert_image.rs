@@ -354,7 +354,7 @@ fn oci_to_oci_multi_platform_and_platform_choice() {
     for (i, l) in m.layers.iter().enumerate() {
         let src = FileSource::open(layout.blob_path(&l.digest).unwrap()).unwrap();
         let opts = OpenOptions::default()
-            .expected_toc_digest(Some(l.annotations[TOC_DIGEST_ANNOTATION].clone()));
+            .expected_toc_digest(Some(l.annotations[TOC_DIGEST_ANNOTATION].parse().unwrap()));
         let reader = Reader::open(Arc::new(src), &opts).unwrap();
         reader.verify().unwrap();
         let toc = reader.toc().unwrap();

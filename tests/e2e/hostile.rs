@@ -610,7 +610,10 @@ fn the_store_survives_a_hostile_layer_next_to_a_good_one() {
     let image = format!("{}/test/hostile:v1", reg.host());
     push_image(
         &image,
-        &[(&good, &built.toc_digest), (&bad, &bad_toc_digest)],
+        &[
+            (&good, &built.toc_digest.to_string()),
+            (&bad, &bad_toc_digest),
+        ],
     );
 
     let mnt = work.join("store");
@@ -647,7 +650,9 @@ fn the_store_survives_a_hostile_layer_next_to_a_good_one() {
     );
     // The good layer of the same image is served afterwards, and the
     // daemon is still running.
-    let good_file = image_dir.join(&built.toc_digest).join("diff/etc/greeting");
+    let good_file = image_dir
+        .join(built.toc_digest.to_string())
+        .join("diff/etc/greeting");
     assert_eq!(
         std::fs::read_to_string(&good_file).unwrap(),
         "still served\n"

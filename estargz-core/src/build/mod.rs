@@ -11,7 +11,7 @@ use std::path::PathBuf;
 pub use input::BuildInput;
 pub use order::{LANDMARK_CONTENT, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
 
-use crate::digest::sha256_digest;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::footer::Footer;
 use crate::tar::{clean_name, padded};
@@ -69,13 +69,13 @@ impl Default for BuildOptions {
 #[derive(Debug, Clone)]
 pub struct BuildResult {
     /// Digest of the blob (the layer digest).
-    pub blob_digest: String,
+    pub blob_digest: Digest,
     /// Size of the blob in bytes.
     pub blob_size: u64,
     /// Digest of the TOC JSON.
-    pub toc_digest: String,
+    pub toc_digest: Digest,
     /// Digest of the decompressed blob.
-    pub diff_id: String,
+    pub diff_id: Digest,
     /// Size of the decompressed blob.
     pub uncompressed_size: u64,
     /// Blob offset of the embedded TOC member (`None` for an external TOC).
@@ -213,7 +213,7 @@ pub fn build(input: BuildInput, out: &mut dyn Write, opts: &BuildOptions) -> Res
     };
     let toc_entries = toc.entries.len();
     let json = toc.to_json();
-    let toc_digest = sha256_digest(&json);
+    let toc_digest = Digest::of(&json);
     let toc_tar = toc_tar(&json);
     let toc_member =
         exec::gzip_member(&mut exec::new_compressor(opts.compression_level)?, &toc_tar);
@@ -231,10 +231,10 @@ pub fn build(input: BuildInput, out: &mut dyn Write, opts: &BuildOptions) -> Res
     output.flush()?;
     let uncompressed_size = output.diff_hash.len();
     Ok(BuildResult {
-        blob_digest: output.blob_hash.finish(),
+        blob_digest: output.blob_hash.finish_digest(),
         blob_size: output.written,
         toc_digest,
-        diff_id: output.diff_hash.finish(),
+        diff_id: output.diff_hash.finish_digest(),
         uncompressed_size,
         toc_offset,
         external_toc_data: external_toc,

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use super::store::{Root, Source, Target};
 use crate::build::{build, BuildInput, BuildOptions};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::footer::Footer;
 use crate::reader::{OpenOptions, Reader};
@@ -393,24 +394,29 @@ fn convert_layer(src: &Source, dst: &Target, opts: &ConvertOptions, job: &Job) -
         r
     };
     drop(input);
-    if opts.build.keep_diff_id && result.diff_id != job.diff_id {
+    if opts.build.keep_diff_id && result.diff_id.to_string() != job.diff_id {
         return Err(Error::DigestMismatch {
             what: format!("{what}: DiffID after the lossless conversion (vs the config)"),
             expected: job.diff_id.clone(),
-            actual: result.diff_id,
+            actual: result.diff_id.to_string(),
         });
     }
-    dst.put_blob_file(&result.blob_digest, result.blob_size, output.path(), None)
-        .map_err(|e| e.with_context(what))?;
+    dst.put_blob_file(
+        &result.blob_digest.to_string(),
+        result.blob_size,
+        output.path(),
+        None,
+    )
+    .map_err(|e| e.with_context(what))?;
     Ok(LayerOut {
         descriptor: layer_descriptor(
             &job.source,
             result.blob_digest,
             result.blob_size,
-            &result.toc_digest,
+            result.toc_digest,
             result.uncompressed_size,
         ),
-        diff_id: result.diff_id,
+        diff_id: result.diff_id.to_string(),
         kept: false,
         toc: result.external_toc_data,
     })
@@ -427,15 +433,20 @@ fn keep_if_estargz(src: &Source, dst: &Target, job: &Job, path: &Path) -> Result
         _ => return Ok(None),
     };
     let digests = crate::digest::gzip_file_digests(path).map_err(|e| add_context(e, what))?;
-    if digests.diff_id != job.diff_id {
+    if digests.diff_id.to_string() != job.diff_id {
         return Err(Error::DigestMismatch {
             what: format!("{what}: DiffID of the layer (vs the config)"),
             expected: job.diff_id.clone(),
-            actual: digests.diff_id,
+            actual: digests.diff_id.to_string(),
         });
     }
-    dst.put_blob_file(&digests.digest, job.source.size, path, src.mount_source())
-        .map_err(|e| e.with_context(what))?;
+    dst.put_blob_file(
+        &digests.digest.to_string(),
+        job.source.size,
+        path,
+        src.mount_source(),
+    )
+    .map_err(|e| e.with_context(what))?;
     Ok(Some(LayerOut {
         descriptor: layer_descriptor(
             &job.source,
@@ -444,7 +455,7 @@ fn keep_if_estargz(src: &Source, dst: &Target, job: &Job, path: &Path) -> Result
             reader.toc_digest(),
             digests.uncompressed_size,
         ),
-        diff_id: digests.diff_id,
+        diff_id: digests.diff_id.to_string(),
         kept: true,
         toc: None,
     }))
@@ -474,20 +485,20 @@ fn add_context(e: Error, what: &str) -> Error {
 /// annotations, and fresh TOC digest and uncompressed size.
 fn layer_descriptor(
     source: &Descriptor,
-    digest: String,
+    digest: Digest,
     size: u64,
-    toc_digest: &str,
+    toc_digest: Digest,
     uncompressed_size: u64,
 ) -> Descriptor {
     let mut annotations = source.annotations.clone();
-    annotations.insert(TOC_DIGEST_ANNOTATION.into(), toc_digest.into());
+    annotations.insert(TOC_DIGEST_ANNOTATION.into(), toc_digest.to_string());
     annotations.insert(
         UNCOMPRESSED_SIZE_ANNOTATION.into(),
         uncompressed_size.to_string(),
     );
     Descriptor {
         media_type: OCI_LAYER_GZIP.into(),
-        digest,
+        digest: digest.to_string(),
         size,
         annotations,
         platform: None,

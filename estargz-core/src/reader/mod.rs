@@ -3,7 +3,6 @@
 
 mod budget;
 mod index;
-mod inflight;
 mod warm;
 
 use std::io::{self, BufReader, Read};
@@ -21,6 +20,7 @@ pub use warm::{
 use crate::cache::ChunkCache;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
+use crate::flight::Flights;
 use crate::footer::{Footer, MAX_FOOTER_SIZE};
 use crate::source::ReadAt;
 use crate::toc::{self, EntrySink, EntryType, Toc, TOC_NAME};
@@ -83,7 +83,7 @@ pub struct OpenOptions {
     /// The TOC gzip member for blobs with an external TOC.
     pub external_toc_data: Option<Vec<u8>>,
     /// Fail unless the TOC digest equals this (`containerd.io/snapshot/stargz/toc.digest`).
-    pub expected_toc_digest: Option<String>,
+    pub expected_toc_digest: Option<Digest>,
     /// Most bytes of TOC JSON (and of the compressed TOC member).
     pub max_toc_size: u64,
     /// Largest chunk accepted (a chunk is held whole while it is verified).
@@ -124,7 +124,7 @@ impl Default for OpenOptions {
 
 crate::options::option_setters!(OpenOptions {
     external_toc_data: Option<Vec<u8>>,
-    expected_toc_digest: Option<String>,
+    expected_toc_digest: Option<Digest>,
     max_toc_size: u64,
     max_chunk_size: u64,
     max_entries: u64,
@@ -202,14 +202,16 @@ pub struct Reader {
     external_toc: Option<Vec<u8>>,
     toc_limits: crate::toc::TocLimits,
     max_toc_size: u64,
-    toc_digest: String,
+    toc_digest: Digest,
     index: Index,
     max_chunk_size: u64,
     cache: Arc<ChunkCache>,
     /// Reads waiting for data; background work yields while this is > 0.
     foreground: AtomicUsize,
-    /// Chunks being loaded, by digest: concurrent reads of one chunk share a load.
-    inflight: inflight::InFlight,
+    /// Chunks being loaded, by digest: concurrent reads of one chunk share
+    /// one fetch (or disk-cache check) and its answer, a failure included.
+    /// FUSE readahead sends several requests into one chunk at once.
+    inflight: Flights<Digest, Result<Arc<[u8]>>>,
     /// The last decompressed shared member (min-chunk-size blobs): its blob
     /// range and bytes, not yet verified (each chunk is verified when sliced).
     shared_member: Mutex<Option<SharedMember>>,
@@ -239,15 +241,15 @@ impl<R: Read> Read for HashingReader<R> {
 /// What decoding a TOC needs from [`OpenOptions`] (kept by the reader to
 /// decode the TOC again on request).
 #[derive(Clone, Copy)]
-struct TocOptions<'a> {
+struct TocOptions {
     max_toc_size: u64,
     limits: crate::toc::TocLimits,
-    expected_digest: Option<&'a str>,
+    expected_digest: Option<Digest>,
 }
 
 /// What loading a TOC found besides its entries.
 struct LoadedToc {
-    digest: String,
+    digest: Digest,
     /// Where the data members end (the TOC's offset, or the footer's).
     payload_end: u64,
     version: i64,
@@ -311,7 +313,7 @@ fn read_toc_member(
     compressed: impl Read,
     opts: &TocOptions,
     sink: &mut EntrySink<'_>,
-) -> Result<(String, (i64, u64))> {
+) -> Result<(Digest, (i64, u64))> {
     let mut gz = flate2::read::GzDecoder::new(BufReader::with_capacity(1 << 16, compressed));
     let mut header = [0u8; 512];
     gz.read_exact(&mut header)
@@ -354,14 +356,14 @@ fn read_toc_member(
                 body.count
             )));
         }
-        let digest = body.hasher.finish();
+        let digest = body.hasher.finish_digest();
         match opts.expected_digest {
             // A digest mismatch explains a decoding failure better than
             // the failure does.
             Some(expected) if expected != digest => Err(Error::DigestMismatch {
                 what: "TOC".into(),
                 expected: expected.to_string(),
-                actual: digest,
+                actual: digest.to_string(),
             }),
             _ => Ok((digest, decoded?)),
         }
@@ -381,7 +383,7 @@ impl Reader {
         let toc_options = TocOptions {
             max_toc_size: opts.max_toc_size,
             limits: opts.toc_limits(),
-            expected_digest: opts.expected_toc_digest.as_deref(),
+            expected_digest: opts.expected_toc_digest,
         };
         // The tree is built as the TOC streams in: no vector of entries.
         let mut tree = TreeBuilder::new(&opts.index_limits());
@@ -425,7 +427,7 @@ impl Reader {
         let opts = TocOptions {
             max_toc_size: self.max_toc_size,
             limits: self.toc_limits,
-            expected_digest: Some(&self.toc_digest),
+            expected_digest: Some(self.toc_digest),
         };
         let mut entries = Vec::new();
         let loaded = load_toc(
@@ -449,8 +451,8 @@ impl Reader {
     }
 
     /// The digest of the TOC JSON, as checked when opening.
-    pub fn toc_digest(&self) -> &str {
-        &self.toc_digest
+    pub fn toc_digest(&self) -> Digest {
+        self.toc_digest
     }
     /// Size of the blob in bytes.
     pub fn blob_size(&self) -> u64 {
@@ -470,14 +472,14 @@ impl Reader {
     }
 
     /// Checks the TOC digest against the expected one (e.g. the layer annotation).
-    pub fn verify_toc_digest(&self, expected: &str) -> Result<()> {
+    pub fn verify_toc_digest(&self, expected: Digest) -> Result<()> {
         if expected == self.toc_digest {
             Ok(())
         } else {
             Err(Error::DigestMismatch {
                 what: "TOC".into(),
-                expected: expected.into(),
-                actual: self.toc_digest.clone(),
+                expected: expected.to_string(),
+                actual: self.toc_digest.to_string(),
             })
         }
     }
@@ -789,7 +791,17 @@ impl Reader {
         });
         self.foreground.fetch_sub(1, Ordering::SeqCst);
         note_foreground();
-        loaded
+        // A shared answer comes from a chunk with the same digest; a TOC
+        // may give it another size, which no data can match.
+        match loaded {
+            Ok(data) if data.len() as u64 != chunk.chunk_size => Err(Error::Corrupt(format!(
+                "{}: {} bytes of data for its digest, not {}",
+                self.chunk_context(node_id, chunk),
+                data.len(),
+                chunk.chunk_size
+            ))),
+            loaded => loaded,
+        }
     }
 
     /// Bytes that failed verification may be kept by the source (a remote

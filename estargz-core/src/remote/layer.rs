@@ -8,6 +8,7 @@ use super::blob::{BlobOptions, RemoteBlob};
 use super::manifest::{self, Descriptor};
 use super::registry::{Image, Registry};
 use crate::cache::ChunkCache;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::footer::Footer;
 use crate::reader::{OpenOptions, Reader};
@@ -99,7 +100,17 @@ pub fn open_layer(
             descriptor.media_type
         )));
     }
-    let toc_digest = descriptor.toc_digest().map(str::to_string);
+    let toc_digest = descriptor
+        .toc_digest()
+        .map(|d| {
+            d.parse::<Digest>().map_err(|_| {
+                Error::Registry(format!(
+                    "{what}: annotation {}={d:?} is not sha256:<64 lowercase hex>",
+                    manifest::TOC_DIGEST_ANNOTATION
+                ))
+            })
+        })
+        .transpose()?;
     if toc_digest.is_none() && !opts.allow_unverified_toc {
         return Err(Error::InvalidArgument(format!(
             "{what}: no {} annotation, so its TOC cannot be verified (allow unverified TOCs to read it anyway)",

@@ -105,7 +105,7 @@ pub fn build_blob(tar: &[u8], opts: &BuildOptions) -> (Vec<u8>, BuildResult) {
 pub fn open(blob: &[u8], result: &BuildResult) -> Reader {
     let opts = OpenOptions::default()
         .external_toc_data(result.external_toc_data.clone())
-        .expected_toc_digest(Some(result.toc_digest.clone()));
+        .expected_toc_digest(Some(result.toc_digest));
     Reader::open(Arc::new(blob.to_vec()), &opts).expect("open succeeds")
 }
 

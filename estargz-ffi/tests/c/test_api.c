@@ -832,10 +832,14 @@ static void test_verify(void) {
   CHECK(bytes == (uint64_t)(a.st_size + b2.st_size) + 1);
   OK(estargz_reader_verify(r, NULL));
   OK(estargz_reader_verify_toc_digest(r, main_toc_digest));
-  CHECK_RC(estargz_reader_verify_toc_digest(r, "sha256:1234"), ESTARGZ_DIGEST_MISMATCH);
+  CHECK_RC(estargz_reader_verify_toc_digest(
+               r, "sha256:0000000000000000000000000000000000000000000000000000000000000000"),
+           ESTARGZ_DIGEST_MISMATCH);
   char msg[512];
   OK(estargz_reader_last_error(r, msg, sizeof msg, NULL));
   CHECK(strstr(msg, "estargz_reader_verify_toc_digest: digest mismatch") == msg);
+  /* Not a digest at all: refused as an argument, not compared. */
+  INVALID(estargz_reader_verify_toc_digest(r, "sha256:1234"));
   INVALID(estargz_reader_verify_toc_digest(r, NULL));
   estargz_reader_free(r);
 }
@@ -1489,6 +1493,7 @@ static void test_null_arguments(void) {
   OK(estargz_open_options_new(&o));
   INVALID(estargz_open_options_set_external_toc_data(o, NULL, 5));
   INVALID(estargz_open_options_set_expected_toc_digest(o, "\xc3\x28"));
+  INVALID(estargz_open_options_set_expected_toc_digest(o, "sha256:ABC"));
   estargz_open_options_free(o);
 
   /* Opening. */

@@ -29,7 +29,6 @@
 //! it was never used), and forgotten entirely once the kernel has forgotten
 //! all its inodes too.
 
-pub mod flight;
 pub mod info;
 pub mod names;
 pub mod resolve;
@@ -45,7 +44,7 @@ use crate::rofs::{
     walk_listing, Attr, DirEntry, FsError, FsResult, Kind, ReadOnlyFs, WalkEntry, BLOCK_SIZE,
 };
 use crate::warm::{WarmOptions, WarmTicket, Warmer};
-use flight::Flight;
+use estargz_core::flight::Flight;
 use resolve::{ResolvedLayer, Resolver};
 
 pub use crate::rofs::ROOT_INO;
@@ -104,7 +103,9 @@ impl Ino {
     }
 }
 
+/// How the store serves and unloads layers.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct StoreOptions {
     /// Unused layers (looked up, never `use`d) are unloaded after this.
     pub idle_unload: Duration,
@@ -119,10 +120,16 @@ impl Default for StoreOptions {
         StoreOptions {
             idle_unload: Duration::from_secs(120),
             resolve_timeout: Duration::from_secs(30),
-            warm: WarmOptions::off(),
+            warm: WarmOptions::default(),
         }
     }
 }
+
+estargz_core::option_setters!(StoreOptions {
+    idle_unload: Duration,
+    resolve_timeout: Duration,
+    warm: WarmOptions,
+});
 
 type LoadAnswer = FsResult<Arc<ResolvedLayer>>;
 

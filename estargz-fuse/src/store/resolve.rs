@@ -13,9 +13,9 @@ use estargz_core::remote::manifest::{self, UNCOMPRESSED_SIZE_ANNOTATION};
 use estargz_core::remote::{open_layer, Image, LayerOptions, Reference, Registry};
 use estargz_core::{Error, ReadAt, Reader, Result};
 
-use super::flight::Flight;
 use super::info::{self, Keying};
 use crate::layerfs::LayerFs;
+use estargz_core::flight::Flight;
 
 /// Unannotated layers opened at once when searching by TOC digest.
 const SEARCH_PARALLELISM: usize = 8;
@@ -70,7 +70,9 @@ pub struct ResolvedLayer {
     pub keying: Keying,
 }
 
+/// How the store keeps fetched images.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ResolverOptions {
     /// How long a fetched manifest + config is reused.
     pub image_ttl: Duration,
@@ -86,6 +88,11 @@ impl Default for ResolverOptions {
         }
     }
 }
+
+estargz_core::option_setters!(ResolverOptions {
+    image_ttl: Duration,
+    max_images: usize,
+});
 
 /// One reference's image: fetched, being fetched (later lookups of the
 /// same image wait for that fetch and share its answer, error included), or
@@ -293,7 +300,7 @@ impl Resolver {
             });
             for (index, result) in results {
                 match result {
-                    Ok(opened) if opened.reader.toc_digest() == digest => {
+                    Ok(opened) if opened.reader.toc_digest().to_string() == digest => {
                         let keying = Keying::TocDigest {
                             toc_digest: digest.to_string(),
                             diff_id: diff_id(image, index)?,

@@ -61,7 +61,10 @@ fn image(layers: &[&Layer], annotate: &[(bool, bool)], diff_ids: Option<Vec<Stri
         .map(|(l, &(toc, size))| {
             let mut annotations = BTreeMap::new();
             if toc {
-                annotations.insert(TOC_DIGEST_ANNOTATION.into(), l.result.toc_digest.clone());
+                annotations.insert(
+                    TOC_DIGEST_ANNOTATION.into(),
+                    l.result.toc_digest.to_string(),
+                );
             }
             if size {
                 annotations.insert(
@@ -71,15 +74,19 @@ fn image(layers: &[&Layer], annotate: &[(bool, bool)], diff_ids: Option<Vec<Stri
             }
             Descriptor {
                 media_type: OCI_LAYER_GZIP.into(),
-                digest: l.result.blob_digest.clone(),
+                digest: l.result.blob_digest.to_string(),
                 size: l.result.blob_size,
                 annotations,
                 platform: None,
             }
         })
         .collect();
-    let diff_ids =
-        diff_ids.unwrap_or_else(|| layers.iter().map(|l| l.result.diff_id.clone()).collect());
+    let diff_ids = diff_ids.unwrap_or_else(|| {
+        layers
+            .iter()
+            .map(|l| l.result.diff_id.to_string())
+            .collect()
+    });
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": diff_ids}
@@ -143,8 +150,11 @@ impl ImageSource for Fake {
             return Err(Error::InvalidArgument("no TOC annotation".into()));
         }
         let blob = self.blobs[&d.digest].clone();
-        let opts = OpenOptions::default()
-            .expected_toc_digest(d.toc_digest().map(str::to_string).filter(|_| verify_toc));
+        let opts = OpenOptions::default().expected_toc_digest(
+            d.toc_digest()
+                .map(|t| t.parse().unwrap())
+                .filter(|_| verify_toc),
+        );
         let reader = Reader::open(blob.clone(), &opts)?;
         Ok(OpenedLayer {
             reader: Arc::new(reader),
@@ -156,7 +166,8 @@ impl ImageSource for Fake {
 fn fake(img: Image, layers: &[&Layer]) -> Arc<Fake> {
     let mut f = Fake::default();
     for l in layers {
-        f.blobs.insert(l.result.blob_digest.clone(), l.blob.clone());
+        f.blobs
+            .insert(l.result.blob_digest.to_string(), l.blob.clone());
     }
     f.images.insert(REF.into(), img);
     Arc::new(f)
@@ -203,7 +214,7 @@ fn toc_digest_keying_serves_diff_info_and_blob() {
     );
     let s = store(src.clone());
     let r = ref_dir();
-    let toc = b.result.toc_digest.as_str();
+    let toc = &b.result.toc_digest.to_string();
 
     let file = walk(&s, &[&r, toc, "diff", "bin", "tool"]).unwrap();
     assert_eq!(file.kind, Kind::RegularFile);
@@ -274,7 +285,7 @@ fn layer_digest_keying_reports_v1_fields() {
     let a = layer(&[("a", b"aaaa")]);
     let src = fake(image(&[&a], &[(true, true)], None), &[&a]);
     let s = store(src);
-    let info = walk(&s, &[&ref_dir(), &a.result.blob_digest, "info"]).unwrap();
+    let info = walk(&s, &[&ref_dir(), &a.result.blob_digest.to_string(), "info"]).unwrap();
     let json: serde_json::Value = serde_json::from_slice(&read_all(&s, info.ino)).unwrap();
     assert_eq!(
         json,
@@ -293,7 +304,7 @@ fn missing_size_annotation_is_measured_and_checked() {
     let a = layer(&[("a", b"measure me"), ("b", &[7u8; 70_000])]);
     let src = fake(image(&[&a], &[(true, false)], None), &[&a]);
     let s = store(src);
-    let info = walk(&s, &[&ref_dir(), &a.result.blob_digest, "info"]).unwrap();
+    let info = walk(&s, &[&ref_dir(), &a.result.blob_digest.to_string(), "info"]).unwrap();
     let json: serde_json::Value = serde_json::from_slice(&read_all(&s, info.ino)).unwrap();
     assert_eq!(json["diff-size"], a.result.uncompressed_size);
 
@@ -301,7 +312,7 @@ fn missing_size_annotation_is_measured_and_checked() {
     let wrong = vec![format!("sha256:{}", "1".repeat(64))];
     let src = fake(image(&[&a], &[(true, false)], Some(wrong)), &[&a]);
     let s = store(src);
-    let e = walk(&s, &[&ref_dir(), &a.result.blob_digest, "info"]).unwrap_err();
+    let e = walk(&s, &[&ref_dir(), &a.result.blob_digest.to_string(), "info"]).unwrap_err();
     assert_eq!(e.errno(), Errno(libc::EIO));
 }
 
@@ -328,7 +339,7 @@ fn unknown_and_malformed_names() {
     assert_eq!(e.level(), log::Level::Debug);
     assert!(std::error::Error::source(&e).is_some(), "{e}");
     // An unknown name is an ordinary answer: trace level only.
-    let dir = walk(&s, &[&ref_dir(), &a.result.toc_digest]).unwrap();
+    let dir = walk(&s, &[&ref_dir(), &a.result.toc_digest.to_string()]).unwrap();
     assert_eq!(
         s.lookup(dir.ino, "nope").unwrap_err().level(),
         log::Level::Trace
@@ -336,12 +347,12 @@ fn unknown_and_malformed_names() {
     // An unknown image is not found either.
     let unknown = names::ref_dir_name("127.0.0.1:5000/nope:v1");
     assert_eq!(
-        walk(&s, &[&unknown, &a.result.toc_digest, "diff"])
+        walk(&s, &[&unknown, &a.result.toc_digest.to_string(), "diff"])
             .unwrap_err()
             .errno(),
         Errno(libc::ENOENT)
     );
-    let dir = walk(&s, &[&ref_dir(), &a.result.toc_digest]).unwrap();
+    let dir = walk(&s, &[&ref_dir(), &a.result.toc_digest.to_string()]).unwrap();
     assert_eq!(
         s.lookup(dir.ino, "other").unwrap_err().errno(),
         Errno(libc::ENOENT)
@@ -359,13 +370,17 @@ fn layers_without_toc_annotation() {
     let s = store(src.clone());
     // By layer digest the TOC would not be anchored: not served.
     assert_eq!(
-        walk(&s, &[&ref_dir(), &a.result.blob_digest, "diff"])
+        walk(&s, &[&ref_dir(), &a.result.blob_digest.to_string(), "diff"])
             .unwrap_err()
             .errno(),
         Errno(libc::ENOENT)
     );
     // By TOC digest the path anchors it: found among all layers opened.
-    let f = walk(&s, &[&ref_dir(), &b.result.toc_digest, "diff", "b"]).unwrap();
+    let f = walk(
+        &s,
+        &[&ref_dir(), &b.result.toc_digest.to_string(), "diff", "b"],
+    )
+    .unwrap();
     assert_eq!(read_all(&s, f.ino), b"other");
     assert_eq!(src.layer_opens.load(Ordering::SeqCst), 2);
 }
@@ -378,7 +393,7 @@ fn failures_are_not_remembered() {
     src.down.store(true, Ordering::SeqCst);
     let path = [
         ref_dir(),
-        a.result.toc_digest.clone(),
+        a.result.toc_digest.to_string(),
         "diff".into(),
         "a".into(),
     ];
@@ -396,26 +411,30 @@ fn use_and_release_count_and_unload() {
     let src = fake(image(&[&a], &[(true, true)], None), &[&a]);
     let s = store(src.clone());
     let r = walk(&s, &[&ref_dir()]).unwrap();
-    let dir = walk(&s, &[&ref_dir(), &a.result.toc_digest]).unwrap();
-    let file = walk(&s, &[&ref_dir(), &a.result.toc_digest, "diff", "a"]).unwrap();
+    let dir = walk(&s, &[&ref_dir(), &a.result.toc_digest.to_string()]).unwrap();
+    let file = walk(
+        &s,
+        &[&ref_dir(), &a.result.toc_digest.to_string(), "diff", "a"],
+    )
+    .unwrap();
     assert_eq!(s.create(dir.ino, "use").errno(), Errno(libc::ENOENT));
     assert_eq!(s.create(dir.ino, "use").errno(), Errno(libc::ENOENT));
     assert_eq!(s.create(dir.ino, "other").errno(), Errno(libc::EROFS));
     assert_eq!(s.stats().uses, 2);
     assert_eq!(
-        s.rmdir(r.ino, &a.result.toc_digest).errno(),
+        s.rmdir(r.ino, &a.result.toc_digest.to_string()).errno(),
         Errno(libc::ENOENT)
     );
     assert_eq!(s.stats().loaded, 1, "one user left");
     assert_eq!(
-        s.rmdir(r.ino, &a.result.toc_digest).errno(),
+        s.rmdir(r.ino, &a.result.toc_digest.to_string()).errno(),
         Errno(libc::ENOENT)
     );
     assert_eq!(s.stats().uses, 0);
     assert_eq!(s.stats().loaded, 0, "the last release unloads");
     // Extra releases do not underflow.
     assert_eq!(
-        s.rmdir(r.ino, &a.result.toc_digest).errno(),
+        s.rmdir(r.ino, &a.result.toc_digest.to_string()).errno(),
         Errno(libc::ENOENT)
     );
     assert_eq!(s.stats().uses, 0);
@@ -424,7 +443,11 @@ fn use_and_release_count_and_unload() {
     let opens = src.layer_opens.load(Ordering::SeqCst);
     assert_eq!(read_all(&s, file.ino), b"x");
     assert_eq!(src.layer_opens.load(Ordering::SeqCst), opens + 1);
-    let again = walk(&s, &[&ref_dir(), &a.result.toc_digest, "diff", "a"]).unwrap();
+    let again = walk(
+        &s,
+        &[&ref_dir(), &a.result.toc_digest.to_string(), "diff", "a"],
+    )
+    .unwrap();
     assert_eq!(again.ino, file.ino);
 }
 
@@ -446,7 +469,7 @@ fn forgotten_layers_and_idle_layers_go_away() {
         },
     );
     let r = walk(&s, &[&ref_dir()]).unwrap();
-    let dir = s.lookup(r.ino, &a.result.toc_digest).unwrap();
+    let dir = s.lookup(r.ino, &a.result.toc_digest.to_string()).unwrap();
     let diff = s.lookup(dir.ino, "diff").unwrap();
     assert_eq!(s.stats().loaded, 1);
     // Looked up but never used: unloaded by the reaper.
@@ -461,7 +484,7 @@ fn forgotten_layers_and_idle_layers_go_away() {
     s.create(dir.ino, "use");
     s.reap();
     assert_eq!(s.stats().loaded, 1);
-    s.rmdir(r.ino, &a.result.toc_digest);
+    s.rmdir(r.ino, &a.result.toc_digest.to_string());
     // Once the kernel forgets every inode, nothing is left.
     s.forget(dir.ino, 1);
     s.forget(diff.ino, 1);
@@ -477,7 +500,8 @@ fn image_cache_is_bounded_and_shared() {
     let img = image(&[&a, &b], &[(true, true), (true, true)], None);
     let mut f = Fake::default();
     for l in [&a, &b] {
-        f.blobs.insert(l.result.blob_digest.clone(), l.blob.clone());
+        f.blobs
+            .insert(l.result.blob_digest.to_string(), l.blob.clone());
     }
     for i in 0..5 {
         let name = format!("127.0.0.1:5000/app/img{i}:v1");
@@ -501,13 +525,13 @@ fn image_cache_is_bounded_and_shared() {
     std::thread::scope(|sc| {
         for l in [&a, &b] {
             let (s, r) = (&s, &r);
-            sc.spawn(move || walk(s, &[r, &l.result.toc_digest, "diff"]).unwrap());
+            sc.spawn(move || walk(s, &[r, &l.result.toc_digest.to_string(), "diff"]).unwrap());
         }
     });
     assert_eq!(src.image_fetches.load(Ordering::SeqCst), 1);
     for i in 1..5 {
         let r = names::ref_dir_name(&format!("127.0.0.1:5000/app/img{i}:v1"));
-        walk(&s, &[&r, &a.result.toc_digest, "info"]).unwrap();
+        walk(&s, &[&r, &a.result.toc_digest.to_string(), "info"]).unwrap();
     }
     assert_eq!(s.resolver().cached_images(), 2);
 }
@@ -519,7 +543,8 @@ fn a_stuck_registry_never_holds_up_other_images_or_resolved_layers() {
     let img = image(&[&a, &b], &[(true, true), (true, true)], None);
     let mut f = Fake::default();
     for l in [&a, &b] {
-        f.blobs.insert(l.result.blob_digest.clone(), l.blob.clone());
+        f.blobs
+            .insert(l.result.blob_digest.to_string(), l.blob.clone());
     }
     f.images.insert(REF.into(), img.clone());
     let stuck: Vec<String> = (0..5)
@@ -540,7 +565,11 @@ fn a_stuck_registry_never_holds_up_other_images_or_resolved_layers() {
             ..Default::default()
         },
     );
-    let healthy_a = walk(&s, &[&ref_dir(), &a.result.toc_digest, "diff", "a"]).unwrap();
+    let healthy_a = walk(
+        &s,
+        &[&ref_dir(), &a.result.toc_digest.to_string(), "diff", "a"],
+    )
+    .unwrap();
     let t = std::time::Instant::now();
     std::thread::scope(|sc| {
         // 20 lookups: two for each layer of each stuck image.
@@ -551,7 +580,7 @@ fn a_stuck_registry_never_holds_up_other_images_or_resolved_layers() {
                 sc.spawn(move || {
                     let t = std::time::Instant::now();
                     let r = names::ref_dir_name(name);
-                    let got = walk(s, &[&r, &layer.result.toc_digest, "diff"]);
+                    let got = walk(s, &[&r, &layer.result.toc_digest.to_string(), "diff"]);
                     (got.map(|_| ()).errno(), t.elapsed())
                 })
             })
@@ -560,7 +589,11 @@ fn a_stuck_registry_never_holds_up_other_images_or_resolved_layers() {
         // Meanwhile: a resolved layer reads, a healthy one resolves.
         let t = std::time::Instant::now();
         assert_eq!(read_all(&s, healthy_a.ino), b"healthy a");
-        let f = walk(&s, &[&ref_dir(), &b.result.toc_digest, "diff", "b"]).unwrap();
+        let f = walk(
+            &s,
+            &[&ref_dir(), &b.result.toc_digest.to_string(), "diff", "b"],
+        )
+        .unwrap();
         assert_eq!(read_all(&s, f.ino), b"healthy b");
         assert!(
             t.elapsed() < Duration::from_millis(300),
@@ -584,7 +617,7 @@ fn a_stuck_registry_never_holds_up_other_images_or_resolved_layers() {
     let t = std::time::Instant::now();
     let r = names::ref_dir_name(&stuck[0]);
     assert_eq!(
-        walk(&s, &[&r, &a.result.toc_digest, "diff"])
+        walk(&s, &[&r, &a.result.toc_digest.to_string(), "diff"])
             .unwrap_err()
             .errno(),
         Errno(libc::EIO)
@@ -595,7 +628,7 @@ fn a_stuck_registry_never_holds_up_other_images_or_resolved_layers() {
         t.elapsed()
     );
     // The adapter logs such a request as a warning naming the layer.
-    let e = walk(&s, &[&r, &a.result.toc_digest, "diff"]).unwrap_err();
+    let e = walk(&s, &[&r, &a.result.toc_digest.to_string(), "diff"]).unwrap_err();
     assert_eq!(e.level(), log::Level::Warn, "{e}");
     assert!(
         e.message()
@@ -649,12 +682,16 @@ fn resolved_layers_are_warmed_in_the_background() {
                 cache_budget: 1 << 30,
                 // No wait for other tests' reads to quiet down.
                 silence: Duration::ZERO,
-                ..WarmOptions::off()
+                ..WarmOptions::default()
             },
             ..Default::default()
         },
     );
-    let f = walk(&s, &[&ref_dir(), &a.result.toc_digest, "diff", "big"]).unwrap();
+    let f = walk(
+        &s,
+        &[&ref_dir(), &a.result.toc_digest.to_string(), "diff", "big"],
+    )
+    .unwrap();
     let Ino::Diff(slot, _) = Ino::decode(f.ino) else {
         panic!("not a layer inode")
     };
@@ -678,7 +715,7 @@ fn root_and_reference_listings() {
     let a = layer(&[("a", b"x")]);
     let src = fake(image(&[&a], &[(true, true)], None), &[&a]);
     let s = store(src);
-    walk(&s, &[&ref_dir(), &a.result.toc_digest]).unwrap();
+    walk(&s, &[&ref_dir(), &a.result.toc_digest.to_string()]).unwrap();
     let root: Vec<String> = s
         .readdir(ROOT_INO)
         .unwrap()
@@ -693,7 +730,10 @@ fn root_and_reference_listings() {
         .into_iter()
         .map(|e| e.name)
         .collect();
-    assert_eq!(layers, std::slice::from_ref(&a.result.toc_digest));
+    assert_eq!(
+        layers,
+        std::slice::from_ref(&a.result.toc_digest.to_string())
+    );
     assert!(s.read(r.ino, 0, 10).is_err());
 }
 
