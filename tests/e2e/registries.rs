@@ -759,3 +759,38 @@ fn helper_credentials_are_fetched_again_when_a_token_expires_or_is_revoked() {
     client.fetch_manifest(&r).unwrap();
     assert_eq!((calls(), state.lock().unwrap().issued), (3, 3));
 }
+
+#[test]
+fn the_store_tells_systemd_when_it_is_mounted_and_when_it_stops() {
+    if !fuse_available() {
+        return;
+    }
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mnt = dir.path().join("store");
+    fs::create_dir_all(&mnt).unwrap();
+    let log = dir.path().join("store.log");
+    let mnt_s = mnt.to_str().unwrap();
+    let words = ["store", mnt_s, "--plain-http"];
+    let args: Vec<&std::ffi::OsStr> = words.iter().map(std::ffi::OsStr::new).collect();
+    let child = start_fuse_process_with_env(
+        &args,
+        &[("NOTIFY_SOCKET", socket_path.as_os_str())],
+        &mnt,
+        &log,
+    );
+    let mut buf = [0u8; 64];
+    let n = socket.recv(&mut buf);
+    let status = stop_fuse_process(child, &mnt, &log);
+    let log_text = fs::read_to_string(&log).unwrap_or_default();
+    let n = n.unwrap_or_else(|e| panic!("no READY=1 ({e}):\n{log_text}"));
+    assert_eq!(&buf[..n], b"READY=1");
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(status.success(), "{status}:\n{log_text}");
+}
