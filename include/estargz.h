@@ -301,6 +301,20 @@ typedef struct estargz_builder estargz_builder;
 typedef struct estargz_dir_iter estargz_dir_iter;
 
 /**
+ * A layer mounted read-only, served by threads of the library. Created by
+ * estargz_mount_local or estargz_mount_remote; unmounted by
+ * estargz_mount_unmount, released by estargz_mount_free.
+ */
+typedef struct estargz_mount estargz_mount;
+
+/**
+ * Options for estargz_mount_local and estargz_mount_remote. Created by
+ * estargz_mount_options_new, released by estargz_mount_options_free; the
+ * mount functions copy what they need.
+ */
+typedef struct estargz_mount_options estargz_mount_options;
+
+/**
  * Options for opening a blob. Created by estargz_open_options_new,
  * released by estargz_open_options_free. Open functions copy what they
  * need, so options may be freed or reused right after.
@@ -452,6 +466,30 @@ typedef struct estargz_extract_stats {
    */
   uint64_t bytes;
 } estargz_extract_stats;
+
+/**
+ * The state of a mount (estargz_mount_status). Set `struct_size` to
+ * `sizeof(estargz_mount_info)` before the call.
+ */
+typedef struct estargz_mount_info {
+  /**
+   * Set by the caller: sizeof(estargz_mount_info).
+   */
+  size_t struct_size;
+  /**
+   * Registry bytes received for the layer so far (0 for a local blob).
+   */
+  uint64_t fetched_bytes;
+  /**
+   * Registry requests sent for the layer so far (0 for a local blob).
+   */
+  uint64_t fetch_requests;
+  /**
+   * Whether the file system is mounted and served: false after
+   * estargz_mount_unmount, or once unmounted from outside (umount).
+   */
+  bool mounted;
+} estargz_mount_info;
 
 /**
  * Positional read callback (reader source). Read up to `len` bytes at blob
@@ -916,6 +954,122 @@ estargz_result estargz_last_error(char *buf, size_t len, size_t *out_n);
  * leave some entries written.
  */
 estargz_result estargz_reader_extract(const struct estargz_reader *reader, const char *dir, uint32_t flags, struct estargz_extract_stats *out_stats);
+
+/**
+ * Creates mount options with defaults: 8 threads serving requests, the
+ * mount usable by its owner (and root) only, registry layers fetched
+ * whole in the background after the prioritized files, fully cached files
+ * handed to the kernel (FUSE passthrough) when the remote options name a
+ * cache directory, the estargz-fuse readahead window. `out_options`
+ * receives the handle (release with estargz_mount_options_free).
+ */
+estargz_result estargz_mount_options_new(struct estargz_mount_options **out_options);
+
+/**
+ * Releases mount options. NULL is accepted (no-op).
+ */
+void estargz_mount_options_free(struct estargz_mount_options *options);
+
+/**
+ * Threads serving FUSE requests (0 restores the default, 8).
+ */
+estargz_result estargz_mount_options_set_threads(struct estargz_mount_options *options, uint32_t threads);
+
+/**
+ * Whether other users (and overlayfs mounts made by other users, such as
+ * containers) may use the mount. Default false.
+ */
+estargz_result estargz_mount_options_set_allow_other(struct estargz_mount_options *options, bool allow_other);
+
+/**
+ * Whether the rest of a registry layer is fetched in the background once
+ * it is mounted (into the chunk cache; skipped for layers larger than the
+ * cache). Default true. Local blobs are never copied into the cache.
+ */
+estargz_result estargz_mount_options_set_background_fetch(struct estargz_mount_options *options, bool background_fetch);
+
+/**
+ * Whether fully cached files are handed to the kernel (FUSE passthrough,
+ * copies kept under the cache directory of the remote options). Default
+ * true; without a cache directory it is off.
+ */
+estargz_result estargz_mount_options_set_passthrough(struct estargz_mount_options *options, bool passthrough);
+
+/**
+ * The mount's kernel readahead window in KiB (0: the kernel's default).
+ */
+estargz_result estargz_mount_options_set_read_ahead_kb(struct estargz_mount_options *options, uint32_t read_ahead_kb);
+
+/**
+ * Mounts the eStargz blob in the file at `path` (copied; the file must
+ * not change while mounted) read-only at the directory `mountpoint`
+ * (copied). `expected_toc_digest` (copied; NULL or "" for none) refuses a
+ * blob whose TOC has another digest. `options` may be NULL (defaults); the
+ * prioritized files are read ahead, the blob is not copied into a cache.
+ * Needs the right to mount FUSE file systems (root, or fusermount3).
+ *
+ * When the call returns, the file system answers requests; it is served
+ * by library threads until estargz_mount_unmount or estargz_mount_free.
+ * `out_mount` receives the handle, owned by the caller.
+ *
+ * Errors: ESTARGZ_INVALID_ARGUMENT, ESTARGZ_IO (the blob, the mountpoint,
+ * no permission to mount), ESTARGZ_INVALID_FOOTER, ESTARGZ_INVALID_TOC,
+ * ESTARGZ_DIGEST_MISMATCH (expected TOC digest), ESTARGZ_LIMIT_EXCEEDED.
+ */
+estargz_result estargz_mount_local(const char *path, const char *expected_toc_digest, const char *mountpoint, const struct estargz_mount_options *options, struct estargz_mount **out_mount);
+
+/**
+ * Mounts one layer of the image `reference` (copied; as for
+ * estargz_reader_open_remote) read-only at `mountpoint` (copied), reading
+ * it lazily from its registry. `layer` (copied; NULL or "" for an image
+ * with one layer, a digest or a decimal index) selects the layer.
+ * `expected_toc_digest` (copied; NULL or "" for none) must equal the
+ * layer's TOC digest (checked besides the manifest's annotation, e.g. with
+ * the one containerd forwards). `remote_options` (may be NULL: defaults)
+ * give the registry access, the chunk caches (shared with other mounts
+ * and processes through the cache directory), whether unannotated layers
+ * are accepted and whether the prioritized files are prefetched (in the
+ * background, after the call returns); `options` (may be NULL) the mount.
+ * Both are only read during the call.
+ *
+ * Errors: those of estargz_reader_open_remote, ESTARGZ_DIGEST_MISMATCH
+ * (expected TOC digest), ESTARGZ_IO (the mountpoint, no permission to
+ * mount).
+ */
+estargz_result estargz_mount_remote(const char *reference, const char *layer, const char *expected_toc_digest, const char *mountpoint, const struct estargz_remote_options *remote_options, const struct estargz_mount_options *options, struct estargz_mount **out_mount);
+
+/**
+ * Fills `*out_status` (its `struct_size` set by the caller).
+ */
+estargz_result estargz_mount_status(const struct estargz_mount *mount, struct estargz_mount_info *out_status);
+
+/**
+ * The TOC digest of the mounted layer ("sha256:..."), or NULL when `mount`
+ * is NULL. Owned by the handle, valid until estargz_mount_free.
+ */
+const char *estargz_mount_toc_digest(const struct estargz_mount *mount);
+
+/**
+ * Unmounts the file system and waits for its threads to stop. A mount in
+ * use (open files, an overlay mounted over it) is refused with ESTARGZ_IO
+ * ("Device or resource busy") and stays mounted and served, so the call
+ * can be repeated; unmounting an unmounted mount succeeds. The handle
+ * still needs estargz_mount_free.
+ */
+estargz_result estargz_mount_unmount(struct estargz_mount *mount);
+
+/**
+ * Copies the message of the last failed call on `mount` (from any
+ * thread) into `buf` (snprintf semantics; see estargz_reader_last_error).
+ */
+estargz_result estargz_mount_last_error(const struct estargz_mount *mount, char *buf, size_t len, size_t *out_n);
+
+/**
+ * Releases a mount handle, unmounting first if needed; a busy mount is
+ * then detached lazily (as `umount -l`: gone from the mount table now,
+ * served until its last user lets go). NULL is accepted (no-op).
+ */
+void estargz_mount_free(struct estargz_mount *mount);
 
 /**
  * Creates open options with defaults: no expected TOC digest, no external

@@ -2,8 +2,8 @@
 # Tests of the Go bindings (bindings/go) against the library of this
 # checkout: installs libestargz with cargo-c into target/libestargz-stage (a
 # staging tree, found through pkg-config and LD_LIBRARY_PATH), then runs
-# gofmt, go vet and go test -race over the bindings and the oracle module
-# (internal/oracletest); the tests again with the oldest Go that go.mod
+# gofmt, go vet and go test -race over the bindings, the oracle module
+# (internal/oracletest) and the containerd snapshotter (snapshotter); the tests again with the oldest Go that go.mod
 # declares; and a test binary built with -tags estargz_static, checked to
 # need no libestargz.so and run without LD_LIBRARY_PATH.
 #
@@ -41,6 +41,7 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go -C internal/oracletest vet ./...
+go -C snapshotter vet ./...
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/estargz-go.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -61,6 +62,8 @@ run() { # CMD... : appends its output to $out; a failure fails the script
 # -count=1: always run against the library just built, never cached results.
 run go test -race -count=1 -v ./...
 run go -C internal/oracletest test -race -count=1 -v ./...
+# The containerd snapshotter (its own module; mounts only in its e2e test).
+run go -C snapshotter test -race -count=1 -v ./...
 
 # The oldest Go the module declares builds and passes the tests too (the
 # toolchain is fetched through the module proxy, or found in the cache).

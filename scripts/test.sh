@@ -3,7 +3,8 @@
 # integration tests (including the Go-reference interop tests, which build the
 # Go oracle under tests/interop), go vet, the C library tests (cargo-c install,
 # header check, C programs with ASan/UBSan and valgrind), the Go bindings'
-# tests (go vet + go test -race against the library built here), and a short
+# tests (go vet + go test -race against the library built here), the
+# containerd snapshotter end to end (scripts/containerd-test.sh), and a short
 # fuzzing smoke run.
 # Needs: Rust (cargo; rustup with the declared MSRV's toolchain), Go, GNU
 # tar, gzip, cargo-c 0.10.24, gcc, pkg-config, valgrind, and Debian's
@@ -49,6 +50,11 @@ step "go bindings (go vet + go test -race)"
 ./scripts/go-test.sh 2>&1 | tee target/go-output.txt
 go_passed=$(grep -Eo '^go tests: [0-9]+ passed' target/go-output.txt | awk '{print $3}')
 passed=$((passed + go_passed))
+
+step "containerd snapshotter (containerd + ctr-remote)"
+./scripts/containerd-test.sh 2>&1 | tee target/containerd-output.txt
+ctrd_passed=$(grep -Eo '^containerd tests: [0-9]+ passed' target/containerd-output.txt | awk '{print $3}')
+passed=$((passed + ctrd_passed))
 
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
   step "fuzz smoke (${FUZZ_SECONDS:-30}s per target)"

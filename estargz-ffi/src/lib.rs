@@ -11,7 +11,8 @@
 //!
 //! API: [`builder`], [`open_options`], [`reader`], [`entry`],
 //! [`entry_details`], [`extract`],
-//! [`dir_iter`] and [`remote`].
+//! [`dir_iter`], [`remote`] and [`mount`] (FUSE mounts served by
+//! estargz-fuse's file system).
 
 // The exported names follow C conventions (estargz_reader, ESTARGZ_OK), and
 // every export takes raw pointers whose validity is the caller's contract,
@@ -28,6 +29,7 @@ pub mod entry_details;
 pub mod error;
 mod export;
 pub mod extract;
+pub mod mount;
 pub mod open_options;
 pub mod reader;
 pub mod remote;

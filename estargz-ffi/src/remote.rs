@@ -26,12 +26,12 @@ pub struct estargz_remote_options {
 }
 
 #[derive(Clone)]
-struct RemoteOptions {
-    http: HttpOptions,
-    platform: Option<Platform>,
-    cache: CacheOptions,
-    allow_unverified_toc: bool,
-    prefetch: bool,
+pub(crate) struct RemoteOptions {
+    pub(crate) http: HttpOptions,
+    pub(crate) platform: Option<Platform>,
+    pub(crate) cache: CacheOptions,
+    pub(crate) allow_unverified_toc: bool,
+    pub(crate) prefetch: bool,
 }
 
 impl Default for RemoteOptions {
@@ -51,7 +51,7 @@ impl Default for RemoteOptions {
 impl Handle for estargz_remote_options {}
 
 impl estargz_remote_options {
-    fn lock(&self) -> MutexGuard<'_, RemoteOptions> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, RemoteOptions> {
         // A poisoned lock only means a setter panicked; the options are whole.
         self.opts.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -259,11 +259,16 @@ fn select_layer(
     layer: Option<&str>,
     image: &str,
 ) -> FfiResult<usize> {
-    let selector = match layer.filter(|l| !l.is_empty()) {
+    Ok(layer_selector(layer)?.resolve(layers, image)?)
+}
+
+/// The selector an export's `layer` argument spells: NULL or "" for the
+/// only layer, else a decimal index or a digest.
+pub(crate) fn layer_selector(layer: Option<&str>) -> FfiResult<LayerSelector> {
+    Ok(match layer.filter(|l| !l.is_empty()) {
         None => LayerSelector::Only,
         Some(l) => l.parse()?,
-    };
-    Ok(selector.resolve(layers, image)?)
+    })
 }
 
 /// Opens one layer of the image `reference` (copied; "host[:port]/repo:tag"

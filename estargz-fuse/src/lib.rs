@@ -10,6 +10,8 @@
 //!   store's protocol) are the mount's and the store's hooks.
 //! * [`passthrough`]: copies of fully cached files for passthrough.
 //! * [`source`]: local blob or lazily read registry layer.
+//! * [`mount`]: one layer mounted (session, warm-up), in the foreground
+//!   or from a thread of its own ([`mount::LayerMount`]).
 //! * [`readahead`]: the kernel readahead window of a mount.
 //! * [`store`]: the Additional Layer Store namespace (Podman / CRI-O).
 //! * [`warm`]: prefetch and background fetch of opened layers.
@@ -21,6 +23,7 @@ pub mod heap;
 pub mod layer_adapter;
 pub mod layerfs;
 pub mod logger;
+pub mod mount;
 pub mod overlay;
 pub mod passthrough;
 pub mod readahead;

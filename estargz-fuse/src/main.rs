@@ -7,13 +7,10 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use estargz_args::{CacheArgs, LayerChoice, RegistryArgs};
 use estargz_core::remote::{LayerOptions, Reference};
-use estargz_fuse::adapter::FuseLayer;
 use estargz_fuse::daemon;
-use estargz_fuse::layerfs::LayerFs;
-use estargz_fuse::passthrough::Materializer;
+use estargz_fuse::mount::{self, MountOptions};
 use estargz_fuse::source::{is_registry_source, OpenedLayer, Source};
-use estargz_fuse::warm::{WarmOptions, Warmer};
-use fuser::{Config, MountOption, SessionACL};
+use estargz_fuse::warm::WarmOptions;
 
 mod store_cmd;
 
@@ -204,54 +201,22 @@ fn mount(args: &MountArgs) -> Result<(), String> {
             &layer_opts,
         )
         .map_err(|e| format!("cannot mount {}: {e}", args.source))?;
-    let materializer = match (&args.cache.cache_dir, args.no_passthrough) {
-        (Some(dir), false) => Some(
-            Materializer::new(dir, args.passthrough_size)
-                .map_err(|e| format!("passthrough directory in {}: {e}", dir.display()))?,
-        ),
-        _ => None,
-    };
-    let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::RO,
-        MountOption::FSName(format!("estargz:{}", reader.toc_digest())),
-        MountOption::Subtype("estargz".into()),
-        MountOption::DefaultPermissions,
-        MountOption::NoDev,
-        MountOption::NoSuid,
-    ];
-    if args.allow_other {
-        config.acl = SessionACL::All;
-    }
-    config.n_threads = Some(args.serve.threads.max(1));
-    config.clone_fd = true;
-    let fs = FuseLayer::new(LayerFs::new(reader.clone()), materializer);
-    let mut session = fuser::Session::new(fs, &args.mountpoint, &config)
-        .map_err(|e| format!("mounting at {}: {e}", args.mountpoint.display()))?;
+    let opts = args.mount_options();
+    let mut session =
+        mount::session(&reader, &args.mountpoint, &opts).map_err(|e| e.to_string())?;
     log::info!("mounted {description} at {}", args.mountpoint.display());
 
     daemon::unmount_on_stop_signals(session.unmount_callable(), args.mountpoint.clone());
-    let mut warm = args.warm.options(&args.cache, 1);
-    // A local blob is read at disk speed: copying all of it into the
-    // chunk cache would only evict what reads put there.
-    warm.background &= blob.is_some();
-    let warming = Warmer::new(warm).start(description.clone(), reader);
-    // The first stat returns once the kernel's INIT is answered: from then
-    // on the mount serves requests and the readahead window sticks.
+    let warming = mount::start_warming(&opts.warm, &description, reader, blob.as_ref());
+    // Checked from another thread: this one serves the requests.
     let mountpoint = args.mountpoint.clone();
     let read_ahead_kb = args.read_ahead_kb;
     std::thread::spawn(move || {
-        if let Err(e) = std::fs::metadata(&mountpoint) {
-            let e = format!("the mount at {} does not answer: {e}", mountpoint.display());
+        let settled = mount::settle(&mountpoint, read_ahead_kb).map_err(|e| e.to_string());
+        if let Err(e) = &settled {
             log::error!("{e}");
-            return daemon::report_to_parent(Err(e));
         }
-        if read_ahead_kb > 0 {
-            if let Err(e) = estargz_fuse::readahead::set(&mountpoint, read_ahead_kb) {
-                log::warn!("cannot set the readahead window ({e}); keeping the kernel's");
-            }
-        }
-        daemon::report_to_parent(Ok(()));
+        daemon::report_to_parent(settled);
     });
 
     let result = daemon::session_ended(session.run());
@@ -269,6 +234,21 @@ fn mount(args: &MountArgs) -> Result<(), String> {
     result.map_err(|e| format!("serving {}: {e}", args.mountpoint.display()))?;
     log::info!("unmounted {}", args.mountpoint.display());
     Ok(())
+}
+
+impl MountArgs {
+    fn mount_options(&self) -> MountOptions {
+        let passthrough = match (&self.cache.cache_dir, self.no_passthrough) {
+            (Some(dir), false) => Some((dir.clone(), self.passthrough_size)),
+            _ => None,
+        };
+        MountOptions::default()
+            .threads(self.serve.threads)
+            .allow_other(self.allow_other)
+            .passthrough(passthrough)
+            .read_ahead_kb(self.read_ahead_kb)
+            .warm(self.warm.options(&self.cache, 1))
+    }
 }
 
 #[cfg(test)]

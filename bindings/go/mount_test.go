@@ -1,0 +1,160 @@
+package estargz_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	estargz "github.com/estargz-rs/estargz-rs/bindings/go"
+)
+
+// needFUSE skips a test that mounts unless it runs as root with
+// /dev/fuse; with ESTARGZ_REQUIRE_FUSE set (CI) it fails instead.
+func needFUSE(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err == nil {
+		f.Close()
+	}
+	if os.Geteuid() == 0 && err == nil {
+		return
+	}
+	if os.Getenv("ESTARGZ_REQUIRE_FUSE") != "" {
+		t.Fatalf("FUSE mounts need root and /dev/fuse (euid %d, /dev/fuse: %v)", os.Geteuid(), err)
+	}
+	t.Skip("needs root and /dev/fuse")
+}
+
+func isMountpoint(t *testing.T, dir string) bool {
+	t.Helper()
+	var a, b syscall.Stat_t
+	if err := syscall.Stat(dir, &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Stat(filepath.Dir(dir), &b); err != nil {
+		t.Fatal(err)
+	}
+	return a.Dev != b.Dev
+}
+
+func checkMounted(t *testing.T, dir string, want map[string]string) {
+	t.Helper()
+	for name, body := range want {
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+		} else if string(got) != body {
+			t.Errorf("%s: %d bytes differ from the %d written", name, len(got), len(body))
+		}
+	}
+	if target, err := os.Readlink(filepath.Join(dir, "data/link")); err != nil || target != "big.txt" {
+		t.Errorf("data/link -> %q, %v", target, err)
+	}
+}
+
+func TestMountLocal(t *testing.T) {
+	files := fixture()
+	data, blob := buildBlob(t, files)
+	path := filepath.Join(t.TempDir(), "layer.esgz")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	// Refused before anything is mounted.
+	if _, err := estargz.MountLocal(path, mnt, estargz.WithMountExpectedTOCDigest("sha256:"+strings.Repeat("0", 64))); !errors.Is(err, estargz.ErrDigestMismatch) {
+		t.Errorf("wrong TOC digest: %v", err)
+	}
+	if _, err := estargz.MountLocal(path, mnt, estargz.WithMountThreads(0)); !errors.Is(err, estargz.ErrInvalidArgument) {
+		t.Errorf("0 threads: %v", err)
+	}
+	needFUSE(t)
+	base := estargz.LiveHandles()
+	m, err := estargz.MountLocal(path, mnt, estargz.WithMountExpectedTOCDigest(blob.TOCDigest()), estargz.WithMountThreads(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !isMountpoint(t, mnt) || m.TOCDigest() != blob.TOCDigest() || m.Mountpoint() != mnt {
+		t.Errorf("mounted: %v, TOC digest %s", isMountpoint(t, mnt), m.TOCDigest())
+	}
+	checkMounted(t, mnt, contents(files))
+	st, err := m.Status()
+	if err != nil || !st.Mounted || st.FetchedBytes != 0 {
+		t.Errorf("status %+v, %v", st, err)
+	}
+	// Busy: refused and still served, then closed (twice).
+	f, err := os.Open(filepath.Join(mnt, "data/big.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); !errors.Is(err, estargz.ErrIO) || !strings.Contains(err.Error(), "busy") {
+		t.Errorf("Close while a file is open: %v", err)
+	}
+	head := make([]byte, 16)
+	if _, err := f.ReadAt(head, 0); err != nil {
+		t.Errorf("read after the refused unmount: %v", err)
+	}
+	f.Close()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if isMountpoint(t, mnt) {
+		t.Error("still mounted after Close")
+	}
+	if st, err := m.Status(); err != nil || st.Mounted {
+		t.Errorf("status after Close %+v, %v", st, err)
+	}
+	if got := estargz.LiveHandles(); got != base {
+		t.Errorf("%d live handles, want %d", got, base)
+	}
+}
+
+func TestMountRemote(t *testing.T) {
+	needFUSE(t)
+	files := fixture()
+	b, err := estargz.Build(bytes.NewReader(makeTar(t, files)), estargz.WithChunkSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	reg := &registry{manifests: map[string][]byte{}, blobs: map[string][]byte{}}
+	reg.push(t, "v1", true, b)
+	srv := httptest.NewServer(reg)
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	mnt := t.TempDir()
+	ctx := context.Background()
+	remote := estargz.WithRemote(estargz.WithPlainHTTP(), estargz.WithRetries(0), estargz.WithCacheDir(t.TempDir(), 0))
+	if _, err := estargz.Mount(ctx, host+"/test/app:v1", mnt, remote,
+		estargz.WithMountExpectedTOCDigest("sha256:"+strings.Repeat("1", 64))); !errors.Is(err, estargz.ErrDigestMismatch) {
+		t.Errorf("wrong TOC digest: %v", err)
+	}
+	if _, err := estargz.Mount(ctx, host+"/test/app:nope", mnt, remote); !errors.Is(err, estargz.ErrNotFound) {
+		t.Errorf("unknown tag: %v", err)
+	}
+	m, err := estargz.Mount(ctx, host+"/test/app:v1", mnt, remote, estargz.WithMountExpectedTOCDigest(b.TOCDigest()),
+		estargz.WithBackgroundFetch(false), estargz.WithPassthrough(false), estargz.WithReadAheadKB(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	checkMounted(t, mnt, contents(files))
+	st, err := m.Status()
+	if err != nil || !st.Mounted || st.FetchedBytes == 0 || st.FetchRequests == 0 {
+		t.Errorf("status %+v, %v", st, err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if isMountpoint(t, mnt) {
+		t.Error("still mounted after Close")
+	}
+}

@@ -1,0 +1,187 @@
+// Command estargz-snapshotter serves containerd's snapshots API
+// (containerd.services.snapshots.v1.Snapshots) on a unix socket, for
+// containerd's proxy_plugins: eStargz layers are mounted lazily from their
+// registry, everything else is an ordinary overlay snapshot.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
+	"github.com/containerd/containerd/contrib/snapshotservice"
+	"github.com/containerd/log"
+	"google.golang.org/grpc"
+
+	"github.com/estargz-rs/estargz-rs/bindings/go/snapshotter"
+)
+
+const (
+	defaultAddress = "/run/estargz-snapshotter/estargz-snapshotter.sock"
+	defaultRoot    = "/var/lib/estargz-snapshotter"
+	defaultConfig  = "/etc/estargz-snapshotter/config.toml"
+	// How often remote snapshots that could not be mounted at start-up
+	// (registry down) are tried again.
+	restoreRetry = 5 * time.Second
+)
+
+func main() {
+	address := flag.String("address", defaultAddress, "unix socket to serve the snapshots API on")
+	root := flag.String("root", defaultRoot, "directory of the snapshots and their metadata")
+	config := flag.String("config", defaultConfig, "TOML configuration (a missing default file means defaults)")
+	level := flag.String("log-level", "info", "error, warn, info or debug")
+	manager := flag.Bool("fuse-manager", false, "run as the FUSE manager of --root (started by the snapshotter itself)")
+	flag.Parse()
+	run := run
+	if *manager {
+		run = runManager
+	}
+	if err := run(*address, *root, *config, *level); err != nil {
+		fmt.Fprintf(os.Stderr, "estargz-snapshotter: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(address, root, configPath, level string) error {
+	if err := log.SetLevel(level); err != nil {
+		return fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	cfg, err := snapshotter.LoadConfig(configPath, configPath == defaultConfig)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	var mounter snapshotter.Mounter = snapshotter.LayerMounter{Options: cfg.MountOptions(root)}
+	if cfg.FuseManager {
+		mm, err := startManager(root, configPath, level)
+		if err != nil {
+			return err
+		}
+		defer mm.Close()
+		mounter = mm
+	}
+	sn, err := snapshotter.New(root, mounter)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// The manager's mounts stay for the next snapshotter; our own go.
+		closeFn, what := sn.Close, "closing the snapshotter"
+		if cfg.FuseManager {
+			closeFn, what = sn.Detach, "detaching from the FUSE manager"
+		}
+		if err := closeFn(); err != nil {
+			log.L.WithError(err).Error(what)
+		}
+	}()
+	// Start-up never waits for a registry: what cannot be mounted now is
+	// retried in the background.
+	go restore(ctx, sn)
+
+	if err := os.MkdirAll(filepath.Dir(address), 0o711); err != nil {
+		return err
+	}
+	if err := os.Remove(address); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	l, err := net.Listen("unix", address)
+	if err != nil {
+		return err
+	}
+	server := grpc.NewServer()
+	snapshotsapi.RegisterSnapshotsServer(server, snapshotservice.FromSnapshotter(sn))
+	errc := make(chan error, 1)
+	go func() { errc <- server.Serve(l) }()
+	log.L.Infof("serving snapshots on %s (root %s)", address, root)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		log.L.Info("stopping")
+		server.Stop()
+		return nil
+	}
+}
+
+func restore(ctx context.Context, sn *snapshotter.Snapshotter) {
+	for {
+		pending, err := sn.Restore(ctx)
+		if err != nil {
+			log.L.WithError(err).Error("restoring remote snapshots")
+		}
+		if err == nil && len(pending) == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(restoreRetry):
+		}
+	}
+}
+
+func managerSocket(root string) string { return filepath.Join(root, "fuse-manager.sock") }
+
+// startManager connects to the FUSE manager of root, starting it (detached,
+// in a session of its own, so it outlives this process) if none answers.
+func startManager(root, configPath, level string) (*snapshotter.ManagerMounter, error) {
+	sock := managerSocket(root)
+	if mm, err := snapshotter.DialManager(sock, 0); err == nil {
+		log.L.Infof("using the running FUSE manager at %s", sock)
+		return mm, nil
+	}
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.OpenFile(filepath.Join(root, "fuse-manager.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(self, "--fuse-manager", "--root", root, "--config", configPath, "--log-level", level)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the FUSE manager: %w", err)
+	}
+	pid := cmd.Process.Pid
+	_ = cmd.Process.Release()
+	log.L.Infof("started the FUSE manager (pid %d)", pid)
+	return snapshotter.DialManager(sock, 30*time.Second)
+}
+
+// runManager is the FUSE manager: it owns the layer mounts until SIGINT or
+// SIGTERM, then unmounts them.
+func runManager(_, root, configPath, level string) error {
+	if err := log.SetLevel(level); err != nil {
+		return err
+	}
+	cfg, err := snapshotter.LoadConfig(configPath, configPath == defaultConfig)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	pidFile := filepath.Join(root, "fuse-manager.pid")
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(pidFile)
+	return snapshotter.ServeManager(ctx, managerSocket(root), snapshotter.LayerMounter{Options: cfg.MountOptions(root)})
+}

@@ -1,0 +1,127 @@
+package snapshotter
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pelletier/go-toml"
+
+	estargz "github.com/estargz-rs/estargz-rs/bindings/go"
+)
+
+// Config is the TOML configuration of estargz-snapshotter. Its keys are the
+// names of docs/vocabulary.md; each maps onto one option of the bindings
+// (and so of the C ABI's remote and mount options).
+type Config struct {
+	// CacheDir holds verified chunks, span files and passthrough copies
+	// (default <root>/cache).
+	CacheDir string `toml:"cache_dir"`
+	// DiskCacheSize bounds CacheDir, in bytes (0: the library's 2 GiB).
+	DiskCacheSize int64 `toml:"disk_cache_size"`
+	// MemoryCacheSize bounds each layer's in-memory chunk cache, in bytes
+	// (0: the library's 64 MiB).
+	MemoryCacheSize int64 `toml:"memory_cache_size"`
+	// Prefetch fetches a layer's prioritized files once it is mounted.
+	Prefetch bool `toml:"prefetch"`
+	// BackgroundFetch fetches the rest of a layer in the background.
+	BackgroundFetch bool `toml:"background_fetch"`
+	// Passthrough hands fully cached files to the kernel.
+	Passthrough bool `toml:"passthrough"`
+	// MountThreads serve each layer mount's FUSE requests (0: 8).
+	MountThreads int `toml:"mount_threads"`
+	// RequestTimeoutSec bounds one HTTP attempt (0: the library's 30 s).
+	RequestTimeoutSec int `toml:"request_timeout_sec"`
+	// Retries per request (negative: the library's 5).
+	Retries int `toml:"retries"`
+	// PlainHTTP talks plain HTTP to every registry.
+	PlainHTTP bool `toml:"plain_http"`
+	// InsecureRegistries are reached over plain HTTP ("host[:port]").
+	InsecureRegistries []string `toml:"insecure_registries"`
+	// AuthFile replaces the default credential files.
+	AuthFile string `toml:"auth_file"`
+	// AllowUnverifiedTOC mounts layers without a TOC digest annotation.
+	AllowUnverifiedTOC bool `toml:"allow_unverified_toc"`
+	// FuseManager keeps the layer mounts in a process of their own, so
+	// they outlive a snapshotter restart.
+	FuseManager bool `toml:"fuse_manager"`
+}
+
+// DefaultConfig is the configuration without a file: prefetch, background
+// fetch, passthrough and the FUSE manager on, the library's defaults elsewhere.
+func DefaultConfig() Config {
+	return Config{Prefetch: true, BackgroundFetch: true, Passthrough: true, Retries: -1, FuseManager: true}
+}
+
+// LoadConfig reads path over DefaultConfig; a missing file is the default
+// configuration when allowMissing is set. Unknown keys are refused.
+func LoadConfig(path string, allowMissing bool) (Config, error) {
+	cfg := DefaultConfig()
+	data, err := os.ReadFile(path)
+	if os.IsNotExist(err) && allowMissing {
+		return cfg, nil
+	}
+	if err != nil {
+		return cfg, err
+	}
+	if err := toml.NewDecoder(bytes.NewReader(data)).Strict(true).Decode(&cfg); err != nil {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, cfg.check()
+}
+
+func (c Config) check() error {
+	switch {
+	case c.DiskCacheSize < 0, c.MemoryCacheSize < 0:
+		return fmt.Errorf("cache sizes must not be negative")
+	case c.MountThreads < 0 || c.MountThreads > 1024:
+		return fmt.Errorf("mount_threads %d is not in 0-1024", c.MountThreads)
+	case c.RequestTimeoutSec < 0:
+		return fmt.Errorf("request_timeout_sec must not be negative")
+	}
+	return nil
+}
+
+// MountOptions are the bindings' options for a layer mount under root.
+func (c Config) MountOptions(root string) []estargz.MountOption {
+	cacheDir := c.CacheDir
+	if cacheDir == "" {
+		cacheDir = filepath.Join(root, "cache")
+	}
+	remote := []estargz.RemoteOption{
+		estargz.WithCacheDir(cacheDir, c.DiskCacheSize),
+		estargz.WithMemoryCacheSize(c.MemoryCacheSize),
+		estargz.WithPrefetch(c.Prefetch),
+	}
+	if c.RequestTimeoutSec > 0 {
+		remote = append(remote, estargz.WithRequestTimeout(time.Duration(c.RequestTimeoutSec)*time.Second))
+	}
+	if c.Retries >= 0 {
+		remote = append(remote, estargz.WithRetries(c.Retries))
+	}
+	if c.PlainHTTP {
+		remote = append(remote, estargz.WithPlainHTTP())
+	}
+	for _, h := range c.InsecureRegistries {
+		remote = append(remote, estargz.WithInsecureRegistry(h))
+	}
+	if c.AuthFile != "" {
+		remote = append(remote, estargz.WithAuthFile(c.AuthFile))
+	}
+	if c.AllowUnverifiedTOC {
+		remote = append(remote, estargz.WithAllowUnverifiedTOC())
+	}
+	opts := []estargz.MountOption{
+		estargz.WithRemote(remote...),
+		// Containers (overlayfs over the mount) run as other users.
+		estargz.WithAllowOther(),
+		estargz.WithBackgroundFetch(c.BackgroundFetch),
+		estargz.WithPassthrough(c.Passthrough),
+	}
+	if c.MountThreads > 0 {
+		opts = append(opts, estargz.WithMountThreads(c.MountThreads))
+	}
+	return opts
+}

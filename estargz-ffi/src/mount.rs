@@ -1,0 +1,436 @@
+//! Mounting a layer read-only with FUSE: a local blob or a registry layer,
+//! served by estargz-fuse's file system from threads of the library until
+//! unmounted.
+
+use std::ffi::{c_char, CString};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use estargz_core::cache::ChunkCache;
+use estargz_core::remote::{LayerOptions, Reference, Registry};
+use estargz_core::{Digest, Error};
+use estargz_fuse::mount::{LayerMount, MountOptions};
+use estargz_fuse::source::{OpenedLayer, Source};
+use estargz_fuse::warm::WarmOptions;
+
+use crate::args::{optional, try_out, try_path, try_str};
+use crate::error::{estargz_result, ErrorSlot, FfiResult};
+use crate::export::{ffi_call, ffi_free, ffi_last_error, ffi_value, handle, into_raw, Handle};
+use crate::remote::{estargz_remote_options, layer_selector, RemoteOptions};
+use crate::versioned::{try_versioned_out, versioned_struct};
+
+/// Bytes of passthrough copies kept under the cache directory by default.
+const DEFAULT_PASSTHROUGH_SIZE: u64 = 1 << 30;
+
+/// Options for estargz_mount_local and estargz_mount_remote. Created by
+/// estargz_mount_options_new, released by estargz_mount_options_free; the
+/// mount functions copy what they need.
+pub struct estargz_mount_options {
+    opts: Mutex<MountSettings>,
+}
+
+#[derive(Clone)]
+struct MountSettings {
+    threads: u32,
+    allow_other: bool,
+    background_fetch: bool,
+    passthrough: bool,
+    read_ahead_kb: u32,
+}
+
+impl Default for MountSettings {
+    fn default() -> Self {
+        let d = MountOptions::default();
+        MountSettings {
+            threads: d.threads as u32,
+            allow_other: false,
+            // On, as in estargz-fuse: the rest of a registry layer arrives
+            // while the container runs.
+            background_fetch: true,
+            passthrough: true,
+            read_ahead_kb: d.read_ahead_kb,
+        }
+    }
+}
+
+impl Handle for estargz_mount_options {}
+
+impl estargz_mount_options {
+    fn lock(&self) -> MutexGuard<'_, MountSettings> {
+        // A poisoned lock only means a setter panicked; the options are whole.
+        self.opts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Creates mount options with defaults: 8 threads serving requests, the
+/// mount usable by its owner (and root) only, registry layers fetched
+/// whole in the background after the prioritized files, fully cached files
+/// handed to the kernel (FUSE passthrough) when the remote options name a
+/// cache directory, the estargz-fuse readahead window. `out_options`
+/// receives the handle (release with estargz_mount_options_free).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_options_new(
+    out_options: *mut *mut estargz_mount_options,
+) -> estargz_result {
+    ffi_call!(|| {
+        try_out!(out_options).write(into_raw(estargz_mount_options {
+            opts: Mutex::new(MountSettings::default()),
+        }));
+        Ok(())
+    })
+}
+
+/// Releases mount options. NULL is accepted (no-op).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_options_free(options: *mut estargz_mount_options) {
+    ffi_free!(options)
+}
+
+/// Threads serving FUSE requests (0 restores the default, 8).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_options_set_threads(
+    options: *mut estargz_mount_options,
+    threads: u32,
+) -> estargz_result {
+    ffi_call!(options => |o| {
+        o.lock().threads = if threads == 0 { MountSettings::default().threads } else { threads };
+        Ok(())
+    })
+}
+
+/// Whether other users (and overlayfs mounts made by other users, such as
+/// containers) may use the mount. Default false.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_options_set_allow_other(
+    options: *mut estargz_mount_options,
+    allow_other: bool,
+) -> estargz_result {
+    ffi_call!(options => |o| {
+        o.lock().allow_other = allow_other;
+        Ok(())
+    })
+}
+
+/// Whether the rest of a registry layer is fetched in the background once
+/// it is mounted (into the chunk cache; skipped for layers larger than the
+/// cache). Default true. Local blobs are never copied into the cache.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_options_set_background_fetch(
+    options: *mut estargz_mount_options,
+    background_fetch: bool,
+) -> estargz_result {
+    ffi_call!(options => |o| {
+        o.lock().background_fetch = background_fetch;
+        Ok(())
+    })
+}
+
+/// Whether fully cached files are handed to the kernel (FUSE passthrough,
+/// copies kept under the cache directory of the remote options). Default
+/// true; without a cache directory it is off.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_options_set_passthrough(
+    options: *mut estargz_mount_options,
+    passthrough: bool,
+) -> estargz_result {
+    ffi_call!(options => |o| {
+        o.lock().passthrough = passthrough;
+        Ok(())
+    })
+}
+
+/// The mount's kernel readahead window in KiB (0: the kernel's default).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_options_set_read_ahead_kb(
+    options: *mut estargz_mount_options,
+    read_ahead_kb: u32,
+) -> estargz_result {
+    ffi_call!(options => |o| {
+        o.lock().read_ahead_kb = read_ahead_kb;
+        Ok(())
+    })
+}
+
+/// A layer mounted read-only, served by threads of the library. Created by
+/// estargz_mount_local or estargz_mount_remote; unmounted by
+/// estargz_mount_unmount, released by estargz_mount_free.
+pub struct estargz_mount {
+    mount: Mutex<LayerMount>,
+    toc_digest: CString,
+    errors: ErrorSlot,
+}
+
+impl Handle for estargz_mount {
+    fn errors(&self) -> Option<&ErrorSlot> {
+        Some(&self.errors)
+    }
+}
+
+impl estargz_mount {
+    fn lock(&self) -> MutexGuard<'_, LayerMount> {
+        // Unmount leaves the LayerMount whole whatever happens.
+        self.mount.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The state of a mount (estargz_mount_status). Set `struct_size` to
+/// `sizeof(estargz_mount_info)` before the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct estargz_mount_info {
+    /// Set by the caller: sizeof(estargz_mount_info).
+    pub struct_size: usize,
+    /// Registry bytes received for the layer so far (0 for a local blob).
+    pub fetched_bytes: u64,
+    /// Registry requests sent for the layer so far (0 for a local blob).
+    pub fetch_requests: u64,
+    /// Whether the file system is mounted and served: false after
+    /// estargz_mount_unmount, or once unmounted from outside (umount).
+    pub mounted: bool,
+}
+
+versioned_struct!(estargz_mount_info);
+
+fn mount_options(m: &MountSettings, remote: &RemoteOptions, is_remote: bool) -> MountOptions {
+    let passthrough = match (&remote.cache.dir, m.passthrough) {
+        (Some(dir), true) => Some((dir.clone(), DEFAULT_PASSTHROUGH_SIZE)),
+        _ => None,
+    };
+    let capacity = match remote.cache.dir {
+        Some(_) => remote.cache.disk_size,
+        None => remote.cache.memory_size,
+    };
+    MountOptions::default()
+        .threads(m.threads as usize)
+        .allow_other(m.allow_other)
+        .passthrough(passthrough)
+        .read_ahead_kb(m.read_ahead_kb)
+        .warm(
+            WarmOptions::default()
+                .prefetch(remote.prefetch)
+                .background(m.background_fetch && is_remote)
+                .max_background(1)
+                .cache_budget(capacity)
+                // As estargz-fuse: from the start, without pausing for reads.
+                .silence(std::time::Duration::ZERO)
+                .yield_to_reads(false),
+        )
+}
+
+/// An optional digest argument where "" means none too: `Option<Digest>`
+/// (a malformed one is ESTARGZ_INVALID_ARGUMENT).
+/// The first byte is looked at before any `&str` exists, so no `None`
+/// carries an unset length into the branches (valgrind flags LLVM's merged
+/// "NULL or empty" test on it).
+macro_rules! optional_nonempty {
+    ($arg:ident) => {
+        // SAFETY: an export's string is NULL or NUL-terminated (export.rs),
+        // so a non-NULL one has a first byte.
+        if $arg.is_null() || unsafe { *$arg } == 0 {
+            None
+        } else {
+            Some(try_str!($arg).parse::<Digest>()?)
+        }
+    };
+}
+
+/// Opens `source` and mounts it at `mountpoint`, checking its TOC digest.
+fn mount(
+    source: Source,
+    expected_toc_digest: Option<Digest>,
+    mountpoint: &str,
+    remote: &RemoteOptions,
+    settings: &MountSettings,
+) -> FfiResult<*mut estargz_mount> {
+    let is_remote = matches!(source, Source::Remote { .. });
+    let cache = Arc::new(ChunkCache::open(&remote.cache)?);
+    let layer_opts = LayerOptions::default()
+        .allow_unverified_toc(remote.allow_unverified_toc)
+        .span_dir(remote.cache.dir.clone());
+    let registry = Registry::new(remote.http.clone());
+    let layer: OpenedLayer = source.open(cache, &registry, &layer_opts)?;
+    let toc_digest = layer.reader.toc_digest();
+    if let Some(expected) = expected_toc_digest {
+        if expected != toc_digest {
+            return Err(Error::DigestMismatch {
+                what: format!("the TOC of {}", layer.description),
+                expected: expected.to_string(),
+                actual: toc_digest.to_string(),
+            }
+            .into());
+        }
+    }
+    let opts = mount_options(settings, remote, is_remote);
+    let mount = LayerMount::start(layer, std::path::Path::new(mountpoint), &opts)?;
+    Ok(into_raw(estargz_mount {
+        mount: Mutex::new(mount),
+        toc_digest: CString::new(toc_digest.to_string()).expect("a digest has no NUL"),
+        errors: ErrorSlot::default(),
+    }))
+}
+
+/// Mounts the eStargz blob in the file at `path` (copied; the file must
+/// not change while mounted) read-only at the directory `mountpoint`
+/// (copied). `expected_toc_digest` (copied; NULL or "" for none) refuses a
+/// blob whose TOC has another digest. `options` may be NULL (defaults); the
+/// prioritized files are read ahead, the blob is not copied into a cache.
+/// Needs the right to mount FUSE file systems (root, or fusermount3).
+///
+/// When the call returns, the file system answers requests; it is served
+/// by library threads until estargz_mount_unmount or estargz_mount_free.
+/// `out_mount` receives the handle, owned by the caller.
+///
+/// Errors: ESTARGZ_INVALID_ARGUMENT, ESTARGZ_IO (the blob, the mountpoint,
+/// no permission to mount), ESTARGZ_INVALID_FOOTER, ESTARGZ_INVALID_TOC,
+/// ESTARGZ_DIGEST_MISMATCH (expected TOC digest), ESTARGZ_LIMIT_EXCEEDED.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_local(
+    path: *const c_char,
+    expected_toc_digest: *const c_char,
+    mountpoint: *const c_char,
+    options: *const estargz_mount_options,
+    out_mount: *mut *mut estargz_mount,
+) -> estargz_result {
+    ffi_call!(|| {
+        let out = try_out!(out_mount);
+        let path = try_path!(path);
+        let expected = optional_nonempty!(expected_toc_digest);
+        let mountpoint = try_str!(mountpoint);
+        let settings = handle!(options).map_or_else(MountSettings::default, |o| o.lock().clone());
+        let source = Source::Local {
+            path,
+            external_toc_data: None,
+            // Checked by the reader as it opens the blob.
+            expected_toc_digest: expected,
+        };
+        out.write(mount(
+            source,
+            None,
+            mountpoint,
+            &RemoteOptions::default(),
+            &settings,
+        )?);
+        Ok(())
+    })
+}
+
+/// Mounts one layer of the image `reference` (copied; as for
+/// estargz_reader_open_remote) read-only at `mountpoint` (copied), reading
+/// it lazily from its registry. `layer` (copied; NULL or "" for an image
+/// with one layer, a digest or a decimal index) selects the layer.
+/// `expected_toc_digest` (copied; NULL or "" for none) must equal the
+/// layer's TOC digest (checked besides the manifest's annotation, e.g. with
+/// the one containerd forwards). `remote_options` (may be NULL: defaults)
+/// give the registry access, the chunk caches (shared with other mounts
+/// and processes through the cache directory), whether unannotated layers
+/// are accepted and whether the prioritized files are prefetched (in the
+/// background, after the call returns); `options` (may be NULL) the mount.
+/// Both are only read during the call.
+///
+/// Errors: those of estargz_reader_open_remote, ESTARGZ_DIGEST_MISMATCH
+/// (expected TOC digest), ESTARGZ_IO (the mountpoint, no permission to
+/// mount).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_remote(
+    reference: *const c_char,
+    layer: *const c_char,
+    expected_toc_digest: *const c_char,
+    mountpoint: *const c_char,
+    remote_options: *const estargz_remote_options,
+    options: *const estargz_mount_options,
+    out_mount: *mut *mut estargz_mount,
+) -> estargz_result {
+    ffi_call!(|| {
+        let out = try_out!(out_mount);
+        let reference = Reference::parse(try_str!(reference))?;
+        let layer = layer_selector(optional!(try_str!(layer)))?;
+        let expected = optional_nonempty!(expected_toc_digest);
+        let mountpoint = try_str!(mountpoint);
+        let remote =
+            handle!(remote_options).map_or_else(RemoteOptions::default, |o| o.lock().clone());
+        let settings = handle!(options).map_or_else(MountSettings::default, |o| o.lock().clone());
+        let source = Source::Remote {
+            reference,
+            layer,
+            platform: remote.platform.clone(),
+        };
+        out.write(mount(source, expected, mountpoint, &remote, &settings)?);
+        Ok(())
+    })
+}
+
+/// Fills `*out_status` (its `struct_size` set by the caller).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_status(
+    mount: *const estargz_mount,
+    out_status: *mut estargz_mount_info,
+) -> estargz_result {
+    ffi_call!(mount => |m| {
+        let out = try_versioned_out!(out_status);
+        let mount = m.lock();
+        let stats = mount.fetch_stats();
+        out.write(estargz_mount_info {
+            struct_size: 0,
+            fetched_bytes: stats.as_ref().map_or(0, |s| s.bytes),
+            fetch_requests: stats.as_ref().map_or(0, |s| s.requests),
+            mounted: mount.is_mounted(),
+        });
+        Ok(())
+    })
+}
+
+/// The TOC digest of the mounted layer ("sha256:..."), or NULL when `mount`
+/// is NULL. Owned by the handle, valid until estargz_mount_free.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_toc_digest(mount: *const estargz_mount) -> *const c_char {
+    ffi_value!(std::ptr::null(), mount => |m| m.toc_digest.as_ptr())
+}
+
+/// Unmounts the file system and waits for its threads to stop. A mount in
+/// use (open files, an overlay mounted over it) is refused with ESTARGZ_IO
+/// ("Device or resource busy") and stays mounted and served, so the call
+/// can be repeated; unmounting an unmounted mount succeeds. The handle
+/// still needs estargz_mount_free.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_unmount(mount: *mut estargz_mount) -> estargz_result {
+    ffi_call!(mount => |m| Ok(m.lock().unmount()?))
+}
+
+/// Copies the message of the last failed call on `mount` (from any
+/// thread) into `buf` (snprintf semantics; see estargz_reader_last_error).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_last_error(
+    mount: *const estargz_mount,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> estargz_result {
+    ffi_last_error!(mount, buf, len, out_n)
+}
+
+/// Releases a mount handle, unmounting first if needed; a busy mount is
+/// then detached lazily (as `umount -l`: gone from the mount table now,
+/// served until its last user lets go). NULL is accepted (no-op).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_free(mount: *mut estargz_mount) {
+    ffi_free!(mount)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_map_to_the_fuse_crate() {
+        let remote = RemoteOptions::default();
+        let m = MountSettings::default();
+        let o = mount_options(&m, &remote, true);
+        assert!(o.warm.prefetch && o.warm.background);
+        assert_eq!(o.passthrough, None, "no cache directory, no passthrough");
+        assert!(!mount_options(&m, &remote, false).warm.background);
+        let mut remote = remote;
+        remote.cache.dir = Some("/c".into());
+        let o = mount_options(&m, &remote, true);
+        assert_eq!(o.passthrough.unwrap().0, std::path::Path::new("/c"));
+        assert_eq!(o.warm.cache_budget, remote.cache.disk_size);
+    }
+}

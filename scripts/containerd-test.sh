@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The containerd end-to-end test (tests/e2e/containerd.rs): installs
+# libestargz into the staging tree (as scripts/go-test.sh does), builds
+# estargz-snapshotter (bindings/go/snapshotter) against it, and runs the
+# test with the binary in ESTARGZ_SNAPSHOTTER. Needs root, /dev/fuse,
+# containerd, ctr-remote, runc, skopeo and docker-registry (.ci/run
+# installs them), cargo-c 0.10.24 and Go.
+# The last line is "containerd tests: N passed, M failed".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+
+# shellcheck source=scripts/lib/libestargz.sh
+source scripts/lib/libestargz.sh
+install_libestargz
+
+bin=$CARGO_TARGET_DIR/estargz-snapshotter
+(cd bindings/go/snapshotter && go build -o "$bin" ./cmd/estargz-snapshotter)
+
+status=0
+out=$CARGO_TARGET_DIR/containerd-test-output.txt
+ESTARGZ_SNAPSHOTTER=$bin cargo test -p estargz-tests --release --test containerd -- --nocapture \
+  2>&1 | tee "$out" || status=1
+passed=$(grep -Eo '^test result: ok\. [0-9]+ passed' "$out" | awk '{s += $4} END {print s + 0}')
+failed=$(grep -Eo '[0-9]+ failed' "$out" | awk '{s += $1} END {print s + 0}')
+if [ "$status" != 0 ] && [ "$failed" = 0 ]; then
+  failed=1
+fi
+echo "containerd tests: ${passed} passed, ${failed} failed"
+[ "$status" = 0 ]
