@@ -1,11 +1,14 @@
 //! How to reach registries: `--plain-http`, `--insecure-registry`,
-//! `--auth-file`, `--request-timeout`, `--retries`.
+//! `--auth-file`, `--request-timeout`, `--retries`, `--registries-conf`,
+//! `--certs-dir`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use estargz_core::remote::{HttpOptions, Registry};
+use estargz_core::remote::{HttpOptions, RegistriesConf, Registry};
+use estargz_core::Error;
 
 #[derive(Args, Debug, Clone)]
 pub struct RegistryArgs {
@@ -15,7 +18,8 @@ pub struct RegistryArgs {
     /// A registry (host[:port]) reached over plain HTTP; repeatable.
     #[arg(long, value_name = "HOST")]
     pub insecure_registry: Vec<String>,
-    /// Auth file to use instead of the containers/docker defaults.
+    /// Auth file to use instead of the containers/docker defaults (its
+    /// credHelpers / credsStore helpers are run as docker-credential-NAME).
     #[arg(long, value_name = "FILE")]
     pub auth_file: Option<PathBuf>,
     /// Per-request timeout in seconds.
@@ -24,6 +28,16 @@ pub struct RegistryArgs {
     /// Retries per request on network errors, 429 and 5xx.
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
+    /// containers-registries.conf(5) file (mirrors, rewrites, insecure and
+    /// blocked registries) instead of $CONTAINERS_REGISTRIES_CONF or
+    /// /etc/containers/registries.conf and registries.conf.d/.
+    #[arg(long, value_name = "FILE")]
+    pub registries_conf: Option<PathBuf>,
+    /// Directory of per-registry TLS files (DIR/HOST[:PORT]/{ca.crt,
+    /// client.cert, client.key}) instead of /etc/containers/certs.d and
+    /// /etc/docker/certs.d; repeatable, searched in order.
+    #[arg(long, value_name = "DIR")]
+    pub certs_dir: Vec<PathBuf>,
 }
 
 impl RegistryArgs {
@@ -33,19 +47,26 @@ impl RegistryArgs {
         Duration::from_secs(self.request_timeout.max(1))
     }
 
-    pub fn http_options(&self) -> HttpOptions {
+    /// The options, with registries.conf read (a bad file is an error
+    /// here, at start-up, naming the file).
+    pub fn http_options(&self) -> Result<HttpOptions, Error> {
+        let conf = RegistriesConf::load(self.registries_conf.as_deref())?;
         let mut opts = HttpOptions::default()
             .plain_http(self.plain_http)
             .insecure_registries(self.insecure_registry.clone())
             .request_timeout(self.request_timeout())
-            .retries(self.retries);
+            .retries(self.retries)
+            .registries_conf(Arc::new(conf));
         if let Some(f) = &self.auth_file {
             opts.auth_files = vec![f.clone()];
         }
-        opts
+        if !self.certs_dir.is_empty() {
+            opts.certs_dirs = self.certs_dir.clone();
+        }
+        Ok(opts)
     }
 
-    pub fn registry(&self) -> Registry {
-        Registry::new(self.http_options())
+    pub fn registry(&self) -> Result<Registry, Error> {
+        Ok(Registry::new(self.http_options()?))
     }
 }

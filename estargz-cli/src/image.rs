@@ -85,7 +85,7 @@ pub fn convert_image_cmd(args: ConvertImageArgs) -> Result<(), Error> {
     }
     let src_loc = Location::parse(&args.source)?;
     let dst_loc = Location::parse(&args.destination)?;
-    let registry = args.registry.registry();
+    let registry = args.registry.registry()?;
     let prioritized = match &args.prioritized_files {
         Some(p) => read_prioritized(p)?,
         None => BTreeMap::new(),

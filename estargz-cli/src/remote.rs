@@ -57,7 +57,7 @@ pub struct PullArgs {
 
 pub fn pull(args: PullArgs) -> Result<(), Error> {
     let reference = Reference::parse(&args.reference)?;
-    let registry = args.registry.registry();
+    let registry = args.registry.registry()?;
     let platform = args.choice.platform()?;
     let image = registry.resolve_image(&reference, platform.as_ref())?;
     let layers = &image.manifest.layers;
@@ -297,7 +297,7 @@ pub struct PushArgs {
 /// pulling needs (TOC digest, uncompressed size).
 pub fn push(args: PushArgs) -> Result<(), Error> {
     let reference = Reference::parse(&args.reference)?;
-    let registry = args.registry.registry();
+    let registry = args.registry.registry()?;
     let (manifest, config) = describe_blobs(&args.blobs)?;
     for (blob, layer) in args.blobs.iter().zip(&manifest.layers) {
         registry.push_blob_file(&reference, &layer.digest, blob)?;

@@ -61,6 +61,7 @@ pub fn unmount_on_stop_signals(mut unmounter: fuser::SessionUnmounter, mountpoin
         signals += 1;
         if signals == 1 {
             log::info!("signal {sig}: unmounting {}", mountpoint.display());
+            notify_systemd("STOPPING=1");
             if let Err(e) = unmounter.unmount() {
                 log::error!(
                     "unmounting {}: {e}; send the signal again to detach it lazily",
@@ -186,8 +187,36 @@ pub fn take_ready_pipe() {
     *READY_PIPE.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
 }
 
-/// In a detached child: tells the waiting parent how the mount went (once).
+/// Sends a state line (`READY=1`, `STOPPING=1`) to systemd's
+/// `$NOTIFY_SOCKET` (a path, or `@name` in the abstract namespace), if set:
+/// units with `Type=notify` start their dependants once the mount serves.
+pub fn notify_systemd(state: &str) {
+    use std::os::unix::net::UnixDatagram;
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET").filter(|v| !v.is_empty()) else {
+        return;
+    };
+    let sent = UnixDatagram::unbound().and_then(|sock| {
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str());
+        match bytes.strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                sock.send_to_addr(state.as_bytes(), &addr)
+            }
+            None => sock.send_to(state.as_bytes(), &target),
+        }
+    });
+    if let Err(e) = sent {
+        log::warn!("telling systemd {state} through {target:?}: {e}");
+    }
+}
+
+/// Tells whoever waits for the mount how it went (once): the parent of a
+/// detached child (`--daemon`), and systemd (`READY=1`) when it asked.
 pub fn report_to_parent(result: Result<(), String>) {
+    if result.is_ok() {
+        notify_systemd("READY=1");
+    }
     let Some(mut f) = READY_PIPE.lock().unwrap_or_else(|p| p.into_inner()).take() else {
         return;
     };

@@ -195,7 +195,11 @@ fn mount(args: &MountArgs) -> Result<(), String> {
         description,
         blob,
     } = source(args)?
-        .open(cache, &args.registry.registry(), &layer_opts)
+        .open(
+            cache,
+            &args.registry.registry().map_err(|e| e.to_string())?,
+            &layer_opts,
+        )
         .map_err(|e| format!("cannot mount {}: {e}", args.source))?;
     let opts = args.mount_options();
     let mut session =

@@ -47,7 +47,7 @@ pub struct StoreArgs {
 pub fn run(args: &StoreArgs) -> Result<(), String> {
     let cache = args.cache.open().map_err(|e| e.to_string())?;
     let source = Arc::new(RegistrySource {
-        registry: args.registry.registry(),
+        registry: args.registry.registry().map_err(|e| e.to_string())?,
         cache,
         span_dir: args.cache.cache_dir.clone(),
     });

@@ -328,8 +328,19 @@ pub fn is_mounted(mountpoint: &Path) -> bool {
 /// Starts `estargz-fuse ARGS... --log-level debug` with its log in `log`
 /// and waits (30 s) until it has mounted at `mountpoint`.
 pub fn start_fuse_process(args: &[&std::ffi::OsStr], mountpoint: &Path, log: &Path) -> Child {
+    start_fuse_process_with_env(args, &[], mountpoint, log)
+}
+
+/// [`start_fuse_process`] with extra environment variables.
+pub fn start_fuse_process_with_env(
+    args: &[&std::ffi::OsStr],
+    envs: &[(&str, &std::ffi::OsStr)],
+    mountpoint: &Path,
+    log: &Path,
+) -> Child {
     let mut child = Command::new(fuse_bin())
         .args(args)
+        .envs(envs.iter().copied())
         .args(["--log-level", "debug"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -1,5 +1,7 @@
 //! Starts Debian's `docker-registry` (distribution 2.8) on 127.0.0.1 with
-//! a configuration of its own: anonymous, or htpasswd (token-less basic auth).
+//! a configuration of its own: anonymous or htpasswd (token-less basic
+//! auth), plain HTTP or TLS (optionally requiring client certificates), or
+//! a pull-through cache of another registry.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -7,10 +9,24 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct TestRegistry {
-    child: Child,
+    child: Option<Child>,
     addr: SocketAddr,
     _dir: tempfile::TempDir,
     log: PathBuf,
+    config: PathBuf,
+}
+
+/// What a registry is started with besides its defaults.
+#[derive(Default, Clone)]
+pub struct RegistryConfig<'a> {
+    /// Basic auth for everything: (name, password).
+    pub user: Option<(&'a str, &'a str)>,
+    /// Serve HTTPS with this PEM certificate and key.
+    pub tls: Option<(&'a Path, &'a Path)>,
+    /// With `tls`: require client certificates signed by this CA.
+    pub client_ca: Option<&'a Path>,
+    /// Be a pull-through cache of this URL (`http://127.0.0.1:PORT`).
+    pub proxy_remote: Option<String>,
 }
 
 /// The registry binary (Debian package `docker-registry`).
@@ -38,6 +54,15 @@ impl TestRegistry {
     /// Starts a registry; with `user` = Some((name, password)) it requires
     /// basic auth for everything.
     pub fn start(user: Option<(&str, &str)>) -> TestRegistry {
+        Self::start_with(&RegistryConfig {
+            user,
+            ..Default::default()
+        })
+    }
+
+    /// Starts a registry configured by `cfg`.
+    pub fn start_with(cfg: &RegistryConfig) -> TestRegistry {
+        let user = cfg.user;
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -51,38 +76,75 @@ impl TestRegistry {
                 htpasswd.display()
             );
         }
+        let mut tls = String::new();
+        if let Some((cert, key)) = cfg.tls {
+            tls = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            );
+            if let Some(ca) = cfg.client_ca {
+                tls += &format!("    clientcas:\n      - {}\n", ca.display());
+            }
+        }
+        let proxy = match &cfg.proxy_remote {
+            Some(url) => format!("proxy:\n  remoteurl: {url}\n"),
+            None => String::new(),
+        };
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{tls}{auth}{proxy}",
                 dir.path().join("data").display()
             ),
         )
         .unwrap();
         let log = dir.path().join("registry.log");
-        let child = Command::new(registry_bin())
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("registry.err")).unwrap())
-            .spawn()
-            .expect("starting docker-registry");
         let mut reg = TestRegistry {
-            child,
+            child: None,
             addr,
             _dir: dir,
             log,
+            config,
         };
-        reg.wait_ready();
+        reg.restart();
         reg
+    }
+
+    /// Stops the registry process (its data stays for [`Self::restart`]).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the process again (after [`Self::stop`]) on the same address
+    /// with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new(registry_bin())
+            .arg("serve")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&self.log).unwrap())
+            .stderr(std::fs::File::create(self._dir.path().join("registry.err")).unwrap())
+            .spawn()
+            .expect("starting docker-registry");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// The registry's storage root (`docker/registry/v2/...` below it).
+    pub fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("data")
     }
 
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
                     "docker-registry exited with {status}: {}",
                     std::fs::read_to_string(self._dir.path().join("registry.err"))
@@ -116,7 +178,6 @@ impl TestRegistry {
 
 impl Drop for TestRegistry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use serde::Deserialize;
 
+use super::credhelper;
 use crate::error::{Error, Result};
 
 /// A username/password pair, or an identity (refresh) token.
@@ -40,6 +41,12 @@ impl Credentials {
 struct AuthFile {
     #[serde(default)]
     auths: HashMap<String, AuthEntry>,
+    /// Registry host → credential helper name.
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: HashMap<String, String>,
+    /// The helper for every registry the file has no entry for.
+    #[serde(default, rename = "credsStore")]
+    creds_store: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -78,7 +85,10 @@ pub fn default_auth_files() -> Vec<PathBuf> {
 
 /// Looks up credentials for `host` (and `host/repository` namespaces, the
 /// most specific first) in `files`; the first file with a match wins.
-/// Unreadable or malformed files are errors, missing files are skipped.
+/// Within a file: the host's `credHelpers` helper, then `auths`, then the
+/// `credsStore` helper (helpers run each time: what they hand out may be
+/// short-lived). Unreadable or malformed files and failing helpers are
+/// errors, missing files are skipped.
 pub fn find_credentials(
     files: &[PathBuf],
     host: &str,
@@ -108,25 +118,55 @@ pub fn find_credentials(
     Ok(None)
 }
 
+/// Keys may carry a scheme and a `/v1/` or `/v2/` suffix (docker), or a
+/// repository namespace (containers auth.json).
+fn normalize(k: &str) -> String {
+    let k = k
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let k = k.trim_end_matches('/');
+    let k = k.strip_suffix("/v1").or(k.strip_suffix("/v2")).unwrap_or(k);
+    match k {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        _ => k.to_string(),
+    }
+}
+
 fn lookup(
     file: &AuthFile,
     host: &str,
     repository: &str,
     path: &Path,
 ) -> Result<Option<Credentials>> {
-    // Keys may carry a scheme and a `/v1/` or `/v2/` suffix (docker), or a
-    // repository namespace (containers auth.json).
-    let normalize = |k: &str| -> String {
-        let k = k
-            .trim_start_matches("https://")
-            .trim_start_matches("http://");
-        let k = k.trim_end_matches('/');
-        let k = k.strip_suffix("/v1").or(k.strip_suffix("/v2")).unwrap_or(k);
-        match k {
-            "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
-            _ => k.to_string(),
-        }
-    };
+    if let Some((_, helper)) = file.cred_helpers.iter().find(|(k, _)| normalize(k) == host) {
+        return with_file(
+            credhelper::get(helper, host, credhelper::HELPER_TIMEOUT),
+            path,
+        );
+    }
+    if let Some(c) = lookup_auths(file, host, repository, path)? {
+        return Ok(Some(c));
+    }
+    if !file.creds_store.is_empty() {
+        return with_file(
+            credhelper::get(&file.creds_store, host, credhelper::HELPER_TIMEOUT),
+            path,
+        );
+    }
+    Ok(None)
+}
+
+/// Says which auth file named the helper that failed.
+fn with_file<T>(r: Result<T>, path: &Path) -> Result<T> {
+    r.map_err(|e| e.with_context(&format!("auth file {}", path.display())))
+}
+
+fn lookup_auths(
+    file: &AuthFile,
+    host: &str,
+    repository: &str,
+    path: &Path,
+) -> Result<Option<Credentials>> {
     let full = format!("{host}/{repository}");
     let mut best: Option<(usize, &AuthEntry)> = None;
     for (key, entry) in &file.auths {
@@ -310,5 +350,39 @@ mod tests {
         std::fs::write(&docker, "{not json").unwrap();
         assert!(find_credentials(&files, "docker.io", "x").is_err());
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn helpers_come_before_auths_and_credsstore_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.json");
+        let b64 = base64::engine::general_purpose::STANDARD.encode("alice:pw");
+        std::fs::write(
+            &file,
+            format!(
+                r#"{{"auths":{{"a.example":{{"auth":"{b64}"}},"b.example":{{"auth":"{b64}"}}}},
+                "credHelpers":{{"https://b.example":"estargz-absent-1"}},
+                "credsStore":"estargz-absent-2"}}"#
+            ),
+        )
+        .unwrap();
+        let files = vec![file];
+        // An auths entry: the store helper is not run.
+        let c = find_credentials(&files, "a.example", "x").unwrap().unwrap();
+        assert_eq!(c.username, "alice");
+        // The host's own helper wins over its auths entry; a helper that
+        // cannot run is an error naming it and the file.
+        let e = find_credentials(&files, "b.example", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("docker-credential-estargz-absent-1") && e.contains("config.json"),
+            "{e}"
+        );
+        // No entry: the credsStore helper.
+        let e = find_credentials(&files, "c.example", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("docker-credential-estargz-absent-2"), "{e}");
     }
 }

@@ -5,7 +5,7 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::http::{self as h, Attempt, Request, Slots, Transport};
@@ -55,17 +55,32 @@ pub struct FetchStats {
     pub bytes: u64,
 }
 
+/// One place a blob can be fetched from: a mirror or the registry.
+#[derive(Debug, Clone)]
+pub(crate) struct BlobEndpoint {
+    /// `…/v2/<repository>/blobs/<digest>` on that host.
+    pub url: String,
+    /// The host whose credentials and request slots apply.
+    pub host: String,
+    /// Token scope on that host.
+    pub scope: String,
+    /// Retries there before moving on.
+    pub retries: u32,
+}
+
 /// One compressed layer in a registry.
 pub struct RemoteBlob {
     transport: Arc<Transport>,
-    url: String,
-    host: String,
-    scope: String,
+    /// Mirrors first, the registry last (one entry without mirrors).
+    endpoints: Vec<BlobEndpoint>,
+    /// The endpoint that answered last: where the next request goes first.
+    current: AtomicUsize,
     digest: String,
     size: u64,
     opts: BlobOptions,
-    /// Where the registry redirected us (e.g. a pre-signed storage URL).
-    location: Mutex<Option<String>>,
+    /// Where an endpoint (by index) redirected us (e.g. a pre-signed
+    /// storage URL).
+    location: Mutex<Option<(usize, String)>>,
     single_range: AtomicBool,
     requests: AtomicU64,
     bytes: AtomicU64,
@@ -82,18 +97,16 @@ enum Fetched {
 impl RemoteBlob {
     pub(crate) fn new(
         transport: Arc<Transport>,
-        url: String,
-        host: String,
-        scope: String,
+        endpoints: Vec<BlobEndpoint>,
         digest: String,
         size: u64,
         opts: BlobOptions,
     ) -> RemoteBlob {
+        assert!(!endpoints.is_empty(), "a blob needs somewhere to come from");
         RemoteBlob {
             transport,
-            url,
-            host,
-            scope,
+            endpoints,
+            current: AtomicUsize::new(0),
             digest,
             size,
             single_range: AtomicBool::new(opts.force_single_range),
@@ -190,18 +203,51 @@ impl RemoteBlob {
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        self.transport
-            .retry(&what, || self.attempt(spans, &range_header, &what))
+        // Mirrors in order, then the registry, starting from the one that
+        // answered last; the bytes are verified whichever host sent them.
+        let n = self.endpoints.len();
+        let start = self.current.load(Ordering::Relaxed) % n;
+        let mut failed = Vec::new();
+        for k in 0..n {
+            let i = (start + k) % n;
+            let ep = &self.endpoints[i];
+            let result = self.transport.retry_n(&what, ep.retries, || {
+                self.attempt(i, ep, spans, &range_header, &what)
+            });
+            match result {
+                Ok(f) => {
+                    if i != start {
+                        log::info!("blob {}: now fetched from {}", self.digest, ep.host);
+                        self.current.store(i, Ordering::Relaxed);
+                    }
+                    return Ok(f);
+                }
+                Err(e) if k + 1 < n => {
+                    log::warn!("{what}: {} failed, trying the next source: {e}", ep.host);
+                    failed.push(format!("{}: {e}", ep.host));
+                }
+                Err(e) if failed.is_empty() => return Err(e),
+                Err(e) => {
+                    return Err(e.with_context(&format!(
+                        "after other sources failed ({})",
+                        failed.join("; ")
+                    )))
+                }
+            }
+        }
+        unreachable!("the loop returns on its last endpoint")
     }
 
     fn attempt(
         &self,
+        index: usize,
+        ep: &BlobEndpoint,
         spans: &[Range<u64>],
         range_header: &str,
         what: &str,
     ) -> Result<Attempt<Fetched>> {
         let _slot = self.slots.acquire();
-        let _host_slot = self.transport.host_slot(&self.host)?;
+        let _host_slot = self.transport.host_slot(&ep.host)?;
         // Follow a few redirects; a stale pre-signed location (403) sends
         // us back to the registry once.
         let mut retried_location = false;
@@ -210,13 +256,15 @@ impl RemoteBlob {
                 .location
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .clone();
+                .clone()
+                .filter(|(i, _)| *i == index)
+                .map(|(_, l)| l);
             let (target, auth_host) = match &location {
                 Some(l) => (l.clone(), None),
-                None => (self.url.clone(), Some(self.host.as_str())),
+                None => (ep.url.clone(), Some(ep.host.as_str())),
             };
             let req =
-                Request::get(target.clone(), auth_host, &self.scope).header("range", range_header);
+                Request::get(target.clone(), auth_host, &ep.scope).header("range", range_header);
             self.requests.fetch_add(1, Ordering::Relaxed);
             let mut resp = match self.transport.send(&req)? {
                 Attempt::Done(r) => r,
@@ -236,7 +284,7 @@ impl RemoteBlob {
                 }
                 301 | 302 | 303 | 307 | 308 => {
                     let next = redirect_target(&target, &resp)?;
-                    *self.location.lock().unwrap_or_else(|p| p.into_inner()) = Some(next);
+                    *self.location.lock().unwrap_or_else(|p| p.into_inner()) = Some((index, next));
                 }
                 403 if location.is_some() && !retried_location => {
                     retried_location = true;

@@ -11,6 +11,8 @@ use serde::Deserialize;
 use ureq::http;
 
 use super::auth::{self, Challenge, Credentials};
+use super::certs;
+use super::registries_conf::RegistriesConf;
 use crate::error::{Error, Result};
 
 /// Knobs of the HTTP layer; defaults follow stargz-snapshotter's.
@@ -38,6 +40,13 @@ pub struct HttpOptions {
     /// Blob requests in flight at once to one registry host, whatever the
     /// number of layers read: also the number of kept-alive connections.
     pub max_connections_per_host: usize,
+    /// `certs.d` directories searched for `<host>/` TLS files (CAs, client
+    /// certificates), the first with that host's directory wins.
+    pub certs_dirs: Vec<PathBuf>,
+    /// Mirrors, location rewrites, insecure and blocked registries
+    /// (default: none; front ends load the system's with
+    /// [`RegistriesConf::load`]).
+    pub registries_conf: Arc<RegistriesConf>,
 }
 
 impl Default for HttpOptions {
@@ -52,6 +61,8 @@ impl Default for HttpOptions {
             max_backoff: Duration::from_secs(5),
             auth_files: auth::default_auth_files(),
             max_connections_per_host: 4,
+            certs_dirs: certs::default_certs_dirs(),
+            registries_conf: Arc::new(RegistriesConf::default()),
         }
     }
 }
@@ -66,6 +77,8 @@ crate::options::option_setters!(HttpOptions {
     max_backoff: Duration,
     auth_files: Vec<PathBuf>,
     max_connections_per_host: usize,
+    certs_dirs: Vec<PathBuf>,
+    registries_conf: Arc<RegistriesConf>,
 });
 
 /// A request body that can be replayed for retries.
@@ -140,9 +153,13 @@ struct CachedAuth {
     expires: Option<Instant>,
 }
 
-/// Shared HTTP state: the agent, credentials and tokens.
+/// Shared HTTP state: the agents, credentials and tokens.
 pub struct Transport {
+    /// For hosts without `certs.d` files.
     agent: ureq::Agent,
+    /// Per host with `certs.d` files: an agent with its TLS settings, or
+    /// why they could not be loaded (read once per process).
+    host_agents: Mutex<HashMap<String, std::result::Result<ureq::Agent, Error>>>,
     opts: HttpOptions,
     auth_cache: Mutex<HashMap<(String, String), CachedAuth>>,
     /// Per registry host: the bound on blob requests in flight.
@@ -221,30 +238,76 @@ const SMALL_BODY_LIMIT: u64 = 1 << 20;
 impl Transport {
     /// A transport with its own connection pool.
     pub fn new(opts: HttpOptions) -> Transport {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .timeout_global(Some(opts.request_timeout))
-            .timeout_connect(Some(opts.connect_timeout))
-            // Compressed layers must arrive byte for byte.
-            .accept_encoding("identity")
-            .user_agent(concat!("estargz-rs/", env!("CARGO_PKG_VERSION")))
-            // Keep-alive: connections go back to the pool once a body is
-            // read to its end, so a layer read file by file reuses a few
-            // connections (and TLS sessions) instead of one per request.
-            .max_idle_connections(64)
-            .max_idle_connections_per_host(opts.max_connections_per_host.max(1))
-            .max_idle_age(Duration::from_secs(60))
-            .build();
         Transport {
-            agent: config.into(),
+            agent: agent(&opts, None),
+            host_agents: Mutex::new(HashMap::new()),
             opts,
             auth_cache: Mutex::new(HashMap::new()),
             host_slots: Mutex::new(HashMap::new()),
         }
     }
 
+    /// The agent for `url`'s host: with its `certs.d` TLS files if it has any.
+    fn agent_for(&self, url: &str) -> Result<ureq::Agent> {
+        let Some(rest) = url.strip_prefix("https://") else {
+            return Ok(self.agent.clone());
+        };
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let mut agents = self.host_agents.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = agents.get(host) {
+            return a.clone();
+        }
+        let made = match certs::host_dir(&self.opts.certs_dirs, host) {
+            None => Ok(self.agent.clone()),
+            Some(dir) => certs::tls_config(&dir)
+                .map(|tls| agent(&self.opts, Some(tls)))
+                .map_err(|e| {
+                    Error::InvalidArgument(format!(
+                        "TLS files for {host} in {}: {e}",
+                        dir.display()
+                    ))
+                }),
+        };
+        agents.insert(host.to_string(), made.clone());
+        made
+    }
+
+    /// The `certs.d` directory a message about `host` should point to.
+    fn certs_hint(&self, host: &str) -> String {
+        match certs::host_dir(&self.opts.certs_dirs, host) {
+            Some(d) => d.display().to_string(),
+            None => match self.opts.certs_dirs.first() {
+                Some(d) => d.join(host).display().to_string(),
+                None => format!("certs.d/{host}"),
+            },
+        }
+    }
+}
+
+/// An agent with our settings, and `tls` for a host with its own files.
+fn agent(opts: &HttpOptions, tls: Option<ureq::tls::TlsConfig>) -> ureq::Agent {
+    let mut config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .timeout_global(Some(opts.request_timeout))
+        .timeout_connect(Some(opts.connect_timeout))
+        // Compressed layers must arrive byte for byte.
+        .accept_encoding("identity")
+        .user_agent(concat!("estargz-rs/", env!("CARGO_PKG_VERSION")))
+        // Keep-alive: connections go back to the pool once a body is
+        // read to its end, so a layer read file by file reuses a few
+        // connections (and TLS sessions) instead of one per request.
+        .max_idle_connections(64)
+        .max_idle_connections_per_host(opts.max_connections_per_host.max(1))
+        .max_idle_age(Duration::from_secs(60));
+    if let Some(tls) = tls {
+        config = config.tls_config(tls);
+    }
+    config.build().into()
+}
+
+impl Transport {
     /// Waits for a free request slot of `host` (see
     /// [`HttpOptions::max_connections_per_host`]), held while a response
     /// body is read. A registry whose slots are all stuck in requests that
@@ -273,9 +336,13 @@ impl Transport {
         &self.opts
     }
 
-    /// `https` unless the registry was named as plain-HTTP.
+    /// `https` unless the registry was named as plain-HTTP (by a flag or
+    /// `insecure` in registries.conf).
     pub fn scheme(&self, host: &str) -> &'static str {
-        if self.opts.plain_http || self.opts.insecure_registries.iter().any(|h| h == host) {
+        if self.opts.plain_http
+            || self.opts.insecure_registries.iter().any(|h| h == host)
+            || self.opts.registries_conf.is_insecure(host)
+        {
             "http"
         } else {
             "https"
@@ -284,21 +351,28 @@ impl Transport {
 
     /// Runs `attempt` with exponential backoff and jitter until it is done,
     /// fails for good, or the retries run out.
-    pub fn retry<T>(
+    pub fn retry<T>(&self, what: &str, attempt: impl FnMut() -> Result<Attempt<T>>) -> Result<T> {
+        self.retry_n(what, self.opts.retries, attempt)
+    }
+
+    /// [`Transport::retry`] with `retries` instead of the configured number
+    /// (mirrors get fewer: the next source is their fallback).
+    pub fn retry_n<T>(
         &self,
         what: &str,
+        retries: u32,
         mut attempt: impl FnMut() -> Result<Attempt<T>>,
     ) -> Result<T> {
         let mut delay = self.opts.min_backoff;
         let mut timeouts = 0;
-        for n in 0..=self.opts.retries {
+        for n in 0..=retries {
             match attempt()? {
                 Attempt::Done(v) => return Ok(v),
                 // A registry that let two attempts run into the timeout is
                 // stuck, not flaky: fail now rather than after every retry
                 // (callers, e.g. a FUSE lookup, are waiting).
                 Attempt::Retry(e)
-                    if n == self.opts.retries
+                    if n == retries
                         || (matches!(e, Error::Timeout(_)) && timeouts == MAX_TIMEOUTS - 1) =>
                 {
                     return Err(with_context(
@@ -329,7 +403,7 @@ impl Transport {
         let cached = key.as_ref().and_then(|k| self.cached_auth(k));
         let resp = match self.send_once(req, cached.as_deref()) {
             Ok(r) => r,
-            Err(e) => return Ok(Attempt::Retry(e)),
+            Err(e) => return self.retry_unless_tls(e, &req.url),
         };
         if resp.status() != 401 {
             return Ok(Attempt::Done(resp));
@@ -346,7 +420,7 @@ impl Transport {
         };
         let resp = match self.send_once(req, Some(&header.header)) {
             Ok(r) => r,
-            Err(e) => return Ok(Attempt::Retry(e)),
+            Err(e) => return self.retry_unless_tls(e, &req.url),
         };
         if resp.status() == 401 {
             return Err(Error::Unauthorized(format!(
@@ -359,6 +433,43 @@ impl Transport {
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, header);
         Ok(Attempt::Done(resp))
+    }
+
+    /// Transport errors are retried, except certificate problems: those
+    /// stay until the configuration changes, and say what to change.
+    fn retry_unless_tls<T>(&self, e: Error, url: &str) -> Result<Attempt<T>> {
+        let Error::Network(msg) = &e else {
+            return Ok(Attempt::Retry(e));
+        };
+        let host = url
+            .split_once("://")
+            .map_or(url, |(_, r)| r)
+            .split(['/', '?', '#'])
+            .next()
+            .unwrap_or("");
+        let hint = self.certs_hint(host);
+        let lower = msg.to_ascii_lowercase();
+        if lower.contains("invalid peer certificate") {
+            let why = if lower.contains("unknownissuer") {
+                "the certificate of {host} is not trusted: it is signed by an unknown CA"
+            } else if lower.contains("notvalidforname") {
+                "the certificate of {host} is not valid for that name"
+            } else if lower.contains("expired") {
+                "the certificate of {host} has expired"
+            } else {
+                "the certificate of {host} is not trusted"
+            }
+            .replace("{host}", host);
+            return Err(Error::Network(format!(
+                "{msg}: {why} (a private CA goes in {hint}/ca.crt)"
+            )));
+        }
+        if lower.contains("received fatal alert") && lower.contains("certificate") {
+            return Err(Error::Network(format!(
+                "{msg}: {host} refused our TLS client certificate or wants one ({hint}/client.cert and client.key)"
+            )));
+        }
+        Ok(Attempt::Retry(e))
     }
 
     fn cached_auth(&self, key: &(String, String)) -> Option<String> {
@@ -381,13 +492,14 @@ impl Transport {
             builder = builder.header("authorization", a);
         }
         let bad = |e: http::Error| Error::InvalidArgument(format!("request {}: {e}", req.url));
+        let agent = self.agent_for(&req.url)?;
         let result = match req.body {
-            Body::Empty => self.agent.run(builder.body(()).map_err(bad)?),
-            Body::Bytes(b) => self.agent.run(builder.body(b).map_err(bad)?),
+            Body::Empty => agent.run(builder.body(()).map_err(bad)?),
+            Body::Bytes(b) => agent.run(builder.body(b).map_err(bad)?),
             Body::File(path) => {
                 let f = std::fs::File::open(path)
                     .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-                self.agent.run(builder.body(f).map_err(bad)?)
+                agent.run(builder.body(f).map_err(bad)?)
             }
             Body::FileRange { path, offset, len } => {
                 use std::io::{Seek, SeekFrom};
@@ -398,7 +510,7 @@ impl Transport {
                 // An explicit length: ureq would otherwise send a reader chunked.
                 let body = ureq::SendBody::from_owned_reader(f.take(len));
                 builder = builder.header("content-length", len);
-                self.agent.run(builder.body(body).map_err(bad)?)
+                agent.run(builder.body(body).map_err(bad)?)
             }
         };
         result.map_err(|e| ureq_error(e, &format!("{} {}", req.method, req.url)))
@@ -488,7 +600,7 @@ impl Transport {
             .map(Credentials::basic_header);
         let mut resp = match self.send_once(&req, creds_header.as_deref()) {
             Ok(r) => r,
-            Err(e) => return Ok(Attempt::Retry(e)),
+            Err(e) => return self.retry_unless_tls(e, &req.url),
         };
         let status = resp.status().as_u16();
         if status == 401 || status == 403 {

@@ -3,10 +3,14 @@
 
 pub mod auth;
 pub mod blob;
+pub mod certs;
+pub mod credhelper;
+pub mod hosts_toml;
 pub mod http;
 pub mod layer;
 pub mod manifest;
 pub mod reference;
+pub mod registries_conf;
 pub mod registry;
 pub mod selector;
 pub mod toc_image;
@@ -17,6 +21,7 @@ pub use http::HttpOptions;
 pub use layer::{open_layer, LayerOptions, RemoteLayer};
 pub use manifest::{Descriptor, Manifest, Platform};
 pub use reference::{names_registry, Reference, DOCKER_TRANSPORT};
+pub use registries_conf::RegistriesConf;
 pub use registry::{Image, Registry};
 pub use selector::LayerSelector;
 pub use upload::Uploaded;

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use ureq::http::Method;
 
-use super::blob::{BlobOptions, RemoteBlob};
+use super::blob::{BlobEndpoint, BlobOptions, RemoteBlob};
 use super::http::{self as h, Attempt, Body, HttpOptions, Request, Transport};
 use super::manifest::{self, Descriptor, Document, Manifest, Platform, MANIFEST_ACCEPT};
 use super::reference::Reference;
+use super::registries_conf::PullSource;
 use crate::digest::sha256_digest;
 use crate::error::{Error, Result};
 
@@ -60,18 +61,102 @@ impl Registry {
         )
     }
 
+    /// Pushes go to the reference as written (mirrors are for pulls), but
+    /// never to a blocked registry.
+    pub(crate) fn check_push(&self, r: &Reference) -> Result<()> {
+        self.transport.options().registries_conf.check_blocked(r)
+    }
+
     pub(crate) fn scope(r: &Reference, push: bool) -> String {
         let actions = if push { "pull,push" } else { "pull" };
         format!("repository:{}:{actions}", r.repository)
     }
 
+    /// Where a pull of `r` may fetch from (registries.conf mirrors, then
+    /// the registry); `manifest_by_digest` as in
+    /// [`RegistriesConf::pull_sources`](super::RegistriesConf::pull_sources).
+    pub fn pull_sources(
+        &self,
+        r: &Reference,
+        manifest_by_digest: Option<bool>,
+    ) -> Result<Vec<PullSource>> {
+        self.transport
+            .options()
+            .registries_conf
+            .pull_sources(r, manifest_by_digest)
+    }
+
+    /// Mirrors get one retry: the next source is their fallback.
+    fn retries(&self, s: &PullSource) -> u32 {
+        let retries = self.transport.options().retries;
+        if s.mirror {
+            retries.min(1)
+        } else {
+            retries
+        }
+    }
+
+    /// Runs `op` on each source in order until one succeeds; the error of
+    /// the last one otherwise, noting what the others said.
+    fn first_source<T>(
+        &self,
+        sources: &[PullSource],
+        what: &str,
+        mut op: impl FnMut(&Reference, u32) -> Result<T>,
+    ) -> Result<T> {
+        let mut failed = Vec::new();
+        for (i, s) in sources.iter().enumerate() {
+            match op(&s.reference, self.retries(s)) {
+                Ok(v) => return Ok(v),
+                Err(e) if i + 1 < sources.len() => {
+                    log::warn!(
+                        "{what}: {} failed, trying the next source: {e}",
+                        s.reference.host
+                    );
+                    failed.push(format!("{}: {e}", s.reference.host));
+                }
+                Err(e) if failed.is_empty() => return Err(e),
+                Err(e) => {
+                    return Err(e.with_context(&format!(
+                        "after other sources failed ({})",
+                        failed.join("; ")
+                    )))
+                }
+            }
+        }
+        Err(Error::InvalidArgument(format!(
+            "{what}: no source to fetch from"
+        )))
+    }
+
     /// Fetches a manifest or index by tag or digest; returns the body, its
     /// content type and its digest (checked when the reference pins one).
+    /// Mirrors in registries.conf are tried first.
     pub fn fetch_manifest(&self, r: &Reference) -> Result<(Vec<u8>, Option<String>, String)> {
+        let sources = self.pull_sources(r, Some(r.digest.is_some()))?;
+        let what = format!("fetching manifest {r}");
+        let (body, ctype, digest) = self.first_source(&sources, &what, |at, retries| {
+            let (body, ctype) = self.fetch_manifest_at(at, retries)?;
+            let digest = sha256_digest(&body);
+            if let Some(want) = &r.digest {
+                if *want != digest {
+                    return Err(Error::DigestMismatch {
+                        what: format!("manifest {at}"),
+                        expected: want.clone(),
+                        actual: digest,
+                    });
+                }
+            }
+            Ok((body, ctype, digest))
+        })?;
+        Ok((body, ctype, digest))
+    }
+
+    fn fetch_manifest_at(&self, r: &Reference, retries: u32) -> Result<(Vec<u8>, Option<String>)> {
         let url = format!("{}/manifests/{}", self.repo_url(r), r.manifest_ref());
         let what = format!("fetching manifest {r}");
         let scope = Self::scope(r, false);
-        let (body, ctype) = self.transport.retry(&what, || {
+        self.transport.retry_n(&what, retries, || {
             let req =
                 Request::get(url.clone(), Some(&r.host), &scope).header("accept", MANIFEST_ACCEPT);
             let mut resp = match self.transport.send(&req)? {
@@ -87,18 +172,7 @@ impl Registry {
                 Err(e @ Error::LimitExceeded(_)) => Err(e),
                 Err(e) => Ok(Attempt::Retry(e)),
             }
-        })?;
-        let digest = sha256_digest(&body);
-        if let Some(want) = &r.digest {
-            if *want != digest {
-                return Err(Error::DigestMismatch {
-                    what: format!("manifest {r}"),
-                    expected: want.clone(),
-                    actual: digest,
-                });
-            }
-        }
-        Ok((body, ctype, digest))
+        })
     }
 
     /// Resolves `r` to a platform manifest (picking `platform` from an
@@ -133,15 +207,30 @@ impl Registry {
         })
     }
 
-    /// Fetches a small blob whole and checks its digest.
+    /// Fetches a small blob whole and checks its digest (from a mirror if
+    /// registries.conf names one).
     pub fn fetch_blob(&self, r: &Reference, digest: &str, limit: u64) -> Result<Vec<u8>> {
         if !crate::digest::is_sha256_digest(digest) {
             return Err(Error::InvalidArgument(format!("blob digest {digest:?}")));
         }
+        let sources = self.pull_sources(r, None)?;
+        let what = format!("fetching blob {digest} of {r}");
+        self.first_source(&sources, &what, |at, retries| {
+            self.fetch_blob_at(at, digest, limit, retries)
+        })
+    }
+
+    fn fetch_blob_at(
+        &self,
+        r: &Reference,
+        digest: &str,
+        limit: u64,
+        retries: u32,
+    ) -> Result<Vec<u8>> {
         let url = format!("{}/blobs/{digest}", self.repo_url(r));
         let what = format!("fetching blob {digest} of {r}");
         let scope = Self::scope(r, false);
-        let body = self.transport.retry(&what, || {
+        let body = self.transport.retry_n(&what, retries, || {
             let mut target = url.clone();
             for _ in 0..4 {
                 let same_host = target == url;
@@ -190,11 +279,19 @@ impl Registry {
                 layer.digest
             )));
         }
+        let endpoints = self
+            .pull_sources(r, None)?
+            .iter()
+            .map(|s| BlobEndpoint {
+                url: format!("{}/blobs/{}", self.repo_url(&s.reference), layer.digest),
+                host: s.reference.host.clone(),
+                scope: Self::scope(&s.reference, false),
+                retries: self.retries(s),
+            })
+            .collect();
         Ok(RemoteBlob::new(
             self.transport.clone(),
-            format!("{}/blobs/{}", self.repo_url(r), layer.digest),
-            r.host.clone(),
-            Self::scope(r, false),
+            endpoints,
             layer.digest.clone(),
             layer.size,
             opts,
@@ -203,6 +300,7 @@ impl Registry {
 
     /// Whether the repository already has the blob.
     pub fn blob_exists(&self, r: &Reference, digest: &str) -> Result<bool> {
+        self.check_push(r)?;
         let url = format!("{}/blobs/{digest}", self.repo_url(r));
         let what = format!("checking blob {digest} in {r}");
         let scope = Self::scope(r, true);
@@ -239,6 +337,7 @@ impl Registry {
 
     /// Starts an upload session (POST); returns its absolute Location.
     pub(crate) fn start_upload(&self, r: &Reference, what: &str) -> Result<Attempt<String>> {
+        self.check_push(r)?;
         let start = format!("{}/blobs/uploads/", self.repo_url(r));
         let mut req = Request::get(start.clone(), Some(&r.host), &Self::scope(r, true));
         req.method = Method::POST;
@@ -269,6 +368,7 @@ impl Registry {
 
     /// Stores a manifest under `r`'s tag (or digest); returns its digest.
     pub fn push_manifest(&self, r: &Reference, media_type: &str, body: &[u8]) -> Result<String> {
+        self.check_push(r)?;
         let digest = sha256_digest(body);
         let url = format!("{}/manifests/{}", self.repo_url(r), r.manifest_ref());
         let what = format!("pushing manifest {r}");
