@@ -343,24 +343,7 @@ impl Drop for Containerd {
 /// A root file system with `cat`, `sleep` and the libraries they need (from ldd),
 /// and 6 MiB of noise so laziness shows.
 fn make_base(root: &Path) {
-    let mut files = Vec::new();
-    for bin in ["/usr/bin/cat", "/usr/bin/sleep"] {
-        files.push(PathBuf::from(bin));
-        for line in run(Command::new("ldd").arg(bin)).lines() {
-            let path = match line.split_once("=>") {
-                Some((_, rest)) => rest.split_whitespace().next(),
-                None => line.split_whitespace().next(),
-            };
-            if let Some(p) = path.filter(|p| p.starts_with('/')) {
-                files.push(PathBuf::from(p));
-            }
-        }
-    }
-    for f in files {
-        let dest = root.join(f.strip_prefix("/").unwrap());
-        fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        fs::copy(&f, &dest).unwrap();
-    }
+    copy_with_libraries(root, &["/usr/bin/cat", "/usr/bin/sleep"]);
     fs::create_dir_all(root.join("opt")).unwrap();
     fs::write(root.join("opt/big.bin"), noise(6 << 20, 11)).unwrap();
     fs::write(root.join("opt/base.txt"), "from the base layer\n").unwrap();

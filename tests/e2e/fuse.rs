@@ -23,19 +23,6 @@ use estargz_tests::faultproxy::FaultProxy;
 use estargz_tests::registry::TestRegistry;
 use util::*;
 
-fn fuse_available() -> bool {
-    let ok = is_root() && Path::new("/dev/fuse").exists();
-    if !ok {
-        // CI sets this so a missing prerequisite cannot pass as a skip.
-        assert!(
-            std::env::var_os("ESTARGZ_REQUIRE_FUSE").is_none(),
-            "ESTARGZ_REQUIRE_FUSE is set but FUSE mounts need root and /dev/fuse"
-        );
-        eprintln!("skipped: FUSE mounts need root and /dev/fuse");
-    }
-    ok
-}
-
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<u32> {
     let me = std::process::id();

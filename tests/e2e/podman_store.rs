@@ -65,22 +65,7 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 
 /// A root file system with `cat` and the libraries it needs (from ldd).
 fn make_base(root: &Path) {
-    let out = run(Command::new("ldd").arg("/usr/bin/cat"));
-    let mut files = vec![PathBuf::from("/usr/bin/cat")];
-    for line in out.lines() {
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        if let Some(p) = path.filter(|p| p.starts_with('/')) {
-            files.push(PathBuf::from(p));
-        }
-    }
-    for f in files {
-        let dest = root.join(f.strip_prefix("/").unwrap());
-        fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        fs::copy(&f, &dest).unwrap();
-    }
+    copy_with_libraries(root, &["/usr/bin/cat"]);
     fs::create_dir_all(root.join("opt")).unwrap();
     fs::write(root.join("opt/big.bin"), noise(6 << 20, 7)).unwrap();
 }

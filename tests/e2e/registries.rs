@@ -104,18 +104,6 @@ fn helper_calls(dir: &Path, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn fuse_available() -> bool {
-    if is_root() && Path::new("/dev/fuse").exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("ESTARGZ_REQUIRE_FUSE").is_none(),
-        "ESTARGZ_REQUIRE_FUSE is set but FUSE mounts need root and /dev/fuse"
-    );
-    eprintln!("skipped the store part: FUSE mounts need root and /dev/fuse");
-    false
-}
-
 #[test]
 fn credential_helpers_authenticate_pull_push_and_the_store() {
     let dir = tempfile::tempdir().unwrap();

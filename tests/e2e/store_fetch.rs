@@ -21,18 +21,6 @@ use estargz_tests::faultproxy::FaultProxy;
 use estargz_tests::registry::TestRegistry;
 use util::*;
 
-fn fuse_available() -> bool {
-    if is_root() && Path::new("/dev/fuse").exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("ESTARGZ_REQUIRE_FUSE").is_none(),
-        "ESTARGZ_REQUIRE_FUSE is set but FUSE mounts need root and /dev/fuse"
-    );
-    eprintln!("skipped: FUSE mounts need root and /dev/fuse");
-    false
-}
-
 /// A running `estargz-fuse` (store or mount), stopped when dropped.
 struct Fuse {
     child: Option<Child>,

@@ -395,3 +395,41 @@ pub fn gunzip(data: &[u8]) -> Vec<u8> {
         .unwrap();
     out
 }
+
+/// Whether FUSE mounts can run here (root and /dev/fuse). Otherwise the
+/// caller skips, unless `ESTARGZ_REQUIRE_FUSE` is set (CI sets it so a
+/// missing prerequisite cannot pass as a skip), which fails the test.
+pub fn fuse_available() -> bool {
+    let ok = is_root() && Path::new("/dev/fuse").exists();
+    if !ok {
+        assert!(
+            std::env::var_os("ESTARGZ_REQUIRE_FUSE").is_none(),
+            "ESTARGZ_REQUIRE_FUSE is set but FUSE mounts need root and /dev/fuse"
+        );
+        eprintln!("skipped: FUSE mounts need root and /dev/fuse");
+    }
+    ok
+}
+
+/// Copies `programs` and the shared libraries they load (from ldd) into
+/// `root` at the same paths: a minimal container root file system.
+pub fn copy_with_libraries(root: &Path, programs: &[&str]) {
+    let mut files = Vec::new();
+    for program in programs {
+        files.push(PathBuf::from(program));
+        for line in run(Command::new("ldd").arg(program)).lines() {
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            if let Some(p) = path.filter(|p| p.starts_with('/')) {
+                files.push(PathBuf::from(p));
+            }
+        }
+    }
+    for f in files {
+        let dest = root.join(f.strip_prefix("/").unwrap());
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(&f, &dest).unwrap();
+    }
+}
