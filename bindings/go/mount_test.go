@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -125,11 +124,9 @@ func TestMountRemote(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	reg := &registry{manifests: map[string][]byte{}, blobs: map[string][]byte{}}
+	reg := newRegistry()
 	reg.push(t, "v1", true, b)
-	srv := httptest.NewServer(reg)
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
+	host := reg.serve(t)
 	mnt := t.TempDir()
 	ctx := context.Background()
 	remote := estargz.WithRemote(estargz.WithPlainHTTP(), estargz.WithRetries(0), estargz.WithCacheDir(t.TempDir(), 0))

@@ -27,6 +27,19 @@ type registry struct {
 	bytes     atomic.Int64
 }
 
+func newRegistry() *registry {
+	return &registry{manifests: map[string][]byte{}, blobs: map[string][]byte{}}
+}
+
+// serve starts serving reg until the test ends and returns its host:port.
+// Push everything first: requests come from the library's own threads,
+// so the race detector sees no ordering between a later push and them.
+func (reg *registry) serve(t *testing.T) string {
+	srv := httptest.NewServer(reg)
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
 func (reg *registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	reg.requests.Add(1)
 	const prefix = "/v2/test/app/"
@@ -129,13 +142,11 @@ func TestOpenRemote(t *testing.T) {
 	}
 	layer0 := build([]file{reg("base", "bottom layer\n")})
 	layer1 := build(files)
-	reg := &registry{manifests: map[string][]byte{}, blobs: map[string][]byte{}}
+	reg := newRegistry()
 	reg.push(t, "v1", true, layer0, layer1)
 	reg.push(t, "single", true, layer1)
 	reg.push(t, "unannotated", false, layer1)
-	srv := httptest.NewServer(reg)
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
+	host := reg.serve(t)
 	ctx := context.Background()
 
 	r, err := estargz.OpenRemote(ctx, host+"/test/app:v1", estargz.WithPlainHTTP(), estargz.WithLayerDigest(layer1.Digest()))
@@ -286,11 +297,9 @@ func TestOpenRemotePrefetchesByDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	reg := &registry{manifests: map[string][]byte{}, blobs: map[string][]byte{}}
+	reg := newRegistry()
 	reg.push(t, "v1", true, b)
-	srv := httptest.NewServer(reg)
-	defer srv.Close()
-	ref := strings.TrimPrefix(srv.URL, "http://") + "/test/app:v1"
+	ref := reg.serve(t) + "/test/app:v1"
 	want := contents(files)["opt/first.txt"]
 
 	for _, c := range []struct {

@@ -26,9 +26,7 @@ use std::time::{Duration, Instant};
 
 use estargz_core::digest::sha256_digest;
 use estargz_core::image::layout::OciLayout;
-use estargz_core::remote::manifest::{
-    Descriptor, Manifest, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST,
-};
+use estargz_core::remote::manifest::{Manifest, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use estargz_tests::faultproxy::FaultProxy;
 use estargz_tests::registry::TestRegistry;
 use util::*;
@@ -359,16 +357,6 @@ fn gzip_file(tar: &Path) -> Vec<u8> {
     let out = Command::new("gzip").arg("-c").arg(tar).output().unwrap();
     assert!(out.status.success());
     out.stdout
-}
-
-fn descriptor(media_type: &str, data: &[u8]) -> Descriptor {
-    Descriptor {
-        media_type: media_type.into(),
-        digest: sha256_digest(data),
-        size: data.len() as u64,
-        annotations: Default::default(),
-        platform: None,
-    }
 }
 
 /// An OCI layout tagged v1 with the two layers as plain gzip.

@@ -25,7 +25,7 @@ use estargz_core::remote::{
 };
 use estargz_core::{EntryType, Error, FileSource, OpenOptions, Reader};
 use estargz_tests::registry::TestRegistry;
-use util::{gunzip, noise, snapshot, Snapshot};
+use util::{descriptor, gunzip, noise, snapshot, Snapshot};
 
 const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
@@ -114,16 +114,6 @@ struct SourceImage {
     dir: PathBuf,
     /// Plain tars of the amd64 layers, bottom first.
     tars: Vec<Vec<u8>>,
-}
-
-fn descriptor(media_type: &str, data: &[u8]) -> Descriptor {
-    Descriptor {
-        media_type: media_type.into(),
-        digest: sha256_digest(data),
-        size: data.len() as u64,
-        annotations: Default::default(),
-        platform: None,
-    }
 }
 
 fn add_manifest(

@@ -64,6 +64,16 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// A root file system with `cat` and the libraries it needs (from ldd).
+/// `tar` of everything under `tree`, owners as numbers.
+fn tar_tree(tree: &Path, tar: &Path) {
+    run(Command::new("tar")
+        .args(["--numeric-owner", "-C"])
+        .arg(tree)
+        .arg("-cf")
+        .arg(tar)
+        .arg("."));
+}
+
 fn make_base(root: &Path) {
     copy_with_libraries(root, &["/usr/bin/cat"]);
     fs::create_dir_all(root.join("opt")).unwrap();
@@ -82,12 +92,7 @@ fn layer(work: &Path, name: &str, fill: fn(&Path)) -> (PathBuf, PathBuf) {
     fs::create_dir_all(&tree).unwrap();
     fill(&tree);
     let tar = work.join(format!("{name}.tar"));
-    run(Command::new("tar")
-        .args(["--numeric-owner", "-C"])
-        .arg(&tree)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."));
+    tar_tree(&tree, &tar);
     let blob = work.join(format!("{name}.esgz"));
     run(Command::new(estargz_bin())
         .arg("convert")
@@ -502,12 +507,7 @@ fn podman_zstd_chunked_push_reads_lazily() {
     let big = noise(4 << 20, 11);
     fs::write(tree.join("big.bin"), &big).unwrap();
     let tar = work.path().join("layer.tar");
-    run(Command::new("tar")
-        .args(["--numeric-owner", "-C"])
-        .arg(&tree)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."));
+    tar_tree(&tree, &tar);
     let reg = TestRegistry::start(None);
     // Storage of its own, so the host's images are never touched.
     let podman = |args: &[&str]| {

@@ -433,3 +433,14 @@ pub fn copy_with_libraries(root: &Path, programs: &[&str]) {
         fs::copy(&f, &dest).unwrap();
     }
 }
+
+/// The descriptor of `data` as a blob of `media_type`, without annotations.
+pub fn descriptor(media_type: &str, data: &[u8]) -> estargz_core::remote::manifest::Descriptor {
+    estargz_core::remote::manifest::Descriptor {
+        media_type: media_type.into(),
+        digest: estargz_core::digest::sha256_digest(data),
+        size: data.len() as u64,
+        annotations: Default::default(),
+        platform: None,
+    }
+}
