@@ -73,7 +73,7 @@ func TestMountLocal(t *testing.T) {
 		t.Errorf("0 threads: %v", err)
 	}
 	needFUSE(t)
-	base := estargz.LiveHandles()
+	base := settledHandles()
 	m, err := estargz.MountLocal(path, mnt, estargz.WithMountExpectedTOCDigest(blob.TOCDigest()), estargz.WithMountThreads(2))
 	if err != nil {
 		t.Fatal(err)
@@ -111,9 +111,7 @@ func TestMountLocal(t *testing.T) {
 	if st, err := m.Status(); err != nil || st.Mounted {
 		t.Errorf("status after Close %+v, %v", st, err)
 	}
-	if got := estargz.LiveHandles(); got != base {
-		t.Errorf("%d live handles, want %d", got, base)
-	}
+	checkHandles(t, base, "after Close")
 }
 
 func TestMountRemote(t *testing.T) {

@@ -225,7 +225,7 @@ func TestOpenRemote(t *testing.T) {
 
 func TestOpenRemoteErrors(t *testing.T) {
 	ctx := context.Background()
-	base := estargz.LiveHandles()
+	base := settledHandles()
 
 	// Nothing listens on the port: a network error, fast (no retries).
 	l, err := net.Listen("tcp", "127.0.0.1:0")
