@@ -13,6 +13,7 @@
 //! * [`mount`]: one layer mounted (session, warm-up), in the foreground
 //!   or from a thread of its own ([`mount::LayerMount`]).
 //! * [`readahead`]: the kernel readahead window of a mount.
+//! * [`record`]: access recording (which files a workload opened).
 //! * [`store`]: the Additional Layer Store namespace (Podman / CRI-O).
 //! * [`warm`]: prefetch and background fetch of opened layers.
 //! * [`heap`]: the allocator settings that keep the daemons' RSS down.
@@ -27,6 +28,7 @@ pub mod mount;
 pub mod overlay;
 pub mod passthrough;
 pub mod readahead;
+pub mod record;
 pub mod rofs;
 pub mod source;
 pub mod store;

@@ -12,7 +12,7 @@ use estargz_fuse::store::{Store, StoreOptions};
 use estargz_fuse::store_adapter::FuseStore;
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::{ServeArgs, WarmArgs};
+use crate::{RecordArgs, ServeArgs, WarmArgs};
 
 /// Layers fetched in the background at once, as stargz-store's default:
 /// more would compete with on-demand reads for the link.
@@ -41,6 +41,8 @@ pub struct StoreArgs {
     #[arg(long)]
     no_allow_other: bool,
     #[command(flatten)]
+    record: RecordArgs,
+    #[command(flatten)]
     pub serve: ServeArgs,
 }
 
@@ -55,6 +57,7 @@ pub fn run(args: &StoreArgs) -> Result<(), String> {
         source,
         ResolverOptions::default().image_ttl(Duration::from_secs(args.image_ttl)),
     );
+    let recorder = args.record.recorder();
     let store = Arc::new(Store::new(
         resolver,
         StoreOptions::default()
@@ -62,7 +65,8 @@ pub fn run(args: &StoreArgs) -> Result<(), String> {
             // A lookup waits no longer than one request may take: a stuck
             // registry is EIO then, while the resolution goes on.
             .resolve_timeout(args.registry.request_timeout())
-            .warm(args.warm.options(&args.cache, MAX_BACKGROUND_FETCHES)),
+            .warm(args.warm.options(&args.cache, MAX_BACKGROUND_FETCHES))
+            .record(recorder.clone()),
     ));
     std::fs::create_dir_all(&args.mountpoint)
         .map_err(|e| format!("creating {}: {e}", args.mountpoint.display()))?;
@@ -107,7 +111,8 @@ pub fn run(args: &StoreArgs) -> Result<(), String> {
         s.loaded,
         s.uses
     );
+    let recorded = args.record.write(recorder.as_ref());
     result.map_err(|e| format!("serving {}: {e}", args.mountpoint.display()))?;
     log::info!("unmounted {}", args.mountpoint.display());
-    Ok(())
+    recorded
 }
