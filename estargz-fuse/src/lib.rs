@@ -12,6 +12,7 @@
 //! * [`source`]: local blob or lazily read registry layer.
 //! * [`mount`]: one layer mounted (session, warm-up), in the foreground
 //!   or from a thread of its own ([`mount::LayerMount`]).
+//! * [`optimize`]: workload-optimized images (run once, record, reorder).
 //! * [`readahead`]: the kernel readahead window of a mount.
 //! * [`record`]: access recording (which files a workload opened).
 //! * [`store`]: the Additional Layer Store namespace (Podman / CRI-O).
@@ -25,6 +26,7 @@ pub mod layer_adapter;
 pub mod layerfs;
 pub mod logger;
 pub mod mount;
+pub mod optimize;
 pub mod overlay;
 pub mod passthrough;
 pub mod readahead;
