@@ -24,21 +24,18 @@ use estargz_core::remote::manifest::{
     Descriptor, Document, Manifest, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST,
 };
 use estargz_core::{FileSource, OpenOptions, Reader};
+use estargz_tests::registry::TestRegistry;
 use util::*;
 
 const PYTHON: &str = "/usr/bin/python3.11";
 const SCRIPT: &str = "import json, sqlite3; print(json.dumps({'sqlite': sqlite3.sqlite_version_info[0]}))";
-
-fn on_path(bin: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-}
 
 fn prerequisites() -> bool {
     let missing: Vec<&str> = [
         (!is_root(), "root"),
         (!Path::new("/dev/fuse").exists(), "/dev/fuse"),
         (!on_path("runc"), "runc"),
+        (!on_path("podman"), "podman"),
         (!Path::new(PYTHON).exists(), PYTHON),
     ]
     .into_iter()
@@ -305,6 +302,48 @@ fn optimize_records_prioritizes_replays_and_stops() {
     for (a, b) in layers_of(&dst1, "opt").iter().zip(layers_of(&dst2, "opt").iter()) {
         assert_eq!(a.0.digest, b.0.digest);
     }
+
+    // The optimized image runs as before: lazily through our store (which
+    // records what the container opened) and after a full pull alike.
+    let reg = TestRegistry::start(None);
+    let image = format!("{}/test/py:opt", reg.host());
+    ok(estargz(&[
+        "convert-image".as_ref(),
+        "-q".as_ref(),
+        "--plain-http".as_ref(),
+        oci(&dst1, "opt").as_ref(),
+        image.as_ref(),
+    ]));
+    let store_mnt = work.join("store");
+    fs::create_dir_all(&store_mnt).unwrap();
+    let store_record = work.join("store-record.json");
+    let mut store = Store::start_with(&store_mnt, &["--record-access".as_ref(), store_record.as_ref()]);
+    let lazy = Podman::new(&work.join("podman-lazy"), Some(&store_mnt), &[&reg.host()]);
+    let full = Podman::new(&work.join("podman-full"), None, &[&reg.host()]);
+    // This VM has no CAP_SYS_RESOURCE: keep rlimits below the current ones.
+    let run_args = [
+        "run", "--rm", "--network=none", "--ulimit", "nofile=1024:1024",
+        "--ulimit", "nproc=1024:1024", image.as_str(),
+    ];
+    let mut outputs = Vec::new();
+    for podman in [&lazy, &full] {
+        podman.run(&["pull", "-q", &image]);
+        outputs.push(podman.run(&run_args).0);
+    }
+    assert_eq!(outputs[0], "{\"sqlite\": 3}\n");
+    assert_eq!(outputs[0], outputs[1]);
+    assert!(store.log().contains("user(s)"), "the store served the layers:\n{}", store.log());
+    drop(lazy);
+    store.stop();
+    let served = fs::read_to_string(&store_record).unwrap();
+    let served: serde_json::Value = serde_json::from_str(&served).unwrap();
+    let files: Vec<&str> = served["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()))
+        .collect();
+    assert!(files.contains(&"usr/bin/python3.11"), "{files:?}");
 
     // A replay over layers that are not eStargz is refused, before work.
     let out = estargz(&[
