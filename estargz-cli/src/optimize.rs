@@ -140,7 +140,12 @@ pub fn optimize_cmd(args: OptimizeArgs) -> Result<(), Error> {
     };
     eprintln!(
         "{how}; {files} file(s) prioritized in {} layer(s); {} layer(s) rebuilt, {} kept",
-        report.record.layers.iter().filter(|l| !l.files.is_empty()).count(),
+        report
+            .record
+            .layers
+            .iter()
+            .filter(|l| !l.files.is_empty())
+            .count(),
         report.convert.converted,
         report.convert.kept
     );

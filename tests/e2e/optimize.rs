@@ -28,7 +28,8 @@ use estargz_tests::registry::TestRegistry;
 use util::*;
 
 const PYTHON: &str = "/usr/bin/python3.11";
-const SCRIPT: &str = "import json, sqlite3; print(json.dumps({'sqlite': sqlite3.sqlite_version_info[0]}))";
+const SCRIPT: &str =
+    "import json, sqlite3; print(json.dumps({'sqlite': sqlite3.sqlite_version_info[0]}))";
 
 fn prerequisites() -> bool {
     let missing: Vec<&str> = [
@@ -73,7 +74,10 @@ fn python_files() -> Vec<PathBuf> {
         .flat_map(|so| {
             run(Command::new("ldd").arg(so))
                 .lines()
-                .filter_map(|l| l.split_once("=>").and_then(|(_, r)| r.split_whitespace().next().map(PathBuf::from)))
+                .filter_map(|l| {
+                    l.split_once("=>")
+                        .and_then(|(_, r)| r.split_whitespace().next().map(PathBuf::from))
+                })
                 .filter(|p| p.is_absolute())
                 .collect::<Vec<_>>()
         })
@@ -90,7 +94,12 @@ fn copy_into(root: &Path, file: &Path) {
 
 fn tar_of(tree: &Path, tar: &Path) -> Vec<u8> {
     run(Command::new("tar")
-        .args(["--sort=name", "--mtime=@1700000000", "--numeric-owner", "-C"])
+        .args([
+            "--sort=name",
+            "--mtime=@1700000000",
+            "--numeric-owner",
+            "-C",
+        ])
         .arg(tree)
         .arg("-cf")
         .arg(tar)
@@ -197,7 +206,7 @@ fn layers_of(dir: &Path, tag: &str) -> Vec<(Descriptor, Reader)> {
     m.layers
         .into_iter()
         .map(|l| {
-            let file = FileSource::open(&layout.blob_path(&l.digest).unwrap()).unwrap();
+            let file = FileSource::open(layout.blob_path(&l.digest).unwrap()).unwrap();
             let toc = l.toc_digest().unwrap().parse().unwrap();
             let r = Reader::open(
                 Arc::new(file),
@@ -236,7 +245,12 @@ fn optimize_records_prioritizes_replays_and_stops() {
 
     // The source converted once: replays need eStargz layers.
     let esgz = work.join("esgz");
-    ok(estargz(&["convert-image".as_ref(), "-q".as_ref(), src_ref.as_ref(), oci(&esgz, "v1").as_ref()]));
+    ok(estargz(&[
+        "convert-image".as_ref(),
+        "-q".as_ref(),
+        src_ref.as_ref(),
+        oci(&esgz, "v1").as_ref(),
+    ]));
 
     // Run the image's own command and record what it opens.
     let record = work.join("record.json");
@@ -262,31 +276,59 @@ fn optimize_records_prioritizes_replays_and_stops() {
     let first: BTreeSet<&str> = first.iter().map(String::as_str).collect();
     let libs: Vec<String> = run(Command::new("ldd").arg(PYTHON))
         .lines()
-        .filter_map(|l| l.split_once("=>").and_then(|(_, r)| r.split_whitespace().next()))
+        .filter_map(|l| {
+            l.split_once("=>")
+                .and_then(|(_, r)| r.split_whitespace().next())
+        })
         .map(|p| p.trim_start_matches('/').to_string())
         .collect();
     assert!(!libs.is_empty());
     for want in std::iter::once("usr/bin/python3.11".to_string())
         .chain(libs)
-        .chain(modules.iter().filter(|m| m.contains("/json/") || m.contains("sqlite")).cloned())
+        .chain(
+            modules
+                .iter()
+                .filter(|m| m.contains("/json/") || m.contains("sqlite"))
+                .cloned(),
+        )
     {
-        assert!(first.contains(want.as_str()), "{want} is not before the landmark: {first:?}");
+        assert!(
+            first.contains(want.as_str()),
+            "{want} is not before the landmark: {first:?}"
+        );
     }
-    assert!(first.iter().any(|f| f.contains("lib-dynload/_sqlite3")), "{first:?}");
-    assert!(rest.iter().any(|f| f.starts_with("usr/lib/python3.11/email/")));
-    assert!(!first.iter().any(|f| f.contains("/email/") || f.contains("/http/")), "{first:?}");
+    assert!(
+        first.iter().any(|f| f.contains("lib-dynload/_sqlite3")),
+        "{first:?}"
+    );
+    assert!(rest
+        .iter()
+        .any(|f| f.starts_with("usr/lib/python3.11/email/")));
+    assert!(
+        !first
+            .iter()
+            .any(|f| f.contains("/email/") || f.contains("/http/")),
+        "{first:?}"
+    );
     // The base layer: its copies of what the python layer replaced were
     // never read, and nothing else of it was opened but the shadowed ones.
-    let base_first = split_at_landmark(&layers[0].1).map(|(f, _)| f).unwrap_or_default();
+    let base_first = split_at_landmark(&layers[0].1)
+        .map(|(f, _)| f)
+        .unwrap_or_default();
     assert!(
-        !base_first.iter().any(|f| f.contains("python3.11/json") || f.contains("libc.so")),
+        !base_first
+            .iter()
+            .any(|f| f.contains("python3.11/json") || f.contains("libc.so")),
         "{base_first:?}"
     );
 
     // The record lists the same; a replay gives the same image, byte for byte.
     let text = fs::read_to_string(&record).unwrap();
     let rec: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(rec["layers"][1]["tocDigest"], layers_of(&esgz, "v1")[1].0.toc_digest().unwrap());
+    assert_eq!(
+        rec["layers"][1]["tocDigest"],
+        layers_of(&esgz, "v1")[1].0.toc_digest().unwrap()
+    );
     assert!(text.contains("usr/bin/python3.11"), "{text}");
     let dst2 = work.join("dst2");
     let (out2, err2) = ok(estargz(&[
@@ -298,8 +340,15 @@ fn optimize_records_prioritizes_replays_and_stops() {
     ]));
     assert!(err2.contains("replayed"), "{err2}");
     let digest = |out: &str| out.trim().rsplit_once('@').unwrap().1.to_string();
-    assert_eq!(digest(&out1), digest(&out2), "replay gives the same manifest");
-    for (a, b) in layers_of(&dst1, "opt").iter().zip(layers_of(&dst2, "opt").iter()) {
+    assert_eq!(
+        digest(&out1),
+        digest(&out2),
+        "replay gives the same manifest"
+    );
+    for (a, b) in layers_of(&dst1, "opt")
+        .iter()
+        .zip(layers_of(&dst2, "opt").iter())
+    {
         assert_eq!(a.0.digest, b.0.digest);
     }
 
@@ -317,13 +366,22 @@ fn optimize_records_prioritizes_replays_and_stops() {
     let store_mnt = work.join("store");
     fs::create_dir_all(&store_mnt).unwrap();
     let store_record = work.join("store-record.json");
-    let mut store = Store::start_with(&store_mnt, &["--record-access".as_ref(), store_record.as_ref()]);
+    let mut store = Store::start_with(
+        &store_mnt,
+        &["--record-access".as_ref(), store_record.as_ref()],
+    );
     let lazy = Podman::new(&work.join("podman-lazy"), Some(&store_mnt), &[&reg.host()]);
     let full = Podman::new(&work.join("podman-full"), None, &[&reg.host()]);
     // This VM has no CAP_SYS_RESOURCE: keep rlimits below the current ones.
     let run_args = [
-        "run", "--rm", "--network=none", "--ulimit", "nofile=1024:1024",
-        "--ulimit", "nproc=1024:1024", image.as_str(),
+        "run",
+        "--rm",
+        "--network=none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        image.as_str(),
     ];
     let mut outputs = Vec::new();
     for podman in [&lazy, &full] {
@@ -332,7 +390,11 @@ fn optimize_records_prioritizes_replays_and_stops() {
     }
     assert_eq!(outputs[0], "{\"sqlite\": 3}\n");
     assert_eq!(outputs[0], outputs[1]);
-    assert!(store.log().contains("user(s)"), "the store served the layers:\n{}", store.log());
+    assert!(
+        store.log().contains("user(s)"),
+        "the store served the layers:\n{}",
+        store.log()
+    );
     drop(lazy);
     store.stop();
     let served = fs::read_to_string(&store_record).unwrap();
@@ -341,7 +403,13 @@ fn optimize_records_prioritizes_replays_and_stops() {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|l| l["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()))
+        .flat_map(|l| {
+            l["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap())
+        })
         .collect();
     assert!(files.contains(&"usr/bin/python3.11"), "{files:?}");
 
@@ -380,7 +448,11 @@ fn optimize_records_prioritizes_replays_and_stops() {
     let (first, _) = split_at_landmark(&sleep_layers[1].1).expect("libc was opened there");
     assert!(first.iter().any(|f| f.contains("libc.so")), "{first:?}");
     assert!(!first.iter().any(|f| f.contains("python")), "{first:?}");
-    assert!(!split_at_landmark(&sleep_layers[0].1).unwrap().0.iter().any(|f| f.contains("libc.so")));
+    assert!(!split_at_landmark(&sleep_layers[0].1)
+        .unwrap()
+        .0
+        .iter()
+        .any(|f| f.contains("libc.so")));
 
     // A workload that fails is a warning; the recording is still used.
     let (_, err) = ok(estargz(&[
@@ -411,7 +483,11 @@ fn optimize_records_prioritizes_replays_and_stops() {
     let left: Vec<_> = fs::read_dir(work)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".estargz-optimize-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".estargz-optimize-")
+        })
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }

@@ -145,7 +145,11 @@ fn podman_pulls_runs_saves_and_pushes_through_the_store() {
     let store_mnt = work.join("store");
     fs::create_dir_all(&store_mnt).unwrap();
     let mut store = Store::start(&store_mnt);
-    let podman = Podman::new(&work.join("podman"), Some(&store_mnt), &[&host, &reg.host()]);
+    let podman = Podman::new(
+        &work.join("podman"),
+        Some(&store_mnt),
+        &[&host, &reg.host()],
+    );
 
     // Pull: layers come from the store; only small pieces are downloaded.
     let before = proxy.stats().bytes_down.load(Ordering::SeqCst);

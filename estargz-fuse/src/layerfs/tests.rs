@@ -374,9 +374,13 @@ fn recording_is_bounded_and_written_atomically() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("\"tocDigest\""), "{text}");
     std::fs::write(&path, text.replace("\"version\": 1", "\"version\": 7")).unwrap();
-    let e = crate::record::AccessRecord::read(&path).unwrap_err().to_string();
+    let e = crate::record::AccessRecord::read(&path)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("version 7"), "{e}");
     std::fs::write(&path, "[]").unwrap();
-    let e = crate::record::AccessRecord::read(&path).unwrap_err().to_string();
+    let e = crate::record::AccessRecord::read(&path)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not an access record"), "{e}");
 }

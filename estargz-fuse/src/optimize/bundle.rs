@@ -28,9 +28,7 @@ impl std::str::FromStr for BindMount {
             _ => return Err(format!("{s:?}: expected SRC:DST[:ro]")),
         };
         if src.is_empty() || !dst.starts_with('/') {
-            return Err(format!(
-                "{s:?}: expected SRC:DST[:ro] with an absolute DST"
-            ));
+            return Err(format!("{s:?}: expected SRC:DST[:ro] with an absolute DST"));
         }
         Ok(BindMount {
             source: PathBuf::from(src),

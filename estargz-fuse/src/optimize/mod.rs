@@ -138,7 +138,12 @@ pub fn optimize(
     let work = tempfile::Builder::new()
         .prefix(".estargz-optimize-")
         .tempdir_in(&temp_root)
-        .map_err(|e| Error::io(format!("creating a directory in {}", temp_root.display()), e))?;
+        .map_err(|e| {
+            Error::io(
+                format!("creating a directory in {}", temp_root.display()),
+                e,
+            )
+        })?;
 
     // Stage: every layer eStargz, one platform.
     let stage_dir = work.path().join("stage");
@@ -166,14 +171,8 @@ pub fn optimize(
     let (recorded, outcome) = match (&opts.replay, runtime) {
         (Some(record), _) => (replayed(record, &layers)?, None),
         (None, Some(runtime)) => {
-            let (recorded, outcome) = record_workload(
-                &runtime,
-                work.path(),
-                &layers,
-                &config,
-                opts,
-                stop,
-            )?;
+            let (recorded, outcome) =
+                record_workload(&runtime, work.path(), &layers, &config, opts, stop)?;
             (recorded, Some(outcome))
         }
         (None, None) => unreachable!("a runtime is found unless replaying"),
@@ -364,7 +363,9 @@ fn record_workload(
         })
         .collect();
     if stop.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(Error::InvalidArgument("stopped before the workload ran".into()));
+        return Err(Error::InvalidArgument(
+            "stopped before the workload ran".into(),
+        ));
     }
     let mut rootfs = rootfs::Rootfs::mount(&work.join("run"), accesses)?;
     let (uid, gid) = bundle::resolve_user(&image.user, rootfs.path())?;
@@ -388,7 +389,10 @@ fn record_workload(
         "estargz-optimize-{}-{}",
         std::process::id(),
         work.file_name()
-            .map(|n| n.to_string_lossy().trim_start_matches(".estargz-optimize-").to_string())
+            .map(|n| n
+                .to_string_lossy()
+                .trim_start_matches(".estargz-optimize-")
+                .to_string())
             .unwrap_or_default()
     );
     log::info!("running {:?} (container {id})", process.args);
@@ -398,9 +402,9 @@ fn record_workload(
     unmounted?;
     match outcome {
         Outcome::Exited(0) => log::info!("the workload exited"),
-        Outcome::Exited(n) => log::warn!(
-            "the workload exited with status {n}; what it read until then is used"
-        ),
+        Outcome::Exited(n) => {
+            log::warn!("the workload exited with status {n}; what it read until then is used")
+        }
         Outcome::PeriodExpired => log::warn!(
             "the workload was still running at the end of the period; stopped it \
              (what it read until then is used)"
@@ -412,5 +416,8 @@ fn record_workload(
     if dropped > 0 {
         log::warn!("{dropped} accessed file(s) past the record limit are not prioritized");
     }
-    Ok((record.layers.into_iter().map(|l| l.files).collect(), outcome))
+    Ok((
+        record.layers.into_iter().map(|l| l.files).collect(),
+        outcome,
+    ))
 }

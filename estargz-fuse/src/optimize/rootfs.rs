@@ -31,7 +31,10 @@ fn cstring(s: &str) -> Result<CString> {
 impl Rootfs {
     /// Mounts `layers` (bottom first) under `dir`, each recording into
     /// its `LayerAccess`, and the overlay at `dir/rootfs`.
-    pub fn mount(dir: &Path, layers: Vec<(Arc<Reader>, String, Arc<LayerAccess>)>) -> Result<Rootfs> {
+    pub fn mount(
+        dir: &Path,
+        layers: Vec<(Arc<Reader>, String, Arc<LayerAccess>)>,
+    ) -> Result<Rootfs> {
         let merged = dir.join("rootfs");
         let mut out = Rootfs {
             merged: merged.clone(),
@@ -63,7 +66,10 @@ impl Rootfs {
             .rev()
             .map(|l| l.mountpoint().display().to_string())
             .collect();
-        for p in lower.iter().chain([&upper.display().to_string(), &work.display().to_string()]) {
+        for p in lower
+            .iter()
+            .chain([&upper.display().to_string(), &work.display().to_string()])
+        {
             if p.contains([':', ',']) {
                 return Err(Error::InvalidArgument(format!(
                     "{p}: overlayfs paths cannot hold ':' or ','; choose another --temp-dir"

@@ -50,7 +50,9 @@ pub fn find_runtime(runtime: &Path) -> Result<PathBuf> {
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if runtime.components().count() > 1 {
-        return is_exe(runtime).then(|| runtime.to_path_buf()).ok_or_else(missing);
+        return is_exe(runtime)
+            .then(|| runtime.to_path_buf())
+            .ok_or_else(missing);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -62,7 +64,13 @@ pub fn find_runtime(runtime: &Path) -> Result<PathBuf> {
 /// Runs the bundle at `bundle` as container `id` until it exits or `wait`
 /// says to stop it. The workload's output goes to our stderr (stdout is
 /// the command's result).
-pub fn run(runtime: &Path, bundle: &Path, id: &str, wait: Wait, stop: &AtomicBool) -> Result<Outcome> {
+pub fn run(
+    runtime: &Path,
+    bundle: &Path,
+    id: &str,
+    wait: Wait,
+    stop: &AtomicBool,
+) -> Result<Outcome> {
     let mut child = command(runtime)
         .args(["run", "--bundle"])
         .arg(bundle)
@@ -174,6 +182,9 @@ mod tests {
         assert!(e.to_string().contains("not found on PATH"), "{e}");
         let e = find_runtime(Path::new("/nonexistent/runc")).unwrap_err();
         assert!(e.to_string().contains("install runc"), "{e}");
-        assert_eq!(find_runtime(Path::new("/bin/sh")).unwrap(), Path::new("/bin/sh"));
+        assert_eq!(
+            find_runtime(Path::new("/bin/sh")).unwrap(),
+            Path::new("/bin/sh")
+        );
     }
 }

@@ -33,13 +33,13 @@ pub fn hides(upper: &Reader, path: &str) -> bool {
         let last = i + 1 == parts.len();
         match kind(upper, &here) {
             Some(_) if last => return true,
-            Some(EntryType::Dir) => {
-                if kind(upper, &join(&here, OPAQUE_MARKER)).is_some() {
-                    return true;
-                }
+            // An opaque directory hides everything below it.
+            Some(EntryType::Dir) if kind(upper, &join(&here, OPAQUE_MARKER)).is_some() => {
+                return true
             }
+            Some(EntryType::Dir) | None => {}
+            // A file, link or device where a directory was.
             Some(_) => return true,
-            None => {}
         }
         dir = here;
     }
@@ -82,7 +82,11 @@ mod tests {
                 name: name.to_string(),
                 typeflag: *typeflag,
                 mode: 0o755,
-                link_name: if *typeflag == b'2' { "x".into() } else { String::new() },
+                link_name: if *typeflag == b'2' {
+                    "x".into()
+                } else {
+                    String::new()
+                },
                 ..Default::default()
             }));
         }
@@ -118,7 +122,7 @@ mod tests {
         let upper = layer(&[
             ("usr/", b'5'),
             ("usr/lib/", b'5'),
-            ("usr/lib/a", b'0'),    // shadowed copy
+            ("usr/lib/a", b'0'),     // shadowed copy
             ("usr/lib/.wh.b", b'0'), // whiteout
             ("opt/", b'5'),
             ("opt/x/", b'5'),
@@ -128,8 +132,16 @@ mod tests {
         ]);
         let recorded = vec![
             vec![
-                "usr/lib/a", "usr/lib/b", "usr/lib/c", "opt/x/f", "srv/g", "var/h", "keep",
-                "keep", "missing", "dir",
+                "usr/lib/a",
+                "usr/lib/b",
+                "usr/lib/c",
+                "opt/x/f",
+                "srv/g",
+                "var/h",
+                "keep",
+                "keep",
+                "missing",
+                "dir",
             ]
             .into_iter()
             .map(String::from)
