@@ -413,6 +413,43 @@ fn optimize_records_prioritizes_replays_and_stops() {
         .collect();
     assert!(files.contains(&"usr/bin/python3.11"), "{files:?}");
 
+    // `estargz-fuse mount --record-access`: opens count, stats do not; the
+    // record is written when the mount ends.
+    let mp = work.join("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    let blob = OciLayout::open(&esgz)
+        .unwrap()
+        .blob_path(&layers_of(&esgz, "v1")[1].0.digest)
+        .unwrap();
+    let mount_record = work.join("mount-record.json");
+    let log = work.join("mount.log");
+    let child = start_fuse_process(
+        &[
+            "mount".as_ref(),
+            blob.as_ref(),
+            mp.as_ref(),
+            "--record-access".as_ref(),
+            mount_record.as_ref(),
+        ],
+        &mp,
+        &log,
+    );
+    fs::metadata(mp.join("usr/lib/python3.11/json/decoder.py")).unwrap();
+    let mut head = [0u8; 4];
+    std::io::Read::read_exact(
+        &mut fs::File::open(mp.join("usr/bin/python3")).unwrap(),
+        &mut head,
+    )
+    .unwrap();
+    assert_eq!(&head, b"\x7fELF");
+    assert!(stop_fuse_process(child, &mp, &log).success());
+    let rec: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&mount_record).unwrap()).unwrap();
+    assert_eq!(
+        rec["layers"][0]["files"],
+        serde_json::json!(["usr/bin/python3.11"])
+    );
+
     // A replay over layers that are not eStargz is refused, before work.
     let out = estargz(&[
         "optimize".as_ref(),
