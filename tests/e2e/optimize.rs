@@ -32,26 +32,14 @@ const SCRIPT: &str =
     "import json, sqlite3; print(json.dumps({'sqlite': sqlite3.sqlite_version_info[0]}))";
 
 fn prerequisites() -> bool {
-    let missing: Vec<&str> = [
-        (!is_root(), "root"),
-        (!Path::new("/dev/fuse").exists(), "/dev/fuse"),
-        (!on_path("runc"), "runc"),
-        (!on_path("podman"), "podman"),
-        (!Path::new(PYTHON).exists(), PYTHON),
-    ]
-    .into_iter()
-    .filter_map(|(m, what)| m.then_some(what))
-    .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("ESTARGZ_REQUIRE_FUSE").is_none(),
-        "ESTARGZ_REQUIRE_FUSE is set but the optimize test lacks: {}",
-        missing.join(", ")
-    );
-    eprintln!("skipped: the optimize test needs {}", missing.join(", "));
-    false
+    util::prerequisites(
+        "the optimize tests",
+        &[
+            (on_path("runc"), "runc"),
+            (on_path("podman"), "podman"),
+            (Path::new(PYTHON).exists(), PYTHON),
+        ],
+    )
 }
 
 /// The files the host's python opens for the workload: its modules (from

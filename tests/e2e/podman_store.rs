@@ -23,29 +23,10 @@ use estargz_tests::registry::TestRegistry;
 use util::*;
 
 fn prerequisites() -> bool {
-    let missing: Vec<&str> = [
-        (!is_root(), "root"),
-        (!Path::new("/dev/fuse").exists(), "/dev/fuse"),
-        (!on_path("podman"), "podman"),
-        (!on_path("runc"), "runc"),
-    ]
-    .into_iter()
-    .filter_map(|(m, what)| m.then_some(what))
-    .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    // CI sets this so a missing prerequisite cannot pass as a skip.
-    assert!(
-        std::env::var_os("ESTARGZ_REQUIRE_FUSE").is_none(),
-        "ESTARGZ_REQUIRE_FUSE is set but the Podman store test lacks: {}",
-        missing.join(", ")
-    );
-    eprintln!(
-        "skipped: the Podman store test needs {}",
-        missing.join(", ")
-    );
-    false
+    util::prerequisites(
+        "the Podman store tests",
+        &[(on_path("podman"), "podman"), (on_path("runc"), "runc")],
+    )
 }
 
 /// A root file system with `cat` and the libraries it needs (from ldd).

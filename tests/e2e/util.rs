@@ -400,15 +400,33 @@ pub fn gunzip(data: &[u8]) -> Vec<u8> {
 /// caller skips, unless `ESTARGZ_REQUIRE_FUSE` is set (CI sets it so a
 /// missing prerequisite cannot pass as a skip), which fails the test.
 pub fn fuse_available() -> bool {
-    let ok = is_root() && Path::new("/dev/fuse").exists();
-    if !ok {
-        assert!(
-            std::env::var_os("ESTARGZ_REQUIRE_FUSE").is_none(),
-            "ESTARGZ_REQUIRE_FUSE is set but FUSE mounts need root and /dev/fuse"
-        );
-        eprintln!("skipped: FUSE mounts need root and /dev/fuse");
+    prerequisites("FUSE mounts", &[])
+}
+
+/// Whether `what` (a test, in messages) can run here: root, `/dev/fuse`
+/// and `needs`, pairs of (present, name). A missing one skips the test, or
+/// fails it when ESTARGZ_REQUIRE_FUSE is set (CI), so that a missing
+/// prerequisite cannot pass as a skip.
+pub fn prerequisites(what: &str, needs: &[(bool, &str)]) -> bool {
+    let fuse = [
+        (is_root(), "root"),
+        (Path::new("/dev/fuse").exists(), "/dev/fuse"),
+    ];
+    let missing: Vec<&str> = fuse
+        .iter()
+        .chain(needs)
+        .filter_map(|&(present, name)| (!present).then_some(name))
+        .collect();
+    if missing.is_empty() {
+        return true;
     }
-    ok
+    assert!(
+        std::env::var_os("ESTARGZ_REQUIRE_FUSE").is_none(),
+        "ESTARGZ_REQUIRE_FUSE is set but {what} lack: {}",
+        missing.join(", ")
+    );
+    eprintln!("skipped: {what} need {}", missing.join(", "));
+    false
 }
 
 /// Copies `programs` and the shared libraries they load (from ldd) into
