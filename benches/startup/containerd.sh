@@ -74,6 +74,7 @@ snapshotter_rss() {
   for p in $snap_pid $(manager_pid); do
     v=$(awk '/^VmHWM:/ { print $2 }' "/proc/$p/status" 2>/dev/null) || v=
     [ -n "$v" ] || { echo NA; return; }
+    echo "peak RSS of $(tr '\0' ' ' <"/proc/$p/cmdline" | cut -c1-60): $v KiB" >>"$errlog"
     total=$((total + v))
   done
   echo "$total"
