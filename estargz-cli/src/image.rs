@@ -92,10 +92,8 @@ pub fn convert_image_cmd(args: ConvertImageArgs) -> Result<(), Error> {
     };
     let opts = ConvertOptions::default()
         .build(
-            BuildOptions::default()
-                .chunk_size(args.layer.chunk_size)
-                .min_chunk_size(args.layer.min_chunk_size)
-                .compression_level(args.layer.compression_level)
+            args.layer
+                .build_options()
                 .allow_missing_prioritized(args.allow_missing_prioritized)
                 .external_toc(args.external_toc)
                 .keep_diff_id(args.keep_diff_id)
