@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use estargz_core::image::{convert_image, ConvertOptions, Location, Progress, Source, Target};
 use estargz_core::remote::manifest::Platform;
-use estargz_core::{BuildOptions, Error};
+use estargz_core::Error;
 
 #[derive(Args)]
 pub struct ConvertImageArgs {

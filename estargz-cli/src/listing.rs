@@ -7,9 +7,6 @@ use estargz_core::reader::{Entry, NodeId};
 use estargz_core::{BuildResult, EntryType, Error, Footer, Reader};
 use serde_json::{json, Value};
 
-const TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
-const UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompressed-size";
-
 fn stdout_err(e: io::Error) -> Error {
     Error::io("writing to stdout", e)
 }

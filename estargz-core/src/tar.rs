@@ -392,10 +392,12 @@ impl PendingMeta {
                     entry.times.mtime = parse_pax_time_exact(&value).ok_or_else(|| bad("mtime"))?;
                 }
                 "atime" => {
-                    entry.times.atime = Some(parse_pax_time_exact(&value).ok_or_else(|| bad("atime"))?)
+                    entry.times.atime =
+                        Some(parse_pax_time_exact(&value).ok_or_else(|| bad("atime"))?)
                 }
                 "ctime" => {
-                    entry.times.ctime = Some(parse_pax_time_exact(&value).ok_or_else(|| bad("ctime"))?)
+                    entry.times.ctime =
+                        Some(parse_pax_time_exact(&value).ok_or_else(|| bad("ctime"))?)
                 }
                 k if k.starts_with("GNU.sparse.") => {
                     return Err(Error::Unsupported(format!(

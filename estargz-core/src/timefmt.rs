@@ -87,7 +87,11 @@ pub fn parse_rfc3339_nanos(s: &str) -> Option<(i64, u32)> {
             return None;
         }
         for i in 0..9 {
-            nanos = nanos * 10 + frac.get(i).filter(|_| i < digits).map_or(0, |d| u32::from(d - b'0'));
+            nanos = nanos * 10
+                + frac
+                    .get(i)
+                    .filter(|_| i < digits)
+                    .map_or(0, |d| u32::from(d - b'0'));
         }
         rest = &frac[digits..];
     }
@@ -134,8 +138,14 @@ mod tests {
             parse_rfc3339_nanos("2020-01-02T04:04:06.5+01:00"),
             Some((1577934246, 500_000_000))
         );
-        assert_eq!(format_rfc3339_nanos(1577934246, 120_000_000), "2020-01-02T03:04:06.12Z");
-        assert_eq!(format_rfc3339_nanos(-1, 1), "1969-12-31T23:59:59.000000001Z");
+        assert_eq!(
+            format_rfc3339_nanos(1577934246, 120_000_000),
+            "2020-01-02T03:04:06.12Z"
+        );
+        assert_eq!(
+            format_rfc3339_nanos(-1, 1),
+            "1969-12-31T23:59:59.000000001Z"
+        );
         assert_eq!(format_rfc3339_nanos(5, 0), format_rfc3339(5));
         assert_eq!(parse_rfc3339("2020-01-02T03:04:06x"), None);
         assert_eq!(parse_rfc3339("garbage"), None);

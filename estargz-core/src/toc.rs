@@ -521,7 +521,11 @@ fn write_entry(out: &mut String, e: &TocEntry) {
     f.num("size", e.size);
     let sub = e.sub_seconds;
     if let Some(t) = e.mod_time {
-        f.str("modtime", &timefmt::format_rfc3339_nanos(t, sub.modified), false);
+        f.str(
+            "modtime",
+            &timefmt::format_rfc3339_nanos(t, sub.modified),
+            false,
+        );
     }
     f.str("linkName", &e.link_name, false);
     f.num("mode", e.mode as u64);

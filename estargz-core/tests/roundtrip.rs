@@ -200,7 +200,11 @@ fn every_shape_round_trips_with_every_mode() {
 fn check_zstd_chunked(name: &str, tar: &[u8], opts: &BuildOptions) {
     let (blob, result) = build_blob(tar, opts);
     assert_eq!(result.blob_size, blob.len() as u64, "{name}");
-    assert_eq!(result.blob_digest, estargz_core::Digest::of(&blob), "{name}");
+    assert_eq!(
+        result.blob_digest,
+        estargz_core::Digest::of(&blob),
+        "{name}"
+    );
     assert_eq!(result.format, opts.format, "{name}");
     let stream = zstd::stream::decode_all(&blob[..]).unwrap();
     assert_eq!(result.diff_id, estargz_core::Digest::of(&stream), "{name}");
@@ -209,7 +213,11 @@ fn check_zstd_chunked(name: &str, tar: &[u8], opts: &BuildOptions) {
     let reader = open(&blob, &result);
     assert_eq!(reader.format(), opts.format, "{name}");
     assert_eq!(reader.footer(), Footer::ZstdChunked(position), "{name}");
-    assert_eq!(reader.manifest_checksum(), result.manifest_checksum, "{name}");
+    assert_eq!(
+        reader.manifest_checksum(),
+        result.manifest_checksum,
+        "{name}"
+    );
     // Opened from the annotations' position too, without the footer.
     let by_position = estargz_core::Reader::open(
         std::sync::Arc::new(blob.clone()),
@@ -224,7 +232,10 @@ fn check_zstd_chunked(name: &str, tar: &[u8], opts: &BuildOptions) {
     compare_trees(name, tar, &reader, v2);
     if v2 {
         assert!(stream == tar, "{name}: the v2 stream is not the input tar");
-        assert!(rebuild_from_tar_split(&blob, &reader) == tar, "{name}: tar-split");
+        assert!(
+            rebuild_from_tar_split(&blob, &reader) == tar,
+            "{name}: tar-split"
+        );
     }
 }
 
@@ -239,7 +250,11 @@ fn rebuild_from_tar_split(blob: &[u8], reader: &estargz_core::Reader) -> Vec<u8>
     let lines = zstd::stream::decode_all(frame).unwrap();
     assert_eq!(lines.len() as u64, t.uncompressed_len);
     let mut out = Vec::new();
-    for (i, line) in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+    for (i, line) in lines
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
         let v: serde_json::Value = serde_json::from_slice(line).unwrap();
         assert_eq!(v["position"], i, "positions count lines");
         let b64 = |v: &serde_json::Value| {
@@ -308,7 +323,9 @@ fn zstd_chunked_v2_cuts_files_by_content() {
         .map(|e| (e.chunk_offset, e.chunk_size))
         .collect();
     assert_eq!(zeros, [(1000, 8000), (300_000, 5000)]);
-    assert!(sparse.iter().all(|e| e.chunk_size > 0 && !e.chunk_digest.is_empty()));
+    assert!(sparse
+        .iter()
+        .all(|e| e.chunk_size > 0 && !e.chunk_digest.is_empty()));
     assert!(sparse[0].end_offset > sparse.last().unwrap().offset);
     assert_eq!(result.toc_digest, open(&blob, &result).toc_digest());
     // A file of one chunk has no chunk fields, as containers/storage writes it.
@@ -328,7 +345,10 @@ fn zstd_chunked_v2_cuts_files_by_content() {
             &bad,
         )
         .unwrap_err();
-        assert!(matches!(err, estargz_core::Error::InvalidArgument(_)), "{err}");
+        assert!(
+            matches!(err, estargz_core::Error::InvalidArgument(_)),
+            "{err}"
+        );
     }
 }
 

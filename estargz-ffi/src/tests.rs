@@ -578,18 +578,33 @@ fn builds_both_zstd_chunked_generations_through_the_abi() {
             estargz_builder_set_format(b, bad.as_ptr()),
             ESTARGZ_INVALID_ARGUMENT
         );
-        assert!(last_error().contains("unknown format \"zstd\""), "{}", last_error());
+        assert!(
+            last_error().contains("unknown format \"zstd\""),
+            "{}",
+            last_error()
+        );
         estargz_builder_free(b);
         for (name, generation) in [("zstd:chunked", 2), ("zstd:chunked-v1", 1)] {
-            let blob = CString::new(dir.path().join(format!("b{generation}.zst")).to_str().unwrap())
-                .unwrap();
+            let blob = CString::new(
+                dir.path()
+                    .join(format!("b{generation}.zst"))
+                    .to_str()
+                    .unwrap(),
+            )
+            .unwrap();
             let format = CString::new(name).unwrap();
             let mut b = ptr::null_mut();
             assert_eq!(estargz_builder_new(&mut b), ESTARGZ_OK);
             assert_eq!(estargz_builder_set_format(b, format.as_ptr()), ESTARGZ_OK);
             assert_eq!(estargz_builder_set_compression_level(b, 19), ESTARGZ_OK);
-            assert_eq!(estargz_builder_set_input_path(b, input.as_ptr()), ESTARGZ_OK);
-            assert_eq!(estargz_builder_set_output_path(b, blob.as_ptr()), ESTARGZ_OK);
+            assert_eq!(
+                estargz_builder_set_input_path(b, input.as_ptr()),
+                ESTARGZ_OK
+            );
+            assert_eq!(
+                estargz_builder_set_output_path(b, blob.as_ptr()),
+                ESTARGZ_OK
+            );
             let mut res = ptr::null_mut();
             assert_eq!(estargz_builder_run(b, &mut res), ESTARGZ_OK);
             estargz_build_result_free(res);

@@ -366,7 +366,8 @@ fn finish_zstd_chunked(
 ) -> Result<BuildResult> {
     let level = opts.level() as i32;
     let compress = |data: &[u8], what: &str| {
-        zstd::bulk::compress(data, level).map_err(|e| Error::io(format!("compressing the {what}"), e))
+        zstd::bulk::compress(data, level)
+            .map_err(|e| Error::io(format!("compressing the {what}"), e))
     };
     let tar_split = match tar_split {
         Some(data) => Some((compress(&data, "tar-split")?, data.len() as u64)),
@@ -375,7 +376,9 @@ fn finish_zstd_chunked(
     if generation == ZstdGeneration::V2 {
         // Like containers/storage: a file of one chunk has no chunk fields.
         for i in 0..entries.len() {
-            let single = entries.get(i + 1).is_none_or(|n| n.kind != crate::toc::EntryType::Chunk);
+            let single = entries
+                .get(i + 1)
+                .is_none_or(|n| n.kind != crate::toc::EntryType::Chunk);
             if entries[i].kind == crate::toc::EntryType::Reg && single {
                 entries[i].chunk_digest.clear();
             }

@@ -219,9 +219,13 @@ pub fn plan_reordered(index: &TarIndex, items: &[Item], chunk_size: u64) -> Plan
                 let header: Arc<[u8]> = simple_file_header(name, 1).to_vec().into();
                 p.steps.push(Step::Seg(Seg::Inline(header)));
                 let content: Arc<[u8]> = vec![LANDMARK_CONTENT].into();
-                p.add_file(TocEntry::new(name, EntryType::Reg), 1, true, None, |_, _| {
-                    Seg::Inline(content.clone())
-                });
+                p.add_file(
+                    TocEntry::new(name, EntryType::Reg),
+                    1,
+                    true,
+                    None,
+                    |_, _| Seg::Inline(content.clone()),
+                );
                 p.steps.push(Step::Seg(Seg::Zeros(padded(1) - 1)));
             }
             Item::Entry(i) => {

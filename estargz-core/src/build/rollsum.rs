@@ -245,11 +245,19 @@ mod tests {
         assert!(pieces(&[], 10).is_empty());
         assert_eq!(
             pieces(&[0; 2000], 7),
-            [Piece { offset: 0, len: 2000, zeros: true }]
+            [Piece {
+                offset: 0,
+                len: 2000,
+                zeros: true
+            }]
         );
         assert_eq!(
             pieces(&[0; 10], 7),
-            [Piece { offset: 0, len: 10, zeros: false }]
+            [Piece {
+                offset: 0,
+                len: 10,
+                zeros: false
+            }]
         );
     }
 }

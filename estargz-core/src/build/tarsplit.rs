@@ -35,7 +35,11 @@ fn crc64_table() -> &'static [u64; 256] {
         for (i, slot) in t.iter_mut().enumerate() {
             let mut crc = i as u64;
             for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ ISO } else { crc >> 1 };
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ ISO
+                } else {
+                    crc >> 1
+                };
             }
             *slot = crc;
         }
@@ -73,7 +77,11 @@ pub fn tar_split(index: &TarIndex, crcs: &[u64], src: &dyn ReadAt) -> Result<Vec
             src.read_exact_at(&mut raw, at)
                 .map_err(|e| Error::io(format!("reading the input tar at offset {at}"), e))?;
             out.extend_from_slice(b"{\"type\":2,\"payload\":\"");
-            out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(&raw).as_bytes());
+            out.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(&raw)
+                    .as_bytes(),
+            );
             out.extend_from_slice(format!("\",\"position\":{position}}}\n").as_bytes());
             *position += 1;
             at += n;
@@ -102,7 +110,11 @@ pub fn tar_split(index: &TarIndex, crcs: &[u64], src: &dyn ReadAt) -> Result<Vec
         if e.size > 0 {
             let crc = crcs.get(i).copied().unwrap_or(0).to_be_bytes();
             out.extend_from_slice(format!(",\"size\":{},\"payload\":\"", e.size).as_bytes());
-            out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(crc).as_bytes());
+            out.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(crc)
+                    .as_bytes(),
+            );
             out.extend_from_slice(b"\"");
         } else {
             out.extend_from_slice(b",\"payload\":null");
