@@ -424,7 +424,7 @@ mod tests {
                 "i",
                 "o"
             ])),
-            3
+            Some(3)
         );
 
         let mut cli = Cli::command();

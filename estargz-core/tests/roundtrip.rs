@@ -141,7 +141,7 @@ fn check(name: &str, tar: &[u8], opts: &BuildOptions) {
 
 fn compare_trees(name: &str, tar: &[u8], reader: &estargz_core::Reader, lossless: bool) {
     let mut want = tar_tree(tar);
-    let got = reader_tree(&reader);
+    let got = reader_tree(reader);
     // Implicit parent directories appear only in the reader.
     for (path, (kind, _)) in &got {
         if kind == "dir" {
