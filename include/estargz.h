@@ -641,8 +641,19 @@ estargz_result estargz_builder_last_error(const struct estargz_builder *builder,
 estargz_result estargz_builder_set_chunk_size(struct estargz_builder *builder, uint64_t chunk_size);
 
 /**
- * Sets the gzip compression level: 0-9 as in gzip (default 9); 10-12 give
- * extra effort. Returns ESTARGZ_INVALID_ARGUMENT above 12.
+ * Sets the layer format by name (UTF-8, copied): "estargz" (the default),
+ * "zstd:chunked" (v2, containers/storage's: content-defined chunks, a
+ * tar-split, the input tar's DiffID; no prioritized files) or
+ * "zstd:chunked-v1" (stargz-snapshotter's). Returns
+ * ESTARGZ_INVALID_ARGUMENT for any other name.
+ */
+estargz_result estargz_builder_set_format(struct estargz_builder *builder, const char *format);
+
+/**
+ * Sets the compression level: for eStargz 0-9 as in gzip (default 9),
+ * 10-12 give extra effort; for zstd:chunked zstd's 1-22 (default 10).
+ * Returns ESTARGZ_INVALID_ARGUMENT above 22; estargz_builder_run refuses
+ * a level outside its format's range.
  */
 estargz_result estargz_builder_set_compression_level(struct estargz_builder *builder, uint32_t level);
 

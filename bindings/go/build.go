@@ -19,6 +19,7 @@ type Option func(*buildOptions) error
 
 type buildOptions struct {
 	ctx               context.Context
+	format            string
 	chunkSize         int
 	level             int
 	levelSet          bool
@@ -43,12 +44,24 @@ func WithChunkSize(size int) Option {
 	}
 }
 
-// WithCompressionLevel sets the gzip level: 0-9 as in compress/gzip
-// (default 9); 10-12 spend extra effort.
+// WithFormat sets the layer format: FormatEStargz (the default),
+// FormatZstdChunked (v2, containers/storage's: content-defined chunks, a
+// tar-split, the input tar's DiffID; no prioritized files) or
+// FormatZstdChunkedV1 (stargz-snapshotter's).
+func WithFormat(format string) Option {
+	return func(o *buildOptions) error {
+		o.format = format
+		return nil
+	}
+}
+
+// WithCompressionLevel sets the compression level: for eStargz 0-9 as in
+// compress/gzip (default 9), 10-12 spend extra effort; for zstd:chunked
+// zstd's 1-22 (default 10). Build refuses a level outside its format's range.
 func WithCompressionLevel(level int) Option {
 	return func(o *buildOptions) error {
-		if level < 0 || level > 12 {
-			return goError(CodeInvalidArgument, fmt.Sprintf("compression level %d is not in 0-12", level))
+		if level < 0 || level > 22 {
+			return goError(CodeInvalidArgument, fmt.Sprintf("compression level %d is not in 0-22", level))
 		}
 		o.level, o.levelSet = level, true
 		return nil
@@ -285,6 +298,13 @@ func (b *builder) configure(o *buildOptions) error {
 		func() C.estargz_result {
 			return C.estargz_builder_set_allow_missing_prioritized(p, C.bool(o.missedPrioritized != nil))
 		},
+	}
+	if o.format != "" {
+		steps = append(steps, func() C.estargz_result {
+			s := C.CString(o.format)
+			defer C.free(unsafe.Pointer(s))
+			return C.estargz_builder_set_format(p, s)
+		})
 	}
 	if o.levelSet {
 		steps = append(steps, func() C.estargz_result { return C.estargz_builder_set_compression_level(p, C.uint32_t(o.level)) })

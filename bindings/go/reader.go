@@ -344,11 +344,13 @@ const (
 	FooterZstdChunked = "zstd:chunked"
 )
 
-// Layer formats (Info.Format).
+// Layer formats (Info.Format; WithFormat builds FormatEStargz,
+// FormatZstdChunked (v2) and FormatZstdChunkedV1).
 const (
-	FormatEStargz     = "estargz"
-	FormatStargz      = "stargz"
-	FormatZstdChunked = "zstd:chunked"
+	FormatEStargz       = "estargz"
+	FormatStargz        = "stargz"
+	FormatZstdChunked   = "zstd:chunked"
+	FormatZstdChunkedV1 = "zstd:chunked-v1"
 )
 
 // Info describes an open blob.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"testing"
@@ -73,5 +74,38 @@ func TestZstdChunkedFormatIsReported(t *testing.T) {
 	}
 	if _, err := r.Verify(); err != nil {
 		t.Errorf("Verify: %v", err)
+	}
+}
+
+func TestBuildZstdChunked(t *testing.T) {
+	tarball := makeTar(t, fixture())
+	for _, c := range []struct {
+		format     string
+		generation int
+	}{{estargz.FormatZstdChunked, 2}, {estargz.FormatZstdChunkedV1, 1}} {
+		blob, err := estargz.Build(bytes.NewReader(tarball), estargz.WithFormat(c.format), estargz.WithCompressionLevel(19))
+		if err != nil {
+			t.Fatalf("%s: %v", c.format, err)
+		}
+		data, err := io.ReadAll(blob)
+		blob.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := estargz.Open(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			t.Fatalf("%s: %v", c.format, err)
+		}
+		info, err := r.Info()
+		if err != nil || info.Format != estargz.FormatZstdChunked || info.ZstdChunkedGeneration != c.generation {
+			t.Errorf("%s: Info = %+v, %v", c.format, info, err)
+		}
+		if _, err := r.Verify(); err != nil {
+			t.Errorf("%s: Verify: %v", c.format, err)
+		}
+		r.Close()
+	}
+	if _, err := estargz.Build(bytes.NewReader(tarball), estargz.WithFormat("zstd")); !errors.Is(err, estargz.ErrInvalidArgument) {
+		t.Errorf("unknown format: %v", err)
 	}
 }

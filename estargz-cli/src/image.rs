@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use estargz_core::image::{convert_image, ConvertOptions, Location, Progress, Source, Target};
 use estargz_core::remote::manifest::Platform;
-use estargz_core::{BuildOptions, Error};
+use estargz_core::Error;
 
 #[derive(Args)]
 pub struct ConvertImageArgs {
@@ -92,10 +92,8 @@ pub fn convert_image_cmd(args: ConvertImageArgs) -> Result<(), Error> {
     };
     let opts = ConvertOptions::default()
         .build(
-            BuildOptions::default()
-                .chunk_size(args.layer.chunk_size)
-                .min_chunk_size(args.layer.min_chunk_size)
-                .compression_level(args.layer.compression_level)
+            args.layer
+                .build_options()
                 .allow_missing_prioritized(args.allow_missing_prioritized)
                 .external_toc(args.external_toc)
                 .keep_diff_id(args.keep_diff_id)

@@ -7,9 +7,6 @@ use estargz_core::reader::{Entry, NodeId};
 use estargz_core::{BuildResult, EntryType, Error, Footer, Reader};
 use serde_json::{json, Value};
 
-const TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
-const UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompressed-size";
-
 fn stdout_err(e: io::Error) -> Error {
     Error::io("writing to stdout", e)
 }
@@ -24,14 +21,13 @@ pub fn print_build_result(
     r: &BuildResult,
     as_json: bool,
 ) -> Result<(), Error> {
-    let annotations = json!({
-        TOC_DIGEST_ANNOTATION: r.toc_digest,
-        UNCOMPRESSED_SIZE_ANNOTATION: r.uncompressed_size.to_string(),
-    });
+    let annotations = estargz_core::remote::manifest::built_layer_annotations(r);
     if as_json {
         return print_json(
             out,
             &json!({
+                "format": r.format.build_name(),
+                "mediaType": estargz_core::remote::manifest::layer_media_type(r.format),
                 "blobDigest": r.blob_digest,
                 "blobSize": r.blob_size,
                 "tocDigest": r.toc_digest,
@@ -46,9 +42,12 @@ pub fn print_build_result(
         );
     }
     let mut text = format!(
-        "blob digest:       {}\nblob size:         {}\ntoc digest:        {}\ndiff id:           {}\nuncompressed size: {}\nannotations:\n  {TOC_DIGEST_ANNOTATION}={}\n  {UNCOMPRESSED_SIZE_ANNOTATION}={}\n",
-        r.blob_digest, r.blob_size, r.toc_digest, r.diff_id, r.uncompressed_size, r.toc_digest, r.uncompressed_size
+        "format:            {}\nblob digest:       {}\nblob size:         {}\ntoc digest:        {}\ndiff id:           {}\nuncompressed size: {}\nannotations:\n",
+        r.format.build_name(), r.blob_digest, r.blob_size, r.toc_digest, r.diff_id, r.uncompressed_size
     );
+    for (k, v) in &annotations {
+        text.push_str(&format!("  {k}={v}\n"));
+    }
     for m in &r.missed_prioritized {
         text.push_str(&format!("prioritized file not found: {m}\n"));
     }

@@ -105,18 +105,35 @@ struct BlobArgs {
     external_toc_data: Option<PathBuf>,
 }
 
-/// How each eStargz layer is built (shared by convert and convert-image).
+/// How each layer is built (shared by convert and convert-image).
 #[derive(Args)]
 pub struct LayerArgs {
-    /// Chunk size in bytes.
+    /// Layer format: estargz, zstd:chunked (v2, containers/storage's:
+    /// content-defined chunks, tar-split, the DiffID of the input) or
+    /// zstd:chunked-v1 (stargz-snapshotter's).
+    #[arg(long, default_value = "estargz", value_name = "FORMAT")]
+    format: estargz_core::Format,
+    /// Chunk size in bytes (zstd:chunked v2 chunks by content and ignores it).
     #[arg(long, default_value_t = estargz_core::build::DEFAULT_CHUNK_SIZE)]
     chunk_size: u64,
     /// Minimum compressed bytes per gzip member (enables innerOffset; 0 = off).
     #[arg(long, default_value_t = 0)]
     min_chunk_size: u64,
-    /// Compression level 0-9 (10-12: extra effort).
-    #[arg(long, alias = "level", default_value_t = estargz_core::build::DEFAULT_COMPRESSION_LEVEL)]
-    compression_level: u32,
+    /// Compression level: eStargz 0-9 (10-12: extra effort; default 9),
+    /// zstd:chunked 1-22 (default 10).
+    #[arg(long, alias = "level")]
+    compression_level: Option<u32>,
+}
+
+impl LayerArgs {
+    /// The build options these flags set.
+    pub fn build_options(&self) -> BuildOptions {
+        BuildOptions::default()
+            .format(self.format)
+            .chunk_size(self.chunk_size)
+            .min_chunk_size(self.min_chunk_size)
+            .compression_level(self.compression_level)
+    }
 }
 
 #[derive(Args)]
@@ -267,10 +284,9 @@ fn convert(args: ConvertArgs) -> Result<(), Error> {
             .collect(),
         None => Vec::new(),
     };
-    let opts = BuildOptions::default()
-        .chunk_size(args.layer.chunk_size)
-        .min_chunk_size(args.layer.min_chunk_size)
-        .compression_level(args.layer.compression_level)
+    let opts = args
+        .layer
+        .build_options()
         .prioritized_files(prioritized_files)
         .allow_missing_prioritized(args.allow_missing_prioritized)
         .external_toc(args.external_toc.is_some())
@@ -402,7 +418,7 @@ mod tests {
         };
         assert_eq!(
             level(parse(&["estargz", "convert", "--level", "3", "i", "o"])),
-            3
+            Some(3)
         );
         assert_eq!(
             level(parse(&[
@@ -413,7 +429,7 @@ mod tests {
                 "i",
                 "o"
             ])),
-            3
+            Some(3)
         );
 
         let mut cli = Cli::command();

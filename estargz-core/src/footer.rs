@@ -201,6 +201,36 @@ impl Format {
     }
 }
 
+impl Format {
+    /// The name a build asks for this format by: `estargz`,
+    /// `zstd:chunked` (v2, containers/storage's), `zstd:chunked-v1`
+    /// (stargz-snapshotter's) or `stargz`.
+    pub fn build_name(&self) -> &'static str {
+        match self {
+            Format::ZstdChunked(ZstdGeneration::V1) => "zstd:chunked-v1",
+            other => other.name(),
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = Error;
+    /// Parses [`Format::build_name`] (`zstd:chunked-v2` is accepted too).
+    fn from_str(s: &str) -> Result<Format> {
+        Ok(match s {
+            "estargz" => Format::Estargz,
+            "stargz" => Format::Stargz,
+            "zstd:chunked" | "zstd:chunked-v2" => Format::ZstdChunked(ZstdGeneration::V2),
+            "zstd:chunked-v1" => Format::ZstdChunked(ZstdGeneration::V1),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown format {other:?} (known: estargz, zstd:chunked, zstd:chunked-v1)"
+                )))
+            }
+        })
+    }
+}
+
 impl std::fmt::Display for Format {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.generation() {

@@ -44,10 +44,10 @@ mod tests {
         assert_eq!(o.max_path_depth, d.max_path_depth);
 
         let b = BuildOptions::default()
-            .compression_level(1)
+            .compression_level(Some(1))
             .allow_missing_prioritized(true)
             .external_toc(true);
-        assert_eq!(b.compression_level, 1);
+        assert_eq!(b.compression_level, Some(1));
         assert!(b.allow_missing_prioritized && b.external_toc);
         assert_eq!(b.chunk_size, BuildOptions::default().chunk_size);
     }

@@ -42,9 +42,24 @@ pub struct TarEntry {
     pub gname: String,
     /// Modification time rounded to the nearest second.
     pub mtime: i64,
+    /// The three times exactly, as Go's tar reader sees them (what a
+    /// zstd:chunked v2 TOC must repeat to match its tar-split).
+    pub times: ExactTimes,
     pub dev_major: u64,
     pub dev_minor: u64,
     pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// A time as whole seconds (floor) and nanoseconds.
+pub type Instant = (i64, u32);
+
+/// An entry's times exactly: mtime always; atime and ctime when a GNU
+/// header or PAX records give them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExactTimes {
+    pub mtime: Instant,
+    pub atime: Option<Instant>,
+    pub ctime: Option<Instant>,
 }
 
 /// Rounds up to a multiple of the tar block size.
@@ -152,6 +167,24 @@ fn parse_pax(data: &[u8], at: u64, into: &mut Vec<(String, Vec<u8>)>) -> Result<
     Ok(())
 }
 
+/// A PAX time exactly: `[-]secs[.fraction]`, the fraction to nanoseconds
+/// (later digits dropped); negative times keep floor seconds.
+fn parse_pax_time_exact(value: &str) -> Option<Instant> {
+    let (secs_text, frac) = value.split_once('.').unwrap_or((value, ""));
+    let secs: i64 = secs_text.parse().ok()?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut nanos = 0u32;
+    for i in 0..9 {
+        nanos = nanos * 10 + frac.as_bytes().get(i).map_or(0, |d| u32::from(d - b'0'));
+    }
+    if secs_text.starts_with('-') && nanos > 0 {
+        return Some((secs.checked_sub(1)?, 1_000_000_000 - nanos));
+    }
+    Some((secs, nanos))
+}
+
 fn parse_pax_time(value: &str) -> Option<i64> {
     let (secs, frac) = value.split_once('.').unwrap_or((value, ""));
     let secs: i64 = secs.parse().ok()?;
@@ -183,6 +216,9 @@ mod field {
     pub const DEVMAJOR: Range<usize> = 329..337;
     pub const DEVMINOR: Range<usize> = 337..345;
     pub const PREFIX: Range<usize> = 345..500;
+    /// GNU headers keep access and change times where ustar has `prefix`.
+    pub const GNU_ATIME: Range<usize> = 345..357;
+    pub const GNU_CTIME: Range<usize> = 357..369;
 }
 
 /// One header block, read through its named fields; `at` (its offset)
@@ -241,6 +277,19 @@ impl Header<'_> {
         } else {
             (0, 0)
         };
+        // Go reads GNU access / change times only when the field is set,
+        // and drops them when they do not parse (old writers put a prefix there).
+        let gnu_time = |range: std::ops::Range<usize>| -> Option<Instant> {
+            if !self.is_gnu() || self.block[range.start] == 0 {
+                return None;
+            }
+            Some((self.number(range, "time").ok()? as i64, 0))
+        };
+        let times = ExactTimes {
+            mtime: (mtime, 0),
+            atime: gnu_time(field::GNU_ATIME),
+            ctime: gnu_time(field::GNU_CTIME),
+        };
         let entry = TarEntry {
             header_start,
             data_start: self.at + BLOCK,
@@ -255,6 +304,7 @@ impl Header<'_> {
             uname,
             gname,
             mtime,
+            times,
             dev_major,
             dev_minor,
             xattrs: BTreeMap::new(),
@@ -337,7 +387,18 @@ impl PendingMeta {
                 "uid" => entry.uid = value.parse().map_err(|_| bad("uid"))?,
                 "gid" => entry.gid = value.parse().map_err(|_| bad("gid"))?,
                 "size" => entry.size = value.parse().map_err(|_| bad("size"))?,
-                "mtime" => entry.mtime = parse_pax_time(&value).ok_or_else(|| bad("mtime"))?,
+                "mtime" => {
+                    entry.mtime = parse_pax_time(&value).ok_or_else(|| bad("mtime"))?;
+                    entry.times.mtime = parse_pax_time_exact(&value).ok_or_else(|| bad("mtime"))?;
+                }
+                "atime" => {
+                    entry.times.atime =
+                        Some(parse_pax_time_exact(&value).ok_or_else(|| bad("atime"))?)
+                }
+                "ctime" => {
+                    entry.times.ctime =
+                        Some(parse_pax_time_exact(&value).ok_or_else(|| bad("ctime"))?)
+                }
                 k if k.starts_with("GNU.sparse.") => {
                     return Err(Error::Unsupported(format!(
                         "PAX sparse file {:?} at offset {at}",

@@ -36,9 +36,28 @@ pub fn format_rfc3339(secs: i64) -> String {
     )
 }
 
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` as Go's RFC 3339 with nanoseconds
+/// writes it (trailing zeros of the fraction dropped): the zstd:chunked v2
+/// TOC keeps sub-second times, which containers/storage compares exactly.
+pub fn format_rfc3339_nanos(secs: i64, nanos: u32) -> String {
+    let mut out = format_rfc3339(secs);
+    if nanos > 0 {
+        let frac = format!("{nanos:09}");
+        out.insert_str(out.len() - 1, &format!(".{}", frac.trim_end_matches('0')));
+    }
+    out
+}
+
 /// Parses RFC 3339 (`Z` or `±hh:mm` zone, optional fraction, which is
 /// truncated). Returns `None` for anything malformed.
+#[cfg(test)]
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    parse_rfc3339_nanos(s).map(|(secs, _)| secs)
+}
+
+/// [`parse_rfc3339`] with the fraction as nanoseconds (digits past the
+/// ninth ignored, as Go does).
+pub fn parse_rfc3339_nanos(s: &str) -> Option<(i64, u32)> {
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
         return None;
@@ -61,10 +80,18 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         return None;
     }
     let mut rest = &b[19..];
+    let mut nanos = 0u32;
     if let Some(frac) = rest.strip_prefix(b".") {
         let digits = frac.iter().take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 {
             return None;
+        }
+        for i in 0..9 {
+            nanos = nanos * 10
+                + frac
+                    .get(i)
+                    .filter(|_| i < digits)
+                    .map_or(0, |d| u32::from(d - b'0'));
         }
         rest = &frac[digits..];
     }
@@ -84,7 +111,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec - offset)
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec - offset;
+    Some((secs, nanos))
 }
 
 #[cfg(test)]
@@ -106,6 +134,19 @@ mod tests {
             parse_rfc3339("2020-01-02T04:04:06.999+01:00"),
             Some(1577934246)
         );
+        assert_eq!(
+            parse_rfc3339_nanos("2020-01-02T04:04:06.5+01:00"),
+            Some((1577934246, 500_000_000))
+        );
+        assert_eq!(
+            format_rfc3339_nanos(1577934246, 120_000_000),
+            "2020-01-02T03:04:06.12Z"
+        );
+        assert_eq!(
+            format_rfc3339_nanos(-1, 1),
+            "1969-12-31T23:59:59.000000001Z"
+        );
+        assert_eq!(format_rfc3339_nanos(5, 0), format_rfc3339(5));
         assert_eq!(parse_rfc3339("2020-01-02T03:04:06x"), None);
         assert_eq!(parse_rfc3339("garbage"), None);
         assert_eq!(parse_rfc3339("2020-13-02T03:04:06Z"), None);

@@ -146,6 +146,20 @@ pub struct TocEntry {
     pub change_time: Option<i64>,
     /// zstd:chunked: whether the chunk is data or zeros.
     pub chunk_type: ChunkType,
+    /// Nanoseconds of the three times (zstd:chunked v2 keeps them; eStargz
+    /// times are whole seconds, so these are 0 there).
+    pub sub_seconds: SubSeconds,
+}
+
+/// The sub-second parts (nanoseconds) of an entry's times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SubSeconds {
+    /// Of `modtime`.
+    pub modified: u32,
+    /// Of `accesstime`.
+    pub accessed: u32,
+    /// Of `changetime`.
+    pub changed: u32,
 }
 
 impl TocEntry {
@@ -175,6 +189,7 @@ impl TocEntry {
             access_time: None,
             change_time: None,
             chunk_type: ChunkType::Data,
+            sub_seconds: SubSeconds::default(),
         }
     }
 }
@@ -267,8 +282,21 @@ impl RawEntry {
                 .ok_or_else(|| Error::InvalidToc(format!("entry {name:?} has no type")))?,
         )?;
         // Go's reader maps unparsable times to the zero time; do the same.
-        let time = |t: Option<&str>| t.filter(|s| !s.is_empty()).and_then(timefmt::parse_rfc3339);
-        let mod_time = time(self.modtime.as_deref());
+        let time = |t: Option<&str>| {
+            t.filter(|s| !s.is_empty())
+                .and_then(timefmt::parse_rfc3339_nanos)
+        };
+        let (mod_time, access_time, change_time) = (
+            time(self.modtime.as_deref()),
+            time(self.access_time.as_deref()),
+            time(self.change_time.as_deref()),
+        );
+        let nanos = |t: Option<(i64, u32)>| t.map_or(0, |(_, n)| n);
+        let sub_seconds = SubSeconds {
+            modified: nanos(mod_time),
+            accessed: nanos(access_time),
+            changed: nanos(change_time),
+        };
         let chunk_type = match self.chunk_type.as_str() {
             "" => ChunkType::Data,
             "zeros" => ChunkType::Zeros,
@@ -303,12 +331,13 @@ impl RawEntry {
             chunk_offset: non_negative(self.chunk_offset, "chunkOffset", &name)?,
             chunk_size: non_negative(self.chunk_size, "chunkSize", &name)?,
             end_offset: non_negative(self.end_offset, "endOffset", &name)?,
-            access_time: time(self.access_time.as_deref()),
-            change_time: time(self.change_time.as_deref()),
+            access_time: access_time.map(|(s, _)| s),
+            change_time: change_time.map(|(s, _)| s),
             chunk_type,
+            sub_seconds,
             name,
             kind,
-            mod_time,
+            mod_time: mod_time.map(|(s, _)| s),
             link_name: self.link_name,
             mode,
             user_name: self.user_name,
@@ -490,8 +519,13 @@ fn write_entry(out: &mut String, e: &TocEntry) {
     f.str("name", &e.name, true);
     f.str("type", e.kind.as_str(), true);
     f.num("size", e.size);
+    let sub = e.sub_seconds;
     if let Some(t) = e.mod_time {
-        f.str("modtime", &timefmt::format_rfc3339(t), false);
+        f.str(
+            "modtime",
+            &timefmt::format_rfc3339_nanos(t, sub.modified),
+            false,
+        );
     }
     f.str("linkName", &e.link_name, false);
     f.num("mode", e.mode as u64);
@@ -523,9 +557,12 @@ fn write_entry(out: &mut String, e: &TocEntry) {
     f.str("chunkDigest", &e.chunk_digest, false);
     // zstd:chunked fields; never set in eStargz, so its layout is unchanged.
     f.num("endOffset", e.end_offset);
-    for (key, t) in [("accesstime", e.access_time), ("changetime", e.change_time)] {
+    for (key, t, nanos) in [
+        ("accesstime", e.access_time, sub.accessed),
+        ("changetime", e.change_time, sub.changed),
+    ] {
         if let Some(t) = t {
-            f.str(key, &timefmt::format_rfc3339(t), false);
+            f.str(key, &timefmt::format_rfc3339_nanos(t, nanos), false);
         }
     }
     f.str("chunkType", e.chunk_type.as_str(), false);

@@ -57,7 +57,9 @@ fn tar_inputs_build_readable_blobs_or_fail() {
     assert!(!found.is_empty(), "regression corpus missing");
     for path in found {
         let tar = std::fs::read(&path).unwrap();
-        let opts = BuildOptions::default().chunk_size(64).compression_level(1);
+        let opts = BuildOptions::default()
+            .chunk_size(64)
+            .compression_level(Some(1));
         let mut blob = Vec::new();
         let Ok(result) = estargz_core::build(
             BuildInput::Reader(Box::new(std::io::Cursor::new(tar))),

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use estargz_core::{BuildOptions, Footer};
+use estargz_core::{BuildOptions, Footer, Format, ZstdGeneration};
 
 fn shapes() -> Vec<(&'static str, Vec<u8>)> {
     let big = pseudo_random(10 * 1024 + 7, 1, true);
@@ -87,6 +87,21 @@ fn shapes() -> Vec<(&'static str, Vec<u8>)> {
                 .file(".wh.gone", b"")
                 .finish(),
         ),
+        (
+            "holes",
+            TarBuilder::new()
+                .file("sparse", &{
+                    // Content-defined chunks around zero runs long enough
+                    // to be zeros chunks, and one too short to be.
+                    let mut v = pseudo_random(300_000, 9, false);
+                    v[1000..9000].fill(0);
+                    v[20_000..20_500].fill(0);
+                    v.extend(std::iter::repeat_n(0, 5000));
+                    v
+                })
+                .file("zeros", &[0; 4000])
+                .finish(),
+        ),
         ("many", {
             let mut t = TarBuilder::new();
             for i in 0..500 {
@@ -121,8 +136,12 @@ fn check(name: &str, tar: &[u8], opts: &BuildOptions) {
         "{name}"
     );
     reader.verify().unwrap();
+    compare_trees(name, tar, &reader, opts.keep_diff_id);
+}
+
+fn compare_trees(name: &str, tar: &[u8], reader: &estargz_core::Reader, lossless: bool) {
     let mut want = tar_tree(tar);
-    let got = reader_tree(&reader);
+    let got = reader_tree(reader);
     // Implicit parent directories appear only in the reader.
     for (path, (kind, _)) in &got {
         if kind == "dir" {
@@ -130,7 +149,7 @@ fn check(name: &str, tar: &[u8], opts: &BuildOptions) {
                 .or_insert(("dir".into(), Vec::new()));
         }
     }
-    if !opts.keep_diff_id {
+    if !lossless {
         want.remove(".prefetch.landmark");
     }
     assert_eq!(
@@ -168,10 +187,168 @@ fn every_shape_round_trips_with_every_mode() {
                     .min_chunk_size(min_chunk_size)
                     .external_toc(external_toc)
                     .keep_diff_id(keep_diff_id)
-                    .compression_level(6);
+                    .compression_level(Some(6));
                 check(&format!("{name}/chunk{chunk_size}/min{min_chunk_size}/ext{external_toc}/keep{keep_diff_id}"), &tar, &opts);
             }
         }
+    }
+}
+
+/// A zstd:chunked build opens, verifies and reads back every file; its
+/// stream is the data frames only (v2: the input tar itself, which the
+/// tar-split frame and the files rebuild byte for byte).
+fn check_zstd_chunked(name: &str, tar: &[u8], opts: &BuildOptions) {
+    let (blob, result) = build_blob(tar, opts);
+    assert_eq!(result.blob_size, blob.len() as u64, "{name}");
+    assert_eq!(
+        result.blob_digest,
+        estargz_core::Digest::of(&blob),
+        "{name}"
+    );
+    assert_eq!(result.format, opts.format, "{name}");
+    let stream = zstd::stream::decode_all(&blob[..]).unwrap();
+    assert_eq!(result.diff_id, estargz_core::Digest::of(&stream), "{name}");
+    assert_eq!(result.uncompressed_size, stream.len() as u64, "{name}");
+    let position = result.zstd_chunked.expect("zstd:chunked position");
+    let reader = open(&blob, &result);
+    assert_eq!(reader.format(), opts.format, "{name}");
+    assert_eq!(reader.footer(), Footer::ZstdChunked(position), "{name}");
+    assert_eq!(
+        reader.manifest_checksum(),
+        result.manifest_checksum,
+        "{name}"
+    );
+    // Opened from the annotations' position too, without the footer.
+    let by_position = estargz_core::Reader::open(
+        std::sync::Arc::new(blob.clone()),
+        &estargz_core::OpenOptions::default()
+            .zstd_chunked_position(Some(position))
+            .expected_manifest_checksum(result.manifest_checksum),
+    )
+    .unwrap();
+    assert_eq!(by_position.toc_digest(), result.toc_digest, "{name}");
+    reader.verify().unwrap();
+    let v2 = opts.format == Format::ZstdChunked(ZstdGeneration::V2);
+    compare_trees(name, tar, &reader, v2);
+    if v2 {
+        assert!(stream == tar, "{name}: the v2 stream is not the input tar");
+        assert!(
+            rebuild_from_tar_split(&blob, &reader) == tar,
+            "{name}: tar-split"
+        );
+    }
+}
+
+/// The input tar from the tar-split frame's segments and the reader's files.
+fn rebuild_from_tar_split(blob: &[u8], reader: &estargz_core::Reader) -> Vec<u8> {
+    use base64::Engine as _;
+    let Footer::ZstdChunked(z) = reader.footer() else {
+        panic!("not zstd:chunked")
+    };
+    let t = z.tar_split.expect("a tar-split frame");
+    let frame = &blob[t.offset as usize..t.end() as usize];
+    let lines = zstd::stream::decode_all(frame).unwrap();
+    assert_eq!(lines.len() as u64, t.uncompressed_len);
+    let mut out = Vec::new();
+    for (i, line) in lines
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+        assert_eq!(v["position"], i, "positions count lines");
+        let b64 = |v: &serde_json::Value| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap()
+        };
+        match v["type"].as_u64() {
+            Some(2) => out.extend(b64(&v["payload"])),
+            Some(1) => {
+                if v["size"].as_u64().unwrap_or(0) > 0 {
+                    let id = reader.lookup(v["name"].as_str().unwrap()).unwrap();
+                    let mut content = Vec::new();
+                    std::io::Read::read_to_end(&mut reader.open_file(id).unwrap(), &mut content)
+                        .unwrap();
+                    assert_eq!(content.len() as u64, v["size"].as_u64().unwrap());
+                    out.extend(content);
+                }
+            }
+            other => panic!("tar-split entry type {other:?}"),
+        }
+    }
+    out
+}
+
+#[test]
+fn every_shape_round_trips_as_zstd_chunked() {
+    for (name, tar) in shapes() {
+        for level in [None, Some(1)] {
+            let v2 = BuildOptions::default()
+                .format(Format::ZstdChunked(ZstdGeneration::V2))
+                .compression_level(level);
+            if name == "duplicates" {
+                let err = estargz_core::build(
+                    estargz_core::BuildInput::Reader(Box::new(std::io::Cursor::new(tar.clone()))),
+                    &mut Vec::new(),
+                    &v2,
+                )
+                .unwrap_err();
+                assert!(err.to_string().contains("twice"), "{err}");
+            } else {
+                check_zstd_chunked(&format!("{name}/v2/{level:?}"), &tar, &v2);
+            }
+            for chunk_size in [1000, 4 << 20] {
+                let v1 = BuildOptions::default()
+                    .format(Format::ZstdChunked(ZstdGeneration::V1))
+                    .chunk_size(chunk_size)
+                    .compression_level(level);
+                check_zstd_chunked(&format!("{name}/v1/chunk{chunk_size}/{level:?}"), &tar, &v1);
+            }
+        }
+    }
+}
+
+#[test]
+fn zstd_chunked_v2_cuts_files_by_content() {
+    let (_, tar) = shapes().into_iter().find(|(n, _)| *n == "holes").unwrap();
+    let opts = BuildOptions::default().format(Format::ZstdChunked(ZstdGeneration::V2));
+    let (blob, result) = build_blob(&tar, &opts);
+    let toc = open(&blob, &result).toc().unwrap();
+    let sparse: Vec<_> = toc.entries.iter().filter(|e| e.name == "sparse").collect();
+    assert!(sparse.len() > 3, "several chunks: {}", sparse.len());
+    let zeros: Vec<_> = sparse
+        .iter()
+        .filter(|e| e.chunk_type == estargz_core::ChunkType::Zeros)
+        .map(|e| (e.chunk_offset, e.chunk_size))
+        .collect();
+    assert_eq!(zeros, [(1000, 8000), (300_000, 5000)]);
+    assert!(sparse
+        .iter()
+        .all(|e| e.chunk_size > 0 && !e.chunk_digest.is_empty()));
+    assert!(sparse[0].end_offset > sparse.last().unwrap().offset);
+    assert_eq!(result.toc_digest, open(&blob, &result).toc_digest());
+    // A file of one chunk has no chunk fields, as containers/storage writes it.
+    let single = toc.entries.iter().find(|e| e.name == "zeros").unwrap();
+    assert_eq!((single.chunk_size, single.chunk_digest.as_str()), (0, ""));
+    assert!(!toc.tar_split_digest.is_empty());
+    // Options that only eStargz has are refused.
+    for bad in [
+        opts.clone().min_chunk_size(100),
+        opts.clone().external_toc(true),
+        opts.clone().prioritized_files(vec!["sparse".into()]),
+        opts.clone().compression_level(Some(23)),
+    ] {
+        let err = estargz_core::build(
+            estargz_core::BuildInput::Reader(Box::new(std::io::Cursor::new(tar.clone()))),
+            &mut Vec::new(),
+            &bad,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, estargz_core::Error::InvalidArgument(_)),
+            "{err}"
+        );
     }
 }
 

@@ -156,20 +156,39 @@ pub unsafe extern "C" fn estargz_builder_set_chunk_size(
     })
 }
 
-/// Sets the gzip compression level: 0-9 as in gzip (default 9); 10-12 give
-/// extra effort. Returns ESTARGZ_INVALID_ARGUMENT above 12.
+/// Sets the layer format by name (UTF-8, copied): "estargz" (the default),
+/// "zstd:chunked" (v2, containers/storage's: content-defined chunks, a
+/// tar-split, the input tar's DiffID; no prioritized files) or
+/// "zstd:chunked-v1" (stargz-snapshotter's). Returns
+/// ESTARGZ_INVALID_ARGUMENT for any other name.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_builder_set_format(
+    builder: *mut estargz_builder,
+    format: *const c_char,
+) -> estargz_result {
+    ffi_call!(builder => |b| {
+        let format: estargz_core::Format = try_str!(format).parse()?;
+        b.state().opts.format = format;
+        Ok(())
+    })
+}
+
+/// Sets the compression level: for eStargz 0-9 as in gzip (default 9),
+/// 10-12 give extra effort; for zstd:chunked zstd's 1-22 (default 10).
+/// Returns ESTARGZ_INVALID_ARGUMENT above 22; estargz_builder_run refuses
+/// a level outside its format's range.
 #[no_mangle]
 pub unsafe extern "C" fn estargz_builder_set_compression_level(
     builder: *mut estargz_builder,
     level: u32,
 ) -> estargz_result {
     ffi_call!(builder => |b| {
-        if level > 12 {
+        if level > 22 {
             return Err(Failure::invalid(format!(
-                "compression level {level} (valid: 0-12)"
+                "compression level {level} (valid: 0-12 for estargz, 1-22 for zstd:chunked)"
             )));
         }
-        b.state().opts.compression_level = level;
+        b.state().opts.compression_level = Some(level);
         Ok(())
     })
 }

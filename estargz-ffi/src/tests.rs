@@ -126,12 +126,12 @@ fn exports_record_their_own_name() {
         assert_eq!(s(buf.as_ptr()), "estargz_test_export: refused");
         // A real export, through the same macro.
         assert_eq!(
-            estargz_builder_set_compression_level(b, 13),
+            estargz_builder_set_compression_level(b, 23),
             ESTARGZ_INVALID_ARGUMENT
         );
         assert_eq!(
             last_error(),
-            "estargz_builder_set_compression_level: compression level 13 (valid: 0-12)"
+            "estargz_builder_set_compression_level: compression level 23 (valid: 0-12 for estargz, 1-22 for zstd:chunked)"
         );
         estargz_builder_free(b);
     }
@@ -174,7 +174,7 @@ fn build_and_read_through_the_abi() {
         let mut b = ptr::null_mut();
         assert_eq!(estargz_builder_new(&mut b), ESTARGZ_OK);
         assert_eq!(
-            estargz_builder_set_compression_level(b, 13),
+            estargz_builder_set_compression_level(b, 23),
             ESTARGZ_INVALID_ARGUMENT
         );
         assert_eq!(
@@ -559,5 +559,69 @@ fn open_limits_are_settable() {
             ESTARGZ_INVALID_ARGUMENT
         );
         estargz_open_options_free(opts);
+    }
+}
+
+#[test]
+fn builds_both_zstd_chunked_generations_through_the_abi() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("d")).unwrap();
+    std::fs::write(tree.join("d/f.txt"), b"hello, zstd\n").unwrap();
+    let input = CString::new(tree.to_str().unwrap()).unwrap();
+    // SAFETY: every pointer passed is valid for the call; handles are freed once.
+    unsafe {
+        let mut b = ptr::null_mut();
+        assert_eq!(estargz_builder_new(&mut b), ESTARGZ_OK);
+        let bad = CString::new("zstd").unwrap();
+        assert_eq!(
+            estargz_builder_set_format(b, bad.as_ptr()),
+            ESTARGZ_INVALID_ARGUMENT
+        );
+        assert!(
+            last_error().contains("unknown format \"zstd\""),
+            "{}",
+            last_error()
+        );
+        estargz_builder_free(b);
+        for (name, generation) in [("zstd:chunked", 2), ("zstd:chunked-v1", 1)] {
+            let blob = CString::new(
+                dir.path()
+                    .join(format!("b{generation}.zst"))
+                    .to_str()
+                    .unwrap(),
+            )
+            .unwrap();
+            let format = CString::new(name).unwrap();
+            let mut b = ptr::null_mut();
+            assert_eq!(estargz_builder_new(&mut b), ESTARGZ_OK);
+            assert_eq!(estargz_builder_set_format(b, format.as_ptr()), ESTARGZ_OK);
+            assert_eq!(estargz_builder_set_compression_level(b, 19), ESTARGZ_OK);
+            assert_eq!(
+                estargz_builder_set_input_path(b, input.as_ptr()),
+                ESTARGZ_OK
+            );
+            assert_eq!(
+                estargz_builder_set_output_path(b, blob.as_ptr()),
+                ESTARGZ_OK
+            );
+            let mut res = ptr::null_mut();
+            assert_eq!(estargz_builder_run(b, &mut res), ESTARGZ_OK);
+            estargz_build_result_free(res);
+            estargz_builder_free(b);
+
+            let mut r = ptr::null_mut();
+            assert_eq!(
+                estargz_reader_open_path(blob.as_ptr(), ptr::null(), &mut r),
+                ESTARGZ_OK
+            );
+            let mut info = std::mem::zeroed::<estargz_blob_info>();
+            info.struct_size = size_of::<estargz_blob_info>();
+            assert_eq!(estargz_reader_info(r, &mut info), ESTARGZ_OK);
+            assert_eq!(info.format, estargz_format::ESTARGZ_FORMAT_ZSTD_CHUNKED);
+            assert_eq!(info.zstd_chunked_generation, generation);
+            assert_eq!(estargz_reader_verify(r, ptr::null_mut()), ESTARGZ_OK);
+            estargz_reader_free(r);
+        }
     }
 }

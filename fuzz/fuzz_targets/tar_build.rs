@@ -65,18 +65,18 @@ fuzz_target!(init: estargz_fuzz::init(), |input: &[u8]| {
     let modes = [
         ("normal", BuildOptions::default()
             .chunk_size(100)
-            .compression_level(1)
+            .compression_level(Some(1))
             .threads(1)),
         ("prioritized+min-chunk", BuildOptions::default()
             .chunk_size(100)
             .min_chunk_size(300)
-            .compression_level(1)
+            .compression_level(Some(1))
             .threads(1)
             .prioritized_files(first_file.into_iter().chain(["missing/file".to_string()]).collect())
             .allow_missing_prioritized(true)),
         ("lossless", BuildOptions::default()
             .chunk_size(100)
-            .compression_level(1)
+            .compression_level(Some(1))
             .threads(1)
             .external_toc(true)
             .keep_diff_id(true)),

@@ -187,7 +187,7 @@ pub fn blobs() -> Vec<(String, Vec<u8>)> {
     for (name, tar) in tars() {
         let normal = BuildOptions::default()
             .chunk_size(1024)
-            .compression_level(6)
+            .compression_level(Some(6))
             .threads(1);
         let (blob, result) = build_blob(&tar, &normal);
         // The same TOC and data as a framed-TOC input (see `assemble_framed`).
@@ -207,7 +207,7 @@ pub fn blobs() -> Vec<(String, Vec<u8>)> {
         let min_chunk = BuildOptions::default()
             .chunk_size(512)
             .min_chunk_size(2048)
-            .compression_level(1)
+            .compression_level(Some(1))
             .threads(1)
             .prioritized_files(vec!["b".into(), "z".into()])
             .allow_missing_prioritized(true);
@@ -216,7 +216,7 @@ pub fn blobs() -> Vec<(String, Vec<u8>)> {
         if name != "landmark-and-toc" {
             let lossless = BuildOptions::default()
                 .chunk_size(700)
-                .compression_level(1)
+                .compression_level(Some(1))
                 .threads(1)
                 .external_toc(true)
                 .keep_diff_id(true);

@@ -196,6 +196,13 @@ fn mounted_tree_equals_tar_x() {
         work.path(),
         &["--chunk-size", "65536", "--min-chunk-size", "16384"],
     );
+    // Both zstd:chunked generations.
+    mount_and_compare(&tar, work.path(), &["--format", "zstd:chunked"]);
+    mount_and_compare(
+        &tar,
+        work.path(),
+        &["--format", "zstd:chunked-v1", "--chunk-size", "65536"],
+    );
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! Executes a plan: cuts the stream into gzip members, compresses them and
+//! Executes a plan: cuts the stream into gzip members (or zstd frames),
+//! compresses them and
 //! writes them in order while hashing (blob digest, DiffID, chunk and file
 //! digests), so no second pass over the output is needed.
 //!
@@ -83,6 +84,42 @@ pub fn new_compressor(level: u32) -> Result<libdeflater::Compressor> {
     Ok(libdeflater::Compressor::new(lvl))
 }
 
+/// What members are: gzip members (eStargz) or zstd frames (zstd:chunked),
+/// with the level.
+#[derive(Debug, Clone, Copy)]
+pub enum Codec {
+    Gzip(u32),
+    Zstd(i32),
+}
+
+/// One worker's compressor.
+pub enum Compressor {
+    Gzip(libdeflater::Compressor),
+    Zstd(zstd::bulk::Compressor<'static>),
+}
+
+impl Compressor {
+    pub fn new(codec: Codec) -> Result<Self> {
+        Ok(match codec {
+            Codec::Gzip(level) => Compressor::Gzip(new_compressor(level)?),
+            Codec::Zstd(level) => Compressor::Zstd(
+                zstd::bulk::Compressor::new(level)
+                    .map_err(|e| Error::InvalidArgument(format!("zstd level {level}: {e}")))?,
+            ),
+        })
+    }
+
+    /// One complete member (gzip) or frame (zstd) holding `data`.
+    pub fn member(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        match self {
+            Compressor::Gzip(c) => Ok(gzip_member(c, data)),
+            Compressor::Zstd(c) => c
+                .compress(data)
+                .map_err(|e| Error::io("compressing a zstd frame", e)),
+        }
+    }
+}
+
 fn fill(src: &dyn ReadAt, seg: &Seg, buf: &mut Vec<u8>) -> Result<()> {
     match seg {
         Seg::Raw { start, len } => {
@@ -160,7 +197,7 @@ fn for_each_job(steps: &[Step], mut emit: impl FnMut(Job) -> bool) {
     let mut iter = steps.iter();
     while let Some(step) = iter.next() {
         let cut = match step {
-            Step::ChunkStart(_) => true,
+            Step::ChunkStart(_) | Step::Cut => true,
             Step::Seg(_) => extra >= MAX_HEADER_RUN,
         };
         if cut && !job.segs.is_empty() && !emit(std::mem::replace(&mut job, empty())) {
@@ -181,6 +218,7 @@ fn for_each_job(steps: &[Step], mut emit: impl FnMut(Job) -> bool) {
                 extra += seg.len();
                 job.segs.push(seg.clone());
             }
+            Step::Cut => {}
         }
     }
     if !job.segs.is_empty() {
@@ -193,10 +231,10 @@ pub fn run_parallel(
     plan: &mut Plan,
     src: &dyn ReadAt,
     out: &mut Output,
-    level: u32,
+    codec: Codec,
     threads: usize,
 ) -> Result<()> {
-    new_compressor(level)?; // validate the level before starting threads
+    Compressor::new(codec)?; // validate the level before starting threads
     let threads = threads.max(1);
     // Enough jobs in flight that one slow member does not idle the other workers.
     let in_flight = (threads * 8).max(16);
@@ -226,7 +264,7 @@ pub fn run_parallel(
             let job_rx = &job_rx;
             let done_tx = done_tx.clone();
             scope.spawn(move || {
-                let mut compressor = new_compressor(level).expect("validated");
+                let mut compressor = Compressor::new(codec).expect("validated");
                 loop {
                     let next = job_rx.lock().expect("no panics while held").recv();
                     let Ok((seq, job)) = next else { break };
@@ -235,7 +273,7 @@ pub fn run_parallel(
                         for seg in &job.segs {
                             fill(src, seg, &mut buf)?;
                         }
-                        let compressed = gzip_member(&mut compressor, &buf);
+                        let compressed = compressor.member(&buf)?;
                         // Hash here, in parallel; the writer thread only hashes the stream.
                         let digest = job
                             .chunk
@@ -277,6 +315,9 @@ fn write_in_order(
             }
             out.diff_hash.update(&data);
             out.write_compressed(&compressed)?;
+            if let Some((info, _)) = chunk.filter(|(info, _)| info.end_offset) {
+                toc[info.file_toc_index].end_offset = out.written;
+            }
             next += 1;
             // The producer may have stopped already; a closed channel is fine.
             let _ = token_tx.send(());
@@ -346,6 +387,8 @@ pub fn run_min_chunk(
                 out.diff_hash.update(&buf);
                 u_pos += buf.len() as u64;
             }
+            // Only zstd:chunked v2 plans cut members on their own.
+            Step::Cut => {}
         }
         if encoder.get_ref().len() > 1 << 20 {
             let pending = std::mem::take(encoder.get_mut());

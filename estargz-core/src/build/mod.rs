@@ -4,6 +4,8 @@ mod exec;
 mod input;
 mod order;
 mod plan;
+mod rollsum;
+mod tarsplit;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,7 +15,10 @@ pub use order::{LANDMARK_CONTENT, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::footer::Footer;
+use crate::footer::{
+    skippable_frame, Footer, Format, FramePosition, ZstdChunkedFooter, ZstdGeneration,
+    SKIPPABLE_HEADER_SIZE,
+};
 use crate::tar::{clean_name, padded};
 use crate::toc::{Toc, TOC_NAME};
 
@@ -21,17 +26,25 @@ use crate::toc::{Toc, TOC_NAME};
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 /// Default gzip level, as in the reference.
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 9;
+/// Default zstd level of zstd:chunked builds, as containers/storage's.
+pub const DEFAULT_ZSTD_LEVEL: u32 = 10;
 
 /// Builder options; `Default` matches the reference's defaults.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BuildOptions {
-    /// Chunk size in bytes (0 = 4 MiB).
+    /// What to build: eStargz (the default), zstd:chunked v2
+    /// (containers/storage's) or zstd:chunked v1 (stargz-snapshotter's).
+    pub format: Format,
+    /// Chunk size in bytes (0 = 4 MiB). zstd:chunked v2 cuts chunks by
+    /// content instead, as containers/storage does, and ignores it.
     pub chunk_size: u64,
     /// Minimum compressed size of a gzip member (0 = off); enables `innerOffset`.
     pub min_chunk_size: u64,
-    /// Compression level: 0-9 as in gzip (10-12 give libdeflate's extra effort).
-    pub compression_level: u32,
+    /// Compression level; `None` is the format's default. eStargz: 0-9 as
+    /// in gzip (10-12 give libdeflate's extra effort), default 9;
+    /// zstd:chunked: zstd's 1-22, default 10.
+    pub compression_level: Option<u32>,
     /// Files to place first and prefetch (see `.prefetch.landmark`).
     pub prioritized_files: Vec<String>,
     /// Collect prioritized files that are missing instead of failing.
@@ -50,9 +63,10 @@ pub struct BuildOptions {
 impl Default for BuildOptions {
     fn default() -> Self {
         BuildOptions {
+            format: Format::Estargz,
             chunk_size: DEFAULT_CHUNK_SIZE,
             min_chunk_size: 0,
-            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            compression_level: None,
             prioritized_files: Vec::new(),
             allow_missing_prioritized: false,
             external_toc: false,
@@ -74,12 +88,22 @@ pub struct BuildResult {
     pub blob_size: u64,
     /// Digest of the TOC JSON.
     pub toc_digest: Digest,
-    /// Digest of the decompressed blob.
+    /// Digest of the decompressed blob. zstd:chunked v2: the input tar's
+    /// digest (the blob decompresses to it; its tar-split rebuilds it).
     pub diff_id: Digest,
     /// Size of the decompressed blob.
     pub uncompressed_size: u64,
-    /// Blob offset of the embedded TOC member (`None` for an external TOC).
+    /// Blob offset of the embedded TOC member (`None` for an external TOC);
+    /// zstd:chunked: of the compressed TOC inside its skippable frame.
     pub toc_offset: Option<u64>,
+    /// The format built.
+    pub format: Format,
+    /// zstd:chunked: where the TOC (and v2's tar-split) are, what the
+    /// footer and the manifest-position annotations say.
+    pub zstd_chunked: Option<ZstdChunkedFooter>,
+    /// zstd:chunked: sha256 of the compressed TOC (the manifest-checksum
+    /// annotation).
+    pub manifest_checksum: Option<Digest>,
     /// The TOC as a gzip member, when [`BuildOptions::external_toc`] is set.
     pub external_toc_data: Option<Vec<u8>>,
     /// Prioritized files that were not found (with `allow_missing_prioritized`).
@@ -89,9 +113,10 @@ pub struct BuildResult {
 }
 
 crate::options::option_setters!(BuildOptions {
+    format: Format,
     chunk_size: u64,
     min_chunk_size: u64,
-    compression_level: u32,
+    compression_level: Option<u32>,
     prioritized_files: Vec<String>,
     allow_missing_prioritized: bool,
     external_toc: bool,
@@ -102,11 +127,45 @@ crate::options::option_setters!(BuildOptions {
 
 impl BuildOptions {
     fn validate(&self) -> Result<()> {
-        if self.compression_level > 12 {
-            return Err(Error::InvalidArgument(format!(
-                "compression level {} (valid: 0-12)",
-                self.compression_level
-            )));
+        let level = self.level();
+        match self.format {
+            Format::Estargz if level > 12 => {
+                return Err(Error::InvalidArgument(format!(
+                    "compression level {level} (valid: 0-12)"
+                )));
+            }
+            Format::Estargz => {}
+            Format::Stargz => {
+                return Err(Error::Unsupported(
+                    "building legacy stargz (build estargz, which its readers read)".into(),
+                ))
+            }
+            Format::ZstdChunked(generation) => {
+                if !(1..=22).contains(&level) {
+                    return Err(Error::InvalidArgument(format!(
+                        "zstd compression level {level} (valid: 1-22)"
+                    )));
+                }
+                let refuse = |what: &str| {
+                    Err(Error::InvalidArgument(format!(
+                        "{what} is an eStargz option; {} does not have it",
+                        self.format.build_name()
+                    )))
+                };
+                if self.min_chunk_size > 0 {
+                    return refuse("min-chunk-size");
+                }
+                if self.external_toc || self.keep_diff_id {
+                    return refuse("an external TOC");
+                }
+                if generation == ZstdGeneration::V2 && !self.prioritized_files.is_empty() {
+                    return Err(Error::InvalidArgument(
+                        "zstd:chunked keeps the input's order (its tar-split rebuilds the input), \
+                         so it has no prioritized files; use zstd:chunked-v1 or estargz"
+                            .into(),
+                    ));
+                }
+            }
         }
         if self.keep_diff_id && !self.external_toc {
             return Err(Error::InvalidArgument(
@@ -120,6 +179,23 @@ impl BuildOptions {
             ));
         }
         Ok(())
+    }
+
+    /// The compression level, or the format's default.
+    fn level(&self) -> u32 {
+        self.compression_level.unwrap_or(if self.format.is_zstd() {
+            DEFAULT_ZSTD_LEVEL
+        } else {
+            DEFAULT_COMPRESSION_LEVEL
+        })
+    }
+
+    fn codec(&self) -> exec::Codec {
+        if self.format.is_zstd() {
+            exec::Codec::Zstd(self.level() as i32)
+        } else {
+            exec::Codec::Gzip(self.level())
+        }
     }
 
     fn effective_chunk_size(&self) -> u64 {
@@ -155,7 +231,13 @@ pub fn build(input: BuildInput, out: &mut dyn Write, opts: &BuildOptions) -> Res
     let source = &prepared.source;
     let index = crate::tar::index(source)?;
 
-    let (mut plan, missed) = if opts.keep_diff_id {
+    let mut crcs = Vec::new();
+    let (mut plan, missed) = if opts.format == Format::ZstdChunked(ZstdGeneration::V2) {
+        refuse_duplicates(&index)?;
+        let (plan, entry_crcs) = plan::plan_chunked_v2(&index, source)?;
+        crcs = entry_crcs;
+        (plan, Vec::new())
+    } else if opts.keep_diff_id {
         if let Some(e) = index
             .entries
             .iter()
@@ -194,7 +276,7 @@ pub fn build(input: BuildInput, out: &mut dyn Write, opts: &BuildOptions) -> Res
             &mut plan,
             source,
             &mut output,
-            opts.compression_level,
+            opts.level(),
             opts.min_chunk_size,
         )?;
     } else {
@@ -202,9 +284,17 @@ pub fn build(input: BuildInput, out: &mut dyn Write, opts: &BuildOptions) -> Res
             &mut plan,
             source,
             &mut output,
-            opts.compression_level,
+            opts.codec(),
             opts.effective_threads(),
         )?;
+    }
+
+    if let Format::ZstdChunked(generation) = opts.format {
+        let tar_split = match generation {
+            ZstdGeneration::V2 => Some(tarsplit::tar_split(&index, &crcs, source)?),
+            ZstdGeneration::V1 => None,
+        };
+        return finish_zstd_chunked(plan.toc, generation, tar_split, output, opts, missed);
     }
 
     let toc = Toc {
@@ -216,8 +306,7 @@ pub fn build(input: BuildInput, out: &mut dyn Write, opts: &BuildOptions) -> Res
     let json = toc.to_json();
     let toc_digest = Digest::of(&json);
     let toc_tar = toc_tar(&json);
-    let toc_member =
-        exec::gzip_member(&mut exec::new_compressor(opts.compression_level)?, &toc_tar);
+    let toc_member = exec::gzip_member(&mut exec::new_compressor(opts.level())?, &toc_tar);
 
     let (toc_offset, external_toc) = if opts.external_toc {
         output.write_compressed(&Footer::ExternalToc.to_bytes())?;
@@ -238,7 +327,110 @@ pub fn build(input: BuildInput, out: &mut dyn Write, opts: &BuildOptions) -> Res
         diff_id: output.diff_hash.finish_digest(),
         uncompressed_size,
         toc_offset,
+        format: Format::Estargz,
+        zstd_chunked: None,
+        manifest_checksum: None,
         external_toc_data: external_toc,
+        missed_prioritized: missed,
+        toc_entries,
+    })
+}
+
+/// containers/storage's tar-split packer refuses a path twice (by its
+/// cleaned name), so a v2 blob of such a tar could not be pulled there.
+fn refuse_duplicates(index: &crate::tar::TarIndex) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for e in &index.entries {
+        let name = clean_name(&e.name);
+        if !seen.insert(name) {
+            return Err(Error::InvalidTar(format!(
+                "{:?} appears twice in the input; zstd:chunked's tar-split cannot hold a \
+                 path twice (containers/storage refuses it)",
+                e.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Ends a zstd:chunked blob after its data frames: the TOC (zstd JSON) in a
+/// skippable frame, v2's tar-split in another, the footer frame. Skippable
+/// frames decompress to nothing, so the DiffID is the data frames' output.
+fn finish_zstd_chunked(
+    mut entries: Vec<crate::toc::TocEntry>,
+    generation: ZstdGeneration,
+    tar_split: Option<Vec<u8>>,
+    mut output: exec::Output,
+    opts: &BuildOptions,
+    missed: Vec<String>,
+) -> Result<BuildResult> {
+    let level = opts.level() as i32;
+    let compress = |data: &[u8], what: &str| {
+        zstd::bulk::compress(data, level)
+            .map_err(|e| Error::io(format!("compressing the {what}"), e))
+    };
+    let tar_split = match tar_split {
+        Some(data) => Some((compress(&data, "tar-split")?, data.len() as u64)),
+        None => None,
+    };
+    if generation == ZstdGeneration::V2 {
+        // Like containers/storage: a file of one chunk has no chunk fields.
+        for i in 0..entries.len() {
+            let single = entries
+                .get(i + 1)
+                .is_none_or(|n| n.kind != crate::toc::EntryType::Chunk);
+            if entries[i].kind == crate::toc::EntryType::Reg && single {
+                entries[i].chunk_digest.clear();
+            }
+        }
+    }
+    let toc = Toc {
+        version: 1,
+        entries,
+        tar_split_digest: tar_split
+            .as_ref()
+            .map(|(c, _)| Digest::of(c).to_string())
+            .unwrap_or_default(),
+    };
+    let toc_entries = toc.entries.len();
+    let json = toc.to_json();
+    let toc_digest = Digest::of(&json);
+    let compressed_toc = compress(&json, "TOC")?;
+    let manifest_checksum = Digest::of(&compressed_toc);
+    let frame_at = |written: u64, compressed_len: usize, uncompressed_len: u64| FramePosition {
+        offset: written + SKIPPABLE_HEADER_SIZE as u64,
+        compressed_len: compressed_len as u64,
+        uncompressed_len,
+    };
+    let toc_position = frame_at(output.written, compressed_toc.len(), json.len() as u64);
+    output.write_compressed(&skippable_frame(&compressed_toc))?;
+    let tar_split_position = match &tar_split {
+        Some((compressed, len)) => {
+            let at = frame_at(output.written, compressed.len(), *len);
+            output.write_compressed(&skippable_frame(compressed))?;
+            Some(at)
+        }
+        None => None,
+    };
+    let footer = ZstdChunkedFooter {
+        generation,
+        toc: toc_position,
+        tar_split: tar_split_position,
+    };
+    output.write_compressed(&footer.to_bytes())?;
+    output.flush()?;
+    let uncompressed_size = output.diff_hash.len();
+    Ok(BuildResult {
+        blob_digest: output.blob_hash.finish_digest(),
+        blob_size: output.written,
+        toc_digest,
+        diff_id: output.diff_hash.finish_digest(),
+        uncompressed_size,
+        toc_offset: Some(toc_position.offset),
+        format: Format::ZstdChunked(generation),
+        zstd_chunked: Some(footer),
+        manifest_checksum: Some(manifest_checksum),
+        external_toc_data: None,
         missed_prioritized: missed,
         toc_entries,
     })

@@ -169,6 +169,7 @@ mod tests {
             uname: String::new(),
             gname: String::new(),
             mtime: 0,
+            times: Default::default(),
             dev_major: 0,
             dev_minor: 0,
             xattrs: BTreeMap::new(),

@@ -6,10 +6,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::order::{Item, LANDMARK_CONTENT};
+use super::rollsum::{Chunker, Piece};
+use super::tarsplit::Crc64;
 use crate::digest::EMPTY_DIGEST;
-use crate::tar::{padded, TarEntry, TarIndex, TarKind};
+use crate::error::{Error, Result};
+use crate::source::ReadAt;
+use crate::tar::{padded, Instant, TarEntry, TarIndex, TarKind};
 use crate::tarwrite::simple_file_header;
-use crate::toc::{EntryType, TocEntry};
+use crate::toc::{ChunkType, EntryType, SubSeconds, TocEntry};
 
 /// A piece of the uncompressed output.
 #[derive(Debug, Clone)]
@@ -44,12 +48,29 @@ pub struct ChunkInfo {
     pub is_last: bool,
     /// Landmarks always start a new member, even in min-chunk mode.
     pub force_new_member: bool,
+    /// zstd:chunked v2: the file's `endOffset` is where this (last) chunk's frame ends.
+    pub end_offset: bool,
 }
 
 #[derive(Debug, Clone)]
 pub enum Step {
     Seg(Seg),
     ChunkStart(ChunkInfo),
+    /// End the current member here (zstd:chunked v2: after a file's last
+    /// chunk, so its frames hold nothing but its payload).
+    Cut,
+}
+
+/// How files are cut into chunks and described in the TOC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    /// eStargz and zstd:chunked v1: fixed-size chunks; `chunkSize` set
+    /// whenever a full chunk remains, as the reference does.
+    Fixed(u64),
+    /// zstd:chunked v2: content-defined chunks given per file, `chunkSize`
+    /// on every chunk of a file with several, `zeros` chunks typed, a
+    /// member boundary after the last chunk, `endOffset` recorded.
+    ContentDefined,
 }
 
 pub struct Plan {
@@ -70,7 +91,7 @@ fn toc_type(kind: TarKind) -> EntryType {
 }
 
 struct Planner {
-    chunk_size: u64,
+    style: Style,
     steps: Vec<Step>,
     toc: Vec<TocEntry>,
     /// Last user/group name written per id (the TOC omits repeats).
@@ -105,12 +126,14 @@ impl Planner {
     }
 
     /// Adds the TOC entry for a file and the steps for its payload, which lies
-    /// at `payload` (a function from range to segment).
+    /// at `payload` (a function from range to segment), cut into `pieces`
+    /// (computed here for fixed-size chunks).
     fn add_file(
         &mut self,
         mut entry: TocEntry,
         size: u64,
         force_new_member: bool,
+        pieces: Option<Vec<Piece>>,
         payload: impl Fn(u64, u64) -> Seg,
     ) {
         let file_toc_index = self.toc.len();
@@ -120,44 +143,71 @@ impl Planner {
             self.toc.push(entry);
             return;
         }
+        let pieces = match (self.style, pieces) {
+            (_, Some(p)) => p,
+            (Style::Fixed(chunk), None) => fixed_pieces(size, chunk),
+            (Style::ContentDefined, None) => unreachable!("content-defined pieces are given"),
+        };
         let name = entry.name.clone();
         self.toc.push(entry);
-        let multi_chunk = size > self.chunk_size;
-        let mut off = 0;
-        while off < size {
-            let len = (size - off).min(self.chunk_size);
-            let toc_index = if off == 0 {
+        let multi_chunk = pieces.len() > 1;
+        let v2 = self.style == Style::ContentDefined;
+        for (i, piece) in pieces.iter().enumerate() {
+            let toc_index = if i == 0 {
                 file_toc_index
             } else {
                 self.toc.push(TocEntry::new(name.clone(), EntryType::Chunk));
                 self.toc.len() - 1
             };
             let t = &mut self.toc[toc_index];
-            t.chunk_offset = off;
-            // Like the reference: chunkSize is set whenever a full chunk remains.
-            t.chunk_size = if size - off >= self.chunk_size {
-                self.chunk_size
-            } else {
-                0
+            t.chunk_offset = piece.offset;
+            t.chunk_size = match self.style {
+                Style::Fixed(chunk) if size - piece.offset >= chunk => chunk,
+                Style::Fixed(_) => 0,
+                Style::ContentDefined if multi_chunk => piece.len,
+                Style::ContentDefined => 0,
             };
+            if piece.zeros && multi_chunk {
+                t.chunk_type = ChunkType::Zeros;
+            }
+            let is_last = i + 1 == pieces.len();
             self.steps.push(Step::ChunkStart(ChunkInfo {
                 toc_index,
                 file_toc_index,
                 multi_chunk,
-                is_last: off + len == size,
+                is_last,
                 force_new_member,
+                end_offset: v2 && is_last,
             }));
-            self.steps.push(Step::Seg(payload(off, len)));
-            off += len;
+            self.steps.push(Step::Seg(payload(piece.offset, piece.len)));
+        }
+        if v2 {
+            self.steps.push(Step::Cut);
         }
     }
+}
+
+/// Fixed-size chunks of a `size`-byte file.
+fn fixed_pieces(size: u64, chunk: u64) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut off = 0;
+    while off < size {
+        let len = (size - off).min(chunk);
+        pieces.push(Piece {
+            offset: off,
+            len,
+            zeros: false,
+        });
+        off += len;
+    }
+    pieces
 }
 
 /// Plans a normal build: entries in `items` order, headers copied from the
 /// input, payload padding regenerated; no end-of-archive marker.
 pub fn plan_reordered(index: &TarIndex, items: &[Item], chunk_size: u64) -> Plan {
     let mut p = Planner {
-        chunk_size,
+        style: Style::Fixed(chunk_size),
         steps: Vec::new(),
         toc: Vec::new(),
         unames: HashMap::new(),
@@ -169,9 +219,13 @@ pub fn plan_reordered(index: &TarIndex, items: &[Item], chunk_size: u64) -> Plan
                 let header: Arc<[u8]> = simple_file_header(name, 1).to_vec().into();
                 p.steps.push(Step::Seg(Seg::Inline(header)));
                 let content: Arc<[u8]> = vec![LANDMARK_CONTENT].into();
-                p.add_file(TocEntry::new(name, EntryType::Reg), 1, true, |_, _| {
-                    Seg::Inline(content.clone())
-                });
+                p.add_file(
+                    TocEntry::new(name, EntryType::Reg),
+                    1,
+                    true,
+                    None,
+                    |_, _| Seg::Inline(content.clone()),
+                );
                 p.steps.push(Step::Seg(Seg::Zeros(padded(1) - 1)));
             }
             Item::Entry(i) => {
@@ -183,7 +237,7 @@ pub fn plan_reordered(index: &TarIndex, items: &[Item], chunk_size: u64) -> Plan
                 let t = p.metadata_entry(e);
                 if e.kind == TarKind::Reg {
                     let base = e.data_start;
-                    p.add_file(t, e.size, false, |off, len| Seg::Raw {
+                    p.add_file(t, e.size, false, None, |off, len| Seg::Raw {
                         start: base + off,
                         len,
                     });
@@ -201,7 +255,7 @@ pub fn plan_reordered(index: &TarIndex, items: &[Item], chunk_size: u64) -> Plan
 /// decompressing the blob gives back the input tar exactly.
 pub fn plan_lossless(index: &TarIndex, chunk_size: u64) -> Plan {
     let mut p = Planner {
-        chunk_size,
+        style: Style::Fixed(chunk_size),
         steps: Vec::new(),
         toc: Vec::new(),
         unames: HashMap::new(),
@@ -216,7 +270,7 @@ pub fn plan_lossless(index: &TarIndex, chunk_size: u64) -> Plan {
         let t = p.metadata_entry(e);
         if e.kind == TarKind::Reg {
             let base = e.data_start;
-            p.add_file(t, e.size, false, |off, len| Seg::Raw {
+            p.add_file(t, e.size, false, None, |off, len| Seg::Raw {
                 start: base + off,
                 len,
             });
@@ -230,6 +284,92 @@ pub fn plan_lossless(index: &TarIndex, chunk_size: u64) -> Plan {
         len: index.total_size - pos,
     }));
     p.into_plan()
+}
+
+/// Plans a zstd:chunked v2 build: lossless like [`plan_lossless`] (the
+/// blob decompresses to the input tar, which its tar-split rebuilds), files
+/// cut where containers/storage cuts them, TOC entries carrying what the
+/// tar-split's headers say (containers/storage refuses a TOC that differs).
+/// Reads every payload once to find its chunks and returns each entry's
+/// payload CRC-64 for the tar-split.
+pub fn plan_chunked_v2(index: &TarIndex, src: &dyn ReadAt) -> Result<(Plan, Vec<u64>)> {
+    let mut p = Planner {
+        style: Style::ContentDefined,
+        steps: Vec::new(),
+        toc: Vec::new(),
+        unames: HashMap::new(),
+        gnames: HashMap::new(),
+    };
+    let mut crcs = vec![0u64; index.entries.len()];
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0;
+    for (i, e) in index.entries.iter().enumerate() {
+        p.steps.push(Step::Seg(Seg::Raw {
+            start: pos,
+            len: e.data_start - pos,
+        }));
+        let t = chunked_v2_entry(e);
+        if e.kind == TarKind::Reg {
+            let mut chunker = Chunker::new();
+            let mut crc = Crc64::new();
+            let mut off = 0;
+            while off < e.size {
+                let n = (e.size - off).min(buf.len() as u64) as usize;
+                let at = e.data_start + off;
+                src.read_exact_at(&mut buf[..n], at)
+                    .map_err(|err| Error::io(format!("reading input at offset {at}"), err))?;
+                chunker.feed(&buf[..n]);
+                crc.update(&buf[..n]);
+                off += n as u64;
+            }
+            crcs[i] = crc.finish();
+            let base = e.data_start;
+            p.add_file(t, e.size, false, Some(chunker.finish()), |off, len| {
+                Seg::Raw {
+                    start: base + off,
+                    len,
+                }
+            });
+        } else {
+            p.toc.push(t);
+        }
+        pos = e.data_start + e.size;
+    }
+    p.steps.push(Step::Seg(Seg::Raw {
+        start: pos,
+        len: index.total_size - pos,
+    }));
+    Ok((p.into_plan(), crcs))
+}
+
+/// A zstd:chunked v2 TOC entry: the header's fields as Go's tar reader
+/// gives them (link name and device numbers whatever the type, times to
+/// the nanosecond), which is what containers/storage checks it against.
+fn chunked_v2_entry(e: &TarEntry) -> TocEntry {
+    let mut t = TocEntry::new(e.name.clone(), toc_type(e.kind));
+    let split = |time: Option<Instant>| match time {
+        Some((0, 0)) | None => (None, 0),
+        Some((secs, nanos)) => (Some(secs), nanos),
+    };
+    let (mod_time, modified) = split(Some(e.times.mtime));
+    let (access_time, accessed) = split(e.times.atime);
+    let (change_time, changed) = split(e.times.ctime);
+    t.mod_time = mod_time;
+    t.access_time = access_time;
+    t.change_time = change_time;
+    t.sub_seconds = SubSeconds {
+        modified,
+        accessed,
+        changed,
+    };
+    t.link_name = e.link_name.clone();
+    t.mode = e.mode;
+    t.uid = e.uid;
+    t.gid = e.gid;
+    t.dev_major = e.dev_major;
+    t.dev_minor = e.dev_minor;
+    t.xattrs = e.xattrs.clone();
+    t
 }
 
 impl Planner {

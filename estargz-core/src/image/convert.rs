@@ -13,12 +13,13 @@ use super::store::{Root, Source, Target};
 use crate::build::{build, BuildInput, BuildOptions};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::footer::Footer;
+use crate::footer::{Footer, Format};
 use crate::reader::{OpenOptions, Reader};
 use crate::remote::manifest::{
-    self as m, Descriptor, Document, Index, Manifest, Platform, LAYER_DIGEST_ANNOTATION,
-    OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, OCI_TOC_DIGEST_ANNOTATION,
-    TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION,
+    self as m, built_layer_annotations, layer_media_type, Descriptor, Document, Index, Manifest,
+    Platform, LAYER_DIGEST_ANNOTATION, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST,
+    OCI_TOC_DIGEST_ANNOTATION, TOC_ANNOTATIONS, TOC_DIGEST_ANNOTATION,
+    UNCOMPRESSED_SIZE_ANNOTATION,
 };
 use crate::remote::toc_image::toc_image_tag;
 
@@ -376,10 +377,11 @@ fn convert_layer(src: &Source, dst: &Target, opts: &ConvertOptions, job: &Job) -
         w.flush()
             .map_err(|e| Error::io(format!("{what}: writing a temporary file"), e))?;
     }
-    // A layer with files to prioritize is rebuilt even when it is eStargz
-    // already (the builder drops its old TOC and landmark): that is how a
+    // Only an eStargz target keeps eStargz layers as they are, and only
+    // when there are no files to prioritize: a layer with some is rebuilt
+    // (the builder drops its old TOC and landmark), which is how a
     // workload-optimized image reorders it.
-    if gzip && job.prioritized.is_empty() {
+    if gzip && opts.build.format == Format::Estargz && job.prioritized.is_empty() {
         if let Some(out) = keep_if_estargz(src, dst, job, input.path(), opts.oci_toc_annotation)? {
             return Ok(out);
         }
@@ -402,7 +404,10 @@ fn convert_layer(src: &Source, dst: &Target, opts: &ConvertOptions, job: &Job) -
         r
     };
     drop(input);
-    if opts.build.keep_diff_id && result.diff_id.to_string() != job.diff_id {
+    // Lossless builds (keep-diff-id, zstd:chunked v2) must give the source's DiffID.
+    let lossless = opts.build.keep_diff_id
+        || opts.build.format == Format::ZstdChunked(crate::footer::ZstdGeneration::V2);
+    if lossless && result.diff_id.to_string() != job.diff_id {
         return Err(Error::DigestMismatch {
             what: format!("{what}: DiffID after the lossless conversion (vs the config)"),
             expected: job.diff_id.clone(),
@@ -421,8 +426,9 @@ fn convert_layer(src: &Source, dst: &Target, opts: &ConvertOptions, job: &Job) -
             &job.source,
             result.blob_digest,
             result.blob_size,
+            layer_media_type(result.format),
+            built_layer_annotations(&result),
             result.toc_digest,
-            result.uncompressed_size,
             opts.oci_toc_annotation,
         ),
         diff_id: result.diff_id.to_string(),
@@ -462,13 +468,24 @@ fn keep_if_estargz(
         src.mount_source(),
     )
     .map_err(|e| e.with_context(what))?;
+    let annotations = [
+        (TOC_DIGEST_ANNOTATION, reader.toc_digest().to_string()),
+        (
+            UNCOMPRESSED_SIZE_ANNOTATION,
+            digests.uncompressed_size.to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     Ok(Some(LayerOut {
         descriptor: layer_descriptor(
             &job.source,
             digests.digest,
             job.source.size,
+            OCI_LAYER_GZIP,
+            annotations,
             reader.toc_digest(),
-            digests.uncompressed_size,
             oci_toc_annotation,
         ),
         diff_id: digests.diff_id.to_string(),
@@ -497,30 +514,29 @@ fn add_context(e: Error, what: &str) -> Error {
     }
 }
 
-/// The eStargz layer descriptor: OCI gzip type, the source's other
-/// annotations, and fresh TOC digest and uncompressed size.
+/// A converted layer's descriptor: its media type, the source's other
+/// annotations, and the fresh TOC annotations of its format.
 fn layer_descriptor(
     source: &Descriptor,
     digest: Digest,
     size: u64,
+    media_type: &str,
+    toc_annotations: BTreeMap<String, String>,
     toc_digest: Digest,
-    uncompressed_size: u64,
     oci_toc_annotation: bool,
 ) -> Descriptor {
     let mut annotations = source.annotations.clone();
-    // A stale OCI TOC digest from the source would contradict the new
-    // one (and readers refuse the layer when the two disagree).
-    annotations.remove(OCI_TOC_DIGEST_ANNOTATION);
+    // Stale TOC annotations from the source would contradict the new ones
+    // (readers refuse a layer whose TOC digests disagree).
+    for key in TOC_ANNOTATIONS {
+        annotations.remove(key);
+    }
     if oci_toc_annotation {
         annotations.insert(OCI_TOC_DIGEST_ANNOTATION.into(), toc_digest.to_string());
     }
-    annotations.insert(TOC_DIGEST_ANNOTATION.into(), toc_digest.to_string());
-    annotations.insert(
-        UNCOMPRESSED_SIZE_ANNOTATION.into(),
-        uncompressed_size.to_string(),
-    );
+    annotations.extend(toc_annotations);
     Descriptor {
-        media_type: OCI_LAYER_GZIP.into(),
+        media_type: media_type.into(),
         digest: digest.to_string(),
         size,
         annotations,

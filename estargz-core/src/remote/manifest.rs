@@ -369,6 +369,50 @@ pub fn zstd_chunked_annotations(
     out
 }
 
+/// The media type of a layer of `format`: tar+zstd for zstd:chunked,
+/// tar+gzip otherwise.
+pub fn layer_media_type(format: crate::footer::Format) -> &'static str {
+    if format.is_zstd() {
+        OCI_LAYER_ZSTD
+    } else {
+        OCI_LAYER_GZIP
+    }
+}
+
+/// The annotations a layer this library built carries, as each format's
+/// reference writes them: eStargz the TOC digest and uncompressed size;
+/// zstd:chunked v1 those and its manifest checksum and position
+/// (stargz-snapshotter's set); v2 only containers/storage's keys
+/// (containers/storage refuses a layer that also has the eStargz TOC
+/// digest).
+pub fn built_layer_annotations(r: &crate::build::BuildResult) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if r.format != crate::footer::Format::ZstdChunked(crate::footer::ZstdGeneration::V2) {
+        out.insert(TOC_DIGEST_ANNOTATION.to_string(), r.toc_digest.to_string());
+        out.insert(
+            UNCOMPRESSED_SIZE_ANNOTATION.to_string(),
+            r.uncompressed_size.to_string(),
+        );
+    }
+    if let (Some(position), Some(checksum)) = (&r.zstd_chunked, &r.manifest_checksum) {
+        out.extend(zstd_chunked_annotations(position, &checksum.to_string()));
+    }
+    out
+}
+
+/// Every annotation that says where a layer's TOC is or what it holds: a
+/// converted layer drops the source's before adding its own.
+pub const TOC_ANNOTATIONS: [&str; 8] = [
+    TOC_DIGEST_ANNOTATION,
+    OCI_TOC_DIGEST_ANNOTATION,
+    UNCOMPRESSED_SIZE_ANNOTATION,
+    ZSTD_MANIFEST_CHECKSUM_ANNOTATION,
+    ZSTD_MANIFEST_POSITION_ANNOTATION,
+    ZSTD_TARSPLIT_POSITION_ANNOTATION,
+    ZSTD_V1_MANIFEST_CHECKSUM_ANNOTATION,
+    ZSTD_V1_MANIFEST_POSITION_ANNOTATION,
+];
+
 /// Whether a layer media type is gzip-compressed tar (what eStargz is).
 pub fn is_gzip_layer(media_type: &str) -> bool {
     media_type == OCI_LAYER_GZIP || media_type == DOCKER_LAYER_GZIP

@@ -280,7 +280,7 @@ fn corrupt_chunks_are_eio_never_wrong_bytes() {
         &mut blob,
         &BuildOptions::default()
             .chunk_size(64 << 10)
-            .compression_level(0),
+            .compression_level(Some(0)),
     )
     .unwrap();
     // Level 0 stores bytes verbatim: flip one inside the second chunk.

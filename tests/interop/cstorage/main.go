@@ -14,20 +14,41 @@ import (
 	"time"
 
 	"github.com/containers/storage/pkg/chunked/compressor"
+	"github.com/containers/storage/pkg/reexec"
 )
 
 const usage = `usage: cstorage build [--level N] IN.tar OUT.zst
   compress a tar with containers/storage's ZstdCompressor and print JSON:
   the annotations it sets, the blob size and the seconds it took
+usage: cstorage pull --annotations FILE.json BLOB
+  (root) pull BLOB partially into a fresh containers/storage store (overlay)
+  as Podman does: its TOC and tar-split read from the positions in the
+  annotations, files fetched by range; then export the layer, which
+  containers/storage rebuilds from the tar-split and the files, and print
+  JSON: {"diffID": digest of the export, "tocDigest", "files"}
 `
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] != "build" {
+	// containers/storage re-executes this binary for some archive work.
+	if reexec.Init() {
+		return
+	}
+	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
-	if err := runBuild(os.Args[2:]); err != nil {
-		fmt.Fprintf(os.Stderr, "cstorage build: %v\n", err)
+	var err error
+	switch os.Args[1] {
+	case "build":
+		err = runBuild(os.Args[2:])
+	case "pull":
+		err = runPull(os.Args[2:])
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cstorage %s: %v\n", os.Args[1], err)
 		os.Exit(1)
 	}
 }

@@ -30,7 +30,7 @@ func runCat(args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := openBlob(io.NewSectionReader(f, 0, st.Size()), "")
+	r, err := openBlob(io.NewSectionReader(f, 0, st.Size()), "", false)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/containerd/stargz-snapshotter/estargz/externaltoc"
+	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
 )
 
 var errCheckFailed = errors.New("check failed")
@@ -26,8 +27,9 @@ func runCheck(args []string) error {
 	tocDigest := fs.String("toc-digest", "", "TOC digest the blob must have (sha256:...)")
 	externalTOC := fs.String("external-toc", "", "TOC gzip member of an external-TOC blob")
 	minChunk := fs.Bool("min-chunk", false, "blob was built with a min chunk size: verify chunks directly instead of with VerifyTOC")
+	zstdChunked := fs.Bool("zstdchunked", false, "blob is zstd:chunked v1: open it with upstream's zstdchunked decompressor")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: oracle check --blob PATH --expect expected.json [--toc-digest D] [--external-toc toc.gz] [--min-chunk]")
+		fmt.Fprintln(fs.Output(), "usage: oracle check --blob PATH --expect expected.json [--toc-digest D] [--external-toc toc.gz] [--min-chunk] [--zstdchunked]")
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(args)
@@ -54,7 +56,7 @@ func runCheck(args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := openBlob(io.NewSectionReader(f, 0, st.Size()), *externalTOC)
+	r, err := openBlob(io.NewSectionReader(f, 0, st.Size()), *externalTOC, *zstdChunked)
 	if err != nil {
 		return err
 	}
@@ -86,9 +88,13 @@ func runCheck(args []string) error {
 	return nil
 }
 
-// openBlob opens a blob with the upstream reader; tocPath selects external-TOC mode.
-func openBlob(sr *io.SectionReader, tocPath string) (*estargz.Reader, error) {
+// openBlob opens a blob with the upstream reader; tocPath selects external-TOC
+// mode, zstdChunked upstream's zstd:chunked (v1) decompressor.
+func openBlob(sr *io.SectionReader, tocPath string, zstdChunked bool) (*estargz.Reader, error) {
 	var opts []estargz.OpenOption
+	if zstdChunked {
+		opts = append(opts, estargz.WithDecompressors(new(zstdchunked.Decompressor)))
+	}
 	if tocPath != "" {
 		toc, err := os.ReadFile(tocPath)
 		if err != nil {
