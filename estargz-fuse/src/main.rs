@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use estargz_args::config::{self, ConfigFile, ConfigSpec, Key};
 use estargz_args::{CacheArgs, LayerChoice, RegistryArgs};
 use estargz_core::remote::{LayerOptions, Reference};
 use estargz_fuse::daemon;
@@ -89,6 +90,16 @@ pub(crate) struct ServeArgs {
     log_level: log::LevelFilter,
 }
 
+impl ServeArgs {
+    /// Config-file keys (the store's; `--daemon` is how it is started, not
+    /// a setting).
+    pub(crate) const CONFIG_KEYS: &'static [Key] = &[
+        Key::new("threads", "threads"),
+        Key::new("log_file", "log_file"),
+        Key::new("log_level", "log_level"),
+    ];
+}
+
 fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
     s.parse()
         .map_err(|_| format!("{s:?}: expected error, warn, info, debug or trace"))
@@ -113,6 +124,12 @@ pub(crate) struct WarmArgs {
 }
 
 impl WarmArgs {
+    pub(crate) const CONFIG_KEYS: &'static [Key] = &[
+        Key::negated("prefetch", "no_prefetch"),
+        Key::negated("background_fetch", "no_background_fetch"),
+        Key::new("background_quiet_ms", "background_quiet_ms"),
+    ];
+
     /// `max_background` layers fetched in the background at once, each at
     /// most as large as the cache that receives it.
     pub(crate) fn options(&self, cache: &CacheArgs, max_background: usize) -> WarmOptions {
@@ -136,7 +153,14 @@ fn main() -> ExitCode {
     estargz_fuse::heap::limit_retained_memory();
     daemon::block_stop_signals();
     daemon::take_ready_pipe();
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let (cli, config) = match parse(&argv) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("estargz-fuse: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let serve = match &cli.command {
         Cmd::Mount(a) => &a.serve,
         Cmd::Store(a) => &a.serve,
@@ -158,7 +182,19 @@ fn main() -> ExitCode {
     estargz_fuse::logger::init(serve.log_level);
     let result = match &cli.command {
         Cmd::Mount(args) => mount(args),
-        Cmd::Store(args) => store_cmd::run(args),
+        Cmd::Store(args) => store_cmd::run(
+            args,
+            config,
+            Box::new(move || match parse(&argv)? {
+                (
+                    Cli {
+                        command: Cmd::Store(a),
+                    },
+                    file,
+                ) => Ok((a, file)),
+                _ => unreachable!("the same command line"),
+            }),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -168,6 +204,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line, with the store's config file under it (flags win).
+/// A bad command line exits with clap's message, as `Cli::parse` does.
+fn parse(argv: &[std::ffi::OsString]) -> Result<(Cli, Option<ConfigFile>), String> {
+    let cmd = Cli::command();
+    let top = cmd.clone().get_matches_from(argv);
+    let keys = store_cmd::config_keys();
+    let spec = ConfigSpec {
+        subcommand: Some("store"),
+        config_arg: "config",
+        default_path: store_cmd::DEFAULT_CONFIG,
+        keys: &keys,
+    };
+    let (merged, file) = config::merge(&cmd, argv, &top, &spec).map_err(|e| e.to_string())?;
+    Ok((Cli::parse_from(merged), file))
 }
 
 fn source(args: &MountArgs) -> Result<Source, String> {
@@ -206,7 +258,11 @@ fn mount(args: &MountArgs) -> Result<(), String> {
         mount::session(&reader, &args.mountpoint, &opts).map_err(|e| e.to_string())?;
     log::info!("mounted {description} at {}", args.mountpoint.display());
 
-    daemon::unmount_on_stop_signals(session.unmount_callable(), args.mountpoint.clone());
+    daemon::unmount_on_stop_signals(
+        session.unmount_callable(),
+        args.mountpoint.clone(),
+        daemon::Hangup::Stop,
+    );
     let warming = mount::start_warming(&opts.warm, &description, reader, blob.as_ref());
     // Checked from another thread: this one serves the requests.
     let mountpoint = args.mountpoint.clone();
@@ -254,7 +310,6 @@ impl MountArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     /// Flattened shared flags must not clash with a command's own (clap
     /// checks this only in debug builds, at run time).
