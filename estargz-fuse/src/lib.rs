@@ -23,6 +23,7 @@ pub mod heap;
 pub mod layer_adapter;
 pub mod layerfs;
 pub mod logger;
+pub mod metrics_endpoint;
 pub mod mount;
 pub mod overlay;
 pub mod passthrough;

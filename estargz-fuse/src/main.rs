@@ -9,6 +9,7 @@ use estargz_args::config::{self, ConfigFile, ConfigSpec, Key};
 use estargz_args::{CacheArgs, LayerChoice, RegistryArgs};
 use estargz_core::remote::{LayerOptions, Reference};
 use estargz_fuse::daemon;
+use estargz_fuse::metrics_endpoint::{self, MetricsAddress};
 use estargz_fuse::mount::{self, MountOptions};
 use estargz_fuse::source::{is_registry_source, OpenedLayer, Source};
 use estargz_fuse::warm::WarmOptions;
@@ -88,6 +89,10 @@ pub(crate) struct ServeArgs {
     /// error, warn, info or debug.
     #[arg(long, default_value = "info", value_parser = parse_level)]
     log_level: log::LevelFilter,
+    /// Serve Prometheus metrics at GET /metrics on HOST:PORT (e.g.
+    /// 127.0.0.1:9100) or a unix socket (an absolute path).
+    #[arg(long, value_name = "ADDRESS")]
+    metrics_address: Option<MetricsAddress>,
 }
 
 impl ServeArgs {
@@ -97,6 +102,7 @@ impl ServeArgs {
         Key::new("threads", "threads"),
         Key::new("log_file", "log_file"),
         Key::new("log_level", "log_level"),
+        Key::new("metrics_address", "metrics_address"),
     ];
 }
 
@@ -237,7 +243,21 @@ fn source(args: &MountArgs) -> Result<Source, String> {
     })
 }
 
+impl ServeArgs {
+    /// Starts the metrics endpoint, if asked for (a start-up error if its
+    /// address cannot be bound).
+    pub(crate) fn start_metrics(&self) -> Result<(), String> {
+        let Some(address) = &self.metrics_address else {
+            return Ok(());
+        };
+        metrics_endpoint::serve(address).map_err(|e| e.to_string())?;
+        log::info!("metrics at {address}");
+        Ok(())
+    }
+}
+
 fn mount(args: &MountArgs) -> Result<(), String> {
+    args.serve.start_metrics()?;
     let cache = args.cache.open().map_err(|e| e.to_string())?;
     let layer_opts = LayerOptions::default()
         .allow_unverified_toc(args.allow_unverified_toc)

@@ -87,6 +87,7 @@ pub fn run(args: &StoreArgs, file: Option<ConfigFile>, reparse: Reparse) -> Resu
     if let Some(c) = &file {
         log::info!("settings from {}", c.path().display());
     }
+    args.serve.start_metrics()?;
     let cache = args.cache.open().map_err(|e| e.to_string())?;
     let source = Arc::new(RegistrySource::new(
         args.registry.registry().map_err(|e| e.to_string())?,
@@ -241,6 +242,7 @@ allow_other = false
 threads = 3
 log_file = "/var/log/s.log"
 log_level = "debug"
+metrics_address = "127.0.0.1:9100"
 "#,
             &[],
         )
@@ -267,7 +269,11 @@ log_level = "debug"
         );
         assert_eq!(a.serve.log_level, log::LevelFilter::Debug);
         // Every key of the store is in that file.
-        assert_eq!(config_keys().len(), 19);
+        assert_eq!(
+            a.serve.metrics_address,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        assert_eq!(config_keys().len(), 20);
     }
 
     #[test]
