@@ -8,10 +8,13 @@
 //! possible, instead of every layer's reads late; upper layers, where an
 //! application usually lives, tend to be the small ones). A layer larger
 //! than the cache is not fetched at all (it would only evict itself).
+//! Layers started in one burst (a pull asks for an image's layers one after
+//! the other) wait for the burst to end, so the smallest goes first in
+//! whatever order they were asked for.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use estargz_core::reader::{BackgroundFetch, BackgroundOptions, Reader, BACKGROUND_SILENCE};
 
@@ -41,6 +44,9 @@ pub struct WarmOptions {
     /// Bytes the chunk cache can hold (disk, or memory without a disk
     /// cache): larger layers are not fetched in the background.
     pub cache_budget: u64,
+    /// Background fetches start only once no other one has started for
+    /// this long.
+    pub settle: Duration,
 }
 
 impl Default for WarmOptions {
@@ -53,6 +59,7 @@ impl Default for WarmOptions {
             silence: BACKGROUND_SILENCE,
             yield_to_reads: true,
             cache_budget: 0,
+            settle: Duration::from_millis(100),
         }
     }
 }
@@ -65,6 +72,7 @@ estargz_core::option_setters!(WarmOptions {
     silence: Duration,
     yield_to_reads: bool,
     cache_budget: u64,
+    settle: Duration,
 });
 
 /// Stops the warm-up of one layer when dropped (the layer was unloaded or
@@ -92,11 +100,16 @@ struct Slots {
     /// smallest fetches, the others wait at their next batch.
     fetching: Vec<(u64, u64)>,
     next_id: u64,
+    /// When the last background fetch started.
+    last_start: Option<Instant>,
 }
 
 impl Slots {
-    fn is_first(&self, me: (u64, u64)) -> bool {
-        self.fetching.iter().all(|&other| other >= me)
+    /// Whether `me` may fetch its next batch: the smallest, once starts
+    /// have settled.
+    fn may_fetch(&self, me: (u64, u64), settle: Duration) -> bool {
+        self.last_start.is_none_or(|t| t.elapsed() >= settle)
+            && self.fetching.iter().all(|&other| other >= me)
     }
 }
 
@@ -161,7 +174,7 @@ fn warm(
     reader: Arc<Reader>,
     opts: &WarmOptions,
     slots_arc: &Arc<(Mutex<Slots>, Condvar)>,
-    cancel: &AtomicBool,
+    cancel: &Arc<AtomicBool>,
 ) {
     let slots: &(Mutex<Slots>, Condvar) = slots_arc;
     if opts.prefetch {
@@ -206,23 +219,29 @@ fn warm(
         s.next_id += 1;
         let me = (size, s.next_id);
         s.fetching.push(me);
+        s.last_start = Some(Instant::now());
         me
     };
     let _fetching = Fetching(slots, me);
     log::debug!("{what}: background fetch started");
     let gate_slots = Arc::clone(slots_arc);
+    let gate_cancel = Arc::clone(cancel);
+    let settle = opts.settle;
     let fetch = BackgroundFetch::start_with(
         reader,
         BackgroundOptions {
             batch_bytes: opts.batch_bytes,
             silence: opts.silence,
             yield_to_reads: opts.yield_to_reads,
+            // Closed at once when the layer goes away: no batch starts
+            // between that and the stop below.
             gate: Some(Arc::new(move || {
-                gate_slots
-                    .0
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .is_first(me)
+                !gate_cancel.load(Ordering::Relaxed)
+                    && gate_slots
+                        .0
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .may_fetch(me, settle)
             })),
         },
     );
@@ -356,6 +375,7 @@ mod tests {
             silence: Duration::ZERO,
             yield_to_reads: true,
             cache_budget: budget,
+            settle: Duration::ZERO,
         })
     }
 
@@ -444,6 +464,32 @@ mod tests {
             big_meanwhile <= 2,
             "the big layer made {big_meanwhile} requests while the small one was fetched"
         );
+        wait_until("big layer cached", Duration::from_secs(20), || {
+            let (hit, all) = cached(&big);
+            hit == all
+        });
+    }
+
+    #[test]
+    fn layers_started_in_one_burst_go_smallest_first_whatever_their_order() {
+        let (big, big_src) = layer(30, 3);
+        let (small, small_src) = layer(6, 4);
+        let mut opts = background(2, 1 << 30).options().clone();
+        opts.settle = Duration::from_millis(500);
+        let warmer = Warmer::new(opts);
+        let _big_ticket = warmer.start("big".into(), big.clone());
+        std::thread::sleep(Duration::from_millis(50));
+        let _small_ticket = warmer.start("small".into(), small.clone());
+        wait_until("small layer cached", Duration::from_secs(20), || {
+            let (hit, all) = cached(&small);
+            hit == all
+        });
+        assert_eq!(
+            reads(&big_src),
+            0,
+            "the big layer, started first, fetched before the small one was done"
+        );
+        assert!(reads(&small_src) > 0);
         wait_until("big layer cached", Duration::from_secs(20), || {
             let (hit, all) = cached(&big);
             hit == all

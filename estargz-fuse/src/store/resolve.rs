@@ -20,6 +20,10 @@ use estargz_core::flight::Flight;
 /// Unannotated layers opened at once when searching by TOC digest.
 const SEARCH_PARALLELISM: usize = 8;
 
+/// Layers opened ahead at most, over all images: each holds a TOC index
+/// until it is asked for or expires.
+const MAX_AHEAD: usize = 16;
+
 /// Where images and layers come from (the registry; tests use memory).
 pub trait ImageSource: Send + Sync {
     /// The platform manifest and config of `reference`.
@@ -29,6 +33,7 @@ pub trait ImageSource: Send + Sync {
     fn layer(&self, image: &Image, index: usize, verify_toc: bool) -> Result<OpenedLayer>;
 }
 
+#[derive(Clone)]
 pub struct OpenedLayer {
     pub reader: Arc<Reader>,
     pub blob: Arc<dyn ReadAt>,
@@ -103,6 +108,13 @@ pub struct ResolverOptions {
     pub image_ttl: Duration,
     /// Most images kept.
     pub max_images: usize,
+    /// When a layer is asked for, the next this many annotated layers of
+    /// its image are opened too, in parallel: runtimes ask for an image's
+    /// layers one after the other, so each would otherwise wait for its
+    /// own manifest-to-TOC round trips (0: off).
+    pub open_ahead: usize,
+    /// How long a layer opened ahead waits to be asked for.
+    pub open_ahead_ttl: Duration,
 }
 
 impl Default for ResolverOptions {
@@ -110,6 +122,8 @@ impl Default for ResolverOptions {
         ResolverOptions {
             image_ttl: Duration::from_secs(120),
             max_images: 64,
+            open_ahead: 4,
+            open_ahead_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -117,6 +131,8 @@ impl Default for ResolverOptions {
 estargz_core::option_setters!(ResolverOptions {
     image_ttl: Duration,
     max_images: usize,
+    open_ahead: usize,
+    open_ahead_ttl: Duration,
 });
 
 /// One reference's image: fetched, being fetched (later lookups of the
@@ -142,10 +158,16 @@ impl Default for ImageCell {
     }
 }
 
+/// A layer being opened ahead, by (image reference, layer digest).
+type AheadOpens = HashMap<(String, String), Arc<Flight<Result<OpenedLayer>>>>;
+
 pub struct Resolver {
     source: Arc<dyn ImageSource>,
     opts: ResolverOptions,
     images: Mutex<HashMap<String, (Instant, Arc<ImageCell>)>>,
+    /// Layers being opened or opened ahead of being asked for, by (image
+    /// reference, layer digest); taken out by the first request.
+    ahead: Mutex<AheadOpens>,
 }
 
 impl Resolver {
@@ -154,7 +176,73 @@ impl Resolver {
             source,
             opts,
             images: Mutex::new(HashMap::new()),
+            ahead: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Layers opened ahead and not asked for yet (for tests and logs).
+    pub fn opened_ahead(&self) -> usize {
+        lock(&self.ahead).len()
+    }
+
+    /// Starts opening the annotated layers after `index` of `image`, up to
+    /// [`ResolverOptions::open_ahead`] of them, each on a thread of its
+    /// own; failures are dropped (the request opens the layer again).
+    fn open_ahead(&self, image: &Arc<Image>, index: usize) {
+        let key = image.requested.to_string();
+        let layers = &image.manifest.layers;
+        let mut ahead = lock(&self.ahead);
+        let ttl = self.opts.open_ahead_ttl;
+        ahead.retain(|_, f| f.age() < ttl);
+        for next in (index + 1..layers.len()).take(self.opts.open_ahead) {
+            let d = &layers[next];
+            if !d.has_toc_anchor() || !manifest::is_lazy_layer_type(&d.media_type) {
+                continue;
+            }
+            if ahead.len() >= MAX_AHEAD {
+                break;
+            }
+            let slot = (key.clone(), d.digest.clone());
+            if ahead.contains_key(&slot) {
+                continue;
+            }
+            let flight = Arc::new(Flight::new());
+            let (source, img, f) = (self.source.clone(), image.clone(), flight.clone());
+            let spawned = std::thread::Builder::new()
+                .name("open-ahead".into())
+                .spawn(move || {
+                    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        source.layer(&img, next, true)
+                    }))
+                    .unwrap_or_else(|_| Err(Error::InvalidArgument("opening panicked".into())));
+                    if let Err(e) = &opened {
+                        log::debug!(
+                            "layer {next} of {}: opening ahead failed: {e}",
+                            img.requested
+                        );
+                    }
+                    f.finish(opened);
+                });
+            if spawned.is_ok() {
+                log::debug!("layer {next} of {}: opening ahead", image.requested);
+                ahead.insert(slot, flight);
+            }
+        }
+    }
+
+    /// Layer `index` of `image`, verified: the one opened ahead if there is
+    /// one (waiting for it if it is still being opened), else opened now.
+    fn open(&self, image: &Arc<Image>, index: usize) -> Result<OpenedLayer> {
+        let digest = image.manifest.layers[index].digest.clone();
+        let pending = lock(&self.ahead).remove(&(image.requested.to_string(), digest));
+        if let Some(flight) = pending {
+            // The open is bounded by the registry client's timeouts.
+            // A failure is not remembered: the layer is opened again below.
+            if let Some(Ok(opened)) = flight.wait(Duration::MAX) {
+                return Ok(opened);
+            }
+        }
+        self.source.layer(image, index, true)
     }
 
     /// Images currently cached (for tests and logs).
@@ -232,8 +320,11 @@ impl Resolver {
         answer.map_err(|e| Error::clone(&e))
     }
 
-    /// Drops cached images older than the TTL.
+    /// Drops cached images older than the TTL, and layers opened ahead that
+    /// nobody asked for in time.
     pub fn expire(&self) {
+        let ttl = self.opts.open_ahead_ttl;
+        lock(&self.ahead).retain(|_, f| f.age() < ttl);
         let mut images = lock(&self.images);
         images.retain(|_, (_, cell)| match &*lock(&cell.state) {
             // Being fetched right now: keep.
@@ -259,7 +350,8 @@ impl Resolver {
                     manifest::TOC_DIGEST_ANNOTATION
                 )));
             }
-            let opened = self.source.layer(&image, index, true)?;
+            self.open_ahead(&image, index);
+            let opened = self.open(&image, index)?;
             let diff_id = diff_id(&image, index)?;
             let diff_size = match desc.annotations.get(UNCOMPRESSED_SIZE_ANNOTATION) {
                 Some(v) => v.parse::<u64>().map_err(|_| {
@@ -287,7 +379,8 @@ impl Resolver {
             return Ok(ready(opened, keying));
         }
         if let Some(index) = layers.iter().position(|d| d.toc_digest() == Some(digest)) {
-            let opened = self.source.layer(&image, index, true)?;
+            self.open_ahead(&image, index);
+            let opened = self.open(&image, index)?;
             let keying = Keying::TocDigest {
                 toc_digest: digest.to_string(),
                 diff_id: diff_id(&image, index)?,

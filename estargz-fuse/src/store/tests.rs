@@ -122,6 +122,8 @@ struct Fake {
     stalled: HashMap<String, Duration>,
     image_fetches: AtomicUsize,
     layer_opens: AtomicUsize,
+    /// A layer index whose next open fails.
+    failing_once: std::sync::Mutex<Option<usize>>,
 }
 
 impl ImageSource for Fake {
@@ -145,6 +147,12 @@ impl ImageSource for Fake {
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::Network("connection refused".into()));
         }
+        let mut failing = self.failing_once.lock().unwrap();
+        if *failing == Some(index) {
+            *failing = None;
+            return Err(Error::Network("connection reset".into()));
+        }
+        drop(failing);
         let d = &image.manifest.layers[index];
         if verify_toc && d.toc_digest().is_none() {
             return Err(Error::InvalidArgument("no TOC annotation".into()));
@@ -458,10 +466,9 @@ fn forgotten_layers_and_idle_layers_go_away() {
     let s = Store::new(
         Resolver::new(
             src.clone(),
-            ResolverOptions {
-                image_ttl: Duration::ZERO,
-                max_images: 1,
-            },
+            ResolverOptions::default()
+                .image_ttl(Duration::ZERO)
+                .max_images(1),
         ),
         StoreOptions {
             idle_unload: Duration::ZERO,
@@ -513,10 +520,9 @@ fn image_cache_is_bounded_and_shared() {
     let s = Store::new(
         Resolver::new(
             src.clone(),
-            ResolverOptions {
-                image_ttl: Duration::from_secs(600),
-                max_images: 2,
-            },
+            ResolverOptions::default()
+                .image_ttl(Duration::from_secs(600))
+                .max_images(2),
         ),
         StoreOptions::default(),
     );
@@ -708,6 +714,72 @@ fn resolved_layers_are_warmed_in_the_background() {
         assert!(std::time::Instant::now() < deadline, "not warmed in 20 s");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn the_next_layers_are_opened_while_the_first_is_asked_for() {
+    let layers: Vec<Layer> = (0..4)
+        .map(|i| layer(&[("f", format!("layer {i}\n").as_bytes())]))
+        .collect();
+    let refs: Vec<&Layer> = layers.iter().collect();
+    // Layer 3 has no TOC annotation: never opened ahead.
+    let img = image(
+        &refs,
+        &[(true, true), (true, true), (true, true), (false, true)],
+        None,
+    );
+    let src = fake(img, &refs);
+    *src.failing_once.lock().unwrap() = Some(2);
+    let s = store(src.clone());
+    let r = ref_dir();
+    let digest = |i: usize| layers[i].result.blob_digest.to_string();
+
+    let f = walk(&s, &[&r, &digest(0), "diff", "f"]).unwrap();
+    assert_eq!(read_all(&s, f.ino), b"layer 0\n");
+    assert_eq!(s.resolver().opened_ahead(), 2, "layers 1 and 2, not 3");
+    // Layer 1 comes from its open ahead; layer 2's failed, so it is opened
+    // again (failures are not remembered).
+    for i in 1..3 {
+        let f = walk(&s, &[&r, &digest(i), "diff", "f"]).unwrap();
+        assert_eq!(read_all(&s, f.ino), format!("layer {i}\n").as_bytes());
+    }
+    assert_eq!(src.layer_opens.load(Ordering::SeqCst), 4);
+    assert_eq!(s.resolver().opened_ahead(), 0);
+}
+
+#[test]
+fn layers_opened_ahead_and_never_asked_for_expire() {
+    let a = layer(&[("a", b"x")]);
+    let b = layer(&[("b", b"y")]);
+    let src = fake(
+        image(&[&a, &b], &[(true, true), (true, true)], None),
+        &[&a, &b],
+    );
+    let s = Store::new(
+        Resolver::new(
+            src.clone(),
+            ResolverOptions::default().open_ahead_ttl(Duration::ZERO),
+        ),
+        StoreOptions::default(),
+    );
+    walk(
+        &s,
+        &[&ref_dir(), &a.result.blob_digest.to_string(), "diff", "a"],
+    )
+    .unwrap();
+    s.reap();
+    assert_eq!(s.resolver().opened_ahead(), 0);
+    // Switched off: nothing opened ahead.
+    let s = Store::new(
+        Resolver::new(src.clone(), ResolverOptions::default().open_ahead(0)),
+        StoreOptions::default(),
+    );
+    walk(
+        &s,
+        &[&ref_dir(), &a.result.blob_digest.to_string(), "diff", "a"],
+    )
+    .unwrap();
+    assert_eq!(s.resolver().opened_ahead(), 0);
 }
 
 #[test]
