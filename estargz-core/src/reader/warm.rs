@@ -4,7 +4,7 @@
 //! multi-range read per batch, then decompressed, verified and cached.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -21,8 +21,6 @@ pub const DEFAULT_BATCH_BYTES: u64 = 8 << 20;
 const MIN_GAP_PIECE: u64 = 4 << 20;
 /// Most gzip members per batch (bounds the Range header).
 const MAX_MEMBERS_PER_BATCH: usize = 512;
-/// Batch requests in flight at once while warming one layer.
-const FETCHERS: usize = 2;
 
 /// What a warm-up did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -87,9 +85,8 @@ impl Reader {
 
     /// Fetches, verifies and caches every chunk selected by `want` that is
     /// not cached yet, in blob order, `batch_bytes` of compressed data per
-    /// read. Two batches are fetched at once while the ones that arrived
-    /// are decompressed, so the link idles neither for the CPU nor for a
-    /// round trip.
+    /// read. The next batch is fetched while the current one is
+    /// decompressed, so the link does not idle while the CPU works.
     /// `proceed` runs before each batch's fetch: background work waits
     /// there while it should yield, and returns false to stop.
     pub fn cache_chunks(
@@ -130,68 +127,43 @@ impl Reader {
                 .map_err(|e| Error::io(format!("fetching {} gzip members", ranges.len()), e))
         };
         let mut summary = WarmSummary::default();
-        if batches.is_empty() {
+        let Some(first) = batches.first() else {
             summary.complete = true;
             return Ok(summary);
+        };
+        if !proceed() {
+            return Ok(summary);
         }
-        // FETCHERS requests in flight while this thread decompresses and
-        // verifies what came in: one request at a time leaves the link
-        // idle for a round trip per batch. Batches are cached in the order
-        // they arrive; the order does not matter to the cache.
-        let next = AtomicUsize::new(0);
-        let failed = AtomicBool::new(false);
-        let mut processed = 0;
-        let mut error = None;
-        std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            for _ in 0..FETCHERS.min(batches.len()) {
-                let tx = tx.clone();
-                let (next, failed, batches, fetch) = (&next, &failed, &batches, &fetch);
-                s.spawn(move || loop {
-                    if failed.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    if k >= batches.len() || !proceed() {
-                        return;
-                    }
-                    let fetched = fetch(&batches[k]);
-                    let stop = fetched.is_err();
-                    if tx.send((k, fetched)).is_err() || stop {
-                        return;
-                    }
+        let mut data = fetch(first)?;
+        for (k, batch) in batches.iter().enumerate() {
+            let next = batches.get(k + 1);
+            let (done, fetched_next) = std::thread::scope(|s| {
+                let ahead = next.map(|b| s.spawn(|| proceed().then(|| fetch(b))));
+                let done = self.cache_batch(batch, std::mem::take(&mut data));
+                let fetched = ahead.map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Some(Err(Error::Io {
+                            context: "fetching the next batch".into(),
+                            source: std::io::Error::other("the fetching thread panicked"),
+                        }))
+                    })
                 });
+                (done, fetched)
+            });
+            let fetched = batch.iter().map(|m| extent(m[0].1)).sum::<u64>();
+            summary.compressed_bytes += fetched;
+            crate::metrics::global().warm_bytes(fetched);
+            for (chunks, bytes) in done? {
+                summary.chunks_cached += chunks;
+                summary.bytes_cached += bytes;
             }
-            drop(tx);
-            for (k, fetched) in rx {
-                let done = fetched.and_then(|data| {
-                    let batch = &batches[k];
-                    let fetched = batch.iter().map(|m| extent(m[0].1)).sum::<u64>();
-                    summary.compressed_bytes += fetched;
-                    crate::metrics::global().warm_bytes(fetched);
-                    self.cache_batch(batch, data)
-                });
-                match done {
-                    Ok(done) => {
-                        for (chunks, bytes) in done {
-                            summary.chunks_cached += chunks;
-                            summary.bytes_cached += bytes;
-                        }
-                        processed += 1;
-                    }
-                    Err(e) => {
-                        // The fetchers stop before their next batch; what
-                        // is in flight still lands and is cached.
-                        failed.store(true, Ordering::Relaxed);
-                        error.get_or_insert(e);
-                    }
-                }
+            match fetched_next {
+                None => break,
+                Some(None) => return Ok(summary),
+                Some(Some(next_data)) => data = next_data?,
             }
-        });
-        if let Some(e) = error {
-            return Err(e);
         }
-        summary.complete = processed == batches.len();
+        summary.complete = true;
         Ok(summary)
     }
 
@@ -505,14 +477,10 @@ mod tests {
         tar
     }
 
-    /// A blob in memory that counts the batched reads it answers, and the
-    /// most it answered at once.
+    /// A blob in memory that counts the batched reads it answers.
     struct Counting {
         blob: Vec<u8>,
         batches: std::sync::atomic::AtomicU64,
-        in_flight: AtomicUsize,
-        most_in_flight: AtomicUsize,
-        latency: Duration,
     }
 
     impl crate::source::ReadAt for Counting {
@@ -524,10 +492,6 @@ mod tests {
         }
         fn read_ranges(&self, ranges: &[Range<u64>]) -> std::io::Result<Vec<Vec<u8>>> {
             self.batches.fetch_add(1, Ordering::SeqCst);
-            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
-            std::thread::sleep(self.latency);
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
             ranges
                 .iter()
                 .map(|r| Ok(self.blob[r.start as usize..r.end as usize].to_vec()))
@@ -544,9 +508,6 @@ mod tests {
         let src = Arc::new(Counting {
             blob,
             batches: Default::default(),
-            in_flight: Default::default(),
-            most_in_flight: Default::default(),
-            latency: Duration::from_millis(20),
         });
         let opts = crate::reader::OpenOptions {
             cache: Some(Arc::new(crate::cache::ChunkCache::in_memory(64 << 20))),
@@ -574,16 +535,6 @@ mod tests {
         assert_eq!(src.batches.load(Ordering::SeqCst), 11);
         let again = reader.cache_chunks(|_, _| true, 1, &|| true).unwrap();
         assert_eq!((again.chunks_cached, again.complete), (0, true));
-    }
-
-    #[test]
-    fn two_batches_are_in_flight_at_once() {
-        let (reader, src) = counted_reader(8);
-        let summary = reader.cache_chunks(|_, _| true, 1, &|| true).unwrap();
-        assert!(summary.complete);
-        assert_eq!(summary.chunks_cached, 9, "8 files and the landmark");
-        assert_eq!(src.batches.load(Ordering::SeqCst), 9);
-        assert_eq!(src.most_in_flight.load(Ordering::SeqCst), 2);
     }
 
     #[test]
