@@ -3,6 +3,7 @@
 
 mod image;
 mod listing;
+mod optimize;
 mod remote;
 
 use std::fs::File;
@@ -82,6 +83,9 @@ enum Command {
     Push(remote::PushArgs),
     /// Convert an image (OCI layout or registry) into an eStargz image.
     ConvertImage(image::ConvertImageArgs),
+    /// Run an image's workload once (runc, root, /dev/fuse) and write an
+    /// eStargz image with the files it read first in each layer.
+    Optimize(optimize::OptimizeArgs),
 }
 
 #[derive(Args)]
@@ -181,6 +185,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Pull(args) => remote::pull(args),
         Command::Push(args) => remote::push(args),
         Command::ConvertImage(args) => image::convert_image_cmd(args),
+        Command::Optimize(args) => optimize::optimize_cmd(args),
         Command::Inspect { blob, toc, json } => {
             let reader = open_blob(&blob)?;
             if toc {

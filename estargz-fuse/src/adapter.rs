@@ -189,7 +189,10 @@ impl<F: ReadOnlyFs, H: Hooks<F>> Filesystem for FuseAdapter<F, H> {
             return fail("open", ino.0, read_only(), reply);
         }
         self.answer(ino.0, move |fs, hooks| match fs.getattr(ino.0) {
-            Ok(a) if a.kind == Kind::RegularFile => hooks.open_file(fs, ino.0, reply),
+            Ok(a) if a.kind == Kind::RegularFile => {
+                fs.opened(ino.0);
+                hooks.open_file(fs, ino.0, reply)
+            }
             Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Err(e) => fail("open", ino.0, e, reply),
         })

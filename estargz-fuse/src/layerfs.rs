@@ -12,6 +12,7 @@ use estargz_core::reader::{Entry, NodeId, Reader, ROOT};
 use estargz_core::toc::EntryType;
 
 use crate::overlay::{self, Presented};
+use crate::record::LayerAccess;
 use crate::rofs::{
     walk_listing, Attr, DirEntry, FsError, FsResult, Kind, ReadOnlyFs, WalkEntry, BLOCK_SIZE,
 };
@@ -37,6 +38,8 @@ pub struct LayerFs {
     reader: Arc<Reader>,
     /// Listings built on first use; the layer never changes.
     listings: Mutex<HashMap<NodeId, Arc<[DirEntry]>>>,
+    /// Where opened and read files are recorded, if anywhere.
+    access: Option<Arc<LayerAccess>>,
 }
 
 impl LayerFs {
@@ -44,6 +47,24 @@ impl LayerFs {
         LayerFs {
             reader,
             listings: Mutex::new(HashMap::new()),
+            access: None,
+        }
+    }
+
+    /// Records the regular files opened or read from now on in `access`.
+    pub fn set_access(&mut self, access: Option<Arc<LayerAccess>>) {
+        self.access = access;
+    }
+
+    /// Notes an access to regular file `ino` (hardlinks count as their
+    /// target, the entry that holds the data).
+    fn note_access(&self, ino: u64) {
+        let Some(access) = &self.access else { return };
+        if let Ok(id) = self.node_id(ino) {
+            let data = self.reader.resolve(id);
+            if self.reader.entry(data).kind() == EntryType::Reg {
+                access.note(data, || self.reader.path(data));
+            }
         }
     }
 
@@ -214,6 +235,7 @@ impl ReadOnlyFs for LayerFs {
             Kind::Directory => return Err(FsError::new(libc::EISDIR, "a directory")),
             _ => return Err(FsError::new(libc::EINVAL, "not a regular file")),
         }
+        self.note_access(ino);
         let len = (size as u64).min(attr.size.saturating_sub(offset)) as usize;
         let mut buf = vec![0; len];
         let mut done = 0;
@@ -239,6 +261,10 @@ impl ReadOnlyFs for LayerFs {
         }
         buf.truncate(done);
         Ok(buf)
+    }
+
+    fn opened(&self, ino: u64) {
+        self.note_access(ino);
     }
 
     fn walk_dir(

@@ -12,7 +12,9 @@
 //! * [`source`]: local blob or lazily read registry layer.
 //! * [`mount`]: one layer mounted (session, warm-up), in the foreground
 //!   or from a thread of its own ([`mount::LayerMount`]).
+//! * [`optimize`]: workload-optimized images (run once, record, reorder).
 //! * [`readahead`]: the kernel readahead window of a mount.
+//! * [`record`]: access recording (which files a workload opened).
 //! * [`store`]: the Additional Layer Store namespace (Podman / CRI-O).
 //! * [`warm`]: prefetch and background fetch of opened layers.
 //! * [`heap`]: the allocator settings that keep the daemons' RSS down.
@@ -25,9 +27,11 @@ pub mod layerfs;
 pub mod logger;
 pub mod metrics_endpoint;
 pub mod mount;
+pub mod optimize;
 pub mod overlay;
 pub mod passthrough;
 pub mod readahead;
+pub mod record;
 pub mod rofs;
 pub mod source;
 pub mod store;

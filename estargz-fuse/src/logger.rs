@@ -37,6 +37,16 @@ impl log::Log for StderrLogger {
 /// request was interrupted meanwhile (the caller was killed or gave up):
 /// nothing is wrong then, so that line is shown at debug level only.
 fn level_of(r: &log::Record) -> log::Level {
+    // fuser tries to unmount again when a session we unmounted ourselves
+    // (to keep a busy mount retryable) is dropped: EINVAL, not mounted.
+    if r.level() == log::Level::Warn && r.target().starts_with("fuser") {
+        let text = r.args().to_string();
+        if text.starts_with("Unmount failed")
+            && text.contains(&std::io::Error::from_raw_os_error(libc::EINVAL).to_string())
+        {
+            return log::Level::Debug;
+        }
+    }
     if r.level() == log::Level::Error && r.target().starts_with("fuser") {
         let text = r.args().to_string();
         if text.starts_with("Failed to send FUSE reply")
@@ -89,6 +99,24 @@ mod tests {
         assert_eq!(
             record_level("estargz_fuse", log::Level::Error, &interrupted),
             log::Level::Error
+        );
+    }
+
+    #[test]
+    fn fusers_second_unmount_of_a_session_we_unmounted_is_debug_only() {
+        let einval = std::io::Error::from_raw_os_error(libc::EINVAL);
+        let line = format!("Unmount failed: {einval}");
+        assert_eq!(
+            record_level("fuser::mnt", log::Level::Warn, &line),
+            log::Level::Debug
+        );
+        let busy = format!(
+            "Unmount failed: {}",
+            std::io::Error::from_raw_os_error(libc::EBUSY)
+        );
+        assert_eq!(
+            record_level("fuser::mnt", log::Level::Warn, &busy),
+            log::Level::Warn
         );
     }
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use estargz_args::config::{self, ConfigFile, ConfigSpec, Key};
@@ -11,6 +12,7 @@ use estargz_core::remote::{LayerOptions, Reference};
 use estargz_fuse::daemon;
 use estargz_fuse::metrics_endpoint::{self, MetricsAddress};
 use estargz_fuse::mount::{self, MountOptions};
+use estargz_fuse::record::{AccessRecorder, LayerKey};
 use estargz_fuse::source::{is_registry_source, OpenedLayer, Source};
 use estargz_fuse::warm::WarmOptions;
 
@@ -71,7 +73,48 @@ struct MountArgs {
     #[arg(long, default_value_t = estargz_fuse::readahead::DEFAULT_KB)]
     read_ahead_kb: u32,
     #[command(flatten)]
+    record: RecordArgs,
+    #[command(flatten)]
     serve: ServeArgs,
+}
+
+/// Access recording, for `mount` and `store`.
+#[derive(Args)]
+pub(crate) struct RecordArgs {
+    /// Record the files opened in each layer, in first-access order, and
+    /// write them to FILE (JSON) when unmounted.
+    #[arg(long, value_name = "FILE")]
+    record_access: Option<PathBuf>,
+    /// Most files recorded in all layers (later ones are counted, not listed).
+    #[arg(long, value_name = "N", default_value_t = estargz_fuse::record::DEFAULT_RECORD_LIMIT)]
+    record_limit: usize,
+}
+
+impl RecordArgs {
+    pub(crate) const CONFIG_KEYS: &'static [Key] = &[
+        Key::new("record_access", "record_access"),
+        Key::new("record_limit", "record_limit"),
+    ];
+
+    pub(crate) fn recorder(&self) -> Option<Arc<AccessRecorder>> {
+        self.record_access
+            .as_ref()
+            .map(|_| AccessRecorder::new(self.record_limit))
+    }
+
+    /// Writes what `recorder` holds to `--record-access`.
+    pub(crate) fn write(&self, recorder: Option<&Arc<AccessRecorder>>) -> Result<(), String> {
+        let (Some(path), Some(rec)) = (&self.record_access, recorder) else {
+            return Ok(());
+        };
+        let record = rec.record();
+        record
+            .write(path)
+            .map_err(|e| format!("writing the access record {}: {e}", path.display()))?;
+        let files: usize = record.layers.iter().map(|l| l.files.len()).sum();
+        log::info!("{files} accessed file(s) recorded in {}", path.display());
+        Ok(())
+    }
 }
 
 /// How the `mount` and `store` processes run.
@@ -273,7 +316,16 @@ fn mount(args: &MountArgs) -> Result<(), String> {
             &layer_opts,
         )
         .map_err(|e| format!("cannot mount {}: {e}", args.source))?;
-    let opts = args.mount_options();
+    let recorder = args.record.recorder();
+    let access = recorder.as_ref().map(|r| {
+        r.layer(LayerKey {
+            source: description.clone(),
+            index: None,
+            digest: blob.as_ref().and_then(|b| b.digest().parse().ok()),
+            toc_digest: reader.toc_digest(),
+        })
+    });
+    let opts = args.mount_options().record(access);
     let mut session =
         mount::session(&reader, &args.mountpoint, &opts).map_err(|e| e.to_string())?;
     log::info!("mounted {description} at {}", args.mountpoint.display());
@@ -307,9 +359,10 @@ fn mount(args: &MountArgs) -> Result<(), String> {
             s.requests
         );
     }
+    let recorded = args.record.write(recorder.as_ref());
     result.map_err(|e| format!("serving {}: {e}", args.mountpoint.display()))?;
     log::info!("unmounted {}", args.mountpoint.display());
-    Ok(())
+    recorded
 }
 
 impl MountArgs {

@@ -14,6 +14,7 @@ use fuser::{BackgroundSession, Config, MountOption, Session, SessionACL};
 use crate::adapter::FuseLayer;
 use crate::layerfs::LayerFs;
 use crate::passthrough::Materializer;
+use crate::record::LayerAccess;
 use crate::source::OpenedLayer;
 use crate::warm::{WarmOptions, WarmTicket, Warmer};
 
@@ -33,6 +34,8 @@ pub struct MountOptions {
     pub read_ahead_kb: u32,
     /// Prefetch and background fetch.
     pub warm: WarmOptions,
+    /// Records the files opened or read (see [`crate::record`]).
+    pub record: Option<Arc<LayerAccess>>,
 }
 
 impl Default for MountOptions {
@@ -43,6 +46,7 @@ impl Default for MountOptions {
             passthrough: None,
             read_ahead_kb: crate::readahead::DEFAULT_KB,
             warm: WarmOptions::default(),
+            record: None,
         }
     }
 }
@@ -53,6 +57,7 @@ estargz_core::option_setters!(MountOptions {
     passthrough: Option<(PathBuf, u64)>,
     read_ahead_kb: u32,
     warm: WarmOptions,
+    record: Option<Arc<LayerAccess>>,
 });
 
 /// Mounts `reader` read-only at `mountpoint` (the INIT handshake is done
@@ -83,7 +88,9 @@ pub fn session(
     }
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
-    let fs = FuseLayer::new(LayerFs::new(reader.clone()), materializer);
+    let mut fs = LayerFs::new(reader.clone());
+    fs.set_access(opts.record.clone());
+    let fs = FuseLayer::new(fs, materializer);
     Session::new(fs, mountpoint, &config)
         .map_err(|e| Error::io(format!("mounting at {}", mountpoint.display()), e))
 }

@@ -86,6 +86,10 @@ pub trait ReadOnlyFs: Send + Sync + 'static {
 
     fn readlink(&self, ino: u64) -> FsResult<Vec<u8>>;
 
+    /// Regular file `ino` was opened (access recording counts opens: later
+    /// reads may be served from the kernel's cache).
+    fn opened(&self, _ino: u64) {}
+
     /// Up to `size` bytes at `offset` (fewer only at the end of the file).
     fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>>;
 

@@ -13,7 +13,7 @@ use estargz_fuse::store::{Store, StoreOptions};
 use estargz_fuse::store_adapter::FuseStore;
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::{ServeArgs, WarmArgs};
+use crate::{RecordArgs, ServeArgs, WarmArgs};
 
 /// Layers fetched in the background at once, as stargz-store's default:
 /// more would compete with on-demand reads for the link.
@@ -49,6 +49,8 @@ pub struct StoreArgs {
     #[arg(long)]
     no_allow_other: bool,
     #[command(flatten)]
+    record: RecordArgs,
+    #[command(flatten)]
     pub serve: ServeArgs,
 }
 
@@ -69,6 +71,7 @@ pub fn config_keys() -> Vec<Key> {
         WarmArgs::CONFIG_KEYS,
         StoreArgs::CONFIG_KEYS,
         ServeArgs::CONFIG_KEYS,
+        RecordArgs::CONFIG_KEYS,
     ]
     .concat()
 }
@@ -98,6 +101,7 @@ pub fn run(args: &StoreArgs, file: Option<ConfigFile>, reparse: Reparse) -> Resu
         source.clone(),
         ResolverOptions::default().image_ttl(Duration::from_secs(args.image_ttl)),
     );
+    let recorder = args.record.recorder();
     let store = Arc::new(Store::new(
         resolver,
         StoreOptions::default()
@@ -105,7 +109,8 @@ pub fn run(args: &StoreArgs, file: Option<ConfigFile>, reparse: Reparse) -> Resu
             // A lookup waits no longer than one request may take: a stuck
             // registry is EIO then, while the resolution goes on.
             .resolve_timeout(args.registry.request_timeout())
-            .warm(args.warm.options(&args.cache, MAX_BACKGROUND_FETCHES)),
+            .warm(args.warm.options(&args.cache, MAX_BACKGROUND_FETCHES))
+            .record(recorder.clone()),
     ));
     std::fs::create_dir_all(&args.mountpoint)
         .map_err(|e| format!("creating {}: {e}", args.mountpoint.display()))?;
@@ -189,9 +194,10 @@ pub fn run(args: &StoreArgs, file: Option<ConfigFile>, reparse: Reparse) -> Resu
         s.loaded,
         s.uses
     );
+    let recorded = args.record.write(recorder.as_ref());
     result.map_err(|e| format!("serving {}: {e}", args.mountpoint.display()))?;
     log::info!("unmounted {}", args.mountpoint.display());
-    Ok(())
+    recorded
 }
 
 #[cfg(test)]
@@ -243,6 +249,8 @@ threads = 3
 log_file = "/var/log/s.log"
 log_level = "debug"
 metrics_address = "127.0.0.1:9100"
+record_access = "/var/lib/r.json"
+record_limit = 7
 "#,
             &[],
         )
@@ -273,7 +281,12 @@ metrics_address = "127.0.0.1:9100"
             a.serve.metrics_address,
             Some("127.0.0.1:9100".parse().unwrap())
         );
-        assert_eq!(config_keys().len(), 20);
+        assert_eq!(
+            a.record.record_access.as_deref(),
+            Some(Path::new("/var/lib/r.json"))
+        );
+        assert_eq!(a.record.record_limit, 7);
+        assert_eq!(config_keys().len(), 22);
     }
 
     #[test]

@@ -46,28 +46,17 @@ fn prerequisites() -> Option<PathBuf> {
         std::env::var_os("ESTARGZ_SNAPSHOTTER")
             .expect("ESTARGZ_SNAPSHOTTER: run by scripts/containerd-test.sh"),
     );
-    let missing: Vec<&str> = [
-        (!is_root(), "root"),
-        (!Path::new("/dev/fuse").exists(), "/dev/fuse"),
-        (!on_path("containerd"), "containerd"),
-        (!on_path("ctr-remote"), "ctr-remote"),
-        (!on_path("runc"), "runc"),
-        (!on_path("skopeo"), "skopeo"),
-        (!bin.is_file(), "the ESTARGZ_SNAPSHOTTER binary"),
-    ]
-    .into_iter()
-    .filter_map(|(m, what)| m.then_some(what))
-    .collect();
-    if missing.is_empty() {
-        return Some(bin);
-    }
-    assert!(
-        std::env::var_os("ESTARGZ_REQUIRE_FUSE").is_none(),
-        "ESTARGZ_REQUIRE_FUSE is set but the containerd test lacks: {}",
-        missing.join(", ")
+    let present = util::prerequisites(
+        "the containerd tests",
+        &[
+            (on_path("containerd"), "containerd"),
+            (on_path("ctr-remote"), "ctr-remote"),
+            (on_path("runc"), "runc"),
+            (on_path("skopeo"), "skopeo"),
+            (bin.is_file(), "the ESTARGZ_SNAPSHOTTER binary"),
+        ],
     );
-    eprintln!("skipped: the containerd test needs {}", missing.join(", "));
-    None
+    present.then_some(bin)
 }
 
 /// Mount points at or under `dir` (deepest last).

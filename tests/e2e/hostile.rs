@@ -513,19 +513,6 @@ fn memory_does_not_grow_with_threads() {
     }
 }
 
-/// Root and /dev/fuse, or (under ESTARGZ_REQUIRE_FUSE) a failure.
-fn fuse_prerequisites() -> bool {
-    if util::is_root() && Path::new("/dev/fuse").exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("ESTARGZ_REQUIRE_FUSE").is_none(),
-        "ESTARGZ_REQUIRE_FUSE is set but the store test needs root and /dev/fuse"
-    );
-    eprintln!("skipped: the store test needs root and /dev/fuse");
-    false
-}
-
 /// Pushes `blobs` as the layers of image `reference` with the annotations
 /// `estargz push` writes (the TOC digests are given: a hostile layer's
 /// TOC is refused by our own tools, not by an attacker's).
@@ -579,7 +566,7 @@ fn push_image(reference: &str, blobs: &[(&[u8], &str)]) {
 
 #[test]
 fn the_store_survives_a_hostile_layer_next_to_a_good_one() {
-    if !fuse_prerequisites() {
+    if !util::fuse_available() {
         return;
     }
     use base64::Engine as _;

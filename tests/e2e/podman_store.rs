@@ -10,7 +10,7 @@ mod util;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -22,45 +22,11 @@ use estargz_tests::faultproxy::FaultProxy;
 use estargz_tests::registry::TestRegistry;
 use util::*;
 
-fn on_path(bin: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-}
-
 fn prerequisites() -> bool {
-    let missing: Vec<&str> = [
-        (!is_root(), "root"),
-        (!Path::new("/dev/fuse").exists(), "/dev/fuse"),
-        (!on_path("podman"), "podman"),
-        (!on_path("runc"), "runc"),
-    ]
-    .into_iter()
-    .filter_map(|(m, what)| m.then_some(what))
-    .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    // CI sets this so a missing prerequisite cannot pass as a skip.
-    assert!(
-        std::env::var_os("ESTARGZ_REQUIRE_FUSE").is_none(),
-        "ESTARGZ_REQUIRE_FUSE is set but the Podman store test lacks: {}",
-        missing.join(", ")
-    );
-    eprintln!(
-        "skipped: the Podman store test needs {}",
-        missing.join(", ")
-    );
-    false
-}
-
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
-        .filter(|m| m.starts_with(&dir))
-        .collect()
+    util::prerequisites(
+        "the Podman store tests",
+        &[(on_path("podman"), "podman"), (on_path("runc"), "runc")],
+    )
 }
 
 /// A root file system with `cat` and the libraries it needs (from ldd).
@@ -99,128 +65,6 @@ fn layer(work: &Path, name: &str, fill: fn(&Path)) -> (PathBuf, PathBuf) {
         .arg(&tar)
         .arg(&blob));
     (tar, blob)
-}
-
-/// A running `estargz-fuse store`.
-struct Store {
-    child: Option<Child>,
-    mountpoint: PathBuf,
-    log: PathBuf,
-}
-
-impl Store {
-    fn start(mountpoint: &Path) -> Store {
-        let log = mountpoint.with_extension("log");
-        let args: Vec<&std::ffi::OsStr> = vec![
-            "store".as_ref(),
-            mountpoint.as_ref(),
-            // One retry and short timeouts: the outage check stays quick.
-            "--plain-http".as_ref(),
-            "--retries".as_ref(),
-            "1".as_ref(),
-            "--request-timeout".as_ref(),
-            "5".as_ref(),
-            // What the pull and the save download is measured below; the
-            // background fetch has a test of its own (store_fetch.rs).
-            "--no-background-fetch".as_ref(),
-        ];
-        Store {
-            child: Some(start_fuse_process(&args, mountpoint, &log)),
-            mountpoint: mountpoint.to_path_buf(),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            stop_fuse_process(child, &self.mountpoint, &self.log);
-        }
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(&self.mountpoint)
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// Podman with storage and registries configuration of its own.
-struct Podman {
-    root: PathBuf,
-}
-
-impl Podman {
-    fn new(root: &Path, store: &Path, registries: &[&str]) -> Podman {
-        fs::create_dir_all(root).unwrap();
-        fs::write(
-            root.join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"overlay\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n\
-                 [storage.options]\nadditionallayerstores = [\"{}:ref\"]\n",
-                root.join("graph").display(),
-                root.join("run").display(),
-                store.display()
-            ),
-        )
-        .unwrap();
-        let conf: String = registries
-            .iter()
-            .map(|r| format!("[[registry]]\nlocation = \"{r}\"\ninsecure = true\n"))
-            .collect();
-        fs::write(root.join("registries.conf"), conf).unwrap();
-        Podman {
-            root: root.to_path_buf(),
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        // A stuck podman must fail the test, not hang it.
-        let mut c = Command::new("timeout");
-        c.args(["--kill-after=10", "300", "podman"])
-            .env("CONTAINERS_STORAGE_CONF", self.root.join("storage.conf"))
-            .env(
-                "CONTAINERS_REGISTRIES_CONF",
-                self.root.join("registries.conf"),
-            )
-            .args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"])
-            .args(["--events-backend", "file"])
-            .stdin(Stdio::null());
-        c
-    }
-
-    /// Runs podman; returns (stdout, stderr).
-    fn run(&self, args: &[&str]) -> (String, String) {
-        let out = self.cmd().args(args).output().unwrap();
-        let (o, e) = (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-        assert!(
-            out.status.success(),
-            "podman {args:?}: {}\n{o}\n{e}",
-            out.status
-        );
-        (o, e)
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = self.cmd().args(["rm", "-a", "-f"]).output();
-        let _ = self.cmd().args(["rmi", "-a", "-f"]).output();
-        for m in mounts_under(&self.root).into_iter().rev() {
-            let _ = Command::new("umount").arg("-l").arg(m).status();
-        }
-    }
 }
 
 fn registry_client() -> Registry {
@@ -282,7 +126,11 @@ fn podman_pulls_runs_saves_and_pushes_through_the_store() {
     let store_mnt = work.join("store");
     fs::create_dir_all(&store_mnt).unwrap();
     let mut store = Store::start(&store_mnt);
-    let podman = Podman::new(&work.join("podman"), &store_mnt, &[&host, &reg.host()]);
+    let podman = Podman::new(
+        &work.join("podman"),
+        Some(&store_mnt),
+        &[&host, &reg.host()],
+    );
 
     // Pull: layers come from the store; only small pieces are downloaded.
     let before = proxy.stats().bytes_down.load(Ordering::SeqCst);

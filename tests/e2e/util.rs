@@ -400,15 +400,33 @@ pub fn gunzip(data: &[u8]) -> Vec<u8> {
 /// caller skips, unless `ESTARGZ_REQUIRE_FUSE` is set (CI sets it so a
 /// missing prerequisite cannot pass as a skip), which fails the test.
 pub fn fuse_available() -> bool {
-    let ok = is_root() && Path::new("/dev/fuse").exists();
-    if !ok {
-        assert!(
-            std::env::var_os("ESTARGZ_REQUIRE_FUSE").is_none(),
-            "ESTARGZ_REQUIRE_FUSE is set but FUSE mounts need root and /dev/fuse"
-        );
-        eprintln!("skipped: FUSE mounts need root and /dev/fuse");
+    prerequisites("FUSE mounts", &[])
+}
+
+/// Whether `what` (a test, in messages) can run here: root, `/dev/fuse`
+/// and `needs`, pairs of (present, name). A missing one skips the test, or
+/// fails it when ESTARGZ_REQUIRE_FUSE is set (CI), so that a missing
+/// prerequisite cannot pass as a skip.
+pub fn prerequisites(what: &str, needs: &[(bool, &str)]) -> bool {
+    let fuse = [
+        (is_root(), "root"),
+        (Path::new("/dev/fuse").exists(), "/dev/fuse"),
+    ];
+    let missing: Vec<&str> = fuse
+        .iter()
+        .chain(needs)
+        .filter_map(|&(present, name)| (!present).then_some(name))
+        .collect();
+    if missing.is_empty() {
+        return true;
     }
-    ok
+    assert!(
+        std::env::var_os("ESTARGZ_REQUIRE_FUSE").is_none(),
+        "ESTARGZ_REQUIRE_FUSE is set but {what} lack: {}",
+        missing.join(", ")
+    );
+    eprintln!("skipped: {what} need {}", missing.join(", "));
+    false
 }
 
 /// Copies `programs` and the shared libraries they load (from ldd) into
@@ -442,5 +460,156 @@ pub fn descriptor(media_type: &str, data: &[u8]) -> estargz_core::remote::manife
         size: data.len() as u64,
         annotations: Default::default(),
         platform: None,
+    }
+}
+
+/// Whether `bin` is on PATH.
+pub fn on_path(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+}
+
+/// Mount points under `dir`.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .filter(|m| m.starts_with(&dir))
+        .collect()
+}
+
+/// A running `estargz-fuse store`.
+pub struct Store {
+    child: Option<Child>,
+    mountpoint: PathBuf,
+    log: PathBuf,
+}
+
+impl Store {
+    pub fn start(mountpoint: &Path) -> Store {
+        Store::start_with(mountpoint, &[])
+    }
+
+    /// With `extra` arguments.
+    pub fn start_with(mountpoint: &Path, extra: &[&std::ffi::OsStr]) -> Store {
+        let log = mountpoint.with_extension("log");
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "store".as_ref(),
+            mountpoint.as_ref(),
+            // One retry and short timeouts: the outage check stays quick.
+            "--plain-http".as_ref(),
+            "--retries".as_ref(),
+            "1".as_ref(),
+            "--request-timeout".as_ref(),
+            "5".as_ref(),
+            // What the pull and the save download is measured below; the
+            // background fetch has a test of its own (store_fetch.rs).
+            "--no-background-fetch".as_ref(),
+        ];
+        args.extend(extra);
+        Store {
+            child: Some(start_fuse_process(&args, mountpoint, &log)),
+            mountpoint: mountpoint.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(child) = self.child.take() {
+            stop_fuse_process(child, &self.mountpoint, &self.log);
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mountpoint)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Podman with storage and registries configuration of its own.
+pub struct Podman {
+    pub root: PathBuf,
+}
+
+impl Podman {
+    /// `store`: an Additional Layer Store to use; `None` pulls in full.
+    pub fn new(root: &Path, store: Option<&Path>, registries: &[&str]) -> Podman {
+        fs::create_dir_all(root).unwrap();
+        fs::write(
+            root.join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"overlay\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n{}",
+                root.join("graph").display(),
+                root.join("run").display(),
+                match store {
+                    Some(s) => format!(
+                        "[storage.options]\nadditionallayerstores = [\"{}:ref\"]\n",
+                        s.display()
+                    ),
+                    None => String::new(),
+                }
+            ),
+        )
+        .unwrap();
+        let conf: String = registries
+            .iter()
+            .map(|r| format!("[[registry]]\nlocation = \"{r}\"\ninsecure = true\n"))
+            .collect();
+        fs::write(root.join("registries.conf"), conf).unwrap();
+        Podman {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn cmd(&self) -> Command {
+        // A stuck podman must fail the test, not hang it.
+        let mut c = Command::new("timeout");
+        c.args(["--kill-after=10", "300", "podman"])
+            .env("CONTAINERS_STORAGE_CONF", self.root.join("storage.conf"))
+            .env(
+                "CONTAINERS_REGISTRIES_CONF",
+                self.root.join("registries.conf"),
+            )
+            .args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"])
+            .args(["--events-backend", "file"])
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs podman; returns (stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (String, String) {
+        let out = self.cmd().args(args).output().unwrap();
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}\n{o}\n{e}",
+            out.status
+        );
+        (o, e)
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.cmd().args(["rm", "-a", "-f"]).output();
+        let _ = self.cmd().args(["rmi", "-a", "-f"]).output();
+        for m in mounts_under(&self.root).into_iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
     }
 }

@@ -357,8 +357,9 @@ fn layer_kind(media_type: &str) -> Option<bool> {
     }
 }
 
-/// Fetches one layer to a temp file, keeps it if it is eStargz already,
-/// else builds the eStargz blob, and stores the result in `dst`.
+/// Fetches one layer to a temp file, keeps it if it is eStargz already
+/// and has no files to prioritize, else builds the eStargz blob, and
+/// stores the result in `dst`.
 fn convert_layer(src: &Source, dst: &Target, opts: &ConvertOptions, job: &Job) -> Result<LayerOut> {
     let what = &job.what;
     let gzip = layer_kind(&job.source.media_type).ok_or_else(|| {
@@ -375,7 +376,10 @@ fn convert_layer(src: &Source, dst: &Target, opts: &ConvertOptions, job: &Job) -
         w.flush()
             .map_err(|e| Error::io(format!("{what}: writing a temporary file"), e))?;
     }
-    if gzip {
+    // A layer with files to prioritize is rebuilt even when it is eStargz
+    // already (the builder drops its old TOC and landmark): that is how a
+    // workload-optimized image reorders it.
+    if gzip && job.prioritized.is_empty() {
         if let Some(out) = keep_if_estargz(src, dst, job, input.path(), opts.oci_toc_annotation)? {
             return Ok(out);
         }

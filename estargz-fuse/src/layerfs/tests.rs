@@ -313,3 +313,74 @@ fn statfs_reports_a_read_only_layer() {
         }
     );
 }
+
+fn recorded(fs: &mut LayerFs, limit: usize) -> Arc<crate::record::AccessRecorder> {
+    let rec = crate::record::AccessRecorder::new(limit);
+    let key = crate::record::LayerKey {
+        source: "sample".into(),
+        index: Some(0),
+        digest: None,
+        toc_digest: fs.reader().toc_digest(),
+    };
+    fs.set_access(Some(rec.layer(key)));
+    rec
+}
+
+#[test]
+fn opens_and_reads_record_regular_files_once_in_first_access_order() {
+    let mut fs = sample();
+    let rec = recorded(&mut fs, 100);
+    let files = || rec.record().layers[0].files.clone();
+    // Lookups and stats read nothing: not recorded.
+    let etc = fs.lookup(ROOT_INO, "etc").unwrap();
+    let big = fs.lookup(ROOT_INO, "big").unwrap();
+    let link = fs.lookup(etc.ino, "link").unwrap();
+    let sym = fs.lookup(etc.ino, "sym").unwrap();
+    fs.getattr(big.ino).unwrap();
+    fs.readlink(sym.ino).unwrap();
+    fs.opened(etc.ino);
+    assert!(files().is_empty());
+    // A read without a recorded open counts too; a hardlink counts as the
+    // entry holding the data; repeats do not count.
+    fs.read(big.ino, 0, 10).unwrap();
+    fs.opened(link.ino);
+    fs.opened(big.ino);
+    let passwd = fs.lookup(etc.ino, "passwd").unwrap();
+    fs.read(passwd.ino, 0, 4).unwrap();
+    assert_eq!(files(), ["big", "etc/passwd"]);
+}
+
+#[test]
+fn recording_is_bounded_and_written_atomically() {
+    let mut fs = sample();
+    let rec = recorded(&mut fs, 1);
+    let etc = fs.lookup(ROOT_INO, "etc").unwrap();
+    let passwd = fs.lookup(etc.ino, "passwd").unwrap().ino;
+    let big = fs.lookup(ROOT_INO, "big").unwrap().ino;
+    fs.opened(big);
+    fs.opened(passwd);
+    fs.opened(passwd);
+    let record = rec.record();
+    assert_eq!(record.layers[0].files, ["big"]);
+    assert_eq!(record.layers[0].dropped, 1, "counted once per file");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rec.json");
+    record.write(&path).unwrap();
+    let back = crate::record::AccessRecord::read(&path).unwrap();
+    assert_eq!(back, record);
+    // Nothing but the record is left behind.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"tocDigest\""), "{text}");
+    std::fs::write(&path, text.replace("\"version\": 1", "\"version\": 7")).unwrap();
+    let e = crate::record::AccessRecord::read(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("version 7"), "{e}");
+    std::fs::write(&path, "[]").unwrap();
+    let e = crate::record::AccessRecord::read(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not an access record"), "{e}");
+}

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use estargz_core::remote::Reference;
 
 use crate::layerfs;
+use crate::record::{AccessRecorder, LayerKey};
 use crate::rofs::{
     walk_listing, Attr, DirEntry, FsError, FsResult, Kind, ReadOnlyFs, WalkEntry, BLOCK_SIZE,
 };
@@ -113,6 +114,8 @@ pub struct StoreOptions {
     pub resolve_timeout: Duration,
     /// Prefetch and background fetch of resolved layers.
     pub warm: WarmOptions,
+    /// Records the files opened in every layer served.
+    pub record: Option<Arc<AccessRecorder>>,
 }
 
 impl Default for StoreOptions {
@@ -121,6 +124,7 @@ impl Default for StoreOptions {
             idle_unload: Duration::from_secs(120),
             resolve_timeout: Duration::from_secs(30),
             warm: WarmOptions::default(),
+            record: None,
         }
     }
 }
@@ -129,6 +133,7 @@ estargz_core::option_setters!(StoreOptions {
     idle_unload: Duration,
     resolve_timeout: Duration,
     warm: WarmOptions,
+    record: Option<Arc<AccessRecorder>>,
 });
 
 type LoadAnswer = FsResult<Arc<ResolvedLayer>>;
@@ -323,6 +328,7 @@ impl Store {
                         resolver: self.resolver.clone(),
                         state: self.state.clone(),
                         warmer: self.warmer.clone(),
+                        record: self.opts.record.clone(),
                     };
                     let spawned = std::thread::Builder::new()
                         .name("resolve".into())
@@ -710,6 +716,14 @@ impl ReadOnlyFs for Store {
         }
     }
 
+    fn opened(&self, ino: u64) {
+        if let Ino::Diff(slot, l) = Ino::decode(ino) {
+            if let Ok(layer) = self.layer(slot) {
+                layer.fs.opened(l);
+            }
+        }
+    }
+
     fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
         match Ino::decode(ino) {
             Ino::Diff(slot, l) => self.layer(slot)?.fs.readlink(l),
@@ -780,6 +794,7 @@ struct Resolution {
     resolver: Arc<Resolver>,
     state: Arc<Mutex<State>>,
     warmer: Arc<Warmer>,
+    record: Option<Arc<AccessRecorder>>,
 }
 
 impl Resolution {
@@ -800,7 +815,22 @@ impl Resolution {
                 log::warn!("layer {digest} of {reference}: too many entries to serve");
                 Err(FsError::new(libc::EFBIG, "too many entries to serve"))
             }
-            Ok(layer) => {
+            Ok(mut layer) => {
+                if let Some(rec) = &self.record {
+                    let reader = layer.fs.reader();
+                    let key = LayerKey {
+                        source: format!("layer {digest} of {reference}"),
+                        index: None,
+                        digest: match &layer.keying {
+                            info::Keying::LayerDigest {
+                                compressed_digest, ..
+                            } => compressed_digest.parse().ok(),
+                            info::Keying::TocDigest { .. } => None,
+                        },
+                        toc_digest: reader.toc_digest(),
+                    };
+                    layer.fs.set_access(Some(rec.layer(key)));
+                }
                 log::info!(
                     "layer {digest} of {reference} ready in {:.2?} ({})",
                     started.elapsed(),
