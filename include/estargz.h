@@ -1351,13 +1351,16 @@ estargz_result estargz_remote_options_set_platform(struct estargz_remote_options
  * created if missing; may be shared by readers and processes), bounded to
  * `disk_size` bytes (0 = the default, 2 GiB) with LRU eviction. Entries are
  * re-checked against their digest when read. NULL `dir` turns the disk
- * cache off (the default).
+ * cache off (the default). The readers and mounts of one process that name
+ * the same `dir` share one cache, memory tier and limits included (those
+ * of the first to open it, while it stays open).
  */
 estargz_result estargz_remote_options_set_cache_dir(struct estargz_remote_options *options, const char *dir, uint64_t disk_size);
 
 /**
  * Bound of the in-memory cache of verified chunks, in bytes (0 = the
- * default, 64 MiB).
+ * default, 64 MiB): per cache directory in the process (see
+ * estargz_remote_options_set_cache_dir), else per reader or mount.
  */
 estargz_result estargz_remote_options_set_memory_cache_size(struct estargz_remote_options *options, uint64_t max_bytes);
 

@@ -37,19 +37,22 @@ cleanup() {
     reset_podman
   fi
   stop_daemon
+  cleanup_containerd
   for p in $proxy_pid $registry_pid; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
   umount_under "$run"
   rm -rf --one-file-system "$podman_dir/graph" "$podman_dir/run" "$run/store" "$run/save.tar"
   exit $rc
 }
 
-# The upstream store driver, built once per source version into $work/bin.
-build_upstream_store() {
-  local src=$repo/benches/stargz-store key bin
+# build_go_driver NAME: our Go driver over upstream's packages in
+# benches/NAME (stargz-store, stargz-grpc), built once per source version
+# into $work/bin; prints the binary's path.
+build_go_driver() {
+  local src=$repo/benches/$1 key bin
   key=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)
-  bin=$work/bin/stargz-store-bench-$key
+  bin=$work/bin/$1-bench-$key
   if [ ! -x "$bin" ]; then
-    log "building upstream stargz-store v0.15.1 (benches/stargz-store; once, cached in $work/bin)"
+    log "building benches/$1 (upstream v0.15.1; once, cached in $work/bin)"
     (cd "$src" && GOFLAGS=-mod=readonly nice go build -trimpath -o "$bin.tmp" .) >&2
     mv "$bin.tmp" "$bin"
   fi

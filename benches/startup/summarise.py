@@ -37,7 +37,9 @@ def summarise(path):
 
 
 def table(path):
-    label = {"full": "full pull (gzip)", "ours": "estargz-fuse store", "upstream": "stargz-store v0.15.1"}
+    label = {"full": "full pull (gzip)", "ours": "estargz-fuse store", "upstream": "stargz-store v0.15.1",
+             "ctr-full": "containerd full pull (overlayfs)", "ctr-ours": "containerd + estargz-snapshotter",
+             "ctr-upstream": "containerd + containerd-stargz-grpc v0.15.1"}
 
     def sec(r, c):
         v = r[c]

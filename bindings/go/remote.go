@@ -116,7 +116,9 @@ func WithPlatform(platform string) RemoteOption {
 }
 
 // WithCacheDir keeps verified chunks in a disk cache under dir, bounded
-// to diskCacheSize bytes (0: 2 GiB).
+// to diskCacheSize bytes (0: 2 GiB). The readers and mounts of one process
+// that name the same dir share one cache, memory tier and limits included
+// (those of the first to open it, while it stays open).
 func WithCacheDir(dir string, diskCacheSize int64) RemoteOption {
 	return func(o *remoteOptions) error {
 		if diskCacheSize < 0 {
@@ -128,7 +130,8 @@ func WithCacheDir(dir string, diskCacheSize int64) RemoteOption {
 }
 
 // WithMemoryCacheSize bounds the in-memory cache of verified chunks, in
-// bytes (0: the default, 64 MiB).
+// bytes (0: the default, 64 MiB): per cache directory in the process (see
+// WithCacheDir), else per reader or mount.
 func WithMemoryCacheSize(size int64) RemoteOption {
 	return func(o *remoteOptions) error {
 		if size < 0 {

@@ -201,6 +201,34 @@ impl ChunkCache {
         Ok(cache)
     }
 
+    /// The process's cache for `opts.dir`, opened with `opts` if none is
+    /// open: every reader of one directory shares one cache, so its memory
+    /// and disk limits hold for them all, and a second open cannot clear
+    /// the first one's in-flight writes (`open` empties `tmp`) nor evict
+    /// files behind its index. While a directory's cache is open, later
+    /// callers get it with the limits it was opened with. Memory-only
+    /// options (no directory) get a cache of their own.
+    pub fn open_shared(opts: &CacheOptions) -> Result<Arc<ChunkCache>> {
+        static OPEN: Mutex<Vec<(PathBuf, std::sync::Weak<ChunkCache>)>> = Mutex::new(Vec::new());
+        let Some(dir) = &opts.dir else {
+            return Ok(Arc::new(ChunkCache::open(opts)?));
+        };
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|(_, weak)| weak.strong_count() > 0);
+        if let Some(cache) = open
+            .iter()
+            .find(|(d, _)| d == dir)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return Ok(cache);
+        }
+        // Opened under the lock: a concurrent open of the same directory
+        // waits and then shares this one.
+        let cache = Arc::new(ChunkCache::open(opts)?);
+        open.push((dir.clone(), Arc::downgrade(&cache)));
+        Ok(cache)
+    }
+
     /// Hit and miss counts so far.
     pub fn stats(&self) -> CacheStats {
         *self.stats.lock().unwrap_or_else(|p| p.into_inner())
@@ -467,6 +495,33 @@ mod tests {
         let m = ChunkCache::in_memory(1 << 20);
         m.put_cold(&d, data);
         assert!(m.get_memory(&d).is_some());
+    }
+
+    #[test]
+    fn open_shared_gives_one_cache_per_directory_while_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let opts = CacheOptions::default().dir(Some(dir.path().to_path_buf()));
+        let a = ChunkCache::open_shared(&opts).unwrap();
+        let (d, data) = chunk(1, 100);
+        a.put(&d, data.clone());
+        // Same directory: the same cache (its memory tier included).
+        let b = ChunkCache::open_shared(&opts.clone().memory_size(1)).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(b.get_memory(&d).as_deref(), Some(&data[..]));
+        let c =
+            ChunkCache::open_shared(&opts.clone().dir(Some(other.path().to_path_buf()))).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        // Memory-only options are never shared.
+        let m1 = ChunkCache::open_shared(&CacheOptions::default()).unwrap();
+        let m2 = ChunkCache::open_shared(&CacheOptions::default()).unwrap();
+        assert!(!Arc::ptr_eq(&m1, &m2));
+        // Once every user has dropped it, the next open is a fresh one
+        // (which finds the chunk on disk).
+        drop((a, b));
+        let e = ChunkCache::open_shared(&opts).unwrap();
+        assert!(e.get_memory(&d).is_none());
+        assert_eq!(e.get(&d).as_deref(), Some(&data[..]));
     }
 
     #[test]

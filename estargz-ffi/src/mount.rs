@@ -3,7 +3,7 @@
 //! unmounted.
 
 use std::ffi::{c_char, CString};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use estargz_core::cache::ChunkCache;
 use estargz_core::remote::{LayerOptions, Reference, Registry};
@@ -242,7 +242,9 @@ fn mount(
     settings: &MountSettings,
 ) -> FfiResult<*mut estargz_mount> {
     let is_remote = matches!(source, Source::Remote { .. });
-    let cache = Arc::new(ChunkCache::open(&remote.cache)?);
+    // One cache per cache directory in the process: the mounts of a
+    // snapshotter share its limits and never clear each other's writes.
+    let cache = ChunkCache::open_shared(&remote.cache)?;
     let layer_opts = LayerOptions::default()
         .allow_unverified_toc(remote.allow_unverified_toc)
         .span_dir(remote.cache.dir.clone());

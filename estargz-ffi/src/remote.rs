@@ -3,7 +3,7 @@
 //! layer's descriptor.
 
 use std::ffi::c_char;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use estargz_core::cache::{CacheOptions, ChunkCache, DEFAULT_DISK_SIZE, DEFAULT_MEMORY_SIZE};
@@ -186,7 +186,9 @@ pub unsafe extern "C" fn estargz_remote_options_set_platform(
 /// created if missing; may be shared by readers and processes), bounded to
 /// `disk_size` bytes (0 = the default, 2 GiB) with LRU eviction. Entries are
 /// re-checked against their digest when read. NULL `dir` turns the disk
-/// cache off (the default).
+/// cache off (the default). The readers and mounts of one process that name
+/// the same `dir` share one cache, memory tier and limits included (those
+/// of the first to open it, while it stays open).
 #[no_mangle]
 pub unsafe extern "C" fn estargz_remote_options_set_cache_dir(
     options: *mut estargz_remote_options,
@@ -207,7 +209,8 @@ pub unsafe extern "C" fn estargz_remote_options_set_cache_dir(
 }
 
 /// Bound of the in-memory cache of verified chunks, in bytes (0 = the
-/// default, 64 MiB).
+/// default, 64 MiB): per cache directory in the process (see
+/// estargz_remote_options_set_cache_dir), else per reader or mount.
 #[no_mangle]
 pub unsafe extern "C" fn estargz_remote_options_set_memory_cache_size(
     options: *mut estargz_remote_options,
@@ -309,7 +312,7 @@ pub unsafe extern "C" fn estargz_reader_open_remote(
         let layer = optional!(try_str!(layer));
         let opts = handle!(options).map_or_else(RemoteOptions::default, |o| o.lock().clone());
         let reference = Reference::parse(reference)?;
-        let cache = Arc::new(ChunkCache::open(&opts.cache)?);
+        let cache = ChunkCache::open_shared(&opts.cache)?;
         let registry = Registry::new(opts.http);
         let image = registry.resolve_image(&reference, opts.platform.as_ref())?;
         let index = select_layer(&image.manifest.layers, layer, &image.reference.to_string())?;

@@ -7,11 +7,14 @@
 //! manager owns the mounts; the restarted snapshotter takes them back),
 //! starts while the registry is down (the layers mounted again once it is
 //! back); a plain gzip image goes through the fallback (an ordinary
-//! pull and unpack); removing the images unmounts everything.
+//! pull and unpack); removing the images unmounts everything. The CRI path:
+//! `crictl` through containerd's CRI plugin pulls the image lazily from the
+//! CRI labels alone and runs a host-network pod on the FUSE layers.
 //!
 //! Run by scripts/containerd-test.sh, which builds the snapshotter against
-//! this checkout's library, passes it in ESTARGZ_SNAPSHOTTER and runs the
-//! test, which is ignored otherwise (so `cargo test` reports it as not
+//! this checkout's library and crictl (tests/crictl), passes them in
+//! ESTARGZ_SNAPSHOTTER and ESTARGZ_CRICTL and runs the tests, which are
+//! ignored otherwise (so `cargo test` reports it as not
 //! run). Needs root, /dev/fuse, containerd, ctr-remote, runc and skopeo
 //! (ESTARGZ_REQUIRE_FUSE makes them required).
 
@@ -245,8 +248,15 @@ struct Containerd {
     log: PathBuf,
 }
 
+/// The containerd config lines that turn its CRI plugin off (the ctr test
+/// needs none of it).
+const NO_CRI: &str = "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n";
+
 impl Containerd {
-    fn start(work: &Path, snapshotter_socket: &Path) -> Containerd {
+    /// A containerd with its own root, state and socket under `work`, our
+    /// snapshotter as a proxy plugin, and `plugins` (top-level TOML lines:
+    /// NO_CRI, or the CRI plugin's section).
+    fn start(work: &Path, snapshotter_socket: &Path, plugins: &str) -> Containerd {
         let dir = work.join("containerd");
         fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("containerd.sock");
@@ -254,8 +264,7 @@ impl Containerd {
         fs::write(
             &config,
             format!(
-                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n{plugins}\
                  [grpc]\n  address = \"{sock}\"\n\
                  [proxy_plugins]\n  [proxy_plugins.{SNAPSHOTTER}]\n    type = \"snapshot\"\n    address = \"{snap}\"\n",
                 root = dir.join("root").display(),
@@ -369,7 +378,8 @@ fn make_layout(work: &Path) -> PathBuf {
     let diff_ids: Vec<String> = layers.iter().map(|(_, t)| sha256_digest(t)).collect();
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/usr/bin:/bin"]},
+        // The command is the CRI test's pod sandbox (its "pause").
+        "config": {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/usr/bin/sleep", "infinity"]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }))
     .unwrap();
@@ -470,7 +480,7 @@ fn containerd_pulls_lazily_runs_restarts_and_falls_back() {
 
     let mut snap = Snapshotter::new(&bin, work, &host);
     snap.start();
-    let mut ctrd = Containerd::start(work, &snap.socket);
+    let mut ctrd = Containerd::start(work, &snap.socket, NO_CRI);
 
     // Lazy pull: each layer a FUSE mount, a small part of the blobs fetched.
     let before = proxy.stats().bytes_down.load(Ordering::SeqCst);
@@ -654,6 +664,237 @@ fn containerd_pulls_lazily_runs_restarts_and_falls_back() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    ctrd.stop();
+    snap.stop();
+    snap.stop_manager();
+    assert!(snap.manager_pid().is_none());
+    let left = mounts_under(work);
+    assert!(left.is_empty(), "mounts left: {left:?}");
+}
+
+/// `crictl` (cri-tools, built from tests/crictl by
+/// scripts/containerd-test.sh) against one containerd's CRI socket.
+struct Crictl {
+    bin: PathBuf,
+    config: PathBuf,
+}
+
+impl Crictl {
+    /// Its own config file (the host's /etc/crictl.yaml must not point it
+    /// elsewhere) naming containerd's socket for both services.
+    fn new(bin: PathBuf, socket: &Path, work: &Path) -> Crictl {
+        let config = work.join("crictl.yaml");
+        let endpoint = format!("unix://{}", socket.display());
+        fs::write(
+            &config,
+            format!("runtime-endpoint: {endpoint}\nimage-endpoint: {endpoint}\ntimeout: 60\n"),
+        )
+        .unwrap();
+        Crictl { bin, config }
+    }
+
+    fn try_run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("timeout")
+            .args(["--kill-after=10", "120"])
+            .arg(&self.bin)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.try_run(args);
+        assert!(ok, "crictl {args:?} failed:\n{out}\n{err}");
+        out
+    }
+}
+
+impl Drop for Crictl {
+    /// Stops and removes every pod (their shims would outlive containerd).
+    fn drop(&mut self) {
+        let _ = self.try_run(&["rmp", "--all", "--force"]);
+    }
+}
+
+/// The CRI path: containerd's CRI plugin with our snapshotter and
+/// `disable_snapshot_annotations = false` pulls an eStargz image for
+/// `crictl pull` lazily (the snapshotter gets only the CRI labels, no
+/// `ctr-remote` ones), then runs a host-network pod (no CNI: the network
+/// namespace is the node's) whose sandbox and container both run on the
+/// FUSE-mounted layers; removing them and the image unmounts everything.
+#[test]
+#[ignore = "needs the snapshotter and crictl binaries: run by scripts/containerd-test.sh"]
+fn cri_pulls_lazily_and_runs_a_pod() {
+    let Some(bin) = prerequisites() else {
+        return;
+    };
+    let crictl_bin = PathBuf::from(
+        std::env::var_os("ESTARGZ_CRICTL")
+            .expect("ESTARGZ_CRICTL: run by scripts/containerd-test.sh"),
+    );
+    assert!(
+        crictl_bin.is_file(),
+        "{} is not a file",
+        crictl_bin.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let layout = make_layout(work);
+
+    let reg = TestRegistry::start(None);
+    let proxy = FaultProxy::start(reg.addr(), None).unwrap();
+    let host = proxy.addr().to_string();
+    let esgz = format!("{host}/test/esgz:v1");
+    run(Command::new(estargz_bin())
+        .args(["convert-image", "-q", "--plain-http"])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(&esgz));
+
+    let mut snap = Snapshotter::new(&bin, work, &host);
+    snap.start();
+    // The sandbox ("pause") image is the test image itself (its Cmd
+    // sleeps); the registry is plain HTTP, named as a mirror of itself.
+    // restrict_oom_score_adj: CRI gives sandboxes -998, which needs
+    // CAP_SYS_RESOURCE (not granted in every CI container); it keeps the
+    // score at containerd's own.
+    let cri = format!(
+        "[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"{esgz}\"\n  restrict_oom_score_adj = true\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  snapshotter = \"{SNAPSHOTTER}\"\n\
+           disable_snapshot_annotations = false\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"{cni}\"\n  conf_dir = \"{cni}\"\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{host}\"]\n  endpoint = [\"http://{host}\"]\n",
+        cni = work.join("cni").display(),
+    );
+    let mut ctrd = Containerd::start(work, &snap.socket, &cri);
+    let crictl = Crictl::new(crictl_bin, &ctrd.socket, work);
+
+    // Lazy pull through CRI: one FUSE mount per layer, each committed
+    // snapshot with the remote label and the CRI labels it was mounted from.
+    let before = proxy.stats().bytes_down.load(Ordering::SeqCst);
+    crictl.run(&["pull", &esgz]);
+    let pulled = proxy.stats().bytes_down.load(Ordering::SeqCst) - before;
+    eprintln!("crictl pull of the eStargz image downloaded {pulled} bytes");
+    assert!(
+        pulled < (6 << 20) / 4,
+        "crictl pull downloaded {pulled} bytes; the base layer holds 6 MiB of noise\n{}",
+        snap.log()
+    );
+    assert_eq!(
+        snap.fuse_mounts().len(),
+        2,
+        "one FUSE mount per layer:\n{}",
+        snap.log()
+    );
+    let remote = snapshotter_snapshots(&snap);
+    assert_eq!(remote.len(), 2, "{remote:?}");
+    for (key, labels) in &remote {
+        for label in [
+            REMOTE_LABEL,
+            "containerd.io/snapshot/cri.image-ref",
+            "containerd.io/snapshot/cri.layer-digest",
+        ] {
+            assert!(labels.get(label).is_some(), "{key} lacks {label}: {labels}");
+        }
+        assert!(
+            labels
+                .get("containerd.io/snapshot/remote/stargz.reference")
+                .is_none(),
+            "{key}: rpull labels on a CRI pull: {labels}"
+        );
+    }
+
+    // A host-network pod (NODE = 2) and a container printing a file of
+    // each layer.
+    let logs = work.join("pod-logs");
+    let pod_config = work.join("pod.json");
+    fs::write(
+        &pod_config,
+        serde_json::to_vec(&serde_json::json!({
+            "metadata": {"name": "lazy", "namespace": "default", "uid": "lazy-pod", "attempt": 0},
+            "log_directory": logs,
+            "linux": {"security_context": {"namespace_options": {"network": 2}}},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let container_config = work.join("container.json");
+    fs::write(
+        &container_config,
+        serde_json::to_vec(&serde_json::json!({
+            "metadata": {"name": "cat"},
+            "image": {"image": esgz},
+            "command": ["/usr/bin/cat", "/etc/greeting", "/opt/base.txt"],
+            "log_path": "cat.log",
+            "linux": {},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let pod = crictl
+        .run(&["runp", pod_config.to_str().unwrap()])
+        .trim()
+        .to_string();
+    let id = crictl
+        .run(&[
+            "create",
+            &pod,
+            container_config.to_str().unwrap(),
+            pod_config.to_str().unwrap(),
+        ])
+        .trim()
+        .to_string();
+    crictl.run(&["start", &id]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ps: serde_json::Value =
+            serde_json::from_str(&crictl.run(&["ps", "--all", "--id", &id, "--output", "json"]))
+                .unwrap();
+        if ps["containers"][0]["state"] == "CONTAINER_EXITED" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the container did not exit: {ps}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        crictl.run(&["logs", &id]),
+        "hello from a lazy layer\nfrom the base layer\n"
+    );
+    assert_eq!(
+        snap.fuse_mounts().len(),
+        2,
+        "the pod reused the pulled layers"
+    );
+
+    // Removal: pod, container and image go, and with them every snapshot
+    // and mount.
+    crictl.run(&["rmp", "--force", &pod]);
+    crictl.run(&["rmi", &esgz]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = snapshotter_snapshots(&snap);
+        if left.is_empty() && snap.fuse_mounts().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left after removing the pod and image: {left:?}, mounts {:?}\n{}",
+            snap.fuse_mounts(),
+            snap.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(crictl);
     ctrd.stop();
     snap.stop();
     snap.stop_manager();

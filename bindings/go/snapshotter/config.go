@@ -21,8 +21,8 @@ type Config struct {
 	CacheDir string `toml:"cache_dir"`
 	// DiskCacheSize bounds CacheDir, in bytes (0: the library's 2 GiB).
 	DiskCacheSize int64 `toml:"disk_cache_size"`
-	// MemoryCacheSize bounds each layer's in-memory chunk cache, in bytes
-	// (0: the library's 64 MiB).
+	// MemoryCacheSize bounds the in-memory chunk cache all layers share
+	// (they name one cache directory), in bytes (0: the library's 64 MiB).
 	MemoryCacheSize int64 `toml:"memory_cache_size"`
 	// Prefetch fetches a layer's prioritized files once it is mounted.
 	Prefetch bool `toml:"prefetch"`
