@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
+
+use crate::config::Key;
 use estargz_core::cache::{CacheOptions, ChunkCache, DEFAULT_DISK_SIZE, DEFAULT_MEMORY_SIZE};
 use estargz_core::Error;
 
@@ -23,6 +25,13 @@ pub struct CacheArgs {
 }
 
 impl CacheArgs {
+    /// Config-file keys of these flags (see [`crate::config`]).
+    pub const CONFIG_KEYS: &'static [Key] = &[
+        Key::new("cache_dir", "cache_dir"),
+        Key::new("disk_cache_size", "disk_cache_size"),
+        Key::new("memory_cache_size", "memory_cache_size"),
+    ];
+
     pub fn options(&self) -> CacheOptions {
         CacheOptions::default()
             .memory_size(self.memory_cache_size)

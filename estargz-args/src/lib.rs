@@ -3,6 +3,7 @@
 //! option types in one place so names, help and defaults cannot drift.
 
 mod cache;
+pub mod config;
 mod layer;
 mod registry;
 

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+
+use crate::config::Key;
 use estargz_core::remote::{HttpOptions, RegistriesConf, Registry};
 use estargz_core::Error;
 
@@ -41,6 +43,18 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
+    /// Config-file keys of these flags (see [`crate::config`]). A process
+    /// may apply them again while it runs: they only shape new requests.
+    pub const CONFIG_KEYS: &'static [Key] = &[
+        Key::new("plain_http", "plain_http"),
+        Key::new("insecure_registries", "insecure_registry"),
+        Key::new("auth_file", "auth_file"),
+        Key::new("request_timeout_sec", "request_timeout"),
+        Key::new("retries", "retries"),
+        Key::new("registries_conf", "registries_conf"),
+        Key::new("certs_dirs", "certs_dir"),
+    ];
+
     /// The per-request time limit (at least a second: 0 would fail every
     /// request at once).
     pub fn request_timeout(&self) -> Duration {

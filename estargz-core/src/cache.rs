@@ -266,6 +266,7 @@ impl ChunkCache {
             .unwrap_or_else(|p| p.into_inner())
             .get(digest)?;
         self.count(|s| s.memory_hits += 1);
+        crate::metrics::global().cache_hit();
         Some(v)
     }
 
@@ -278,6 +279,7 @@ impl ChunkCache {
             match disk.read(digest) {
                 Ok(Some(data)) => {
                     self.count(|s| s.disk_hits += 1);
+                    crate::metrics::global().cache_hit();
                     let data: Arc<[u8]> = data.into();
                     self.put_memory(digest, data.clone());
                     return Some(data);
@@ -287,6 +289,7 @@ impl ChunkCache {
             }
         }
         self.count(|s| s.misses += 1);
+        crate::metrics::global().cache_miss();
         None
     }
 
@@ -318,7 +321,8 @@ impl ChunkCache {
         let mut mem = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         let size = data.len() as u64;
         mem.insert(digest, data, size);
-        mem.evict_to(self.memory_limit);
+        let gone = mem.evict_to(self.memory_limit).len();
+        crate::metrics::global().cache_evictions(gone as u64);
     }
 
     /// Bytes held on disk (for tests and status output).
@@ -445,6 +449,7 @@ impl Disk {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .evict_to(self.limit);
+        crate::metrics::global().cache_evictions(gone.len() as u64);
         for digest in gone {
             let _ = fs::remove_file(self.path(&digest));
         }

@@ -19,6 +19,7 @@ pub mod flight;
 pub mod footer;
 #[cfg(feature = "remote")]
 pub mod image;
+pub mod metrics;
 mod options;
 pub mod reader;
 #[cfg(feature = "remote")]

@@ -121,6 +121,7 @@ impl<F: ReadOnlyFs, H: Hooks<F>> Filesystem for FuseAdapter<F, H> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        estargz_core::metrics::global().fuse_request("lookup");
         let Some(name) = name.to_str().map(str::to_string) else {
             return fail("lookup", parent.0, not_utf8(libc::ENOENT), reply);
         };
@@ -136,6 +137,7 @@ impl<F: ReadOnlyFs, H: Hooks<F>> Filesystem for FuseAdapter<F, H> {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        estargz_core::metrics::global().fuse_request("getattr");
         self.answer(ino.0, move |fs, _| match fs.getattr(ino.0) {
             Ok(a) => reply.attr(&fs.ttl(a.ino), &file_attr(&a)),
             Err(e) => fail("getattr", ino.0, e, reply),
@@ -143,6 +145,7 @@ impl<F: ReadOnlyFs, H: Hooks<F>> Filesystem for FuseAdapter<F, H> {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        estargz_core::metrics::global().fuse_request("readlink");
         self.answer(ino.0, move |fs, _| match fs.readlink(ino.0) {
             Ok(target) => reply.data(&target),
             Err(e) => fail("readlink", ino.0, e, reply),
@@ -159,6 +162,7 @@ impl<F: ReadOnlyFs, H: Hooks<F>> Filesystem for FuseAdapter<F, H> {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        estargz_core::metrics::global().fuse_request("create");
         let name = name.to_str().unwrap_or("");
         fail(
             "create",
@@ -169,6 +173,7 @@ impl<F: ReadOnlyFs, H: Hooks<F>> Filesystem for FuseAdapter<F, H> {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        estargz_core::metrics::global().fuse_request("rmdir");
         let name = name.to_str().unwrap_or("");
         fail(
             "rmdir",
@@ -179,6 +184,7 @@ impl<F: ReadOnlyFs, H: Hooks<F>> Filesystem for FuseAdapter<F, H> {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        estargz_core::metrics::global().fuse_request("open");
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return fail("open", ino.0, read_only(), reply);
         }
@@ -203,6 +209,7 @@ impl<F: ReadOnlyFs, H: Hooks<F>> Filesystem for FuseAdapter<F, H> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        estargz_core::metrics::global().fuse_request("read");
         self.answer(ino.0, move |fs, _| match fs.read(ino.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => fail("read", ino.0, e, reply),
@@ -224,6 +231,7 @@ impl<F: ReadOnlyFs, H: Hooks<F>> Filesystem for FuseAdapter<F, H> {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        estargz_core::metrics::global().fuse_request("opendir");
         self.answer(ino.0, move |fs, _| match fs.opendir(ino.0) {
             Ok(()) => reply.opened(
                 FileHandle(0),
@@ -241,6 +249,7 @@ impl<F: ReadOnlyFs, H: Hooks<F>> Filesystem for FuseAdapter<F, H> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        estargz_core::metrics::global().fuse_request("readdir");
         self.answer(ino.0, move |fs, _| {
             let walked = fs.walk_dir(ino.0, offset, |w| {
                 Ok(reply.add(INodeNo(w.ino), w.next, file_type(w.kind), w.name))
@@ -262,6 +271,7 @@ impl<F: ReadOnlyFs, H: Hooks<F>> Filesystem for FuseAdapter<F, H> {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        estargz_core::metrics::global().fuse_request("readdirplus");
         self.answer(ino.0, move |fs, _| {
             let walked = fs.walk_dir(ino.0, offset, |w| {
                 let attr = file_attr(&fs.getattr(w.ino)?);
@@ -276,11 +286,13 @@ impl<F: ReadOnlyFs, H: Hooks<F>> Filesystem for FuseAdapter<F, H> {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        estargz_core::metrics::global().fuse_request("statfs");
         let s = self.fs.statfs();
         reply.statfs(0, 0, 0, 0, 0, s.block_size, s.name_max, s.block_size);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        estargz_core::metrics::global().fuse_request("getxattr");
         let Some(name) = name.to_str().map(str::to_string) else {
             return fail("getxattr", ino.0, not_utf8(libc::ENODATA), reply);
         };
@@ -291,6 +303,7 @@ impl<F: ReadOnlyFs, H: Hooks<F>> Filesystem for FuseAdapter<F, H> {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        estargz_core::metrics::global().fuse_request("listxattr");
         self.answer(ino.0, move |fs, _| match fs.listxattr(ino.0) {
             Ok(v) => reply::xattr(&v, size, reply),
             Err(e) => fail("listxattr", ino.0, e, reply),
@@ -298,6 +311,7 @@ impl<F: ReadOnlyFs, H: Hooks<F>> Filesystem for FuseAdapter<F, H> {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        estargz_core::metrics::global().fuse_request("access");
         // Permission checks are the kernel's (default_permissions).
         self.answer(ino.0, move |fs, _| match fs.getattr(ino.0) {
             Ok(_) => reply.ok(),

@@ -1,6 +1,7 @@
 //! Process plumbing shared by the mount commands: unmount on SIGINT /
-//! SIGTERM / SIGHUP, and `--daemon` (the same command re-run detached, which
-//! reports through a pipe whether the mount came up).
+//! SIGTERM (and SIGHUP, unless the process reloads its settings on it),
+//! and `--daemon` (the same command re-run detached, which reports through
+//! a pipe whether the mount came up).
 
 use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -51,13 +52,31 @@ pub fn on_stop_signal(mut f: impl FnMut(i32) + Send + 'static) {
         .expect("spawning the signal thread");
 }
 
-/// Unmounts `mountpoint` on SIGINT, SIGTERM or SIGHUP. If the unmount is
-/// refused (the mount is busy, e.g. under an overlay), the next signal
-/// detaches it lazily, as `umount -l` does: the session then ends when the
-/// last user lets go.
-pub fn unmount_on_stop_signals(mut unmounter: fuser::SessionUnmounter, mountpoint: PathBuf) {
+/// What SIGHUP does to a mount process.
+pub enum Hangup {
+    /// Unmount, like SIGTERM (a layer mount has nothing to reload).
+    Stop,
+    /// Run this (the store reloads its config file), and keep serving.
+    Reload(Box<dyn FnMut() + Send>),
+}
+
+/// Unmounts `mountpoint` on SIGINT, SIGTERM or (see [`Hangup`]) SIGHUP. If
+/// the unmount is refused (the mount is busy, e.g. under an overlay), the
+/// next signal detaches it lazily, as `umount -l` does: the session then
+/// ends when the last user lets go.
+pub fn unmount_on_stop_signals(
+    mut unmounter: fuser::SessionUnmounter,
+    mountpoint: PathBuf,
+    mut hangup: Hangup,
+) {
     let mut signals = 0;
     on_stop_signal(move |sig| {
+        if let (libc::SIGHUP, Hangup::Reload(reload)) = (sig, &mut hangup) {
+            notify_systemd("RELOADING=1");
+            reload();
+            notify_systemd("READY=1");
+            return;
+        }
         signals += 1;
         if signals == 1 {
             log::info!("signal {sig}: unmounting {}", mountpoint.display());

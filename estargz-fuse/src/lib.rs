@@ -25,6 +25,7 @@ pub mod heap;
 pub mod layer_adapter;
 pub mod layerfs;
 pub mod logger;
+pub mod metrics_endpoint;
 pub mod mount;
 pub mod optimize;
 pub mod overlay;

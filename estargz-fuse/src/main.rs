@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use estargz_args::config::{self, ConfigFile, ConfigSpec, Key};
 use estargz_args::{CacheArgs, LayerChoice, RegistryArgs};
 use estargz_core::remote::{LayerOptions, Reference};
 use estargz_fuse::daemon;
+use estargz_fuse::metrics_endpoint::{self, MetricsAddress};
 use estargz_fuse::mount::{self, MountOptions};
 use estargz_fuse::record::{AccessRecorder, LayerKey};
 use estargz_fuse::source::{is_registry_source, OpenedLayer, Source};
@@ -89,6 +91,11 @@ pub(crate) struct RecordArgs {
 }
 
 impl RecordArgs {
+    pub(crate) const CONFIG_KEYS: &'static [Key] = &[
+        Key::new("record_access", "record_access"),
+        Key::new("record_limit", "record_limit"),
+    ];
+
     pub(crate) fn recorder(&self) -> Option<Arc<AccessRecorder>> {
         self.record_access
             .as_ref()
@@ -125,6 +132,21 @@ pub(crate) struct ServeArgs {
     /// error, warn, info or debug.
     #[arg(long, default_value = "info", value_parser = parse_level)]
     log_level: log::LevelFilter,
+    /// Serve Prometheus metrics at GET /metrics on HOST:PORT (e.g.
+    /// 127.0.0.1:9100) or a unix socket (an absolute path).
+    #[arg(long, value_name = "ADDRESS")]
+    metrics_address: Option<MetricsAddress>,
+}
+
+impl ServeArgs {
+    /// Config-file keys (the store's; `--daemon` is how it is started, not
+    /// a setting).
+    pub(crate) const CONFIG_KEYS: &'static [Key] = &[
+        Key::new("threads", "threads"),
+        Key::new("log_file", "log_file"),
+        Key::new("log_level", "log_level"),
+        Key::new("metrics_address", "metrics_address"),
+    ];
 }
 
 fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
@@ -151,6 +173,12 @@ pub(crate) struct WarmArgs {
 }
 
 impl WarmArgs {
+    pub(crate) const CONFIG_KEYS: &'static [Key] = &[
+        Key::negated("prefetch", "no_prefetch"),
+        Key::negated("background_fetch", "no_background_fetch"),
+        Key::new("background_quiet_ms", "background_quiet_ms"),
+    ];
+
     /// `max_background` layers fetched in the background at once, each at
     /// most as large as the cache that receives it.
     pub(crate) fn options(&self, cache: &CacheArgs, max_background: usize) -> WarmOptions {
@@ -174,7 +202,14 @@ fn main() -> ExitCode {
     estargz_fuse::heap::limit_retained_memory();
     daemon::block_stop_signals();
     daemon::take_ready_pipe();
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let (cli, config) = match parse(&argv) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("estargz-fuse: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let serve = match &cli.command {
         Cmd::Mount(a) => &a.serve,
         Cmd::Store(a) => &a.serve,
@@ -196,7 +231,19 @@ fn main() -> ExitCode {
     estargz_fuse::logger::init(serve.log_level);
     let result = match &cli.command {
         Cmd::Mount(args) => mount(args),
-        Cmd::Store(args) => store_cmd::run(args),
+        Cmd::Store(args) => store_cmd::run(
+            args,
+            config,
+            Box::new(move || match parse(&argv)? {
+                (
+                    Cli {
+                        command: Cmd::Store(a),
+                    },
+                    file,
+                ) => Ok((a, file)),
+                _ => unreachable!("the same command line"),
+            }),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -206,6 +253,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line, with the store's config file under it (flags win).
+/// A bad command line exits with clap's message, as `Cli::parse` does.
+fn parse(argv: &[std::ffi::OsString]) -> Result<(Cli, Option<ConfigFile>), String> {
+    let cmd = Cli::command();
+    let top = cmd.clone().get_matches_from(argv);
+    let keys = store_cmd::config_keys();
+    let spec = ConfigSpec {
+        subcommand: Some("store"),
+        config_arg: "config",
+        default_path: store_cmd::DEFAULT_CONFIG,
+        keys: &keys,
+    };
+    let (merged, file) = config::merge(&cmd, argv, &top, &spec).map_err(|e| e.to_string())?;
+    Ok((Cli::parse_from(merged), file))
 }
 
 fn source(args: &MountArgs) -> Result<Source, String> {
@@ -223,7 +286,21 @@ fn source(args: &MountArgs) -> Result<Source, String> {
     })
 }
 
+impl ServeArgs {
+    /// Starts the metrics endpoint, if asked for (a start-up error if its
+    /// address cannot be bound).
+    pub(crate) fn start_metrics(&self) -> Result<(), String> {
+        let Some(address) = &self.metrics_address else {
+            return Ok(());
+        };
+        metrics_endpoint::serve(address).map_err(|e| e.to_string())?;
+        log::info!("metrics at {address}");
+        Ok(())
+    }
+}
+
 fn mount(args: &MountArgs) -> Result<(), String> {
+    args.serve.start_metrics()?;
     let cache = args.cache.open().map_err(|e| e.to_string())?;
     let layer_opts = LayerOptions::default()
         .allow_unverified_toc(args.allow_unverified_toc)
@@ -253,7 +330,11 @@ fn mount(args: &MountArgs) -> Result<(), String> {
         mount::session(&reader, &args.mountpoint, &opts).map_err(|e| e.to_string())?;
     log::info!("mounted {description} at {}", args.mountpoint.display());
 
-    daemon::unmount_on_stop_signals(session.unmount_callable(), args.mountpoint.clone());
+    daemon::unmount_on_stop_signals(
+        session.unmount_callable(),
+        args.mountpoint.clone(),
+        daemon::Hangup::Stop,
+    );
     let warming = mount::start_warming(&opts.warm, &description, reader, blob.as_ref());
     // Checked from another thread: this one serves the requests.
     let mountpoint = args.mountpoint.clone();
@@ -302,7 +383,6 @@ impl MountArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     /// Flattened shared flags must not clash with a command's own (clap
     /// checks this only in debug builds, at run time).

@@ -782,3 +782,217 @@ fn the_store_tells_systemd_when_it_is_mounted_and_when_it_stops() {
     assert_eq!(&buf[..n], b"STOPPING=1");
     assert!(status.success(), "{status}:\n{log_text}");
 }
+
+/// Runs `estargz-fuse ARGS` to its end (at most 20 s: a start-up error
+/// must come before any mount).
+fn fuse_cmd(args: &[&std::ffi::OsStr]) -> Output {
+    let mut child = Command::new(fuse_bin())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("estargz-fuse {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_bad_store_config_fails_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("store");
+    let cases = [
+        (
+            "plain_http = true\nprefetchh = false\n",
+            "unknown key `prefetchh`",
+        ),
+        (
+            "disk_cache_size = \"lots\"\n",
+            "key `disk_cache_size`: invalid value 'lots'",
+        ),
+        (
+            "insecure_registries = \"a:5000\"\n",
+            "key `insecure_registries`: expected an array",
+        ),
+        ("[registry]\nplain_http = true\n", "unknown key `registry`"),
+    ];
+    for (text, want) in cases {
+        let cfg = dir.path().join("store.toml");
+        fs::write(&cfg, text).unwrap();
+        // In the foreground and with --daemon (the parent reads the file
+        // before detaching), nothing is mounted and the exit is a failure.
+        for daemon in [false, true] {
+            let mut args = vec![
+                std::ffi::OsStr::new("store"),
+                std::ffi::OsStr::new("--config"),
+                cfg.as_os_str(),
+                mnt.as_os_str(),
+            ];
+            if daemon {
+                args.push(std::ffi::OsStr::new("--daemon"));
+            }
+            let out = fuse_cmd(&args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{text}: started");
+            assert!(
+                err.contains(want) && err.contains("store.toml"),
+                "{text}: {err}"
+            );
+            assert!(!is_mounted(&mnt));
+        }
+    }
+    // A named file that does not exist is an error too.
+    let missing = dir.path().join("missing.toml");
+    let out = fuse_cmd(&[
+        std::ffi::OsStr::new("store"),
+        std::ffi::OsStr::new("--config"),
+        missing.as_os_str(),
+        mnt.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+/// Waits (20 s) until `log` has `count` lines containing `needle`.
+fn wait_log(log: &Path, needle: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        if text.matches(needle).count() >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_store_reloads_registry_settings_from_its_config_on_sighup() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let (files, blob) = make_layer(work);
+    let reg = TestRegistry::start(Some(("alice", "s3cret")));
+    let host = reg.host();
+    let auth = |name: &str, password: &str| {
+        let p = work.join(name);
+        fs::write(
+            &p,
+            format!(
+                r#"{{"auths":{{"{host}":{{"auth":"{}"}}}}}}"#,
+                base64::engine::general_purpose::STANDARD.encode(format!("alice:{password}"))
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let good = auth("good.json", "s3cret");
+    let wrong = auth("wrong.json", "guess");
+    let reference = format!("{host}/reload/app:v1");
+    ok(estargz(
+        &[
+            "push",
+            "--plain-http",
+            "--auth-file",
+            good.to_str().unwrap(),
+            &reference,
+            blob.to_str().unwrap(),
+        ],
+        None,
+    ));
+    let client = Registry::new(
+        HttpOptions::default()
+            .plain_http(true)
+            .auth_files(vec![good.clone()]),
+    );
+    let image = client
+        .resolve_image(&Reference::parse(&reference).unwrap(), None)
+        .unwrap();
+    let toc = image.manifest.layers[0].toc_digest().unwrap().to_string();
+
+    // Every key of the file at once; the auth file is the wrong one.
+    let cfg = work.join("store.toml");
+    let write_cfg = |auth_file: &Path, extra: &str| {
+        fs::write(
+            &cfg,
+            format!(
+                "plain_http = true\ninsecure_registries = [\"{host}\"]\n\
+                 auth_file = \"{}\"\nrequest_timeout_sec = 10\nretries = 1\n\
+                 registries_conf = \"{}\"\ncerts_dirs = [\"{}\"]\n\
+                 cache_dir = \"{}\"\ndisk_cache_size = 100000000\n\
+                 memory_cache_size = 10000000\nprefetch = true\n\
+                 background_fetch = false\nbackground_quiet_ms = 0\n\
+                 image_ttl_sec = 120\nidle_unload_sec = 120\nallow_other = true\n\
+                 threads = 4\nlog_level = \"debug\"\n{extra}",
+                auth_file.display(),
+                work.join("registries.conf").display(),
+                work.join("certs.d").display(),
+                work.join("cache").display(),
+            ),
+        )
+        .unwrap();
+    };
+    fs::write(work.join("registries.conf"), "").unwrap();
+    write_cfg(&wrong, "");
+    let mnt = work.join("store");
+    fs::create_dir_all(&mnt).unwrap();
+    let log = work.join("store.log");
+    let words = [
+        OsString::from("store"),
+        "--config".into(),
+        cfg.clone().into(),
+        mnt.clone().into(),
+    ];
+    let args: Vec<&std::ffi::OsStr> = words.iter().map(|a| a.as_os_str()).collect();
+    let child = start_fuse_process(&args, &mnt, &log);
+    let pid = child.id() as i32;
+    let diff = mnt
+        .join(base64::engine::general_purpose::STANDARD.encode(&reference))
+        .join(&toc)
+        .join("diff");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // The wrong password: refused.
+        assert!(fs::read(diff.join("hello.txt")).is_err());
+        wait_log(&log, "not served", 1);
+
+        // A broken file on SIGHUP: logged, the old settings kept, still served.
+        fs::write(&cfg, "auth_filee = \"x\"\n").unwrap();
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        wait_log(&log, "settings not reloaded", 1);
+        assert!(is_mounted(&mnt));
+        assert!(fs::read(diff.join("hello.txt")).is_err());
+
+        // The right auth file (and a key only a restart applies): the next
+        // lookup authenticates with it.
+        write_cfg(&good, "");
+        let text = fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("threads = 4", "threads = 5");
+        fs::write(&cfg, text).unwrap();
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        wait_log(&log, "registry settings reloaded", 1);
+        wait_log(&log, "threads changed; restart the store", 1);
+        assert_eq!(fs::read(diff.join("data/big.bin")).unwrap(), files[1].1);
+        assert_eq!(fs::read(diff.join("hello.txt")).unwrap(), files[0].1);
+        // The cache dir from the file is used.
+        assert!(fs::read_dir(work.join("cache")).unwrap().next().is_some());
+    }));
+    let status = stop_fuse_process(child, &mnt, &log);
+    let log_text = fs::read_to_string(&log).unwrap_or_default();
+    if let Err(e) = result {
+        panic!("{e:?}\n{log_text}");
+    }
+    assert!(status.success(), "{status}:\n{log_text}");
+    assert!(log_text.contains(&format!("settings from {}", cfg.display())));
+}

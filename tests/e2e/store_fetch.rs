@@ -318,3 +318,115 @@ fn a_registry_that_never_answers_does_not_stall_the_store() {
     store.stop();
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }
+
+/// `GET /metrics` from the store's unix socket, as a map of sample → value.
+fn scrape(socket: &Path) -> std::collections::HashMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: store\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn the_store_counts_what_it_fetched_for_prometheus() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let (tree, blob) = make_layer(work);
+    let reg = TestRegistry::start(None);
+    let proxy = FaultProxy::start(reg.addr(), None).unwrap();
+    let reference = format!("{}/metrics/img:v1", proxy.addr());
+    push(&reference, &blob);
+    let toc = toc_digest(&reference);
+    let socket = work.join("metrics.sock");
+    let mnt = work.join("store");
+    // Nothing fetched ahead of reads, so every request is a read's.
+    let mut store = Fuse::start(
+        &[
+            "store",
+            mnt.to_str().unwrap(),
+            "--plain-http",
+            "--no-prefetch",
+            "--no-background-fetch",
+            "--metrics-address",
+            socket.to_str().unwrap(),
+        ],
+        &mnt,
+    );
+    let stats = proxy.stats();
+    let (requests0, bytes0) = (
+        stats.requests.load(Ordering::SeqCst),
+        stats.body_bytes_down.load(Ordering::SeqCst),
+    );
+    let diff = layer_dir(&mnt, &reference, &toc).join("diff");
+    for name in ["dir3/file33", "dir5/file59", "dir0/file6"] {
+        let want = fs::read(tree.join(name)).unwrap();
+        assert!(fs::read(diff.join(name)).unwrap() == want, "{name} differs");
+    }
+    // The proxy counts a body's bytes as it sends them, the store as it
+    // reads them: wait until both sides are still. (Response heads are
+    // not the store's to count: ureq parses them.)
+    let host = format!("{{host=\"{}\"}}", proxy.addr());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (m, requests, bytes) = loop {
+        let m = scrape(&socket);
+        let requests = stats.requests.load(Ordering::SeqCst) - requests0;
+        let bytes = stats.body_bytes_down.load(Ordering::SeqCst) - bytes0;
+        let ours = (
+            m[&format!("estargz_registry_requests_total{host}")] as u64,
+            m[&format!("estargz_registry_response_bytes_total{host}")] as u64,
+        );
+        if ours == (requests, bytes) || Instant::now() > deadline {
+            assert_eq!(ours, (requests, bytes), "{m:?}\n{}", store.log());
+            break (m, requests, bytes);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("store metrics: {requests} requests, {bytes} bytes (the proxy saw the same)");
+    // Manifest, config, footer + TOC, then the files' members.
+    assert!(requests >= 4, "{requests}");
+    assert!(
+        bytes < fs::metadata(&blob).unwrap().len(),
+        "not lazy: {bytes}"
+    );
+    assert_eq!(m["estargz_layers_total{result=\"ok\"}"], 1.0);
+    assert_eq!(m["estargz_layers_total{result=\"failed\"}"], 0.0);
+    assert!(m["estargz_cache_misses_total"] >= 3.0, "{m:?}");
+    let fetches = m["estargz_fetch_duration_seconds_count"];
+    assert!(fetches >= 2.0 && fetches <= requests as f64, "{m:?}");
+    assert_eq!(
+        m["estargz_fetch_duration_seconds_bucket{le=\"+Inf\"}"],
+        fetches
+    );
+    assert!(
+        m["estargz_fuse_requests_total{op=\"read\"}"] >= 3.0,
+        "{m:?}"
+    );
+    assert!(
+        m["estargz_fuse_requests_total{op=\"lookup\"}"] >= 3.0,
+        "{m:?}"
+    );
+    assert_eq!(
+        m["estargz_background_fetches_total{state=\"started\"}"],
+        0.0
+    );
+    // An unknown layer: a failed lookup, counted as a FUSE error.
+    let errors = m["estargz_fuse_errors_total{op=\"lookup\"}"];
+    let missing = layer_dir(&mnt, &reference, &format!("sha256:{}", "0".repeat(64)));
+    assert!(fs::metadata(missing.join("diff")).is_err());
+    assert!(scrape(&socket)["estargz_fuse_errors_total{op=\"lookup\"}"] > errors);
+    store.stop();
+}

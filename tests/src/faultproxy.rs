@@ -41,7 +41,10 @@ pub struct ProxyStats {
     /// Client connections accepted.
     pub connections: AtomicU64,
     pub requests: AtomicU64,
+    /// Response bytes sent to clients, heads included.
     pub bytes_down: AtomicU64,
+    /// Response body bytes sent to clients (what a client's body reads see).
+    pub body_bytes_down: AtomicU64,
     pub multi_range_requests: AtomicU64,
 }
 
@@ -499,6 +502,10 @@ impl Relay<'_> {
         // Counted before the write: once the client has the bytes, the
         // stats already show them (a test may read the stats right then).
         self.count(chunk.len());
+        self.shared
+            .stats
+            .body_bytes_down
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         self.client.write_all(&chunk)?;
         self.body_sent += chunk.len();
         Ok(())

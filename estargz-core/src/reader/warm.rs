@@ -150,7 +150,9 @@ impl Reader {
                 });
                 (done, fetched)
             });
-            summary.compressed_bytes += batch.iter().map(|m| extent(m[0].1)).sum::<u64>();
+            let fetched = batch.iter().map(|m| extent(m[0].1)).sum::<u64>();
+            summary.compressed_bytes += fetched;
+            crate::metrics::global().warm_bytes(fetched);
             for (chunks, bytes) in done? {
                 summary.chunks_cached += chunks;
                 summary.bytes_cached += bytes;
@@ -355,53 +357,11 @@ impl BackgroundFetch {
         let handle = std::thread::Builder::new()
             .name("estargz-bg-fetch".into())
             .spawn(move || {
-                let proceed = || loop {
-                    if flag.load(Ordering::Relaxed) {
-                        return false;
-                    }
-                    let quiet = super::quiet_for().is_none_or(|q| q >= opts.silence);
-                    let reads_wait = opts.yield_to_reads && reader.foreground_busy();
-                    let open = opts.gate.as_ref().is_none_or(|g| g());
-                    if quiet && !reads_wait && open {
-                        return true;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                };
-                let batch_bytes = opts.batch_bytes;
-                let mut total = WarmSummary::default();
-                let mut attempt = 0;
-                loop {
-                    let fetched = reader
-                        .cache_chunks(|_, _| true, batch_bytes, &proceed)
-                        .and_then(|s| {
-                            if s.complete {
-                                reader.fetch_uncovered(batch_bytes, &proceed)?;
-                            }
-                            Ok(s)
-                        });
-                    match fetched {
-                        Ok(s) => {
-                            total.chunks_cached += s.chunks_cached;
-                            total.bytes_cached += s.bytes_cached;
-                            total.compressed_bytes += s.compressed_bytes;
-                            total.complete = s.complete;
-                            return Ok(total);
-                        }
-                        // A failed batch is retried later, not remembered.
-                        Err(e) if attempt + 1 >= BACKGROUND_ATTEMPTS => return Err(e),
-                        Err(_) => {
-                            attempt += 1;
-                            let wait = Duration::from_millis(200 << attempt);
-                            let until = std::time::Instant::now() + wait;
-                            while std::time::Instant::now() < until {
-                                if flag.load(Ordering::Relaxed) {
-                                    return Ok(total);
-                                }
-                                std::thread::sleep(Duration::from_millis(20));
-                            }
-                        }
-                    }
-                }
+                crate::metrics::global().background_started();
+                let result = background_run(&reader, &opts, &flag);
+                crate::metrics::global()
+                    .background_ended(result.as_ref().is_ok_and(|s| s.complete));
+                result
             })
             .expect("spawning the background fetch thread");
         BackgroundFetch {
@@ -437,6 +397,62 @@ impl Drop for BackgroundFetch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.join();
+    }
+}
+
+/// The background fetch thread's work: the whole layer cached, retried
+/// a few times after failures, until `flag` says stop.
+fn background_run(
+    reader: &Arc<Reader>,
+    opts: &BackgroundOptions,
+    flag: &AtomicBool,
+) -> Result<WarmSummary> {
+    let proceed = || loop {
+        if flag.load(Ordering::Relaxed) {
+            return false;
+        }
+        let quiet = super::quiet_for().is_none_or(|q| q >= opts.silence);
+        let reads_wait = opts.yield_to_reads && reader.foreground_busy();
+        let open = opts.gate.as_ref().is_none_or(|g| g());
+        if quiet && !reads_wait && open {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let batch_bytes = opts.batch_bytes;
+    let mut total = WarmSummary::default();
+    let mut attempt = 0;
+    loop {
+        let fetched = reader
+            .cache_chunks(|_, _| true, batch_bytes, &proceed)
+            .and_then(|s| {
+                if s.complete {
+                    reader.fetch_uncovered(batch_bytes, &proceed)?;
+                }
+                Ok(s)
+            });
+        match fetched {
+            Ok(s) => {
+                total.chunks_cached += s.chunks_cached;
+                total.bytes_cached += s.bytes_cached;
+                total.compressed_bytes += s.compressed_bytes;
+                total.complete = s.complete;
+                return Ok(total);
+            }
+            // A failed batch is retried later, not remembered.
+            Err(e) if attempt + 1 >= BACKGROUND_ATTEMPTS => return Err(e),
+            Err(_) => {
+                attempt += 1;
+                let wait = Duration::from_millis(200 << attempt);
+                let until = std::time::Instant::now() + wait;
+                while std::time::Instant::now() < until {
+                    if flag.load(Ordering::Relaxed) {
+                        return Ok(total);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
     }
 }
 

@@ -212,7 +212,12 @@ impl RemoteBlob {
             let i = (start + k) % n;
             let ep = &self.endpoints[i];
             let result = self.transport.retry_n(&what, ep.retries, || {
-                self.attempt(i, ep, spans, &range_header, &what)
+                let started = std::time::Instant::now();
+                let r = self.attempt(i, ep, spans, &range_header, &what);
+                if let Ok(Attempt::Done(Fetched::Data(_))) = &r {
+                    crate::metrics::global().observe_fetch(started.elapsed());
+                }
+                r
             });
             match result {
                 Ok(f) => {

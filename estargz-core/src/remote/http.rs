@@ -513,7 +513,15 @@ impl Transport {
                 agent.run(builder.body(body).map_err(bad)?)
             }
         };
-        result.map_err(|e| ureq_error(e, &format!("{} {}", req.method, req.url)))
+        let counters = crate::metrics::global().request(url_host(&req.url));
+        let resp = result.map_err(|e| ureq_error(e, &format!("{} {}", req.method, req.url)))?;
+        // Every body byte read is counted for the host, whoever reads it.
+        let (parts, body) = resp.into_parts();
+        let counted = ureq::Body::builder().reader(CountedBody {
+            inner: body.into_reader(),
+            counters,
+        });
+        Ok(http::Response::from_parts(parts, counted))
     }
 
     /// Turns a challenge into an `Authorization` value (fetching a token
@@ -662,6 +670,26 @@ pub fn header(resp: &Response, name: &str) -> Option<String> {
 pub fn finish_body(body: &mut impl Read) {
     const MAX_DRAIN: u64 = 64 << 10;
     let _ = io::copy(&mut body.take(MAX_DRAIN), &mut io::sink());
+}
+
+/// `host[:port]` of a URL.
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#']).next().unwrap_or("")
+}
+
+/// A response body that adds what is read to its host's byte counter.
+struct CountedBody {
+    inner: ureq::BodyReader<'static>,
+    counters: Arc<crate::metrics::HostCounters>,
+}
+
+impl Read for CountedBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counters.add_bytes(n as u64);
+        Ok(n)
+    }
 }
 
 /// Reads a body we expect to be small (JSON, errors), bounded.

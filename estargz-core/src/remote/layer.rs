@@ -88,6 +88,17 @@ pub fn open_layer(
     index: usize,
     opts: &LayerOptions,
 ) -> Result<RemoteLayer> {
+    let opened = open(registry, image, index, opts);
+    crate::metrics::global().layer_opened(opened.is_ok());
+    opened
+}
+
+fn open(
+    registry: &Registry,
+    image: &Image,
+    index: usize,
+    opts: &LayerOptions,
+) -> Result<RemoteLayer> {
     let layers = &image.manifest.layers;
     let descriptor = layers
         .get(index)

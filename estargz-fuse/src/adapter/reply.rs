@@ -39,7 +39,8 @@ error_replies!(
 
 /// Answers `reply` with `err`'s errno, after a log line at the error's
 /// level naming the request.
-pub(crate) fn fail(op: &str, ino: u64, err: FsError, reply: impl ErrorReply) {
+pub(crate) fn fail(op: &'static str, ino: u64, err: FsError, reply: impl ErrorReply) {
+    estargz_core::metrics::global().fuse_error(op);
     let errno = err.errno().0;
     log::log!(
         err.level(),

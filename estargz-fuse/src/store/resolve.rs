@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use estargz_core::cache::ChunkCache;
@@ -41,15 +41,40 @@ pub struct OpenedLayer {
 
 /// The registry as an [`ImageSource`], all layers sharing one chunk cache.
 pub struct RegistrySource {
-    pub registry: Registry,
-    pub cache: Arc<ChunkCache>,
+    /// Replaced when the store reloads its registry settings: images and
+    /// layers fetched afterwards use the new one, layers already open keep
+    /// the client they were opened with.
+    registry: RwLock<Registry>,
+    cache: Arc<ChunkCache>,
     /// Where each layer keeps its fetched compressed bytes (the cache dir).
-    pub span_dir: Option<PathBuf>,
+    span_dir: Option<PathBuf>,
+}
+
+impl RegistrySource {
+    pub fn new(registry: Registry, cache: Arc<ChunkCache>, span_dir: Option<PathBuf>) -> Self {
+        RegistrySource {
+            registry: RwLock::new(registry),
+            cache,
+            span_dir,
+        }
+    }
+
+    /// Uses `registry` for what is fetched from now on.
+    pub fn set_registry(&self, registry: Registry) {
+        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = registry;
+    }
+
+    fn registry(&self) -> Registry {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl ImageSource for RegistrySource {
     fn image(&self, reference: &Reference) -> Result<Image> {
-        self.registry.resolve_image(reference, None)
+        self.registry().resolve_image(reference, None)
     }
 
     fn layer(&self, image: &Image, index: usize, verify_toc: bool) -> Result<OpenedLayer> {
@@ -57,7 +82,7 @@ impl ImageSource for RegistrySource {
             .cache(Some(self.cache.clone()))
             .allow_unverified_toc(!verify_toc)
             .span_dir(self.span_dir.clone());
-        let l = open_layer(&self.registry, image, index, &opts)?;
+        let l = open_layer(&self.registry(), image, index, &opts)?;
         // `blob` reads share the bytes file reads fetched, and the other
         // way round; sequential reads grow the read-ahead window.
         Ok(OpenedLayer {
