@@ -516,8 +516,13 @@ static void test_build_options(void) {
   estargz_build_result *res = NULL;
   OK(estargz_builder_new(&b));
 
-  /* Levels: 0-12 valid. */
-  INVALID(estargz_builder_set_compression_level(b, 13));
+  /* Levels: above 22 refused at once; 13-22 are zstd's only, so an
+     eStargz build with one fails when it runs. */
+  INVALID(estargz_builder_set_compression_level(b, 23));
+  OK(estargz_builder_set_compression_level(b, 13));
+  OK(estargz_builder_set_input_path(b, in));
+  OK(estargz_builder_set_output_path(b, path_of(p, "out/level13.esgz")));
+  INVALID(estargz_builder_run(b, NULL));
   OK(estargz_builder_set_compression_level(b, 12));
   OK(estargz_builder_set_compression_level(b, 0));
   OK(estargz_builder_set_chunk_size(b, 0)); /* default */
