@@ -62,6 +62,23 @@ fn prerequisites() -> Option<PathBuf> {
     present.then_some(bin)
 }
 
+/// Runs `cmd` (no stdin) under `timeout`, killed after 120 s (+10):
+/// (success, stdout, stderr).
+fn bounded_output(cmd: &Command) -> (bool, String, String) {
+    let out = Command::new("timeout")
+        .args(["--kill-after=10", "120"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Mount points at or under `dir` (deepest last).
 fn mounts_under(dir: &Path) -> Vec<(PathBuf, String)> {
     let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
@@ -295,18 +312,9 @@ impl Containerd {
     /// `ctr-remote --address SOCKET ARGS`, bounded in time; returns
     /// (success, stdout, stderr).
     fn ctr_try(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new("timeout")
-            .args(["--kill-after=10", "120", "ctr-remote", "--address"])
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let mut cmd = Command::new("ctr-remote");
+        cmd.arg("--address").arg(&self.socket).args(args);
+        bounded_output(&cmd)
     }
 
     fn ctr(&self, args: &[&str]) -> String {
@@ -694,20 +702,9 @@ impl Crictl {
     }
 
     fn try_run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new("timeout")
-            .args(["--kill-after=10", "120"])
-            .arg(&self.bin)
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--config").arg(&self.config).args(args);
+        bounded_output(&cmd)
     }
 
     fn run(&self, args: &[&str]) -> String {
