@@ -423,3 +423,49 @@ func TestCredentialHelper(t *testing.T) {
 		t.Fatal("anonymous access to an htpasswd registry worked")
 	}
 }
+
+// A mirror that accepts connections and never answers costs its timeout
+// once, not on every read: it is tried last while it is in back-off.
+func TestDeadMirrorBackoff(t *testing.T) {
+	mem, _, want := registryImage(t)
+	origin := startDockerRegistry(t, dockerRegistryConfig{})
+	origin.push(mem)
+	// Connections complete in the kernel's backlog; nothing reads them.
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	hosts := t.TempDir()
+	writeFile(t, filepath.Join(hosts, origin.addr, "hosts.toml"), fmt.Sprintf(
+		"server = %q\n[host.\"http://%s\"]\n", origin.url(), dead.Addr()))
+	const timeout = 300 * time.Millisecond
+	opts := []estargz.RemoteOption{estargz.WithHostsDir(hosts), estargz.WithRequestTimeout(timeout),
+		estargz.WithRetries(1), estargz.WithPrefetch(false)}
+	ref := origin.addr + "/test/app:v1"
+	read := func() time.Duration {
+		start := time.Now()
+		if err := openAndCheck(t, ref, want, opts...); err != nil {
+			t.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	// The first read waits for the mirror (two attempts, each a timeout).
+	first := read()
+	if first < 2*timeout {
+		t.Fatalf("the first read took %v: the dead mirror was not tried", first)
+	}
+	const n = 10
+	start := time.Now()
+	for range n {
+		read()
+	}
+	rest := time.Since(start)
+	t.Logf("first read %v; %d more reads %v", first, n, rest)
+	// Without back-off every read would wait for the mirror on each of its
+	// requests (manifest, config, blob): over n*2*timeout. With it, at most
+	// a re-probe or two when a back-off period ends.
+	if rest > 3*first {
+		t.Fatalf("%d reads took %v with a dead mirror (first read %v)", n, rest, first)
+	}
+}
