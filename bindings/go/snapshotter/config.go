@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"time"
 
 	"github.com/pelletier/go-toml"
@@ -149,4 +150,24 @@ func (c Config) MountOptions(root string) []estargz.MountOption {
 		opts = append(opts, estargz.WithMountThreads(c.MountThreads))
 	}
 	return opts
+}
+
+// WithRegistrySettings is c with the keys that say how registries are
+// reached taken from next: the keys a SIGHUP reloads (the store's reload
+// takes the same). It also names the other keys that differ, which need a
+// restart.
+func (c Config) WithRegistrySettings(next Config) (Config, []string) {
+	out := c
+	out.RequestTimeoutSec, out.Retries = next.RequestTimeoutSec, next.Retries
+	out.PlainHTTP, out.InsecureRegistries = next.PlainHTTP, next.InsecureRegistries
+	out.AuthFile, out.RegistriesConf = next.AuthFile, next.RegistriesConf
+	out.CertsDir, out.HostsDir = next.CertsDir, next.HostsDir
+	var restart []string
+	cv, nv := reflect.ValueOf(out), reflect.ValueOf(next)
+	for i := range cv.NumField() {
+		if !reflect.DeepEqual(cv.Field(i).Interface(), nv.Field(i).Interface()) {
+			restart = append(restart, reflect.TypeOf(out).Field(i).Tag.Get("toml"))
+		}
+	}
+	return out, restart
 }
