@@ -57,6 +57,7 @@ type dockerRegistry struct {
 type dockerRegistryConfig struct {
 	proxy     string // remote URL: a pull-through cache of it
 	cert, key string // TLS
+	clientCA  string // TLS client certificates required, from this CA
 	htpasswd  bool
 	client    *http.Client // for pushes (TLS trust)
 }
@@ -80,6 +81,9 @@ func startDockerRegistry(t *testing.T, c dockerRegistryConfig) *dockerRegistry {
 		"storage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(r.dir, "data"), r.addr)
 	if c.cert != "" {
 		cfg += fmt.Sprintf("  tls:\n    certificate: %s\n    key: %s\n", c.cert, c.key)
+		if c.clientCA != "" {
+			cfg += fmt.Sprintf("    clientcas:\n      - %s\n", c.clientCA)
+		}
 		r.scheme = "https"
 	}
 	if c.htpasswd {
@@ -307,9 +311,9 @@ func TestHostsTomlMirror(t *testing.T) {
 	}
 }
 
-// makeCA returns a CA and a server certificate for 127.0.0.1 signed by it,
-// as PEM files in dir.
-func makeCA(t *testing.T, dir string) (caFile, certFile, keyFile string) {
+// makeCA returns a CA, a server certificate for 127.0.0.1 and a client
+// certificate signed by it, as PEM files in dir.
+func makeCA(t *testing.T, dir string) (caFile, certFile, keyFile, clientCert, clientKey string) {
 	t.Helper()
 	key := func() *ecdsa.PrivateKey {
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -318,7 +322,7 @@ func makeCA(t *testing.T, dir string) (caFile, certFile, keyFile string) {
 		}
 		return k
 	}
-	caKey, srvKey := key(), key()
+	caKey, srvKey, cliKey := key(), key(), key()
 	now := time.Now()
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "estargz test CA"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true,
@@ -334,7 +338,18 @@ func makeCA(t *testing.T, dir string) (caFile, certFile, keyFile string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cliTmpl := &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "estargz test client"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	cliDER, err := x509.CreateCertificate(rand.Reader, cliTmpl, caTmpl, &cliKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliKeyDER, err := x509.MarshalPKCS8PrivateKey(cliKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,12 +359,13 @@ func makeCA(t *testing.T, dir string) (caFile, certFile, keyFile string) {
 		return p
 	}
 	return write("ca.crt", "CERTIFICATE", caDER), write("server.crt", "CERTIFICATE", srvDER),
-		write("server.key", "PRIVATE KEY", keyDER)
+		write("server.key", "PRIVATE KEY", keyDER), write("client.crt", "CERTIFICATE", cliDER),
+		write("client.key", "PRIVATE KEY", cliKeyDER)
 }
 
 func TestHostsTomlCA(t *testing.T) {
 	mem, _, want := registryImage(t)
-	caFile, cert, key := makeCA(t, t.TempDir())
+	caFile, cert, key, clientCert, clientKey := makeCA(t, t.TempDir())
 	pool := x509.NewCertPool()
 	caPEM, err := os.ReadFile(caFile)
 	if err != nil || !pool.AppendCertsFromPEM(caPEM) {
@@ -384,6 +400,26 @@ func TestHostsTomlCA(t *testing.T) {
 	err = openAndCheck(t, ref, want, opts...)
 	if err == nil || !strings.Contains(err.Error(), "missing.pem") {
 		t.Fatalf("missing CA file: %v", err)
+	}
+
+	// A registry that wants a client certificate: hosts.toml's client.
+	pair, err := tls.LoadX509KeyPair(clientCert, clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mtlsClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}}}
+	mtls := startDockerRegistry(t, dockerRegistryConfig{cert: cert, key: key, clientCA: caFile, client: mtlsClient})
+	mtls.push(mem)
+	ref = mtls.addr + "/test/app:v1"
+	writeFile(t, filepath.Join(hosts, mtls.addr, "hosts.toml"), "ca = \"my-ca.pem\"\n")
+	writeFile(t, filepath.Join(hosts, mtls.addr, "my-ca.pem"), string(caPEM))
+	if err := openAndCheck(t, ref, want, opts...); err == nil {
+		t.Fatal("a client-certificate registry answered without one")
+	}
+	writeFile(t, filepath.Join(hosts, mtls.addr, "hosts.toml"), fmt.Sprintf(
+		"ca = \"my-ca.pem\"\nclient = [[%q, %q]]\n", clientCert, clientKey))
+	if err := openAndCheck(t, ref, want, opts...); err != nil {
+		t.Fatalf("with hosts.toml client: %v", err)
 	}
 }
 
@@ -463,9 +499,9 @@ func TestDeadMirrorBackoff(t *testing.T) {
 	rest := time.Since(start)
 	t.Logf("first read %v; %d more reads %v", first, n, rest)
 	// Without back-off every read would wait for the mirror on each of its
-	// requests (manifest, config, blob): over n*2*timeout. With it, at most
-	// a re-probe or two when a back-off period ends.
-	if rest > 3*first {
+	// requests (manifest, config, blob): over n*3*2*timeout. With it, at
+	// most a re-probe or two when a back-off period ends.
+	if rest > n*timeout {
 		t.Fatalf("%d reads took %v with a dead mirror (first read %v)", n, rest, first)
 	}
 }
