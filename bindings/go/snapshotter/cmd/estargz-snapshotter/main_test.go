@@ -1,10 +1,13 @@
 package main
 
 import (
+	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -97,4 +100,26 @@ func TestReadyReloadAndStop(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not return after SIGTERM")
 	}
+}
+
+// A SIGHUP is passed on to the FUSE manager named by the pid file.
+func TestSignalManagerPassesSIGHUPOn(t *testing.T) {
+	root := t.TempDir()
+	child := exec.Command("sleep", "30")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer child.Process.Kill()
+	pidFile := filepath.Join(root, "fuse-manager.pid")
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(child.Process.Pid)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	signalManager(root)
+	err := child.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGHUP {
+		t.Fatalf("the manager stand-in ended with %v, want SIGHUP", err)
+	}
+	// No pid file: nothing to signal, no panic.
+	signalManager(t.TempDir())
 }
