@@ -1338,6 +1338,33 @@ estargz_result estargz_remote_options_add_insecure_registry(struct estargz_remot
 estargz_result estargz_remote_options_set_auth_file(struct estargz_remote_options *options, const char *path);
 
 /**
+ * Reads mirrors, location rewrites, insecure and blocked registries from
+ * the containers-registries.conf(5) file at `path` (copied; read now, so a
+ * missing or bad file fails here with its name). NULL restores the
+ * default: no such file is read.
+ */
+estargz_result estargz_remote_options_set_registries_conf(struct estargz_remote_options *options, const char *path);
+
+/**
+ * Searches only `dir` (copied) for `certs.d`-style TLS files of a registry
+ * host: in its `HOST[:PORT]` subdirectory, `.crt` files are CAs and a
+ * `.cert` file with the `.key` of the same name a client certificate. NULL restores the defaults (/etc/containers/certs.d and
+ * /etc/docker/certs.d, and ~/.config/containers/certs.d when not root).
+ */
+estargz_result estargz_remote_options_set_certs_dir(struct estargz_remote_options *options, const char *dir);
+
+/**
+ * containerd's registry host directory (`config_path`, e.g.
+ * /etc/containerd/certs.d; copied): a registry with a
+ * `dir/HOST[:PORT]/hosts.toml` (or `dir/_default/hosts.toml`) is pulled
+ * from that file's mirrors and `server`, as its `capabilities` allow, with
+ * its `ca`, `client`, `skip_verify` and `header` settings; a host directory
+ * without one is read as a certs.d directory. Files are read when a layer
+ * is opened. NULL (the default) reads no such directory.
+ */
+estargz_result estargz_remote_options_set_hosts_dir(struct estargz_remote_options *options, const char *dir);
+
+/**
  * Per-request time limit in milliseconds (connect, send, headers and body
  * of one attempt); 0 restores the default (30 s). A request that times out
  * is retried; the last failure is ESTARGZ_TIMEOUT.

@@ -1805,6 +1805,60 @@ typedef struct {
   void (*fn)(void);
 } test_case;
 
+/* registries.conf, certs.d and hosts.toml setters: files read at set
+ * time fail there; hosts.toml mirrors are tried before the registry (the
+ * mirrors themselves are tested against real registries from Go). */
+static void test_remote_registry_files(const char *ref, unsigned port) {
+  estargz_remote_options *o = NULL;
+  OK(estargz_remote_options_new(&o));
+  OK(estargz_remote_options_set_retries(o, 0));
+  char p[PATH_MAX], msg[1024];
+  /* registries.conf: read now; missing or bad files name themselves. */
+  CHECK(estargz_remote_options_set_registries_conf(o, path_of(p, "no-such.conf")) !=
+        ESTARGZ_OK);
+  estargz_last_error(msg, sizeof msg, NULL);
+  CHECK(strstr(msg, "no-such.conf") != NULL);
+  CHECK(sh_ok("printf '[[registry]]\\nlocation = \"h\"\\nbad = 1\\n"
+              "[[registry.mirror]]\\npull-from-mirror = \"never\"\\nlocation = \"m\"\\n' >'%s'",
+              path_of(p, "bad.conf")));
+  INVALID(estargz_remote_options_set_registries_conf(o, path_of(p, "bad.conf")));
+  estargz_last_error(msg, sizeof msg, NULL);
+  CHECK(strstr(msg, "bad.conf") != NULL && strstr(msg, "never") != NULL);
+  CHECK(sh_ok("printf '[[registry]]\\nlocation = \"h.example\"\\n' >'%s'",
+              path_of(p, "good.conf")));
+  OK(estargz_remote_options_set_registries_conf(o, path_of(p, "good.conf")));
+  OK(estargz_remote_options_set_registries_conf(o, NULL));
+  INVALID(estargz_remote_options_set_registries_conf(o, ""));
+  /* certs.d: any directory (read when a host needs it); NULL = defaults. */
+  OK(estargz_remote_options_set_certs_dir(o, path_of(p, "certs.d")));
+  OK(estargz_remote_options_set_certs_dir(o, NULL));
+  INVALID(estargz_remote_options_set_certs_dir(o, ""));
+  /* hosts.toml: a mirror on another closed port is tried first, then the
+   * registry; both show in the error. */
+  unsigned mirror_port = port == 1 ? 2 : port - 1;
+  CHECK(sh_ok("mkdir -p '%s/_default' && printf '[host.\"http://127.0.0.1:%u\"]\\n"
+              "capabilities = [\"pull\", \"resolve\"]\\n' >'%s/_default/hosts.toml'",
+              path_of(p, "hosts.d"), mirror_port, path_of(p, "hosts.d")));
+  OK(estargz_remote_options_set_hosts_dir(o, path_of(p, "hosts.d")));
+  OK(estargz_remote_options_set_plain_http(o, true));
+  estargz_reader *r = NULL;
+  CHECK_RC(estargz_reader_open_remote(ref, NULL, o, &r), ESTARGZ_NETWORK);
+  estargz_last_error(msg, sizeof msg, NULL);
+  char mirror[32];
+  snprintf(mirror, sizeof mirror, "127.0.0.1:%u", mirror_port);
+  CHECK(strstr(msg, mirror) != NULL && strstr(msg, ref) != NULL);
+  /* A bad hosts.toml fails the open, naming the file and the key. */
+  CHECK(sh_ok("printf '[host.\"h\"]\\ncapabilities = [\"fetch\"]\\n' >'%s/_default/hosts.toml'",
+              path_of(p, "hosts.d")));
+  INVALID(estargz_reader_open_remote(ref, NULL, o, &r));
+  estargz_last_error(msg, sizeof msg, NULL);
+  CHECK(strstr(msg, "hosts.toml") != NULL && strstr(msg, "fetch") != NULL);
+  CHECK(r == NULL);
+  OK(estargz_remote_options_set_hosts_dir(o, NULL));
+  INVALID(estargz_remote_options_set_hosts_dir(o, ""));
+  estargz_remote_options_free(o);
+}
+
 /* The remote API without a registry: options, argument checks, and the
  * network errors an unreachable registry gives (the lazy reads themselves
  * are tested against real registries in tests/e2e/registry.rs and from Go
@@ -1822,6 +1876,9 @@ static void test_remote(void) {
   INVALID(estargz_remote_options_set_memory_cache_size(NULL, 0));
   INVALID(estargz_remote_options_set_allow_unverified_toc(NULL, true));
   INVALID(estargz_remote_options_set_prefetch(NULL, true));
+  INVALID(estargz_remote_options_set_registries_conf(NULL, NULL));
+  INVALID(estargz_remote_options_set_certs_dir(NULL, NULL));
+  INVALID(estargz_remote_options_set_hosts_dir(NULL, NULL));
 
   estargz_remote_options *o = NULL;
   OK(estargz_remote_options_new(&o));
@@ -1876,6 +1933,8 @@ static void test_remote(void) {
 
   /* NULL options: the defaults (HTTPS, which the closed port refuses too). */
   CHECK_RC(estargz_reader_open_remote(ref, "0", NULL, &r), ESTARGZ_NETWORK);
+
+  test_remote_registry_files(ref, (unsigned)ntohs(addr.sin_port));
 }
 
 int main(int argc, char **argv) {
