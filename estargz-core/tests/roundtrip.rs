@@ -236,6 +236,22 @@ fn check_zstd_chunked(name: &str, tar: &[u8], opts: &BuildOptions) {
             rebuild_from_tar_split(&blob, &reader) == tar,
             "{name}: tar-split"
         );
+        assert_eq!(
+            reader.tar_split_tar_size().unwrap(),
+            Some(tar.len() as u64),
+            "{name}: size from the tar-split"
+        );
+        // A changed tar-split byte is caught by the TOC's tarSplitDigest.
+        let t = position.tar_split.expect("v2 has a tar-split");
+        let mut bad = blob.clone();
+        bad[(t.offset + t.compressed_len / 2) as usize] ^= 1;
+        let err = open(&bad, &result).tar_split_tar_size().unwrap_err();
+        assert!(
+            matches!(err, estargz_core::Error::DigestMismatch { .. }),
+            "{name}: {err}"
+        );
+    } else {
+        assert_eq!(reader.tar_split_tar_size().unwrap(), None, "{name}");
     }
 }
 

@@ -5,7 +5,7 @@ mod input;
 mod order;
 mod plan;
 mod rollsum;
-mod tarsplit;
+pub(crate) mod tarsplit;
 
 use std::io::Write;
 use std::path::PathBuf;
