@@ -93,9 +93,9 @@ pub fn tar_split(index: &TarIndex, crcs: &[u64], src: &dyn ReadAt) -> Result<Vec
         segment(&mut out, &mut position, pos, e.data_start)?;
         // Built by hand in the packer's field order; names are JSON-escaped.
         out.extend_from_slice(b"{\"type\":1,");
-        // The index holds names as lossy UTF-8: a replaced byte could not
-        // be written back as it was.
-        if e.name.contains('\u{fffd}') {
+        // The build refuses names that are not UTF-8 up front (see
+        // refuse_non_utf8); the lossy name must never be written here.
+        if e.non_utf8_name.is_some() {
             return Err(Error::Unsupported(format!(
                 "zstd:chunked v2 of a tar entry whose name is not UTF-8 ({:?})",
                 e.name
