@@ -250,6 +250,18 @@ fn check_zstd_chunked(name: &str, tar: &[u8], opts: &BuildOptions) {
             matches!(err, estargz_core::Error::DigestMismatch { .. }),
             "{name}: {err}"
         );
+        // A footer stating another inflated length: more than the limit is
+        // refused before reading, a wrong one after inflating.
+        let field = blob.len() - 16; // tarSplitUncompressedLen, 8 before the magic
+        for (stated, want) in [
+            (1u64 << 31, "over the limit"),
+            (t.uncompressed_len + 5, "inflates to"),
+        ] {
+            let mut bad = blob.clone();
+            bad[field..field + 8].copy_from_slice(&stated.to_le_bytes());
+            let err = open(&bad, &result).tar_split_tar_size().unwrap_err();
+            assert!(err.to_string().contains(want), "{name}: {err}");
+        }
     } else {
         assert_eq!(reader.tar_split_tar_size().unwrap(), None, "{name}");
     }
