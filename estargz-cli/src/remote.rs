@@ -59,7 +59,7 @@ pub fn pull(args: PullArgs) -> Result<(), Error> {
     let reference = Reference::parse(&args.reference)?;
     let registry = args.registry.registry()?;
     let platform = args.choice.platform()?;
-    let image = registry.resolve_image(&reference, platform.as_ref())?;
+    let image = registry.resolve_manifest(&reference, platform.as_ref())?;
     let layers = &image.manifest.layers;
     let selected: Vec<usize> = if args.all {
         (0..layers.len()).collect()

@@ -371,7 +371,7 @@ pub unsafe extern "C" fn estargz_reader_open_remote(
         let reference = Reference::parse(reference)?;
         let cache = ChunkCache::open_shared(&opts.cache)?;
         let registry = Registry::new(opts.http);
-        let image = registry.resolve_image(&reference, opts.platform.as_ref())?;
+        let image = registry.resolve_manifest(&reference, opts.platform.as_ref())?;
         let index = select_layer(&image.manifest.layers, layer, &image.reference.to_string())?;
         let layer_opts = LayerOptions::default()
             .cache(Some(cache))

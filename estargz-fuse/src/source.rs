@@ -87,7 +87,7 @@ impl Source {
                 layer,
                 platform,
             } => {
-                let image = registry.resolve_image(reference, platform.as_ref())?;
+                let image = registry.resolve_manifest(reference, platform.as_ref())?;
                 let index = layer.resolve(&image.manifest.layers, &reference.to_string())?;
                 let opts = layer_opts.clone().cache(Some(cache));
                 let layer = open_layer(registry, &image, index, &opts)?;

@@ -127,7 +127,7 @@ fn podman_pulls_runs_saves_and_pushes_through_the_store() {
         .resolve_image(&Reference::parse(&image).unwrap(), None)
         .unwrap();
     let blobs = [fs::read(&base_blob).unwrap(), fs::read(&app_blob).unwrap()];
-    let config: serde_json::Value = serde_json::from_slice(&img.config).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(img.config.as_deref().unwrap()).unwrap();
     let mut toc_digests = Vec::new();
     for (i, (desc, blob)) in img.manifest.layers.iter().zip(&blobs).enumerate() {
         let plain = gunzip(blob);
@@ -246,7 +246,8 @@ fn podman_pulls_runs_saves_and_pushes_through_the_store() {
     let pushed = client
         .resolve_image(&Reference::parse(&copy).unwrap(), None)
         .unwrap();
-    let pushed_config: serde_json::Value = serde_json::from_slice(&pushed.config).unwrap();
+    let pushed_config: serde_json::Value =
+        serde_json::from_slice(pushed.config.as_deref().unwrap()).unwrap();
     assert_eq!(pushed_config["rootfs"], config["rootfs"]);
     for (i, desc) in pushed.manifest.layers.iter().enumerate() {
         let blob = client

@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 pub const DEFAULT_BATCH_BYTES: u64 = 8 << 20;
 /// Most gzip members per batch (bounds the Range header).
 const MAX_MEMBERS_PER_BATCH: usize = 512;
+/// Largest first request of [`Reader::fetch_missing_spans`].
+const FIRST_SPAN_BATCH: u64 = 256 << 10;
 
 /// What a warm-up did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -197,12 +199,18 @@ impl Reader {
     ) -> Result<Option<WarmSummary>> {
         let size = self.src.size();
         let mut summary = WarmSummary::default();
+        // Requests start small and double up to `batch_bytes`: a container
+        // starting right after the layer was opened reads first what sits
+        // at the front of the blob, and a read of bytes already on their
+        // way waits for the whole request that brings them.
+        let mut step = (batch_bytes / 8).clamp(1, FIRST_SPAN_BATCH);
         loop {
             // Asked again each round: on-demand reads fill gaps meanwhile.
             let Some(missing) = self.src.missing(0..size) else {
                 return Ok(None);
             };
-            let batch = first_bytes(&missing, batch_bytes.max(1), MAX_MEMBERS_PER_BATCH);
+            let batch = first_bytes(&missing, step, MAX_MEMBERS_PER_BATCH);
+            step = step.saturating_mul(2).min(batch_bytes.max(1));
             if batch.is_empty() {
                 summary.complete = true;
                 return Ok(Some(summary));

@@ -28,8 +28,9 @@ pub struct Image {
     pub manifest: Manifest,
     /// Its digest (of the bytes the registry sent).
     pub manifest_digest: String,
-    /// The image configuration, digest-checked.
-    pub config: Vec<u8>,
+    /// The image configuration, digest-checked; `None` when resolved
+    /// without it ([`Registry::resolve_manifest`]).
+    pub config: Option<Vec<u8>>,
 }
 
 /// A client for one or more registries, sharing connections and tokens.
@@ -205,6 +206,20 @@ impl Registry {
     /// Resolves `r` to a platform manifest (picking `platform` from an
     /// index, the host's by default) and fetches its config.
     pub fn resolve_image(&self, r: &Reference, platform: Option<&Platform>) -> Result<Image> {
+        let mut image = self.resolve_manifest(r, platform)?;
+        let config = self.fetch_blob(
+            &image.reference,
+            &image.manifest.config.digest,
+            MAX_MANIFEST_SIZE,
+        )?;
+        image.config = Some(config);
+        Ok(image)
+    }
+
+    /// Like [`Registry::resolve_image`] without the config: opening a layer
+    /// needs only the manifest, and a round trip less matters when layers
+    /// are mounted one after the other.
+    pub fn resolve_manifest(&self, r: &Reference, platform: Option<&Platform>) -> Result<Image> {
         let (body, ctype, digest) = self.fetch_manifest(r)?;
         let (manifest, manifest_digest, reference) =
             match manifest::decode(&body, ctype.as_deref())? {
@@ -224,13 +239,12 @@ impl Registry {
                     }
                 }
             };
-        let config = self.fetch_blob(&reference, &manifest.config.digest, MAX_MANIFEST_SIZE)?;
         Ok(Image {
             reference,
             requested: r.clone(),
             manifest,
             manifest_digest,
-            config,
+            config: None,
         })
     }
 

@@ -465,7 +465,8 @@ fn ready(opened: OpenedLayer, keying: Keying) -> ResolvedLayer {
 
 /// `rootfs.diff_ids[index]` of the image config.
 fn diff_id(image: &Image, index: usize) -> Result<String> {
-    let config: serde_json::Value = serde_json::from_slice(&image.config)
+    let config = image.config.as_deref().unwrap_or_default();
+    let config: serde_json::Value = serde_json::from_slice(config)
         .map_err(|e| Error::Registry(format!("config of {}: {e}", image.reference)))?;
     config["rootfs"]["diff_ids"][index]
         .as_str()

@@ -109,7 +109,7 @@ fn image(layers: &[&Layer], annotate: &[(bool, bool)], diff_ids: Option<Vec<Stri
             annotations: BTreeMap::new(),
         },
         manifest_digest: String::new(),
-        config,
+        config: Some(config),
     }
 }
 
