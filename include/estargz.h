@@ -394,6 +394,26 @@ typedef int (*estargz_read_callback)(void *userdata, uint8_t *buf, size_t len, s
 typedef int (*estargz_write_callback)(void *userdata, const uint8_t *buf, size_t len, size_t *out_n);
 
 /**
+ * Where a zstd:chunked frame's payload is: the TOC ("manifest") or v2's
+ * tar-split, as the footer and the position annotations say.
+ */
+typedef struct estargz_frame_position {
+  /**
+   * Blob offset of the zstd-compressed payload (the skippable frame
+   * starts 8 bytes before).
+   */
+  uint64_t offset;
+  /**
+   * Payload bytes (zstd-compressed).
+   */
+  uint64_t compressed_len;
+  /**
+   * Bytes the payload decompresses to.
+   */
+  uint64_t uncompressed_len;
+} estargz_frame_position;
+
+/**
  * Metadata of one entry, as a file system would report it. Filled in by
  * estargz_reader_lookup, estargz_reader_entry and estargz_dir_iter_next;
  * set `struct_size` to `sizeof(estargz_entry)` before the call (see the top
@@ -850,6 +870,61 @@ size_t estargz_build_result_missed_prioritized_count(const struct estargz_build_
 const char *estargz_build_result_missed_prioritized(const struct estargz_build_result *result, size_t index);
 
 /**
+ * The format built, by the name estargz_builder_set_format takes:
+ * "estargz", "zstd:chunked" (v2) or "zstd:chunked-v1". NULL if `result` is
+ * NULL; owned by `result`, valid until estargz_build_result_free.
+ */
+const char *estargz_build_result_format(const struct estargz_build_result *result);
+
+/**
+ * The layer descriptor's media type:
+ * "application/vnd.oci.image.layer.v1.tar+zstd" for zstd:chunked,
+ * "application/vnd.oci.image.layer.v1.tar+gzip" for eStargz. NULL if
+ * `result` is NULL; owned by `result`, valid until
+ * estargz_build_result_free.
+ */
+const char *estargz_build_result_media_type(const struct estargz_build_result *result);
+
+/**
+ * zstd:chunked: the manifest checksum ("sha256:" and 64 hex digits of the
+ * compressed TOC), the value of the "...zstd-chunked.manifest-checksum"
+ * annotation. NULL for eStargz or if `result` is NULL; owned by `result`,
+ * valid until estargz_build_result_free.
+ */
+const char *estargz_build_result_manifest_checksum(const struct estargz_build_result *result);
+
+/**
+ * zstd:chunked: where the compressed TOC is (the "...manifest-position"
+ * annotation). Returns true and stores it in `*out_position` (if not
+ * NULL); returns false, storing nothing, for eStargz or a NULL `result`.
+ */
+bool estargz_build_result_manifest_position(const struct estargz_build_result *result, struct estargz_frame_position *out_position);
+
+/**
+ * zstd:chunked v2: where the compressed tar-split is (the
+ * "io.github.containers.zstd-chunked.tarsplit-position" annotation).
+ * Returns true and stores it in `*out_position` (if not NULL); returns
+ * false, storing nothing, for other formats or a NULL `result`.
+ */
+bool estargz_build_result_tar_split_position(const struct estargz_build_result *result, struct estargz_frame_position *out_position);
+
+/**
+ * Number of annotations the layer descriptor should carry (0 if `result`
+ * is NULL): eStargz the TOC digest and uncompressed size; zstd:chunked v1
+ * those and its manifest checksum and position; v2 only
+ * containers/storage's manifest checksum, manifest and tar-split positions.
+ */
+size_t estargz_build_result_annotation_count(const struct estargz_build_result *result);
+
+/**
+ * The `index`-th annotation (sorted by key): stores its key and value in
+ * `*out_key` and `*out_value` (each may be NULL) and returns true; returns
+ * false, storing nothing, if `index` is out of range or `result` is NULL.
+ * The strings are owned by `result`, valid until estargz_build_result_free.
+ */
+bool estargz_build_result_annotation(const struct estargz_build_result *result, size_t index, const char **out_key, const char **out_value);
+
+/**
  * Opens an iterator over the entries of directory `id` (hard links to
  * directories do not exist in tars; ESTARGZ_ROOT_ID is the root).
  * `out_iter` receives the handle, owned by the caller: release it with
@@ -1289,6 +1364,29 @@ estargz_result estargz_reader_last_error(const struct estargz_reader *reader, ch
 const char *estargz_reader_toc_digest(const struct estargz_reader *reader);
 
 /**
+ * zstd:chunked: the manifest checksum ("sha256:" and 64 hex digits of the
+ * compressed TOC, what the "...zstd-chunked.manifest-checksum" annotation
+ * holds), computed from the blob. NULL for the gzip formats or if `reader`
+ * is NULL; owned by the reader, valid until estargz_reader_free.
+ */
+const char *estargz_reader_manifest_checksum(const struct estargz_reader *reader);
+
+/**
+ * zstd:chunked: where the compressed TOC is, as the blob's footer (or the
+ * position annotation it was opened with) says. Returns true and stores it
+ * in `*out_position` (if not NULL); false, storing nothing, for the gzip
+ * formats or a NULL `reader`.
+ */
+bool estargz_reader_manifest_position(const struct estargz_reader *reader, struct estargz_frame_position *out_position);
+
+/**
+ * zstd:chunked v2: where the compressed tar-split is. Returns true and
+ * stores it in `*out_position` (if not NULL); false, storing nothing,
+ * otherwise.
+ */
+bool estargz_reader_tar_split_position(const struct estargz_reader *reader, struct estargz_frame_position *out_position);
+
+/**
  * Fills `*out_info` with the blob's size, footer and TOC facts.
  * `out_info->struct_size` must be set (ESTARGZ_INVALID_ARGUMENT otherwise).
  */
@@ -1360,6 +1458,33 @@ estargz_result estargz_remote_options_add_insecure_registry(struct estargz_remot
  * restores the defaults. A missing file means anonymous access.
  */
 estargz_result estargz_remote_options_set_auth_file(struct estargz_remote_options *options, const char *path);
+
+/**
+ * Reads mirrors, location rewrites, insecure and blocked registries from
+ * the containers-registries.conf(5) file at `path` (copied; read now, so a
+ * missing or bad file fails here with its name). NULL restores the
+ * default: no such file is read.
+ */
+estargz_result estargz_remote_options_set_registries_conf(struct estargz_remote_options *options, const char *path);
+
+/**
+ * Searches only `dir` (copied) for `certs.d`-style TLS files of a registry
+ * host: in its `HOST[:PORT]` subdirectory, `.crt` files are CAs and a
+ * `.cert` file with the `.key` of the same name a client certificate. NULL restores the defaults (/etc/containers/certs.d and
+ * /etc/docker/certs.d, and ~/.config/containers/certs.d when not root).
+ */
+estargz_result estargz_remote_options_set_certs_dir(struct estargz_remote_options *options, const char *dir);
+
+/**
+ * containerd's registry host directory (`config_path`, e.g.
+ * /etc/containerd/certs.d; copied): a registry with a
+ * `dir/HOST[:PORT]/hosts.toml` (or `dir/_default/hosts.toml`) is pulled
+ * from that file's mirrors and `server`, as its `capabilities` allow, with
+ * its `ca`, `client`, `skip_verify` and `header` settings; a host directory
+ * without one is read as a certs.d directory. Files are read when a layer
+ * is opened. NULL (the default) reads no such directory.
+ */
+estargz_result estargz_remote_options_set_hosts_dir(struct estargz_remote_options *options, const char *dir);
 
 /**
  * Per-request time limit in milliseconds (connect, send, headers and body

@@ -175,6 +175,33 @@ type Blob struct {
 	tocOffset        int64
 	tocEntries       int
 	externalTOCData  []byte
+	format           string
+	mediaType        string
+	manifestChecksum string
+	manifestPosition *FramePosition
+	tarSplitPosition *FramePosition
+	annotations      map[string]string
+}
+
+// FramePosition is where a zstd:chunked frame's payload is in the blob: the
+// TOC ("manifest") or v2's tar-split, as the footer and the position
+// annotations say.
+type FramePosition struct {
+	// Offset is the blob offset of the zstd-compressed payload (its
+	// skippable frame starts 8 bytes before).
+	Offset int64
+	// CompressedLen is the payload's size in bytes.
+	CompressedLen int64
+	// UncompressedLen is the size it decompresses to.
+	UncompressedLen int64
+}
+
+func framePosition(p C.estargz_frame_position) *FramePosition {
+	return &FramePosition{
+		Offset:          int64(p.offset),
+		CompressedLen:   int64(p.compressed_len),
+		UncompressedLen: int64(p.uncompressed_len),
+	}
 }
 
 // Read reads the blob sequentially (from the start, initially).
@@ -220,6 +247,55 @@ func (b *Blob) TOCEntries() int { return b.tocEntries }
 // ExternalTOCData is the TOC gzip member of a build WithExternalTOC (nil
 // otherwise); store it next to the blob.
 func (b *Blob) ExternalTOCData() []byte { return b.externalTOCData }
+
+// Format is the format built, by the name WithFormat takes:
+// FormatEStargz, FormatZstdChunked (v2) or FormatZstdChunkedV1.
+func (b *Blob) Format() string { return b.format }
+
+// MediaType is the layer descriptor's media type: MediaTypeLayerZstd for
+// zstd:chunked, MediaTypeLayerGzip for eStargz.
+func (b *Blob) MediaType() string { return b.mediaType }
+
+// ManifestChecksum is the zstd:chunked manifest checksum ("sha256:..." of
+// the compressed TOC), the value of the "...zstd-chunked.manifest-checksum"
+// annotation; "" for eStargz.
+func (b *Blob) ManifestChecksum() string { return b.manifestChecksum }
+
+// ManifestPosition is where the compressed TOC of a zstd:chunked blob is
+// (the "...manifest-position" annotation); false for eStargz.
+func (b *Blob) ManifestPosition() (FramePosition, bool) {
+	if b.manifestPosition == nil {
+		return FramePosition{}, false
+	}
+	return *b.manifestPosition, true
+}
+
+// TarSplitPosition is where the compressed tar-split of a zstd:chunked v2
+// blob is (the "...tarsplit-position" annotation); false otherwise.
+func (b *Blob) TarSplitPosition() (FramePosition, bool) {
+	if b.tarSplitPosition == nil {
+		return FramePosition{}, false
+	}
+	return *b.tarSplitPosition, true
+}
+
+// Annotations are what the layer descriptor should carry (a new map each
+// call): eStargz the TOC digest and uncompressed size; zstd:chunked v1 those
+// and its manifest checksum and position; v2 only containers/storage's
+// manifest checksum, manifest and tar-split positions.
+func (b *Blob) Annotations() map[string]string {
+	out := make(map[string]string, len(b.annotations))
+	for k, v := range b.annotations {
+		out[k] = v
+	}
+	return out
+}
+
+// Layer media types (Blob.MediaType).
+const (
+	MediaTypeLayerGzip = "application/vnd.oci.image.layer.v1.tar+gzip"
+	MediaTypeLayerZstd = "application/vnd.oci.image.layer.v1.tar+zstd"
+)
 
 // TOC annotation keys of a layer descriptor.
 const (
@@ -374,6 +450,26 @@ func build(r io.Reader, w io.Writer, o *buildOptions) (*Blob, error) {
 	var off C.uint64_t
 	if C.estargz_build_result_toc_offset(res, &off) {
 		blob.tocOffset = int64(off)
+	}
+	blob.format = C.GoString(C.estargz_build_result_format(res))
+	blob.mediaType = C.GoString(C.estargz_build_result_media_type(res))
+	if p := C.estargz_build_result_manifest_checksum(res); p != nil {
+		blob.manifestChecksum = C.GoString(p)
+	}
+	var pos C.estargz_frame_position
+	if C.estargz_build_result_manifest_position(res, &pos) {
+		blob.manifestPosition = framePosition(pos)
+	}
+	if C.estargz_build_result_tar_split_position(res, &pos) {
+		blob.tarSplitPosition = framePosition(pos)
+	}
+	blob.annotations = map[string]string{}
+	for i := C.size_t(0); ; i++ {
+		var k, v *C.char
+		if !C.estargz_build_result_annotation(res, i, &k, &v) {
+			break
+		}
+		blob.annotations[C.GoString(k)] = C.GoString(v)
 	}
 	var n C.size_t
 	if p := C.estargz_build_result_external_toc_data(res, &n); p != nil {

@@ -370,14 +370,38 @@ type Info struct {
 	Format string
 	// ZstdChunkedGeneration is 1 or 2 for zstd:chunked, 0 otherwise.
 	ZstdChunkedGeneration int
+	// ManifestChecksum is the zstd:chunked manifest checksum ("sha256:..."
+	// of the compressed TOC, computed from the blob); "" otherwise.
+	ManifestChecksum string
+	// ManifestPosition is where the compressed TOC of a zstd:chunked blob
+	// is; nil otherwise.
+	ManifestPosition *FramePosition
+	// TarSplitPosition is where the compressed tar-split of a zstd:chunked
+	// v2 blob is; nil otherwise.
+	TarSplitPosition *FramePosition
 }
 
 // Info returns the blob's size, footer and TOC facts.
 func (r *Reader) Info() (Info, error) {
 	var ci C.estargz_blob_info
 	ci.struct_size = C.size_t(unsafe.Sizeof(ci)) // the struct_size rule of estargz.h
+	var checksum string
+	var manifest, tarSplit *FramePosition
 	err := r.with("Info", func(p *C.estargz_reader) error {
-		return call(func() C.estargz_result { return C.estargz_reader_info(p, &ci) })
+		if err := call(func() C.estargz_result { return C.estargz_reader_info(p, &ci) }); err != nil {
+			return err
+		}
+		if s := C.estargz_reader_manifest_checksum(p); s != nil {
+			checksum = C.GoString(s)
+		}
+		var pos C.estargz_frame_position
+		if C.estargz_reader_manifest_position(p, &pos) {
+			manifest = framePosition(pos)
+		}
+		if C.estargz_reader_tar_split_position(p, &pos) {
+			tarSplit = framePosition(pos)
+		}
+		return nil
 	})
 	if err != nil {
 		return Info{}, err
@@ -408,6 +432,9 @@ func (r *Reader) Info() (Info, error) {
 		FooterSize:            int(ci.footer_size),
 		Format:                format,
 		ZstdChunkedGeneration: int(ci.zstd_chunked_generation),
+		ManifestChecksum:      checksum,
+		ManifestPosition:      manifest,
+		TarSplitPosition:      tarSplit,
 	}, nil
 }
 

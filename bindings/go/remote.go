@@ -21,6 +21,9 @@ type remoteOptions struct {
 	plainHTTP          bool
 	insecure           []string
 	authFile           string
+	registriesConf     string
+	certsDir           string
+	hostsDir           string
 	requestTimeout     time.Duration
 	retries            int
 	retriesSet         bool
@@ -80,6 +83,39 @@ func WithAuthFile(path string) RemoteOption {
 	return func(o *remoteOptions) error {
 		o.authFile = path
 		return noNUL("auth file", path)
+	}
+}
+
+// WithRegistriesConf reads mirrors, location rewrites, insecure and
+// blocked registries from this containers-registries.conf(5) file (read
+// when the options are applied: a missing or bad file is an error then).
+func WithRegistriesConf(path string) RemoteOption {
+	return func(o *remoteOptions) error {
+		o.registriesConf = path
+		return noNUL("registries.conf", path)
+	}
+}
+
+// WithCertsDir searches only dir for certs.d-style TLS files of a registry
+// host (dir/HOST[:PORT]/*.crt CAs, a *.cert + *.key client certificate)
+// instead of /etc/containers/certs.d and /etc/docker/certs.d.
+func WithCertsDir(dir string) RemoteOption {
+	return func(o *remoteOptions) error {
+		o.certsDir = dir
+		return noNUL("certs directory", dir)
+	}
+}
+
+// WithHostsDir reads containerd's registry host configuration from dir
+// (config_path, e.g. /etc/containerd/certs.d): a registry with a
+// dir/HOST[:PORT]/hosts.toml (or dir/_default/hosts.toml) is pulled from
+// its mirrors and server as their capabilities allow, with their ca,
+// client, skip_verify and header settings; a host directory without one
+// is a certs.d directory.
+func WithHostsDir(dir string) RemoteOption {
+	return func(o *remoteOptions) error {
+		o.hostsDir = dir
+		return noNUL("hosts directory", dir)
 	}
 }
 
@@ -203,6 +239,21 @@ func (o *remoteOptions) cOptions() (*C.estargz_remote_options, error) {
 	if o.authFile != "" {
 		steps = append(steps, withString(o.authFile, func(s *C.char) C.estargz_result {
 			return C.estargz_remote_options_set_auth_file(p, s)
+		}))
+	}
+	if o.registriesConf != "" {
+		steps = append(steps, withString(o.registriesConf, func(s *C.char) C.estargz_result {
+			return C.estargz_remote_options_set_registries_conf(p, s)
+		}))
+	}
+	if o.certsDir != "" {
+		steps = append(steps, withString(o.certsDir, func(s *C.char) C.estargz_result {
+			return C.estargz_remote_options_set_certs_dir(p, s)
+		}))
+	}
+	if o.hostsDir != "" {
+		steps = append(steps, withString(o.hostsDir, func(s *C.char) C.estargz_result {
+			return C.estargz_remote_options_set_hosts_dir(p, s)
 		}))
 	}
 	if o.platform != "" {

@@ -100,6 +100,7 @@ func TestBuildZstdChunked(t *testing.T) {
 		if err != nil || info.Format != estargz.FormatZstdChunked || info.ZstdChunkedGeneration != c.generation {
 			t.Errorf("%s: Info = %+v, %v", c.format, info, err)
 		}
+		checkZstdDescriptor(t, blob, info, r.TOCDigest(), c.generation)
 		if _, err := r.Verify(); err != nil {
 			t.Errorf("%s: Verify: %v", c.format, err)
 		}
@@ -107,5 +108,83 @@ func TestBuildZstdChunked(t *testing.T) {
 	}
 	if _, err := estargz.Build(bytes.NewReader(tarball), estargz.WithFormat("zstd")); !errors.Is(err, estargz.ErrInvalidArgument) {
 		t.Errorf("unknown format: %v", err)
+	}
+}
+
+// checkZstdDescriptor checks what a pusher takes from a zstd:chunked Blob
+// against what the reader finds in the blob.
+func checkZstdDescriptor(t *testing.T, blob *estargz.Blob, info estargz.Info, tocDigest string, generation int) {
+	t.Helper()
+	if blob.MediaType() != estargz.MediaTypeLayerZstd {
+		t.Errorf("MediaType = %q", blob.MediaType())
+	}
+	want := estargz.FormatZstdChunked
+	prefix := "io.github.containers.zstd-chunked."
+	if generation == 1 {
+		want, prefix = estargz.FormatZstdChunkedV1, "io.containers.zstd-chunked."
+	}
+	if blob.Format() != want {
+		t.Errorf("Format = %q, want %q", blob.Format(), want)
+	}
+	if blob.ManifestChecksum() == "" || blob.ManifestChecksum() != info.ManifestChecksum {
+		t.Errorf("ManifestChecksum = %q, reader %q", blob.ManifestChecksum(), info.ManifestChecksum)
+	}
+	manifest, ok := blob.ManifestPosition()
+	if !ok || info.ManifestPosition == nil || manifest != *info.ManifestPosition || manifest.Offset != info.TOCOffset {
+		t.Errorf("ManifestPosition = %+v %v, reader %+v (TOC offset %d)", manifest, ok, info.ManifestPosition, info.TOCOffset)
+	}
+	a := blob.Annotations()
+	if a[prefix+"manifest-checksum"] != info.ManifestChecksum {
+		t.Errorf("annotations %v: manifest checksum, reader %q", a, info.ManifestChecksum)
+	}
+	if got, want := a[prefix+"manifest-position"], fmt.Sprintf("%d:%d:%d:1", manifest.Offset, manifest.CompressedLen, manifest.UncompressedLen); got != want {
+		t.Errorf("manifest-position annotation %q, want %q", got, want)
+	}
+	split, ok := blob.TarSplitPosition()
+	if generation == 2 {
+		if !ok || info.TarSplitPosition == nil || split != *info.TarSplitPosition || split.UncompressedLen == 0 {
+			t.Errorf("TarSplitPosition = %+v %v, reader %+v", split, ok, info.TarSplitPosition)
+		}
+		if got, want := a[prefix+"tarsplit-position"], fmt.Sprintf("%d:%d:%d", split.Offset, split.CompressedLen, split.UncompressedLen); got != want {
+			t.Errorf("tarsplit-position annotation %q, want %q", got, want)
+		}
+		// containers/storage refuses a layer that also has the eStargz TOC digest.
+		if len(a) != 3 {
+			t.Errorf("v2 annotations %v", a)
+		}
+	} else {
+		if ok || info.TarSplitPosition != nil {
+			t.Errorf("v1 TarSplitPosition = %+v %v, reader %+v", split, ok, info.TarSplitPosition)
+		}
+		if len(a) != 4 || a[estargz.TOCJSONDigestAnnotation] != tocDigest ||
+			a[estargz.StoreUncompressedSizeAnnotation] != fmt.Sprint(blob.UncompressedSize()) {
+			t.Errorf("v1 annotations %v (TOC digest %s)", a, tocDigest)
+		}
+	}
+}
+
+func TestBuildEStargzDescriptor(t *testing.T) {
+	blob, err := estargz.Build(bytes.NewReader(makeTar(t, fixture())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blob.Close()
+	if blob.Format() != estargz.FormatEStargz || blob.MediaType() != estargz.MediaTypeLayerGzip || blob.ManifestChecksum() != "" {
+		t.Errorf("Format %q, MediaType %q, ManifestChecksum %q", blob.Format(), blob.MediaType(), blob.ManifestChecksum())
+	}
+	if _, ok := blob.ManifestPosition(); ok {
+		t.Error("eStargz has a manifest position")
+	}
+	if _, ok := blob.TarSplitPosition(); ok {
+		t.Error("eStargz has a tar-split position")
+	}
+	a := blob.Annotations()
+	if len(a) != 2 || a[estargz.TOCJSONDigestAnnotation] != blob.TOCDigest() ||
+		a[estargz.StoreUncompressedSizeAnnotation] != fmt.Sprint(blob.UncompressedSize()) {
+		t.Errorf("annotations %v", a)
+	}
+	a["x"] = "y"
+	if _, ok := blob.Annotations()["x"]; ok {
+		t.Error("Annotations shares its map")
 	}
 }

@@ -31,6 +31,12 @@ pub trait ReadAt: Send + Sync {
     /// whose bytes cannot change) ignore it.
     fn invalidate(&self, _range: std::ops::Range<u64>) {}
 
+    /// For a source that keeps what it fetches (a remote blob's spans): the
+    /// parts of `range` it does not hold yet. `None`: it keeps nothing.
+    fn missing(&self, _range: std::ops::Range<u64>) -> Option<Vec<std::ops::Range<u64>>> {
+        None
+    }
+
     /// Fills `buf` completely or fails with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {
@@ -125,6 +131,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     fn invalidate(&self, range: std::ops::Range<u64>) {
         (**self).invalidate(range)
     }
+    fn missing(&self, range: std::ops::Range<u64>) -> Option<Vec<std::ops::Range<u64>>> {
+        (**self).missing(range)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for &T {
@@ -139,6 +148,9 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     }
     fn invalidate(&self, range: std::ops::Range<u64>) {
         (**self).invalidate(range)
+    }
+    fn missing(&self, range: std::ops::Range<u64>) -> Option<Vec<std::ops::Range<u64>>> {
+        (**self).missing(range)
     }
 }
 

@@ -235,11 +235,6 @@ impl SpanCache {
         }
     }
 
-    /// The ranges of the blob not held locally yet.
-    pub fn missing(&self) -> Vec<Range<u64>> {
-        self.lock().present.missing(&(0..self.size))
-    }
-
     /// The current read-ahead window (for tests and logs).
     pub fn read_ahead_window(&self) -> u64 {
         self.lock()
@@ -455,6 +450,14 @@ impl ReadAt for SpanCache {
 
     fn invalidate(&self, range: Range<u64>) {
         self.lock().present.remove(range);
+    }
+
+    fn missing(&self, range: Range<u64>) -> Option<Vec<Range<u64>>> {
+        Some(
+            self.lock()
+                .present
+                .missing(&(range.start..range.end.min(self.size))),
+        )
     }
 }
 

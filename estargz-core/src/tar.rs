@@ -34,6 +34,11 @@ pub struct TarEntry {
     pub size: u64,
     pub name: String,
     pub link_name: String,
+    /// The name's bytes when they are not UTF-8 (`name` holds them with
+    /// U+FFFD in place of each invalid sequence).
+    pub non_utf8_name: Option<Vec<u8>>,
+    /// The same for the link name.
+    pub non_utf8_link_name: Option<Vec<u8>>,
     pub kind: TarKind,
     pub mode: u32,
     pub uid: u64,
@@ -79,14 +84,19 @@ pub struct TarIndex {
 
 #[derive(Default)]
 struct PendingMeta {
-    long_name: Option<String>,
-    long_link: Option<String>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
     /// PAX records in order; later records override earlier ones.
     pax: Vec<(String, Vec<u8>)>,
 }
 
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `bytes` if they are not UTF-8 (what `lossy` could not keep).
+fn non_utf8(bytes: &[u8]) -> Option<Vec<u8>> {
+    std::str::from_utf8(bytes).is_err().then(|| bytes.to_vec())
 }
 
 /// NUL-terminated string field.
@@ -245,13 +255,13 @@ impl Header<'_> {
         &self.block[field::MAGIC] == b"ustar  \0"
     }
     /// `prefix/name` for ustar headers, `name` otherwise.
-    fn name(&self) -> String {
+    fn name(&self) -> Vec<u8> {
         let name = cstr(&self.block[field::NAME]);
         let prefix = cstr(&self.block[field::PREFIX]);
         if self.is_ustar() && !prefix.is_empty() {
-            lossy(&[prefix, b"/", name].concat())
+            [prefix, b"/", name].concat()
         } else {
-            lossy(name)
+            name.to_vec()
         }
     }
     /// Everything the header block says about its entry (meta headers
@@ -294,8 +304,10 @@ impl Header<'_> {
             header_start,
             data_start: self.at + BLOCK,
             size,
-            name: self.name(),
+            name: lossy(&self.name()),
             link_name: self.text(field::LINKNAME),
+            non_utf8_name: non_utf8(&self.name()),
+            non_utf8_link_name: non_utf8(cstr(&self.block[field::LINKNAME])),
             // Decided once PAX records had their say on the name.
             kind: TarKind::Reg,
             mode: 0,
@@ -364,10 +376,12 @@ impl PendingMeta {
     /// names, then PAX records in order.
     fn apply(&mut self, entry: &mut TarEntry, at: u64) -> Result<()> {
         if let Some(n) = self.long_name.take() {
-            entry.name = n;
+            entry.name = lossy(&n);
+            entry.non_utf8_name = non_utf8(&n);
         }
         if let Some(l) = self.long_link.take() {
-            entry.link_name = l;
+            entry.link_name = lossy(&l);
+            entry.non_utf8_link_name = non_utf8(&l);
         }
         for (key, raw_value) in std::mem::take(&mut self.pax) {
             if let Some(attr) = key.strip_prefix("SCHILY.xattr.") {
@@ -380,8 +394,14 @@ impl PendingMeta {
                 Error::InvalidTar(format!("bad PAX {what} {value:?} for entry at offset {at}"))
             };
             match key.as_str() {
-                "path" => entry.name = value,
-                "linkpath" => entry.link_name = value,
+                "path" => {
+                    entry.name = value;
+                    entry.non_utf8_name = non_utf8(&raw_value);
+                }
+                "linkpath" => {
+                    entry.link_name = value;
+                    entry.non_utf8_link_name = non_utf8(&raw_value);
+                }
                 "uname" => entry.uname = value,
                 "gname" => entry.gname = value,
                 "uid" => entry.uid = value.parse().map_err(|_| bad("uid"))?,
@@ -472,8 +492,8 @@ pub fn index(src: &dyn ReadAt) -> Result<TarIndex> {
             let payload = read_meta(src, pos, size)?;
             match flag {
                 b'x' => parse_pax(&payload, pos, &mut meta.pax)?,
-                b'L' => meta.long_name = Some(lossy(cstr(&payload))),
-                _ => meta.long_link = Some(lossy(cstr(&payload))),
+                b'L' => meta.long_name = Some(cstr(&payload).to_vec()),
+                _ => meta.long_link = Some(cstr(&payload).to_vec()),
             }
             pos += BLOCK + padded(size);
             continue;

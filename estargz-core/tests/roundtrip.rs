@@ -236,6 +236,34 @@ fn check_zstd_chunked(name: &str, tar: &[u8], opts: &BuildOptions) {
             rebuild_from_tar_split(&blob, &reader) == tar,
             "{name}: tar-split"
         );
+        assert_eq!(
+            reader.tar_split_tar_size().unwrap(),
+            Some(tar.len() as u64),
+            "{name}: size from the tar-split"
+        );
+        // A changed tar-split byte is caught by the TOC's tarSplitDigest.
+        let t = position.tar_split.expect("v2 has a tar-split");
+        let mut bad = blob.clone();
+        bad[(t.offset + t.compressed_len / 2) as usize] ^= 1;
+        let err = open(&bad, &result).tar_split_tar_size().unwrap_err();
+        assert!(
+            matches!(err, estargz_core::Error::DigestMismatch { .. }),
+            "{name}: {err}"
+        );
+        // A footer stating another inflated length: more than the limit is
+        // refused before reading, a wrong one after inflating.
+        let field = blob.len() - 16; // tarSplitUncompressedLen, 8 before the magic
+        for (stated, want) in [
+            (1u64 << 31, "over the limit"),
+            (t.uncompressed_len + 5, "inflates to"),
+        ] {
+            let mut bad = blob.clone();
+            bad[field..field + 8].copy_from_slice(&stated.to_le_bytes());
+            let err = open(&bad, &result).tar_split_tar_size().unwrap_err();
+            assert!(err.to_string().contains(want), "{name}: {err}");
+        }
+    } else {
+        assert_eq!(reader.tar_split_tar_size().unwrap(), None, "{name}");
     }
 }
 
@@ -560,4 +588,94 @@ fn the_toc_is_decoded_again_on_request_and_checked() {
         Err(estargz_core::Error::DigestMismatch { what, .. }) => assert_eq!(what, "TOC"),
         other => panic!("a changed TOC must not be returned: {other:?}"),
     }
+}
+
+/// `tar` with every `~` byte made 0xE9 (Latin-1 "é", not UTF-8), header
+/// checksums fixed: names that are not UTF-8, in the header itself or in
+/// the PAX / long-name records long names need.
+fn latin1(tar: &[u8]) -> Vec<u8> {
+    let mut out = tar.to_vec();
+    for block in out.chunks_mut(512) {
+        let header = &block[257..262] == b"ustar";
+        let mut changed = false;
+        for b in block.iter_mut().filter(|b| **b == b'~') {
+            *b = 0xe9;
+            changed = true;
+        }
+        if header && changed {
+            block[148..156].fill(b' ');
+            let sum: u32 = block.iter().map(|&b| u32::from(b)).sum();
+            block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        }
+    }
+    out
+}
+
+/// Names that are not UTF-8: containers/storage's JSON TOC would hold them
+/// lossy while its tar-split keeps the bytes (its own pull then refuses the
+/// layer), so v2 refuses them up front, naming the entry's bytes; eStargz
+/// and v1 build them (the blob keeps the bytes). A name that IS UTF-8 and
+/// holds U+FFFD is no reason to refuse.
+#[test]
+fn zstd_chunked_v2_refuses_names_that_are_not_utf8() {
+    let long = format!("d/{}caf~.txt", "x".repeat(120));
+    for (what, tar, shown) in [
+        (
+            "header name",
+            TarBuilder::new()
+                .dir("d/")
+                .file("d/caf~.txt", b"hi")
+                .finish(),
+            r"d/caf\xe9.txt",
+        ),
+        (
+            "long name",
+            TarBuilder::new().file(&long, b"hi").finish(),
+            r"caf\xe9.txt",
+        ),
+        (
+            "link name",
+            TarBuilder::new().symlink("s", "caf~").finish(),
+            r#"link name "caf\xe9""#,
+        ),
+    ] {
+        let tar = latin1(&tar);
+        let index = estargz_core::testing::index(&tar).unwrap();
+        assert!(
+            index
+                .entries
+                .iter()
+                .any(|e| e.non_utf8_name.is_some() || e.non_utf8_link_name.is_some()),
+            "{what}: the index keeps the bytes"
+        );
+        let v2 = BuildOptions::default().format(Format::ZstdChunked(ZstdGeneration::V2));
+        let err = estargz_core::build(
+            estargz_core::BuildInput::Reader(Box::new(std::io::Cursor::new(tar.clone()))),
+            &mut Vec::new(),
+            &v2,
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(shown) && msg.contains("not UTF-8"),
+            "{what}: {msg}"
+        );
+        assert!(
+            matches!(err, estargz_core::Error::Unsupported(_)),
+            "{what}: {err:?}"
+        );
+        for ok in [
+            BuildOptions::default(),
+            BuildOptions::default().format(Format::ZstdChunked(ZstdGeneration::V1)),
+        ] {
+            let (blob, result) = build_blob(&tar, &ok);
+            open(&blob, &result).verify().unwrap();
+        }
+    }
+    let tar = TarBuilder::new().file("d/caf\u{fffd}.txt", b"hi").finish();
+    check_zstd_chunked(
+        "U+FFFD",
+        &tar,
+        &BuildOptions::default().format(Format::ZstdChunked(ZstdGeneration::V2)),
+    );
 }

@@ -6,6 +6,8 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
+use estargz_core::footer::FramePosition;
+use estargz_core::remote::manifest::{built_layer_annotations, layer_media_type};
 use estargz_core::{build, BuildInput, BuildOptions, BuildResult, Error};
 
 use crate::args::{opt_out, optional, try_out, try_path, try_str};
@@ -58,6 +60,50 @@ pub struct estargz_build_result {
     toc_entries: usize,
     external_toc_data: Option<Vec<u8>>,
     missed_prioritized: Vec<CString>,
+    format: CString,
+    media_type: CString,
+    manifest_checksum: Option<CString>,
+    manifest_position: Option<FramePosition>,
+    tar_split_position: Option<FramePosition>,
+    annotations: Vec<(CString, CString)>,
+}
+
+/// Where a zstd:chunked frame's payload is: the TOC ("manifest") or v2's
+/// tar-split, as the footer and the position annotations say.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct estargz_frame_position {
+    /// Blob offset of the zstd-compressed payload (the skippable frame
+    /// starts 8 bytes before).
+    pub offset: u64,
+    /// Payload bytes (zstd-compressed).
+    pub compressed_len: u64,
+    /// Bytes the payload decompresses to.
+    pub uncompressed_len: u64,
+}
+
+impl From<FramePosition> for estargz_frame_position {
+    fn from(p: FramePosition) -> Self {
+        estargz_frame_position {
+            offset: p.offset,
+            compressed_len: p.compressed_len,
+            uncompressed_len: p.uncompressed_len,
+        }
+    }
+}
+
+/// Stores `position` in `out` (if not NULL); whether there is one.
+pub(crate) unsafe fn write_position(
+    position: Option<FramePosition>,
+    out: *mut estargz_frame_position,
+) -> bool {
+    match (position, opt_out!(out)) {
+        (Some(p), Some(out)) => {
+            out.write(p.into());
+            true
+        }
+        (p, _) => p.is_some(),
+    }
 }
 
 /// A C string of `s`, cut at an (impossible in practice) interior NUL rather
@@ -69,7 +115,19 @@ pub(crate) fn c_string(s: &str) -> CString {
 
 impl From<BuildResult> for estargz_build_result {
     fn from(r: BuildResult) -> Self {
+        // The descriptor's annotations and media type come from the same
+        // core functions as the CLI's and convert-image's.
+        let annotations = built_layer_annotations(&r)
+            .iter()
+            .map(|(k, v)| (c_string(k), c_string(v)))
+            .collect();
         estargz_build_result {
+            format: c_string(r.format.build_name()),
+            media_type: c_string(layer_media_type(r.format)),
+            manifest_checksum: r.manifest_checksum.map(|d| c_string(&d.to_string())),
+            manifest_position: r.zstd_chunked.map(|z| z.toc),
+            tar_split_position: r.zstd_chunked.and_then(|z| z.tar_split),
+            annotations,
             blob_digest: c_string(&r.blob_digest.to_string()),
             toc_digest: c_string(&r.toc_digest.to_string()),
             diff_id: c_string(&r.diff_id.to_string()),
@@ -600,4 +658,99 @@ pub unsafe extern "C" fn estargz_build_result_missed_prioritized(
         .missed_prioritized
         .get(index)
         .map_or(std::ptr::null(), |s| s.as_ptr()))
+}
+
+/// The format built, by the name estargz_builder_set_format takes:
+/// "estargz", "zstd:chunked" (v2) or "zstd:chunked-v1". NULL if `result` is
+/// NULL; owned by `result`, valid until estargz_build_result_free.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_format(
+    result: *const estargz_build_result,
+) -> *const c_char {
+    ffi_value!(std::ptr::null(), result => |r| r.format.as_ptr())
+}
+
+/// The layer descriptor's media type:
+/// "application/vnd.oci.image.layer.v1.tar+zstd" for zstd:chunked,
+/// "application/vnd.oci.image.layer.v1.tar+gzip" for eStargz. NULL if
+/// `result` is NULL; owned by `result`, valid until
+/// estargz_build_result_free.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_media_type(
+    result: *const estargz_build_result,
+) -> *const c_char {
+    ffi_value!(std::ptr::null(), result => |r| r.media_type.as_ptr())
+}
+
+/// zstd:chunked: the manifest checksum ("sha256:" and 64 hex digits of the
+/// compressed TOC), the value of the "...zstd-chunked.manifest-checksum"
+/// annotation. NULL for eStargz or if `result` is NULL; owned by `result`,
+/// valid until estargz_build_result_free.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_manifest_checksum(
+    result: *const estargz_build_result,
+) -> *const c_char {
+    ffi_value!(std::ptr::null(), result => |r| r
+        .manifest_checksum
+        .as_ref()
+        .map_or(std::ptr::null(), |s| s.as_ptr()))
+}
+
+/// zstd:chunked: where the compressed TOC is (the "...manifest-position"
+/// annotation). Returns true and stores it in `*out_position` (if not
+/// NULL); returns false, storing nothing, for eStargz or a NULL `result`.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_manifest_position(
+    result: *const estargz_build_result,
+    out_position: *mut estargz_frame_position,
+) -> bool {
+    ffi_value!(false, result => |r| write_position(r.manifest_position, out_position))
+}
+
+/// zstd:chunked v2: where the compressed tar-split is (the
+/// "io.github.containers.zstd-chunked.tarsplit-position" annotation).
+/// Returns true and stores it in `*out_position` (if not NULL); returns
+/// false, storing nothing, for other formats or a NULL `result`.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_tar_split_position(
+    result: *const estargz_build_result,
+    out_position: *mut estargz_frame_position,
+) -> bool {
+    ffi_value!(false, result => |r| write_position(r.tar_split_position, out_position))
+}
+
+/// Number of annotations the layer descriptor should carry (0 if `result`
+/// is NULL): eStargz the TOC digest and uncompressed size; zstd:chunked v1
+/// those and its manifest checksum and position; v2 only
+/// containers/storage's manifest checksum, manifest and tar-split positions.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_annotation_count(
+    result: *const estargz_build_result,
+) -> usize {
+    ffi_value!(0, result => |r| r.annotations.len())
+}
+
+/// The `index`-th annotation (sorted by key): stores its key and value in
+/// `*out_key` and `*out_value` (each may be NULL) and returns true; returns
+/// false, storing nothing, if `index` is out of range or `result` is NULL.
+/// The strings are owned by `result`, valid until estargz_build_result_free.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_build_result_annotation(
+    result: *const estargz_build_result,
+    index: usize,
+    out_key: *mut *const c_char,
+    out_value: *mut *const c_char,
+) -> bool {
+    ffi_value!(false, result => |r| match r.annotations.get(index) {
+        Some((k, v)) => {
+            if let Some(out) = opt_out!(out_key) {
+                out.write(k.as_ptr());
+            }
+            if let Some(out) = opt_out!(out_value) {
+                out.write(v.as_ptr());
+            }
+            true
+        }
+        None => false,
+    })
 }

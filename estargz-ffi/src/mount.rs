@@ -243,7 +243,9 @@ fn mount_options(m: &MountSettings, remote: &RemoteOptions, is_remote: bool) -> 
             WarmOptions::default()
                 .prefetch(remote.prefetch)
                 .background(m.background_fetch && is_remote)
-                .max_background(1)
+                // The process's mounts share one schedule (two at once, the
+                // smaller moving on), as the store's layers do.
+                .max_background(2)
                 .cache_budget(capacity)
                 // As estargz-fuse: from the start, without pausing for reads.
                 .silence(std::time::Duration::ZERO)

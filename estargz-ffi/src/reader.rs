@@ -8,7 +8,7 @@ use std::sync::Arc;
 use estargz_core::{Error, FileSource, Footer, Format, OpenOptions, ReadAt, Reader};
 
 use crate::args::{opt_out, try_bytes, try_out, try_out_bytes, try_path, try_str, Out};
-use crate::builder::c_string;
+use crate::builder::{c_string, estargz_frame_position, write_position};
 use crate::callbacks::{estargz_read_at_callback, estargz_release_callback, CallbackSource};
 use crate::entry::node_id;
 use crate::error::{estargz_result, ErrorSlot, Failure, FfiResult};
@@ -21,6 +21,7 @@ pub(crate) struct ReaderInner {
     // Shared: a remote layer's reader is handed out as an Arc by the core.
     pub reader: Arc<Reader>,
     toc_digest: CString,
+    manifest_checksum: Option<CString>,
     errors: ErrorSlot,
 }
 
@@ -117,10 +118,12 @@ fn open(src: Arc<dyn ReadAt>, opts: &OpenOptions, out: Out<*mut estargz_reader>)
 /// A new reader handle over `reader`, owned by the caller of the export.
 pub(crate) fn new_handle(reader: Arc<Reader>) -> *mut estargz_reader {
     let toc_digest = c_string(&reader.toc_digest().to_string());
+    let manifest_checksum = reader.manifest_checksum().map(|d| c_string(&d.to_string()));
     into_raw(estargz_reader {
         inner: Arc::new(ReaderInner {
             reader,
             toc_digest,
+            manifest_checksum,
             errors: ErrorSlot::default(),
         }),
     })
@@ -269,6 +272,57 @@ pub unsafe extern "C" fn estargz_reader_last_error(
 #[no_mangle]
 pub unsafe extern "C" fn estargz_reader_toc_digest(reader: *const estargz_reader) -> *const c_char {
     ffi_value!(std::ptr::null(), reader => |r| r.inner.toc_digest.as_ptr())
+}
+
+/// zstd:chunked: the manifest checksum ("sha256:" and 64 hex digits of the
+/// compressed TOC, what the "...zstd-chunked.manifest-checksum" annotation
+/// holds), computed from the blob. NULL for the gzip formats or if `reader`
+/// is NULL; owned by the reader, valid until estargz_reader_free.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_reader_manifest_checksum(
+    reader: *const estargz_reader,
+) -> *const c_char {
+    ffi_value!(std::ptr::null(), reader => |r| r
+        .inner
+        .manifest_checksum
+        .as_ref()
+        .map_or(std::ptr::null(), |s| s.as_ptr()))
+}
+
+fn zstd_footer(reader: &Reader) -> Option<estargz_core::footer::ZstdChunkedFooter> {
+    match reader.footer() {
+        Footer::ZstdChunked(z) => Some(z),
+        _ => None,
+    }
+}
+
+/// zstd:chunked: where the compressed TOC is, as the blob's footer (or the
+/// position annotation it was opened with) says. Returns true and stores it
+/// in `*out_position` (if not NULL); false, storing nothing, for the gzip
+/// formats or a NULL `reader`.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_reader_manifest_position(
+    reader: *const estargz_reader,
+    out_position: *mut estargz_frame_position,
+) -> bool {
+    ffi_value!(false, reader => |r| write_position(
+        zstd_footer(r.reader()).map(|z| z.toc),
+        out_position
+    ))
+}
+
+/// zstd:chunked v2: where the compressed tar-split is. Returns true and
+/// stores it in `*out_position` (if not NULL); false, storing nothing,
+/// otherwise.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_reader_tar_split_position(
+    reader: *const estargz_reader,
+    out_position: *mut estargz_frame_position,
+) -> bool {
+    ffi_value!(false, reader => |r| write_position(
+        zstd_footer(r.reader()).and_then(|z| z.tar_split),
+        out_position
+    ))
 }
 
 /// Fills `*out_info` with the blob's size, footer and TOC facts.

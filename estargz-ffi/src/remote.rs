@@ -3,13 +3,15 @@
 //! layer's descriptor.
 
 use std::ffi::c_char;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use estargz_core::cache::{CacheOptions, ChunkCache, DEFAULT_DISK_SIZE, DEFAULT_MEMORY_SIZE};
 use estargz_core::remote::auth::default_auth_files;
+use estargz_core::remote::certs::default_certs_dirs;
 use estargz_core::remote::{
-    open_layer, HttpOptions, LayerOptions, LayerSelector, Platform, Reference, Registry,
+    open_layer, HttpOptions, LayerOptions, LayerSelector, Platform, Reference, RegistriesConf,
+    Registry,
 };
 
 use crate::args::{optional, try_out, try_str};
@@ -127,6 +129,61 @@ pub unsafe extern "C" fn estargz_remote_options_set_auth_file(
             Some(path) => vec![path],
             None => default_auth_files(),
         };
+        Ok(())
+    })
+}
+
+/// Reads mirrors, location rewrites, insecure and blocked registries from
+/// the containers-registries.conf(5) file at `path` (copied; read now, so a
+/// missing or bad file fails here with its name). NULL restores the
+/// default: no such file is read.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_remote_options_set_registries_conf(
+    options: *mut estargz_remote_options,
+    path: *const c_char,
+) -> estargz_result {
+    ffi_call!(options => |o| {
+        let conf = match optional!(try_path!(path)) {
+            Some(path) => RegistriesConf::load(Some(&path))?,
+            None => RegistriesConf::default(),
+        };
+        o.lock().http.registries_conf = Arc::new(conf);
+        Ok(())
+    })
+}
+
+/// Searches only `dir` (copied) for `certs.d`-style TLS files of a registry
+/// host: in its `HOST[:PORT]` subdirectory, `.crt` files are CAs and a
+/// `.cert` file with the `.key` of the same name a client certificate. NULL restores the defaults (/etc/containers/certs.d and
+/// /etc/docker/certs.d, and ~/.config/containers/certs.d when not root).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_remote_options_set_certs_dir(
+    options: *mut estargz_remote_options,
+    dir: *const c_char,
+) -> estargz_result {
+    ffi_call!(options => |o| {
+        o.lock().http.certs_dirs = match optional!(try_path!(dir)) {
+            Some(dir) => vec![dir],
+            None => default_certs_dirs(),
+        };
+        Ok(())
+    })
+}
+
+/// containerd's registry host directory (`config_path`, e.g.
+/// /etc/containerd/certs.d; copied): a registry with a
+/// `dir/HOST[:PORT]/hosts.toml` (or `dir/_default/hosts.toml`) is pulled
+/// from that file's mirrors and `server`, as its `capabilities` allow, with
+/// its `ca`, `client`, `skip_verify` and `header` settings; a host directory
+/// without one is read as a certs.d directory. Files are read when a layer
+/// is opened. NULL (the default) reads no such directory.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_remote_options_set_hosts_dir(
+    options: *mut estargz_remote_options,
+    dir: *const c_char,
+) -> estargz_result {
+    ffi_call!(options => |o| {
+        o.lock().http.hosts_dir = optional!(try_path!(dir));
         Ok(())
     })
 }

@@ -607,7 +607,6 @@ fn builds_both_zstd_chunked_generations_through_the_abi() {
             );
             let mut res = ptr::null_mut();
             assert_eq!(estargz_builder_run(b, &mut res), ESTARGZ_OK);
-            estargz_build_result_free(res);
             estargz_builder_free(b);
 
             let mut r = ptr::null_mut();
@@ -621,7 +620,127 @@ fn builds_both_zstd_chunked_generations_through_the_abi() {
             assert_eq!(info.format, estargz_format::ESTARGZ_FORMAT_ZSTD_CHUNKED);
             assert_eq!(info.zstd_chunked_generation, generation);
             assert_eq!(estargz_reader_verify(r, ptr::null_mut()), ESTARGZ_OK);
+
+            // What a pusher puts on the descriptor agrees with the blob.
+            assert_eq!(s(estargz_build_result_format(res)), name);
+            assert_eq!(
+                s(estargz_build_result_media_type(res)),
+                "application/vnd.oci.image.layer.v1.tar+zstd"
+            );
+            let checksum = s(estargz_build_result_manifest_checksum(res));
+            assert_eq!(checksum, s(estargz_reader_manifest_checksum(r)));
+            let (mut built, mut read) = Default::default();
+            assert!(estargz_build_result_manifest_position(res, &mut built));
+            assert!(estargz_reader_manifest_position(r, &mut read));
+            assert_eq!(built, read);
+            assert_eq!(built.offset, info.toc_offset);
+            let (mut built_split, mut read_split) = Default::default();
+            assert_eq!(
+                estargz_build_result_tar_split_position(res, &mut built_split),
+                generation == 2
+            );
+            assert_eq!(
+                estargz_reader_tar_split_position(r, &mut read_split),
+                generation == 2
+            );
+            assert_eq!(built_split, read_split);
+            let mut annotations = std::collections::BTreeMap::new();
+            for i in 0..estargz_build_result_annotation_count(res) {
+                let (mut k, mut v) = (ptr::null(), ptr::null());
+                assert!(estargz_build_result_annotation(res, i, &mut k, &mut v));
+                annotations.insert(s(k), s(v));
+            }
+            let count = estargz_build_result_annotation_count(res);
+            assert!(!estargz_build_result_annotation(
+                res,
+                count,
+                ptr::null_mut(),
+                ptr::null_mut()
+            ));
+            let (prefix, keys) = if generation == 2 {
+                ("io.github.containers", 3)
+            } else {
+                ("io.containers", 4)
+            };
+            assert_eq!(annotations.len(), keys, "{annotations:?}");
+            assert_eq!(
+                annotations[&format!("{prefix}.zstd-chunked.manifest-checksum")],
+                checksum
+            );
+            assert_eq!(
+                annotations[&format!("{prefix}.zstd-chunked.manifest-position")],
+                format!(
+                    "{}:{}:{}:1",
+                    read.offset, read.compressed_len, read.uncompressed_len
+                )
+            );
+            if generation == 2 {
+                assert_eq!(
+                    annotations["io.github.containers.zstd-chunked.tarsplit-position"],
+                    format!(
+                        "{}:{}:{}",
+                        read_split.offset, read_split.compressed_len, read_split.uncompressed_len
+                    )
+                );
+            } else {
+                assert_eq!(
+                    annotations["containerd.io/snapshot/stargz/toc.digest"],
+                    s(estargz_reader_toc_digest(r))
+                );
+                assert_eq!(
+                    annotations["io.containers.estargz.uncompressed-size"],
+                    estargz_build_result_uncompressed_size(res).to_string()
+                );
+            }
+            estargz_build_result_free(res);
             estargz_reader_free(r);
         }
+        // eStargz has none of them; NULL results answer the defaults.
+        let blob = CString::new(dir.path().join("e.esgz").to_str().unwrap()).unwrap();
+        let mut b = ptr::null_mut();
+        assert_eq!(estargz_builder_new(&mut b), ESTARGZ_OK);
+        assert_eq!(
+            estargz_builder_set_input_path(b, input.as_ptr()),
+            ESTARGZ_OK
+        );
+        assert_eq!(
+            estargz_builder_set_output_path(b, blob.as_ptr()),
+            ESTARGZ_OK
+        );
+        let mut res = ptr::null_mut();
+        assert_eq!(estargz_builder_run(b, &mut res), ESTARGZ_OK);
+        estargz_builder_free(b);
+        assert_eq!(s(estargz_build_result_format(res)), "estargz");
+        assert_eq!(
+            s(estargz_build_result_media_type(res)),
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        assert!(estargz_build_result_manifest_checksum(res).is_null());
+        assert!(!estargz_build_result_manifest_position(
+            res,
+            ptr::null_mut()
+        ));
+        assert!(!estargz_build_result_tar_split_position(
+            res,
+            ptr::null_mut()
+        ));
+        assert_eq!(estargz_build_result_annotation_count(res), 2);
+        let mut r = ptr::null_mut();
+        assert_eq!(
+            estargz_reader_open_path(blob.as_ptr(), ptr::null(), &mut r),
+            ESTARGZ_OK
+        );
+        assert!(estargz_reader_manifest_checksum(r).is_null());
+        assert!(!estargz_reader_manifest_position(r, ptr::null_mut()));
+        estargz_reader_free(r);
+        estargz_build_result_free(res);
+        assert!(estargz_build_result_format(ptr::null()).is_null());
+        assert!(estargz_build_result_media_type(ptr::null()).is_null());
+        assert_eq!(estargz_build_result_annotation_count(ptr::null()), 0);
+        assert!(estargz_reader_manifest_checksum(ptr::null()).is_null());
+        assert!(!estargz_reader_tar_split_position(
+            ptr::null(),
+            ptr::null_mut()
+        ));
     }
 }

@@ -97,7 +97,8 @@ pub fn session(
 
 /// Starts warming the layer: a local blob (`blob` is `None`) is read at
 /// disk speed, so only the prefetch runs for it (copying all of it into the
-/// chunk cache would only evict what reads put there).
+/// chunk cache would only evict what reads put there). Every mount of the
+/// process takes its turn on one schedule.
 pub fn start_warming(
     opts: &WarmOptions,
     description: &str,
@@ -106,7 +107,7 @@ pub fn start_warming(
 ) -> WarmTicket {
     let mut warm = opts.clone();
     warm.background &= blob.is_some();
-    Warmer::new(warm).start(description.to_string(), reader)
+    Warmer::shared(warm).start(description.to_string(), reader)
 }
 
 /// Waits until the mount answers (its first stat), then sets its kernel

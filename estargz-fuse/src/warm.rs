@@ -16,7 +16,7 @@
 //! get the link to themselves.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use estargz_core::reader::{BackgroundFetch, BackgroundOptions, Reader, BACKGROUND_SILENCE};
@@ -132,6 +132,18 @@ impl Warmer {
         Warmer {
             opts,
             slots: Arc::default(),
+        }
+    }
+
+    /// A warmer on the process-wide schedule: the layers one process mounts
+    /// one by one (the C ABI's, a snapshotter's) share the link, so they
+    /// take turns as one store's layers do, instead of each fetching at
+    /// once.
+    pub fn shared(opts: WarmOptions) -> Warmer {
+        static SLOTS: OnceLock<Arc<(Mutex<Slots>, Condvar)>> = OnceLock::new();
+        Warmer {
+            opts,
+            slots: SLOTS.get_or_init(Arc::default).clone(),
         }
     }
 
@@ -261,8 +273,8 @@ fn warm(
         if fetch.is_finished() {
             match fetch.wait() {
                 Ok(s) if s.complete => log::info!(
-                    "{what}: background fetch complete: {} bytes cached",
-                    s.bytes_cached
+                    "{what}: background fetch complete: {} bytes fetched",
+                    s.compressed_bytes
                 ),
                 Ok(_) => log::info!("{what}: background fetch stopped"),
                 Err(e) => log::warn!("{what}: background fetch stopped: {e}"),

@@ -142,12 +142,23 @@ struct Snapshotter {
 impl Snapshotter {
     fn new(bin: &Path, work: &Path, registry_host: &str) -> Snapshotter {
         let config = work.join("snapshotter.toml");
+        // The registry is plain HTTP because containerd's hosts.toml says
+        // so (`server`), as a containerd host would configure it: the
+        // snapshotter reads the same directory through `hosts_dir`.
+        let hosts = work.join("certs.d");
+        fs::create_dir_all(hosts.join(registry_host)).unwrap();
+        fs::write(
+            hosts.join(registry_host).join("hosts.toml"),
+            format!("server = \"http://{registry_host}\"\n"),
+        )
+        .unwrap();
         // No background fetch: what the pull downloads is measured.
         fs::write(
             &config,
             format!(
-                "insecure_registries = [\"{registry_host}\"]\nbackground_fetch = false\n\
-                 request_timeout_sec = 5\nretries = 0\n"
+                "hosts_dir = \"{}\"\nbackground_fetch = false\n\
+                 request_timeout_sec = 5\nretries = 0\n",
+                hosts.display()
             ),
         )
         .unwrap();

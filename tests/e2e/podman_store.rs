@@ -81,6 +81,24 @@ fn stat_errno(path: &Path) -> Option<i32> {
         .map(|e| e.raw_os_error().unwrap_or(0))
 }
 
+/// How many of Podman's overlay layers are the store's (an
+/// `additionallayer` file naming a store path, `diff` a link into it),
+/// not downloaded ones.
+fn store_layers(podman: &Podman, store_mnt: &Path) -> usize {
+    let mut from_store = 0;
+    for e in fs::read_dir(podman.root.join("graph/overlay")).unwrap() {
+        let p = e.unwrap().path();
+        if let Ok(target) = fs::read_to_string(p.join("additionallayer")) {
+            assert!(target.starts_with(store_mnt.to_str().unwrap()), "{target}");
+            assert!(fs::read_link(p.join("diff"))
+                .unwrap()
+                .starts_with(store_mnt));
+            from_store += 1;
+        }
+    }
+    from_store
+}
+
 #[test]
 fn podman_pulls_runs_saves_and_pushes_through_the_store() {
     if !prerequisites() {
@@ -141,18 +159,7 @@ fn podman_pulls_runs_saves_and_pushes_through_the_store() {
         "pull downloaded {pulled} bytes; the base layer alone is {}",
         blobs[0].len()
     );
-    let overlay = work.join("podman/graph/overlay");
-    let mut from_store = 0;
-    for e in fs::read_dir(&overlay).unwrap() {
-        let p = e.unwrap().path();
-        if let Ok(target) = fs::read_to_string(p.join("additionallayer")) {
-            assert!(target.starts_with(store_mnt.to_str().unwrap()), "{target}");
-            assert!(fs::read_link(p.join("diff"))
-                .unwrap()
-                .starts_with(&store_mnt));
-            from_store += 1;
-        }
-    }
+    let from_store = store_layers(&podman, &store_mnt);
     assert_eq!(
         from_store,
         2,
@@ -437,4 +444,149 @@ fn podman_zstd_chunked_push_reads_lazily() {
     let (got, _) = pull_cat("big.bin");
     assert!(got == big, "big.bin differs");
     podman(&["rmi", "-a", "-f"]);
+}
+
+/// The same base and app trees as a plain (uncompressed tar layers) OCI
+/// layout `oci:DIR:v1`, the source `convert-image` starts from.
+fn plain_layout(work: &Path) -> PathBuf {
+    use estargz_core::image::OciLayout;
+    use estargz_core::remote::manifest::{Manifest, OCI_CONFIG, OCI_MANIFEST};
+    let dir = work.join("layout");
+    let layout = OciLayout::create(&dir).unwrap();
+    let mut diff_ids = Vec::new();
+    let mut layers = Vec::new();
+    for (name, fill) in [("base", make_base as fn(&Path)), ("app", make_app)] {
+        let tree = work.join(format!("{name}-tree"));
+        fs::create_dir_all(&tree).unwrap();
+        fill(&tree);
+        let tar = work.join(format!("{name}-plain.tar"));
+        tar_tree(&tree, &tar);
+        let bytes = fs::read(&tar).unwrap();
+        diff_ids.push(sha256_digest(&bytes));
+        layout.write_blob(&bytes).unwrap();
+        layers.push(descriptor("application/vnd.oci.image.layer.v1.tar", &bytes));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/usr/bin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    layout.write_blob(&config).unwrap();
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: OCI_MANIFEST.into(),
+        config: descriptor(OCI_CONFIG, &config),
+        layers,
+        annotations: Default::default(),
+    };
+    let body = serde_json::to_vec(&manifest).unwrap();
+    layout.write_blob(&body).unwrap();
+    layout.tag("v1", &descriptor(OCI_MANIFEST, &body)).unwrap();
+    dir
+}
+
+/// Images WE convert to zstd:chunked (v2 and v1) with `convert-image`,
+/// pushed to docker-registry, are pulled by Podman with both layers taken
+/// from the store (no layer downloaded) and run byte-exact.
+#[test]
+fn podman_runs_our_zstd_chunked_images_through_the_store() {
+    use estargz_core::remote::manifest::{
+        OCI_LAYER_ZSTD, ZSTD_MANIFEST_CHECKSUM_ANNOTATION, ZSTD_V1_MANIFEST_CHECKSUM_ANNOTATION,
+    };
+    if !prerequisites() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let layout = plain_layout(work);
+    let reg = TestRegistry::start(None);
+    let proxy = FaultProxy::start(reg.addr(), None).unwrap();
+    let host = proxy.addr().to_string();
+    let client = registry_client();
+
+    let store_mnt = work.join("store");
+    fs::create_dir_all(&store_mnt).unwrap();
+    let mut store = Store::start(&store_mnt);
+    for (format, generation, checksum_key) in [
+        ("zstd:chunked", 2, ZSTD_MANIFEST_CHECKSUM_ANNOTATION),
+        ("zstd:chunked-v1", 1, ZSTD_V1_MANIFEST_CHECKSUM_ANNOTATION),
+    ] {
+        // Pushed straight to the registry (the fault proxy only relays
+        // bodiless requests), pulled through the proxy to count bytes.
+        let image = format!("{host}/zstd/g{generation}:v1");
+        run(Command::new(estargz_bin())
+            .args([
+                "convert-image",
+                "--quiet",
+                "--plain-http",
+                "--format",
+                format,
+            ])
+            .arg(format!("oci:{}:v1", layout.display()))
+            .arg(format!("{}/zstd/g{generation}:v1", reg.host())));
+        let img = client
+            .resolve_image(&Reference::parse(&image).unwrap(), None)
+            .unwrap();
+        let mut blob_bytes = 0;
+        for desc in &img.manifest.layers {
+            assert_eq!(desc.media_type, OCI_LAYER_ZSTD, "{desc:?}");
+            assert!(desc.annotations.contains_key(checksum_key), "{desc:?}");
+            blob_bytes += desc.size;
+        }
+
+        // A Podman of its own per image, so no layer is shared between them.
+        let podman = Podman::new(
+            &work.join(format!("podman{generation}")),
+            Some(&store_mnt),
+            &[&host, &reg.host()],
+        );
+        let before = proxy.stats().bytes_down.load(Ordering::SeqCst);
+        podman.run(&["pull", &image]);
+        let pulled = proxy.stats().bytes_down.load(Ordering::SeqCst) - before;
+        assert_eq!(
+            store_layers(&podman, &store_mnt),
+            2,
+            "{format}: both layers are store layers:\n{}",
+            store.log()
+        );
+        assert!(
+            pulled < blob_bytes / 4,
+            "{format}: pull downloaded {pulled} of {blob_bytes} bytes"
+        );
+
+        let run_args = [
+            "run",
+            "--rm",
+            "--network=none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ];
+        let mut args = run_args.to_vec();
+        args.extend([image.as_str(), "/usr/bin/cat", "/etc/greeting.link"]);
+        let (out, _) = podman.run(&args);
+        assert_eq!(out, "hello from a lazy layer\n", "{format}");
+        let out = podman
+            .cmd()
+            .args(run_args)
+            .args([image.as_str(), "/usr/bin/cat", "/opt/big.bin"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout == noise(6 << 20, 7),
+            "{format}: big file differs"
+        );
+        drop(podman);
+    }
+    store.stop();
+    drop(store);
+    let left: Vec<PathBuf> = mounts_under(work);
+    assert!(left.is_empty(), "mounts left behind: {left:?}");
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"time"
 
 	"github.com/pelletier/go-toml"
@@ -40,8 +41,19 @@ type Config struct {
 	PlainHTTP bool `toml:"plain_http"`
 	// InsecureRegistries are reached over plain HTTP ("host[:port]").
 	InsecureRegistries []string `toml:"insecure_registries"`
-	// AuthFile replaces the default credential files.
+	// AuthFile replaces the default credential files (their credHelpers
+	// and credsStore helpers are run as docker-credential-NAME).
 	AuthFile string `toml:"auth_file"`
+	// RegistriesConf is a containers-registries.conf(5) file: mirrors,
+	// rewrites, insecure and blocked registries (default: none).
+	RegistriesConf string `toml:"registries_conf"`
+	// CertsDir replaces the certs.d directories searched for a registry's
+	// CAs and client certificate (default /etc/containers/certs.d and
+	// /etc/docker/certs.d).
+	CertsDir string `toml:"certs_dir"`
+	// HostsDir is containerd's registry host directory: HOST/hosts.toml
+	// mirrors, server, ca, client, skip_verify and header ("": none).
+	HostsDir string `toml:"hosts_dir"`
 	// AllowUnverifiedTOC mounts layers without a TOC digest annotation.
 	AllowUnverifiedTOC bool `toml:"allow_unverified_toc"`
 	// FuseManager keeps the layer mounts in a process of their own, so
@@ -49,10 +61,15 @@ type Config struct {
 	FuseManager bool `toml:"fuse_manager"`
 }
 
+// DefaultHostsDir is where containerd reads hosts.toml files (its CRI
+// plugin's usual config_path), so the snapshotter pulls as containerd does.
+const DefaultHostsDir = "/etc/containerd/certs.d"
+
 // DefaultConfig is the configuration without a file: prefetch, background
 // fetch, passthrough and the FUSE manager on, the library's defaults elsewhere.
 func DefaultConfig() Config {
-	return Config{Prefetch: true, BackgroundFetch: true, Passthrough: true, Retries: -1, FuseManager: true}
+	return Config{Prefetch: true, BackgroundFetch: true, Passthrough: true, Retries: -1, FuseManager: true,
+		HostsDir: DefaultHostsDir}
 }
 
 // LoadConfig reads path over DefaultConfig; a missing file is the default
@@ -110,6 +127,15 @@ func (c Config) MountOptions(root string) []estargz.MountOption {
 	if c.AuthFile != "" {
 		remote = append(remote, estargz.WithAuthFile(c.AuthFile))
 	}
+	if c.RegistriesConf != "" {
+		remote = append(remote, estargz.WithRegistriesConf(c.RegistriesConf))
+	}
+	if c.CertsDir != "" {
+		remote = append(remote, estargz.WithCertsDir(c.CertsDir))
+	}
+	if c.HostsDir != "" {
+		remote = append(remote, estargz.WithHostsDir(c.HostsDir))
+	}
 	if c.AllowUnverifiedTOC {
 		remote = append(remote, estargz.WithAllowUnverifiedTOC())
 	}
@@ -124,4 +150,24 @@ func (c Config) MountOptions(root string) []estargz.MountOption {
 		opts = append(opts, estargz.WithMountThreads(c.MountThreads))
 	}
 	return opts
+}
+
+// WithRegistrySettings is c with the keys that say how registries are
+// reached taken from next: the keys a SIGHUP reloads (the store's reload
+// takes the same). It also names the other keys that differ, which need a
+// restart.
+func (c Config) WithRegistrySettings(next Config) (Config, []string) {
+	out := c
+	out.RequestTimeoutSec, out.Retries = next.RequestTimeoutSec, next.Retries
+	out.PlainHTTP, out.InsecureRegistries = next.PlainHTTP, next.InsecureRegistries
+	out.AuthFile, out.RegistriesConf = next.AuthFile, next.RegistriesConf
+	out.CertsDir, out.HostsDir = next.CertsDir, next.HostsDir
+	var restart []string
+	cv, nv := reflect.ValueOf(out), reflect.ValueOf(next)
+	for i := range cv.NumField() {
+		if !reflect.DeepEqual(cv.Field(i).Interface(), nv.Field(i).Interface()) {
+			restart = append(restart, reflect.TypeOf(out).Field(i).Tag.Get("toml"))
+		}
+	}
+	return out, restart
 }

@@ -3,6 +3,7 @@ package snapshotter
 import (
 	"context"
 	"io"
+	"sync"
 
 	estargz "github.com/estargz-rs/estargz-rs/bindings/go"
 )
@@ -23,4 +24,33 @@ func (m LayerMounter) Mount(ctx context.Context, layer Layer, mountpoint string)
 		opts = append(opts, estargz.WithMountExpectedTOCDigest(layer.TOCDigest))
 	}
 	return estargz.Mount(ctx, layer.Ref, mountpoint, opts...)
+}
+
+// ReloadableMounter is a LayerMounter whose options can be replaced while
+// it serves (SIGHUP reloads the registry settings): later mounts use the
+// new options, mounts already made keep the registry client they were
+// made with (the C ABI has no way to change a mount's).
+type ReloadableMounter struct {
+	mu   sync.RWMutex
+	opts []estargz.MountOption
+}
+
+// NewReloadableMounter mounts with opts until SetOptions.
+func NewReloadableMounter(opts []estargz.MountOption) *ReloadableMounter {
+	return &ReloadableMounter{opts: opts}
+}
+
+// SetOptions replaces the options of later mounts.
+func (m *ReloadableMounter) SetOptions(opts []estargz.MountOption) {
+	m.mu.Lock()
+	m.opts = opts
+	m.mu.Unlock()
+}
+
+// Mount mounts with the current options (see LayerMounter.Mount).
+func (m *ReloadableMounter) Mount(ctx context.Context, layer Layer, mountpoint string) (io.Closer, error) {
+	m.mu.RLock()
+	opts := m.opts
+	m.mu.RUnlock()
+	return LayerMounter{Options: opts}.Mount(ctx, layer, mountpoint)
 }

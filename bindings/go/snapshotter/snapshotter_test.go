@@ -255,6 +255,9 @@ disk_cache_size = 1000
 background_fetch = false
 request_timeout_sec = 5
 insecure_registries = ["127.0.0.1:5000"]
+registries_conf = "/r.conf"
+certs_dir = "/certs.d"
+hosts_dir = ""
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -265,6 +268,7 @@ insecure_registries = ["127.0.0.1:5000"]
 	want := DefaultConfig()
 	want.CacheDir, want.DiskCacheSize, want.BackgroundFetch, want.RequestTimeoutSec = "/c", 1000, false, 5
 	want.InsecureRegistries = []string{"127.0.0.1:5000"}
+	want.RegistriesConf, want.CertsDir, want.HostsDir = "/r.conf", "/certs.d", ""
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config %+v, want %+v", cfg, want)
 	}
@@ -281,7 +285,8 @@ insecure_registries = ["127.0.0.1:5000"]
 		t.Error("mount_threads = -1 is accepted")
 	}
 	missing := filepath.Join(dir, "none.toml")
-	if cfg, err := LoadConfig(missing, true); err != nil || !reflect.DeepEqual(cfg, DefaultConfig()) {
+	if cfg, err := LoadConfig(missing, true); err != nil || !reflect.DeepEqual(cfg, DefaultConfig()) ||
+		cfg.HostsDir != "/etc/containerd/certs.d" {
 		t.Errorf("missing default file: %+v, %v", cfg, err)
 	}
 	if _, err := LoadConfig(missing, false); err == nil {

@@ -5,7 +5,7 @@ mod input;
 mod order;
 mod plan;
 mod rollsum;
-mod tarsplit;
+pub(crate) mod tarsplit;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -234,6 +234,7 @@ pub fn build(input: BuildInput, out: &mut dyn Write, opts: &BuildOptions) -> Res
     let mut crcs = Vec::new();
     let (mut plan, missed) = if opts.format == Format::ZstdChunked(ZstdGeneration::V2) {
         refuse_duplicates(&index)?;
+        refuse_non_utf8(&index)?;
         let (plan, entry_crcs) = plan::plan_chunked_v2(&index, source)?;
         crcs = entry_crcs;
         (plan, Vec::new())
@@ -348,6 +349,33 @@ fn refuse_duplicates(index: &crate::tar::TarIndex) -> Result<()> {
                  path twice (containers/storage refuses it)",
                 e.name
             )));
+        }
+    }
+    Ok(())
+}
+
+/// A name or link name that is not UTF-8 cannot be written as
+/// containers/storage reads it: its TOC is JSON, which holds the name with
+/// U+FFFD in place of the bytes, while its tar-split keeps the bytes, and
+/// its pull then refuses the layer ("tar-split and TOC data is
+/// inconsistent", containers/storage v1.55.1 on its own compressor's blob).
+/// Refused before any work, naming the entry with its bytes escaped.
+fn refuse_non_utf8(index: &crate::tar::TarIndex) -> Result<()> {
+    for e in &index.entries {
+        for (what, raw) in [
+            ("name", &e.non_utf8_name),
+            ("link name", &e.non_utf8_link_name),
+        ] {
+            if let Some(raw) = raw {
+                return Err(Error::Unsupported(format!(
+                    "zstd:chunked v2 of the tar entry at offset {} whose {what} \"{}\" is not UTF-8: \
+                     containers/storage's JSON TOC cannot hold it as its tar-split does, so it \
+                     refuses such a layer (build estargz or zstd:chunked-v1, whose blobs keep the \
+                     bytes and whose TOC names are lossy as upstream's)",
+                    e.header_start,
+                    raw.escape_ascii()
+                )));
+            }
         }
     }
     Ok(())

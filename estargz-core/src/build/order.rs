@@ -162,6 +162,8 @@ mod tests {
             size: 0,
             name: name.into(),
             link_name: link.into(),
+            non_utf8_name: None,
+            non_utf8_link_name: None,
             kind,
             mode: 0,
             uid: 0,

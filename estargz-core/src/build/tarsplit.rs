@@ -93,9 +93,9 @@ pub fn tar_split(index: &TarIndex, crcs: &[u64], src: &dyn ReadAt) -> Result<Vec
         segment(&mut out, &mut position, pos, e.data_start)?;
         // Built by hand in the packer's field order; names are JSON-escaped.
         out.extend_from_slice(b"{\"type\":1,");
-        // The index holds names as lossy UTF-8: a replaced byte could not
-        // be written back as it was.
-        if e.name.contains('\u{fffd}') {
+        // The build refuses names that are not UTF-8 up front (see
+        // refuse_non_utf8); the lossy name must never be written here.
+        if e.non_utf8_name.is_some() {
             return Err(Error::Unsupported(format!(
                 "zstd:chunked v2 of a tar entry whose name is not UTF-8 ({:?})",
                 e.name
@@ -127,9 +127,70 @@ pub fn tar_split(index: &TarIndex, crcs: &[u64], src: &dyn ReadAt) -> Result<Vec
     Ok(out)
 }
 
+/// The size of the tar that tar-split `lines` rebuild: every segment's
+/// bytes plus every file's `size`. The lines are read as a stream (one at
+/// a time, however long the data), so only the caller's bound on `lines`
+/// limits the work.
+pub(crate) fn tar_size(lines: impl std::io::Read) -> Result<u64> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        #[serde(rename = "type")]
+        kind: u8,
+        #[serde(default)]
+        size: i64,
+        #[serde(default)]
+        payload: Option<String>,
+    }
+    let bad = |what: String| Error::InvalidToc(format!("zstd:chunked tar-split: {what}"));
+    let mut total = 0u64;
+    for (n, line) in serde_json::Deserializer::from_reader(lines)
+        .into_iter::<Line>()
+        .enumerate()
+    {
+        let line = line.map_err(|e| bad(format!("line {n}: {e}")))?;
+        let len = match line.kind {
+            1 => u64::try_from(line.size)
+                .map_err(|_| bad(format!("line {n}: file size {}", line.size)))?,
+            2 => {
+                let payload = line.payload.unwrap_or_default();
+                base64::engine::general_purpose::STANDARD
+                    .decode(payload.as_bytes())
+                    .map_err(|e| bad(format!("line {n}: segment payload: {e}")))?
+                    .len() as u64
+            }
+            other => return Err(bad(format!("line {n}: unknown type {other}"))),
+        };
+        total = total
+            .checked_add(len)
+            .ok_or_else(|| bad(format!("line {n}: the sizes overflow")))?;
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tar_size_counts_segments_and_files() {
+        let lines = concat!(
+            "{\"type\":2,\"payload\":\"AAAA\",\"position\":0}\n",
+            "{\"type\":1,\"name\":\"a\",\"size\":1000,\"payload\":\"AAAAAAAAAAA=\",\"position\":1}\n",
+            "{\"type\":1,\"name\":\"e\",\"payload\":null,\"position\":2}\n",
+            "{\"type\":2,\"payload\":\"AQID\",\"position\":3}\n",
+        );
+        assert_eq!(tar_size(lines.as_bytes()).unwrap(), 3 + 1000 + 3);
+        for bad in [
+            "{\"type\":3}",
+            "{\"type\":1,\"size\":-1}",
+            "{\"type\":2,\"payload\":\"!!\"}",
+            "{\"type\":1,\"size\":9223372036854775807}{\"type\":1,\"size\":9223372036854775807}{\"type\":1,\"size\":9223372036854775807}",
+            "{\"type\":",
+        ] {
+            let e = tar_size(bad.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("tar-split"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn crc64_iso_check_value() {

@@ -1078,6 +1078,66 @@ impl Reader {
             .try_reduce(|| 0, |a, b| Ok(a + b))
     }
 
+    /// zstd:chunked v2: the size of the tar the layer decompresses to, from
+    /// its tar-split (checked against the TOC's `tarSplitDigest` first), so
+    /// the whole blob need not be read to learn it; `None` for other formats.
+    /// The tar-split is bounded by `max_toc_size`, compressed and inflated.
+    pub fn tar_split_tar_size(&self) -> Result<Option<u64>> {
+        let (Footer::ZstdChunked(z), Some(expected)) = (&self.footer, &self.tar_split_digest)
+        else {
+            return Ok(None);
+        };
+        let Some(pos) = z.tar_split else {
+            return Ok(None);
+        };
+        for (what, len) in [
+            ("compressed", pos.compressed_len),
+            ("inflated", pos.uncompressed_len),
+        ] {
+            if len > self.max_toc_size {
+                return Err(Error::LimitExceeded(format!(
+                    "zstd:chunked tar-split is {len} bytes {what}, over the limit of {} (max_toc_size)",
+                    self.max_toc_size
+                )));
+            }
+        }
+        let mut compressed = vec![0u8; pos.compressed_len as usize];
+        self.src
+            .read_exact_at(&mut compressed, pos.offset)
+            .map_err(|e| Error::io(format!("reading the tar-split at offset {}", pos.offset), e))?;
+        let actual = Digest::of(&compressed);
+        if actual != *expected {
+            return Err(Error::DigestMismatch {
+                what: "zstd:chunked tar-split".into(),
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        let decoder = zstd_decoder(io::Cursor::new(&compressed[..])).map_err(|e| {
+            Error::InvalidToc(format!("cannot start decompressing the tar-split: {e}"))
+        })?;
+        // One byte past the stated length tells a frame that inflates more.
+        let mut limited = decoder.take(pos.uncompressed_len + 1);
+        let mut counted = CountingRead {
+            inner: &mut limited,
+            n: 0,
+        };
+        let size = crate::build::tarsplit::tar_size(&mut counted)?;
+        if counted.n != pos.uncompressed_len {
+            return Err(Error::InvalidToc(format!(
+                "zstd:chunked tar-split inflates to {}{} bytes, not the {} its position states",
+                if counted.n > pos.uncompressed_len {
+                    "more than "
+                } else {
+                    ""
+                },
+                counted.n.min(pos.uncompressed_len),
+                pos.uncompressed_len
+            )));
+        }
+        Ok(Some(size))
+    }
+
     /// zstd:chunked v2: checks the tar-split frame against the TOC's
     /// `tarSplitDigest` (the digest of its compressed bytes).
     fn verify_tar_split(&self) -> Result<()> {
@@ -1170,5 +1230,19 @@ impl io::Seek for FileReader<'_> {
         self.pos = target
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before start"))?;
         Ok(self.pos)
+    }
+}
+
+/// Counts the bytes read through it.
+struct CountingRead<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for CountingRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
     }
 }

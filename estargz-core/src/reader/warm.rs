@@ -24,8 +24,6 @@ pub const DEFAULT_BATCH_BYTES: u64 = 8 << 20;
 /// decompression); ~170 ms of a 100 Mbit/s link, so a 20 ms round trip
 /// per batch costs little.
 const PREFETCH_BATCH_BYTES: u64 = 2 << 20;
-/// Smallest piece a large uncovered gap is read in.
-const MIN_GAP_PIECE: u64 = 4 << 20;
 /// Most gzip members per batch (bounds the Range header).
 const MAX_MEMBERS_PER_BATCH: usize = 512;
 
@@ -191,62 +189,41 @@ impl Reader {
             .collect()
     }
 
-    /// Reads the blob bytes that no chunk covers (headers of entries
-    /// without content, the TOC, the footer) in batches, so that a source
-    /// keeping what it fetched (a remote layer's spans) then holds the
-    /// whole blob and serves raw blob reads without the network. Returns
-    /// the bytes read; stops early when `proceed` says so.
-    pub fn fetch_uncovered(
+    /// For a source that keeps what it fetches (a remote layer's spans):
+    /// fetches every byte of the blob it does not hold yet, in blob order,
+    /// up to `batch_bytes` per request, without decompressing anything.
+    /// Reads decompress and verify chunks from the local bytes when they
+    /// need them, so the background neither spends the CPU a container
+    /// start needs nor writes the layer twice (compressed and as chunks).
+    /// The whole blob is then local, so raw blob reads need no network
+    /// either. `None`: the source keeps nothing (use [`Reader::cache_chunks`]).
+    pub fn fetch_missing_spans(
         &self,
         batch_bytes: u64,
         proceed: &(dyn Fn() -> bool + Sync),
-    ) -> Result<u64> {
-        let mut covered: Vec<Range<u64>> = self
-            .chunks_in_blob_order(|_, _| true)
-            .iter()
-            .map(|(_, c)| c.offset..c.next_offset)
-            .collect();
-        covered.dedup();
-        let mut gaps = Vec::new();
-        let mut pos = 0;
-        for r in covered {
-            if r.start > pos {
-                gaps.push(pos..r.start);
+    ) -> Result<Option<WarmSummary>> {
+        let size = self.src.size();
+        let mut summary = WarmSummary::default();
+        loop {
+            // Asked again each round: on-demand reads fill gaps meanwhile.
+            let Some(missing) = self.src.missing(0..size) else {
+                return Ok(None);
+            };
+            let batch = first_bytes(&missing, batch_bytes.max(1), MAX_MEMBERS_PER_BATCH);
+            if batch.is_empty() {
+                summary.complete = true;
+                return Ok(Some(summary));
             }
-            pos = pos.max(r.end);
-        }
-        if pos < self.src.size() {
-            gaps.push(pos..self.src.size());
-        }
-        let mut read = 0;
-        let mut i = 0;
-        while i < gaps.len() {
             if !proceed() {
-                break;
+                return Ok(Some(summary));
             }
-            let end = batch_end(i, gaps.len(), batch_bytes, |g| gaps[g].end - gaps[g].start);
-            let bytes: u64 = gaps[i..end].iter().map(|g| g.end - g.start).sum();
-            // Gaps are small except the TOC, which the open already read;
-            // a pathological one is read in pieces of `batch_bytes` (never
-            // tiny ones, whatever the batch size).
-            let batch: Vec<Range<u64>> = gaps[i..end]
-                .iter()
-                .flat_map(|g| {
-                    let step = batch_bytes.max(MIN_GAP_PIECE);
-                    (g.start..g.end)
-                        .step_by(step as usize)
-                        .map(move |s| s..(s + step).min(g.end))
-                })
-                .collect();
-            for piece in batch.chunks(MAX_MEMBERS_PER_BATCH) {
-                self.src
-                    .read_ranges(piece)
-                    .map_err(|e| Error::io("fetching the rest of the blob", e))?;
-            }
-            read += bytes;
-            i = end;
+            self.src.read_ranges(&batch).map_err(|e| {
+                Error::io(format!("fetching {} ranges of the blob", batch.len()), e)
+            })?;
+            let fetched: u64 = batch.iter().map(|r| r.end - r.start).sum();
+            summary.compressed_bytes += fetched;
+            crate::metrics::global().warm_bytes(fetched);
         }
-        Ok(read)
     }
 
     /// Decompresses one member, verifies its chunks and caches them.
@@ -270,6 +247,22 @@ impl Reader {
     }
 }
 
+/// The first `bytes` of `ranges` (in order, the last one cut), in at most
+/// `max_ranges` ranges.
+fn first_bytes(ranges: &[Range<u64>], bytes: u64, max_ranges: usize) -> Vec<Range<u64>> {
+    let mut out = Vec::new();
+    let mut left = bytes;
+    for r in ranges {
+        if left == 0 || out.len() == max_ranges {
+            break;
+        }
+        let end = r.end.min(r.start.saturating_add(left));
+        out.push(r.start..end);
+        left -= end - r.start;
+    }
+    out
+}
+
 /// Where the batch of items starting at `start` ends: it takes items until
 /// they add up to `batch_bytes` (at least one, at most
 /// `MAX_MEMBERS_PER_BATCH`).
@@ -288,7 +281,8 @@ fn extent(c: &Chunk) -> u64 {
     c.next_offset.saturating_sub(c.offset)
 }
 
-/// Fetches the whole blob into the cache on a thread of its own, holding
+/// Fetches the whole blob on a thread of its own (into the source's spans
+/// when it keeps them, else into the chunk cache), holding
 /// back as its [`BackgroundOptions`] say; stopped (and joined) when
 /// dropped.
 pub struct BackgroundFetch {
@@ -365,6 +359,9 @@ impl BackgroundFetch {
             .name("estargz-bg-fetch".into())
             .spawn(move || {
                 crate::metrics::global().background_started();
+                // A container start (runc, the runtime, the container's own
+                // process) needs the CPU more than bytes nobody asked for.
+                lower_cpu_priority();
                 let result = background_run(&reader, &opts, &flag);
                 crate::metrics::global()
                     .background_ended(result.as_ref().is_ok_and(|s| s.complete));
@@ -407,6 +404,18 @@ impl Drop for BackgroundFetch {
     }
 }
 
+/// Gives the calling thread (only: Linux keeps the nice value per thread,
+/// and threads it starts inherit it) the lowest CPU priority. Best effort:
+/// a failure leaves the thread as it was.
+fn lower_cpu_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+    }
+}
+
 /// The background fetch thread's work: the whole layer cached, retried
 /// a few times after failures, until `flag` says stop.
 fn background_run(
@@ -430,14 +439,11 @@ fn background_run(
     let mut total = WarmSummary::default();
     let mut attempt = 0;
     loop {
-        let fetched = reader
-            .cache_chunks(|_, _| true, batch_bytes, &proceed)
-            .and_then(|s| {
-                if s.complete {
-                    reader.fetch_uncovered(batch_bytes, &proceed)?;
-                }
-                Ok(s)
-            });
+        let fetched = match reader.fetch_missing_spans(batch_bytes, &proceed) {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => reader.cache_chunks(|_, _| true, batch_bytes, &proceed),
+            Err(e) => Err(e),
+        };
         match fetched {
             Ok(s) => {
                 total.chunks_cached += s.chunks_cached;

@@ -66,6 +66,10 @@ pub(crate) struct BlobEndpoint {
     pub scope: String,
     /// Retries there before moving on.
     pub retries: u32,
+    /// A mirror (subject to back-off when it does not answer).
+    pub mirror: bool,
+    /// Its configured settings (hosts.toml), if any.
+    pub endpoint: Option<Arc<h::Endpoint>>,
 }
 
 /// One compressed layer in a registry.
@@ -205,11 +209,16 @@ impl RemoteBlob {
         );
         // Mirrors in order, then the registry, starting from the one that
         // answered last; the bytes are verified whichever host sent them.
+        // Mirrors in back-off go last.
         let n = self.endpoints.len();
         let start = self.current.load(Ordering::Relaxed) % n;
+        let backoff = super::backoff::global();
+        let order = backoff.order((0..n).map(|k| (start + k) % n).collect(), |&i| {
+            let ep = &self.endpoints[i];
+            ep.mirror.then_some(ep.host.as_str())
+        });
         let mut failed = Vec::new();
-        for k in 0..n {
-            let i = (start + k) % n;
+        for (k, &i) in order.iter().enumerate() {
             let ep = &self.endpoints[i];
             let result = self.transport.retry_n(&what, ep.retries, || {
                 let started = std::time::Instant::now();
@@ -219,6 +228,9 @@ impl RemoteBlob {
                 }
                 r
             });
+            if ep.mirror {
+                backoff.record(&ep.host, &result);
+            }
             match result {
                 Ok(f) => {
                     if i != start {
@@ -268,8 +280,9 @@ impl RemoteBlob {
                 Some(l) => (l.clone(), None),
                 None => (ep.url.clone(), Some(ep.host.as_str())),
             };
-            let req =
-                Request::get(target.clone(), auth_host, &ep.scope).header("range", range_header);
+            let req = Request::get(target.clone(), auth_host, &ep.scope)
+                .header("range", range_header)
+                .endpoint(ep.endpoint.clone().filter(|_| location.is_none()));
             self.requests.fetch_add(1, Ordering::Relaxed);
             let mut resp = match self.transport.send(&req)? {
                 Attempt::Done(r) => r,

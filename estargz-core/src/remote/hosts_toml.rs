@@ -4,12 +4,18 @@
 //! with `capabilities`, `ca`, `client`, `skip_verify`, `override_path` and
 //! `[header]`; the same keys at the top level apply to `server`.
 //!
-//! Parsed and checked here for the snapshotter; not yet wired into
-//! [`Registry`](super::Registry), which reads registries.conf.
+//! [`HostsConfig::pull_sources`] turns a file into the same pull sources
+//! registries.conf gives, so mirror selection, fallback and TLS are one
+//! implementation (the transport reads the file when
+//! [`HttpOptions::hosts_dir`](super::HttpOptions::hosts_dir) is set).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::http::Endpoint;
+use super::reference::Reference;
+use super::registries_conf::PullSource;
 use crate::error::{Error, Result};
 
 /// What a host may be used for.
@@ -61,6 +67,11 @@ pub struct HostsConfig {
     pub mirrors: Vec<HostEndpoint>,
     /// The upstream (`server`, default `https://<host>`), tried last.
     pub server: HostEndpoint,
+    /// Whether `server` was written (else the registry itself, reached as
+    /// without the file: plain HTTP if configured so, Docker Hub's API host).
+    pub server_explicit: bool,
+    /// The file, for messages.
+    pub file: PathBuf,
     /// Keys this parser does not know (newer containerd versions add
     /// some): logged and ignored, listed for callers that want to refuse.
     pub unknown_keys: Vec<String>,
@@ -95,7 +106,12 @@ pub fn load(config_path: &Path, host: &str) -> Result<Option<HostsConfig>> {
             Err(e) => return Err(Error::io(format!("reading {}", file.display()), e)),
         };
         return parse(&text, host, &dir)
-            .map(Some)
+            .map(|c| {
+                Some(HostsConfig {
+                    file: file.clone(),
+                    ..c
+                })
+            })
             .map_err(|e| Error::InvalidArgument(format!("{}: {e}", file.display())));
     }
     Ok(None)
@@ -158,8 +174,93 @@ pub fn parse(text: &str, host: &str, dir: &Path) -> std::result::Result<HostsCon
     Ok(HostsConfig {
         mirrors,
         server,
+        server_explicit: table.contains_key("server"),
+        file: dir.join("hosts.toml"),
         unknown_keys,
     })
+}
+
+impl HostsConfig {
+    /// Where a pull of `r` fetches from, in file order: the mirrors, then
+    /// `server`, each only if its `capabilities` allow the request (`resolve`
+    /// for a manifest by tag, `pull` for a manifest by digest and for
+    /// blobs; `manifest_by_digest` as in
+    /// [`RegistriesConf::pull_sources`](super::RegistriesConf::pull_sources)).
+    /// `origin_scheme` is the registry's own scheme, used when `server` is
+    /// not written.
+    pub fn pull_sources(
+        &self,
+        r: &Reference,
+        manifest_by_digest: Option<bool>,
+        origin_scheme: &str,
+    ) -> Result<Vec<PullSource>> {
+        let allowed = |c: Capabilities| match manifest_by_digest {
+            Some(false) => c.resolve,
+            _ => c.pull,
+        };
+        let mut out = Vec::new();
+        for m in self.mirrors.iter().filter(|m| allowed(m.capabilities)) {
+            out.push(self.source(r, m, true, None));
+        }
+        if allowed(self.server.capabilities) {
+            let origin =
+                (!self.server_explicit).then(|| format!("{origin_scheme}://{}/v2", r.api_host()));
+            out.push(self.source(r, &self.server, false, origin));
+        }
+        if out.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{r}: no host in {} may {} it",
+                self.file.display(),
+                if manifest_by_digest == Some(false) {
+                    "resolve"
+                } else {
+                    "pull"
+                }
+            )));
+        }
+        Ok(out)
+    }
+
+    fn source(
+        &self,
+        r: &Reference,
+        e: &HostEndpoint,
+        mirror: bool,
+        base: Option<String>,
+    ) -> PullSource {
+        let (reference, base) = match base {
+            // The registry itself: the reference as written.
+            Some(base) => (r.clone(), base),
+            None => (
+                Reference {
+                    host: e.host.clone(),
+                    ..r.clone()
+                },
+                format!("{}://{}{}", e.scheme, e.host, e.path),
+            ),
+        };
+        let endpoint = Endpoint {
+            host: base
+                .split_once("://")
+                .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""))
+                .to_string(),
+            base,
+            ca: e.ca.clone(),
+            client: e.client.clone(),
+            skip_verify: e.skip_verify,
+            headers: e
+                .headers
+                .iter()
+                .flat_map(|(k, vs)| vs.iter().map(move |v| (k.clone(), v.clone())))
+                .collect(),
+            origin: self.file.clone(),
+        };
+        PullSource {
+            reference,
+            mirror,
+            endpoint: Some(Arc::new(endpoint)),
+        }
+    }
 }
 
 fn endpoint(
@@ -411,5 +512,94 @@ ca = "server-ca.pem"
             "{e}"
         );
         assert!(load(root.path(), "../etc").is_err());
+    }
+
+    #[test]
+    fn pull_sources_follow_capabilities_and_server() {
+        let dir = Path::new("/etc/containerd/certs.d/docker.io");
+        let c = parse(
+            r#"
+[host."http://127.0.0.1:5001"]
+  capabilities = ["pull"]
+  [host."http://127.0.0.1:5001".header]
+    x-a = ["1", "2"]
+[host."https://resolver.example/prefix"]
+  capabilities = ["resolve"]
+  skip_verify = true
+"#,
+            "docker.io",
+            dir,
+        )
+        .unwrap();
+        let r = Reference::parse("docker.io/library/alpine:3").unwrap();
+        let hosts = |s: &[PullSource]| -> Vec<(String, bool, String)> {
+            s.iter()
+                .map(|s| {
+                    let e = s.endpoint.as_ref().unwrap();
+                    (s.reference.host.clone(), s.mirror, e.base.clone())
+                })
+                .collect()
+        };
+        // A tag is resolved by resolve-capable hosts; the server (not
+        // written) is Docker Hub's API host.
+        let by_tag = c.pull_sources(&r, Some(false), "https").unwrap();
+        assert_eq!(
+            hosts(&by_tag),
+            [
+                (
+                    "resolver.example".into(),
+                    true,
+                    "https://resolver.example/prefix/v2".into()
+                ),
+                (
+                    "docker.io".into(),
+                    false,
+                    "https://registry-1.docker.io/v2".into()
+                ),
+            ]
+        );
+        assert!(by_tag[0].endpoint.as_ref().unwrap().skip_verify);
+        // Blobs and pinned manifests come from pull-capable hosts.
+        for which in [None, Some(true)] {
+            let s = c.pull_sources(&r, which, "https").unwrap();
+            assert_eq!(
+                hosts(&s),
+                [
+                    (
+                        "127.0.0.1:5001".into(),
+                        true,
+                        "http://127.0.0.1:5001/v2".into()
+                    ),
+                    (
+                        "docker.io".into(),
+                        false,
+                        "https://registry-1.docker.io/v2".into()
+                    ),
+                ]
+            );
+            let e = s[0].endpoint.as_ref().unwrap();
+            assert_eq!(
+                e.headers,
+                [("x-a".into(), "1".into()), ("x-a".into(), "2".into())]
+            );
+            assert_eq!(e.host, "127.0.0.1:5001");
+            assert_eq!(s[0].reference.repository, "library/alpine");
+        }
+        // An explicit server replaces the origin; without the capability
+        // nothing is left.
+        let c = parse(
+            "server = \"http://origin:5000\"\ncapabilities = [\"resolve\"]\n",
+            "reg",
+            dir,
+        )
+        .unwrap();
+        let r = Reference::parse("reg:1/a/b:t").unwrap();
+        let s = c.pull_sources(&r, Some(false), "https").unwrap();
+        assert_eq!(
+            hosts(&s),
+            [("origin:5000".into(), false, "http://origin:5000/v2".into())]
+        );
+        let e = c.pull_sources(&r, None, "https").unwrap_err().to_string();
+        assert!(e.contains("may pull"), "{e}");
     }
 }

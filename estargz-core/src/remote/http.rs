@@ -47,6 +47,13 @@ pub struct HttpOptions {
     /// (default: none; front ends load the system's with
     /// [`RegistriesConf::load`]).
     pub registries_conf: Arc<RegistriesConf>,
+    /// containerd's registry host directory (`config_path`, e.g.
+    /// `/etc/containerd/certs.d`): a registry with a
+    /// `<dir>/<host>/hosts.toml` (or `_default/hosts.toml`) is pulled from
+    /// its mirrors and `server` instead of what registries.conf says, and
+    /// a `<dir>/<host>/` without one is a `certs.d` directory searched
+    /// before [`certs_dirs`](Self::certs_dirs). Default: none.
+    pub hosts_dir: Option<PathBuf>,
 }
 
 impl Default for HttpOptions {
@@ -63,6 +70,7 @@ impl Default for HttpOptions {
             max_connections_per_host: 4,
             certs_dirs: certs::default_certs_dirs(),
             registries_conf: Arc::new(RegistriesConf::default()),
+            hosts_dir: None,
         }
     }
 }
@@ -79,7 +87,38 @@ crate::options::option_setters!(HttpOptions {
     max_connections_per_host: usize,
     certs_dirs: Vec<PathBuf>,
     registries_conf: Arc<RegistriesConf>,
+    hosts_dir: Option<PathBuf>,
 });
+
+/// One configured host a pull may go to (a containerd hosts.toml mirror or
+/// `server`): its API base URL, TLS files and extra headers. Requests that
+/// carry it use these instead of the `certs.d` files of the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `scheme://host[:port]/path`; `/<repository>/...` follows.
+    pub base: String,
+    /// `host[:port]`.
+    pub host: String,
+    /// CA files trusted for it, on top of the system's.
+    pub ca: Vec<PathBuf>,
+    /// Its client certificate and key (`None`: the key is in the
+    /// certificate file).
+    pub client: Vec<(PathBuf, Option<PathBuf>)>,
+    /// Do not verify its certificate.
+    pub skip_verify: bool,
+    /// Extra request headers.
+    pub headers: Vec<(String, String)>,
+    /// The file it came from, for messages.
+    pub origin: PathBuf,
+}
+
+impl Endpoint {
+    /// Whether it has TLS settings of its own (else the host's `certs.d`
+    /// directory applies, as for any host).
+    fn has_tls(&self) -> bool {
+        !self.ca.is_empty() || !self.client.is_empty() || self.skip_verify
+    }
+}
 
 /// A request body that can be replayed for retries.
 #[derive(Clone, Copy)]
@@ -116,6 +155,9 @@ pub struct Request<'a> {
     pub auth_host: Option<String>,
     /// Token scope, e.g. `repository:library/alpine:pull`.
     pub scope: String,
+    /// The configured host this request goes to (its TLS files and
+    /// headers), if any.
+    pub endpoint: Option<Arc<Endpoint>>,
 }
 
 impl<'a> Request<'a> {
@@ -128,7 +170,13 @@ impl<'a> Request<'a> {
             body: Body::Empty,
             auth_host: auth_host.map(str::to_string),
             scope: scope.to_string(),
+            endpoint: None,
         }
+    }
+    /// Sends it with a configured host's settings.
+    pub fn endpoint(mut self, endpoint: Option<Arc<Endpoint>>) -> Self {
+        self.endpoint = endpoint;
+        self
     }
     /// Adds a header.
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -160,6 +208,10 @@ pub struct Transport {
     /// Per host with `certs.d` files: an agent with its TLS settings, or
     /// why they could not be loaded (read once per process).
     host_agents: Mutex<HashMap<String, std::result::Result<ureq::Agent, Error>>>,
+    /// Per configured endpoint with TLS settings (keyed by file and base).
+    endpoint_agents: Mutex<HashMap<String, std::result::Result<ureq::Agent, Error>>>,
+    /// Per registry host: its hosts.toml, read once (`None`: it has none).
+    hosts: Mutex<HashMap<String, Option<Arc<super::hosts_toml::HostsConfig>>>>,
     opts: HttpOptions,
     auth_cache: Mutex<HashMap<(String, String), CachedAuth>>,
     /// Per registry host: the bound on blob requests in flight.
@@ -241,23 +293,63 @@ impl Transport {
         Transport {
             agent: agent(&opts, None),
             host_agents: Mutex::new(HashMap::new()),
+            endpoint_agents: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(HashMap::new()),
             opts,
             auth_cache: Mutex::new(HashMap::new()),
             host_slots: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The agent for `url`'s host: with its `certs.d` TLS files if it has any.
-    fn agent_for(&self, url: &str) -> Result<ureq::Agent> {
+    /// The hosts.toml of registry `host` in [`HttpOptions::hosts_dir`]
+    /// (read once per transport; `None` without a directory or a file).
+    pub fn hosts_config(&self, host: &str) -> Result<Option<Arc<super::hosts_toml::HostsConfig>>> {
+        let Some(dir) = &self.opts.hosts_dir else {
+            return Ok(None);
+        };
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = hosts.get(host) {
+            return Ok(c.clone());
+        }
+        // An error is not remembered: the file may be fixed.
+        let c = super::hosts_toml::load(dir, host)?.map(Arc::new);
+        hosts.insert(host.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// The agent for `url`: the endpoint's TLS settings when it has some,
+    /// else its host's `certs.d` TLS files if it has any.
+    fn agent_for(&self, url: &str, endpoint: Option<&Endpoint>) -> Result<ureq::Agent> {
         let Some(rest) = url.strip_prefix("https://") else {
             return Ok(self.agent.clone());
         };
         let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if let Some(ep) = endpoint.filter(|e| e.has_tls() && e.host == host) {
+            let key = format!("{}#{}", ep.origin.display(), ep.base);
+            let mut agents = self
+                .endpoint_agents
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(a) = agents.get(&key) {
+                return a.clone();
+            }
+            let made = certs::tls_config_files(&ep.ca, &ep.client, ep.skip_verify)
+                .map(|tls| agent(&self.opts, Some(tls)))
+                .map_err(|e| {
+                    Error::InvalidArgument(format!(
+                        "TLS files for {} in {}: {e}",
+                        ep.base,
+                        ep.origin.display()
+                    ))
+                });
+            agents.insert(key, made.clone());
+            return made;
+        }
         let mut agents = self.host_agents.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(a) = agents.get(host) {
             return a.clone();
         }
-        let made = match certs::host_dir(&self.opts.certs_dirs, host) {
+        let made = match certs::host_dir(&self.certs_dirs(), host) {
             None => Ok(self.agent.clone()),
             Some(dir) => certs::tls_config(&dir)
                 .map(|tls| agent(&self.opts, Some(tls)))
@@ -272,11 +364,19 @@ impl Transport {
         made
     }
 
+    /// The `certs.d` directories searched: the hosts directory first.
+    fn certs_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.opts.hosts_dir.iter().cloned().collect();
+        dirs.extend(self.opts.certs_dirs.iter().cloned());
+        dirs
+    }
+
     /// The `certs.d` directory a message about `host` should point to.
     fn certs_hint(&self, host: &str) -> String {
-        match certs::host_dir(&self.opts.certs_dirs, host) {
+        let dirs = self.certs_dirs();
+        match certs::host_dir(&dirs, host) {
             Some(d) => d.display().to_string(),
-            None => match self.opts.certs_dirs.first() {
+            None => match dirs.first() {
                 Some(d) => d.join(host).display().to_string(),
                 None => format!("certs.d/{host}"),
             },
@@ -488,11 +588,19 @@ impl Transport {
         for (name, value) in &req.headers {
             builder = builder.header(*name, value);
         }
+        // A configured host's headers, never sent to redirect targets.
+        let endpoint = req
+            .endpoint
+            .as_deref()
+            .filter(|e| url_host(&req.url) == e.host);
+        for (name, value) in endpoint.iter().flat_map(|e| &e.headers) {
+            builder = builder.header(name.as_str(), value);
+        }
         if let Some(a) = authorization {
             builder = builder.header("authorization", a);
         }
         let bad = |e: http::Error| Error::InvalidArgument(format!("request {}: {e}", req.url));
-        let agent = self.agent_for(&req.url)?;
+        let agent = self.agent_for(&req.url, endpoint)?;
         let result = match req.body {
             Body::Empty => agent.run(builder.body(()).map_err(bad)?),
             Body::Bytes(b) => agent.run(builder.body(b).map_err(bad)?),

@@ -2,6 +2,7 @@
 //! blob source that fetches byte ranges on demand.
 
 pub mod auth;
+pub mod backoff;
 pub mod blob;
 pub mod certs;
 pub mod credhelper;
@@ -17,7 +18,7 @@ pub mod toc_image;
 pub mod upload;
 
 pub use blob::{BlobOptions, FetchStats, RemoteBlob};
-pub use http::HttpOptions;
+pub use http::{Endpoint, HttpOptions};
 pub use layer::{open_layer, LayerOptions, RemoteLayer};
 pub use manifest::{Descriptor, Manifest, Platform};
 pub use reference::{names_registry, Reference, DOCKER_TRANSPORT};

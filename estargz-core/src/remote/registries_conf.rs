@@ -61,6 +61,9 @@ pub struct PullSource {
     /// Whether it is a mirror (tried with fewer retries: the next source
     /// is the fallback).
     pub mirror: bool,
+    /// A host configured in a containerd hosts.toml: its URL, TLS files
+    /// and headers (`None`: the reference's host, `certs.d` settings).
+    pub endpoint: Option<std::sync::Arc<super::http::Endpoint>>,
 }
 
 /// The parsed configuration (empty: every reference is pulled as written).
@@ -298,6 +301,7 @@ impl RegistriesConf {
             return Ok(vec![PullSource {
                 reference: r.clone(),
                 mirror: false,
+                endpoint: None,
             }]);
         };
         let name = format!("{}/{}", r.host, r.repository);
@@ -313,6 +317,7 @@ impl RegistriesConf {
                 out.push(PullSource {
                     reference: rewrite(r, &m.location, rest)?,
                     mirror: true,
+                    endpoint: None,
                 });
             }
         }
@@ -324,6 +329,7 @@ impl RegistriesConf {
         out.push(PullSource {
             reference: origin,
             mirror: false,
+            endpoint: None,
         });
         Ok(out)
     }

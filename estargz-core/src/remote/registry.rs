@@ -61,6 +61,14 @@ impl Registry {
         )
     }
 
+    /// The repository's URL at a pull source (its configured base, if any).
+    pub fn source_url(&self, s: &PullSource) -> String {
+        match &s.endpoint {
+            Some(e) => format!("{}/{}", e.base, s.reference.repository),
+            None => self.repo_url(&s.reference),
+        }
+    }
+
     /// Pushes go to the reference as written (mirrors are for pulls), but
     /// never to a blocked registry.
     pub(crate) fn check_push(&self, r: &Reference) -> Result<()> {
@@ -72,18 +80,25 @@ impl Registry {
         format!("repository:{}:{actions}", r.repository)
     }
 
-    /// Where a pull of `r` may fetch from (registries.conf mirrors, then
-    /// the registry); `manifest_by_digest` as in
+    /// Where a pull of `r` may fetch from: the mirrors and `server` of
+    /// the registry's hosts.toml when
+    /// [`HttpOptions::hosts_dir`](super::HttpOptions::hosts_dir) has one,
+    /// else registries.conf's mirrors, then the registry (a blocked
+    /// registry is refused either way); `manifest_by_digest` as in
     /// [`RegistriesConf::pull_sources`](super::RegistriesConf::pull_sources).
     pub fn pull_sources(
         &self,
         r: &Reference,
         manifest_by_digest: Option<bool>,
     ) -> Result<Vec<PullSource>> {
-        self.transport
-            .options()
-            .registries_conf
-            .pull_sources(r, manifest_by_digest)
+        let conf = &self.transport.options().registries_conf;
+        match self.transport.hosts_config(&r.host)? {
+            Some(hosts) => {
+                conf.check_blocked(r)?;
+                hosts.pull_sources(r, manifest_by_digest, self.transport.scheme(&r.host))
+            }
+            None => conf.pull_sources(r, manifest_by_digest),
+        }
     }
 
     /// Mirrors get one retry: the next source is their fallback.
@@ -97,16 +112,25 @@ impl Registry {
     }
 
     /// Runs `op` on each source in order until one succeeds; the error of
-    /// the last one otherwise, noting what the others said.
+    /// the last one otherwise, noting what the others said. Mirrors in
+    /// back-off (see [`backoff`](super::backoff)) go last.
     fn first_source<T>(
         &self,
         sources: &[PullSource],
         what: &str,
-        mut op: impl FnMut(&Reference, u32) -> Result<T>,
+        mut op: impl FnMut(&PullSource, u32) -> Result<T>,
     ) -> Result<T> {
+        let backoff = super::backoff::global();
+        let sources = backoff.order(sources.iter().collect(), |s| {
+            s.mirror.then_some(s.reference.host.as_str())
+        });
         let mut failed = Vec::new();
         for (i, s) in sources.iter().enumerate() {
-            match op(&s.reference, self.retries(s)) {
+            let result = op(s, self.retries(s));
+            if s.mirror {
+                backoff.record(&s.reference.host, &result);
+            }
+            match result {
                 Ok(v) => return Ok(v),
                 Err(e) if i + 1 < sources.len() => {
                     log::warn!(
@@ -137,6 +161,7 @@ impl Registry {
         let what = format!("fetching manifest {r}");
         let (body, ctype, digest) = self.first_source(&sources, &what, |at, retries| {
             let (body, ctype) = self.fetch_manifest_at(at, retries)?;
+            let at = &at.reference;
             let digest = sha256_digest(&body);
             if let Some(want) = &r.digest {
                 if *want != digest {
@@ -152,13 +177,15 @@ impl Registry {
         Ok((body, ctype, digest))
     }
 
-    fn fetch_manifest_at(&self, r: &Reference, retries: u32) -> Result<(Vec<u8>, Option<String>)> {
-        let url = format!("{}/manifests/{}", self.repo_url(r), r.manifest_ref());
+    fn fetch_manifest_at(&self, s: &PullSource, retries: u32) -> Result<(Vec<u8>, Option<String>)> {
+        let r = &s.reference;
+        let url = format!("{}/manifests/{}", self.source_url(s), r.manifest_ref());
         let what = format!("fetching manifest {r}");
         let scope = Self::scope(r, false);
         self.transport.retry_n(&what, retries, || {
-            let req =
-                Request::get(url.clone(), Some(&r.host), &scope).header("accept", MANIFEST_ACCEPT);
+            let req = Request::get(url.clone(), Some(&r.host), &scope)
+                .header("accept", MANIFEST_ACCEPT)
+                .endpoint(s.endpoint.clone());
             let mut resp = match self.transport.send(&req)? {
                 Attempt::Done(r) => r,
                 Attempt::Retry(e) => return Ok(Attempt::Retry(e)),
@@ -222,12 +249,13 @@ impl Registry {
 
     fn fetch_blob_at(
         &self,
-        r: &Reference,
+        s: &PullSource,
         digest: &str,
         limit: u64,
         retries: u32,
     ) -> Result<Vec<u8>> {
-        let url = format!("{}/blobs/{digest}", self.repo_url(r));
+        let r = &s.reference;
+        let url = format!("{}/blobs/{digest}", self.source_url(s));
         let what = format!("fetching blob {digest} of {r}");
         let scope = Self::scope(r, false);
         let body = self.transport.retry_n(&what, retries, || {
@@ -235,7 +263,8 @@ impl Registry {
             for _ in 0..4 {
                 let same_host = target == url;
                 let req =
-                    Request::get(target.clone(), same_host.then_some(r.host.as_str()), &scope);
+                    Request::get(target.clone(), same_host.then_some(r.host.as_str()), &scope)
+                        .endpoint(s.endpoint.clone().filter(|_| same_host));
                 let mut resp = match self.transport.send(&req)? {
                     Attempt::Done(r) => r,
                     Attempt::Retry(e) => return Ok(Attempt::Retry(e)),
@@ -283,10 +312,12 @@ impl Registry {
             .pull_sources(r, None)?
             .iter()
             .map(|s| BlobEndpoint {
-                url: format!("{}/blobs/{}", self.repo_url(&s.reference), layer.digest),
+                url: format!("{}/blobs/{}", self.source_url(s), layer.digest),
                 host: s.reference.host.clone(),
                 scope: Self::scope(&s.reference, false),
                 retries: self.retries(s),
+                mirror: s.mirror,
+                endpoint: s.endpoint.clone(),
             })
             .collect();
         Ok(RemoteBlob::new(

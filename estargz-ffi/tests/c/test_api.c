@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <pwd.h>
@@ -390,6 +391,142 @@ static void test_build_defaults(void) {
   OK(build_path(in, path_of(main_blob, "out/main.esgz"), 65536, 6, &res));
   snprintf(main_toc_digest, sizeof main_toc_digest, "%s", estargz_build_result_toc_digest(res));
   estargz_build_result_free(res);
+}
+
+/* The annotation `key` of a build result, or NULL. */
+static const char *annotation(const estargz_build_result *res, const char *key) {
+  const char *k = NULL, *v = NULL;
+  for (size_t i = 0; estargz_build_result_annotation(res, i, &k, &v); i++) {
+    if (strcmp(k, key) == 0) return v;
+  }
+  return NULL;
+}
+
+/* A position annotation's value equals `p` ("offset:compressed:uncompressed"
+   and, for the manifest, ":1"). */
+static int position_is(const char *value, estargz_frame_position p, int manifest) {
+  char want[128];
+  snprintf(want, sizeof want, "%" PRIu64 ":%" PRIu64 ":%" PRIu64 "%s", p.offset, p.compressed_len,
+           p.uncompressed_len, manifest ? ":1" : "");
+  return value && strcmp(value, want) == 0;
+}
+
+/* A zstd:chunked build result carries what a pusher needs for the layer
+   descriptor, and it agrees with what the reader finds in the blob. */
+static void test_build_zstd_chunked(void) {
+  char in[PATH_MAX], p[PATH_MAX];
+  path_of(in, "input.tar");
+  static const struct {
+    const char *format, *blob, *prefix;
+    uint32_t generation;
+  } cases[] = {
+      {"zstd:chunked", "out/v2.zst", "io.github.containers.zstd-chunked.", 2},
+      {"zstd:chunked-v1", "out/v1.zst", "io.containers.zstd-chunked.", 1},
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    estargz_builder *b = NULL;
+    estargz_build_result *res = NULL;
+    OK(estargz_builder_new(&b));
+    OK(estargz_builder_set_format(b, cases[c].format));
+    OK(estargz_builder_set_input_path(b, in));
+    OK(estargz_builder_set_output_path(b, path_of(p, cases[c].blob)));
+    OK(estargz_builder_run(b, &res));
+    estargz_builder_free(b);
+    check_result(res, p);
+    CHECK(strcmp(estargz_build_result_format(res), cases[c].format) == 0);
+    CHECK(strcmp(estargz_build_result_media_type(res),
+                 "application/vnd.oci.image.layer.v1.tar+zstd") == 0);
+
+    estargz_reader *r = open_blob(p);
+    CHECK(r != NULL);
+    if (!r) {
+      estargz_build_result_free(res);
+      continue;
+    }
+    estargz_blob_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    OK(estargz_reader_info(r, &info));
+    CHECK(info.format == ESTARGZ_FORMAT_ZSTD_CHUNKED);
+    CHECK(info.zstd_chunked_generation == cases[c].generation);
+
+    const char *checksum = estargz_build_result_manifest_checksum(res);
+    CHECK(is_digest(checksum));
+    CHECK(strcmp(checksum, estargz_reader_manifest_checksum(r)) == 0);
+    estargz_frame_position built, read;
+    memset(&built, 0xff, sizeof built);
+    memset(&read, 0, sizeof read);
+    CHECK(estargz_build_result_manifest_position(res, &built));
+    CHECK(estargz_reader_manifest_position(r, &read));
+    CHECK(memcmp(&built, &read, sizeof built) == 0);
+    CHECK(built.offset == info.toc_offset);
+    CHECK(built.offset + built.compressed_len < info.blob_size);
+    CHECK(estargz_build_result_manifest_position(res, NULL));
+
+    char key[128];
+    snprintf(key, sizeof key, "%smanifest-checksum", cases[c].prefix);
+    CHECK(annotation(res, key) && strcmp(annotation(res, key), checksum) == 0);
+    snprintf(key, sizeof key, "%smanifest-position", cases[c].prefix);
+    CHECK(position_is(annotation(res, key), read, 1));
+
+    estargz_frame_position built_split, read_split;
+    memset(&built_split, 0, sizeof built_split);
+    memset(&read_split, 0, sizeof read_split);
+    const char *toc_digest = annotation(res, "containerd.io/snapshot/stargz/toc.digest");
+    const char *size = annotation(res, "io.containers.estargz.uncompressed-size");
+    if (cases[c].generation == 2) {
+      CHECK(estargz_build_result_tar_split_position(res, &built_split));
+      CHECK(estargz_reader_tar_split_position(r, &read_split));
+      CHECK(memcmp(&built_split, &read_split, sizeof built_split) == 0);
+      CHECK(read_split.offset > built.offset && read_split.uncompressed_len > 0);
+      CHECK(position_is(annotation(res, "io.github.containers.zstd-chunked.tarsplit-position"),
+                        read_split, 0));
+      /* containers/storage refuses a layer with the eStargz TOC digest too. */
+      CHECK(toc_digest == NULL && size == NULL);
+      CHECK(estargz_build_result_annotation_count(res) == 3);
+    } else {
+      CHECK(!estargz_build_result_tar_split_position(res, &built_split));
+      CHECK(!estargz_reader_tar_split_position(r, &read_split));
+      CHECK(toc_digest && strcmp(toc_digest, estargz_reader_toc_digest(r)) == 0);
+      char want[32];
+      snprintf(want, sizeof want, "%" PRIu64, estargz_build_result_uncompressed_size(res));
+      CHECK(size && strcmp(size, want) == 0);
+      CHECK(estargz_build_result_annotation_count(res) == 4);
+    }
+    const char *k = "unchanged";
+    CHECK(!estargz_build_result_annotation(res, estargz_build_result_annotation_count(res), &k,
+                                           NULL));
+    CHECK(strcmp(k, "unchanged") == 0);
+    OK(estargz_reader_verify(r, NULL));
+    CHECK(same_as_tree(r, "dir/big.txt", 65536));
+    estargz_reader_free(r);
+    estargz_build_result_free(res);
+  }
+
+  /* eStargz: the gzip media type, the TOC digest and size annotations and
+     no zstd:chunked facts; NULL handles answer the defaults. */
+  estargz_build_result *res = NULL;
+  OK(build_path(in, path_of(p, "out/annotated.esgz"), 65536, 6, &res));
+  CHECK(strcmp(estargz_build_result_format(res), "estargz") == 0);
+  CHECK(strcmp(estargz_build_result_media_type(res),
+               "application/vnd.oci.image.layer.v1.tar+gzip") == 0);
+  CHECK(estargz_build_result_manifest_checksum(res) == NULL);
+  CHECK(!estargz_build_result_manifest_position(res, NULL));
+  CHECK(!estargz_build_result_tar_split_position(res, NULL));
+  CHECK(estargz_build_result_annotation_count(res) == 2);
+  const char *toc_digest = annotation(res, "containerd.io/snapshot/stargz/toc.digest");
+  CHECK(toc_digest && strcmp(toc_digest, estargz_build_result_toc_digest(res)) == 0);
+  estargz_reader *r = open_blob(p);
+  CHECK(r && estargz_reader_manifest_checksum(r) == NULL);
+  CHECK(r && !estargz_reader_manifest_position(r, NULL));
+  estargz_reader_free(r);
+  estargz_build_result_free(res);
+  CHECK(estargz_build_result_format(NULL) == NULL);
+  CHECK(estargz_build_result_media_type(NULL) == NULL);
+  CHECK(estargz_build_result_annotation_count(NULL) == 0);
+  CHECK(!estargz_build_result_annotation(NULL, 0, NULL, NULL));
+  CHECK(estargz_reader_manifest_checksum(NULL) == NULL);
+  CHECK(!estargz_reader_tar_split_position(NULL, NULL));
 }
 
 static void test_build_inputs_outputs(void) {
@@ -1832,6 +1969,60 @@ typedef struct {
   void (*fn)(void);
 } test_case;
 
+/* registries.conf, certs.d and hosts.toml setters: files read at set
+ * time fail there; hosts.toml mirrors are tried before the registry (the
+ * mirrors themselves are tested against real registries from Go). */
+static void test_remote_registry_files(const char *ref, unsigned port) {
+  estargz_remote_options *o = NULL;
+  OK(estargz_remote_options_new(&o));
+  OK(estargz_remote_options_set_retries(o, 0));
+  char p[PATH_MAX], msg[1024];
+  /* registries.conf: read now; missing or bad files name themselves. */
+  CHECK(estargz_remote_options_set_registries_conf(o, path_of(p, "no-such.conf")) !=
+        ESTARGZ_OK);
+  estargz_last_error(msg, sizeof msg, NULL);
+  CHECK(strstr(msg, "no-such.conf") != NULL);
+  CHECK(sh_ok("printf '[[registry]]\\nlocation = \"h\"\\nbad = 1\\n"
+              "[[registry.mirror]]\\npull-from-mirror = \"never\"\\nlocation = \"m\"\\n' >'%s'",
+              path_of(p, "bad.conf")));
+  INVALID(estargz_remote_options_set_registries_conf(o, path_of(p, "bad.conf")));
+  estargz_last_error(msg, sizeof msg, NULL);
+  CHECK(strstr(msg, "bad.conf") != NULL && strstr(msg, "never") != NULL);
+  CHECK(sh_ok("printf '[[registry]]\\nlocation = \"h.example\"\\n' >'%s'",
+              path_of(p, "good.conf")));
+  OK(estargz_remote_options_set_registries_conf(o, path_of(p, "good.conf")));
+  OK(estargz_remote_options_set_registries_conf(o, NULL));
+  INVALID(estargz_remote_options_set_registries_conf(o, ""));
+  /* certs.d: any directory (read when a host needs it); NULL = defaults. */
+  OK(estargz_remote_options_set_certs_dir(o, path_of(p, "certs.d")));
+  OK(estargz_remote_options_set_certs_dir(o, NULL));
+  INVALID(estargz_remote_options_set_certs_dir(o, ""));
+  /* hosts.toml: a mirror on another closed port is tried first, then the
+   * registry; both show in the error. */
+  unsigned mirror_port = port == 1 ? 2 : port - 1;
+  CHECK(sh_ok("mkdir -p '%s/_default' && printf '[host.\"http://127.0.0.1:%u\"]\\n"
+              "capabilities = [\"pull\", \"resolve\"]\\n' >'%s/_default/hosts.toml'",
+              path_of(p, "hosts.d"), mirror_port, path_of(p, "hosts.d")));
+  OK(estargz_remote_options_set_hosts_dir(o, path_of(p, "hosts.d")));
+  OK(estargz_remote_options_set_plain_http(o, true));
+  estargz_reader *r = NULL;
+  CHECK_RC(estargz_reader_open_remote(ref, NULL, o, &r), ESTARGZ_NETWORK);
+  estargz_last_error(msg, sizeof msg, NULL);
+  char mirror[32];
+  snprintf(mirror, sizeof mirror, "127.0.0.1:%u", mirror_port);
+  CHECK(strstr(msg, mirror) != NULL && strstr(msg, ref) != NULL);
+  /* A bad hosts.toml fails the open, naming the file and the key. */
+  CHECK(sh_ok("printf '[host.\"h\"]\\ncapabilities = [\"fetch\"]\\n' >'%s/_default/hosts.toml'",
+              path_of(p, "hosts.d")));
+  INVALID(estargz_reader_open_remote(ref, NULL, o, &r));
+  estargz_last_error(msg, sizeof msg, NULL);
+  CHECK(strstr(msg, "hosts.toml") != NULL && strstr(msg, "fetch") != NULL);
+  CHECK(r == NULL);
+  OK(estargz_remote_options_set_hosts_dir(o, NULL));
+  INVALID(estargz_remote_options_set_hosts_dir(o, ""));
+  estargz_remote_options_free(o);
+}
+
 /* The remote API without a registry: options, argument checks, and the
  * network errors an unreachable registry gives (the lazy reads themselves
  * are tested against real registries in tests/e2e/registry.rs and from Go
@@ -1849,6 +2040,9 @@ static void test_remote(void) {
   INVALID(estargz_remote_options_set_memory_cache_size(NULL, 0));
   INVALID(estargz_remote_options_set_allow_unverified_toc(NULL, true));
   INVALID(estargz_remote_options_set_prefetch(NULL, true));
+  INVALID(estargz_remote_options_set_registries_conf(NULL, NULL));
+  INVALID(estargz_remote_options_set_certs_dir(NULL, NULL));
+  INVALID(estargz_remote_options_set_hosts_dir(NULL, NULL));
 
   estargz_remote_options *o = NULL;
   OK(estargz_remote_options_new(&o));
@@ -1903,6 +2097,8 @@ static void test_remote(void) {
 
   /* NULL options: the defaults (HTTPS, which the closed port refuses too). */
   CHECK_RC(estargz_reader_open_remote(ref, "0", NULL, &r), ESTARGZ_NETWORK);
+
+  test_remote_registry_files(ref, (unsigned)ntohs(addr.sin_port));
 }
 
 int main(int argc, char **argv) {
@@ -1921,6 +2117,7 @@ int main(int argc, char **argv) {
       {"build_defaults", test_build_defaults},
       {"build_inputs_outputs", test_build_inputs_outputs},
       {"build_options", test_build_options},
+      {"build_zstd_chunked", test_build_zstd_chunked},
       {"bad_inputs", test_bad_inputs},
       {"open_variants", test_open_variants},
       {"verify", test_verify},

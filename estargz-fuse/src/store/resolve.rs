@@ -359,16 +359,22 @@ impl Resolver {
                         "{what}: annotation {UNCOMPRESSED_SIZE_ANNOTATION}={v:?} is not a size"
                     ))
                 })?,
-                None => {
-                    log::warn!(
-                        "{what}: no {UNCOMPRESSED_SIZE_ANNOTATION} annotation; reading the whole blob to measure it"
-                    );
-                    info::measure_diff(
-                        opened.blob.as_ref(),
-                        &diff_id,
-                        opened.reader.format().is_zstd(),
-                    )?
-                }
+                // zstd:chunked v2 layers carry no size annotation (neither
+                // containers/storage nor we write one), but their tar-split
+                // says the size; only other layers need the whole blob.
+                None => match opened.reader.tar_split_tar_size()? {
+                    Some(size) => size,
+                    None => {
+                        log::warn!(
+                            "{what}: no {UNCOMPRESSED_SIZE_ANNOTATION} annotation; reading the whole blob to measure it"
+                        );
+                        info::measure_diff(
+                            opened.blob.as_ref(),
+                            &diff_id,
+                            opened.reader.format().is_zstd(),
+                        )?
+                    }
+                },
             };
             let keying = Keying::LayerDigest {
                 compressed_digest: desc.digest.clone(),

@@ -65,7 +65,14 @@ func run(address, root, configPath, level string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	var mounter snapshotter.Mounter = snapshotter.LayerMounter{Options: cfg.MountOptions(root)}
+	local := snapshotter.NewReloadableMounter(cfg.MountOptions(root))
+	var mounter snapshotter.Mounter = local
+	watchReload(ctx, configPath, cfg, func(next snapshotter.Config) {
+		local.SetOptions(next.MountOptions(root))
+		if next.FuseManager {
+			signalManager(root)
+		}
+	})
 	if cfg.FuseManager {
 		mm, err := startManager(root, configPath, level)
 		if err != nil {
@@ -107,13 +114,89 @@ func run(address, root, configPath, level string) error {
 	errc := make(chan error, 1)
 	go func() { errc <- server.Serve(l) }()
 	log.L.Infof("serving snapshots on %s (root %s)", address, root)
+	sdNotify("READY=1")
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 		log.L.Info("stopping")
+		sdNotify("STOPPING=1")
 		server.Stop()
 		return nil
+	}
+}
+
+// reloaded is called after each SIGHUP with the configuration now in use
+// (tests wait on it).
+var reloaded = func(snapshotter.Config, error) {}
+
+// watchReload re-reads configPath on every SIGHUP until ctx is done and
+// hands apply the configuration with its registry settings replaced (see
+// Config.WithRegistrySettings); a file that fails to load changes nothing.
+func watchReload(ctx context.Context, configPath string, cfg snapshotter.Config, apply func(snapshotter.Config)) {
+	// Registered before returning: a SIGHUP right after start-up is not lost.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go reloadOnSignal(ctx, hup, configPath, cfg, apply)
+}
+
+func reloadOnSignal(ctx context.Context, hup chan os.Signal, configPath string, cfg snapshotter.Config, apply func(snapshotter.Config)) {
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		next, err := snapshotter.LoadConfig(configPath, configPath == defaultConfig)
+		if err != nil {
+			log.L.WithError(err).Error("SIGHUP: config not reloaded")
+			reloaded(cfg, err)
+			continue
+		}
+		var restart []string
+		cfg, restart = cfg.WithRegistrySettings(next)
+		if len(restart) > 0 {
+			log.L.Warnf("SIGHUP: %s changed; they take effect at the next start", strings.Join(restart, ", "))
+		}
+		apply(cfg)
+		log.L.Infof("SIGHUP: registry settings reloaded from %s (for layers mounted from now on)", configPath)
+		reloaded(cfg, nil)
+	}
+}
+
+// signalManager passes a SIGHUP on to the FUSE manager of root, which
+// makes the mounts and reloads the same file.
+func signalManager(root string) {
+	b, err := os.ReadFile(filepath.Join(root, "fuse-manager.pid"))
+	pid, perr := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || perr != nil || pid <= 1 {
+		log.L.Warnf("SIGHUP: no FUSE manager pid in %s to pass it on to", root)
+		return
+	}
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		log.L.WithError(err).Warn("SIGHUP: passing it on to the FUSE manager")
+	}
+}
+
+// sdNotify sends a state line to systemd when it started us with
+// Type=notify ($NOTIFY_SOCKET; '@' names an abstract socket).
+func sdNotify(state string) {
+	sock := os.Getenv("NOTIFY_SOCKET")
+	if sock == "" {
+		return
+	}
+	if sock[0] == '@' {
+		sock = "\x00" + sock[1:]
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		log.L.WithError(err).Warn("NOTIFY_SOCKET")
+		return
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(state)); err != nil {
+		log.L.WithError(err).Warn("NOTIFY_SOCKET")
 	}
 }
 
@@ -169,7 +252,8 @@ func startManager(root, configPath, level string) (*snapshotter.ManagerMounter, 
 	return snapshotter.DialManager(sock, 30*time.Second)
 }
 
-// managerEnv is env plus glibc's heap tunables for the FUSE manager, unless
+// managerEnv is env without NOTIFY_SOCKET (systemd hears from the
+// snapshotter only) plus glibc's heap tunables for the FUSE manager, unless
 // already set: the library's FUSE and fetch threads allocate and free
 // chunk buffers of up to a few MiB, which glibc's defaults (an arena per
 // thread, a rising mmap threshold) keep resident. The values are those
@@ -178,6 +262,7 @@ func startManager(root, configPath, level string) (*snapshotter.ManagerMounter, 
 // On the start-up benchmark they took the manager's peak RSS from about
 // 120 to 50 MiB (BENCHMARKS.md).
 func managerEnv(env []string) []string {
+	env = slices.DeleteFunc(slices.Clone(env), func(e string) bool { return strings.HasPrefix(e, "NOTIFY_SOCKET=") })
 	for _, kv := range []string{"MALLOC_ARENA_MAX=2", "MALLOC_MMAP_THRESHOLD_=131072"} {
 		name := kv[:strings.IndexByte(kv, '=')+1]
 		if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, name) }) {
@@ -204,5 +289,7 @@ func runManager(_, root, configPath, level string) error {
 		return err
 	}
 	defer os.Remove(pidFile)
-	return snapshotter.ServeManager(ctx, managerSocket(root), snapshotter.LayerMounter{Options: cfg.MountOptions(root)})
+	mounter := snapshotter.NewReloadableMounter(cfg.MountOptions(root))
+	watchReload(ctx, configPath, cfg, func(next snapshotter.Config) { mounter.SetOptions(next.MountOptions(root)) })
+	return snapshotter.ServeManager(ctx, managerSocket(root), mounter)
 }
