@@ -10,6 +10,11 @@
 #   ours      Podman + `estargz-fuse store` as Additional Layer Store
 #   upstream  Podman + upstream stargz-store v0.15.1 (benches/stargz-store,
 #             our driver over upstream's `store` package, built once)
+#   ours-opt / upstream-opt
+#             the same stores on the workload-optimized image: per
+#             workload, `estargz optimize` of the eStargz image running
+#             that workload's command (built once per run, before the
+#             samples; tag opt-WORKLOAD)
 #   ctr-full      containerd 1.6: `ctr images pull` of the gzip image,
 #                 overlayfs snapshotter
 #   ctr-ours      containerd + estargz-snapshotter (bindings/go/snapshotter,
@@ -55,9 +60,9 @@ OURS_SNAPSHOTTER_CONFIG=${OURS_SNAPSHOTTER_CONFIG:-}
 tools=(runc docker-registry skopeo go python3 curl)
 for m in $modes; do
   case $m in
-    full | ours | upstream) tools+=(podman) ;;
+    full | ours | upstream | ours-opt | upstream-opt) tools+=(podman) ;;
     ctr-full | ctr-ours | ctr-upstream) tools+=(containerd ctr-remote) ;;
-    *) echo "unknown mode $m (full ours upstream ctr-full ctr-ours ctr-upstream)" >&2; exit 2 ;;
+    *) echo "unknown mode $m (full ours upstream ours-opt upstream-opt ctr-full ctr-ours ctr-upstream)" >&2; exit 2 ;;
   esac
 done
 for w in $workloads; do
@@ -90,7 +95,7 @@ estargz=$repo/target/release/estargz
 fuse=$repo/target/release/estargz-fuse
 faultproxy=$repo/target/release/faultproxy
 upstream_bin=
-if [[ " $modes " == *" upstream "* ]]; then
+if [[ " $modes " == *" upstream "* || " $modes " == *" upstream-opt "* ]]; then
   upstream_bin=$(build_go_driver stargz-store)
 fi
 if [[ " $modes " == *" ctr-upstream "* ]]; then
@@ -106,6 +111,9 @@ start_registry
 log "pushing the gzip image and converting it to eStargz"
 skopeo copy -q --dest-tls-verify=false "oci:$work/image/oci:org" "docker://$registry/bench/python:org"
 "$estargz" convert-image -q --plain-http "$registry/bench/python:org" "$registry/bench/python:esgz" >/dev/null
+if [[ " $modes " == *"-opt "* ]]; then
+  for w in $workloads; do build_optimized "$w"; done
+fi
 start_proxy
 org_ref=$proxy/bench/python:org
 esgz_ref=$proxy/bench/python:esgz

@@ -1133,6 +1133,20 @@ estargz_result estargz_mount_options_set_passthrough(struct estargz_mount_option
 estargz_result estargz_mount_options_set_read_ahead_kb(struct estargz_mount_options *options, uint32_t read_ahead_kb);
 
 /**
+ * Whether the mount records the regular files opened or read in it, in
+ * first-access order (as `estargz-fuse mount --record-access`); the record
+ * is read with estargz_mount_access_record, also after unmounting.
+ * Default false.
+ */
+estargz_result estargz_mount_options_set_record_access(struct estargz_mount_options *options, bool record_access);
+
+/**
+ * Most files recorded (later ones are counted as dropped, not listed);
+ * 0 restores the default, 100000.
+ */
+estargz_result estargz_mount_options_set_record_limit(struct estargz_mount_options *options, size_t record_limit);
+
+/**
  * Mounts the eStargz blob in the file at `path` (copied; the file must
  * not change while mounted) read-only at the directory `mountpoint`
  * (copied). `expected_toc_digest` (copied; NULL or "" for none) refuses a
@@ -1180,6 +1194,16 @@ estargz_result estargz_mount_status(const struct estargz_mount *mount, struct es
  * is NULL. Owned by the handle, valid until estargz_mount_free.
  */
 const char *estargz_mount_toc_digest(const struct estargz_mount *mount);
+
+/**
+ * Copies the access record of the mount (JSON, as `estargz-fuse mount
+ * --record-access FILE` writes it: `version`, `layers[]` with one layer
+ * and its `files` in first-access order) into `buf` with snprintf
+ * semantics. What was recorded so far while mounted; the final record
+ * after estargz_mount_unmount. ESTARGZ_INVALID_ARGUMENT when the mount
+ * was made without estargz_mount_options_set_record_access.
+ */
+estargz_result estargz_mount_access_record(const struct estargz_mount *mount, char *buf, size_t len, size_t *out_n);
 
 /**
  * Unmounts the file system and waits for its threads to stop. A mount in

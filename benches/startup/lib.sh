@@ -133,11 +133,35 @@ runroot = \"$podman_dir/run\""
   printf '[[registry]]\nlocation = "%s"\ninsecure = true\n' "$proxy" >"$podman_dir/registries.conf"
 }
 
+# store_of MODE: the store a Podman mode runs (full, ours or upstream).
+store_of() { echo "${1%-opt}"; }
+
+# opt_tag WORKLOAD: the tag of the image optimized for WORKLOAD (save runs
+# the read-all, so it uses the read-all's image).
+opt_tag() { case $1 in save) echo opt-readall ;; *) echo "opt-$1" ;; esac; }
+
+# build_optimized WORKLOAD: `estargz optimize` of the eStargz image running
+# WORKLOAD's command, pushed straight to the registry (not through the
+# proxy) under opt_tag; the record goes to the logs. Once per tag per run.
+build_optimized() {
+  local tag t0
+  tag=$(opt_tag "$1")
+  [ -e "$run/logs/$tag.record.json" ] && return
+  log "optimizing the eStargz image for $1 (estargz optimize -> $tag)"
+  t0=$(now)
+  "$estargz" optimize --plain-http --record-out "$run/logs/$tag.record.json" \
+    --temp-dir "$run" "$registry/bench/python:esgz" "$registry/bench/python:$tag" \
+    -- "$(container_program "$1")" -c "$(container_script "$1")" \
+    >"$run/logs/$tag.optimize.out" 2>"$run/logs/$tag.optimize.log" ||
+    die "estargz optimize for $1 failed: $(tail -5 "$run/logs/$tag.optimize.log")"
+  log "  $(tail -1 "$run/logs/$tag.optimize.log") ($(since "$t0") s; $(image_mb "$tag") MB)"
+}
+
 # podman_cmd MODE: sets the array pm = podman with the bench's own storage
 # (graphroot under $run), registries and runtime flags.
 podman_cmd() {
   local conf=$podman_dir/storage-store.conf
-  [ "$1" = full ] && conf=$podman_dir/storage-full.conf
+  [ "$(store_of "$1")" = full ] && conf=$podman_dir/storage-full.conf
   pm=(env "CONTAINERS_STORAGE_CONF=$conf" "CONTAINERS_REGISTRIES_CONF=$podman_dir/registries.conf"
     podman --runtime runc --cgroup-manager cgroupfs --events-backend file)
 }
@@ -153,7 +177,8 @@ reset_podman() {
 
 # start_daemon MODE LOG: a fresh store with empty caches, mounted at $mnt.
 start_daemon() {
-  local mode=$1 dlog=$2
+  local mode dlog=$2
+  mode=$(store_of "$1")
   daemon_pid=
   [ "$mode" = full ] && return
   mountpoint -q "$mnt" && die "$mnt is still mounted"
@@ -241,6 +266,7 @@ sample() {
   local s0 s1 s2 sample_stats="NA NA NA" save=NA save_stats="NA NA NA" rss=NA layers=NA
   local tag=$mode-$w-$n out=$run/logs/$mode-$w-$n.out
   [ "$mode" = full ] && ref=$org_ref
+  [ "$mode" != "${mode%-opt}" ] && ref=$proxy/bench/python:$(opt_tag "$w")
   errlog=$run/logs/$tag.podman.log
   : >"$errlog"
   podman_cmd "$mode"

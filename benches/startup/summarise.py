@@ -38,6 +38,7 @@ def summarise(path):
 
 def table(path):
     label = {"full": "full pull (gzip)", "ours": "estargz-fuse store", "upstream": "stargz-store v0.15.1",
+             "ours-opt": "estargz-fuse store, optimized image", "upstream-opt": "stargz-store v0.15.1, optimized image",
              "ctr-full": "containerd full pull (overlayfs)", "ctr-ours": "containerd + estargz-snapshotter",
              "ctr-upstream": "containerd + containerd-stargz-grpc v0.15.1"}
 

@@ -6,6 +6,7 @@ import "C"
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"runtime"
 	"sync"
@@ -24,6 +25,8 @@ type mountOptions struct {
 	passthrough       bool
 	readAheadKB       int
 	readAheadSet      bool
+	recordAccess      bool
+	recordLimit       int
 }
 
 // WithRemote passes registry, cache and layer options to Mount (see
@@ -97,6 +100,51 @@ func WithReadAheadKB(kb int) MountOption {
 	}
 }
 
+// WithRecordAccess records the regular files opened or read in the mount,
+// in first-access order (as `estargz-fuse mount --record-access`); read the
+// record with LayerMount.AccessRecord, also after Close.
+func WithRecordAccess() MountOption {
+	return func(o *mountOptions) error {
+		o.recordAccess = true
+		return nil
+	}
+}
+
+// WithRecordLimit sets the most files recorded (default 100000; later ones
+// are counted in Dropped, not listed).
+func WithRecordLimit(n int) MountOption {
+	return func(o *mountOptions) error {
+		if n < 1 {
+			return goError(CodeInvalidArgument, fmt.Sprintf("record limit %d is not positive", n))
+		}
+		o.recordLimit = n
+		return nil
+	}
+}
+
+// AccessRecord is what a recording mount noted: the JSON that
+// `estargz-fuse mount --record-access FILE` writes and `estargz optimize
+// --prioritized-files-from FILE` reads (json.Marshal gives it back).
+type AccessRecord struct {
+	Version int           `json:"version"`
+	Layers  []LayerRecord `json:"layers"`
+}
+
+// LayerRecord is the accessed files of one layer.
+type LayerRecord struct {
+	// Source says where the layer came from, for people.
+	Source string `json:"source"`
+	// Index is the layer's position in the image, when known.
+	Index *int `json:"index,omitempty"`
+	// Digest is the layer blob's digest, when known.
+	Digest    string `json:"digest,omitempty"`
+	TOCDigest string `json:"tocDigest"`
+	// Files are paths in the layer, in first-access order.
+	Files []string `json:"files"`
+	// Dropped counts files not listed because of the record limit.
+	Dropped uint64 `json:"dropped,omitempty"`
+}
+
 // LayerMount is a layer mounted read-only with FUSE, served by threads of
 // the library until Close. Its methods may be called from any goroutine.
 type LayerMount struct {
@@ -104,6 +152,9 @@ type LayerMount struct {
 	p          *C.estargz_mount
 	mountpoint string
 	tocDigest  string
+	recording  bool
+	// The record read at Close, for AccessRecord afterwards.
+	finalRecord *AccessRecord
 }
 
 // MountStatus is the state of a LayerMount.
@@ -128,6 +179,14 @@ func (o *mountOptions) cOptions() (*C.estargz_mount_options, error) {
 			return C.estargz_mount_options_set_background_fetch(p, C.bool(o.backgroundFetch))
 		},
 		func() C.estargz_result { return C.estargz_mount_options_set_passthrough(p, C.bool(o.passthrough)) },
+	}
+	if o.recordAccess {
+		steps = append(steps, func() C.estargz_result { return C.estargz_mount_options_set_record_access(p, true) })
+	}
+	if o.recordLimit > 0 {
+		steps = append(steps, func() C.estargz_result {
+			return C.estargz_mount_options_set_record_limit(p, C.size_t(o.recordLimit))
+		})
 	}
 	if o.readAheadSet {
 		steps = append(steps, func() C.estargz_result {
@@ -258,7 +317,9 @@ func mount(ctx context.Context, mountpoint string, opts []MountOption, f mountFu
 		if res.err != nil {
 			return nil, res.err
 		}
-		return newLayerMount(res.p, mountpoint), nil
+		m := newLayerMount(res.p, mountpoint)
+		m.recording = o.recordAccess
+		return m, nil
 	case <-ctx.Done():
 		go func() {
 			// Unmount what the abandoned mount produces.
@@ -302,6 +363,45 @@ func (m *LayerMount) Status() (MountStatus, error) {
 	}, nil
 }
 
+// AccessRecord returns the files recorded so far (WithRecordAccess; an
+// error matching ErrInvalidArgument without it); after Close, the final
+// record.
+func (m *LayerMount) AccessRecord() (*AccessRecord, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.recording {
+		return nil, goError(CodeInvalidArgument, "the mount does not record accesses (WithRecordAccess)")
+	}
+	if m.p == nil {
+		return m.finalRecord, nil
+	}
+	return m.readRecordLocked()
+}
+
+func (m *LayerMount) readRecordLocked() (*AccessRecord, error) {
+	var n C.size_t
+	if err := call(func() C.estargz_result { return C.estargz_mount_access_record(m.p, nil, 0, &n) }); err != nil {
+		return nil, err
+	}
+	// The record only grows while mounted: retry with the new length.
+	for {
+		buf := make([]byte, int(n)+1)
+		want := n
+		if err := call(func() C.estargz_result {
+			return C.estargz_mount_access_record(m.p, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)), &n)
+		}); err != nil {
+			return nil, err
+		}
+		if n <= want {
+			rec := &AccessRecord{}
+			if err := json.Unmarshal(buf[:n], rec); err != nil {
+				return nil, goError(CodeInvalidArgument, fmt.Sprintf("the access record: %v", err))
+			}
+			return rec, nil
+		}
+	}
+}
+
 // Close unmounts the layer and releases it. A mount in use (open files, an
 // overlay on top) is refused with an error matching ErrIO and stays
 // mounted, so Close can be called again; closing twice is a no-op.
@@ -313,6 +413,13 @@ func (m *LayerMount) Close() error {
 	}
 	if err := call(func() C.estargz_result { return C.estargz_mount_unmount(m.p) }); err != nil {
 		return err
+	}
+	if m.recording {
+		rec, err := m.readRecordLocked()
+		if err != nil {
+			return err
+		}
+		m.finalRecord = rec
 	}
 	m.freeLocked()
 	return nil

@@ -72,16 +72,31 @@ func TestMountLocal(t *testing.T) {
 	if _, err := estargz.MountLocal(path, mnt, estargz.WithMountThreads(0)); !errors.Is(err, estargz.ErrInvalidArgument) {
 		t.Errorf("0 threads: %v", err)
 	}
+	if _, err := estargz.MountLocal(path, mnt, estargz.WithRecordLimit(0)); !errors.Is(err, estargz.ErrInvalidArgument) {
+		t.Errorf("record limit 0: %v", err)
+	}
 	needFUSE(t)
 	base := settledHandles()
-	m, err := estargz.MountLocal(path, mnt, estargz.WithMountExpectedTOCDigest(blob.TOCDigest()), estargz.WithMountThreads(2))
+	m, err := estargz.MountLocal(path, mnt, estargz.WithMountExpectedTOCDigest(blob.TOCDigest()), estargz.WithMountThreads(2),
+		estargz.WithRecordAccess())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !isMountpoint(t, mnt) || m.TOCDigest() != blob.TOCDigest() || m.Mountpoint() != mnt {
 		t.Errorf("mounted: %v, TOC digest %s", isMountpoint(t, mnt), m.TOCDigest())
 	}
+	// Two files in a known order, then all of them.
+	for _, name := range []string{"usr/bin/tool", "etc/hostname"} {
+		if _, err := os.ReadFile(filepath.Join(mnt, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	checkMounted(t, mnt, contents(files))
+	rec, err := m.AccessRecord()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRecord(t, rec, blob.TOCDigest())
 	st, err := m.Status()
 	if err != nil || !st.Mounted || st.FetchedBytes != 0 {
 		t.Errorf("status %+v, %v", st, err)
@@ -111,7 +126,49 @@ func TestMountLocal(t *testing.T) {
 	if st, err := m.Status(); err != nil || st.Mounted {
 		t.Errorf("status after Close %+v, %v", st, err)
 	}
+	if rec, err := m.AccessRecord(); err != nil {
+		t.Errorf("record after Close: %v", err)
+	} else {
+		checkRecord(t, rec, blob.TOCDigest())
+	}
 	checkHandles(t, base, "after Close")
+
+	// Without WithRecordAccess there is no record.
+	m, err = estargz.MountLocal(path, mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.AccessRecord(); !errors.Is(err, estargz.ErrInvalidArgument) {
+		t.Errorf("record of a mount that does not record: %v", err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkRecord: one layer, the two files read first in order, every regular
+// file once (data/hard is etc/os-release's data), no symlink.
+func checkRecord(t *testing.T, rec *estargz.AccessRecord, tocDigest string) {
+	t.Helper()
+	if rec.Version != 1 || len(rec.Layers) != 1 {
+		t.Fatalf("record %+v", rec)
+	}
+	l := rec.Layers[0]
+	if l.TOCDigest != tocDigest || l.Dropped != 0 {
+		t.Errorf("layer %+v", l)
+	}
+	want := map[string]bool{"usr/bin/tool": true, "etc/hostname": true, "usr/bin/app": true, "data/big.txt": true}
+	seen := map[string]bool{}
+	for _, f := range l.Files {
+		if seen[f] || strings.Contains(f, "link") || f == "data/abs" {
+			t.Errorf("file %q listed twice or not a regular file: %q", f, l.Files)
+		}
+		seen[f] = true
+		delete(want, f)
+	}
+	if len(l.Files) < 2 || l.Files[0] != "usr/bin/tool" || l.Files[1] != "etc/hostname" || len(want) != 0 {
+		t.Errorf("files %q (missing %v)", l.Files, want)
+	}
 }
 
 func TestMountRemote(t *testing.T) {

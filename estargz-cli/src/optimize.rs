@@ -57,6 +57,11 @@ pub struct OptimizeArgs {
     /// The platform to optimize (os/arch[/variant]; default: this host's).
     #[arg(long, value_name = "OS/ARCH")]
     platform: Option<String>,
+    /// With an image index, also convert the other platforms (not
+    /// optimized: no prioritized files) and write an index; without it,
+    /// DST has the optimized platform only.
+    #[arg(long)]
+    all_platforms: bool,
     /// Layers converted at the same time.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
@@ -111,6 +116,7 @@ pub fn optimize_cmd(args: OptimizeArgs) -> Result<(), Error> {
     let opts = OptimizeOptions::default()
         .convert(convert)
         .platform(args.platform.as_deref().map(Platform::parse).transpose()?)
+        .all_platforms(args.all_platforms)
         .args(args.command.clone())
         .env(args.env.clone())
         .mounts(args.mount.clone())

@@ -3,16 +3,17 @@
 //! unmounted.
 
 use std::ffi::{c_char, CString};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use estargz_core::cache::ChunkCache;
 use estargz_core::remote::{LayerOptions, Reference, Registry};
 use estargz_core::{Digest, Error};
 use estargz_fuse::mount::{LayerMount, MountOptions};
+use estargz_fuse::record::{AccessRecorder, LayerKey, DEFAULT_RECORD_LIMIT};
 use estargz_fuse::source::{OpenedLayer, Source};
 use estargz_fuse::warm::WarmOptions;
 
-use crate::args::{optional, try_out, try_path, try_str};
+use crate::args::{copy_str_out, optional, try_out, try_path, try_str};
 use crate::error::{estargz_result, ErrorSlot, FfiResult};
 use crate::export::{ffi_call, ffi_free, ffi_last_error, ffi_value, handle, into_raw, Handle};
 use crate::remote::{estargz_remote_options, layer_selector, RemoteOptions};
@@ -35,6 +36,8 @@ struct MountSettings {
     background_fetch: bool,
     passthrough: bool,
     read_ahead_kb: u32,
+    record_access: bool,
+    record_limit: usize,
 }
 
 impl Default for MountSettings {
@@ -48,6 +51,8 @@ impl Default for MountSettings {
             background_fetch: true,
             passthrough: true,
             read_ahead_kb: d.read_ahead_kb,
+            record_access: false,
+            record_limit: DEFAULT_RECORD_LIMIT,
         }
     }
 }
@@ -150,12 +155,42 @@ pub unsafe extern "C" fn estargz_mount_options_set_read_ahead_kb(
     })
 }
 
+/// Whether the mount records the regular files opened or read in it, in
+/// first-access order (as `estargz-fuse mount --record-access`); the record
+/// is read with estargz_mount_access_record, also after unmounting.
+/// Default false.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_options_set_record_access(
+    options: *mut estargz_mount_options,
+    record_access: bool,
+) -> estargz_result {
+    ffi_call!(options => |o| {
+        o.lock().record_access = record_access;
+        Ok(())
+    })
+}
+
+/// Most files recorded (later ones are counted as dropped, not listed);
+/// 0 restores the default, 100000.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_options_set_record_limit(
+    options: *mut estargz_mount_options,
+    record_limit: usize,
+) -> estargz_result {
+    ffi_call!(options => |o| {
+        o.lock().record_limit = if record_limit == 0 { DEFAULT_RECORD_LIMIT } else { record_limit };
+        Ok(())
+    })
+}
+
 /// A layer mounted read-only, served by threads of the library. Created by
 /// estargz_mount_local or estargz_mount_remote; unmounted by
 /// estargz_mount_unmount, released by estargz_mount_free.
 pub struct estargz_mount {
     mount: Mutex<LayerMount>,
     toc_digest: CString,
+    /// Kept past the unmount, so the record can be read then.
+    recorder: Option<Arc<AccessRecorder>>,
     errors: ErrorSlot,
 }
 
@@ -263,11 +298,23 @@ fn mount(
             .into());
         }
     }
-    let opts = mount_options(settings, remote, is_remote);
+    let recorder = settings
+        .record_access
+        .then(|| AccessRecorder::new(settings.record_limit));
+    let access = recorder.as_ref().map(|r| {
+        r.layer(LayerKey {
+            source: layer.description.clone(),
+            index: None,
+            digest: layer.blob.as_ref().and_then(|b| b.digest().parse().ok()),
+            toc_digest,
+        })
+    });
+    let opts = mount_options(settings, remote, is_remote).record(access);
     let mount = LayerMount::start(layer, std::path::Path::new(mountpoint), &opts)?;
     Ok(into_raw(estargz_mount {
         mount: Mutex::new(mount),
         toc_digest: CString::new(toc_digest.to_string()).expect("a digest has no NUL"),
+        recorder,
         errors: ErrorSlot::default(),
     }))
 }
@@ -387,6 +434,31 @@ pub unsafe extern "C" fn estargz_mount_status(
 #[no_mangle]
 pub unsafe extern "C" fn estargz_mount_toc_digest(mount: *const estargz_mount) -> *const c_char {
     ffi_value!(std::ptr::null(), mount => |m| m.toc_digest.as_ptr())
+}
+
+/// Copies the access record of the mount (JSON, as `estargz-fuse mount
+/// --record-access FILE` writes it: `version`, `layers[]` with one layer
+/// and its `files` in first-access order) into `buf` with snprintf
+/// semantics. What was recorded so far while mounted; the final record
+/// after estargz_mount_unmount. ESTARGZ_INVALID_ARGUMENT when the mount
+/// was made without estargz_mount_options_set_record_access.
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_access_record(
+    mount: *const estargz_mount,
+    buf: *mut c_char,
+    len: usize,
+    out_n: *mut usize,
+) -> estargz_result {
+    ffi_call!(mount => |m| {
+        let Some(recorder) = &m.recorder else {
+            return Err(Error::InvalidArgument(
+                "the mount does not record accesses (estargz_mount_options_set_record_access)".into(),
+            )
+            .into());
+        };
+        copy_str_out!(&recorder.record().to_json() => buf, len, out_n);
+        Ok(())
+    })
 }
 
 /// Unmounts the file system and waits for its threads to stop. A mount in

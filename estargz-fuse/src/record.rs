@@ -77,6 +77,11 @@ impl AccessRecord {
         Ok(record)
     }
 
+    /// The record as JSON (what [`AccessRecord::write`] writes, on one line).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an access record is plain data")
+    }
+
     /// Writes the record to `path` atomically (a temporary file in the
     /// same directory, renamed over it), so a reader never sees half.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {

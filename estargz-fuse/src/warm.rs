@@ -10,7 +10,10 @@
 //! than the cache is not fetched at all (it would only evict itself).
 //! Layers started in one burst (a pull asks for an image's layers one after
 //! the other) wait for the burst to end, so the smallest goes first in
-//! whatever order they were asked for.
+//! whatever order they were asked for. No background batch starts while
+//! any layer's landmark prefetch runs: the prioritized files of a
+//! workload-optimized image are what its container reads first, so they
+//! get the link to themselves.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -102,13 +105,16 @@ struct Slots {
     next_id: u64,
     /// When the last background fetch started.
     last_start: Option<Instant>,
+    /// Landmark prefetches under way (of any layer).
+    prefetching: usize,
 }
 
 impl Slots {
     /// Whether `me` may fetch its next batch: the smallest, once starts
-    /// have settled.
+    /// have settled and no prefetch runs.
     fn may_fetch(&self, me: (u64, u64), settle: Duration) -> bool {
-        self.last_start.is_none_or(|t| t.elapsed() >= settle)
+        self.prefetching == 0
+            && self.last_start.is_none_or(|t| t.elapsed() >= settle)
             && self.fetching.iter().all(|&other| other >= me)
     }
 }
@@ -190,6 +196,12 @@ fn warm(
 ) {
     let slots: &(Mutex<Slots>, Condvar) = slots_arc;
     if opts.prefetch {
+        slots
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .prefetching += 1;
+        let _prefetching = Prefetching(slots);
         match reader.prefetch_landmarked() {
             Ok(s) if s.chunks_cached > 0 => {
                 log::info!("{what}: prefetched {} bytes", s.bytes_cached)
@@ -290,6 +302,19 @@ impl Drop for Fetching<'_> {
     }
 }
 
+/// A running prefetch, counted out however it ends.
+struct Prefetching<'a>(&'a (Mutex<Slots>, Condvar));
+
+impl Drop for Prefetching<'_> {
+    fn drop(&mut self) {
+        self.0
+             .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .prefetching -= 1;
+    }
+}
+
 /// A taken background slot, given back however the fetch ends.
 struct Running<'a>(&'a (Mutex<Slots>, Condvar));
 
@@ -317,11 +342,16 @@ mod tests {
     struct Slow {
         blob: Vec<u8>,
         reads: AtomicU64,
+        /// Reads wait while set.
+        hold: AtomicBool,
     }
 
     impl ReadAt for Slow {
         fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
             self.reads.fetch_add(1, Ordering::SeqCst);
+            while self.hold.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             std::thread::sleep(Duration::from_millis(20));
             self.blob.read_at(buf, offset)
         }
@@ -332,6 +362,10 @@ mod tests {
 
     /// A layer of `files` files of 32 KiB, one gzip member each.
     fn layer(files: usize, seed: u32) -> (Arc<Reader>, Arc<Slow>) {
+        layer_with(files, seed, &BuildOptions::default())
+    }
+
+    fn layer_with(files: usize, seed: u32, opts: &BuildOptions) -> (Arc<Reader>, Arc<Slow>) {
         let mut tar = Vec::new();
         for i in 0..files {
             let data: Vec<u8> = (0..32 << 10)
@@ -352,12 +386,13 @@ mod tests {
         build(
             BuildInput::Reader(Box::new(Cursor::new(tar))),
             &mut blob,
-            &BuildOptions::default(),
+            opts,
         )
         .unwrap();
         let src = Arc::new(Slow {
             blob,
             reads: AtomicU64::new(0),
+            hold: AtomicBool::new(false),
         });
         let opts = OpenOptions::default().cache(Some(Arc::new(ChunkCache::in_memory(64 << 20))));
         let reader = Arc::new(Reader::open(src.clone(), &opts).unwrap());
@@ -505,6 +540,45 @@ mod tests {
         wait_until("big layer cached", Duration::from_secs(20), || {
             let (hit, all) = cached(&big);
             hit == all
+        });
+    }
+
+    #[test]
+    fn no_background_batch_while_a_prefetch_runs() {
+        let prioritized = BuildOptions::default().prioritized_files(vec!["f0".into(), "f1".into()]);
+        let (landmarked, landmarked_src) = layer_with(8, 5, &prioritized);
+        let (other, other_src) = layer(40, 6);
+        let mut opts = background(2, 1 << 30).options().clone();
+        opts.prefetch = true;
+        let warmer = Warmer::new(opts);
+        // The other layer's background fetch is under way when the
+        // landmarked layer's prefetch starts (and stalls on the link).
+        let _other_ticket = warmer.start("other".into(), other.clone());
+        wait_until("the other layer fetches", Duration::from_secs(5), || {
+            reads(&other_src) > 0
+        });
+        landmarked_src.hold.store(true, Ordering::SeqCst);
+        let _ticket = warmer.start("landmarked".into(), landmarked.clone());
+        wait_until("the prefetch reads", Duration::from_secs(5), || {
+            reads(&landmarked_src) > 0
+        });
+        // The batch in flight and the one fetched ahead may end; then none.
+        std::thread::sleep(Duration::from_millis(200));
+        let paused_at = reads(&other_src);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            reads(&other_src),
+            paused_at,
+            "background batches during the prefetch"
+        );
+        let (hit, all) = cached(&other);
+        assert!(
+            hit < all,
+            "the other layer was cached before the prefetch began"
+        );
+        landmarked_src.hold.store(false, Ordering::SeqCst);
+        wait_until("both layers cached", Duration::from_secs(20), || {
+            cached(&other).0 == all && cached(&landmarked).0 == cached(&landmarked).1
         });
     }
 

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use estargz_core::digest::sha256_digest;
 use estargz_core::image::OciLayout;
 use estargz_core::remote::manifest::{
-    Descriptor, Document, Manifest, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST,
+    Descriptor, Document, Index, Manifest, Platform, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP,
+    OCI_MANIFEST,
 };
 use estargz_core::{FileSource, OpenOptions, Reader};
 use estargz_tests::registry::TestRegistry;
@@ -340,6 +341,8 @@ fn optimize_records_prioritizes_replays_and_stops() {
         assert_eq!(a.0.digest, b.0.digest);
     }
 
+    multi_platform(work, &esgz, &record, &dst2);
+
     // The optimized image runs as before: lazily through our store (which
     // records what the container opened) and after a full pull alike.
     let reg = TestRegistry::start(None);
@@ -515,4 +518,121 @@ fn optimize_records_prioritizes_replays_and_stops() {
         })
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The root document of a tagged image in a layout.
+fn root_of(dir: &Path, tag: &str) -> Document {
+    let layout = OciLayout::open(dir).unwrap();
+    let d = layout.find(Some(tag)).unwrap();
+    let body = layout.read_blob(&d.digest, 1 << 20).unwrap();
+    estargz_core::remote::manifest::decode(&body, Some(&d.media_type)).unwrap()
+}
+
+fn platform_of(d: &Descriptor) -> String {
+    let p = d.platform.as_ref().expect("a platform");
+    format!("{}/{}", p.os, p.architecture)
+}
+
+/// A two-platform index (this host's manifest of `esgz:v1` and an arm64
+/// one with the same eStargz layers and its own config) optimized with
+/// `record`: by default DST has the host's platform only, optimized;
+/// with `--all-platforms` an index whose host manifest is optimized as
+/// `dst2` (the same layer blobs) and whose other manifest is converted
+/// without prioritized files (its eStargz layers kept as they were).
+fn multi_platform(work: &Path, esgz: &Path, record: &Path, dst2: &Path) {
+    let layout = OciLayout::open(esgz).unwrap();
+    let host_desc = layout.find(Some("v1")).unwrap();
+    let body = layout.read_blob(&host_desc.digest, 1 << 20).unwrap();
+    let Document::Manifest(mut other) =
+        estargz_core::remote::manifest::decode(&body, None).unwrap()
+    else {
+        panic!("not a manifest");
+    };
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&layout.read_blob(&other.config.digest, 1 << 20).unwrap()).unwrap();
+    let host = Platform::host();
+    let foreign = if host.architecture == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    config["architecture"] = foreign.into();
+    let config = serde_json::to_vec(&config).unwrap();
+    layout.write_blob(&config).unwrap();
+    other.config = descriptor(OCI_CONFIG, &config);
+    let other_body = serde_json::to_vec(&other).unwrap();
+    layout.write_blob(&other_body).unwrap();
+    let entry = |d: Descriptor, arch: &str| Descriptor {
+        platform: Some(Platform {
+            architecture: arch.into(),
+            os: "linux".into(),
+            variant: None,
+        }),
+        ..d
+    };
+    let index = Index {
+        schema_version: 2,
+        media_type: OCI_INDEX.into(),
+        manifests: vec![
+            entry(descriptor(OCI_MANIFEST, &other_body), foreign),
+            entry(host_desc, &host.architecture),
+        ],
+    };
+    let index_body = serde_json::to_vec(&index).unwrap();
+    layout.write_blob(&index_body).unwrap();
+    layout
+        .tag("multi", &descriptor(OCI_INDEX, &index_body))
+        .unwrap();
+    let oci = |p: &Path, tag: &str| format!("oci:{}:{tag}", p.display());
+    let optimized: Vec<String> = layers_of(dst2, "opt")
+        .into_iter()
+        .map(|(d, _)| d.digest)
+        .collect();
+    let original: Vec<String> = layers_of(esgz, "v1")
+        .into_iter()
+        .map(|(d, _)| d.digest)
+        .collect();
+
+    for (all, dir) in [
+        (false, work.join("multi-one")),
+        (true, work.join("multi-all")),
+    ] {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "optimize".as_ref(),
+            "--prioritized-files-from".as_ref(),
+            record.as_os_str(),
+        ];
+        if all {
+            args.push("--all-platforms".as_ref());
+        }
+        let (src, dst) = (oci(esgz, "multi"), oci(&dir, "opt"));
+        args.extend([std::ffi::OsStr::new(&src), std::ffi::OsStr::new(&dst)]);
+        ok(estargz(&args));
+        let Document::Index(out) = root_of(&dir, "opt") else {
+            panic!("an index in, an index out");
+        };
+        let platforms: Vec<String> = out.manifests.iter().map(platform_of).collect();
+        let want_host = format!("linux/{}", host.architecture);
+        let want: Vec<String> = match all {
+            true => vec![format!("linux/{foreign}"), want_host.clone()],
+            false => vec![want_host.clone()],
+        };
+        assert_eq!(platforms, want, "--all-platforms {all}");
+        for m in &out.manifests {
+            let tag = format!("m-{}", platform_of(m).replace('/', "-"));
+            OciLayout::open(&dir).unwrap().tag(&tag, m).unwrap();
+            let layers = layers_of(&dir, &tag);
+            let digests: Vec<String> = layers.iter().map(|(d, _)| d.digest.clone()).collect();
+            if platform_of(m) == want_host {
+                assert_eq!(
+                    digests, optimized,
+                    "the host's manifest is optimized as alone"
+                );
+                assert!(split_at_landmark(&layers[1].1).is_some());
+            } else {
+                assert_eq!(digests, original, "the other platform is only converted");
+                assert!(layers.iter().all(|(_, r)| split_at_landmark(r).is_none()));
+            }
+        }
+    }
 }

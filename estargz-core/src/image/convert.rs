@@ -35,8 +35,13 @@ pub struct ConvertOptions {
     /// TOC, keep-diff-id, threads, temp dir); `prioritized_files` is ignored
     /// in favour of `prioritized`.
     pub build: BuildOptions,
-    /// Files to prioritize, by layer index (0 = bottom) in every manifest.
+    /// Files to prioritize, by layer index (0 = bottom) in every manifest
+    /// (or only in `prioritized_platform`'s).
     pub prioritized: BTreeMap<usize, Vec<String>>,
+    /// With an index, `prioritized` applies to this platform's manifest
+    /// only (chosen as a pull would); the others are converted without
+    /// prioritized files. `None`: every manifest.
+    pub prioritized_platform: Option<Platform>,
     /// Convert only these platforms of an index (all when empty).
     pub platforms: Vec<Platform>,
     /// Layers converted at the same time (0 = 2).
@@ -49,6 +54,7 @@ pub struct ConvertOptions {
 crate::options::option_setters!(ConvertOptions {
     build: BuildOptions,
     prioritized: BTreeMap<usize, Vec<String>>,
+    prioritized_platform: Option<Platform>,
     platforms: Vec<Platform>,
     layer_jobs: usize,
     oci_toc_annotation: bool,
@@ -120,7 +126,25 @@ pub fn convert_image(
     let root = src.root()?;
     let (index, mut manifests) = load(src, &root, &opts.platforms)?;
 
-    let most_layers = manifests.iter().map(|sm| sm.manifest.layers.len()).max();
+    // The manifest `prioritized` is for, when only one is.
+    let prioritized_manifest = match (&index, &opts.prioritized_platform) {
+        (Some(index), Some(p)) => Some(m::select_platform(index, p)?.digest.clone()),
+        _ => None,
+    };
+    let gets_prioritized = |sm: &SourceManifest| match &prioritized_manifest {
+        None => true,
+        Some(d) => sm.entry.as_ref().is_some_and(|e| &e.digest == d),
+    };
+    if !opts.prioritized.is_empty() && !manifests.iter().any(gets_prioritized) {
+        return Err(Error::InvalidArgument(
+            "prioritized files for a platform that is not converted".into(),
+        ));
+    }
+    let most_layers = manifests
+        .iter()
+        .filter(|sm| gets_prioritized(sm))
+        .map(|sm| sm.manifest.layers.len())
+        .max();
     if let Some((&layer, _)) = opts.prioritized.range(most_layers.unwrap_or(0)..).next() {
         return Err(Error::InvalidArgument(format!(
             "prioritized files for layer {layer}, but no manifest has more than {} layers",
@@ -132,8 +156,12 @@ pub fn convert_image(
     let mut jobs: Vec<Job> = Vec::new();
     let mut by_key: HashMap<(String, Vec<String>), usize> = HashMap::new();
     for (mi, sm) in manifests.iter_mut().enumerate() {
+        let with_files = gets_prioritized(sm);
         for (li, layer) in sm.manifest.layers.iter().enumerate() {
-            let prioritized = opts.prioritized.get(&li).cloned().unwrap_or_default();
+            let prioritized = match with_files {
+                true => opts.prioritized.get(&li).cloned().unwrap_or_default(),
+                false => Vec::new(),
+            };
             let key = (layer.digest.clone(), prioritized.clone());
             let id = *by_key.entry(key).or_insert_with(|| {
                 jobs.push(Job {

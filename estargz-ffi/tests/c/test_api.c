@@ -1850,8 +1850,11 @@ static void test_mount(void) {
   OK(estargz_mount_options_set_background_fetch(o, false));
   OK(estargz_mount_options_set_passthrough(o, false));
   OK(estargz_mount_options_set_read_ahead_kb(o, 0));
+  OK(estargz_mount_options_set_record_limit(o, 0));
+  OK(estargz_mount_options_set_record_access(o, true));
   INVALID(estargz_mount_options_new(NULL));
   INVALID(estargz_mount_options_set_threads(NULL, 1));
+  INVALID(estargz_mount_options_set_record_access(NULL, true));
 
   /* Argument errors and a wrong TOC digest fail before anything is mounted. */
   estargz_mount *m = NULL;
@@ -1866,6 +1869,7 @@ static void test_mount(void) {
   estargz_mount_info st = {.struct_size = sizeof st};
   INVALID(estargz_mount_status(NULL, &st));
   INVALID(estargz_mount_unmount(NULL));
+  INVALID(estargz_mount_access_record(NULL, NULL, 0, NULL));
   CHECK(estargz_mount_toc_digest(NULL) == NULL);
   estargz_mount_free(NULL);
 
@@ -1898,6 +1902,24 @@ static void test_mount(void) {
   CHECK(sh_ok("test \"$(readlink '%s/link')\" = hello.txt", mnt));
   CHECK(sh_ok("! touch '%s/new' 2>/dev/null", mnt));
 
+  /* The access record lists the files read, in first-access order (the
+   * readlink and the refused touch open no regular file); hello.txt is a
+   * hard link to dir/hard in the blob, recorded as the data's entry. */
+  size_t rec_n = 0;
+  OK(estargz_mount_access_record(m, NULL, 0, &rec_n));
+  CHECK(rec_n > 0);
+  char *rec = malloc(rec_n + 1);
+  CHECK(rec != NULL);
+  if (rec) {
+    size_t again = 0;
+    OK(estargz_mount_access_record(m, rec, rec_n + 1, &again));
+    CHECK(again == rec_n && strlen(rec) == rec_n);
+    const char *h = strstr(rec, "\"dir/hard\""), *b = strstr(rec, "\"dir/big.txt\"");
+    CHECK(strstr(rec, "\"version\":1") != NULL && strstr(rec, main_toc_digest) != NULL);
+    CHECK(h != NULL && b != NULL && h < b && strstr(rec, "link") == NULL);
+    free(rec);
+  }
+
   /* Busy (a process works in it): refused, still served; then unmounted,
    * twice. */
   pid_t busy = fork();
@@ -1926,12 +1948,17 @@ static void test_mount(void) {
   OK(estargz_mount_status(m, &st));
   CHECK(!st.mounted && !is_mounted_at(mnt));
   OK(estargz_mount_unmount(m));
+  /* The record outlives the unmount; a short buffer gets a prefix. */
+  char head[16];
+  OK(estargz_mount_access_record(m, head, sizeof head, &rec_n));
+  CHECK(rec_n > sizeof head && strncmp(head, "{\"version\":1", 12) == 0 && strlen(head) == sizeof head - 1);
   estargz_mount_free(m);
 
-  /* Freeing a mounted handle unmounts it. */
+  /* Freeing a mounted handle unmounts it; without the option, no record. */
   m = NULL;
   OK(estargz_mount_local(main_blob, NULL, mnt, NULL, &m));
   CHECK(m && is_mounted_at(mnt) && sh_ok("cmp -s '%s/hello.txt' '%s/hello.txt'", tree, mnt));
+  CHECK_RC(estargz_mount_access_record(m, NULL, 0, NULL), ESTARGZ_INVALID_ARGUMENT);
   estargz_mount_free(m);
   CHECK(!is_mounted_at(mnt));
   estargz_mount_options_free(o);

@@ -46,6 +46,10 @@ pub struct OptimizeOptions {
     pub convert: ConvertOptions,
     /// The platform optimized (default: this host's).
     pub platform: Option<Platform>,
+    /// With an index, also convert the other platforms (without
+    /// prioritized files) and write an index; otherwise DST has the
+    /// optimized platform only (as upstream's `--all-platforms`).
+    pub all_platforms: bool,
     /// The process to run instead of the image's entrypoint + cmd.
     pub args: Vec<String>,
     /// `KEY=VALUE` added to (or replacing in) the image's environment.
@@ -69,6 +73,7 @@ impl Default for OptimizeOptions {
         OptimizeOptions {
             convert: ConvertOptions::default(),
             platform: None,
+            all_platforms: false,
             args: Vec::new(),
             env: Vec::new(),
             mounts: Vec::new(),
@@ -84,6 +89,7 @@ impl Default for OptimizeOptions {
 estargz_core::option_setters!(OptimizeOptions {
     convert: ConvertOptions,
     platform: Option<Platform>,
+    all_platforms: bool,
     args: Vec<String>,
     env: Vec<String>,
     mounts: Vec<BindMount>,
@@ -145,14 +151,17 @@ pub fn optimize(
             )
         })?;
 
-    // Stage: every layer eStargz, one platform.
+    // Stage: every layer eStargz, one platform (or all of them).
     let stage_dir = work.path().join("stage");
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
-    let stage_opts = opts
-        .convert
-        .clone()
-        .prioritized(BTreeMap::new())
-        .platforms(vec![platform]);
+    let stage_opts =
+        opts.convert
+            .clone()
+            .prioritized(BTreeMap::new())
+            .platforms(match opts.all_platforms {
+                true => Vec::new(),
+                false => vec![platform.clone()],
+            });
     let stage_target = Target::Layout {
         layout: OciLayout::create(&stage_dir)?,
         tag: STAGE_TAG.into(),
@@ -165,7 +174,10 @@ pub fn optimize(
         },
         &Registry::new(HttpOptions::default()),
     )?;
-    let (manifest, config) = single_manifest(&stage)?;
+    let (manifest, config) = match opts.all_platforms {
+        true => platform_manifest(&stage, Some(&platform))?,
+        false => single_manifest(&stage)?,
+    };
     let layers = open_staged(&stage_dir, &manifest)?;
 
     let (recorded, outcome) = match (&opts.replay, runtime) {
@@ -193,6 +205,7 @@ pub fn optimize(
         .clone()
         .build(opts.convert.build.clone().allow_missing_prioritized(true))
         .prioritized(prioritized)
+        .prioritized_platform(Some(platform))
         .platforms(Vec::new());
     let report = convert_image(&stage, dst, &final_opts, progress)?;
     let record = AccessRecord {
