@@ -99,6 +99,37 @@ fn store_layers(podman: &Podman, store_mnt: &Path) -> usize {
     from_store
 }
 
+/// `podman run` of `image` prints a file of each layer, the 6 MiB one
+/// byte-exact (`what` names the case in failures).
+fn run_prints_both_layers(podman: &Podman, image: &str, what: &str) {
+    // This VM has no CAP_SYS_RESOURCE: keep rlimits below the current ones.
+    let run_args = [
+        "run",
+        "--rm",
+        "--network=none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ];
+    let mut args = run_args.to_vec();
+    args.extend([image, "/usr/bin/cat", "/etc/greeting.link"]);
+    let (out, _) = podman.run(&args);
+    assert_eq!(out, "hello from a lazy layer\n", "{what}");
+    let out = podman
+        .cmd()
+        .args(run_args)
+        .args([image, "/usr/bin/cat", "/opt/big.bin"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == noise(6 << 20, 7), "{what}: big file differs");
+}
+
 #[test]
 fn podman_pulls_runs_saves_and_pushes_through_the_store() {
     if !prerequisites() {
@@ -169,32 +200,7 @@ fn podman_pulls_runs_saves_and_pushes_through_the_store() {
     assert!(store.log().contains("user(s)"), "use was counted");
 
     // Run: files of both layers, read lazily through overlayfs.
-    // This VM has no CAP_SYS_RESOURCE: keep rlimits below the current ones.
-    let run_args = [
-        "run",
-        "--rm",
-        "--network=none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-    ];
-    let mut args = run_args.to_vec();
-    args.extend([image.as_str(), "/usr/bin/cat", "/etc/greeting.link"]);
-    let (out, _) = podman.run(&args);
-    assert_eq!(out, "hello from a lazy layer\n");
-    let out = podman
-        .cmd()
-        .args(run_args)
-        .args([image.as_str(), "/usr/bin/cat", "/opt/big.bin"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.stdout == noise(6 << 20, 7), "big file differs");
+    run_prints_both_layers(&podman, &image, "eStargz");
 
     // Save: every layer of the archive is the original layer content.
     let archive = work.join("save.tar");
@@ -556,34 +562,7 @@ fn podman_runs_our_zstd_chunked_images_through_the_store() {
             "{format}: pull downloaded {pulled} of {blob_bytes} bytes"
         );
 
-        let run_args = [
-            "run",
-            "--rm",
-            "--network=none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-        ];
-        let mut args = run_args.to_vec();
-        args.extend([image.as_str(), "/usr/bin/cat", "/etc/greeting.link"]);
-        let (out, _) = podman.run(&args);
-        assert_eq!(out, "hello from a lazy layer\n", "{format}");
-        let out = podman
-            .cmd()
-            .args(run_args)
-            .args([image.as_str(), "/usr/bin/cat", "/opt/big.bin"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{format}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.stdout == noise(6 << 20, 7),
-            "{format}: big file differs"
-        );
+        run_prints_both_layers(&podman, &image, format);
         drop(podman);
     }
     store.stop();
