@@ -481,6 +481,7 @@ fn background_run(
 mod tests {
     use super::*;
     use crate::build::{build, BuildInput, BuildOptions};
+    use crate::source::ReadAt;
 
     /// A tar of `count` files of `size` bytes each (distinct contents).
     fn tar_of_files(count: usize, size: usize) -> Vec<u8> {
@@ -556,6 +557,84 @@ mod tests {
         assert_eq!(src.batches.load(Ordering::SeqCst), 11);
         let again = reader.cache_chunks(|_, _| true, 1, &|| true).unwrap();
         assert_eq!((again.chunks_cached, again.complete), (0, true));
+    }
+
+    #[test]
+    fn first_bytes_takes_ranges_in_order_and_cuts_the_last() {
+        let r = [0..10, 20..30, 40..50];
+        assert_eq!(first_bytes(&r, 15, 8), vec![0..10, 20..25]);
+        assert_eq!(first_bytes(&r, 100, 2), vec![0..10, 20..30]);
+        assert_eq!(first_bytes(&r, 0, 8), Vec::<Range<u64>>::new());
+        assert_eq!(first_bytes(&[], 5, 8), Vec::<Range<u64>>::new());
+    }
+
+    #[test]
+    fn over_spans_the_background_fetch_brings_only_missing_bytes_in_growing_requests() {
+        let mut blob = Vec::new();
+        let input = BuildInput::Reader(Box::new(std::io::Cursor::new(tar_of_files(64, 64 << 10))));
+        let opts = BuildOptions {
+            compression_level: Some(0),
+            ..Default::default()
+        };
+        build(input, &mut blob, &opts).unwrap();
+        let size = blob.len() as u64;
+        let src = Arc::new(Counting {
+            blob,
+            batches: Default::default(),
+        });
+        let spans = Arc::new(
+            crate::span_cache::SpanCache::new(src.clone(), None, Default::default()).unwrap(),
+        );
+        let reader = Arc::new(Reader::open(spans.clone(), &Default::default()).unwrap());
+        let opened = src.batches.load(Ordering::SeqCst);
+        let held_before = size
+            - spans
+                .missing(0..size)
+                .unwrap()
+                .iter()
+                .map(|r| r.end - r.start)
+                .sum::<u64>();
+        let summary = BackgroundFetch::start_with(
+            reader.clone(),
+            BackgroundOptions {
+                silence: Duration::ZERO,
+                ..BackgroundOptions::new(1 << 20)
+            },
+        )
+        .wait()
+        .unwrap();
+        assert!(summary.complete);
+        assert_eq!(
+            spans.missing(0..size),
+            Some(vec![]),
+            "the whole blob is local"
+        );
+        assert_eq!(
+            summary.compressed_bytes,
+            size - held_before,
+            "each byte once"
+        );
+        assert_eq!(
+            summary.chunks_cached, 0,
+            "nothing decompressed in the background"
+        );
+        // 128 KiB, 256 KiB, 512 KiB, then 1 MiB requests for ~4 MiB.
+        let requests = src.batches.load(Ordering::SeqCst) - opened;
+        assert!(
+            (5..=8).contains(&requests),
+            "{requests} requests for {size} bytes"
+        );
+        // Reads are served (and verified) from the local bytes.
+        let before = src.batches.load(Ordering::SeqCst);
+        let mut buf = vec![0; 16];
+        let id = reader.lookup("f63").unwrap();
+        reader.read_at(id, 0, &mut buf).unwrap();
+        assert_eq!(buf[0], 64);
+        assert_eq!(
+            src.batches.load(Ordering::SeqCst),
+            before,
+            "no fetch after the background"
+        );
     }
 
     #[test]
