@@ -363,17 +363,8 @@ fn optimize_records_prioritizes_replays_and_stops() {
     );
     let lazy = Podman::new(&work.join("podman-lazy"), Some(&store_mnt), &[&reg.host()]);
     let full = Podman::new(&work.join("podman-full"), None, &[&reg.host()]);
-    // This VM has no CAP_SYS_RESOURCE: keep rlimits below the current ones.
-    let run_args = [
-        "run",
-        "--rm",
-        "--network=none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        image.as_str(),
-    ];
+    let mut run_args = PODMAN_RUN.to_vec();
+    run_args.push(image.as_str());
     let mut outputs = Vec::new();
     for podman in [&lazy, &full] {
         podman.run(&["pull", "-q", &image]);

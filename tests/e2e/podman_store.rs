@@ -102,23 +102,13 @@ fn store_layers(podman: &Podman, store_mnt: &Path) -> usize {
 /// `podman run` of `image` prints a file of each layer, the 6 MiB one
 /// byte-exact (`what` names the case in failures).
 fn run_prints_both_layers(podman: &Podman, image: &str, what: &str) {
-    // This VM has no CAP_SYS_RESOURCE: keep rlimits below the current ones.
-    let run_args = [
-        "run",
-        "--rm",
-        "--network=none",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-    ];
-    let mut args = run_args.to_vec();
+    let mut args = PODMAN_RUN.to_vec();
     args.extend([image, "/usr/bin/cat", "/etc/greeting.link"]);
     let (out, _) = podman.run(&args);
     assert_eq!(out, "hello from a lazy layer\n", "{what}");
     let out = podman
         .cmd()
-        .args(run_args)
+        .args(PODMAN_RUN)
         .args([image, "/usr/bin/cat", "/opt/big.bin"])
         .output()
         .unwrap();

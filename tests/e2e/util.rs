@@ -538,6 +538,18 @@ impl Drop for Store {
     }
 }
 
+/// `podman run` for a one-off container without network. This VM has no
+/// CAP_SYS_RESOURCE: rlimits stay below the current ones.
+pub const PODMAN_RUN: [&str; 7] = [
+    "run",
+    "--rm",
+    "--network=none",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
+
 /// Podman with storage and registries configuration of its own.
 pub struct Podman {
     pub root: PathBuf,
