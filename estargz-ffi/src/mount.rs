@@ -240,16 +240,14 @@ fn mount_options(m: &MountSettings, remote: &RemoteOptions, is_remote: bool) -> 
         .passthrough(passthrough)
         .read_ahead_kb(m.read_ahead_kb)
         .warm(
-            WarmOptions::default()
-                .prefetch(remote.prefetch)
-                .background(m.background_fetch && is_remote)
-                // The process's mounts share one schedule (two at once, the
-                // smaller moving on), as the store's layers do.
-                .max_background(2)
-                .cache_budget(capacity)
-                // As estargz-fuse: from the start, without pausing for reads.
-                .silence(std::time::Duration::ZERO)
-                .yield_to_reads(false),
+            // The process's mounts share one schedule (two at once, the
+            // smaller moving on), as the store's layers do.
+            WarmOptions::serving(
+                remote.prefetch,
+                m.background_fetch && is_remote,
+                2,
+                capacity,
+            ),
         )
 }
 

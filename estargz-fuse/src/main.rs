@@ -182,17 +182,13 @@ impl WarmArgs {
     /// `max_background` layers fetched in the background at once, each at
     /// most as large as the cache that receives it.
     pub(crate) fn options(&self, cache: &CacheArgs, max_background: usize) -> WarmOptions {
-        WarmOptions::default()
-            .prefetch(!self.no_prefetch)
-            .background(!self.no_background_fetch)
-            .max_background(max_background)
-            .cache_budget(cache.capacity())
-            .silence(std::time::Duration::from_millis(self.background_quiet_ms))
-            // One background request at a time (the warmer's shortest-first
-            // order) shares the link with reads; pausing it whenever a read
-            // waits would stall it for a whole container start, which reads
-            // without pause, and the reads would miss longer.
-            .yield_to_reads(false)
+        WarmOptions::serving(
+            !self.no_prefetch,
+            !self.no_background_fetch,
+            max_background,
+            cache.capacity(),
+        )
+        .silence(std::time::Duration::from_millis(self.background_quiet_ms))
     }
 }
 

@@ -67,6 +67,29 @@ impl Default for WarmOptions {
     }
 }
 
+impl WarmOptions {
+    /// How the store, `estargz-fuse mount` and the C ABI's mounts warm
+    /// layers: from the moment a layer is opened, without a quiet period.
+    /// One background request at a time (the warmer's shortest-first
+    /// order) shares the link with reads; pausing it whenever a read waits
+    /// would stall it for a whole container start, which reads without
+    /// pause, and the reads would miss longer.
+    pub fn serving(
+        prefetch: bool,
+        background: bool,
+        max_background: usize,
+        cache_budget: u64,
+    ) -> WarmOptions {
+        WarmOptions::default()
+            .prefetch(prefetch)
+            .background(background)
+            .max_background(max_background)
+            .cache_budget(cache_budget)
+            .silence(Duration::ZERO)
+            .yield_to_reads(false)
+    }
+}
+
 estargz_core::option_setters!(WarmOptions {
     prefetch: bool,
     background: bool,
