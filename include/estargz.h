@@ -334,6 +334,12 @@ typedef struct estargz_builder estargz_builder;
 typedef struct estargz_dir_iter estargz_dir_iter;
 
 /**
+ * A running metrics endpoint. Created by estargz_metrics_serve; stopped
+ * and released by estargz_metrics_server_free.
+ */
+typedef struct estargz_metrics_server estargz_metrics_server;
+
+/**
  * A layer mounted read-only, served by threads of the library. Created by
  * estargz_mount_local or estargz_mount_remote; unmounted by
  * estargz_mount_unmount, released by estargz_mount_free.
@@ -1086,6 +1092,47 @@ estargz_result estargz_last_error(char *buf, size_t len, size_t *out_n);
  * leave some entries written.
  */
 estargz_result estargz_reader_extract(const struct estargz_reader *reader, const char *dir, uint32_t flags, struct estargz_extract_stats *out_stats);
+
+/**
+ * Serves `GET /metrics` (Prometheus text format 0.0.4) on `address`
+ * (copied): "HOST:PORT" (e.g. "127.0.0.1:9100"; port 0 picks a free one,
+ * see estargz_metrics_server_address) or an absolute unix socket path (a
+ * socket file left there by an earlier run is replaced, any other file is
+ * an error). One library thread answers scrapes, each bounded to 5 s,
+ * until estargz_metrics_server_free. `out_server` receives the handle.
+ *
+ * Errors: ESTARGZ_INVALID_ARGUMENT (not an address), ESTARGZ_IO (the
+ * address cannot be bound).
+ */
+estargz_result estargz_metrics_serve(const char *address, struct estargz_metrics_server **out_server);
+
+/**
+ * Copies the address the server listens on ("127.0.0.1:PORT" with the
+ * port chosen for port 0, or the socket path) into `buf` (snprintf
+ * semantics).
+ */
+estargz_result estargz_metrics_server_address(const struct estargz_metrics_server *server, char *buf, size_t len, size_t *out_n);
+
+/**
+ * Copies the message of the last failed call on `server` into `buf`
+ * (snprintf semantics; see estargz_reader_last_error).
+ */
+estargz_result estargz_metrics_server_last_error(const struct estargz_metrics_server *server, char *buf, size_t len, size_t *out_n);
+
+/**
+ * Stops the endpoint (after the scrape it may be answering, at most 5 s),
+ * removes the socket file it made and releases the handle. NULL is
+ * accepted (no-op).
+ */
+void estargz_metrics_server_free(struct estargz_metrics_server *server);
+
+/**
+ * Copies the process's counters in the Prometheus text format (what
+ * `GET /metrics` answers) into `buf` with snprintf semantics: `*out_n`
+ * gets the full length, so a call with `len` 0 sizes the buffer (the text
+ * can grow between two calls as registries and FUSE operations appear).
+ */
+estargz_result estargz_metrics_render(char *buf, size_t len, size_t *out_n);
 
 /**
  * Creates mount options with defaults: 8 threads serving requests, the

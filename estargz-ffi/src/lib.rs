@@ -11,8 +11,9 @@
 //!
 //! API: [`builder`], [`open_options`], [`reader`], [`entry`],
 //! [`entry_details`], [`extract`],
-//! [`dir_iter`], [`remote`] and [`mount`] (FUSE mounts served by
-//! estargz-fuse's file system).
+//! [`dir_iter`], [`remote`], [`mount`] (FUSE mounts served by
+//! estargz-fuse's file system) and [`metrics`] (the process's counters for
+//! Prometheus).
 
 // The exported names follow C conventions (estargz_reader, ESTARGZ_OK), and
 // every export takes raw pointers whose validity is the caller's contract,
@@ -29,6 +30,7 @@ pub mod entry_details;
 pub mod error;
 mod export;
 pub mod extract;
+pub mod metrics;
 pub mod mount;
 pub mod open_options;
 pub mod reader;

@@ -10,7 +10,7 @@ use estargz_args::config::{self, ConfigFile, ConfigSpec, Key};
 use estargz_args::{CacheArgs, LayerChoice, RegistryArgs};
 use estargz_core::remote::{LayerOptions, Reference};
 use estargz_fuse::daemon;
-use estargz_fuse::metrics_endpoint::{self, MetricsAddress};
+use estargz_fuse::metrics_endpoint::{self, MetricsAddress, MetricsServer};
 use estargz_fuse::mount::{self, MountOptions};
 use estargz_fuse::record::{AccessRecorder, LayerKey};
 use estargz_fuse::source::{is_registry_source, OpenedLayer, Source};
@@ -284,19 +284,19 @@ fn source(args: &MountArgs) -> Result<Source, String> {
 
 impl ServeArgs {
     /// Starts the metrics endpoint, if asked for (a start-up error if its
-    /// address cannot be bound).
-    pub(crate) fn start_metrics(&self) -> Result<(), String> {
+    /// address cannot be bound); it serves until the result is dropped.
+    pub(crate) fn start_metrics(&self) -> Result<Option<MetricsServer>, String> {
         let Some(address) = &self.metrics_address else {
-            return Ok(());
+            return Ok(None);
         };
-        metrics_endpoint::serve(address).map_err(|e| e.to_string())?;
+        let server = metrics_endpoint::serve(address).map_err(|e| e.to_string())?;
         log::info!("metrics at {address}");
-        Ok(())
+        Ok(Some(server))
     }
 }
 
 fn mount(args: &MountArgs) -> Result<(), String> {
-    args.serve.start_metrics()?;
+    let _metrics = args.serve.start_metrics()?;
     let cache = args.cache.open().map_err(|e| e.to_string())?;
     let layer_opts = LayerOptions::default()
         .allow_unverified_toc(args.allow_unverified_toc)

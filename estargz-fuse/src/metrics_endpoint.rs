@@ -6,9 +6,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::FileTypeExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a client may take to send its request and read the answer.
@@ -36,6 +39,16 @@ impl std::str::FromStr for MetricsAddress {
     }
 }
 
+impl MetricsAddress {
+    /// The address as `--metrics-address` takes it.
+    pub fn to_arg(&self) -> String {
+        match self {
+            MetricsAddress::Tcp(a) => a.to_string(),
+            MetricsAddress::Unix(p) => p.display().to_string(),
+        }
+    }
+}
+
 impl std::fmt::Display for MetricsAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -45,41 +58,142 @@ impl std::fmt::Display for MetricsAddress {
     }
 }
 
-/// Binds `address` (a stale socket file left by an earlier run is
-/// replaced) and answers scrapes from a thread of its own for the life of
-/// the process.
-pub fn serve(address: &MetricsAddress) -> io::Result<()> {
-    let context = |e: io::Error| io::Error::new(e.kind(), format!("metrics on {address}: {e}"));
-    match address {
-        MetricsAddress::Tcp(a) => {
-            let listener = TcpListener::bind(a).map_err(context)?;
-            spawn(move || {
-                for conn in listener.incoming().flatten() {
-                    let _ = conn.set_read_timeout(Some(CLIENT_TIMEOUT));
-                    let _ = conn.set_write_timeout(Some(CLIENT_TIMEOUT));
-                    answer(conn);
-                }
-            })
+/// A running endpoint. Dropping it stops the thread (after the scrape it
+/// may be answering) and removes the socket file it made; the binaries
+/// keep theirs for the life of the process, the C ABI's callers drop it
+/// with `estargz_metrics_server_free`.
+pub struct MetricsServer {
+    /// The bound address (the real port when asked for port 0).
+    address: MetricsAddress,
+    listener: Arc<Listener>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The socket file made, by (device, inode), so only that one is removed.
+    socket_file: Option<(u64, u64)>,
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    fn fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
         }
-        MetricsAddress::Unix(p) => {
-            remove_stale_socket(p).map_err(context)?;
-            let listener = UnixListener::bind(p).map_err(context)?;
-            spawn(move || {
-                for conn in listener.incoming().flatten() {
-                    let _ = conn.set_read_timeout(Some(CLIENT_TIMEOUT));
-                    let _ = conn.set_write_timeout(Some(CLIENT_TIMEOUT));
-                    answer(conn);
-                }
-            })
+    }
+
+    /// One connection, bounded by the client timeout; `None` once shut down
+    /// (or on an error accepting, which the caller sees as the same).
+    fn accept(&self) -> Option<Box<dyn ReadWrite>> {
+        fn bounded<C: ReadWrite + 'static>(
+            c: C,
+            set: impl Fn(&C, Option<Duration>) -> io::Result<()>,
+            set_w: impl Fn(&C, Option<Duration>) -> io::Result<()>,
+        ) -> Box<dyn ReadWrite> {
+            let _ = set(&c, Some(CLIENT_TIMEOUT));
+            let _ = set_w(&c, Some(CLIENT_TIMEOUT));
+            Box::new(c)
+        }
+        match self {
+            Listener::Tcp(l) => l.accept().ok().map(|(c, _)| {
+                bounded(
+                    c,
+                    std::net::TcpStream::set_read_timeout,
+                    std::net::TcpStream::set_write_timeout,
+                )
+            }),
+            Listener::Unix(l) => l.accept().ok().map(|(c, _)| {
+                bounded(
+                    c,
+                    std::os::unix::net::UnixStream::set_read_timeout,
+                    std::os::unix::net::UnixStream::set_write_timeout,
+                )
+            }),
         }
     }
 }
 
-fn spawn(f: impl FnOnce() + Send + 'static) -> io::Result<()> {
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(f)
-        .map(|_| ())
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
+
+/// Binds `address` (a stale socket file left by an earlier run is
+/// replaced) and answers scrapes from a thread of its own until the
+/// returned server is dropped.
+pub fn serve(address: &MetricsAddress) -> io::Result<MetricsServer> {
+    let context = |e: io::Error| io::Error::new(e.kind(), format!("metrics on {address}: {e}"));
+    let (listener, bound, socket_file) = match address {
+        MetricsAddress::Tcp(a) => {
+            let l = TcpListener::bind(a).map_err(context)?;
+            let bound = MetricsAddress::Tcp(l.local_addr().map_err(context)?);
+            (Listener::Tcp(l), bound, None)
+        }
+        MetricsAddress::Unix(p) => {
+            remove_stale_socket(p).map_err(context)?;
+            let l = UnixListener::bind(p).map_err(context)?;
+            let m = std::fs::symlink_metadata(p).map_err(context)?;
+            (Listener::Unix(l), address.clone(), Some((m.dev(), m.ino())))
+        }
+    };
+    let listener = Arc::new(listener);
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = std::thread::Builder::new().name("metrics".into()).spawn({
+        let (listener, stop) = (listener.clone(), stop.clone());
+        move || {
+            while !stop.load(Ordering::Acquire) {
+                match listener.accept() {
+                    Some(conn) => answer(conn),
+                    // Accept errors other than the shutdown (EMFILE, a
+                    // client gone before it was accepted) pass; a short
+                    // pause keeps a persistent one from spinning.
+                    None if !stop.load(Ordering::Acquire) => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    None => {}
+                }
+            }
+        }
+    })?;
+    Ok(MetricsServer {
+        address: bound,
+        listener,
+        stop,
+        thread: Some(thread),
+        socket_file,
+    })
+}
+
+impl std::fmt::Debug for MetricsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MetricsServer({})", self.address)
+    }
+}
+
+impl MetricsServer {
+    /// Where it listens (with the port the system chose for port 0).
+    pub fn address(&self) -> &MetricsAddress {
+        &self.address
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Linux wakes a thread blocked in accept() on a listening socket
+        // that is shut down (EINVAL), TCP and unix alike.
+        // SAFETY: the fd is the listener's, kept open by `self.listener`.
+        unsafe { libc::shutdown(self.listener.fd(), libc::SHUT_RDWR) };
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let (MetricsAddress::Unix(p), Some(id)) = (&self.address, self.socket_file) {
+            if std::fs::symlink_metadata(p).is_ok_and(|m| (m.dev(), m.ino()) == id) {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
 }
 
 /// A socket file is ours to replace; anything else at the path is not.
@@ -147,11 +261,15 @@ mod tests {
     #[test]
     fn scrapes_over_tcp_and_a_unix_socket() {
         estargz_core::metrics::global().fuse_request("statfs");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        serve(&MetricsAddress::Tcp(port)).unwrap();
+        let tcp = serve(&"127.0.0.1:0".parse().unwrap()).unwrap();
+        let MetricsAddress::Tcp(port) = *tcp.address() else {
+            panic!("{}", tcp.address())
+        };
+        assert_ne!(port.port(), 0, "the bound port is reported");
+        assert_eq!(
+            tcp.address().to_arg().parse::<MetricsAddress>().unwrap(),
+            *tcp.address()
+        );
         let mut c = std::net::TcpStream::connect(port).unwrap();
         let text = get(&mut c, "/metrics");
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
@@ -161,12 +279,15 @@ mod tests {
         );
         let mut c = std::net::TcpStream::connect(port).unwrap();
         assert!(get(&mut c, "/other").starts_with("HTTP/1.1 404"));
+        // Dropped: the thread ends and the port is closed.
+        drop(tcp);
+        assert!(std::net::TcpStream::connect(port).is_err());
 
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("m.sock");
         // A stale socket from an earlier run is replaced; a file is not.
         drop(UnixListener::bind(&sock).unwrap());
-        serve(&MetricsAddress::Unix(sock.clone())).unwrap();
+        let unix = serve(&MetricsAddress::Unix(sock.clone())).unwrap();
         let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
         assert!(get(&mut c, "/metrics").contains("# TYPE estargz_cache_hits_total counter"));
         let file = dir.path().join("file");
@@ -174,5 +295,21 @@ mod tests {
         let e = serve(&MetricsAddress::Unix(file.clone())).unwrap_err();
         assert!(e.to_string().contains("not a socket"), "{e}");
         assert_eq!(std::fs::read(&file).unwrap(), b"keep");
+        // Its socket file goes with it.
+        drop(unix);
+        assert!(!sock.exists());
+    }
+
+    #[test]
+    fn a_silent_client_does_not_keep_the_server_from_stopping_for_long() {
+        let server = serve(&"127.0.0.1:0".parse().unwrap()).unwrap();
+        let MetricsAddress::Tcp(a) = *server.address() else {
+            unreachable!()
+        };
+        let _silent = std::net::TcpStream::connect(a).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let t = std::time::Instant::now();
+        drop(server);
+        assert!(t.elapsed() <= CLIENT_TIMEOUT + Duration::from_secs(1));
     }
 }

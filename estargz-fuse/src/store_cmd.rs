@@ -90,7 +90,7 @@ pub fn run(args: &StoreArgs, file: Option<ConfigFile>, reparse: Reparse) -> Resu
     if let Some(c) = &file {
         log::info!("settings from {}", c.path().display());
     }
-    args.serve.start_metrics()?;
+    let _metrics = args.serve.start_metrics()?;
     let cache = args.cache.open().map_err(|e| e.to_string())?;
     let source = Arc::new(RegistrySource::new(
         args.registry.registry().map_err(|e| e.to_string())?,

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -2101,6 +2102,130 @@ static void test_remote(void) {
   test_remote_registry_files(ref, (unsigned)ntohs(addr.sin_port));
 }
 
+/* -------------------------------------------------------------- metrics */
+
+/* GET /metrics on a connected socket: the whole answer, NUL-terminated,
+ * in a malloc'd buffer (NULL on failure). */
+static char *http_get_metrics(int s) {
+  static const char req[] = "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n";
+  if (write(s, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
+    close(s);
+    return NULL;
+  }
+  size_t cap = 4096, n = 0;
+  char *out = malloc(cap);
+  for (;;) {
+    if (n + 1024 > cap) out = realloc(out, cap *= 2);
+    ssize_t got = read(s, out + n, cap - n - 1);
+    if (got <= 0) break;
+    n += (size_t)got;
+  }
+  close(s);
+  out[n] = 0;
+  return out;
+}
+
+static char *scrape_tcp(const char *address) {
+  unsigned port = 0;
+  if (sscanf(address, "127.0.0.1:%u", &port) != 1) return NULL;
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in addr = {.sin_family = AF_INET,
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                             .sin_port = htons((uint16_t)port)};
+  if (s < 0 || connect(s, (struct sockaddr *)&addr, sizeof addr) != 0) {
+    if (s >= 0) close(s);
+    return NULL;
+  }
+  return http_get_metrics(s);
+}
+
+static char *scrape_unix(const char *path) {
+  int s = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof addr.sun_path) {
+    if (s >= 0) close(s);
+    return NULL;
+  }
+  memcpy(addr.sun_path, path, strlen(path) + 1);
+  if (s < 0 || connect(s, (struct sockaddr *)&addr, sizeof addr) != 0) {
+    if (s >= 0) close(s);
+    return NULL;
+  }
+  return http_get_metrics(s);
+}
+
+static void test_metrics(void) {
+  /* Rendered into a buffer: sized with len 0, then copied whole. */
+  size_t need = 0;
+  OK(estargz_metrics_render(NULL, 0, &need));
+  CHECK(need > 0);
+  char *text = malloc(need + 4096);
+  size_t n = 0;
+  OK(estargz_metrics_render(text, need + 4096, &n));
+  CHECK(n >= need && strlen(text) == n);
+  CHECK(strstr(text, "# TYPE estargz_cache_hits_total counter\n") != NULL);
+  CHECK(strstr(text, "# TYPE estargz_fetch_duration_seconds histogram\n") != NULL);
+  CHECK(strstr(text, "estargz_fetch_duration_seconds_bucket{le=\"+Inf\"} ") != NULL);
+  char small[8];
+  OK(estargz_metrics_render(small, sizeof small, &n));
+  CHECK(n > sizeof small && strlen(small) == sizeof small - 1);
+  INVALID(estargz_metrics_render(NULL, 16, &n));
+  free(text);
+
+  /* Served over TCP on a port the system picks. */
+  estargz_metrics_server *srv = NULL;
+  OK(estargz_metrics_serve("127.0.0.1:0", &srv));
+  CHECK(srv != NULL);
+  char address[128];
+  OK(estargz_metrics_server_address(srv, address, sizeof address, &n));
+  CHECK(n == strlen(address) && strncmp(address, "127.0.0.1:", 10) == 0 &&
+        strcmp(address, "127.0.0.1:0") != 0);
+  char *got = scrape_tcp(address);
+  CHECK(got != NULL && strncmp(got, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  CHECK(got != NULL && strstr(got, "# TYPE estargz_registry_requests_total counter\n") != NULL);
+  free(got);
+  /* An error on the handle is kept for estargz_metrics_server_last_error. */
+  INVALID(estargz_metrics_server_address(srv, NULL, 8, NULL));
+  char msg[256];
+  OK(estargz_metrics_server_last_error(srv, msg, sizeof msg, NULL));
+  CHECK(strstr(msg, "estargz_metrics_server_address: ") == msg);
+  /* The port is taken while it serves; freed, it is closed. */
+  estargz_metrics_server *again = NULL;
+  CHECK_RC(estargz_metrics_serve(address, &again), ESTARGZ_IO);
+  CHECK(again == NULL);
+  estargz_metrics_server_free(srv);
+  got = scrape_tcp(address);
+  CHECK(got == NULL);
+  free(got);
+
+  /* Served on a unix socket, whose file goes with the server. */
+  char sock[PATH_MAX];
+  path_of(sock, "tmp/metrics.sock");
+  OK(estargz_metrics_serve(sock, &srv));
+  OK(estargz_metrics_server_address(srv, address, sizeof address, NULL));
+  CHECK(strcmp(address, sock) == 0);
+  got = scrape_unix(sock);
+  CHECK(got != NULL && strstr(got, "\r\n\r\n# HELP estargz_registry_requests_total ") != NULL);
+  free(got);
+  estargz_metrics_server_free(srv);
+  CHECK(!exists(sock));
+
+  /* Bad addresses; a file that is not a socket is left alone. */
+  srv = NULL;
+  INVALID(estargz_metrics_serve("localhost", &srv));
+  INVALID(estargz_metrics_serve(NULL, &srv));
+  INVALID(estargz_metrics_serve("127.0.0.1:0", NULL));
+  CHECK(srv == NULL);
+  char file[PATH_MAX];
+  path_of(file, "tmp/not-a-socket");
+  write_all(file, (const uint8_t *)"keep", 4);
+  CHECK_RC(estargz_metrics_serve(file, &srv), ESTARGZ_IO);
+  estargz_last_error(msg, sizeof msg, NULL);
+  CHECK(strstr(msg, "not a socket") != NULL);
+  CHECK(exists(file));
+  estargz_metrics_server_free(NULL);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s WORKDIR\n", argv[0]);
@@ -2132,6 +2257,7 @@ int main(int argc, char **argv) {
       {"threads", test_threads},
       {"remote", test_remote},
       {"mount", test_mount},
+      {"metrics", test_metrics},
   };
   for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
     current_test = tests[i].name;
