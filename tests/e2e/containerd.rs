@@ -137,6 +137,8 @@ struct Snapshotter {
     socket: PathBuf,
     config: PathBuf,
     log: PathBuf,
+    /// `metrics_address`: served by the FUSE manager, which mounts.
+    metrics: PathBuf,
 }
 
 impl Snapshotter {
@@ -153,12 +155,14 @@ impl Snapshotter {
         )
         .unwrap();
         // No background fetch: what the pull downloads is measured.
+        let metrics = work.join("metrics.sock");
         fs::write(
             &config,
             format!(
                 "hosts_dir = \"{}\"\nbackground_fetch = false\n\
-                 request_timeout_sec = 5\nretries = 0\n",
-                hosts.display()
+                 request_timeout_sec = 5\nretries = 0\nmetrics_address = \"{}\"\n",
+                hosts.display(),
+                metrics.display()
             ),
         )
         .unwrap();
@@ -169,6 +173,7 @@ impl Snapshotter {
             socket: work.join("snapshotter.sock"),
             config,
             log: work.join("snapshotter.log"),
+            metrics,
         }
     }
 
@@ -540,6 +545,39 @@ fn containerd_pulls_lazily_runs_restarts_and_falls_back() {
     }
 
     // Run: files of both layers, byte-exact through overlayfs over FUSE.
+    // The FUSE manager's metrics count what the container's lazy reads
+    // fetched: the requests and body bytes the proxy saw (nothing else
+    // talks to the registry meanwhile; the prefetch of the pull is let
+    // finish first).
+    let counts = |m: &std::collections::HashMap<String, f64>| {
+        let host = format!("{{host=\"{host}\"}}");
+        // A sample shows up once counted (no FUSE read before the run).
+        let get = |k: &str| m.get(k).copied().unwrap_or(0.0) as u64;
+        (
+            get(&format!("estargz_registry_requests_total{host}")),
+            get(&format!("estargz_registry_response_bytes_total{host}")),
+            get("estargz_fuse_requests_total{op=\"read\"}"),
+        )
+    };
+    let proxied = || {
+        (
+            proxy.stats().requests.load(Ordering::SeqCst),
+            proxy.stats().body_bytes_down.load(Ordering::SeqCst),
+        )
+    };
+    let still = || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = (counts(&scrape(&snap.metrics)), proxied());
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = (counts(&scrape(&snap.metrics)), proxied());
+            if now == last || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    };
+    let ((req0, bytes0, reads0), (preq0, pbytes0)) = still();
     let out = cat_in_container(
         &ctrd,
         &esgz,
@@ -553,6 +591,21 @@ fn containerd_pulls_lazily_runs_restarts_and_falls_back() {
         "container output differs ({} bytes, want {})",
         out.len(),
         want.len()
+    );
+    let ((req1, bytes1, reads1), (preq1, pbytes1)) = still();
+    let ours = (req1 - req0, bytes1 - bytes0);
+    let proxy_saw = (preq1 - preq0, pbytes1 - pbytes0);
+    eprintln!(
+        "FUSE manager metrics for the run: {} requests, {} bytes, {} FUSE reads (the proxy: {proxy_saw:?})",
+        ours.0,
+        ours.1,
+        reads1 - reads0
+    );
+    assert_eq!(ours, proxy_saw, "{}", snap.log());
+    assert!(
+        ours.1 >= 6 << 20 && reads1 > reads0,
+        "the 6 MiB of noise were read lazily: {ours:?}, {} FUSE reads",
+        reads1 - reads0
     );
 
     // kill -9 of the snapshotter while a container runs: its reads go on
@@ -589,6 +642,12 @@ fn containerd_pulls_lazily_runs_restarts_and_falls_back() {
     );
     assert_eq!(exec("e2"), "hello from a lazy layer\nfrom the base layer\n");
     snap.start();
+    // The counters and their endpoint are the manager's: they survive.
+    let (req2, _, _) = counts(&scrape(&snap.metrics));
+    assert!(
+        req2 >= req1,
+        "metrics went back from {req1} to {req2} requests"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while snap.log().matches("still mounted, taken back").count() < 2 {
         assert!(

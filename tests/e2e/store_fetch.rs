@@ -319,25 +319,6 @@ fn a_registry_that_never_answers_does_not_stall_the_store() {
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }
 
-/// `GET /metrics` from the store's unix socket, as a map of sample → value.
-fn scrape(socket: &Path) -> std::collections::HashMap<String, f64> {
-    use std::io::{Read, Write};
-    let mut c = std::os::unix::net::UnixStream::connect(socket).unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: store\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    c.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            let (k, v) = l.rsplit_once(' ').unwrap();
-            (k.to_string(), v.parse().unwrap())
-        })
-        .collect()
-}
-
 #[test]
 fn the_store_counts_what_it_fetched_for_prometheus() {
     if !fuse_available() {

@@ -625,3 +625,23 @@ impl Drop for Podman {
         }
     }
 }
+
+/// `GET /metrics` from a metrics unix socket (`--metrics-address`), as a
+/// map of sample → value.
+pub fn scrape(socket: &Path) -> std::collections::HashMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}

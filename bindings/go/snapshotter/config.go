@@ -59,6 +59,10 @@ type Config struct {
 	// FuseManager keeps the layer mounts in a process of their own, so
 	// they outlive a snapshotter restart.
 	FuseManager bool `toml:"fuse_manager"`
+	// MetricsAddress serves Prometheus metrics at GET /metrics on
+	// HOST:PORT or a unix socket (an absolute path), from the process that
+	// mounts the layers (the FUSE manager, if on) ("": none).
+	MetricsAddress string `toml:"metrics_address"`
 }
 
 // DefaultHostsDir is where containerd reads hosts.toml files (its CRI

@@ -33,13 +33,23 @@ type MountArgs struct {
 // ManagerService is the manager's RPC service.
 type ManagerService struct {
 	mounter Mounter
-	mu      sync.Mutex
-	mounts  map[string]io.Closer // mountpoint -> mount
+	// Where the manager serves metrics ("": nowhere).
+	metricsAddress string
+	mu             sync.Mutex
+	mounts         map[string]io.Closer // mountpoint -> mount
 }
 
 // NewManagerService serves mounts made with mounter.
 func NewManagerService(mounter Mounter) *ManagerService {
 	return &ManagerService{mounter: mounter, mounts: map[string]io.Closer{}}
+}
+
+// MetricsAddress gives where the manager serves metrics ("": nowhere), so
+// a snapshotter that finds a running manager can tell whether it serves
+// what its own configuration asks for.
+func (s *ManagerService) MetricsAddress(_ struct{}, reply *string) error {
+	*reply = s.metricsAddress
+	return nil
 }
 
 // Mount mounts a layer; a mountpoint it already serves is left as it is.
@@ -118,9 +128,19 @@ func (s *ManagerService) UnmountAll() error {
 }
 
 // ServeManager serves the manager on socket until ctx is done, then
-// unmounts every layer.
-func ServeManager(ctx context.Context, socket string, mounter Mounter) error {
+// unmounts every layer. With a metricsAddress, the library's counters
+// (those of this process's mounts) are served there for Prometheus.
+func ServeManager(ctx context.Context, socket string, mounter Mounter, metricsAddress string) error {
 	svc := NewManagerService(mounter)
+	if metricsAddress != "" {
+		m, err := estargz.ServeMetrics(metricsAddress)
+		if err != nil {
+			return fmt.Errorf("metrics_address: %w", err)
+		}
+		defer m.Close()
+		svc.metricsAddress = m.Address()
+		log.L.Infof("metrics at %s", m.Address())
+	}
 	server := rpc.NewServer()
 	if err := server.RegisterName("Manager", svc); err != nil {
 		return err
@@ -195,6 +215,13 @@ func (m *ManagerMounter) Mounted(_ context.Context, mountpoint string) (io.Close
 		return managedMount{m.client, mountpoint}, true
 	}
 	return nil, false
+}
+
+// MetricsAddress asks the manager where it serves metrics ("": nowhere).
+func (m *ManagerMounter) MetricsAddress() (string, error) {
+	var addr string
+	err := m.client.Call("Manager.MetricsAddress", struct{}{}, &addr)
+	return addr, err
 }
 
 // Close closes the connection (the mounts stay).

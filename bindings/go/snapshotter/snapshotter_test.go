@@ -299,7 +299,7 @@ func TestManagerKeepsMountsAcrossClients(t *testing.T) {
 	fm := &fakeMounter{fail: map[string]bool{}, mounts: map[string]Layer{}}
 	sock := filepath.Join(t.TempDir(), "m.sock")
 	served := make(chan error, 1)
-	go func() { served <- ServeManager(ctx, sock, fm) }()
+	go func() { served <- ServeManager(ctx, sock, fm, "") }()
 
 	root := t.TempDir()
 	mm, err := DialManager(sock, 10*time.Second)

@@ -25,6 +25,7 @@ import (
 	"github.com/containerd/log"
 	"google.golang.org/grpc"
 
+	estargz "github.com/estargz-rs/estargz-rs/bindings/go"
 	"github.com/estargz-rs/estargz-rs/bindings/go/snapshotter"
 )
 
@@ -43,24 +44,28 @@ func main() {
 	config := flag.String("config", defaultConfig, "TOML configuration (a missing default file means defaults)")
 	level := flag.String("log-level", "info", "error, warn, info or debug")
 	manager := flag.Bool("fuse-manager", false, "run as the FUSE manager of --root (started by the snapshotter itself)")
+	metrics := flag.String("metrics-address", "", "serve Prometheus metrics at GET /metrics on HOST:PORT (e.g. 127.0.0.1:9100) or a unix socket (an absolute path); overrides metrics_address")
 	flag.Parse()
 	run := run
 	if *manager {
 		run = runManager
 	}
-	if err := run(*address, *root, *config, *level); err != nil {
+	if err := run(*address, *root, *config, *level, *metrics); err != nil {
 		fmt.Fprintf(os.Stderr, "estargz-snapshotter: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(address, root, configPath, level string) error {
+func run(address, root, configPath, level, metricsAddress string) error {
 	if err := log.SetLevel(level); err != nil {
 		return fmt.Errorf("--log-level %q: %w", level, err)
 	}
 	cfg, err := snapshotter.LoadConfig(configPath, configPath == defaultConfig)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	if metricsAddress != "" {
+		cfg.MetricsAddress = metricsAddress
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -74,12 +79,20 @@ func run(address, root, configPath, level string) error {
 		}
 	})
 	if cfg.FuseManager {
-		mm, err := startManager(root, configPath, level)
+		mm, err := startManager(root, configPath, level, cfg.MetricsAddress)
 		if err != nil {
 			return err
 		}
 		defer mm.Close()
 		mounter = mm
+	} else if cfg.MetricsAddress != "" {
+		// The counters are those of the process that mounts: this one.
+		m, err := estargz.ServeMetrics(cfg.MetricsAddress)
+		if err != nil {
+			return fmt.Errorf("metrics_address: %w", err)
+		}
+		defer m.Close()
+		log.L.Infof("metrics at %s", m.Address())
 	}
 	sn, err := snapshotter.New(root, mounter)
 	if err != nil {
@@ -221,10 +234,16 @@ func managerSocket(root string) string { return filepath.Join(root, "fuse-manage
 
 // startManager connects to the FUSE manager of root, starting it (detached,
 // in a session of its own, so it outlives this process) if none answers.
-func startManager(root, configPath, level string) (*snapshotter.ManagerMounter, error) {
+// The manager serves the metrics (its mounts have the counters), so they
+// and their endpoint outlive a snapshotter restart too; a running manager
+// keeps the address it was started with.
+func startManager(root, configPath, level, metricsAddress string) (*snapshotter.ManagerMounter, error) {
 	sock := managerSocket(root)
 	if mm, err := snapshotter.DialManager(sock, 0); err == nil {
 		log.L.Infof("using the running FUSE manager at %s", sock)
+		if got, err := mm.MetricsAddress(); err == nil && got != metricsAddress && !samePort(got, metricsAddress) {
+			log.L.Warnf("the running FUSE manager serves metrics at %q, not %q: stop it (SIGTERM, unmounts its layers) to change metrics_address", got, metricsAddress)
+		}
 		return mm, nil
 	}
 	if err := os.MkdirAll(root, 0o700); err != nil {
@@ -239,7 +258,11 @@ func startManager(root, configPath, level string) (*snapshotter.ManagerMounter, 
 		return nil, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(self, "--fuse-manager", "--root", root, "--config", configPath, "--log-level", level)
+	args := []string{"--fuse-manager", "--root", root, "--config", configPath, "--log-level", level}
+	if metricsAddress != "" {
+		args = append(args, "--metrics-address", metricsAddress)
+	}
+	cmd := exec.Command(self, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = managerEnv(os.Environ())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -274,13 +297,16 @@ func managerEnv(env []string) []string {
 
 // runManager is the FUSE manager: it owns the layer mounts until SIGINT or
 // SIGTERM, then unmounts them.
-func runManager(_, root, configPath, level string) error {
+func runManager(_, root, configPath, level, metricsAddress string) error {
 	if err := log.SetLevel(level); err != nil {
 		return err
 	}
 	cfg, err := snapshotter.LoadConfig(configPath, configPath == defaultConfig)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	if metricsAddress != "" {
+		cfg.MetricsAddress = metricsAddress
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -291,5 +317,12 @@ func runManager(_, root, configPath, level string) error {
 	defer os.Remove(pidFile)
 	mounter := snapshotter.NewReloadableMounter(cfg.MountOptions(root))
 	watchReload(ctx, configPath, cfg, func(next snapshotter.Config) { mounter.SetOptions(next.MountOptions(root)) })
-	return snapshotter.ServeManager(ctx, managerSocket(root), mounter)
+	return snapshotter.ServeManager(ctx, managerSocket(root), mounter, cfg.MetricsAddress)
+}
+
+// samePort says whether got, the address a manager serves (port 0 made
+// concrete), is what want ("HOST:0") asked for.
+func samePort(got, want string) bool {
+	host, port, err := net.SplitHostPort(want)
+	return err == nil && port == "0" && strings.HasPrefix(got, host+":")
 }

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,10 +61,15 @@ func TestReadyReloadAndStop(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("fuse_manager = false\n")
+	metrics := filepath.Join(dir, "metrics.sock")
+	write(fmt.Sprintf("fuse_manager = false\nmetrics_address = %q\n", metrics))
 	done := make(chan error, 1)
-	go func() { done <- run(filepath.Join(dir, "sn.sock"), filepath.Join(dir, "root"), config, "warn") }()
+	go func() { done <- run(filepath.Join(dir, "sn.sock"), filepath.Join(dir, "root"), config, "warn", "") }()
 	next("READY=1")
+	// Without a FUSE manager the snapshotter mounts, so it serves the metrics.
+	if text := scrape(t, metrics); !strings.Contains(text, "# TYPE estargz_registry_requests_total counter\n") {
+		t.Fatalf("GET /metrics from the snapshotter:\n%s", text)
+	}
 
 	hup := func() reload {
 		t.Helper()
@@ -100,6 +109,27 @@ func TestReadyReloadAndStop(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not return after SIGTERM")
 	}
+	if _, err := os.Lstat(metrics); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the metrics socket after the stop: %v", err)
+	}
+}
+
+// scrape is GET /metrics on the unix socket at path.
+func scrape(t *testing.T, path string) string {
+	t.Helper()
+	c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", path)
+	}}}
+	resp, err := c.Get("http://metrics/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s, %v", resp.Status, err)
+	}
+	return string(body)
 }
 
 // A SIGHUP is passed on to the FUSE manager named by the pid file.
