@@ -1,6 +1,6 @@
 //! How to reach registries: `--plain-http`, `--insecure-registry`,
 //! `--auth-file`, `--request-timeout`, `--retries`, `--registries-conf`,
-//! `--certs-dir`.
+//! `--certs-dir`, `--hosts-dir`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +40,12 @@ pub struct RegistryArgs {
     /// /etc/docker/certs.d; repeatable, searched in order.
     #[arg(long, value_name = "DIR")]
     pub certs_dir: Vec<PathBuf>,
+    /// containerd's registry host directory (its `config_path`, e.g.
+    /// /etc/containerd/certs.d): a registry with a DIR/HOST[:PORT]/hosts.toml
+    /// (or DIR/_default/hosts.toml) is pulled from its mirrors and `server`
+    /// instead of what registries.conf says. Default: none.
+    #[arg(long, value_name = "DIR")]
+    pub hosts_dir: Option<PathBuf>,
 }
 
 impl RegistryArgs {
@@ -53,6 +59,7 @@ impl RegistryArgs {
         Key::new("retries", "retries"),
         Key::new("registries_conf", "registries_conf"),
         Key::new("certs_dirs", "certs_dir"),
+        Key::new("hosts_dir", "hosts_dir"),
     ];
 
     /// The per-request time limit (at least a second: 0 would fail every
@@ -70,7 +77,8 @@ impl RegistryArgs {
             .insecure_registries(self.insecure_registry.clone())
             .request_timeout(self.request_timeout())
             .retries(self.retries)
-            .registries_conf(Arc::new(conf));
+            .registries_conf(Arc::new(conf))
+            .hosts_dir(self.hosts_dir.clone());
         if let Some(f) = &self.auth_file {
             opts.auth_files = vec![f.clone()];
         }

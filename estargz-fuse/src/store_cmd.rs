@@ -236,6 +236,7 @@ request_timeout_sec = 7
 retries = 2
 registries_conf = "/etc/r.conf"
 certs_dirs = ["/c1", "/c2"]
+hosts_dir = "/etc/containerd/certs.d"
 cache_dir = "/var/cache/x"
 disk_cache_size = 1000
 memory_cache_size = 2000
@@ -262,6 +263,10 @@ record_limit = 7
         assert_eq!((r.request_timeout, r.retries), (7, 2));
         assert_eq!(r.registries_conf.as_deref(), Some(Path::new("/etc/r.conf")));
         assert_eq!(r.certs_dir, [PathBuf::from("/c1"), PathBuf::from("/c2")]);
+        assert_eq!(
+            r.hosts_dir.as_deref(),
+            Some(Path::new("/etc/containerd/certs.d"))
+        );
         let c = &a.cache;
         assert_eq!(c.cache_dir.as_deref(), Some(Path::new("/var/cache/x")));
         assert_eq!((c.disk_cache_size, c.memory_cache_size), (1000, 2000));
@@ -286,7 +291,7 @@ record_limit = 7
             Some(Path::new("/var/lib/r.json"))
         );
         assert_eq!(a.record.record_limit, 7);
-        assert_eq!(config_keys().len(), 22);
+        assert_eq!(config_keys().len(), 23);
     }
 
     #[test]

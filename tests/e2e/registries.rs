@@ -1001,3 +1001,96 @@ fn the_store_reloads_registry_settings_from_its_config_on_sighup() {
     assert!(status.success(), "{status}:\n{log_text}");
     assert!(log_text.contains(&format!("settings from {}", cfg.display())));
 }
+
+/// `--hosts-dir` (and the store's `hosts_dir` key): containerd's
+/// hosts.toml sends the pulls of an image named after an address nobody
+/// listens on to the `server` it names; without the flag they fail.
+#[test]
+fn hosts_toml_from_hosts_dir_serves_pull_and_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let (files, blob) = make_layer(work);
+    let origin = TestRegistry::start(None);
+    ok(estargz(
+        &[
+            "push",
+            "--plain-http",
+            &format!("{}/hosted/app:v1", origin.host()),
+            blob.to_str().unwrap(),
+        ],
+        None,
+    ));
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let reference = format!("{nobody}/hosted/app:v1");
+    let hosts = work.join("certs.d");
+    fs::create_dir_all(hosts.join(&nobody)).unwrap();
+    fs::write(
+        hosts.join(&nobody).join("hosts.toml"),
+        format!("server = \"http://{}\"\n", origin.host()),
+    )
+    .unwrap();
+    let hosts = hosts.to_str().unwrap();
+    let pull = |extra: &[&str]| {
+        let mut args = vec![
+            "pull",
+            "--retries",
+            "0",
+            &reference,
+            "--cat",
+            "data/big.bin",
+        ];
+        args.extend(extra);
+        estargz(&args, None)
+    };
+    let err = failed(pull(&[]));
+    assert!(err.contains(&nobody), "{err}");
+    assert!(
+        ok(pull(&["--hosts-dir", hosts])) == files[1].1,
+        "big.bin differs"
+    );
+
+    // The store, from its config file.
+    if !fuse_available() {
+        return;
+    }
+    let client = Registry::new(
+        HttpOptions::default()
+            .plain_http(true)
+            .auth_files(Vec::new()),
+    );
+    let image = client
+        .resolve_image(
+            &Reference::parse(&format!("{}/hosted/app:v1", origin.host())).unwrap(),
+            None,
+        )
+        .unwrap();
+    let toc = image.manifest.layers[0].toc_digest().unwrap().to_string();
+    let config = work.join("store.toml");
+    fs::write(&config, format!("hosts_dir = \"{hosts}\"\nretries = 0\n")).unwrap();
+    let mnt = work.join("store");
+    fs::create_dir_all(&mnt).unwrap();
+    let log = work.join("store.log");
+    let args: [&std::ffi::OsStr; 4] = [
+        "store".as_ref(),
+        mnt.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ];
+    let child = start_fuse_process(&args, &mnt, &log);
+    let diff = mnt
+        .join(base64::engine::general_purpose::STANDARD.encode(&reference))
+        .join(&toc)
+        .join("diff");
+    let read = fs::read(diff.join("data/big.bin"));
+    let status = stop_fuse_process(child, &mnt, &log);
+    let log_text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        read.unwrap_or_else(|e| panic!("{e}:\n{log_text}")) == files[1].1,
+        "big.bin differs through the store"
+    );
+    assert!(status.success(), "{status}:\n{log_text}");
+}
