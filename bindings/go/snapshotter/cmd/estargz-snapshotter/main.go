@@ -269,10 +269,38 @@ func startManager(root, configPath, level, metricsAddress string) (*snapshotter.
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting the FUSE manager: %w", err)
 	}
-	pid := cmd.Process.Pid
-	_ = cmd.Process.Release()
-	log.L.Infof("started the FUSE manager (pid %d)", pid)
-	return snapshotter.DialManager(sock, 30*time.Second)
+	log.L.Infof("started the FUSE manager (pid %d)", cmd.Process.Pid)
+	// Waited for, so a manager that fails at start-up (a metrics address
+	// it cannot bind, a bad config) is reported at once with its last log
+	// line instead of after the dial timeout, and is reaped.
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mm, err := snapshotter.DialManager(sock, 0)
+		if err == nil {
+			return mm, nil
+		}
+		select {
+		case werr := <-exited:
+			return nil, fmt.Errorf("the FUSE manager exited at start-up (%v): %s", werr, lastLine(logf.Name()))
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w (its log: %s)", err, logf.Name())
+		}
+	}
+}
+
+// lastLine is the last non-empty line of the file at path (the manager's
+// reason for exiting), or a pointer to the file.
+func lastLine(path string) string {
+	b, err := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if err != nil || lines[len(lines)-1] == "" {
+		return "see " + path
+	}
+	return lines[len(lines)-1]
 }
 
 // managerEnv is env without NOTIFY_SOCKET (systemd hears from the
