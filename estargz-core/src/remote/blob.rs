@@ -684,7 +684,7 @@ mod tests {
         raw.extend_from_slice(&blob[50..55]);
         raw.extend_from_slice(b"\r\n--XYZ--\r\n");
         let spans = [10..20, 50..55];
-        let mut got = vec![0u8; 200];
+        let mut got = [0u8; 200];
         let mut keep = |offset: u64, bytes: &[u8]| {
             got[offset as usize..offset as usize + bytes.len()].copy_from_slice(bytes);
             Ok(())

@@ -269,7 +269,10 @@ fn a_read_of_the_front_of_a_batch_does_not_wait_for_its_end() {
     // A background-style batch of the whole blob.
     let batch = {
         let c = c.clone();
-        std::thread::spawn(move || c.read_ranges(&[0..(1 << 20)]).map(|v| v[0].len()))
+        std::thread::spawn(move || {
+            c.read_ranges(std::slice::from_ref(&(0..(1 << 20))))
+                .map(|v| v[0].len())
+        })
     };
     while src.calls.load(Ordering::SeqCst) == 0 {
         std::thread::sleep(Duration::from_millis(1));
