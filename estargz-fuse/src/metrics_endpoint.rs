@@ -88,31 +88,20 @@ impl Listener {
     /// One connection, bounded by the client timeout; `None` once shut down
     /// (or on an error accepting, which the caller sees as the same).
     fn accept(&self) -> Option<Box<dyn ReadWrite>> {
-        fn bounded<C: ReadWrite + 'static>(
-            c: C,
-            set: impl Fn(&C, Option<Duration>) -> io::Result<()>,
-            set_w: impl Fn(&C, Option<Duration>) -> io::Result<()>,
-        ) -> Box<dyn ReadWrite> {
-            let _ = set(&c, Some(CLIENT_TIMEOUT));
-            let _ = set_w(&c, Some(CLIENT_TIMEOUT));
-            Box::new(c)
-        }
-        match self {
-            Listener::Tcp(l) => l.accept().ok().map(|(c, _)| {
-                bounded(
-                    c,
-                    std::net::TcpStream::set_read_timeout,
-                    std::net::TcpStream::set_write_timeout,
-                )
-            }),
-            Listener::Unix(l) => l.accept().ok().map(|(c, _)| {
-                bounded(
-                    c,
-                    std::os::unix::net::UnixStream::set_read_timeout,
-                    std::os::unix::net::UnixStream::set_write_timeout,
-                )
-            }),
-        }
+        Some(match self {
+            Listener::Tcp(l) => {
+                let (c, _) = l.accept().ok()?;
+                let _ = c.set_read_timeout(Some(CLIENT_TIMEOUT));
+                let _ = c.set_write_timeout(Some(CLIENT_TIMEOUT));
+                Box::new(c)
+            }
+            Listener::Unix(l) => {
+                let (c, _) = l.accept().ok()?;
+                let _ = c.set_read_timeout(Some(CLIENT_TIMEOUT));
+                let _ = c.set_write_timeout(Some(CLIENT_TIMEOUT));
+                Box::new(c)
+            }
+        })
     }
 }
 
