@@ -68,6 +68,9 @@ type Snapshotter struct {
 	ms      *storage.MetaStore
 	mounter Mounter
 
+	// noOpenAhead: Prepare does not open the following layers ahead.
+	noOpenAhead bool
+
 	mu     sync.Mutex
 	mounts map[string]io.Closer // snapshot id -> its layer mount
 }
@@ -86,6 +89,10 @@ func New(root string, mounter Mounter) (*Snapshotter, error) {
 	}
 	return &Snapshotter{root: root, ms: ms, mounter: mounter, mounts: map[string]io.Closer{}}, nil
 }
+
+// SetOpenAhead sets whether a Prepare opens the following layers ahead
+// when the mounter can (on by default); call it before serving.
+func (s *Snapshotter) SetOpenAhead(on bool) { s.noOpenAhead = !on }
 
 func (s *Snapshotter) dir(id string) string   { return filepath.Join(s.root, "snapshots", id) }
 func (s *Snapshotter) fsDir(id string) string { return filepath.Join(s.dir(id), "fs") }
@@ -200,7 +207,7 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 // starting to open the image's following layers (and this one, so the
 // manifest is fetched once for all of them).
 func (s *Snapshotter) mountRemote(ctx context.Context, id string, layer Layer) error {
-	if a, ok := s.mounter.(AheadOpener); ok && len(aheadDigests(layer)) > 0 {
+	if a, ok := s.mounter.(AheadOpener); ok && !s.noOpenAhead && len(aheadDigests(layer)) > 0 {
 		if err := a.OpenAhead(ctx, layer); err != nil {
 			log.G(ctx).WithError(err).Debugf("layer %s of %s: not opening the next layers ahead", layer.Digest, layer.Ref)
 		}

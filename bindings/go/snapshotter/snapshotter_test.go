@@ -258,6 +258,7 @@ insecure_registries = ["127.0.0.1:5000"]
 registries_conf = "/r.conf"
 certs_dir = "/certs.d"
 hosts_dir = ""
+open_ahead = false
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -269,6 +270,7 @@ hosts_dir = ""
 	want.CacheDir, want.DiskCacheSize, want.BackgroundFetch, want.RequestTimeoutSec = "/c", 1000, false, 5
 	want.InsecureRegistries = []string{"127.0.0.1:5000"}
 	want.RegistriesConf, want.CertsDir, want.HostsDir = "/r.conf", "/certs.d", ""
+	want.OpenAhead = false
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config %+v, want %+v", cfg, want)
 	}
@@ -420,6 +422,17 @@ func TestPrepareOpensTheNextLayersAhead(t *testing.T) {
 	}
 	if d := aheadDigests(Layer{Digest: digestB, Layers: []string{digestA}}); strings.Join(d, ",") != digestB+","+digestA {
 		t.Errorf("aheadDigests: %v", d)
+	}
+	// Switched off: the mount only.
+	sn.SetOpenAhead(false)
+	if _, err := sn.Prepare(ctx, "k3", "", snapshots.WithLabels(labels("chainC", digestB, digestB+","+digestA))); !errdefs.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	am.mu.Lock()
+	got = am.calls[len(want):]
+	am.mu.Unlock()
+	if len(got) != 1 || got[0] != "mount "+digestB {
+		t.Errorf("calls with open ahead off: %q", got)
 	}
 	if err := sn.Close(); err != nil {
 		t.Fatal(err)

@@ -85,6 +85,7 @@ func run(address, root, configPath, level string) error {
 	if err != nil {
 		return err
 	}
+	sn.SetOpenAhead(cfg.OpenAhead)
 	defer func() {
 		// The manager's mounts stay for the next snapshotter; our own go.
 		closeFn, what := sn.Close, "closing the snapshotter"
