@@ -1196,7 +1196,8 @@ estargz_result estargz_mount_remote(const char *reference, const char *layer, co
  * mount still checks its own expected TOC digest, and one whose layer was
  * opened with another TOC opens it again. Layers already being opened are
  * skipped; failures are dropped (the mount opens the layer itself); an
- * open not claimed within 30 s is dropped. `remote_options` (may be NULL:
+ * open not claimed within 30 s is no longer used, and is dropped by the
+ * next call of either function (at most 16 are held). `remote_options` (may be NULL:
  * defaults) give the registry access and the caches, as for the mount.
  * `out_started` (may be NULL) receives how many opens were started.
  *

@@ -272,7 +272,8 @@ func Mount(ctx context.Context, ref, mountpoint string, opts ...MountOption) (*L
 // it annotates are opened. Of opts, the remote options (WithRemote) apply:
 // pass the ones the mounts use. Layers already being opened are skipped,
 // failures are dropped (the mount opens the layer itself), and an open no
-// Mount claims within 30 s is dropped. It returns how many opens started.
+// Mount claims within 30 s is no longer used (and dropped by the next call;
+// at most 16 are held). It returns how many opens started.
 func MountOpenAhead(ref string, digests []string, opts ...MountOption) (int, error) {
 	_, r, err := newMountOptions(opts)
 	if err != nil {

@@ -5,7 +5,8 @@
 //! for overlaps those waits. One table, by (image reference, layer digest),
 //! holds each open being made or made: the first request for the layer
 //! claims it (waiting for it if it is still running, sharing its answer
-//! through the core's `Flight`), unclaimed ones expire, and the table is
+//! through the core's `Flight`), unclaimed ones expire (checked on every
+//! reserve and claim, so no thread of its own is needed), and the table is
 //! bounded. Used by the store's resolver and by the C ABI's mounts
 //! ([`mounts`], fed by `estargz_mount_open_ahead`).
 
