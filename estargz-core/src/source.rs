@@ -26,6 +26,33 @@ pub trait ReadAt: Send + Sync {
             .collect()
     }
 
+    /// Reads several ranges, handing the bytes to `deliver(offset, bytes)`
+    /// as they arrive, so the front of a large request can be used before
+    /// its end is in. Every byte of `ranges` is delivered before `Ok`; a
+    /// remote source may also deliver bytes between close ranges, and some
+    /// bytes twice after a retry. Default: `read_ranges`, one call per range.
+    fn stream_ranges(
+        &self,
+        ranges: &[std::ops::Range<u64>],
+        deliver: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        for (r, bytes) in ranges.iter().zip(self.read_ranges(ranges)?) {
+            if bytes.len() as u64 != r.end.saturating_sub(r.start) {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "range {}..{} came back with {} bytes",
+                        r.start,
+                        r.end,
+                        bytes.len()
+                    ),
+                ));
+            }
+            deliver(r.start, &bytes)?;
+        }
+        Ok(())
+    }
+
     /// Drops locally kept bytes of `range` because they failed verification,
     /// so the next read fetches them again. Sources that keep nothing (or
     /// whose bytes cannot change) ignore it.
@@ -128,6 +155,13 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     fn read_ranges(&self, ranges: &[std::ops::Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
         (**self).read_ranges(ranges)
     }
+    fn stream_ranges(
+        &self,
+        ranges: &[std::ops::Range<u64>],
+        deliver: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        (**self).stream_ranges(ranges, deliver)
+    }
     fn invalidate(&self, range: std::ops::Range<u64>) {
         (**self).invalidate(range)
     }
@@ -145,6 +179,13 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     }
     fn read_ranges(&self, ranges: &[std::ops::Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
         (**self).read_ranges(ranges)
+    }
+    fn stream_ranges(
+        &self,
+        ranges: &[std::ops::Range<u64>],
+        deliver: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        (**self).stream_ranges(ranges, deliver)
     }
     fn invalidate(&self, range: std::ops::Range<u64>) {
         (**self).invalidate(range)

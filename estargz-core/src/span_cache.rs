@@ -10,7 +10,9 @@
 //! * merges concurrent misses: while `max_fetchers` requests are in flight,
 //!   further misses queue into one batch that the next free fetcher sends
 //!   as one (multi-range) request, and a read of bytes already on their way
-//!   waits for them instead of asking again.
+//!   waits for them instead of asking again;
+//! * streams: each piece of a response is usable as soon as it is written,
+//!   so a read of the front of a large request does not wait for its end.
 //!
 //! Bytes here are not verified (the blob digest covers the whole blob
 //! only); readers verify chunks after decompressing, and a range that fails
@@ -358,7 +360,9 @@ impl SpanCache {
             .collect()
     }
 
-    /// Fetches a batch and writes it to the file.
+    /// Fetches a batch into the file, each piece present as soon as it is
+    /// written: a read of the front of a large batch (a grown read-ahead
+    /// window, a background request) goes on before the rest is in.
     fn fetch(&self, batch: &Batch) -> io::Result<()> {
         let mut ranges = batch.ranges().clone();
         ranges.sort_by_key(|r| r.start);
@@ -367,19 +371,22 @@ impl SpanCache {
             ranges.iter().map(|r| r.end - r.start).sum::<u64>(),
             Ordering::Relaxed,
         );
-        let data = self.inner.read_ranges(&ranges)?;
-        for (r, bytes) in ranges.iter().zip(&data) {
-            if bytes.len() as u64 != r.end - r.start {
-                return Err(io::Error::from(Error::Network(format!(
-                    "blob range {}..{} came back with {} bytes",
-                    r.start,
-                    r.end,
-                    bytes.len()
-                ))));
-            }
-            self.file.write_all_at(bytes, r.start)?;
-        }
-        Ok(())
+        self.inner.stream_ranges(&ranges, &mut |offset, bytes| {
+            let end = offset
+                .checked_add(bytes.len() as u64)
+                .filter(|&end| end <= self.size)
+                .ok_or_else(|| {
+                    io::Error::from(Error::Network(format!(
+                        "{} bytes at offset {offset} reach past the blob's {} bytes",
+                        bytes.len(),
+                        self.size
+                    )))
+                })?;
+            self.file.write_all_at(bytes, offset)?;
+            self.lock().present.insert(offset..end);
+            self.changed.notify_all();
+            Ok(())
+        })
     }
 }
 

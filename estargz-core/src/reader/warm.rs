@@ -208,8 +208,8 @@ impl Reader {
         let mut summary = WarmSummary::default();
         // Requests start small and double up to `batch_bytes`: a container
         // starting right after the layer was opened reads first what sits
-        // at the front of the blob, and a read of bytes already on their
-        // way waits for the whole request that brings them.
+        // at the front of the blob, and its misses share the link with
+        // fewer background bytes at first.
         let mut step = (batch_bytes / 8).clamp(1, FIRST_SPAN_BATCH);
         loop {
             // Asked again each round: on-demand reads fill gaps meanwhile.

@@ -93,10 +93,14 @@ pub struct RemoteBlob {
 
 /// What one attempt at a group of ranges produced.
 enum Fetched {
-    Data(Vec<Vec<u8>>),
+    /// Every byte was delivered.
+    Done,
     /// The registry refused or ignored a multi-range request.
     NeedSingleRange,
 }
+
+/// Where a response's bytes go as they arrive: `deliver(offset, bytes)`.
+type Deliver<'d> = &'d mut dyn FnMut(u64, &[u8]) -> Result<()>;
 
 impl RemoteBlob {
     pub(crate) fn new(
@@ -142,42 +146,19 @@ impl RemoteBlob {
 
     /// Fetches several byte ranges, in as few requests as allowed.
     pub fn fetch_ranges(&self, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
-        for r in ranges {
-            if r.start > r.end || r.end > self.size {
-                return Err(Error::InvalidArgument(format!(
-                    "range {}..{} outside blob {} of {} bytes",
-                    r.start, r.end, self.digest, self.size
-                )));
-            }
-        }
-        let started = std::time::Instant::now();
+        self.check(ranges)?;
         let spans = merge(ranges, self.opts.merge_gap);
-        let mut span_data: Vec<Vec<u8>> = Vec::with_capacity(spans.len());
-        let mut i = 0;
-        while i < spans.len() {
-            let per_request = if self.single_range_mode() {
-                1
-            } else {
-                self.opts.max_ranges_per_request.max(1)
-            };
-            let group = &spans[i..(i + per_request).min(spans.len())];
-            match self.fetch_group(group)? {
-                Fetched::Data(d) => {
-                    span_data.extend(d);
-                    i += group.len();
-                }
-                // Re-split the same spans one per request.
-                Fetched::NeedSingleRange => self.single_range.store(true, Ordering::Relaxed),
-            }
-        }
-        // One line per fetch lets users see how lazy a workload is.
-        log::debug!(
-            "fetched {} range(s) ({} bytes) of blob {} in {} ms",
-            spans.len(),
-            spans.iter().map(|s| s.end - s.start).sum::<u64>(),
-            self.digest,
-            started.elapsed().as_millis()
-        );
+        let mut span_data: Vec<Vec<u8>> = spans
+            .iter()
+            .map(|s| vec![0; (s.end - s.start) as usize])
+            .collect();
+        // Pieces never cross a span's end.
+        self.fetch_spans(&spans, &mut |offset, bytes| {
+            let i = spans.partition_point(|s| s.end <= offset);
+            let at = (offset - spans[i].start) as usize;
+            span_data[i][at..at + bytes.len()].copy_from_slice(bytes);
+            Ok(())
+        })?;
         Ok(ranges
             .iter()
             .map(|r| {
@@ -192,7 +173,57 @@ impl RemoteBlob {
             .collect())
     }
 
-    fn fetch_group(&self, spans: &[Range<u64>]) -> Result<Fetched> {
+    /// Fetches several byte ranges, handing the bytes to `deliver(offset,
+    /// bytes)` as they arrive, so the front of a large request can be used
+    /// before its end is in. Bytes between ranges closer than the merge gap
+    /// are delivered too, and after a retry some bytes may come twice.
+    pub fn fetch_ranges_with(
+        &self,
+        ranges: &[Range<u64>],
+        deliver: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.check(ranges)?;
+        self.fetch_spans(&merge(ranges, self.opts.merge_gap), deliver)
+    }
+
+    fn check(&self, ranges: &[Range<u64>]) -> Result<()> {
+        match ranges.iter().find(|r| r.start > r.end || r.end > self.size) {
+            Some(r) => Err(Error::InvalidArgument(format!(
+                "range {}..{} outside blob {} of {} bytes",
+                r.start, r.end, self.digest, self.size
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn fetch_spans(&self, spans: &[Range<u64>], deliver: Deliver) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut i = 0;
+        while i < spans.len() {
+            let per_request = if self.single_range_mode() {
+                1
+            } else {
+                self.opts.max_ranges_per_request.max(1)
+            };
+            let group = &spans[i..(i + per_request).min(spans.len())];
+            match self.fetch_group(group, deliver)? {
+                Fetched::Done => i += group.len(),
+                // Re-split the same spans one per request.
+                Fetched::NeedSingleRange => self.single_range.store(true, Ordering::Relaxed),
+            }
+        }
+        // One line per fetch lets users see how lazy a workload is.
+        log::debug!(
+            "fetched {} range(s) ({} bytes) of blob {} in {} ms",
+            spans.len(),
+            spans.iter().map(|s| s.end - s.start).sum::<u64>(),
+            self.digest,
+            started.elapsed().as_millis()
+        );
+        Ok(())
+    }
+
+    fn fetch_group(&self, spans: &[Range<u64>], deliver: Deliver) -> Result<Fetched> {
         let what = format!(
             "fetching {} range(s) of blob {} ({} bytes)",
             spans.len(),
@@ -222,8 +253,8 @@ impl RemoteBlob {
             let ep = &self.endpoints[i];
             let result = self.transport.retry_n(&what, ep.retries, || {
                 let started = std::time::Instant::now();
-                let r = self.attempt(i, ep, spans, &range_header, &what);
-                if let Ok(Attempt::Done(Fetched::Data(_))) = &r {
+                let r = self.attempt(i, ep, spans, &range_header, &what, &mut *deliver);
+                if let Ok(Attempt::Done(Fetched::Done)) = &r {
                     crate::metrics::global().observe_fetch(started.elapsed());
                 }
                 r
@@ -262,6 +293,7 @@ impl RemoteBlob {
         spans: &[Range<u64>],
         range_header: &str,
         what: &str,
+        deliver: Deliver,
     ) -> Result<Attempt<Fetched>> {
         let _slot = self.slots.acquire();
         let _host_slot = self.transport.host_slot(&ep.host)?;
@@ -290,9 +322,9 @@ impl RemoteBlob {
             };
             let status = resp.status().as_u16();
             match status {
-                206 => return self.read_partial(&mut resp, spans, what),
+                206 => return self.read_partial(&mut resp, spans, what, deliver),
                 200 => {
-                    let data = self.read_whole(&mut resp, spans, what);
+                    let data = self.read_whole(&mut resp, spans, what, deliver);
                     if spans.len() > 1 {
                         // The registry ignores multi-range: don't make it
                         // send the whole blob again.
@@ -321,10 +353,11 @@ impl RemoteBlob {
         resp: &mut h::Response,
         spans: &[Range<u64>],
         what: &str,
+        deliver: Deliver,
     ) -> Result<Attempt<Fetched>> {
         let ctype = h::header(resp, "content-type").unwrap_or_default();
         let content_range = h::header(resp, "content-range");
-        let mut sink = SpanSink::new(spans);
+        let mut sink = SpanSink::new(spans, deliver);
         let mut body = BufReader::new(resp.body_mut().as_reader());
         let result = if let Some(boundary) = multipart_boundary(&ctype) {
             read_multipart(&mut body, &boundary, self.size, &mut sink)
@@ -346,12 +379,12 @@ impl RemoteBlob {
             }
             Err(e) => return Ok(Attempt::Retry(h::with_context(e, what))),
         }
-        match sink.finish() {
-            Some(data) => Ok(Attempt::Done(Fetched::Data(data))),
-            None => Ok(Attempt::Retry(Error::Network(format!(
+        if !sink.complete() {
+            return Ok(Attempt::Retry(Error::Network(format!(
                 "{what}: the response did not cover every requested range"
-            )))),
+            ))));
         }
+        Ok(Attempt::Done(Fetched::Done))
     }
 
     /// A 200: the whole blob; keep what was asked for, stop after it.
@@ -360,6 +393,7 @@ impl RemoteBlob {
         resp: &mut h::Response,
         spans: &[Range<u64>],
         what: &str,
+        deliver: Deliver,
     ) -> Result<Attempt<Fetched>> {
         if let Some(len) = h::header(resp, "content-length").and_then(|v| v.parse::<u64>().ok()) {
             if len != self.size {
@@ -369,19 +403,19 @@ impl RemoteBlob {
                 )));
             }
         }
-        let mut sink = SpanSink::new(spans);
+        let mut sink = SpanSink::new(spans, deliver);
         let end = spans.last().map_or(0, |s| s.end);
         let result = sink.deliver_from(0..end, &mut resp.body_mut().as_reader());
         self.bytes.fetch_add(sink.received, Ordering::Relaxed);
         if let Err(e) = result {
             return Ok(Attempt::Retry(h::with_context(e, what)));
         }
-        match sink.finish() {
-            Some(data) => Ok(Attempt::Done(Fetched::Data(data))),
-            None => Ok(Attempt::Retry(Error::Network(format!(
+        if !sink.complete() {
+            return Ok(Attempt::Retry(Error::Network(format!(
                 "{what}: short body"
-            )))),
+            ))));
         }
+        Ok(Attempt::Done(Fetched::Done))
     }
 }
 
@@ -405,6 +439,17 @@ impl ReadAt for RemoteBlob {
     fn read_ranges(&self, ranges: &[Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
         self.fetch_ranges(ranges).map_err(io::Error::from)
     }
+
+    fn stream_ranges(
+        &self,
+        ranges: &[Range<u64>],
+        deliver: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.fetch_ranges_with(ranges, &mut |offset, bytes| {
+            deliver(offset, bytes).map_err(|e| Error::io("keeping fetched blob bytes", e))
+        })
+        .map_err(io::Error::from)
+    }
 }
 
 /// Sorted, merged spans covering `ranges` (gaps up to `gap` are filled).
@@ -425,29 +470,27 @@ fn merge(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
     out
 }
 
-/// Collects response parts into the requested spans.
-struct SpanSink<'a> {
+/// Hands the parts of a response that fall into the requested spans to a
+/// [`Deliver`], counting what arrived.
+struct SpanSink<'a, 'd> {
     spans: &'a [Range<u64>],
-    bufs: Vec<Vec<u8>>,
+    deliver: Deliver<'d>,
     filled: Vec<u64>,
     received: u64,
 }
 
-impl<'a> SpanSink<'a> {
-    fn new(spans: &'a [Range<u64>]) -> Self {
+impl<'a, 'd> SpanSink<'a, 'd> {
+    fn new(spans: &'a [Range<u64>], deliver: Deliver<'d>) -> Self {
         SpanSink {
             spans,
-            bufs: spans
-                .iter()
-                .map(|s| vec![0; (s.end - s.start) as usize])
-                .collect(),
+            deliver,
             filled: vec![0; spans.len()],
             received: 0,
         }
     }
 
-    /// Reads the bytes of blob range `part` from `body`, keeping the parts
-    /// that fall into spans.
+    /// Reads the bytes of blob range `part` from `body`, delivering the
+    /// parts that fall into spans.
     fn deliver_from(&mut self, part: Range<u64>, body: &mut dyn Read) -> Result<()> {
         let mut pos = part.start;
         let mut chunk = vec![0u8; 64 << 10];
@@ -470,10 +513,10 @@ impl<'a> SpanSink<'a> {
                 let from = got.start.max(s.start);
                 let to = got.end.min(s.end);
                 if from < to {
-                    self.bufs[i][(from - s.start) as usize..(to - s.start) as usize]
-                        .copy_from_slice(
-                            &chunk[(from - got.start) as usize..(to - got.start) as usize],
-                        );
+                    (self.deliver)(
+                        from,
+                        &chunk[(from - got.start) as usize..(to - got.start) as usize],
+                    )?;
                     self.filled[i] += to - from;
                 }
             }
@@ -482,14 +525,12 @@ impl<'a> SpanSink<'a> {
         Ok(())
     }
 
-    /// The spans' data if every byte arrived.
-    fn finish(self) -> Option<Vec<Vec<u8>>> {
-        let complete = self
-            .spans
+    /// Whether every byte of every span arrived.
+    fn complete(&self) -> bool {
+        self.spans
             .iter()
             .zip(&self.filled)
-            .all(|(s, f)| *f >= s.end - s.start);
-        complete.then_some(self.bufs)
+            .all(|(s, f)| *f >= s.end - s.start)
     }
 }
 
@@ -643,16 +684,22 @@ mod tests {
         raw.extend_from_slice(&blob[50..55]);
         raw.extend_from_slice(b"\r\n--XYZ--\r\n");
         let spans = [10..20, 50..55];
-        let mut sink = SpanSink::new(&spans);
+        let mut got = [0u8; 200];
+        let mut keep = |offset: u64, bytes: &[u8]| {
+            got[offset as usize..offset as usize + bytes.len()].copy_from_slice(bytes);
+            Ok(())
+        };
+        let mut sink = SpanSink::new(&spans, &mut keep);
         read_multipart(&raw[..], "XYZ", 200, &mut sink).unwrap();
-        let data = sink.finish().unwrap();
-        assert_eq!(data[0], &blob[10..20]);
-        assert_eq!(data[1], &blob[50..55]);
+        assert!(sink.complete());
+        assert_eq!(got[10..20], blob[10..20]);
+        assert_eq!(got[50..55], blob[50..55]);
 
         // A part missing → incomplete; truncated → error; junk → error.
-        let mut sink = SpanSink::new(&spans);
+        let mut ignore = |_: u64, _: &[u8]| Ok(());
+        let mut sink = SpanSink::new(&spans, &mut ignore);
         read_multipart(&raw[..raw.len() - 30], "XYZ", 200, &mut sink).unwrap_err();
-        let mut sink = SpanSink::new(&spans);
+        let mut sink = SpanSink::new(&spans, &mut ignore);
         read_multipart(&b"garbage\r\n".repeat(100)[..], "XYZ", 200, &mut sink).unwrap_err();
         assert_eq!(
             multipart_boundary("multipart/byteranges; boundary=\"abc\""),

@@ -203,3 +203,100 @@ fn batched_reads_fetch_only_what_is_missing() {
         .read_ranges(std::slice::from_ref(&(0..(5 << 20))))
         .is_err());
 }
+
+/// A blob that delivers each fetch in two halves, each only when the test
+/// lets it: the first on the first `go`, the second on the next.
+struct Halves {
+    data: Vec<u8>,
+    calls: AtomicUsize,
+    go: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl ReadAt for Halves {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        slice_read(&self.data, buf, offset)
+    }
+    fn size(&self) -> u64 {
+        self.data.len() as u64
+    }
+    /// Gated too, so a cache that fetched without streaming would wait.
+    fn read_ranges(&self, ranges: &[Range<u64>]) -> io::Result<Vec<Vec<u8>>> {
+        let mut out: Vec<Vec<u8>> = ranges.iter().map(|_| Vec::new()).collect();
+        self.stream_ranges(ranges, &mut |offset, bytes| {
+            let i = ranges.iter().position(|r| r.contains(&offset)).unwrap();
+            out[i].extend_from_slice(bytes);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+    fn stream_ranges(
+        &self,
+        ranges: &[Range<u64>],
+        deliver: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let go = self.go.lock().unwrap();
+        for r in ranges {
+            let mid = r.start + (r.end - r.start) / 2;
+            for part in [r.start..mid, mid..r.end] {
+                go.recv().map_err(io::Error::other)?;
+                deliver(
+                    part.start,
+                    &self.data[part.start as usize..part.end as usize],
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn slice_read(data: &[u8], buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let start = (offset as usize).min(data.len());
+    let n = buf.len().min(data.len() - start);
+    buf[..n].copy_from_slice(&data[start..start + n]);
+    Ok(n)
+}
+
+#[test]
+fn a_read_of_the_front_of_a_batch_does_not_wait_for_its_end() {
+    let (go, gate) = std::sync::mpsc::channel();
+    let src = Arc::new(Halves {
+        data: (0..(1 << 20)).map(|i| (i % 253) as u8).collect(),
+        calls: AtomicUsize::new(0),
+        go: Mutex::new(gate),
+    });
+    let c = Arc::new(SpanCache::new(src.clone(), None, SpanCacheOptions::default()).unwrap());
+    // A background-style batch of the whole blob.
+    let batch = {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            c.read_ranges(std::slice::from_ref(&(0..(1 << 20))))
+                .map(|v| v[0].len())
+        })
+    };
+    while src.calls.load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A read of the front, asked while the batch is on its way, waits for
+    // it (no second request) and is answered by its first half alone.
+    let (done, answered) = std::sync::mpsc::channel();
+    {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1000];
+            done.send(c.read_exact_at(&mut buf, 4096).map(|()| buf))
+                .unwrap();
+        });
+    }
+    go.send(()).unwrap();
+    let buf = answered
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the read waited for the whole batch")
+        .unwrap();
+    assert_eq!(buf, src.data[4096..5096]);
+    assert!(!batch.is_finished());
+    go.send(()).unwrap();
+    assert_eq!(batch.join().unwrap().unwrap(), 1 << 20);
+    assert_eq!(src.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(c.stats().cached_bytes, 1 << 20);
+}
