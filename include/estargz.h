@@ -1195,7 +1195,9 @@ estargz_result estargz_mount_remote(const char *reference, const char *layer, co
  * digest the manifest annotates are opened (and verified against it); a
  * mount still checks its own expected TOC digest, and one whose layer was
  * opened with another TOC opens it again. Layers already being opened are
- * skipped; failures are dropped (the mount opens the layer itself); an
+ * skipped; after a failed open the mount opens the layer itself, except
+ * after a timeout, which it returns (ESTARGZ_TIMEOUT) rather than wait
+ * for twice; an
  * open not claimed within 30 s is no longer used, and is dropped by the
  * next call of either function (at most 16 are held). `remote_options` (may be NULL:
  * defaults) give the registry access and the caches, as for the mount.

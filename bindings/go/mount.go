@@ -271,7 +271,8 @@ func Mount(ctx context.Context, ref, mountpoint string, opts ...MountOption) (*L
 // manifest is fetched once for all of them; only layers whose TOC digest
 // it annotates are opened. Of opts, the remote options (WithRemote) apply:
 // pass the ones the mounts use. Layers already being opened are skipped,
-// failures are dropped (the mount opens the layer itself), and an open no
+// after a failed open the mount opens the layer itself (a timeout is
+// returned instead, not waited for twice), and an open no
 // Mount claims within 30 s is no longer used (and dropped by the next call;
 // at most 16 are held). It returns how many opens started.
 func MountOpenAhead(ref string, digests []string, opts ...MountOption) (int, error) {

@@ -18,7 +18,7 @@ use estargz_core::cache::ChunkCache;
 use estargz_core::flight::Flight;
 use estargz_core::remote::manifest::{self, Platform};
 use estargz_core::remote::{open_layer, LayerOptions, Reference, Registry};
-use estargz_core::{Digest, Result};
+use estargz_core::{Digest, Error, Result};
 
 use crate::source::{OpenedLayer, Source};
 
@@ -29,9 +29,8 @@ pub const MAX_AHEAD: usize = 16;
 /// How long a layer opened ahead waits to be claimed.
 pub const AHEAD_TTL: Duration = Duration::from_secs(30);
 
-/// `None`: the open failed (logged by whoever made it); the claimer opens
-/// the layer itself, so a failure is never remembered.
-type Slot<T> = Arc<Flight<Option<T>>>;
+/// `None`: the reservation was dropped without an answer.
+type Slot<T> = Arc<Flight<Option<Result<T>>>>;
 
 /// Opens being made or made ahead, by (image reference, layer digest).
 pub struct OpenAhead<T> {
@@ -42,14 +41,14 @@ pub struct OpenAhead<T> {
 
 /// The right and duty to make one open ahead: [`Reservation::finish`]
 /// hands the result to its claimer; dropped unfinished (an error path, a
-/// panic), it answers "failed" so no claimer waits for nothing.
+/// panic), it answers "none" so no claimer waits for nothing.
 pub struct Reservation<T: Clone> {
     flight: Slot<T>,
 }
 
 impl<T: Clone> Reservation<T> {
-    pub fn finish(self, opened: Option<T>) {
-        self.flight.finish(opened);
+    pub fn finish(self, opened: Result<T>) {
+        self.flight.finish(Some(opened));
     }
 }
 
@@ -86,14 +85,21 @@ impl<T: Clone> OpenAhead<T> {
 
     /// Takes the open of `digest` of `reference` out of the table, waiting
     /// for it if it is still being made (bounded by the registry client's
-    /// timeouts); `None` when there is none or it failed.
-    pub fn claim(&self, reference: &str, digest: &str) -> Option<T> {
+    /// timeouts). `None`: there is none, or it failed and the claimer opens
+    /// the layer itself (a failure is not remembered), except a timeout,
+    /// which is returned: it already took the client's whole time budget,
+    /// and opening again would make the claimer wait for it twice.
+    pub fn claim(&self, reference: &str, digest: &str) -> Option<Result<T>> {
         let flight = {
             let mut slots = self.lock();
             self.drop_expired(&mut slots);
             slots.remove(&(reference.to_string(), digest.to_string()))?
         };
-        flight.wait(Duration::MAX).flatten()
+        match flight.wait(Duration::MAX).flatten()? {
+            Ok(opened) => Some(Ok(opened)),
+            Err(e @ Error::Timeout(_)) => Some(Err(e)),
+            Err(_) => None,
+        }
     }
 
     /// Drops opens nobody claimed in time.
@@ -188,9 +194,10 @@ pub fn open_mounts_ahead(
                 let _ = std::thread::Builder::new()
                     .name("open-ahead".into())
                     .spawn(move || {
-                        let opened = open_layer(&registry, &image, index, &opts)
-                            .map_err(|e| log::debug!("layer {digest}: opening ahead: {e}"))
-                            .ok();
+                        let opened = open_layer(&registry, &image, index, &opts);
+                        if let Err(e) = &opened {
+                            log::debug!("layer {digest}: opening ahead: {e}");
+                        }
                         reservation.finish(opened.map(|l| OpenedLayer {
                             description: format!(
                                 "layer {index} ({}) of {}",
@@ -223,7 +230,8 @@ impl Source {
             ..
         } = self
         {
-            if let Some(opened) = mounts().claim(&reference.to_string(), digest) {
+            if let Some(claimed) = mounts().claim(&reference.to_string(), digest) {
+                let opened = claimed?;
                 let toc = opened.reader.toc_digest();
                 if expected.is_none_or(|e| e == toc) {
                     log::debug!("{}: opened ahead", opened.description);
@@ -253,36 +261,56 @@ mod tests {
         assert_eq!(t.len(), 1);
         let finisher = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            r.finish(Some(7));
+            r.finish(Ok(7));
         });
         let start = Instant::now();
-        assert_eq!(t.claim("img", "d1"), Some(7), "waited for the open");
+        assert_eq!(
+            t.claim("img", "d1").map(Result::unwrap),
+            Some(7),
+            "waited for the open"
+        );
         assert!(start.elapsed() >= Duration::from_millis(40));
         finisher.join().unwrap();
         assert!(t.is_empty(), "claimed opens leave the table");
-        assert_eq!(t.claim("img", "d1"), None, "a second claim opens itself");
-        assert_eq!(t.claim("img", "other"), None);
+        assert!(
+            t.claim("img", "d1").is_none(),
+            "a second claim opens itself"
+        );
+        assert!(t.claim("img", "other").is_none());
     }
 
     #[test]
-    fn failures_and_dropped_reservations_answer_none() {
+    fn failures_are_retried_by_the_claimer_but_timeouts_are_shared() {
         let t: OpenAhead<u32> = OpenAhead::new(4, Duration::from_secs(30));
-        t.reserve("img", "d1").unwrap().finish(None);
-        assert_eq!(t.claim("img", "d1"), None);
+        let reset = Error::Network("connection reset".into());
+        t.reserve("img", "d1").unwrap().finish(Err(reset));
+        assert!(t.claim("img", "d1").is_none(), "the claimer opens again");
         drop(t.reserve("img", "d2").unwrap());
-        assert_eq!(t.claim("img", "d2"), None, "no claimer waits for nothing");
+        assert!(
+            t.claim("img", "d2").is_none(),
+            "no claimer waits for nothing"
+        );
+        let timeout = Error::Timeout("fetching the TOC".into());
+        t.reserve("img", "d3").unwrap().finish(Err(timeout));
+        assert!(
+            matches!(t.claim("img", "d3"), Some(Err(Error::Timeout(_)))),
+            "a timeout is not waited for twice"
+        );
     }
 
     #[test]
     fn unclaimed_opens_expire_and_the_table_is_bounded() {
         let t: OpenAhead<u32> = OpenAhead::new(2, Duration::from_millis(50));
-        t.reserve("img", "d1").unwrap().finish(Some(1));
-        t.reserve("img", "d2").unwrap().finish(Some(2));
+        t.reserve("img", "d1").unwrap().finish(Ok(1));
+        t.reserve("img", "d2").unwrap().finish(Ok(2));
         assert!(t.reserve("img", "d3").is_none(), "bounded");
         std::thread::sleep(Duration::from_millis(80));
         t.expire();
         assert!(t.is_empty(), "unclaimed opens dropped after the TTL");
-        assert_eq!(t.claim("img", "d1"), None, "an expired open is not served");
+        assert!(
+            t.claim("img", "d1").is_none(),
+            "an expired open is not served"
+        );
         assert!(t.reserve("img", "d3").is_some(), "room again");
     }
 }

@@ -181,7 +181,8 @@ impl Resolver {
 
     /// Starts opening the annotated layers after `index` of `image`, up to
     /// [`ResolverOptions::open_ahead`] of them, each on a thread of its
-    /// own; failures are dropped (the request opens the layer again).
+    /// own; after a failure the request opens the layer again (a timeout
+    /// is returned instead, see [`OpenAhead::claim`]).
     fn open_ahead(&self, image: &Arc<Image>, index: usize) {
         let key = image.requested.to_string();
         let layers = &image.manifest.layers;
@@ -205,7 +206,7 @@ impl Resolver {
                             img.requested
                         );
                     }
-                    reservation.finish(opened.ok());
+                    reservation.finish(opened);
                 });
             if spawned.is_ok() {
                 log::debug!("layer {next} of {}: opening ahead", image.requested);
@@ -217,8 +218,8 @@ impl Resolver {
     /// one (waiting for it if it is still being opened), else opened now.
     fn open(&self, image: &Arc<Image>, index: usize) -> Result<OpenedLayer> {
         let digest = &image.manifest.layers[index].digest;
-        if let Some(opened) = self.ahead.claim(&image.requested.to_string(), digest) {
-            return Ok(opened);
+        if let Some(claimed) = self.ahead.claim(&image.requested.to_string(), digest) {
+            return claimed;
         }
         self.source.layer(image, index, true)
     }
