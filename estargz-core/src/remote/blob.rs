@@ -95,6 +95,9 @@ pub struct RemoteBlob {
 enum Fetched {
     /// Every byte was delivered.
     Done,
+    /// The caller's `deliver` refused bytes: its error, neither retried nor
+    /// sent to another source.
+    Refused(Error),
     /// The registry refused or ignored a multi-range request.
     NeedSingleRange,
 }
@@ -208,6 +211,7 @@ impl RemoteBlob {
             let group = &spans[i..(i + per_request).min(spans.len())];
             match self.fetch_group(group, deliver)? {
                 Fetched::Done => i += group.len(),
+                Fetched::Refused(e) => return Err(e),
                 // Re-split the same spans one per request.
                 Fetched::NeedSingleRange => self.single_range.store(true, Ordering::Relaxed),
             }
@@ -371,6 +375,10 @@ impl RemoteBlob {
             h::finish_body(&mut body);
         }
         self.bytes.fetch_add(sink.received, Ordering::Relaxed);
+        // The body is dropped unread: the connection closes, not pooled.
+        if let Some(e) = sink.refused.take() {
+            return Ok(Attempt::Done(Fetched::Refused(e)));
+        }
         match result {
             Ok(()) => {}
             // Size or framing errors are the registry's fault, not transient.
@@ -407,6 +415,9 @@ impl RemoteBlob {
         let end = spans.last().map_or(0, |s| s.end);
         let result = sink.deliver_from(0..end, &mut resp.body_mut().as_reader());
         self.bytes.fetch_add(sink.received, Ordering::Relaxed);
+        if let Some(e) = sink.refused.take() {
+            return Ok(Attempt::Done(Fetched::Refused(e)));
+        }
         if let Err(e) = result {
             return Ok(Attempt::Retry(h::with_context(e, what)));
         }
@@ -477,6 +488,8 @@ struct SpanSink<'a, 'd> {
     deliver: Deliver<'d>,
     filled: Vec<u64>,
     received: u64,
+    /// What `deliver` failed with, if it did.
+    refused: Option<Error>,
 }
 
 impl<'a, 'd> SpanSink<'a, 'd> {
@@ -486,6 +499,7 @@ impl<'a, 'd> SpanSink<'a, 'd> {
             deliver,
             filled: vec![0; spans.len()],
             received: 0,
+            refused: None,
         }
     }
 
@@ -513,10 +527,11 @@ impl<'a, 'd> SpanSink<'a, 'd> {
                 let from = got.start.max(s.start);
                 let to = got.end.min(s.end);
                 if from < to {
-                    (self.deliver)(
-                        from,
-                        &chunk[(from - got.start) as usize..(to - got.start) as usize],
-                    )?;
+                    let piece = &chunk[(from - got.start) as usize..(to - got.start) as usize];
+                    if let Err(e) = (self.deliver)(from, piece) {
+                        self.refused = Some(e.clone());
+                        return Err(e);
+                    }
                     self.filled[i] += to - from;
                 }
             }
