@@ -263,6 +263,60 @@ func Mount(ctx context.Context, ref, mountpoint string, opts ...MountOption) (*L
 	})
 }
 
+// MountOpenAhead starts opening the layers digests of the image ref in the
+// background and returns at once (estargz_mount_open_ahead), so that a
+// Mount of one of them by digest (WithLayerDigest) finds it opened:
+// runtimes mount an image's layers one after the other, and each would
+// otherwise wait for its own manifest, footer and TOC requests. The
+// manifest is fetched once for all of them; only layers whose TOC digest
+// it annotates are opened. Of opts, the remote options (WithRemote) apply:
+// pass the ones the mounts use. Layers already being opened are skipped,
+// after a failed open the mount opens the layer itself (a timeout is
+// returned instead, not waited for twice), and an open no
+// Mount claims within 30 s is no longer used (and dropped by the next call;
+// at most 16 are held). It returns how many opens started.
+func MountOpenAhead(ref string, digests []string, opts ...MountOption) (int, error) {
+	_, r, err := newMountOptions(opts)
+	if err != nil {
+		return 0, err
+	}
+	if err := noNUL("reference", ref); err != nil {
+		return 0, err
+	}
+	for _, d := range digests {
+		if err := noNUL("digest", d); err != nil {
+			return 0, err
+		}
+	}
+	ropts, err := r.cOptions()
+	if err != nil {
+		return 0, err
+	}
+	defer freeRemoteOptions(ropts)
+	cref := C.CString(ref)
+	defer C.free(unsafe.Pointer(cref))
+	var cdigests **C.char
+	if len(digests) > 0 {
+		// C memory: cgo forbids passing Go memory that holds Go pointers.
+		arr := (*[1 << 20]*C.char)(C.malloc(C.size_t(len(digests)) * C.size_t(unsafe.Sizeof((*C.char)(nil)))))[:len(digests):len(digests)]
+		for i, d := range digests {
+			arr[i] = C.CString(d)
+		}
+		defer func() {
+			for _, p := range arr {
+				C.free(unsafe.Pointer(p))
+			}
+			C.free(unsafe.Pointer(&arr[0]))
+		}()
+		cdigests = &arr[0]
+	}
+	var started C.size_t
+	err = call(func() C.estargz_result {
+		return C.estargz_mount_open_ahead(ropts, cref, cdigests, C.size_t(len(digests)), &started)
+	})
+	return int(started), err
+}
+
 // MountLocal mounts the eStargz blob in the file at path (which must not
 // change while mounted) read-only at the directory mountpoint. Of the
 // remote options none apply; WithMountExpectedTOCDigest refuses another TOC.

@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	estargz "github.com/estargz-rs/estargz-rs/bindings/go"
 )
@@ -208,5 +212,114 @@ func TestMountRemote(t *testing.T) {
 	}
 	if isMountpoint(t, mnt) {
 		t.Error("still mounted after Close")
+	}
+}
+
+// The layers of an image opened ahead: one manifest request for all of
+// them, and mounts of them that make no request of their own; a layer
+// not opened ahead (its open already claimed) pays its own, and a mount
+// expecting another TOC digest does not use the open.
+func TestMountOpenAhead(t *testing.T) {
+	needFUSE(t)
+	build := func(files []file) *estargz.Blob {
+		b, err := estargz.Build(bytes.NewReader(makeTar(t, files)), estargz.WithChunkSize(64<<10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+	files := fixture()
+	base := build(files)
+	top := build([]file{dir("etc/"), reg("etc/top.txt", "top layer\n")})
+	r := newRegistry()
+	r.push(t, "v1", true, base, top)
+	var manifests, blobs atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		switch {
+		case strings.Contains(req.URL.Path, "/manifests/"):
+			manifests.Add(1)
+		case strings.Contains(req.URL.Path, "/blobs/"):
+			blobs.Add(1)
+		}
+		r.ServeHTTP(w, req)
+	}))
+	t.Cleanup(srv.Close)
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/test/app:v1"
+	remote := estargz.WithRemote(estargz.WithPlainHTTP(), estargz.WithRetries(0), estargz.WithPrefetch(false),
+		estargz.WithCacheDir(t.TempDir(), 0))
+	// Nothing read unless asked: the counts are the opens' requests only.
+	quiet := []estargz.MountOption{remote, estargz.WithBackgroundFetch(false), estargz.WithPassthrough(false),
+		estargz.WithReadAheadKB(0)}
+	// Waits until the registry has seen no request for a while.
+	settle := func() (int64, int64) {
+		m, b := manifests.Load(), blobs.Load()
+		for quietFor, deadline := time.Now(), time.Now().Add(10*time.Second); time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+			if m2, b2 := manifests.Load(), blobs.Load(); m2 != m || b2 != b {
+				m, b, quietFor = m2, b2, time.Now()
+			} else if time.Since(quietFor) > 300*time.Millisecond {
+				break
+			}
+		}
+		return m, b
+	}
+	mountLayer := func(digest string, extra ...estargz.MountOption) (string, *estargz.LayerMount, error) {
+		mnt := t.TempDir()
+		opts := append(append([]estargz.MountOption{estargz.WithRemote(estargz.WithLayerDigest(digest))}, quiet...), extra...)
+		m, err := estargz.Mount(context.Background(), ref, mnt, opts...)
+		if err == nil {
+			t.Cleanup(func() { m.Close() })
+		}
+		return mnt, m, err
+	}
+
+	if _, err := estargz.MountOpenAhead(ref, []string{"sha256:short"}, remote); !errors.Is(err, estargz.ErrInvalidArgument) {
+		t.Errorf("malformed digest: %v", err)
+	}
+	n, err := estargz.MountOpenAhead(ref, []string{base.Digest(), top.Digest()}, remote)
+	if err != nil || n != 2 {
+		t.Fatalf("MountOpenAhead: %d started, %v", n, err)
+	}
+	if n, err := estargz.MountOpenAhead(ref, []string{base.Digest(), top.Digest()}, remote); err != nil || n != 0 {
+		t.Errorf("again while held: %d started, %v", n, err)
+	}
+	m0, b0 := settle()
+	if m0 != 1 || b0 == 0 {
+		t.Errorf("opening two layers ahead: %d manifest and %d blob requests, want 1 and some", m0, b0)
+	}
+	baseMnt, _, err := mountLayer(base.Digest(), estargz.WithMountExpectedTOCDigest(base.TOCDigest()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topMnt, _, err := mountLayer(top.Digest(), estargz.WithMountExpectedTOCDigest(top.TOCDigest()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, b := manifests.Load(), blobs.Load(); m != m0 || b != b0 {
+		t.Errorf("mounting layers opened ahead: %d manifest and %d blob requests more, want none", m-m0, b-b0)
+	}
+	checkMounted(t, baseMnt, contents(files))
+	if got, err := os.ReadFile(filepath.Join(topMnt, "etc/top.txt")); err != nil || string(got) != "top layer\n" {
+		t.Errorf("etc/top.txt: %q, %v", got, err)
+	}
+
+	// The top layer's open was claimed: mounting it again opens it anew.
+	m1, _ := settle()
+	if _, _, err := mountLayer(top.Digest()); err != nil {
+		t.Fatal(err)
+	}
+	if m := manifests.Load(); m == m1 {
+		t.Error("a mount of a layer not opened ahead made no manifest request")
+	}
+
+	// A layer opened ahead is not used by a mount expecting another TOC.
+	if n, err := estargz.MountOpenAhead(ref, []string{top.Digest()}, remote); err != nil || n != 1 {
+		t.Fatalf("MountOpenAhead: %d started, %v", n, err)
+	}
+	settle()
+	wrong := "sha256:" + strings.Repeat("1", 64)
+	if _, _, err := mountLayer(top.Digest(), estargz.WithMountExpectedTOCDigest(wrong)); !errors.Is(err, estargz.ErrDigestMismatch) {
+		t.Errorf("wrong TOC digest with the layer opened ahead: %v", err)
 	}
 }

@@ -94,6 +94,16 @@ macro_rules! try_bytes {
 }
 pub(crate) use try_bytes;
 
+/// Input strings `(array, n)`, at most `max`: `Vec<String>`; `array` may
+/// be NULL when `n` is 0.
+macro_rules! try_str_array {
+    ($array:ident, $n:ident, $max:expr) => {
+        // SAFETY: an export's array holds `n` strings (export.rs).
+        unsafe { $crate::strings::utf8_array($array, $n, $max, stringify!($array)) }?
+    };
+}
+pub(crate) use try_str_array;
+
 /// A caller buffer to fill `(buf, len)`: `&mut [u8]`; `buf` may be NULL
 /// when `len` is 0.
 macro_rules! try_out_bytes {

@@ -15,7 +15,8 @@
 //! Every export's pointer arguments are, per the header, NULL or valid as
 //! the function's comment says: a handle argument is NULL or a live handle
 //! of its type, not freed during the call; a string is NUL-terminated; a
-//! buffer holds the stated number of bytes; an out pointer is writable. The
+//! buffer holds the stated number of bytes; an array of strings holds the
+//! stated number of such strings; an out pointer is writable. The
 //! macros here and in [`crate::args`] rely on exactly that and nothing more,
 //! so they may only be given an export's own arguments, unchanged.
 //!

@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use estargz_core::cache::ChunkCache;
 use estargz_core::remote::{LayerOptions, Reference, Registry};
 use estargz_core::{Digest, Error};
+use estargz_fuse::ahead::{open_mounts_ahead, RemoteParts};
 use estargz_fuse::mount::{LayerMount, MountOptions};
 use estargz_fuse::record::{AccessRecorder, LayerKey, DEFAULT_RECORD_LIMIT};
 use estargz_fuse::source::{OpenedLayer, Source};
 use estargz_fuse::warm::WarmOptions;
 
-use crate::args::{copy_str_out, optional, try_out, try_path, try_str};
+use crate::args::{copy_str_out, opt_out, optional, try_out, try_path, try_str, try_str_array};
 use crate::error::{estargz_result, ErrorSlot, FfiResult};
 use crate::export::{ffi_call, ffi_free, ffi_last_error, ffi_value, handle, into_raw, Handle};
 use crate::remote::{estargz_remote_options, layer_selector, RemoteOptions};
@@ -268,6 +269,19 @@ macro_rules! optional_nonempty {
     };
 }
 
+/// The registry client, chunk cache and layer options of `remote`.
+fn remote_parts(remote: &RemoteOptions) -> FfiResult<RemoteParts> {
+    Ok(RemoteParts {
+        // One cache per cache directory in the process: the mounts of a
+        // snapshotter share its limits and never clear each other's writes.
+        cache: ChunkCache::open_shared(&remote.cache)?,
+        layer_opts: LayerOptions::default()
+            .allow_unverified_toc(remote.allow_unverified_toc)
+            .span_dir(remote.cache.dir.clone()),
+        registry: Registry::new(remote.http.clone()),
+    })
+}
+
 /// Opens `source` and mounts it at `mountpoint`, checking its TOC digest.
 fn mount(
     source: Source,
@@ -277,14 +291,8 @@ fn mount(
     settings: &MountSettings,
 ) -> FfiResult<*mut estargz_mount> {
     let is_remote = matches!(source, Source::Remote { .. });
-    // One cache per cache directory in the process: the mounts of a
-    // snapshotter share its limits and never clear each other's writes.
-    let cache = ChunkCache::open_shared(&remote.cache)?;
-    let layer_opts = LayerOptions::default()
-        .allow_unverified_toc(remote.allow_unverified_toc)
-        .span_dir(remote.cache.dir.clone());
-    let registry = Registry::new(remote.http.clone());
-    let layer: OpenedLayer = source.open(cache, &registry, &layer_opts)?;
+    // A registry layer opened ahead (estargz_mount_open_ahead) is claimed.
+    let layer: OpenedLayer = source.open_claiming(&remote_parts(remote)?, expected_toc_digest)?;
     let toc_digest = layer.reader.toc_digest();
     if let Some(expected) = expected_toc_digest {
         if expected != toc_digest {
@@ -403,6 +411,53 @@ pub unsafe extern "C" fn estargz_mount_remote(
             platform: remote.platform.clone(),
         };
         out.write(mount(source, expected, mountpoint, &remote, &settings)?);
+        Ok(())
+    })
+}
+
+/// Starts opening the layers `digests` (an array of `n` layer digests,
+/// copied; at most 16 are held at once in the process) of the image
+/// `reference` (copied) in the background and returns at once, so that
+/// estargz_mount_remote of one of them, selected by that digest, finds it
+/// opened: runtimes mount an image's layers one after the other, and each
+/// would otherwise wait for its own manifest, footer and TOC requests.
+/// The manifest is fetched once for all of them. Only layers whose TOC
+/// digest the manifest annotates are opened (and verified against it); a
+/// mount still checks its own expected TOC digest, and one whose layer was
+/// opened with another TOC opens it again. Layers already being opened are
+/// skipped; after a failed open the mount opens the layer itself, except
+/// after a timeout, which it returns (ESTARGZ_TIMEOUT) rather than wait
+/// for twice; an
+/// open not claimed within 30 s is no longer used, and is dropped by the
+/// next call of either function (at most 16 are held). `remote_options` (may be NULL:
+/// defaults) give the registry access and the caches, as for the mount.
+/// `out_started` (may be NULL) receives how many opens were started.
+///
+/// Errors: ESTARGZ_INVALID_ARGUMENT (a malformed reference or digest, more
+/// than 1024 digests).
+#[no_mangle]
+pub unsafe extern "C" fn estargz_mount_open_ahead(
+    remote_options: *const estargz_remote_options,
+    reference: *const c_char,
+    digests: *const *const c_char,
+    n: usize,
+    out_started: *mut usize,
+) -> estargz_result {
+    ffi_call!(|| {
+        let out = opt_out!(out_started);
+        let reference = Reference::parse(try_str!(reference))?;
+        let digests = try_str_array!(digests, n, 1024);
+        for d in &digests {
+            // Checked here so a typo is an error, not a silent miss.
+            d.parse::<Digest>()?;
+        }
+        let remote =
+            handle!(remote_options).map_or_else(RemoteOptions::default, |o| o.lock().clone());
+        let platform = remote.platform.clone();
+        let started = open_mounts_ahead(remote_parts(&remote)?, reference, platform, &digests);
+        if let Some(out) = out {
+            out.write(started);
+        }
         Ok(())
     })
 }

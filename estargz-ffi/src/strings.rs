@@ -30,6 +30,37 @@ pub(crate) unsafe fn utf8<'a>(p: *const c_char, arg: &str) -> FfiResult<&'a str>
         .map_err(|_| Failure::invalid(format!("`{arg}` is not valid UTF-8")))
 }
 
+/// A required array of `n` UTF-8 strings (`p` may be NULL only when `n`
+/// is 0), copied; more than `max` is refused before anything is read.
+///
+/// # Safety
+/// `p` is NULL or valid for reads of `n` pointers, each as for [`c_str`].
+pub(crate) unsafe fn utf8_array(
+    p: *const *const c_char,
+    n: usize,
+    max: usize,
+    arg: &str,
+) -> FfiResult<Vec<String>> {
+    if n > max {
+        return Err(Failure::invalid(format!(
+            "`{arg}` has {n} strings, at most {max} are taken"
+        )));
+    }
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if p.is_null() {
+        return Err(Failure::null(arg));
+    }
+    // SAFETY: non-NULL and valid for `n` pointers per this function's contract.
+    let ptrs = unsafe { std::slice::from_raw_parts(p, n) };
+    ptrs.iter()
+        .enumerate()
+        // SAFETY: each element is NULL or NUL-terminated (forwarded contract).
+        .map(|(i, &s)| unsafe { utf8(s, &format!("{arg}[{i}]")) }.map(str::to_string))
+        .collect()
+}
+
 /// A required path argument (any bytes but NUL, as on Unix).
 ///
 /// # Safety

@@ -20,6 +20,7 @@
 //! * [`heap`]: the allocator settings that keep the daemons' RSS down.
 
 pub mod adapter;
+pub mod ahead;
 pub mod daemon;
 pub mod heap;
 pub mod layer_adapter;

@@ -40,6 +40,7 @@ pub enum Source {
     },
 }
 
+#[derive(Clone)]
 pub struct OpenedLayer {
     pub reader: Arc<Reader>,
     /// Human-readable origin for logs.

@@ -56,6 +56,9 @@ type Config struct {
 	HostsDir string `toml:"hosts_dir"`
 	// AllowUnverifiedTOC mounts layers without a TOC digest annotation.
 	AllowUnverifiedTOC bool `toml:"allow_unverified_toc"`
+	// OpenAhead opens an image's following layers when one is prepared,
+	// so their mounts do not each wait for their own round trips.
+	OpenAhead bool `toml:"open_ahead"`
 	// FuseManager keeps the layer mounts in a process of their own, so
 	// they outlive a snapshotter restart.
 	FuseManager bool `toml:"fuse_manager"`
@@ -70,10 +73,10 @@ type Config struct {
 const DefaultHostsDir = "/etc/containerd/certs.d"
 
 // DefaultConfig is the configuration without a file: prefetch, background
-// fetch, passthrough and the FUSE manager on, the library's defaults elsewhere.
+// fetch, passthrough, open ahead and the FUSE manager on, the library's defaults elsewhere.
 func DefaultConfig() Config {
 	return Config{Prefetch: true, BackgroundFetch: true, Passthrough: true, Retries: -1, FuseManager: true,
-		HostsDir: DefaultHostsDir}
+		OpenAhead: true, HostsDir: DefaultHostsDir}
 }
 
 // LoadConfig reads path over DefaultConfig; a missing file is the default

@@ -71,6 +71,16 @@ func (s *ManagerService) Mount(args MountArgs, _ *struct{}) error {
 	return nil
 }
 
+// OpenAhead starts opening a layer and the following ones ahead of their
+// mounts, here where the mounts happen (see AheadOpener); it returns at
+// once. A mounter that cannot is no error.
+func (s *ManagerService) OpenAhead(layer Layer, _ *struct{}) error {
+	if a, ok := s.mounter.(AheadOpener); ok {
+		return a.OpenAhead(context.Background(), layer)
+	}
+	return nil
+}
+
 // Unmount unmounts a mountpoint (an error while it is busy); one it does
 // not serve is no error.
 func (s *ManagerService) Unmount(mountpoint string, _ *struct{}) error {
@@ -201,6 +211,19 @@ func (m *ManagerMounter) Mount(ctx context.Context, layer Layer, mountpoint stri
 		return managedMount{m.client, mountpoint}, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+// OpenAhead asks the manager to open layers ahead. It waits for the
+// answer, which comes at once, so the opens are registered before the
+// Mount that claims one is served (net/rpc serves calls concurrently).
+func (m *ManagerMounter) OpenAhead(ctx context.Context, layer Layer) error {
+	call := m.client.Go("Manager.OpenAhead", layer, nil, nil)
+	select {
+	case <-call.Done:
+		return call.Error
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"io"
 	"sync"
 
+	"github.com/containerd/log"
+
 	estargz "github.com/estargz-rs/estargz-rs/bindings/go"
 )
 
@@ -24,6 +26,21 @@ func (m LayerMounter) Mount(ctx context.Context, layer Layer, mountpoint string)
 		opts = append(opts, estargz.WithMountExpectedTOCDigest(layer.TOCDigest))
 	}
 	return estargz.Mount(ctx, layer.Ref, mountpoint, opts...)
+}
+
+// OpenAhead starts opening layer and the following layers its labels name
+// (estargz.MountOpenAhead) with the mounts' options, and returns at once;
+// their mounts then claim the opens.
+func (m LayerMounter) OpenAhead(_ context.Context, layer Layer) error {
+	digests := aheadDigests(layer)
+	if len(digests) == 0 {
+		return nil
+	}
+	n, err := estargz.MountOpenAhead(layer.Ref, digests, m.Options...)
+	if err == nil && n > 0 {
+		log.L.Debugf("opening %d layers of %s ahead", n, layer.Ref)
+	}
+	return err
 }
 
 // ReloadableMounter is a LayerMounter whose options can be replaced while
@@ -53,4 +70,13 @@ func (m *ReloadableMounter) Mount(ctx context.Context, layer Layer, mountpoint s
 	opts := m.opts
 	m.mu.RUnlock()
 	return LayerMounter{Options: opts}.Mount(ctx, layer, mountpoint)
+}
+
+// OpenAhead opens layers ahead with the current options (see
+// LayerMounter.OpenAhead).
+func (m *ReloadableMounter) OpenAhead(ctx context.Context, layer Layer) error {
+	m.mu.RLock()
+	opts := m.opts
+	m.mu.RUnlock()
+	return LayerMounter{Options: opts}.OpenAhead(ctx, layer)
 }

@@ -39,11 +39,37 @@ type Adopter interface {
 	Mounted(ctx context.Context, mountpoint string) (io.Closer, bool)
 }
 
+// AheadOpener is a Mounter that can start opening layers before they are
+// mounted (estargz.MountOpenAhead): containerd prepares an image's layers
+// one after the other, so without it each mount waits for its own
+// manifest, footer and TOC requests.
+type AheadOpener interface {
+	OpenAhead(ctx context.Context, layer Layer) error
+}
+
+// aheadDigests are the layers to open ahead when layer is prepared: it and
+// the following ones its labels name; none when it is the last.
+func aheadDigests(layer Layer) []string {
+	out := []string{layer.Digest}
+	for _, d := range layer.Layers {
+		if d != layer.Digest {
+			out = append(out, d)
+		}
+	}
+	if len(out) < 2 {
+		return nil
+	}
+	return out
+}
+
 // Snapshotter implements snapshots.Snapshotter.
 type Snapshotter struct {
 	root    string
 	ms      *storage.MetaStore
 	mounter Mounter
+
+	// noOpenAhead: Prepare does not open the following layers ahead.
+	noOpenAhead bool
 
 	mu     sync.Mutex
 	mounts map[string]io.Closer // snapshot id -> its layer mount
@@ -63,6 +89,10 @@ func New(root string, mounter Mounter) (*Snapshotter, error) {
 	}
 	return &Snapshotter{root: root, ms: ms, mounter: mounter, mounts: map[string]io.Closer{}}, nil
 }
+
+// SetOpenAhead sets whether a Prepare opens the following layers ahead
+// when the mounter can (on by default); call it before serving.
+func (s *Snapshotter) SetOpenAhead(on bool) { s.noOpenAhead = !on }
 
 func (s *Snapshotter) dir(id string) string   { return filepath.Join(s.root, "snapshots", id) }
 func (s *Snapshotter) fsDir(id string) string { return filepath.Join(s.dir(id), "fs") }
@@ -173,8 +203,15 @@ func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...s
 	return nil, fmt.Errorf("target snapshot %q: %w", target, errdefs.ErrAlreadyExists)
 }
 
-// mountRemote mounts layer at the fs directory of snapshot id.
+// mountRemote mounts layer at the fs directory of snapshot id, first
+// starting to open the image's following layers (and this one, so the
+// manifest is fetched once for all of them).
 func (s *Snapshotter) mountRemote(ctx context.Context, id string, layer Layer) error {
+	if a, ok := s.mounter.(AheadOpener); ok && !s.noOpenAhead && len(aheadDigests(layer)) > 0 {
+		if err := a.OpenAhead(ctx, layer); err != nil {
+			log.G(ctx).WithError(err).Debugf("layer %s of %s: not opening the next layers ahead", layer.Digest, layer.Ref)
+		}
+	}
 	m, err := s.mounter.Mount(ctx, layer, s.fsDir(id))
 	if err != nil {
 		return err

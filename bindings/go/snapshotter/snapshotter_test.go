@@ -258,6 +258,7 @@ insecure_registries = ["127.0.0.1:5000"]
 registries_conf = "/r.conf"
 certs_dir = "/certs.d"
 hosts_dir = ""
+open_ahead = false
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -269,6 +270,7 @@ hosts_dir = ""
 	want.CacheDir, want.DiskCacheSize, want.BackgroundFetch, want.RequestTimeoutSec = "/c", 1000, false, 5
 	want.InsecureRegistries = []string{"127.0.0.1:5000"}
 	want.RegistriesConf, want.CertsDir, want.HostsDir = "/r.conf", "/certs.d", ""
+	want.OpenAhead = false
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config %+v, want %+v", cfg, want)
 	}
@@ -357,5 +359,86 @@ func TestManagerKeepsMountsAcrossClients(t *testing.T) {
 	}
 	if fm.count() != 0 {
 		t.Errorf("%d mounts after the manager stopped", fm.count())
+	}
+}
+
+// aheadMounter is a fakeMounter that also opens layers ahead, noting the
+// order of its calls.
+type aheadMounter struct {
+	*fakeMounter
+	calls []string
+}
+
+func (a *aheadMounter) OpenAhead(_ context.Context, layer Layer) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls = append(a.calls, "ahead "+strings.Join(aheadDigests(layer), ","))
+	return nil
+}
+
+func (a *aheadMounter) Mount(ctx context.Context, layer Layer, mountpoint string) (io.Closer, error) {
+	a.mu.Lock()
+	a.calls = append(a.calls, "mount "+layer.Digest)
+	a.mu.Unlock()
+	return a.fakeMounter.Mount(ctx, layer, mountpoint)
+}
+
+// A Prepare opens the image's following layers ahead before it mounts its
+// own, also through the FUSE manager; the last layer opens nothing ahead.
+func TestPrepareOpensTheNextLayersAhead(t *testing.T) {
+	ctx, cancel := context.WithCancel(namespaces.WithNamespace(context.Background(), "default"))
+	defer cancel()
+	am := &aheadMounter{fakeMounter: &fakeMounter{fail: map[string]bool{}, mounts: map[string]Layer{}}}
+	sock := filepath.Join(t.TempDir(), "m.sock")
+	served := make(chan error, 1)
+	go func() { served <- ServeManager(ctx, sock, am) }()
+	mm, err := DialManager(sock, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mm.Close()
+	sn, err := New(t.TempDir(), mm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels := func(target, digest, layers string) map[string]string {
+		l := rpullLabels(target, digest)
+		l[LabelStargzLayers] = layers
+		return l
+	}
+	if _, err := sn.Prepare(ctx, "k1", "", snapshots.WithLabels(labels("chainA", digestA, digestA+","+digestB))); !errdefs.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	// The last layer: nothing to open ahead.
+	if _, err := sn.Prepare(ctx, "k2", "chainA", snapshots.WithLabels(labels("chainB", digestB, ""))); !errdefs.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	want := []string{"ahead " + digestA + "," + digestB, "mount " + digestA, "mount " + digestB}
+	am.mu.Lock()
+	got := am.calls
+	am.mu.Unlock()
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("calls\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if d := aheadDigests(Layer{Digest: digestB, Layers: []string{digestA}}); strings.Join(d, ",") != digestB+","+digestA {
+		t.Errorf("aheadDigests: %v", d)
+	}
+	// Switched off: the mount only.
+	sn.SetOpenAhead(false)
+	if _, err := sn.Prepare(ctx, "k3", "", snapshots.WithLabels(labels("chainC", digestB, digestB+","+digestA))); !errdefs.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	am.mu.Lock()
+	got = am.calls[len(want):]
+	am.mu.Unlock()
+	if len(got) != 1 || got[0] != "mount "+digestB {
+		t.Errorf("calls with open ahead off: %q", got)
+	}
+	if err := sn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -2094,6 +2094,32 @@ static void test_remote(void) {
   estargz_last_error(msg, sizeof msg, NULL);
   CHECK(strstr(msg, "estargz_reader_open_remote: ") == msg);
   CHECK(strstr(msg, ref) != NULL);
+
+  /* Opening layers ahead returns at once, also when the registry is down
+   * (those opens fail in the background, and a mount opens the layer
+   * itself); a layer already being opened is not started twice. */
+  char d1[80], d2[80];
+  snprintf(d1, sizeof d1, "sha256:%064d", 1);
+  snprintf(d2, sizeof d2, "sha256:%064d", 2);
+  const char *digests[] = {d1, d2, d1};
+  size_t started = 99;
+  start = time(NULL);
+  OK(estargz_mount_open_ahead(o, ref, digests, 2, &started));
+  CHECK(started == 2);
+  OK(estargz_mount_open_ahead(o, ref, digests, 3, &started));
+  CHECK(started == 0);
+  OK(estargz_mount_open_ahead(o, ref, NULL, 0, NULL));
+  CHECK(time(NULL) - start < 5);
+  const char *bad_digest[] = {"sha256:short"};
+  const char *null_digest[] = {NULL};
+  INVALID(estargz_mount_open_ahead(o, NULL, digests, 2, NULL));
+  INVALID(estargz_mount_open_ahead(o, "not a reference", digests, 2, NULL));
+  INVALID(estargz_mount_open_ahead(o, ref, NULL, 2, NULL));
+  INVALID(estargz_mount_open_ahead(o, ref, bad_digest, 1, NULL));
+  INVALID(estargz_mount_open_ahead(o, ref, null_digest, 1, NULL));
+  INVALID(estargz_mount_open_ahead(o, ref, digests, 1025, NULL));
+  /* Let the failing opens end before the process does (valgrind). */
+  usleep(500 * 1000);
   estargz_remote_options_free(o);
 
   /* NULL options: the defaults (HTTPS, which the closed port refuses too). */

@@ -14,15 +14,12 @@ use estargz_core::remote::{open_layer, Image, LayerOptions, Reference, Registry}
 use estargz_core::{Error, ReadAt, Reader, Result};
 
 use super::info::{self, Keying};
+use crate::ahead::{OpenAhead, MAX_AHEAD};
 use crate::layerfs::LayerFs;
 use estargz_core::flight::Flight;
 
 /// Unannotated layers opened at once when searching by TOC digest.
 const SEARCH_PARALLELISM: usize = 8;
-
-/// Layers opened ahead at most, over all images: each holds a TOC index
-/// until it is asked for or expires.
-const MAX_AHEAD: usize = 16;
 
 /// Where images and layers come from (the registry; tests use memory).
 pub trait ImageSource: Send + Sync {
@@ -158,74 +155,61 @@ impl Default for ImageCell {
     }
 }
 
-/// A layer being opened ahead, by (image reference, layer digest).
-type AheadOpens = HashMap<(String, String), Arc<Flight<Result<OpenedLayer>>>>;
-
 pub struct Resolver {
     source: Arc<dyn ImageSource>,
     opts: ResolverOptions,
     images: Mutex<HashMap<String, (Instant, Arc<ImageCell>)>>,
-    /// Layers being opened or opened ahead of being asked for, by (image
-    /// reference, layer digest); taken out by the first request.
-    ahead: Mutex<AheadOpens>,
+    /// Layers being opened or opened ahead of being asked for; taken out
+    /// by the first request.
+    ahead: OpenAhead<OpenedLayer>,
 }
 
 impl Resolver {
     pub fn new(source: Arc<dyn ImageSource>, opts: ResolverOptions) -> Resolver {
         Resolver {
             source,
-            opts,
             images: Mutex::new(HashMap::new()),
-            ahead: Mutex::new(HashMap::new()),
+            ahead: OpenAhead::new(MAX_AHEAD, opts.open_ahead_ttl),
+            opts,
         }
     }
 
     /// Layers opened ahead and not asked for yet (for tests and logs).
     pub fn opened_ahead(&self) -> usize {
-        lock(&self.ahead).len()
+        self.ahead.len()
     }
 
     /// Starts opening the annotated layers after `index` of `image`, up to
     /// [`ResolverOptions::open_ahead`] of them, each on a thread of its
-    /// own; failures are dropped (the request opens the layer again).
+    /// own; after a failure the request opens the layer again (a timeout
+    /// is returned instead, see [`OpenAhead::claim`]).
     fn open_ahead(&self, image: &Arc<Image>, index: usize) {
         let key = image.requested.to_string();
         let layers = &image.manifest.layers;
-        let mut ahead = lock(&self.ahead);
-        let ttl = self.opts.open_ahead_ttl;
-        ahead.retain(|_, f| f.age() < ttl);
         for next in (index + 1..layers.len()).take(self.opts.open_ahead) {
             let d = &layers[next];
             if !d.has_toc_anchor() || !manifest::is_lazy_layer_type(&d.media_type) {
                 continue;
             }
-            if ahead.len() >= MAX_AHEAD {
-                break;
-            }
-            let slot = (key.clone(), d.digest.clone());
-            if ahead.contains_key(&slot) {
+            let Some(reservation) = self.ahead.reserve(&key, &d.digest) else {
                 continue;
-            }
-            let flight = Arc::new(Flight::new());
-            let (source, img, f) = (self.source.clone(), image.clone(), flight.clone());
+            };
+            let (source, img) = (self.source.clone(), image.clone());
             let spawned = std::thread::Builder::new()
                 .name("open-ahead".into())
                 .spawn(move || {
-                    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        source.layer(&img, next, true)
-                    }))
-                    .unwrap_or_else(|_| Err(Error::InvalidArgument("opening panicked".into())));
+                    // A panic drops the reservation, which answers "failed".
+                    let opened = source.layer(&img, next, true);
                     if let Err(e) = &opened {
                         log::debug!(
                             "layer {next} of {}: opening ahead failed: {e}",
                             img.requested
                         );
                     }
-                    f.finish(opened);
+                    reservation.finish(opened);
                 });
             if spawned.is_ok() {
                 log::debug!("layer {next} of {}: opening ahead", image.requested);
-                ahead.insert(slot, flight);
             }
         }
     }
@@ -233,14 +217,9 @@ impl Resolver {
     /// Layer `index` of `image`, verified: the one opened ahead if there is
     /// one (waiting for it if it is still being opened), else opened now.
     fn open(&self, image: &Arc<Image>, index: usize) -> Result<OpenedLayer> {
-        let digest = image.manifest.layers[index].digest.clone();
-        let pending = lock(&self.ahead).remove(&(image.requested.to_string(), digest));
-        if let Some(flight) = pending {
-            // The open is bounded by the registry client's timeouts.
-            // A failure is not remembered: the layer is opened again below.
-            if let Some(Ok(opened)) = flight.wait(Duration::MAX) {
-                return Ok(opened);
-            }
+        let digest = &image.manifest.layers[index].digest;
+        if let Some(claimed) = self.ahead.claim(&image.requested.to_string(), digest) {
+            return claimed;
         }
         self.source.layer(image, index, true)
     }
@@ -323,8 +302,7 @@ impl Resolver {
     /// Drops cached images older than the TTL, and layers opened ahead that
     /// nobody asked for in time.
     pub fn expire(&self) {
-        let ttl = self.opts.open_ahead_ttl;
-        lock(&self.ahead).retain(|_, f| f.age() < ttl);
+        self.ahead.expire();
         let mut images = lock(&self.images);
         images.retain(|_, (_, cell)| match &*lock(&cell.state) {
             // Being fetched right now: keep.

@@ -98,6 +98,7 @@ func run(address, root, configPath, level, metricsAddress string) error {
 	if err != nil {
 		return err
 	}
+	sn.SetOpenAhead(cfg.OpenAhead)
 	defer func() {
 		// The manager's mounts stay for the next snapshotter; our own go.
 		closeFn, what := sn.Close, "closing the snapshotter"
