@@ -391,7 +391,7 @@ func TestPrepareOpensTheNextLayersAhead(t *testing.T) {
 	am := &aheadMounter{fakeMounter: &fakeMounter{fail: map[string]bool{}, mounts: map[string]Layer{}}}
 	sock := filepath.Join(t.TempDir(), "m.sock")
 	served := make(chan error, 1)
-	go func() { served <- ServeManager(ctx, sock, am) }()
+	go func() { served <- ServeManager(ctx, sock, am, "") }()
 	mm, err := DialManager(sock, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
