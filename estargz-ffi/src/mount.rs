@@ -416,22 +416,24 @@ pub unsafe extern "C" fn estargz_mount_remote(
 }
 
 /// Starts opening the layers `digests` (an array of `n` layer digests,
-/// copied; at most 16 are held at once in the process) of the image
-/// `reference` (copied) in the background and returns at once, so that
-/// estargz_mount_remote of one of them, selected by that digest, finds it
-/// opened: runtimes mount an image's layers one after the other, and each
-/// would otherwise wait for its own manifest, footer and TOC requests.
-/// The manifest is fetched once for all of them. Only layers whose TOC
-/// digest the manifest annotates are opened (and verified against it); a
-/// mount still checks its own expected TOC digest, and one whose layer was
-/// opened with another TOC opens it again. Layers already being opened are
-/// skipped; after a failed open the mount opens the layer itself, except
-/// after a timeout, which it returns (ESTARGZ_TIMEOUT) rather than wait
-/// for twice; an
-/// open not claimed within 30 s is no longer used, and is dropped by the
-/// next call of either function (at most 16 are held). `remote_options` (may be NULL:
-/// defaults) give the registry access and the caches, as for the mount.
-/// `out_started` (may be NULL) receives how many opens were started.
+/// copied) of the image `reference` (copied) in the background and returns
+/// at once, so that an estargz_mount_remote of one of them, selected by that
+/// digest, finds it opened: runtimes mount an image's layers one after the
+/// other, and each would otherwise wait for its own manifest, footer and
+/// TOC requests. The manifest is fetched once for all of them.
+///
+/// Only layers whose TOC digest the manifest annotates are opened (and
+/// verified against it); a mount still checks its own expected TOC digest,
+/// and one whose layer was opened with another TOC opens it again. Layers
+/// already being opened are skipped. After a failed open the mount opens
+/// the layer itself, except after a timeout, which it returns
+/// (ESTARGZ_TIMEOUT) rather than wait for twice. At most 16 opens are held
+/// in the process; one not claimed within 30 s is no longer used and is
+/// dropped by the next call of either function.
+///
+/// `remote_options` (may be NULL: defaults) give the registry access and
+/// the caches, as for the mount. `out_started` (may be NULL) receives how
+/// many opens were started.
 ///
 /// Errors: ESTARGZ_INVALID_ARGUMENT (a malformed reference or digest, more
 /// than 1024 digests).
