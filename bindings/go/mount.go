@@ -270,11 +270,13 @@ func Mount(ctx context.Context, ref, mountpoint string, opts ...MountOption) (*L
 // otherwise wait for its own manifest, footer and TOC requests. The
 // manifest is fetched once for all of them; only layers whose TOC digest
 // it annotates are opened. Of opts, the remote options (WithRemote) apply:
-// pass the ones the mounts use. Layers already being opened are skipped,
-// after a failed open the mount opens the layer itself (a timeout is
-// returned instead, not waited for twice), and an open no
-// Mount claims within 30 s is no longer used (and dropped by the next call;
-// at most 16 are held). It returns how many opens started.
+// pass the ones the mounts use.
+//
+// Layers already being opened are skipped. After a failed open the Mount
+// opens the layer itself, except after a timeout, which it returns rather
+// than wait for twice. At most 16 opens are held; one no Mount claims
+// within 30 s is no longer used and is dropped by the next call. It
+// returns how many opens started.
 func MountOpenAhead(ref string, digests []string, opts ...MountOption) (int, error) {
 	_, r, err := newMountOptions(opts)
 	if err != nil {
