@@ -272,19 +272,8 @@ fn credential_helpers_authenticate_pull_push_and_the_store() {
     .collect();
     let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
     let child = start_fuse_process_with_env(&args, &[("PATH", &path)], &mnt, &log);
-    let diff = mnt
-        .join(base64::engine::general_purpose::STANDARD.encode(&reference))
-        .join(&toc)
-        .join("diff");
-    let read = fs::read(diff.join("data/big.bin"));
-    let status = stop_fuse_process(child, &mnt, &log);
-    let log_text = fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(
-        read.unwrap_or_else(|e| panic!("{e}:\n{log_text}")),
-        files[1].1,
-        "{log_text}"
-    );
-    assert!(status.success(), "{status}:\n{log_text}");
+    let big = store_layer_diff(&mnt, &reference, &toc).join("data/big.bin");
+    read_then_stop_store(child, &mnt, &log, &big, &files[1].1);
     assert!(helper_calls(&bin, "esgztest").len() > calls_before);
 }
 
@@ -962,10 +951,7 @@ fn the_store_reloads_registry_settings_from_its_config_on_sighup() {
     let args: Vec<&std::ffi::OsStr> = words.iter().map(|a| a.as_os_str()).collect();
     let child = start_fuse_process(&args, &mnt, &log);
     let pid = child.id() as i32;
-    let diff = mnt
-        .join(base64::engine::general_purpose::STANDARD.encode(&reference))
-        .join(&toc)
-        .join("diff");
+    let diff = store_layer_diff(&mnt, &reference, &toc);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // The wrong password: refused.
         assert!(fs::read(diff.join("hello.txt")).is_err());
@@ -1081,16 +1067,35 @@ fn hosts_toml_from_hosts_dir_serves_pull_and_the_store() {
         config.as_os_str(),
     ];
     let child = start_fuse_process(&args, &mnt, &log);
-    let diff = mnt
-        .join(base64::engine::general_purpose::STANDARD.encode(&reference))
-        .join(&toc)
-        .join("diff");
-    let read = fs::read(diff.join("data/big.bin"));
-    let status = stop_fuse_process(child, &mnt, &log);
-    let log_text = fs::read_to_string(&log).unwrap_or_default();
+    let big = store_layer_diff(&mnt, &reference, &toc).join("data/big.bin");
+    read_then_stop_store(child, &mnt, &log, &big, &files[1].1);
+}
+
+/// The store's `diff` directory of the layer with TOC digest `toc` of
+/// `reference`.
+fn store_layer_diff(mnt: &Path, reference: &str, toc: &str) -> PathBuf {
+    mnt.join(base64::engine::general_purpose::STANDARD.encode(reference))
+        .join(toc)
+        .join("diff")
+}
+
+/// Reads `file` through the running store, stops it, and checks the bytes
+/// and a clean exit (the store's log in every failure).
+fn read_then_stop_store(
+    child: std::process::Child,
+    mnt: &Path,
+    log: &Path,
+    file: &Path,
+    expected: &[u8],
+) {
+    let read = fs::read(file);
+    let status = stop_fuse_process(child, mnt, log);
+    let log_text = fs::read_to_string(log).unwrap_or_default();
+    let read = read.unwrap_or_else(|e| panic!("{}: {e}:\n{log_text}", file.display()));
     assert!(
-        read.unwrap_or_else(|e| panic!("{e}:\n{log_text}")) == files[1].1,
-        "big.bin differs through the store"
+        read == expected,
+        "{} differs through the store:\n{log_text}",
+        file.display()
     );
     assert!(status.success(), "{status}:\n{log_text}");
 }
