@@ -53,12 +53,21 @@ func ServeMetrics(address string) (*MetricsServer, error) {
 }
 
 // Address is where the server listens: "127.0.0.1:PORT" with the port
-// chosen for port 0, or the socket path.
-func (s *MetricsServer) Address() string { return s.address }
+// chosen for port 0, or the socket path ("" for a nil server).
+func (s *MetricsServer) Address() string {
+	if s == nil {
+		return ""
+	}
+	return s.address
+}
 
 // Close stops the server (after the scrape it may be answering, at most
-// 5 s) and removes the socket file it made. Closing twice is a no-op.
+// 5 s) and removes the socket file it made. Closing twice, or a nil
+// server, is a no-op.
 func (s *MetricsServer) Close() error {
+	if s == nil {
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.p != nil {

@@ -137,20 +137,33 @@ func (s *ManagerService) UnmountAll() error {
 	return errors.Join(errs...)
 }
 
+// ServeMetrics serves the library's counters (those of this process's
+// mounts) for Prometheus at address, the metrics_address setting; with
+// address "" it serves nothing and returns a nil server, whose Close and
+// Address ("") may still be called.
+func ServeMetrics(address string) (*estargz.MetricsServer, error) {
+	if address == "" {
+		return nil, nil
+	}
+	m, err := estargz.ServeMetrics(address)
+	if err != nil {
+		return nil, fmt.Errorf("metrics_address: %w", err)
+	}
+	log.L.Infof("metrics at %s", m.Address())
+	return m, nil
+}
+
 // ServeManager serves the manager on socket until ctx is done, then
 // unmounts every layer. With a metricsAddress, the library's counters
 // (those of this process's mounts) are served there for Prometheus.
 func ServeManager(ctx context.Context, socket string, mounter Mounter, metricsAddress string) error {
 	svc := NewManagerService(mounter)
-	if metricsAddress != "" {
-		m, err := estargz.ServeMetrics(metricsAddress)
-		if err != nil {
-			return fmt.Errorf("metrics_address: %w", err)
-		}
-		defer m.Close()
-		svc.metricsAddress = m.Address()
-		log.L.Infof("metrics at %s", m.Address())
+	m, err := ServeMetrics(metricsAddress)
+	if err != nil {
+		return err
 	}
+	defer m.Close()
+	svc.metricsAddress = m.Address()
 	server := rpc.NewServer()
 	if err := server.RegisterName("Manager", svc); err != nil {
 		return err

@@ -25,7 +25,6 @@ import (
 	"github.com/containerd/log"
 	"google.golang.org/grpc"
 
-	estargz "github.com/estargz-rs/estargz-rs/bindings/go"
 	"github.com/estargz-rs/estargz-rs/bindings/go/snapshotter"
 )
 
@@ -60,12 +59,9 @@ func run(address, root, configPath, level, metricsAddress string) error {
 	if err := log.SetLevel(level); err != nil {
 		return fmt.Errorf("--log-level %q: %w", level, err)
 	}
-	cfg, err := snapshotter.LoadConfig(configPath, configPath == defaultConfig)
+	cfg, err := loadConfig(configPath, metricsAddress)
 	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	if metricsAddress != "" {
-		cfg.MetricsAddress = metricsAddress
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -85,14 +81,13 @@ func run(address, root, configPath, level, metricsAddress string) error {
 		}
 		defer mm.Close()
 		mounter = mm
-	} else if cfg.MetricsAddress != "" {
+	} else {
 		// The counters are those of the process that mounts: this one.
-		m, err := estargz.ServeMetrics(cfg.MetricsAddress)
+		m, err := snapshotter.ServeMetrics(cfg.MetricsAddress)
 		if err != nil {
-			return fmt.Errorf("metrics_address: %w", err)
+			return err
 		}
 		defer m.Close()
-		log.L.Infof("metrics at %s", m.Address())
 	}
 	sn, err := snapshotter.New(root, mounter)
 	if err != nil {
@@ -330,12 +325,9 @@ func runManager(_, root, configPath, level, metricsAddress string) error {
 	if err := log.SetLevel(level); err != nil {
 		return err
 	}
-	cfg, err := snapshotter.LoadConfig(configPath, configPath == defaultConfig)
+	cfg, err := loadConfig(configPath, metricsAddress)
 	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	if metricsAddress != "" {
-		cfg.MetricsAddress = metricsAddress
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -347,6 +339,19 @@ func runManager(_, root, configPath, level, metricsAddress string) error {
 	mounter := snapshotter.NewReloadableMounter(cfg.MountOptions(root))
 	watchReload(ctx, configPath, cfg, func(next snapshotter.Config) { mounter.SetOptions(next.MountOptions(root)) })
 	return snapshotter.ServeManager(ctx, managerSocket(root), mounter, cfg.MetricsAddress)
+}
+
+// loadConfig reads the TOML configuration at configPath; a --metrics-address
+// flag (metricsAddress, "" when not given) wins over its metrics_address.
+func loadConfig(configPath, metricsAddress string) (snapshotter.Config, error) {
+	cfg, err := snapshotter.LoadConfig(configPath, configPath == defaultConfig)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	if metricsAddress != "" {
+		cfg.MetricsAddress = metricsAddress
+	}
+	return cfg, nil
 }
 
 // samePort says whether got, the address a manager serves (port 0 made
