@@ -340,7 +340,15 @@ impl SpanCache {
             .min(self.size);
         // Reads that reach the end of the blob (footer, TOC) say nothing
         // about how files are read.
+        let mut from = start;
         if end < self.size {
+            // The first file miss says nothing about direction yet, and
+            // the first files a container reads sit together but not in
+            // blob order (runc reads `/etc/passwd`, then `/etc/group`,
+            // which comes before it): its window reaches back a little.
+            if ra.last_end.is_none() {
+                from = start.saturating_sub(o.min_read_ahead);
+            }
             if let Some(last) = ra.last_end {
                 if start >= last.saturating_sub(ra.window)
                     && start <= last.saturating_add(ra.window)
@@ -354,7 +362,7 @@ impl SpanCache {
         }
         // Only what is neither here nor on its way.
         st.present
-            .missing(&(start..end))
+            .missing(&(from..end))
             .iter()
             .flat_map(|r| uncovered_by(r, &st.inflight, st.queued.as_ref()))
             .collect()

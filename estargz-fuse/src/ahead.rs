@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use estargz_core::cache::ChunkCache;
 use estargz_core::flight::Flight;
@@ -32,11 +32,21 @@ pub const AHEAD_TTL: Duration = Duration::from_secs(30);
 /// `None`: the reservation was dropped without an answer.
 type Slot<T> = Arc<Flight<Option<Result<T>>>>;
 
+type Key = (String, String);
+
 /// Opens being made or made ahead, by (image reference, layer digest).
 pub struct OpenAhead<T> {
-    slots: Mutex<HashMap<(String, String), Slot<T>>>,
+    table: Mutex<Table<T>>,
     max: usize,
     ttl: Duration,
+}
+
+struct Table<T> {
+    slots: HashMap<Key, Slot<T>>,
+    /// Layers claimed within the TTL: their claimer has them (or is
+    /// opening them), so opening them ahead again would fetch their TOC
+    /// twice. At most `max` are remembered.
+    claimed: HashMap<Key, Instant>,
 }
 
 /// The right and duty to make one open ahead: [`Reservation::finish`]
@@ -63,23 +73,30 @@ impl<T: Clone> OpenAhead<T> {
     /// A table of at most `max` opens, each kept `ttl` unless claimed.
     pub fn new(max: usize, ttl: Duration) -> Self {
         OpenAhead {
-            slots: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table {
+                slots: HashMap::new(),
+                claimed: HashMap::new(),
+            }),
             max,
             ttl,
         }
     }
 
     /// Reserves the open of `digest` of `reference`; `None` when it is
-    /// already being opened or opened, or the table is full.
+    /// already being opened or opened, was claimed within the TTL, or the
+    /// table is full.
     pub fn reserve(&self, reference: &str, digest: &str) -> Option<Reservation<T>> {
-        let mut slots = self.lock();
-        self.drop_expired(&mut slots);
+        let mut table = self.lock();
+        self.drop_expired(&mut table);
         let key = (reference.to_string(), digest.to_string());
-        if slots.len() >= self.max || slots.contains_key(&key) {
+        if table.slots.len() >= self.max
+            || table.slots.contains_key(&key)
+            || table.claimed.contains_key(&key)
+        {
             return None;
         }
         let flight = Arc::new(Flight::new());
-        slots.insert(key, flight.clone());
+        table.slots.insert(key, flight.clone());
         Some(Reservation { flight })
     }
 
@@ -91,9 +108,17 @@ impl<T: Clone> OpenAhead<T> {
     /// and opening again would make the claimer wait for it twice.
     pub fn claim(&self, reference: &str, digest: &str) -> Option<Result<T>> {
         let flight = {
-            let mut slots = self.lock();
-            self.drop_expired(&mut slots);
-            slots.remove(&(reference.to_string(), digest.to_string()))?
+            let mut table = self.lock();
+            self.drop_expired(&mut table);
+            let key = (reference.to_string(), digest.to_string());
+            if table.claimed.len() >= self.max {
+                let oldest = table.claimed.iter().min_by_key(|(_, at)| **at);
+                if let Some(k) = oldest.map(|(k, _)| k.clone()) {
+                    table.claimed.remove(&k);
+                }
+            }
+            table.claimed.insert(key.clone(), Instant::now());
+            table.slots.remove(&key)?
         };
         match flight.wait(Duration::MAX).flatten()? {
             Ok(opened) => Some(Ok(opened)),
@@ -109,19 +134,20 @@ impl<T: Clone> OpenAhead<T> {
 
     /// Opens held, being made or made (for tests and logs).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn drop_expired(&self, slots: &mut HashMap<(String, String), Slot<T>>) {
-        slots.retain(|_, f| f.age() < self.ttl);
+    fn drop_expired(&self, table: &mut Table<T>) {
+        table.slots.retain(|_, f| f.age() < self.ttl);
+        table.claimed.retain(|_, at| at.elapsed() < self.ttl);
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), Slot<T>>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Table<T>> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -251,7 +277,6 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     #[test]
     fn a_claim_takes_the_open_once_and_waits_for_it() {
@@ -275,6 +300,10 @@ mod tests {
         assert!(
             t.claim("img", "d1").is_none(),
             "a second claim opens itself"
+        );
+        assert!(
+            t.reserve("img", "d1").is_none(),
+            "a claimed layer is not opened ahead again within the TTL"
         );
         assert!(t.claim("img", "other").is_none());
     }
@@ -312,5 +341,11 @@ mod tests {
             "an expired open is not served"
         );
         assert!(t.reserve("img", "d3").is_some(), "room again");
+        assert!(t.reserve("img", "d1").is_none(), "claimed just now");
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(
+            t.reserve("img", "d1").is_some(),
+            "a claim's mark expires with the TTL too"
+        );
     }
 }

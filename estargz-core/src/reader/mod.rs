@@ -2,6 +2,7 @@
 //! Every byte handed out comes from a chunk whose digest was checked first.
 
 mod budget;
+mod cold;
 mod index;
 mod warm;
 

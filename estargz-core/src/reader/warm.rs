@@ -26,6 +26,9 @@ pub const DEFAULT_BATCH_BYTES: u64 = 8 << 20;
 const PREFETCH_BATCH_BYTES: u64 = 2 << 20;
 /// Most gzip members per batch (bounds the Range header).
 const MAX_MEMBERS_PER_BATCH: usize = 512;
+/// Most ranges per [`Reader::fetch_missing_spans`] request (a registry
+/// client sends up to 32 per multi-range request).
+const MAX_RANGES_PER_SPAN_BATCH: usize = 16;
 /// Largest first request of [`Reader::fetch_missing_spans`].
 const FIRST_SPAN_BATCH: u64 = 256 << 10;
 
@@ -192,8 +195,9 @@ impl Reader {
     }
 
     /// For a source that keeps what it fetches (a remote layer's spans):
-    /// fetches every byte of the blob it does not hold yet, in blob order,
-    /// up to `batch_bytes` per request, without decompressing anything.
+    /// fetches every byte of the blob it does not hold yet, in blob order
+    /// with the files a start rarely reads last (`cold`), up to
+    /// `batch_bytes` per request, without decompressing anything.
     /// Reads decompress and verify chunks from the local bytes when they
     /// need them, so the background neither spends the CPU a container
     /// start needs nor writes the layer twice (compressed and as chunks).
@@ -211,12 +215,16 @@ impl Reader {
         // at the front of the blob, and its misses share the link with
         // fewer background bytes at first.
         let mut step = (batch_bytes / 8).clamp(1, FIRST_SPAN_BATCH);
+        let mut cold = None;
         loop {
             // Asked again each round: on-demand reads fill gaps meanwhile.
             let Some(missing) = self.src.missing(0..size) else {
                 return Ok(None);
             };
-            let batch = first_bytes(&missing, step, MAX_MEMBERS_PER_BATCH);
+            let cold = cold.get_or_insert_with(|| self.cold_ranges());
+            let hot = super::cold::without(&missing, cold);
+            let next = if hot.is_empty() { &missing } else { &hot };
+            let batch = first_bytes(next, step, MAX_RANGES_PER_SPAN_BATCH);
             step = step.saturating_mul(2).min(batch_bytes.max(1));
             if batch.is_empty() {
                 summary.complete = true;

@@ -207,13 +207,15 @@ impl Registry {
     /// index, the host's by default) and fetches its config.
     pub fn resolve_image(&self, r: &Reference, platform: Option<&Platform>) -> Result<Image> {
         let mut image = self.resolve_manifest(r, platform)?;
-        let config = self.fetch_blob(
-            &image.reference,
-            &image.manifest.config.digest,
-            MAX_MANIFEST_SIZE,
-        )?;
+        let config = self.fetch_config(&image.reference, &image.manifest.config.digest)?;
         image.config = Some(config);
         Ok(image)
+    }
+
+    /// Fetches the image config `digest` of `r` ([`Registry::resolve_manifest`]
+    /// leaves it out), digest-checked and bounded like a manifest.
+    pub fn fetch_config(&self, r: &Reference, digest: &str) -> Result<Vec<u8>> {
+        self.fetch_blob(r, digest, MAX_MANIFEST_SIZE)
     }
 
     /// Like [`Registry::resolve_image`] without the config: opening a layer

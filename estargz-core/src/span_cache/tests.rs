@@ -96,6 +96,25 @@ fn sequential_small_reads_grow_the_window() {
 }
 
 #[test]
+fn the_first_miss_brings_a_little_before_it_too() {
+    let src = Slow::new(4 << 20, Duration::ZERO);
+    let c = cache(&src);
+    let mut buf = [0u8; 100];
+    // The footer and TOC (the end of the blob) come first and do not count.
+    c.read_at(&mut buf, src.size() - 100).unwrap();
+    // `/etc/passwd` is read first, `/etc/group` sits 20 KB before it.
+    c.read_at(&mut buf, 1 << 20).unwrap();
+    assert_eq!(src.calls(), 2);
+    c.read_at(&mut buf, (1 << 20) - 20_000).unwrap();
+    assert_eq!(&buf[..], &src.data[(1 << 20) - 20_000..(1 << 20) - 19_900]);
+    assert_eq!(src.calls(), 2, "no request of its own");
+    // Later misses reach forward only.
+    c.read_at(&mut buf, 3 << 20).unwrap();
+    c.read_at(&mut buf, (3 << 20) - 100).unwrap();
+    assert_eq!(src.calls(), 4);
+}
+
+#[test]
 fn random_reads_shrink_the_window() {
     let src = Slow::new(64 << 20, Duration::ZERO);
     let c = cache(&src);

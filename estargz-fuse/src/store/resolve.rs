@@ -23,8 +23,10 @@ const SEARCH_PARALLELISM: usize = 8;
 
 /// Where images and layers come from (the registry; tests use memory).
 pub trait ImageSource: Send + Sync {
-    /// The platform manifest and config of `reference`.
-    fn image(&self, reference: &Reference) -> Result<Image>;
+    /// The platform manifest of `reference` (its config may be left out).
+    fn manifest(&self, reference: &Reference) -> Result<Image>;
+    /// The config of `image`, digest-checked.
+    fn config(&self, image: &Image) -> Result<Vec<u8>>;
     /// Layer `index` of `image`: its reader (TOC checked against the
     /// layer's annotation when `verify_toc`) and its raw blob.
     fn layer(&self, image: &Image, index: usize, verify_toc: bool) -> Result<OpenedLayer>;
@@ -70,8 +72,13 @@ impl RegistrySource {
 }
 
 impl ImageSource for RegistrySource {
-    fn image(&self, reference: &Reference) -> Result<Image> {
-        self.registry().resolve_image(reference, None)
+    fn manifest(&self, reference: &Reference) -> Result<Image> {
+        self.registry().resolve_manifest(reference, None)
+    }
+
+    fn config(&self, image: &Image) -> Result<Vec<u8>> {
+        self.registry()
+            .fetch_config(&image.reference, &image.manifest.config.digest)
     }
 
     fn layer(&self, image: &Image, index: usize, verify_toc: bool) -> Result<OpenedLayer> {
@@ -179,39 +186,63 @@ impl Resolver {
         self.ahead.len()
     }
 
-    /// Starts opening the annotated layers after `index` of `image`, up to
+    /// Starts opening the other annotated layers of `image`, up to
     /// [`ResolverOptions::open_ahead`] of them, each on a thread of its
-    /// own; after a failure the request opens the layer again (a timeout
-    /// is returned instead, see [`OpenAhead::claim`]).
+    /// own: the ones after `index` first, then the ones before it, nearest
+    /// first (Podman asks for the top layer first as often as for the
+    /// bottom one). After a failure the request opens the layer again (a
+    /// timeout is returned instead, see [`OpenAhead::claim`]).
     fn open_ahead(&self, image: &Arc<Image>, index: usize) {
-        let key = image.requested.to_string();
         let layers = &image.manifest.layers;
-        for next in (index + 1..layers.len()).take(self.opts.open_ahead) {
-            let d = &layers[next];
-            if !d.has_toc_anchor() || !manifest::is_lazy_layer_type(&d.media_type) {
-                continue;
-            }
-            let Some(reservation) = self.ahead.reserve(&key, &d.digest) else {
-                continue;
-            };
-            let (source, img) = (self.source.clone(), image.clone());
-            let spawned = std::thread::Builder::new()
-                .name("open-ahead".into())
-                .spawn(move || {
-                    // A panic drops the reservation, which answers "failed".
-                    let opened = source.layer(&img, next, true);
-                    if let Err(e) = &opened {
-                        log::debug!(
-                            "layer {next} of {}: opening ahead failed: {e}",
-                            img.requested
-                        );
-                    }
-                    reservation.finish(opened);
-                });
-            if spawned.is_ok() {
-                log::debug!("layer {next} of {}: opening ahead", image.requested);
-            }
+        let others = (index + 1..layers.len()).chain((0..index).rev());
+        for next in others.take(self.opts.open_ahead) {
+            self.open_in_background(image, next);
         }
+    }
+
+    /// Opens annotated layer `index` of `image` on a thread of its own into
+    /// the table of layers opened ahead, unless it is there already.
+    fn open_in_background(&self, image: &Arc<Image>, index: usize) {
+        let d = &image.manifest.layers[index];
+        if !d.has_toc_anchor() || !manifest::is_lazy_layer_type(&d.media_type) {
+            return;
+        }
+        let key = image.requested.to_string();
+        let Some(reservation) = self.ahead.reserve(&key, &d.digest) else {
+            return;
+        };
+        let (source, img) = (self.source.clone(), image.clone());
+        let spawned = std::thread::Builder::new()
+            .name("open-ahead".into())
+            .spawn(move || {
+                // A panic drops the reservation, which answers "failed".
+                let opened = source.layer(&img, index, true);
+                if let Err(e) = &opened {
+                    log::debug!(
+                        "layer {index} of {}: opening ahead failed: {e}",
+                        img.requested
+                    );
+                }
+                reservation.finish(opened);
+            });
+        if spawned.is_ok() {
+            log::debug!("layer {index} of {}: opening ahead", image.requested);
+        }
+    }
+
+    /// Starts opening layer `digest` (either keying) of `image`, and the
+    /// layers opened ahead with it, while the image's config is fetched:
+    /// [`Resolver::open`] claims it afterwards.
+    fn open_early(&self, image: &Arc<Image>, digest: &str) {
+        let layers = &image.manifest.layers;
+        let Some(index) = layers
+            .iter()
+            .position(|d| d.digest == digest || d.toc_digest() == Some(digest))
+        else {
+            return;
+        };
+        self.open_ahead(image, index);
+        self.open_in_background(image, index);
     }
 
     /// Layer `index` of `image`, verified: the one opened ahead if there is
@@ -251,10 +282,21 @@ impl Resolver {
         cell
     }
 
-    /// The image of `reference`, fetched at most once per TTL. Concurrent
-    /// callers share one fetch; no lock is held while it runs, so other
-    /// images are never held up by this one.
+    /// The image of `reference` (manifest and config), fetched at most
+    /// once per TTL. Concurrent callers share one fetch; no lock is held
+    /// while it runs, so other images are never held up by this one.
     pub fn image(&self, reference: &Reference) -> Result<Arc<Image>> {
+        self.image_then(reference, |_| {})
+    }
+
+    /// [`Resolver::image`]; when this call fetches the image, `on_manifest`
+    /// runs with the manifest while the config is fetched (to start
+    /// opening layers, which do not need the config, a round trip sooner).
+    fn image_then(
+        &self,
+        reference: &Reference,
+        on_manifest: impl FnOnce(&Arc<Image>),
+    ) -> Result<Arc<Image>> {
         let key = reference.to_string();
         let cell = self.cell(&key, Instant::now());
         let flight = {
@@ -279,7 +321,10 @@ impl Resolver {
             };
         }
         let fetched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.source.image(reference)
+            let mut image = self.source.manifest(reference)?;
+            on_manifest(&Arc::new(image.clone()));
+            image.config = Some(self.source.config(&image)?);
+            Ok(image)
         }))
         .unwrap_or_else(|_| Err(Error::Registry(format!("fetching {reference} panicked"))));
         let answer: ImageAnswer = fetched.map(Arc::new).map_err(Arc::new);
@@ -315,7 +360,9 @@ impl Resolver {
     /// The layer of `reference` named `digest`: a manifest layer digest
     /// (v1 keying) or a TOC digest (v2 keying).
     pub fn layer(&self, reference: &Reference, digest: &str) -> Result<ResolvedLayer> {
-        let image = self.image(reference)?;
+        let image = self.image_then(reference, |manifest_only| {
+            self.open_early(manifest_only, digest)
+        })?;
         let layers = &image.manifest.layers;
         let what = format!("layer {digest} of {reference}");
         if let Some(index) = layers.iter().position(|d| d.digest == digest) {

@@ -124,10 +124,24 @@ struct Fake {
     layer_opens: AtomicUsize,
     /// A layer index whose next open fails.
     failing_once: std::sync::Mutex<Option<usize>>,
+    /// How long a config fetch takes, and the layer opens begun meanwhile.
+    config_delay: Duration,
+    opens_during_config: AtomicUsize,
+    config_fetching: AtomicBool,
 }
 
 impl ImageSource for Fake {
-    fn image(&self, r: &Reference) -> Result<Image> {
+    fn config(&self, image: &Image) -> Result<Vec<u8>> {
+        self.config_fetching.store(true, Ordering::SeqCst);
+        std::thread::sleep(self.config_delay);
+        self.config_fetching.store(false, Ordering::SeqCst);
+        image
+            .config
+            .clone()
+            .ok_or_else(|| Error::NotFound(format!("config of {}", image.reference)))
+    }
+
+    fn manifest(&self, r: &Reference) -> Result<Image> {
         self.image_fetches.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::Network("connection refused".into()));
@@ -144,6 +158,9 @@ impl ImageSource for Fake {
 
     fn layer(&self, image: &Image, index: usize, verify_toc: bool) -> Result<OpenedLayer> {
         self.layer_opens.fetch_add(1, Ordering::SeqCst);
+        if self.config_fetching.load(Ordering::SeqCst) {
+            self.opens_during_config.fetch_add(1, Ordering::SeqCst);
+        }
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::Network("connection refused".into()));
         }
@@ -243,8 +260,8 @@ fn toc_digest_keying_serves_diff_info_and_blob() {
     let blob = walk(&s, &[&r, toc, "blob"]).unwrap();
     assert_eq!(blob.size, b.result.blob_size);
     assert_eq!(read_all(&s, blob.ino), *b.blob);
-    // Only the asked-for layer was opened, and the image fetched once.
-    assert_eq!(src.layer_opens.load(Ordering::SeqCst), 1);
+    // The image was fetched once (the layer below is being opened ahead).
+    assert_eq!(s.resolver().opened_ahead(), 1);
     assert_eq!(src.image_fetches.load(Ordering::SeqCst), 1);
 
     let layer_dir = walk(&s, &[&r, toc]).unwrap();
@@ -745,6 +762,67 @@ fn the_next_layers_are_opened_while_the_first_is_asked_for() {
     }
     assert_eq!(src.layer_opens.load(Ordering::SeqCst), 4);
     assert_eq!(s.resolver().opened_ahead(), 0);
+}
+
+#[test]
+fn the_top_layer_asked_first_opens_the_ones_below_and_none_twice() {
+    let layers: Vec<Layer> = (0..3)
+        .map(|i| layer(&[("f", format!("layer {i}\n").as_bytes())]))
+        .collect();
+    let refs: Vec<&Layer> = layers.iter().collect();
+    let src = fake(image(&refs, &[(true, true); 3], None), &refs);
+    let s = store(src.clone());
+    let r = ref_dir();
+    let digest = |i: usize| layers[i].result.blob_digest.to_string();
+
+    // Podman asks for the top layer first as often as for the bottom one.
+    let f = walk(&s, &[&r, &digest(2), "diff", "f"]).unwrap();
+    assert_eq!(read_all(&s, f.ino), b"layer 2\n");
+    assert_eq!(s.resolver().opened_ahead(), 2, "layers 1 and 0");
+    for i in [1, 0] {
+        let f = walk(&s, &[&r, &digest(i), "diff", "f"]).unwrap();
+        assert_eq!(read_all(&s, f.ino), format!("layer {i}\n").as_bytes());
+    }
+    assert_eq!(
+        src.layer_opens.load(Ordering::SeqCst),
+        3,
+        "asking for layer 1 did not open the claimed layer 2 ahead again"
+    );
+}
+
+#[test]
+fn layers_are_opened_while_the_config_is_fetched() {
+    let layers: Vec<Layer> = (0..2)
+        .map(|i| layer(&[("f", format!("layer {i}\n").as_bytes())]))
+        .collect();
+    let refs: Vec<&Layer> = layers.iter().collect();
+    let mut src = Fake {
+        config_delay: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let img = image(&refs, &[(true, true); 2], None);
+    src.images.insert(REF.to_string(), img);
+    for l in &layers {
+        src.blobs
+            .insert(l.result.blob_digest.to_string(), l.blob.clone());
+    }
+    let src = Arc::new(src);
+    let s = store(src.clone());
+    let f = walk(
+        &s,
+        &[
+            &ref_dir(),
+            &layers[0].result.blob_digest.to_string(),
+            "diff",
+            "f",
+        ],
+    )
+    .unwrap();
+    assert_eq!(read_all(&s, f.ino), b"layer 0\n");
+    // The asked-for layer and the one opened ahead, both before the
+    // config was in (the info file needs the config, the open does not).
+    assert_eq!(src.opens_during_config.load(Ordering::SeqCst), 2);
+    assert_eq!(src.image_fetches.load(Ordering::SeqCst), 1);
 }
 
 #[test]

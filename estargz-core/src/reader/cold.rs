@@ -1,0 +1,202 @@
+//! Which bytes of a layer a container start is unlikely to read: the
+//! background fetch brings them last, so the bytes a start does read
+//! arrive sooner. Only the order changes; every byte is still fetched.
+//!
+//! Two kinds of files count as cold: documentation and package-manager
+//! state (read by people and package managers, not by a starting
+//! program), and Python sources next to their byte-compiled modules
+//! (CPython checks a source's size and time with `stat` and reads the
+//! `__pycache__/*.pyc`, not the source).
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use super::{Index, NodeId, Reader, ROOT};
+use crate::toc::EntryType;
+
+/// Directories (and everything under them) a start rarely reads.
+const COLD_DIRS: &[&str] = &[
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/lintian",
+    "usr/share/locale",
+    "usr/include",
+    "var/lib/dpkg",
+    "var/lib/apt",
+    "var/cache/apt",
+    "var/cache/debconf",
+    "var/lib/rpm",
+    "var/cache/dnf",
+    "lib/apk/db",
+];
+
+/// Hot ranges closer than this are fetched as one (the cold bytes between
+/// them come along): fewer ranges per request for a few KiB more.
+pub(super) const HOT_MERGE_GAP: u64 = 16 << 10;
+
+impl Reader {
+    /// The compressed ranges (sorted, disjoint) holding only cold files.
+    pub(super) fn cold_ranges(&self) -> Vec<Range<u64>> {
+        let cold = cold_nodes(self.index());
+        let work = self.chunks_in_blob_order(|_, c| !c.zeros);
+        let mut out: Vec<Range<u64>> = Vec::new();
+        for member in super::members_of(&work) {
+            if !member.iter().all(|(id, _)| cold.contains(id)) {
+                continue;
+            }
+            let r = member[0].1.offset..member[0].1.next_offset;
+            match out.last_mut() {
+                Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
+                _ => out.push(r),
+            }
+        }
+        out
+    }
+}
+
+/// The regular files that count as cold.
+fn cold_nodes(index: &Index) -> HashSet<NodeId> {
+    let mut cold = HashSet::new();
+    // Every node under a cold directory, walked once each (a tree).
+    let mut stack: Vec<NodeId> = COLD_DIRS
+        .iter()
+        .filter_map(|p| index.lookup(p))
+        .filter(|&id| index.entry(id).kind() == EntryType::Dir)
+        .collect();
+    while let Some(dir) = stack.pop() {
+        for (_, child) in index.entry(dir).children() {
+            match index.entry(child).kind() {
+                EntryType::Dir => stack.push(child),
+                _ => {
+                    cold.insert(child);
+                }
+            }
+        }
+    }
+    // (directory, module name) of every byte-compiled module.
+    let mut compiled: HashSet<(NodeId, &str)> = HashSet::new();
+    for e in index.entries() {
+        if e.kind() != EntryType::Dir || e.name() != "__pycache__" || e.id() == ROOT {
+            continue;
+        }
+        for (name, _) in e.children() {
+            if let Some(stem) = name.strip_suffix(".pyc").and_then(|n| n.split('.').next()) {
+                compiled.insert((e.parent(), stem));
+            }
+        }
+    }
+    if !compiled.is_empty() {
+        for e in index.entries() {
+            if let Some(stem) = e.name().strip_suffix(".py") {
+                if e.kind() == EntryType::Reg && compiled.contains(&(e.parent(), stem)) {
+                    cold.insert(e.id());
+                }
+            }
+        }
+    }
+    cold
+}
+
+/// `missing` without `cold`, pieces closer than [`HOT_MERGE_GAP`] joined.
+pub(super) fn without(missing: &[Range<u64>], cold: &[Range<u64>]) -> Vec<Range<u64>> {
+    let mut out: Vec<Range<u64>> = Vec::new();
+    let mut c = 0;
+    for m in missing {
+        let mut start = m.start;
+        while c < cold.len() && cold[c].end <= start {
+            c += 1;
+        }
+        let mut k = c;
+        while start < m.end {
+            let piece_end = match cold.get(k) {
+                Some(x) if x.start < m.end => x.start.max(start),
+                _ => m.end,
+            };
+            if piece_end > start {
+                match out.last_mut() {
+                    Some(last) if start - last.end <= HOT_MERGE_GAP => last.end = piece_end,
+                    _ => out.push(start..piece_end),
+                }
+            }
+            match cold.get(k) {
+                Some(x) if x.start < m.end => {
+                    start = x.end.max(start);
+                    k += 1;
+                }
+                _ => break,
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(start: u64, end: u64) -> Range<u64> {
+        start..end
+    }
+
+    #[test]
+    fn docs_and_compiled_python_sources_are_cold() {
+        use crate::build::{build, BuildInput, BuildOptions};
+        let files = [
+            ("usr/bin/tool", true),
+            ("usr/share/doc/tool/README", false),
+            ("usr/lib/py/mod.py", false),
+            ("usr/lib/py/__pycache__/mod.cpython-311.pyc", true),
+            ("usr/lib/py/lonely.py", true),
+            ("var/lib/dpkg/status", false),
+        ];
+        let mut tar = Vec::new();
+        for (i, (name, _)) in files.iter().enumerate() {
+            tar.extend_from_slice(&crate::tarwrite::simple_file_header(name, 4096));
+            tar.extend_from_slice(&[i as u8 + 1; 4096]);
+        }
+        tar.extend_from_slice(&[0u8; 1024]);
+        let mut blob = Vec::new();
+        let input = BuildInput::Reader(Box::new(std::io::Cursor::new(tar)));
+        build(input, &mut blob, &BuildOptions::default()).unwrap();
+        let reader = Reader::open(std::sync::Arc::new(blob), &Default::default()).unwrap();
+        let cold = reader.cold_ranges();
+        for (name, hot) in files {
+            let id = reader.lookup(name).unwrap();
+            let c = &reader.entry(id).chunks()[0];
+            let in_cold = cold
+                .iter()
+                .any(|r| r.start <= c.offset && c.next_offset <= r.end);
+            assert_eq!(in_cold, !hot, "{name}");
+        }
+    }
+
+    #[test]
+    fn without_cuts_cold_out_and_joins_close_pieces() {
+        let g = HOT_MERGE_GAP;
+        // Cold in the middle, far apart: two pieces.
+        assert_eq!(
+            without(&[span(0, 10 * g)], &[span(2 * g, 5 * g)]),
+            vec![span(0, 2 * g), span(5 * g, 10 * g)]
+        );
+        // A small cold gap is fetched along.
+        assert_eq!(
+            without(&[span(0, 10 * g)], &[span(g, g + 10)]),
+            vec![span(0, 10 * g)]
+        );
+        // All cold: nothing hot.
+        assert_eq!(without(&[span(5, 50)], &[span(0, 100)]), vec![]);
+        // Cold ranges spanning several missing ranges, and none at all.
+        assert_eq!(
+            without(
+                &[span(0, 10), span(4 * g, 6 * g), span(8 * g, 9 * g)],
+                &[span(5, 5 * g)]
+            ),
+            vec![span(0, 5), span(5 * g, 6 * g), span(8 * g, 9 * g)]
+        );
+        assert_eq!(
+            without(&[span(0, 10), span(20, 30)], &[]),
+            vec![span(0, 30)]
+        );
+    }
+}
