@@ -6,10 +6,12 @@
 //! state (read by people and package managers, not by a starting
 //! program), and Python sources next to their byte-compiled modules
 //! (CPython checks a source's size and time with `stat` and reads the
-//! `__pycache__/*.pyc`, not the source).
+//! `__pycache__/*.pyc`, not the source). A workload that reads a cold
+//! file anyway (a walk over every file) turns the order back to blob order.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Index, NodeId, Reader, ROOT};
 use crate::toc::EntryType;
@@ -35,14 +37,54 @@ const COLD_DIRS: &[&str] = &[
 /// them come along): fewer ranges per request for a few KiB more.
 pub(super) const HOT_MERGE_GAP: u64 = 16 << 10;
 
+/// A layer's cold files, and whether a read has touched one.
+pub(super) struct Cold {
+    /// Sorted.
+    nodes: Vec<NodeId>,
+    ranges: Vec<Range<u64>>,
+    read: AtomicBool,
+}
+
 impl Reader {
-    /// The compressed ranges (sorted, disjoint) holding only cold files.
-    pub(super) fn cold_ranges(&self) -> Vec<Range<u64>> {
-        let cold = cold_nodes(self.index());
+    /// The compressed ranges (sorted, disjoint) holding only cold files,
+    /// for the background fetch to take last; none once a read touched a
+    /// cold file (this workload reads them: blob order serves it better).
+    pub(super) fn cold_ranges(&self) -> &[Range<u64>] {
+        let cold = self.cold.get_or_init(|| {
+            let nodes = cold_nodes(self.index());
+            Cold {
+                ranges: self.ranges_of_only(&nodes),
+                nodes: nodes
+                    .into_iter()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+                read: AtomicBool::new(false),
+            }
+        });
+        if cold.read.load(Ordering::Relaxed) {
+            &[]
+        } else {
+            &cold.ranges
+        }
+    }
+
+    /// Notes a read of file `id` (a data node) for [`Reader::cold_ranges`].
+    pub(super) fn note_read(&self, id: NodeId) {
+        if let Some(cold) = self.cold.get() {
+            if !cold.read.load(Ordering::Relaxed) && cold.nodes.binary_search(&id).is_ok() {
+                cold.read.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The compressed ranges (sorted, disjoint) of the members whose
+    /// chunks all belong to `nodes`.
+    fn ranges_of_only(&self, nodes: &HashSet<NodeId>) -> Vec<Range<u64>> {
         let work = self.chunks_in_blob_order(|_, c| !c.zeros);
         let mut out: Vec<Range<u64>> = Vec::new();
         for member in super::members_of(&work) {
-            if !member.iter().all(|(id, _)| cold.contains(id)) {
+            if !member.iter().all(|(id, _)| nodes.contains(id)) {
                 continue;
             }
             let r = member[0].1.offset..member[0].1.next_offset;
@@ -160,7 +202,8 @@ mod tests {
         let input = BuildInput::Reader(Box::new(std::io::Cursor::new(tar)));
         build(input, &mut blob, &BuildOptions::default()).unwrap();
         let reader = Reader::open(std::sync::Arc::new(blob), &Default::default()).unwrap();
-        let cold = reader.cold_ranges();
+        let cold = reader.cold_ranges().to_vec();
+        assert!(!cold.is_empty());
         for (name, hot) in files {
             let id = reader.lookup(name).unwrap();
             let c = &reader.entry(id).chunks()[0];
@@ -169,6 +212,15 @@ mod tests {
                 .any(|r| r.start <= c.offset && c.next_offset <= r.end);
             assert_eq!(in_cold, !hot, "{name}");
         }
+        // A hot read changes nothing; a read of a cold file turns blob
+        // order back on.
+        let mut buf = [0u8; 16];
+        let tool = reader.lookup("usr/bin/tool").unwrap();
+        reader.read_at(tool, 0, &mut buf).unwrap();
+        assert_eq!(reader.cold_ranges().len(), cold.len());
+        let readme = reader.lookup("usr/share/doc/tool/README").unwrap();
+        reader.read_at(readme, 0, &mut buf).unwrap();
+        assert!(reader.cold_ranges().is_empty());
     }
 
     #[test]

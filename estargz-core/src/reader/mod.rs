@@ -235,6 +235,9 @@ pub struct Reader {
     cursors: Mutex<Vec<MemberCursor>>,
     /// Bounds the chunk and member buffers decoded at once.
     buffers: budget::Budget,
+    /// The files the background fetch leaves for last (found when it
+    /// starts), and whether a read has touched one.
+    cold: OnceLock<cold::Cold>,
 }
 
 /// Counts and hashes what is read through it (the TOC digest covers every
@@ -547,6 +550,7 @@ impl Reader {
             shared_member: Mutex::new(None),
             cursors: Mutex::new(Vec::new()),
             buffers: budget::Budget::new(opts.max_chunk_size.max(MIN_CHUNK_BUFFER_BUDGET)),
+            cold: OnceLock::new(),
         })
     }
 
@@ -997,6 +1001,7 @@ impl Reader {
         let data_id = self.resolve(id);
         let file = self.regular_file(data_id)?;
         let (size, chunks) = (file.size(), file.chunks());
+        self.note_read(data_id);
         let mut done = 0;
         while done < buf.len() && offset + (done as u64) < size {
             let pos = offset + done as u64;

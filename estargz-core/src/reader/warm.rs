@@ -215,14 +215,12 @@ impl Reader {
         // at the front of the blob, and its misses share the link with
         // fewer background bytes at first.
         let mut step = (batch_bytes / 8).clamp(1, FIRST_SPAN_BATCH);
-        let mut cold = None;
         loop {
             // Asked again each round: on-demand reads fill gaps meanwhile.
             let Some(missing) = self.src.missing(0..size) else {
                 return Ok(None);
             };
-            let cold = cold.get_or_insert_with(|| self.cold_ranges());
-            let hot = super::cold::without(&missing, cold);
+            let hot = super::cold::without(&missing, self.cold_ranges());
             let next = if hot.is_empty() { &missing } else { &hot };
             let batch = first_bytes(next, step, MAX_RANGES_PER_SPAN_BATCH);
             step = step.saturating_mul(2).min(batch_bytes.max(1));
