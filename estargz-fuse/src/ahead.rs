@@ -43,9 +43,8 @@ pub struct OpenAhead<T> {
 
 struct Table<T> {
     slots: HashMap<Key, Slot<T>>,
-    /// Layers claimed within the TTL: their claimer has them (or is
-    /// opening them), so opening them ahead again would fetch their TOC
-    /// twice. At most `max` are remembered.
+    /// Layers claimed within the TTL ([`OpenAhead::reserve_unclaimed`]).
+    /// At most `max` are remembered.
     claimed: HashMap<Key, Instant>,
 }
 
@@ -83,15 +82,26 @@ impl<T: Clone> OpenAhead<T> {
     }
 
     /// Reserves the open of `digest` of `reference`; `None` when it is
-    /// already being opened or opened, was claimed within the TTL, or the
-    /// table is full.
+    /// already being opened or opened, or the table is full.
     pub fn reserve(&self, reference: &str, digest: &str) -> Option<Reservation<T>> {
+        self.reserve_if(reference, digest, false)
+    }
+
+    /// [`OpenAhead::reserve`], also `None` when the layer was claimed
+    /// within the TTL: its claimer has it (or is opening it), so a guess
+    /// at what comes next should not open it again. An explicit request
+    /// (the C ABI's) uses `reserve`.
+    pub fn reserve_unclaimed(&self, reference: &str, digest: &str) -> Option<Reservation<T>> {
+        self.reserve_if(reference, digest, true)
+    }
+
+    fn reserve_if(&self, reference: &str, digest: &str, unclaimed: bool) -> Option<Reservation<T>> {
         let mut table = self.lock();
         self.drop_expired(&mut table);
         let key = (reference.to_string(), digest.to_string());
         if table.slots.len() >= self.max
             || table.slots.contains_key(&key)
-            || table.claimed.contains_key(&key)
+            || (unclaimed && table.claimed.contains_key(&key))
         {
             return None;
         }
@@ -302,9 +312,10 @@ mod tests {
             "a second claim opens itself"
         );
         assert!(
-            t.reserve("img", "d1").is_none(),
+            t.reserve_unclaimed("img", "d1").is_none(),
             "a claimed layer is not opened ahead again within the TTL"
         );
+        assert!(t.reserve("img", "d1").is_some(), "unless asked explicitly");
         assert!(t.claim("img", "other").is_none());
     }
 
@@ -341,10 +352,13 @@ mod tests {
             "an expired open is not served"
         );
         assert!(t.reserve("img", "d3").is_some(), "room again");
-        assert!(t.reserve("img", "d1").is_none(), "claimed just now");
+        assert!(
+            t.reserve_unclaimed("img", "d1").is_none(),
+            "claimed just now"
+        );
         std::thread::sleep(Duration::from_millis(80));
         assert!(
-            t.reserve("img", "d1").is_some(),
+            t.reserve_unclaimed("img", "d1").is_some(),
             "a claim's mark expires with the TTL too"
         );
     }

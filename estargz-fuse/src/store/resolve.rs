@@ -208,7 +208,7 @@ impl Resolver {
             return;
         }
         let key = image.requested.to_string();
-        let Some(reservation) = self.ahead.reserve(&key, &d.digest) else {
+        let Some(reservation) = self.ahead.reserve_unclaimed(&key, &d.digest) else {
             return;
         };
         let (source, img) = (self.source.clone(), image.clone());
