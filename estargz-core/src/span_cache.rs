@@ -338,9 +338,9 @@ impl SpanCache {
             .map_or(start, |r| r.end)
             .max(start.saturating_add(ra.window))
             .min(self.size);
+        let mut from = start;
         // Reads that reach the end of the blob (footer, TOC) say nothing
         // about how files are read.
-        let mut from = start;
         if end < self.size {
             // The first file miss says nothing about direction yet, and
             // the first files a container reads sit together but not in

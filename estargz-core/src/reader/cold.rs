@@ -9,7 +9,7 @@
 //! `__pycache__/*.pyc`, not the source). A workload that reads a cold
 //! file anyway (a walk over every file) turns the order back to blob order.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -52,13 +52,12 @@ impl Reader {
     pub(super) fn cold_ranges(&self) -> &[Range<u64>] {
         let cold = self.cold.get_or_init(|| {
             let nodes = cold_nodes(self.index());
+            let ranges = self.ranges_of_only(&nodes);
+            let mut nodes: Vec<NodeId> = nodes.into_iter().collect();
+            nodes.sort_unstable();
             Cold {
-                ranges: self.ranges_of_only(&nodes),
-                nodes: nodes
-                    .into_iter()
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .collect(),
+                nodes,
+                ranges,
                 read: AtomicBool::new(false),
             }
         });
@@ -157,7 +156,9 @@ pub(super) fn without(missing: &[Range<u64>], cold: &[Range<u64>]) -> Vec<Range<
             };
             if piece_end > start {
                 match out.last_mut() {
-                    Some(last) if start - last.end <= HOT_MERGE_GAP => last.end = piece_end,
+                    Some(last) if start.saturating_sub(last.end) <= HOT_MERGE_GAP => {
+                        last.end = piece_end
+                    }
                     _ => out.push(start..piece_end),
                 }
             }
