@@ -189,7 +189,11 @@ impl ImageSource for Fake {
 }
 
 fn fake(img: Image, layers: &[&Layer]) -> Arc<Fake> {
-    let mut f = Fake::default();
+    fake_from(Fake::default(), img, layers)
+}
+
+/// [`fake`] with `f`'s settings.
+fn fake_from(mut f: Fake, img: Image, layers: &[&Layer]) -> Arc<Fake> {
     for l in layers {
         f.blobs
             .insert(l.result.blob_digest.to_string(), l.blob.clone());
@@ -733,11 +737,22 @@ fn resolved_layers_are_warmed_in_the_background() {
     }
 }
 
+/// `n` layers, layer `i` holding one file `f` that says "layer i".
+fn numbered_layers(n: usize) -> Vec<Layer> {
+    (0..n)
+        .map(|i| layer(&[("f", format!("layer {i}\n").as_bytes())]))
+        .collect()
+}
+
+/// Reads `f` of the numbered layer `i` (blob `digest`) through the store.
+fn check_numbered(s: &Store, digest: &str, i: usize) {
+    let f = walk(s, &[&ref_dir(), digest, "diff", "f"]).unwrap();
+    assert_eq!(read_all(s, f.ino), format!("layer {i}\n").as_bytes());
+}
+
 #[test]
 fn the_next_layers_are_opened_while_the_first_is_asked_for() {
-    let layers: Vec<Layer> = (0..4)
-        .map(|i| layer(&[("f", format!("layer {i}\n").as_bytes())]))
-        .collect();
+    let layers = numbered_layers(4);
     let refs: Vec<&Layer> = layers.iter().collect();
     // Layer 3 has no TOC annotation: never opened ahead.
     let img = image(
@@ -748,17 +763,14 @@ fn the_next_layers_are_opened_while_the_first_is_asked_for() {
     let src = fake(img, &refs);
     *src.failing_once.lock().unwrap() = Some(2);
     let s = store(src.clone());
-    let r = ref_dir();
     let digest = |i: usize| layers[i].result.blob_digest.to_string();
 
-    let f = walk(&s, &[&r, &digest(0), "diff", "f"]).unwrap();
-    assert_eq!(read_all(&s, f.ino), b"layer 0\n");
+    check_numbered(&s, &digest(0), 0);
     assert_eq!(s.resolver().opened_ahead(), 2, "layers 1 and 2, not 3");
     // Layer 1 comes from its open ahead; layer 2's failed, so it is opened
     // again (failures are not remembered).
     for i in 1..3 {
-        let f = walk(&s, &[&r, &digest(i), "diff", "f"]).unwrap();
-        assert_eq!(read_all(&s, f.ino), format!("layer {i}\n").as_bytes());
+        check_numbered(&s, &digest(i), i);
     }
     assert_eq!(src.layer_opens.load(Ordering::SeqCst), 4);
     assert_eq!(s.resolver().opened_ahead(), 0);
@@ -766,22 +778,17 @@ fn the_next_layers_are_opened_while_the_first_is_asked_for() {
 
 #[test]
 fn the_top_layer_asked_first_opens_the_ones_below_and_none_twice() {
-    let layers: Vec<Layer> = (0..3)
-        .map(|i| layer(&[("f", format!("layer {i}\n").as_bytes())]))
-        .collect();
+    let layers = numbered_layers(3);
     let refs: Vec<&Layer> = layers.iter().collect();
     let src = fake(image(&refs, &[(true, true); 3], None), &refs);
     let s = store(src.clone());
-    let r = ref_dir();
     let digest = |i: usize| layers[i].result.blob_digest.to_string();
 
     // Podman asks for the top layer first as often as for the bottom one.
-    let f = walk(&s, &[&r, &digest(2), "diff", "f"]).unwrap();
-    assert_eq!(read_all(&s, f.ino), b"layer 2\n");
+    check_numbered(&s, &digest(2), 2);
     assert_eq!(s.resolver().opened_ahead(), 2, "layers 1 and 0");
     for i in [1, 0] {
-        let f = walk(&s, &[&r, &digest(i), "diff", "f"]).unwrap();
-        assert_eq!(read_all(&s, f.ino), format!("layer {i}\n").as_bytes());
+        check_numbered(&s, &digest(i), i);
     }
     assert_eq!(
         src.layer_opens.load(Ordering::SeqCst),
@@ -792,33 +799,15 @@ fn the_top_layer_asked_first_opens_the_ones_below_and_none_twice() {
 
 #[test]
 fn layers_are_opened_while_the_config_is_fetched() {
-    let layers: Vec<Layer> = (0..2)
-        .map(|i| layer(&[("f", format!("layer {i}\n").as_bytes())]))
-        .collect();
+    let layers = numbered_layers(2);
     let refs: Vec<&Layer> = layers.iter().collect();
-    let mut src = Fake {
+    let slow_config = Fake {
         config_delay: Duration::from_millis(500),
         ..Default::default()
     };
-    let img = image(&refs, &[(true, true); 2], None);
-    src.images.insert(REF.to_string(), img);
-    for l in &layers {
-        src.blobs
-            .insert(l.result.blob_digest.to_string(), l.blob.clone());
-    }
-    let src = Arc::new(src);
+    let src = fake_from(slow_config, image(&refs, &[(true, true); 2], None), &refs);
     let s = store(src.clone());
-    let f = walk(
-        &s,
-        &[
-            &ref_dir(),
-            &layers[0].result.blob_digest.to_string(),
-            "diff",
-            "f",
-        ],
-    )
-    .unwrap();
-    assert_eq!(read_all(&s, f.ino), b"layer 0\n");
+    check_numbered(&s, &layers[0].result.blob_digest.to_string(), 0);
     // The asked-for layer and the one opened ahead, both before the
     // config was in (the info file needs the config, the open does not).
     assert_eq!(src.opens_during_config.load(Ordering::SeqCst), 2);
