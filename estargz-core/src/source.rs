@@ -224,3 +224,12 @@ impl io::Read for SectionReader<'_> {
         Ok(n)
     }
 }
+
+/// Appends `r` to `out` (sorted, `r` starting at or after the last range's
+/// start), joined to the last range when at most `gap` bytes apart.
+pub(crate) fn push_joined(out: &mut Vec<std::ops::Range<u64>>, r: std::ops::Range<u64>, gap: u64) {
+    match out.last_mut() {
+        Some(last) if r.start <= last.end.saturating_add(gap) => last.end = last.end.max(r.end),
+        _ => out.push(r),
+    }
+}

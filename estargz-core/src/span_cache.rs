@@ -346,16 +346,16 @@ impl SpanCache {
             // the first files a container reads sit together but not in
             // blob order (runc reads `/etc/passwd`, then `/etc/group`,
             // which comes before it): its window reaches back a little.
-            if ra.last_end.is_none() {
-                from = start.saturating_sub(o.min_read_ahead);
-            }
-            if let Some(last) = ra.last_end {
-                if start >= last.saturating_sub(ra.window)
-                    && start <= last.saturating_add(ra.window)
-                {
-                    ra.window = (ra.window * 2).min(o.max_read_ahead);
-                } else {
-                    ra.window = (ra.window / 2).max(o.min_read_ahead);
+            match ra.last_end {
+                None => from = start.saturating_sub(o.min_read_ahead),
+                Some(last) => {
+                    if start >= last.saturating_sub(ra.window)
+                        && start <= last.saturating_add(ra.window)
+                    {
+                        ra.window = (ra.window * 2).min(o.max_read_ahead);
+                    } else {
+                        ra.window = (ra.window / 2).max(o.min_read_ahead);
+                    }
                 }
             }
             ra.last_end = Some(end);

@@ -121,7 +121,7 @@ impl<T: Clone> OpenAhead<T> {
             let mut table = self.lock();
             self.drop_expired(&mut table);
             let key = (reference.to_string(), digest.to_string());
-            if table.claimed.len() >= self.max {
+            if !table.claimed.contains_key(&key) && table.claimed.len() >= self.max {
                 let oldest = table.claimed.iter().min_by_key(|(_, at)| **at);
                 if let Some(k) = oldest.map(|(k, _)| k.clone()) {
                     table.claimed.remove(&k);

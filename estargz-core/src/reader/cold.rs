@@ -14,6 +14,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Index, NodeId, Reader, ROOT};
+use crate::source::push_joined;
 use crate::toc::EntryType;
 
 /// Directories (and everything under them) a start rarely reads.
@@ -52,12 +53,9 @@ impl Reader {
     pub(super) fn cold_ranges(&self) -> &[Range<u64>] {
         let cold = self.cold.get_or_init(|| {
             let nodes = cold_nodes(self.index());
-            let ranges = self.ranges_of_only(&nodes);
-            let mut nodes: Vec<NodeId> = nodes.into_iter().collect();
-            nodes.sort_unstable();
             Cold {
+                ranges: self.ranges_of_only(&nodes),
                 nodes,
-                ranges,
                 read: AtomicBool::new(false),
             }
         });
@@ -78,27 +76,23 @@ impl Reader {
     }
 
     /// The compressed ranges (sorted, disjoint) of the members whose
-    /// chunks all belong to `nodes`.
-    fn ranges_of_only(&self, nodes: &HashSet<NodeId>) -> Vec<Range<u64>> {
+    /// chunks all belong to `nodes` (sorted).
+    fn ranges_of_only(&self, nodes: &[NodeId]) -> Vec<Range<u64>> {
         let work = self.chunks_in_blob_order(|_, c| !c.zeros);
         let mut out: Vec<Range<u64>> = Vec::new();
         for member in super::members_of(&work) {
-            if !member.iter().all(|(id, _)| nodes.contains(id)) {
-                continue;
-            }
-            let r = member[0].1.offset..member[0].1.next_offset;
-            match out.last_mut() {
-                Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
-                _ => out.push(r),
+            if member.iter().all(|(id, _)| nodes.binary_search(id).is_ok()) {
+                let r = member[0].1.offset..member[0].1.next_offset;
+                push_joined(&mut out, r, 0);
             }
         }
         out
     }
 }
 
-/// The regular files that count as cold.
-fn cold_nodes(index: &Index) -> HashSet<NodeId> {
-    let mut cold = HashSet::new();
+/// The regular files that count as cold, sorted.
+fn cold_nodes(index: &Index) -> Vec<NodeId> {
+    let mut cold = Vec::new();
     // Every node under a cold directory, walked once each (a tree).
     let mut stack: Vec<NodeId> = COLD_DIRS
         .iter()
@@ -109,9 +103,7 @@ fn cold_nodes(index: &Index) -> HashSet<NodeId> {
         for (_, child) in index.entry(dir).children() {
             match index.entry(child).kind() {
                 EntryType::Dir => stack.push(child),
-                _ => {
-                    cold.insert(child);
-                }
+                _ => cold.push(child),
             }
         }
     }
@@ -131,44 +123,36 @@ fn cold_nodes(index: &Index) -> HashSet<NodeId> {
         for e in index.entries() {
             if let Some(stem) = e.name().strip_suffix(".py") {
                 if e.kind() == EntryType::Reg && compiled.contains(&(e.parent(), stem)) {
-                    cold.insert(e.id());
+                    cold.push(e.id());
                 }
             }
         }
     }
+    // A `.py` under a cold directory was found both ways.
+    cold.sort_unstable();
+    cold.dedup();
     cold
 }
 
-/// `missing` without `cold`, pieces closer than [`HOT_MERGE_GAP`] joined.
+/// `missing` without `cold` (both sorted and disjoint), pieces closer than
+/// [`HOT_MERGE_GAP`] joined.
 pub(super) fn without(missing: &[Range<u64>], cold: &[Range<u64>]) -> Vec<Range<u64>> {
-    let mut out: Vec<Range<u64>> = Vec::new();
+    let mut out = Vec::new();
     let mut c = 0;
     for m in missing {
-        let mut start = m.start;
-        while c < cold.len() && cold[c].end <= start {
+        // Cold ranges ending before `m` are behind every later range too.
+        while c < cold.len() && cold[c].end <= m.start {
             c += 1;
         }
-        let mut k = c;
-        while start < m.end {
-            let piece_end = match cold.get(k) {
-                Some(x) if x.start < m.end => x.start.max(start),
-                _ => m.end,
-            };
-            if piece_end > start {
-                match out.last_mut() {
-                    Some(last) if start.saturating_sub(last.end) <= HOT_MERGE_GAP => {
-                        last.end = piece_end
-                    }
-                    _ => out.push(start..piece_end),
-                }
+        let mut start = m.start;
+        for x in cold[c..].iter().take_while(|x| x.start < m.end) {
+            if x.start > start {
+                push_joined(&mut out, start..x.start, HOT_MERGE_GAP);
             }
-            match cold.get(k) {
-                Some(x) if x.start < m.end => {
-                    start = x.end.max(start);
-                    k += 1;
-                }
-                _ => break,
-            }
+            start = start.max(x.end);
+        }
+        if start < m.end {
+            push_joined(&mut out, start..m.end, HOT_MERGE_GAP);
         }
     }
     out

@@ -469,10 +469,7 @@ fn merge(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
     sorted.sort_by_key(|r| r.start);
     let mut out: Vec<Range<u64>> = Vec::new();
     for r in sorted {
-        match out.last_mut() {
-            Some(last) if r.start <= last.end.saturating_add(gap) => last.end = last.end.max(r.end),
-            _ => out.push(r),
-        }
+        crate::source::push_joined(&mut out, r, gap);
     }
     if out.is_empty() {
         // Only empty ranges: one empty span keeps the indexing simple.

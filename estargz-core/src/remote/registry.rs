@@ -207,15 +207,15 @@ impl Registry {
     /// index, the host's by default) and fetches its config.
     pub fn resolve_image(&self, r: &Reference, platform: Option<&Platform>) -> Result<Image> {
         let mut image = self.resolve_manifest(r, platform)?;
-        let config = self.fetch_config(&image.reference, &image.manifest.config.digest)?;
-        image.config = Some(config);
+        image.config = Some(self.fetch_config(&image)?);
         Ok(image)
     }
 
-    /// Fetches the image config `digest` of `r` ([`Registry::resolve_manifest`]
+    /// Fetches the config of `image` ([`Registry::resolve_manifest`]
     /// leaves it out), digest-checked and bounded like a manifest.
-    pub fn fetch_config(&self, r: &Reference, digest: &str) -> Result<Vec<u8>> {
-        self.fetch_blob(r, digest, MAX_MANIFEST_SIZE)
+    pub fn fetch_config(&self, image: &Image) -> Result<Vec<u8>> {
+        let digest = &image.manifest.config.digest;
+        self.fetch_blob(&image.reference, digest, MAX_MANIFEST_SIZE)
     }
 
     /// Like [`Registry::resolve_image`] without the config: opening a layer

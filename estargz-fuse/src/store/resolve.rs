@@ -77,8 +77,7 @@ impl ImageSource for RegistrySource {
     }
 
     fn config(&self, image: &Image) -> Result<Vec<u8>> {
-        self.registry()
-            .fetch_config(&image.reference, &image.manifest.config.digest)
+        self.registry().fetch_config(image)
     }
 
     fn layer(&self, image: &Image, index: usize, verify_toc: bool) -> Result<OpenedLayer> {
@@ -234,12 +233,9 @@ impl Resolver {
     /// layers opened ahead with it, while the image's config is fetched:
     /// [`Resolver::open`] claims it afterwards.
     fn open_early(&self, image: &Arc<Image>, digest: &str) {
-        let layers = &image.manifest.layers;
-        let Some(index) = layers
-            .iter()
-            .position(|d| d.digest == digest || d.toc_digest() == Some(digest))
-        else {
-            return;
+        let index = match named(image, digest) {
+            Some(Named::LayerDigest(i) | Named::TocDigest(i)) => i,
+            None => return,
         };
         self.open_ahead(image, index);
         self.open_in_background(image, index);
@@ -363,62 +359,62 @@ impl Resolver {
         let image = self.image_then(reference, |manifest_only| {
             self.open_early(manifest_only, digest)
         })?;
-        let layers = &image.manifest.layers;
         let what = format!("layer {digest} of {reference}");
-        if let Some(index) = layers.iter().position(|d| d.digest == digest) {
-            let desc = &layers[index];
-            if !desc.has_toc_anchor() {
-                // Without the annotation the TOC is not anchored to the
-                // manifest; the runtime pulls such layers itself.
-                return Err(Error::NotFound(format!(
-                    "{what}: no {} annotation, so it is not served lazily",
-                    manifest::TOC_DIGEST_ANNOTATION
-                )));
+        let index = match named(&image, digest) {
+            Some(Named::LayerDigest(index)) => index,
+            Some(Named::TocDigest(index)) => {
+                self.open_ahead(&image, index);
+                let opened = self.open(&image, index)?;
+                let keying = Keying::TocDigest {
+                    toc_digest: digest.to_string(),
+                    diff_id: diff_id(&image, index)?,
+                };
+                return Ok(ready(opened, keying));
             }
-            self.open_ahead(&image, index);
-            let opened = self.open(&image, index)?;
-            let diff_id = diff_id(&image, index)?;
-            let diff_size = match desc.annotations.get(UNCOMPRESSED_SIZE_ANNOTATION) {
-                Some(v) => v.parse::<u64>().map_err(|_| {
-                    Error::Registry(format!(
-                        "{what}: annotation {UNCOMPRESSED_SIZE_ANNOTATION}={v:?} is not a size"
-                    ))
-                })?,
-                // zstd:chunked v2 layers carry no size annotation (neither
-                // containers/storage nor we write one), but their tar-split
-                // says the size; only other layers need the whole blob.
-                None => match opened.reader.tar_split_tar_size()? {
-                    Some(size) => size,
-                    None => {
-                        log::warn!(
-                            "{what}: no {UNCOMPRESSED_SIZE_ANNOTATION} annotation; reading the whole blob to measure it"
-                        );
-                        info::measure_diff(
-                            opened.blob.as_ref(),
-                            &diff_id,
-                            opened.reader.format().is_zstd(),
-                        )?
-                    }
-                },
-            };
-            let keying = Keying::LayerDigest {
-                compressed_digest: desc.digest.clone(),
-                compressed_size: desc.size,
-                diff_id,
-                diff_size,
-            };
-            return Ok(ready(opened, keying));
+            None => return self.search_unannotated(&image, digest, &what),
+        };
+        let desc = &image.manifest.layers[index];
+        if !desc.has_toc_anchor() {
+            // Without the annotation the TOC is not anchored to the
+            // manifest; the runtime pulls such layers itself.
+            return Err(Error::NotFound(format!(
+                "{what}: no {} annotation, so it is not served lazily",
+                manifest::TOC_DIGEST_ANNOTATION
+            )));
         }
-        if let Some(index) = layers.iter().position(|d| d.toc_digest() == Some(digest)) {
-            self.open_ahead(&image, index);
-            let opened = self.open(&image, index)?;
-            let keying = Keying::TocDigest {
-                toc_digest: digest.to_string(),
-                diff_id: diff_id(&image, index)?,
-            };
-            return Ok(ready(opened, keying));
-        }
-        self.search_unannotated(&image, digest, &what)
+        self.open_ahead(&image, index);
+        let opened = self.open(&image, index)?;
+        let diff_id = diff_id(&image, index)?;
+        let diff_size = match desc.annotations.get(UNCOMPRESSED_SIZE_ANNOTATION) {
+            Some(v) => v.parse::<u64>().map_err(|_| {
+                Error::Registry(format!(
+                    "{what}: annotation {UNCOMPRESSED_SIZE_ANNOTATION}={v:?} is not a size"
+                ))
+            })?,
+            // zstd:chunked v2 layers carry no size annotation (neither
+            // containers/storage nor we write one), but their tar-split
+            // says the size; only other layers need the whole blob.
+            None => match opened.reader.tar_split_tar_size()? {
+                Some(size) => size,
+                None => {
+                    log::warn!(
+                        "{what}: no {UNCOMPRESSED_SIZE_ANNOTATION} annotation; reading the whole blob to measure it"
+                    );
+                    info::measure_diff(
+                        opened.blob.as_ref(),
+                        &diff_id,
+                        opened.reader.format().is_zstd(),
+                    )?
+                }
+            },
+        };
+        let keying = Keying::LayerDigest {
+            compressed_digest: desc.digest.clone(),
+            compressed_size: desc.size,
+            diff_id,
+            diff_size,
+        };
+        Ok(ready(opened, keying))
     }
 
     /// Layers without a TOC annotation can still match by their computed
@@ -485,6 +481,26 @@ fn ready(opened: OpenedLayer, keying: Keying) -> ResolvedLayer {
         fs: LayerFs::new(opened.reader),
         blob: opened.blob,
         keying,
+    }
+}
+
+/// How a store path names a layer of an image.
+enum Named {
+    /// By its manifest digest (the layer-digest keying).
+    LayerDigest(usize),
+    /// By its TOC digest annotation (the TOC-digest keying).
+    TocDigest(usize),
+}
+
+/// Which layer of `image` `digest` names, a manifest digest first.
+fn named(image: &Image, digest: &str) -> Option<Named> {
+    let layers = &image.manifest.layers;
+    match layers.iter().position(|d| d.digest == digest) {
+        Some(i) => Some(Named::LayerDigest(i)),
+        None => layers
+            .iter()
+            .position(|d| d.toc_digest() == Some(digest))
+            .map(Named::TocDigest),
     }
 }
 
