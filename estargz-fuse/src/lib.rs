@@ -21,7 +21,9 @@
 
 pub mod adapter;
 pub mod ahead;
+pub mod command_prefetch;
 pub mod daemon;
+pub mod elf;
 pub mod heap;
 pub mod layer_adapter;
 pub mod layerfs;

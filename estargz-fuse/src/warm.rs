@@ -19,7 +19,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use estargz_core::reader::{BackgroundFetch, BackgroundOptions, Reader, BACKGROUND_SILENCE};
+use estargz_core::reader::{
+    BackgroundFetch, BackgroundOptions, PrefetchHint, Reader, BACKGROUND_SILENCE,
+};
+
+use crate::command_prefetch;
+use crate::optimize::bundle::ImageProcess;
 
 /// Compressed bytes per background request: ~170 ms of a 100 Mbit/s link,
 /// so a burst of on-demand reads never waits long behind a batch, while a
@@ -203,6 +208,60 @@ impl Warmer {
         }
         ticket
     }
+}
+
+/// Decompressed bytes a command prefetch takes at most (and at most half
+/// the cache).
+const MAX_COMMAND_BYTES: u64 = 256 << 20;
+
+impl Warmer {
+    /// Starts fetching what a container of an image runs first
+    /// ([`command_prefetch`]) on a thread of its own, when prefetch is on;
+    /// `layers` are the image's, topmost first. No background batch starts
+    /// until it ends. Skipped for an image with a `.prefetch.landmark`: its
+    /// prioritized files are the better guess, and they are prefetched.
+    ///
+    /// [`command_prefetch`]: crate::command_prefetch
+    pub fn prefetch_command(&self, what: String, layers: Vec<Arc<Reader>>, process: ImageProcess) {
+        if !self.opts.prefetch
+            || layers
+                .iter()
+                .any(|l| matches!(l.prefetch_hint(), PrefetchHint::Before(_)))
+        {
+            return;
+        }
+        let max_bytes = match self.opts.cache_budget {
+            0 => MAX_COMMAND_BYTES,
+            budget => MAX_COMMAND_BYTES.min(budget / 2),
+        };
+        let slots = self.slots.clone();
+        // Counted before the thread runs: a background batch about to
+        // start waits for it.
+        lock_slots(&slots).prefetching += 1;
+        let spawned = std::thread::Builder::new()
+            .name("command-prefetch".into())
+            .spawn(move || {
+                let slots: &(Mutex<Slots>, Condvar) = &slots;
+                let _prefetching = Prefetching(slots);
+                let started = Instant::now();
+                let done = command_prefetch::prefetch(&layers, &process, max_bytes);
+                log::debug!(
+                    "{what}: command prefetch of {} file(s), {} bytes, in {:.2?}: {:?}",
+                    done.files.len(),
+                    done.bytes,
+                    started.elapsed(),
+                    done.files
+                );
+            });
+        if let Err(e) = spawned {
+            lock_slots(&self.slots).prefetching -= 1;
+            log::warn!("cannot start the command prefetch thread: {e}");
+        }
+    }
+}
+
+fn lock_slots(slots: &(Mutex<Slots>, Condvar)) -> std::sync::MutexGuard<'_, Slots> {
+    slots.0.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Decompressed bytes the cache needs to hold every chunk of the layer.

@@ -37,9 +37,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use estargz_core::remote::Reference;
+use estargz_core::remote::{Image, Reference};
+use estargz_core::Reader;
 
 use crate::layerfs;
+use crate::optimize::bundle::ImageProcess;
 use crate::record::{AccessRecorder, LayerKey};
 use crate::rofs::{
     walk_listing, Attr, DirEntry, FsError, FsResult, Kind, ReadOnlyFs, WalkEntry, BLOCK_SIZE,
@@ -177,6 +179,47 @@ struct State {
     next_slot: u64,
     slots: HashMap<u64, Slot>,
     slot_by_key: HashMap<(String, String), u64>,
+    /// Images (reference@manifest digest) whose command was prefetched,
+    /// and when.
+    commands_prefetched: HashMap<String, Instant>,
+}
+
+/// How long an image's command prefetch is not made again.
+const COMMAND_PREFETCH_TTL: Duration = Duration::from_secs(600);
+
+impl State {
+    /// The readers of every layer of `image` when all of them are served
+    /// (topmost first), and only the first time within
+    /// [`COMMAND_PREFETCH_TTL`]: then its command can be prefetched.
+    fn complete_image(&mut self, image: &Arc<Image>) -> Option<Vec<Arc<Reader>>> {
+        let count = image.manifest.layers.len();
+        let mut layers: Vec<Option<Arc<Reader>>> = vec![None; count];
+        for slot in self.slots.values() {
+            if let Load::Ready { layer, .. } = &slot.load {
+                let same = Arc::ptr_eq(&layer.image, image)
+                    || (layer.image.manifest_digest == image.manifest_digest
+                        && layer.image.requested.to_string() == image.requested.to_string());
+                if same && layer.index < count {
+                    layers[layer.index] = Some(layer.fs.reader().clone());
+                }
+            }
+        }
+        let mut layers: Vec<Arc<Reader>> = layers.into_iter().collect::<Option<_>>()?;
+        self.commands_prefetched
+            .retain(|_, at| at.elapsed() < COMMAND_PREFETCH_TTL);
+        if self
+            .commands_prefetched
+            .insert(
+                format!("{}@{}", image.requested, image.manifest_digest),
+                Instant::now(),
+            )
+            .is_some()
+        {
+            return None;
+        }
+        layers.reverse();
+        Some(layers)
+    }
 }
 
 /// Counters for logs and tests.
@@ -798,6 +841,22 @@ struct Resolution {
 }
 
 impl Resolution {
+    /// Fetches what the image's command loads, once this layer completed
+    /// its image (`layers`, topmost first: runtimes ask for them one by
+    /// one, and the command's files may be in any of them).
+    fn prefetch_command(&self, layers: Vec<Arc<Reader>>, layer: &ResolvedLayer) {
+        let Some(config) = &layer.image.config else {
+            return;
+        };
+        match ImageProcess::from_config(config) {
+            Ok(process) => {
+                self.warmer
+                    .prefetch_command(format!("image {}", self.reference), layers, process)
+            }
+            Err(e) => log::debug!("image {}: no command prefetch: {e}", self.reference),
+        }
+    }
+
     fn run(self) {
         let (reference, digest) = (&self.reference, &self.digest);
         let started = Instant::now();
@@ -846,7 +905,7 @@ impl Resolution {
                 Err(FsError::new(errno_of(&e), "layer not served").caused_by(e))
             }
         };
-        {
+        let complete = {
             let mut st = lock(&self.state);
             // The slot may have been forgotten meanwhile.
             if let Some(s) = st.slots.get_mut(&self.slot) {
@@ -864,6 +923,13 @@ impl Resolution {
                     };
                 }
             }
+            match &answer {
+                Ok(layer) => st.complete_image(&layer.image),
+                Err(_) => None,
+            }
+        };
+        if let (Some(layers), Ok(layer)) = (complete, &answer) {
+            self.prefetch_command(layers, layer);
         }
         self.flight.finish(answer);
     }

@@ -97,6 +97,9 @@ impl ImageSource for RegistrySource {
 
 /// A layer ready to be served.
 pub struct ResolvedLayer {
+    /// The image it was found in, and its place in the manifest.
+    pub image: Arc<Image>,
+    pub index: usize,
     pub fs: LayerFs,
     pub blob: Arc<dyn ReadAt>,
     pub info: Vec<u8>,
@@ -369,7 +372,7 @@ impl Resolver {
                     toc_digest: digest.to_string(),
                     diff_id: diff_id(&image, index)?,
                 };
-                return Ok(ready(opened, keying));
+                return Ok(ready(&image, index, opened, keying));
             }
             None => return self.search_unannotated(&image, digest, &what),
         };
@@ -414,14 +417,19 @@ impl Resolver {
             diff_id,
             diff_size,
         };
-        Ok(ready(opened, keying))
+        Ok(ready(&image, index, opened, keying))
     }
 
     /// Layers without a TOC annotation can still match by their computed
     /// TOC digest (which the path then anchors); they are opened
     /// [`SEARCH_PARALLELISM`] at a time and compared, so a manifest with
     /// many layers costs bounded threads and connections.
-    fn search_unannotated(&self, image: &Image, digest: &str, what: &str) -> Result<ResolvedLayer> {
+    fn search_unannotated(
+        &self,
+        image: &Arc<Image>,
+        digest: &str,
+        what: &str,
+    ) -> Result<ResolvedLayer> {
         let candidates: Vec<usize> = image
             .manifest
             .layers
@@ -454,7 +462,7 @@ impl Resolver {
                             toc_digest: digest.to_string(),
                             diff_id: diff_id(image, index)?,
                         };
-                        return Ok(ready(opened, keying));
+                        return Ok(ready(image, index, opened, keying));
                     }
                     Ok(_) => {}
                     // A layer we could not read might have been the one.
@@ -475,8 +483,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn ready(opened: OpenedLayer, keying: Keying) -> ResolvedLayer {
+fn ready(image: &Arc<Image>, index: usize, opened: OpenedLayer, keying: Keying) -> ResolvedLayer {
     ResolvedLayer {
+        image: image.clone(),
+        index,
         info: info::info_json(&keying, opened.reader.format().is_zstd()),
         fs: LayerFs::new(opened.reader),
         blob: opened.blob,

@@ -737,6 +737,81 @@ fn resolved_layers_are_warmed_in_the_background() {
     }
 }
 
+#[test]
+fn once_every_layer_is_served_the_image_command_is_prefetched() {
+    use crate::warm::WarmOptions;
+    let filler = |seed: u32| -> Vec<u8> {
+        (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) ^ seed) as u8)
+            .collect()
+    };
+    let (doc1, doc2) = (filler(1), filler(2));
+    let base = layer(&[
+        ("etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
+        ("etc/group", b"root:x:0:\n"),
+        ("usr/share/doc/base", &doc1),
+    ]);
+    let app = layer(&[
+        ("usr/bin/app", b"#!/usr/bin/app-interpreter\n"),
+        ("usr/bin/app-interpreter", b"not a program"),
+        ("usr/share/doc/app", &doc2),
+    ]);
+    let mut img = image(&[&base, &app], &[(true, true), (true, true)], None);
+    let mut config: serde_json::Value =
+        serde_json::from_slice(img.config.as_ref().unwrap()).unwrap();
+    config["config"] = serde_json::json!({"Cmd": ["app", "--serve"]});
+    img.config = Some(serde_json::to_vec(&config).unwrap());
+    let src = fake(img, &[&base, &app]);
+    let s = Store::new(
+        Resolver::new(src, ResolverOptions::default().open_ahead(0)),
+        StoreOptions {
+            warm: WarmOptions {
+                prefetch: true,
+                cache_budget: 1 << 30,
+                ..WarmOptions::default()
+            },
+            ..Default::default()
+        },
+    );
+    let reader_of = |l: &Layer| {
+        let diff = walk(&s, &[&ref_dir(), &l.result.toc_digest.to_string(), "diff"]).unwrap();
+        let Ino::Diff(slot, _) = Ino::decode(diff.ino) else {
+            panic!("not a layer inode")
+        };
+        s.layer(slot).unwrap().fs.reader().clone()
+    };
+    let cached = |r: &Reader, path: &str| {
+        let id = r.lookup(path).unwrap();
+        r.entry(id)
+            .chunks()
+            .iter()
+            .filter_map(|c| c.digest)
+            .all(|d| r.cache().contains(&d))
+    };
+    let app_reader = reader_of(&app);
+    // One layer of two: the command may be in the other, nothing starts.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!cached(&app_reader, "usr/bin/app"));
+    let base_reader = reader_of(&base);
+    let wanted = [
+        (&app_reader, "usr/bin/app"),
+        (&app_reader, "usr/bin/app-interpreter"),
+        (&base_reader, "etc/passwd"),
+        (&base_reader, "etc/group"),
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !wanted.iter().all(|(r, p)| cached(r, p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not prefetched in 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Only those: no background fetch here.
+    assert!(!cached(&base_reader, "usr/share/doc/base"));
+    assert!(!cached(&app_reader, "usr/share/doc/app"));
+}
+
 /// `n` layers, layer `i` holding one file `f` that says "layer i".
 fn numbered_layers(n: usize) -> Vec<Layer> {
     (0..n)
