@@ -6,9 +6,10 @@ use std::ffi::{c_char, CString};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use estargz_core::cache::ChunkCache;
-use estargz_core::remote::{LayerOptions, Reference, Registry};
+use estargz_core::remote::{LayerOptions, LayerSelector, Reference, Registry};
 use estargz_core::{Digest, Error};
 use estargz_fuse::ahead::{open_mounts_ahead, RemoteParts};
+use estargz_fuse::image_mounts::image_mounts;
 use estargz_fuse::mount::{LayerMount, MountOptions};
 use estargz_fuse::record::{AccessRecorder, LayerKey, DEFAULT_RECORD_LIMIT};
 use estargz_fuse::source::{OpenedLayer, Source};
@@ -291,6 +292,16 @@ fn mount(
     settings: &MountSettings,
 ) -> FfiResult<*mut estargz_mount> {
     let is_remote = matches!(source, Source::Remote { .. });
+    // A registry layer chosen by digest is one layer of an image whose
+    // command is prefetched once all of them are mounted.
+    let image_layer = match &source {
+        Source::Remote {
+            reference,
+            layer: LayerSelector::Digest(digest),
+            ..
+        } => Some((reference.to_string(), digest.clone())),
+        _ => None,
+    };
     // A registry layer opened ahead (estargz_mount_open_ahead) is claimed.
     let layer: OpenedLayer = source.open_claiming(&remote_parts(remote)?, expected_toc_digest)?;
     let toc_digest = layer.reader.toc_digest();
@@ -317,6 +328,9 @@ fn mount(
     });
     let opts = mount_options(settings, remote, is_remote).record(access);
     let mount = LayerMount::start(layer, std::path::Path::new(mountpoint), &opts)?;
+    if let Some((reference, digest)) = image_layer {
+        image_mounts().layer_mounted(&reference, &digest, mount.reader(), &opts.warm);
+    }
     Ok(into_raw(estargz_mount {
         mount: Mutex::new(mount),
         toc_digest: CString::new(toc_digest.to_string()).expect("a digest has no NUL"),

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use estargz_core::cache::ChunkCache;
 use estargz_core::flight::Flight;
 use estargz_core::remote::manifest::{self, Platform};
-use estargz_core::remote::{open_layer, LayerOptions, Reference, Registry};
+use estargz_core::remote::{open_layer, Image, LayerOptions, Reference, Registry};
 use estargz_core::{Digest, Error, Result};
 
+use crate::image_mounts::image_mounts;
 use crate::source::{OpenedLayer, Source};
 
 /// Layers held opened ahead at most by [`mounts`]: each holds a TOC index
@@ -243,6 +244,16 @@ pub fn open_mounts_ahead(
                             blob: Some(l.blob),
                         }));
                     });
+            }
+            // The config names the command that is prefetched once every
+            // layer is mounted; the layers open meanwhile.
+            match parts.registry.fetch_config(&image) {
+                Ok(config) => {
+                    let mut with_config = Image::clone(&image);
+                    with_config.config = Some(config);
+                    image_mounts().image_known(&key, Arc::new(with_config));
+                }
+                Err(e) => log::debug!("{reference}: no config, so no command prefetch: {e}"),
             }
         });
     if spawned.is_err() {

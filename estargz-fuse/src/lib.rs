@@ -25,6 +25,7 @@ pub mod command_prefetch;
 pub mod daemon;
 pub mod elf;
 pub mod heap;
+pub mod image_mounts;
 pub mod layer_adapter;
 pub mod layerfs;
 pub mod logger;
@@ -39,6 +40,8 @@ pub mod rofs;
 pub mod source;
 pub mod store;
 pub mod store_adapter;
+#[cfg(test)]
+mod test_layers;
 pub mod warm;
 
 pub use estargz_core as core;
