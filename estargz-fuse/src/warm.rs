@@ -152,6 +152,10 @@ pub struct Warmer {
     slots: Arc<(Mutex<Slots>, Condvar)>,
 }
 
+/// Decompressed bytes a command prefetch takes at most (and at most half
+/// the cache).
+const MAX_COMMAND_BYTES: u64 = 256 << 20;
+
 /// How often a running background fetch checks whether it should stop.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -181,11 +185,7 @@ impl Warmer {
 
     /// Background fetches running now.
     pub fn running(&self) -> usize {
-        self.slots
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .running
+        lock_slots(&self.slots).running
     }
 
     /// Starts warming `reader` (named `what` in logs) on a thread of its
@@ -208,13 +208,7 @@ impl Warmer {
         }
         ticket
     }
-}
 
-/// Decompressed bytes a command prefetch takes at most (and at most half
-/// the cache).
-const MAX_COMMAND_BYTES: u64 = 256 << 20;
-
-impl Warmer {
     /// Starts fetching what a container of an image runs first
     /// ([`command_prefetch`]) on a thread of its own, when prefetch is on;
     /// `layers` are the image's, topmost first. No background batch starts
@@ -278,11 +272,7 @@ fn warm(
 ) {
     let slots: &(Mutex<Slots>, Condvar) = slots_arc;
     if opts.prefetch {
-        slots
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .prefetching += 1;
+        lock_slots(slots).prefetching += 1;
         let _prefetching = Prefetching(slots);
         match reader.prefetch_landmarked() {
             Ok(s) if s.chunks_cached > 0 => {
@@ -321,7 +311,7 @@ fn warm(
     }
     let _slot = Running(slots);
     let me = {
-        let mut s = slots.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = lock_slots(slots);
         s.next_id += 1;
         let me = (size, s.next_id);
         s.fetching.push(me);
@@ -343,11 +333,7 @@ fn warm(
             // between that and the stop below.
             gate: Some(Arc::new(move || {
                 !gate_cancel.load(Ordering::Relaxed)
-                    && gate_slots
-                        .0
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .may_fetch(me, settle)
+                    && lock_slots(&gate_slots).may_fetch(me, settle)
             })),
         },
     );
@@ -379,7 +365,7 @@ struct Fetching<'a>(&'a (Mutex<Slots>, Condvar), (u64, u64));
 
 impl Drop for Fetching<'_> {
     fn drop(&mut self) {
-        let mut s = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = lock_slots(self.0);
         s.fetching.retain(|&f| f != self.1);
     }
 }
@@ -389,11 +375,7 @@ struct Prefetching<'a>(&'a (Mutex<Slots>, Condvar));
 
 impl Drop for Prefetching<'_> {
     fn drop(&mut self) {
-        self.0
-             .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .prefetching -= 1;
+        lock_slots(self.0).prefetching -= 1;
     }
 }
 

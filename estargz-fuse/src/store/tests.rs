@@ -739,6 +739,7 @@ fn resolved_layers_are_warmed_in_the_background() {
 
 #[test]
 fn once_every_layer_is_served_the_image_command_is_prefetched() {
+    use crate::test_layers::cached;
     use crate::warm::WarmOptions;
     let filler = |seed: u32| -> Vec<u8> {
         (0..200_000u32)
@@ -779,14 +780,6 @@ fn once_every_layer_is_served_the_image_command_is_prefetched() {
             panic!("not a layer inode")
         };
         s.layer(slot).unwrap().fs.reader().clone()
-    };
-    let cached = |r: &Reader, path: &str| {
-        let id = r.lookup(path).unwrap();
-        r.entry(id)
-            .chunks()
-            .iter()
-            .filter_map(|c| c.digest)
-            .all(|d| r.cache().contains(&d))
     };
     let app_reader = reader_of(&app);
     // One layer of two: the command may be in the other, nothing starts.
