@@ -319,3 +319,46 @@ fn a_read_of_the_front_of_a_batch_does_not_wait_for_its_end() {
     assert_eq!(src.calls.load(Ordering::SeqCst), 1);
     assert_eq!(c.stats().cached_bytes, 1 << 20);
 }
+
+#[test]
+fn overlapping_batched_reads_and_misses_from_many_threads_all_finish() {
+    for max_fetchers in [1, 2, 4] {
+        let src = Slow::new(4 << 20, Duration::from_millis(5));
+        let opts = SpanCacheOptions {
+            max_fetchers,
+            ..SpanCacheOptions::default()
+        };
+        let c = Arc::new(SpanCache::new(src.clone(), None, opts).unwrap());
+        let (done, finished) = std::sync::mpsc::channel();
+        for t in 0..8u64 {
+            let (c, done) = (c.clone(), done.clone());
+            std::thread::spawn(move || {
+                for i in 0..40u64 {
+                    let start = ((t * 7919 + i * 104_729) * 4099) % (4 << 20);
+                    if (t + i) % 2 == 0 {
+                        let ranges: Vec<Range<u64>> = (0..3)
+                            .map(|k| {
+                                let s = (start + k * 300_000) % ((4 << 20) - 200_000);
+                                (s, s + 150_000)
+                            })
+                            .collect::<std::collections::BTreeMap<u64, u64>>()
+                            .into_iter()
+                            .map(|(s, e)| s..e)
+                            .collect();
+                        c.read_ranges(&ranges).unwrap();
+                    } else {
+                        let mut buf = vec![0u8; 7000];
+                        c.read_exact_at(&mut buf, start.min((4 << 20) - 7000))
+                            .unwrap();
+                    }
+                }
+                done.send(()).unwrap();
+            });
+        }
+        for _ in 0..8 {
+            finished
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("stuck with {max_fetchers} fetchers"));
+        }
+    }
+}
