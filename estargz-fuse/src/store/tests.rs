@@ -124,17 +124,18 @@ struct Fake {
     layer_opens: AtomicUsize,
     /// A layer index whose next open fails.
     failing_once: std::sync::Mutex<Option<usize>>,
-    /// How long a config fetch takes, and the layer opens begun meanwhile.
+    /// How long a config fetch takes, and the layer opens begun before it
+    /// was in (counted by whether it has ended, not begun: the fetch runs
+    /// on its own thread, which a loaded machine may start late).
     config_delay: Duration,
     opens_during_config: AtomicUsize,
-    config_fetching: AtomicBool,
+    config_fetched: AtomicBool,
 }
 
 impl ImageSource for Fake {
     fn config(&self, image: &Image) -> Result<Vec<u8>> {
-        self.config_fetching.store(true, Ordering::SeqCst);
         std::thread::sleep(self.config_delay);
-        self.config_fetching.store(false, Ordering::SeqCst);
+        self.config_fetched.store(true, Ordering::SeqCst);
         image
             .config
             .clone()
@@ -158,7 +159,7 @@ impl ImageSource for Fake {
 
     fn layer(&self, image: &Image, index: usize, verify_toc: bool) -> Result<OpenedLayer> {
         self.layer_opens.fetch_add(1, Ordering::SeqCst);
-        if self.config_fetching.load(Ordering::SeqCst) {
+        if !self.config_fetched.load(Ordering::SeqCst) {
             self.opens_during_config.fetch_add(1, Ordering::SeqCst);
         }
         if self.down.load(Ordering::SeqCst) {
