@@ -25,9 +25,13 @@ use crate::elf;
 use crate::optimize::bundle::{environment, ImageProcess};
 use crate::overlay::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 
-/// Files the runtime reads when it starts any container (runc resolves
-/// the user and its groups).
-const RUNTIME_FILES: [&str; 2] = ["/etc/passwd", "/etc/group"];
+/// Files read when any container starts: runc resolves the user and its
+/// groups, the C library the local time zone.
+const RUNTIME_FILES: [&str; 3] = ["/etc/passwd", "/etc/group", "/etc/localtime"];
+/// Where the C library finds a locale's character tables (the archive
+/// first, then one directory per locale).
+const LOCALE_ARCHIVE: &str = "/usr/lib/locale/locale-archive";
+const LOCALE_DIR: &str = "/usr/lib/locale";
 /// The dynamic loader reads it before any library.
 const LOADER_CACHE: &str = "/etc/ld.so.cache";
 /// Files fetched for one image.
@@ -156,6 +160,43 @@ fn program(layers: &[Arc<Reader>], word: &str, path: &str, cwd: &str) -> Option<
         .find_map(|d| find(layers, &format!("{d}/{word}")))
 }
 
+/// The character tables a program loads when it sets its locale from the
+/// environment (`LC_ALL`, `LC_CTYPE`, `LANG`), with glibc's spelling of
+/// the codeset (`C.UTF-8` is in `C.utf8`). Without one, or with `C`, the
+/// ones of `C.UTF-8`: Python switches to it, and images that set a locale
+/// usually set that one.
+fn locale_files(env: &[String]) -> [String; 2] {
+    let value = |key: &str| {
+        env.iter()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            .filter(|v| !v.is_empty())
+    };
+    let name = value("LC_ALL")
+        .or_else(|| value("LC_CTYPE"))
+        .or_else(|| value("LANG"))
+        .filter(|n| !matches!(*n, "C" | "POSIX"))
+        .unwrap_or("C.UTF-8");
+    let name = match name.split_once('.') {
+        Some((language, codeset)) => {
+            let (codeset, modifier) = codeset.split_once('@').unwrap_or((codeset, ""));
+            let codeset: String = codeset
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .map(|c| c.to_ascii_lowercase())
+                .collect();
+            match modifier {
+                "" => format!("{language}.{codeset}"),
+                m => format!("{language}.{codeset}@{m}"),
+            }
+        }
+        None => name.to_string(),
+    };
+    [
+        LOCALE_ARCHIVE.to_string(),
+        format!("{LOCALE_DIR}/{name}/LC_CTYPE"),
+    ]
+}
+
 /// Up to `len` bytes at `offset` of file `id` (fewer at its end); `None`
 /// when it cannot be read (the container's own reads report that).
 fn read(reader: &Reader, id: NodeId, offset: u64, len: u64) -> Option<Vec<u8>> {
@@ -172,9 +213,17 @@ fn read(reader: &Reader, id: NodeId, offset: u64, len: u64) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-/// What executing `file` loads next, found in `layers`; data files it
-/// reads (the loader's cache) are added to `data` as well.
-fn loads(layers: &[Arc<Reader>], file: Found, path: &str, data: &mut HashSet<Found>) -> Vec<Found> {
+/// What executing `file` runs first, found in `layers`: a script's `#!`
+/// interpreter (and NAME of `#!/usr/bin/env NAME`), or an ELF program's
+/// loader and the loader's cache (added to `data`, which is fetched but
+/// not inspected). Known from the file's first bytes, so it is fetched
+/// while the rest of the file still arrives.
+fn interpreters(
+    layers: &[Arc<Reader>],
+    file: Found,
+    path: &str,
+    data: &mut HashSet<Found>,
+) -> Vec<Found> {
     let reader = &layers[file.0];
     let Some(head) = read(reader, file.1, 0, SHEBANG_BYTES) else {
         return Vec::new();
@@ -198,62 +247,78 @@ fn loads(layers: &[Arc<Reader>], file: Found, path: &str, data: &mut HashSet<Fou
     if !elf::is_elf64_le(&head) {
         return Vec::new();
     }
-    let Some(needs) = elf::needs(|offset, len| read(reader, file.1, offset, len)) else {
+    let Some(interpreter) = elf::interpreter(|offset, len| read(reader, file.1, offset, len))
+    else {
         return Vec::new();
     };
-    let mut found = Vec::new();
-    if let Some(interpreter) = &needs.interpreter {
-        found.extend(find(layers, interpreter));
-        if let Some(cache) = find(layers, LOADER_CACHE) {
-            if data.insert(cache) {
-                found.push(cache);
-            }
+    let mut found: Vec<Found> = find(layers, &interpreter).into_iter().collect();
+    if let Some(cache) = find(layers, LOADER_CACHE) {
+        if data.insert(cache) {
+            found.push(cache);
         }
-    }
-    let dirs = elf::library_dirs(needs.machine);
-    for name in &needs.needed {
-        found.extend(
-            dirs.iter()
-                .find_map(|d| find(layers, &format!("{d}/{name}"))),
-        );
     }
     found
 }
 
-/// Fetches the files of `found` not fetched yet, one request per layer,
-/// the layers in parallel; returns the ones taken.
-fn fetch(
-    layers: &[Arc<Reader>],
-    found: Vec<Found>,
-    seen: &mut HashSet<Found>,
-    budget: &mut u64,
-    done: &mut CommandPrefetch,
-) -> Vec<Found> {
-    let mut fresh = Vec::new();
-    for f in found {
-        let size = layers[f.0].entry(f.1).size();
-        if seen.len() >= MAX_FILES || size > *budget || !seen.insert(f) {
-            continue;
-        }
-        *budget -= size;
-        done.bytes += size;
-        done.files.push(layers[f.0].path(f.1));
-        fresh.push(f);
-    }
-    std::thread::scope(|s| {
-        for (i, layer) in layers.iter().enumerate() {
-            let ids: Vec<NodeId> = fresh.iter().filter(|f| f.0 == i).map(|f| f.1).collect();
-            if !ids.is_empty() {
-                s.spawn(move || {
-                    // A failure leaves those files to on-demand reads.
-                    if let Err(e) = layer.prefetch_files(&ids) {
-                        log::debug!("command prefetch: {e}");
-                    }
-                });
+/// The libraries an ELF `file` names (`DT_NEEDED`), found in the loader's
+/// default directories. Their names are in the dynamic section, often
+/// near the file's end.
+fn libraries(layers: &[Arc<Reader>], file: Found) -> Vec<Found> {
+    let reader = &layers[file.0];
+    let Some(needs) = elf::needs(|offset, len| read(reader, file.1, offset, len)) else {
+        return Vec::new();
+    };
+    let dirs = elf::library_dirs(needs.machine);
+    needs
+        .needed
+        .iter()
+        .filter_map(|name| {
+            dirs.iter()
+                .find_map(|d| find(layers, &format!("{d}/{name}")))
+        })
+        .collect()
+}
+
+/// The files fetched so far and what is left of the budget.
+struct Fetched {
+    seen: HashSet<Found>,
+    budget: u64,
+    done: CommandPrefetch,
+}
+
+impl Fetched {
+    /// Starts fetching the files of `found` not fetched yet, each on a
+    /// thread of `scope` (so a small library does not wait behind a large
+    /// one in a shared response), not waited for: what they load is looked
+    /// for meanwhile, as their bytes arrive. Returns the ones taken.
+    fn start<'scope>(
+        &mut self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        layers: &'scope [Arc<Reader>],
+        found: Vec<Found>,
+    ) -> Vec<Found> {
+        let mut fresh = Vec::new();
+        for f in found {
+            let size = layers[f.0].entry(f.1).size();
+            if self.seen.len() >= MAX_FILES || size > self.budget || !self.seen.insert(f) {
+                continue;
             }
+            self.budget -= size;
+            self.done.bytes += size;
+            self.done.files.push(layers[f.0].path(f.1));
+            fresh.push(f);
         }
-    });
-    fresh
+        for &(i, id) in &fresh {
+            let layer = &layers[i];
+            scope.spawn(move || {
+                // A failure leaves the file to on-demand reads.
+                if let Err(e) = layer.prefetch_files(&[id]) {
+                    log::debug!("command prefetch: {e}");
+                }
+            });
+        }
+        fresh
+    }
 }
 
 /// Fetches what a container of the image described by `process` and
@@ -261,39 +326,51 @@ fn fetch(
 /// (decompressed), and says what that was. Runs on the caller's thread
 /// until done.
 pub fn prefetch(layers: &[Arc<Reader>], process: &ImageProcess, max_bytes: u64) -> CommandPrefetch {
-    let mut done = CommandPrefetch::default();
     // `environment` puts in the runtime's default PATH when there is none.
-    let path = environment(process, &[])
-        .into_iter()
+    let env = environment(process, &[]);
+    let path = env
+        .iter()
         .find_map(|kv| kv.strip_prefix("PATH=").map(str::to_string))
         .unwrap_or_default();
     let programs = programs(layers, process, &path);
     if programs.is_empty() {
-        return done;
+        return CommandPrefetch::default();
     }
-    let (mut seen, mut budget) = (HashSet::new(), max_bytes);
+    let mut fetched = Fetched {
+        seen: HashSet::new(),
+        budget: max_bytes,
+        done: CommandPrefetch::default(),
+    };
     // Data files are fetched, never inspected.
     let runtime: Vec<Found> = RUNTIME_FILES
         .iter()
-        .filter_map(|p| find(layers, p))
+        .map(|p| p.to_string())
+        .chain(locale_files(&env))
+        .filter_map(|p| find(layers, &p))
         .collect();
     let mut data: HashSet<Found> = runtime.iter().copied().collect();
-    let mut level = [programs, runtime].concat();
-    for _ in 0..MAX_LEVELS {
-        let fetched = fetch(layers, level, &mut seen, &mut budget, &mut done);
-        level = Vec::new();
-        for f in fetched
-            .into_iter()
-            .filter(|f| !data.contains(f))
-            .collect::<Vec<_>>()
-        {
-            level.extend(loads(layers, f, &path, &mut data));
+    std::thread::scope(|s| {
+        // `level` is to be fetched, `early` already is: both are looked into.
+        let (mut level, mut early) = ([programs, runtime].concat(), Vec::new());
+        for _ in 0..MAX_LEVELS {
+            let mut started = fetched.start(s, layers, level);
+            started.append(&mut early);
+            started.retain(|f| !data.contains(f));
+            // The loader (or a script's interpreter) runs before any
+            // library is named: fetched as soon as the program's first
+            // bytes name it.
+            let mut first = Vec::new();
+            for &f in &started {
+                first.extend(interpreters(layers, f, &path, &mut data));
+            }
+            early = fetched.start(s, layers, first);
+            level = started.iter().flat_map(|&f| libraries(layers, f)).collect();
+            if level.is_empty() && early.iter().all(|f| data.contains(f)) {
+                break;
+            }
         }
-        if level.is_empty() {
-            break;
-        }
-    }
-    done
+    });
+    fetched.done
 }
 
 #[cfg(test)]
@@ -399,6 +476,10 @@ mod tests {
             E::File("etc/passwd", b"root:x:0:0::/root:/bin/sh\n", 0o644),
             E::File("etc/group", b"root:x:0:\n", 0o644),
             E::File("etc/ld.so.cache", b"cache", 0o644),
+            E::File("usr/share/zoneinfo/Etc/UTC", b"TZif2", 0o644),
+            E::Link("etc/localtime", "/usr/share/zoneinfo/Etc/UTC"),
+            E::File("usr/lib/locale/C.utf8/LC_CTYPE", b"ctype", 0o644),
+            E::File("usr/lib/locale/de_DE.utf8/LC_CTYPE", b"de", 0o644),
             E::File("usr/share/doc/unrelated", &unrelated, 0o644),
         ]);
         let base = layer(&base);
@@ -423,6 +504,8 @@ mod tests {
             (&base, "etc/passwd"),
             (&base, "etc/group"),
             (&base, "etc/ld.so.cache"),
+            (&base, "usr/share/zoneinfo/Etc/UTC"),
+            (&base, "usr/lib/locale/C.utf8/LC_CTYPE"),
         ]
         .into_iter()
         .chain(libraries.iter().map(|(p, _)| (&base, &p[1..])))
@@ -431,7 +514,8 @@ mod tests {
             assert!(cached(layer, path), "{path} not cached");
         }
         assert!(!cached(&base, "usr/share/doc/unrelated"));
-        assert_eq!(done.files.len(), 5 + libraries.len(), "{done:?}");
+        assert!(!cached(&base, "usr/lib/locale/de_DE.utf8/LC_CTYPE"));
+        assert_eq!(done.files.len(), 7 + libraries.len(), "{done:?}");
 
         // A budget: the script fits, the program does not.
         let small = [layer(&[
@@ -444,6 +528,28 @@ mod tests {
         };
         let done = prefetch(&small, &process, 100);
         assert_eq!(done.files, ["usr/bin/entry"]);
+    }
+
+    #[test]
+    fn the_locale_comes_from_the_environment_in_glibc_spelling() {
+        let ctype = |env: &[&str]| {
+            let env: Vec<String> = env.iter().map(|s| s.to_string()).collect();
+            locale_files(&env)[1].clone()
+        };
+        assert_eq!(ctype(&[]), "/usr/lib/locale/C.utf8/LC_CTYPE");
+        assert_eq!(ctype(&["LANG=C"]), "/usr/lib/locale/C.utf8/LC_CTYPE");
+        assert_eq!(
+            ctype(&["LANG=en_US.UTF-8"]),
+            "/usr/lib/locale/en_US.utf8/LC_CTYPE"
+        );
+        assert_eq!(
+            ctype(&["LANG=en_US.UTF-8", "LC_ALL=de_DE.ISO-8859-15@euro"]),
+            "/usr/lib/locale/de_DE.iso885915@euro/LC_CTYPE"
+        );
+        assert_eq!(
+            ctype(&["LC_CTYPE=fr_FR", "LANG=en_US.UTF-8", "LC_ALL="]),
+            "/usr/lib/locale/fr_FR/LC_CTYPE"
+        );
     }
 
     #[test]

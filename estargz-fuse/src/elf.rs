@@ -64,10 +64,12 @@ pub fn is_elf64_le(bytes: &[u8]) -> bool {
     bytes.len() >= 64 && bytes[..4] == *b"\x7fELF" && bytes[4] == 2 && bytes[5] == 1
 }
 
-/// The interpreter and libraries of the ELF file that `read(offset, len)`
-/// reads (up to `len` bytes; fewer at its end); `None` when it is not a
-/// 64-bit little-endian ELF file or its headers do not hold together.
-pub fn needs(read: impl Fn(u64, u64) -> Option<Vec<u8>>) -> Option<ElfNeeds> {
+/// The machine and program headers of the ELF file that `read(offset,
+/// len)` reads; `None` when it is not a 64-bit little-endian ELF file or
+/// its headers do not hold together.
+fn program_headers(
+    read: &impl Fn(u64, u64) -> Option<Vec<u8>>,
+) -> Option<(u16, Vec<ProgramHeader>)> {
     let header = read(0, 64)?;
     if !is_elf64_le(&header) {
         return None;
@@ -82,7 +84,7 @@ pub fn needs(read: impl Fn(u64, u64) -> Option<Vec<u8>>) -> Option<ElfNeeds> {
     if table.len() as u64 != phnum * 56 {
         return None;
     }
-    let headers: Vec<ProgramHeader> = table
+    let headers = table
         .chunks_exact(56)
         .filter_map(|p| {
             Some(ProgramHeader {
@@ -93,16 +95,38 @@ pub fn needs(read: impl Fn(u64, u64) -> Option<Vec<u8>>) -> Option<ElfNeeds> {
             })
         })
         .collect();
+    Some((machine, headers))
+}
+
+/// The absolute path in `PT_INTERP`, when there is one.
+fn interpreter_of(
+    read: &impl Fn(u64, u64) -> Option<Vec<u8>>,
+    headers: &[ProgramHeader],
+) -> Option<String> {
+    let p = headers.iter().find(|p| p.kind == PT_INTERP)?;
+    let path = read(p.offset, p.filesz.min(MAX_NAME))?;
+    c_string(&path)
+        .filter(|p| p.starts_with('/'))
+        .map(str::to_string)
+}
+
+/// The interpreter (dynamic loader) of an ELF program, from its first
+/// bytes only: a caller can fetch it before the rest of the file is in.
+pub fn interpreter(read: impl Fn(u64, u64) -> Option<Vec<u8>>) -> Option<String> {
+    let (_, headers) = program_headers(&read)?;
+    interpreter_of(&read, &headers)
+}
+
+/// The interpreter and libraries of the ELF file that `read(offset, len)`
+/// reads (up to `len` bytes; fewer at its end); `None` when it is not a
+/// 64-bit little-endian ELF file or its headers do not hold together.
+pub fn needs(read: impl Fn(u64, u64) -> Option<Vec<u8>>) -> Option<ElfNeeds> {
+    let (machine, headers) = program_headers(&read)?;
     let mut needs = ElfNeeds {
         machine,
         ..ElfNeeds::default()
     };
-    if let Some(p) = headers.iter().find(|p| p.kind == PT_INTERP) {
-        let path = read(p.offset, p.filesz.min(MAX_NAME))?;
-        needs.interpreter = c_string(&path)
-            .filter(|p| p.starts_with('/'))
-            .map(str::to_string);
-    }
+    needs.interpreter = interpreter_of(&read, &headers);
     let Some(dynamic) = headers.iter().find(|p| p.kind == PT_DYNAMIC) else {
         return Some(needs);
     };
