@@ -34,6 +34,21 @@ const LOCALE_ARCHIVE: &str = "/usr/lib/locale/locale-archive";
 const LOCALE_DIR: &str = "/usr/lib/locale";
 /// The dynamic loader reads it before any library.
 const LOADER_CACHE: &str = "/etc/ld.so.cache";
+/// The C library's loaders at the paths their ABIs fix, each with where
+/// its distributions put `libc` (Debian's multiarch directory, then
+/// `/lib64`; musl's loader is its libc).
+const SYSTEM_LOADERS: [(&str, &[&str]); 4] = [
+    (
+        "/lib64/ld-linux-x86-64.so.2",
+        &["/lib/x86_64-linux-gnu/libc.so.6", "/lib64/libc.so.6"],
+    ),
+    (
+        "/lib/ld-linux-aarch64.so.1",
+        &["/lib/aarch64-linux-gnu/libc.so.6", "/lib64/libc.so.6"],
+    ),
+    ("/lib/ld-musl-x86_64.so.1", &[]),
+    ("/lib/ld-musl-aarch64.so.1", &[]),
+];
 /// Files fetched for one image.
 const MAX_FILES: usize = 64;
 /// Rounds of "fetch, then read what those files load".
@@ -260,6 +275,24 @@ fn interpreters(
     found
 }
 
+/// The image's C library and its loader (and the loader's cache), which
+/// nearly every program of an image with them loads first: fetched with
+/// the program, not after its first bytes name them (with the default
+/// 4 MiB chunks those bytes arrive with the first MiB of the program).
+/// Only the first loader found; none for an image without one.
+fn system_loader(layers: &[Arc<Reader>]) -> Vec<Found> {
+    let Some((loader, libcs)) = SYSTEM_LOADERS
+        .iter()
+        .find_map(|(loader, libcs)| Some((find(layers, loader)?, libcs)))
+    else {
+        return Vec::new();
+    };
+    let mut found = vec![loader];
+    found.extend(libcs.iter().find_map(|libc| find(layers, libc)));
+    found.extend(find(layers, LOADER_CACHE));
+    found
+}
+
 /// The libraries an ELF `file` names (`DT_NEEDED`), found in the loader's
 /// default directories. Their names are in the dynamic section, often
 /// near the file's end.
@@ -341,12 +374,17 @@ pub fn prefetch(layers: &[Arc<Reader>], process: &ImageProcess, max_bytes: u64) 
         budget: max_bytes,
         done: CommandPrefetch::default(),
     };
-    // Data files are fetched, never inspected.
-    let runtime: Vec<Found> = RUNTIME_FILES
-        .iter()
-        .map(|p| p.to_string())
-        .chain(locale_files(&env))
-        .filter_map(|p| find(layers, &p))
+    // Data files are fetched, never inspected (nor are the loader and
+    // libc, which need nothing else).
+    let runtime: Vec<Found> = system_loader(layers)
+        .into_iter()
+        .chain(
+            RUNTIME_FILES
+                .iter()
+                .map(|p| p.to_string())
+                .chain(locale_files(&env))
+                .filter_map(|p| find(layers, &p)),
+        )
         .collect();
     let mut data: HashSet<Found> = runtime.iter().copied().collect();
     std::thread::scope(|s| {
@@ -528,6 +566,44 @@ mod tests {
         };
         let done = prefetch(&small, &process, 100);
         assert_eq!(done.files, ["usr/bin/entry"]);
+    }
+
+    #[test]
+    fn the_c_library_and_its_loader_are_fetched_with_the_program() {
+        let process = ImageProcess {
+            cmd: vec!["/app".into()],
+            ..ImageProcess::default()
+        };
+        // Found through /lib64 and /lib symlinks (a merged-/usr image),
+        // whatever the program turns out to be.
+        let glibc = [layer(&[
+            E::File("app", b"not an ELF file", 0o755),
+            E::File("usr/lib64/ld-linux-x86-64.so.2", b"ld", 0o755),
+            E::File("usr/lib/x86_64-linux-gnu/libc.so.6", b"libc", 0o755),
+            E::File("usr/lib/x86_64-linux-gnu/libm.so.6", b"libm", 0o755),
+            E::Link("lib64", "usr/lib64"),
+            E::Link("lib", "usr/lib"),
+            E::File("etc/ld.so.cache", b"cache", 0o644),
+        ])];
+        let done = prefetch(&glibc, &process, u64::MAX);
+        assert_eq!(
+            done.files,
+            [
+                "app",
+                "usr/lib64/ld-linux-x86-64.so.2",
+                "usr/lib/x86_64-linux-gnu/libc.so.6",
+                "etc/ld.so.cache"
+            ]
+        );
+        let musl = [layer(&[
+            E::File("app", b"not an ELF file", 0o755),
+            E::File("lib/ld-musl-x86_64.so.1", b"musl", 0o755),
+        ])];
+        let done = prefetch(&musl, &process, u64::MAX);
+        assert_eq!(done.files, ["app", "lib/ld-musl-x86_64.so.1"]);
+        // None in the image, none fetched.
+        let bare = [layer(&[E::File("app", b"static", 0o755)])];
+        assert_eq!(prefetch(&bare, &process, u64::MAX).files, ["app"]);
     }
 
     #[test]
