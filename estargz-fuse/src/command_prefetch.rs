@@ -1,12 +1,15 @@
 //! Fetching, as soon as an image's layers are open, what its container
 //! loads first: the program its config names (entrypoint, and the command
-//! when that is a program too), the files the runtime reads at every start
-//! (`/etc/passwd`, `/etc/group`), and then what those programs load — the
-//! ELF interpreter and `DT_NEEDED` libraries and theirs, the `#!`
-//! interpreter of a script — level by level. Without it a start is a
-//! chain of misses, each a round trip plus its transfer, the next library
-//! named only once the one before is in; with it they arrive while the
-//! runtime is still creating the container.
+//! when that is a program too), the files read at every start (runc's
+//! `/etc/passwd` and `/etc/group`; the C library, its loader, the loader's
+//! cache, `/etc/localtime` and the locale's character tables), and then
+//! what those programs load — the ELF interpreter and `DT_NEEDED`
+//! libraries and theirs, the `#!` interpreter of a script — level by
+//! level, each file in a request of its own, a level's files looked into
+//! while their bytes still arrive. Without it a start is a chain of
+//! misses, each a round trip plus its transfer, the next library named
+//! only once the one before is in; with it they arrive while the runtime
+//! is still creating the container.
 //!
 //! Only a guess, and a bounded one: files are looked up in the image's own
 //! layers (topmost first, symlinks followed across them, whiteouts and
