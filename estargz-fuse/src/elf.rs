@@ -219,7 +219,9 @@ mod tests {
             eprintln!("no 64-bit little-endian program here; skipped");
             return;
         };
-        let needs = needs(reader(program)).expect("an ELF program");
+        let needs = needs(reader(program.clone())).expect("an ELF program");
+        // From the headers alone, the same loader.
+        assert_eq!(interpreter(reader(program)), needs.interpreter);
         let interp = needs.interpreter.expect("a dynamic program has a loader");
         assert!(interp.starts_with('/') && interp.contains("ld"), "{interp}");
         assert!(
