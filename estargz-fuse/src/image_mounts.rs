@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use estargz_core::remote::Image;
 use estargz_core::Reader;
 
-use crate::optimize::bundle::ImageProcess;
 use crate::warm::{WarmOptions, Warmer};
 
 /// Images followed at once; the oldest goes first.
@@ -35,7 +34,7 @@ struct Followed {
 struct Ready {
     what: String,
     layers: Vec<Arc<Reader>>,
-    process: ImageProcess,
+    config: Vec<u8>,
     warm: WarmOptions,
 }
 
@@ -47,8 +46,6 @@ impl Followed {
             return None;
         }
         let image = self.image.as_ref()?;
-        let warm = self.warm.clone()?;
-        let config = image.config.as_ref()?;
         let layers: Vec<Arc<Reader>> = image
             .manifest
             .layers
@@ -56,18 +53,13 @@ impl Followed {
             .rev()
             .map(|d| self.layers.get(&d.digest).and_then(Weak::upgrade))
             .collect::<Option<_>>()?;
+        // Copied only once the prefetch is due, not on every mount.
+        let (config, warm) = (image.config.clone()?, self.warm.clone()?);
         self.prefetched = true;
-        let process = match ImageProcess::from_config(config) {
-            Ok(p) => p,
-            Err(e) => {
-                log::debug!("image {reference}: no command prefetch: {e}");
-                return None;
-            }
-        };
         Some(Ready {
             what: format!("image {reference}"),
             layers,
-            process,
+            config,
             warm,
         })
     }
@@ -125,7 +117,7 @@ impl ImageMounts {
             followed.ready(reference)
         };
         if let Some(r) = ready {
-            Warmer::shared(r.warm).prefetch_command(r.what, r.layers, r.process);
+            Warmer::shared(r.warm).prefetch_command(r.what, r.layers, &r.config);
         }
     }
 

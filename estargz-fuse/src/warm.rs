@@ -211,12 +211,13 @@ impl Warmer {
 
     /// Starts fetching what a container of an image runs first
     /// ([`command_prefetch`]) on a thread of its own, when prefetch is on;
-    /// `layers` are the image's, topmost first. No background batch starts
-    /// until it ends. Skipped for an image with a `.prefetch.landmark`: its
-    /// prioritized files are the better guess, and they are prefetched.
+    /// `layers` are the image's, topmost first, `config` its config (which
+    /// names the command). No background batch starts until it ends.
+    /// Skipped for an image with a `.prefetch.landmark`: its prioritized
+    /// files are the better guess, and they are prefetched.
     ///
     /// [`command_prefetch`]: crate::command_prefetch
-    pub fn prefetch_command(&self, what: String, layers: Vec<Arc<Reader>>, process: ImageProcess) {
+    pub fn prefetch_command(&self, what: String, layers: Vec<Arc<Reader>>, config: &[u8]) {
         if !self.opts.prefetch
             || layers
                 .iter()
@@ -224,6 +225,13 @@ impl Warmer {
         {
             return;
         }
+        let process = match ImageProcess::from_config(config) {
+            Ok(p) => p,
+            Err(e) => {
+                log::debug!("{what}: no command prefetch: {e}");
+                return;
+            }
+        };
         let max_bytes = match self.opts.cache_budget {
             0 => MAX_COMMAND_BYTES,
             budget => MAX_COMMAND_BYTES.min(budget / 2),

@@ -41,7 +41,6 @@ use estargz_core::remote::{Image, Reference};
 use estargz_core::Reader;
 
 use crate::layerfs;
-use crate::optimize::bundle::ImageProcess;
 use crate::record::{AccessRecorder, LayerKey};
 use crate::rofs::{
     walk_listing, Attr, DirEntry, FsError, FsResult, Kind, ReadOnlyFs, WalkEntry, BLOCK_SIZE,
@@ -845,15 +844,9 @@ impl Resolution {
     /// its image (`layers`, topmost first: runtimes ask for them one by
     /// one, and the command's files may be in any of them).
     fn prefetch_command(&self, layers: Vec<Arc<Reader>>, layer: &ResolvedLayer) {
-        let Some(config) = &layer.image.config else {
-            return;
-        };
-        match ImageProcess::from_config(config) {
-            Ok(process) => {
-                self.warmer
-                    .prefetch_command(format!("image {}", self.reference), layers, process)
-            }
-            Err(e) => log::debug!("image {}: no command prefetch: {e}", self.reference),
+        if let Some(config) = &layer.image.config {
+            self.warmer
+                .prefetch_command(format!("image {}", self.reference), layers, config);
         }
     }
 
